@@ -1,0 +1,43 @@
+# excamera: two commands matter. `make demo` and `make test`; both call `make setup`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+DEMO_DIR ?= demo-out
+
+.PHONY: setup demo test test-rust test-python lint bench clean
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q 'maturin>=1.7,<2'
+	$(VENV)/bin/maturin develop --release -q -E dev
+	touch $@
+
+# setup: the venv with every dependency, plus a release build of the Rust extension
+# (cargo makes the rebuild incremental, so this is cheap when nothing changed).
+setup: $(VENV)/.deps
+	$(VENV)/bin/maturin develop --release -q --skip-install 2>/dev/null || $(VENV)/bin/maturin develop --release -q
+
+demo: setup
+	$(PY) -m excamera.demo $(DEMO_DIR)
+
+test: setup test-rust test-python
+
+test-rust:
+	cargo test --release --workspace --exclude xc-python -q
+
+test-python:
+	$(PY) -m pytest -q
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --release -- -D warnings
+	$(VENV)/bin/ruff check python tests bench
+
+bench: setup
+	$(PY) bench/relay.py
+	$(PY) bench/decode.py
+
+clean:
+	rm -rf $(VENV) target $(DEMO_DIR)

@@ -1,0 +1,86 @@
+//! Picture buffers.
+//!
+//! VP8 reconstructs whole macroblocks, so every plane is stored at the macroblock-aligned size
+//! (luma rounded up to a multiple of 16, chroma to a multiple of 8) with no border. Motion
+//! compensation that reaches outside a reference plane reads the nearest edge pixel of the
+//! *aligned* plane (coordinate clamping), which is what libvpx's border extension amounts to.
+//! Cropping to the display size happens only on output.
+
+/// One 8-bit plane, stored row-major with `stride == width`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Plane {
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+    pub data: Vec<u8>,
+}
+
+impl Plane {
+    pub fn new(width: usize, height: usize) -> Self {
+        Plane { width, height, stride: width, data: vec![0; width * height] }
+    }
+
+    pub fn filled(width: usize, height: usize, value: u8) -> Self {
+        Plane { width, height, stride: width, data: vec![value; width * height] }
+    }
+
+    #[inline]
+    pub fn at(&self, x: usize, y: usize) -> u8 {
+        self.data[y * self.stride + x]
+    }
+
+    /// Pixel at (x, y), with coordinates outside the plane clamped to its edge.
+    #[inline]
+    pub fn at_clamped(&self, x: isize, y: isize) -> u8 {
+        let x = x.clamp(0, self.width as isize - 1) as usize;
+        let y = y.clamp(0, self.height as isize - 1) as usize;
+        self.data[y * self.stride + x]
+    }
+}
+
+/// A decoded picture: three planes at macroblock-aligned size plus the display size.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    pub display_width: usize,
+    pub display_height: usize,
+    pub y: Plane,
+    pub u: Plane,
+    pub v: Plane,
+}
+
+impl Frame {
+    /// A frame for a `width` x `height` picture, every plane set to `fill`.
+    pub fn new(width: usize, height: usize, fill: u8) -> Self {
+        let mbw = width.div_ceil(16);
+        let mbh = height.div_ceil(16);
+        Frame {
+            display_width: width,
+            display_height: height,
+            y: Plane::filled(mbw * 16, mbh * 16, fill),
+            u: Plane::filled(mbw * 8, mbh * 8, fill),
+            v: Plane::filled(mbw * 8, mbh * 8, fill),
+        }
+    }
+
+    pub fn mb_cols(&self) -> usize {
+        self.y.width / 16
+    }
+
+    pub fn mb_rows(&self) -> usize {
+        self.y.height / 16
+    }
+
+    /// The display-size I420 bytes (Y, then U, then V; chroma is `(w+1)/2 x (h+1)/2`), the layout
+    /// that `vpxdec --i420` writes and the test vectors' MD5s cover.
+    pub fn to_i420(&self) -> Vec<u8> {
+        let (w, h) = (self.display_width, self.display_height);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
+        for (p, pw, ph) in [(&self.y, w, h), (&self.u, cw, ch), (&self.v, cw, ch)] {
+            for row in 0..ph {
+                out.extend_from_slice(&p.data[row * p.stride..row * p.stride + pw]);
+            }
+        }
+        out
+    }
+}
