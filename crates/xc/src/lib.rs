@@ -4,5 +4,23 @@
 //! tables, segmentation and loop-filter deltas. Decoding a frame takes a state and returns a new
 //! one, so a state can be saved, shipped to another worker and resumed there.
 
+pub mod bool_decoder;
+pub mod decoder;
+pub mod error;
 pub mod frame;
+pub mod header;
+pub mod ivf;
+pub mod loopfilter;
 pub mod mb;
+pub mod md5;
+pub mod modes;
+pub mod predict;
+pub mod quant;
+pub mod state;
+pub mod tables;
+pub mod tokens;
+pub mod transform;
+
+pub use decoder::decode_frame;
+pub use error::DecodeError;
+pub use state::DecoderState;

@@ -1,0 +1,278 @@
+//! Frame decoding glue (RFC 6386 sections 5, 9-15): header, per-macroblock modes and tokens,
+//! prediction plus residue, loop filter, reference buffer updates and probability persistence.
+
+use std::sync::Arc;
+
+use crate::bool_decoder::BoolDecoder;
+use crate::error::DecodeError;
+use crate::frame::Frame;
+use crate::header::{parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader};
+use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
+use crate::mb::{MbInfo, MbMode, RefFrame};
+use crate::modes::{parse_mb_header, ModeContext, Neighbours};
+use crate::predict::inter::{predict_inter_mb, InterFilter};
+use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
+use crate::quant::{segment_qindex, Dequant};
+use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
+use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, Y2_BLOCK};
+use crate::transform::{idct4x4_add, iwht4x4};
+
+/// A partition may be read past its end (as zeros) by at most this many bits before the frame is
+/// declared corrupt. Valid streams stay within their data; libvpx likewise treats reading past
+/// the end as corruption.
+const MAX_OVERRUN_BITS: usize = 64;
+
+/// Decode one compressed frame. The input state is not modified; the returned state is the
+/// one to decode the next frame with. The frame is returned when `show_frame` is set.
+pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, Option<Frame>), DecodeError> {
+    let chunk = parse_uncompressed_chunk(data)?;
+    let tag = chunk.tag;
+    if tag.version > 3 {
+        return Err(DecodeError::UnsupportedVersion(tag.version));
+    }
+    let mut next = state.clone();
+    if let Some(dims) = chunk.dims {
+        reset_for_key_frame(&mut next, dims.width, dims.height);
+        next.horizontal_scale = dims.horizontal_scale;
+        next.vertical_scale = dims.vertical_scale;
+    } else if state.last.is_none() || state.golden.is_none() || state.altref.is_none() {
+        return Err(DecodeError::NoReferenceFrame);
+    }
+    let rest = &data[chunk.len..];
+    if tag.first_part_size == 0 || tag.first_part_size > rest.len() {
+        return Err(DecodeError::FirstPartitionTooLong { size: tag.first_part_size, available: rest.len() });
+    }
+    let mut d = BoolDecoder::new(&rest[..tag.first_part_size]);
+    let mut saved_probs = None;
+    let hdr = parse_frame_header(
+        &mut d,
+        tag.key_frame,
+        &mut next.segmentation,
+        &mut next.lf,
+        &mut next.probs,
+        &mut saved_probs,
+    );
+    if hdr.copy_buffer_to_golden == 3 {
+        return Err(DecodeError::InvalidCopyFlag { golden: true });
+    }
+    if hdr.copy_buffer_to_alternate == 3 {
+        return Err(DecodeError::InvalidCopyFlag { golden: false });
+    }
+    if !tag.key_frame {
+        next.sign_bias_golden = hdr.sign_bias_golden;
+        next.sign_bias_altref = hdr.sign_bias_alternate;
+    }
+    let parts = split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
+
+    let mut frame = Frame::new(next.width as usize, next.height as usize, 0);
+    let setup = FrameSetup {
+        key_frame: tag.key_frame,
+        filter: if tag.version == 0 { InterFilter::SixTap } else { InterFilter::Bilinear },
+        full_pixel: tag.version == 3,
+    };
+    let edges = decode_macroblocks(&mut next, &hdr, &setup, &mut d, &parts, &mut frame)?;
+
+    if hdr.loop_filter_level != 0 {
+        let ft = if hdr.simple_filter { FilterType::Simple } else { FilterType::Normal };
+        filter_frame(&mut frame, &edges, ft, hdr.sharpness_level, tag.key_frame);
+    }
+
+    let shown = tag.show_frame.then(|| frame.clone());
+    update_references(&mut next, &hdr, Arc::new(frame));
+    if let Some(saved) = saved_probs {
+        next.probs = saved;
+    }
+    Ok((next, shown))
+}
+
+/// What a key frame resets (spec 9.3-9.7, 9.11): probabilities to their defaults, segment
+/// feature data to zero deltas, the segment map to 0, loop filter deltas to 0, sign biases off.
+fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
+    s.width = width;
+    s.height = height;
+    s.probs = EntropyProbs::default();
+    s.segmentation = Segmentation::default();
+    s.lf = LfAdjust::default();
+    s.sign_bias_golden = false;
+    s.sign_bias_altref = false;
+    let mbs = (width as usize).div_ceil(16) * (height as usize).div_ceil(16);
+    s.segment_map.clear();
+    s.segment_map.resize(mbs, 0);
+}
+
+struct FrameSetup {
+    key_frame: bool,
+    filter: InterFilter,
+    full_pixel: bool,
+}
+
+/// Parse and reconstruct every macroblock; returns the loop filter inputs.
+fn decode_macroblocks(
+    st: &mut DecoderState,
+    hdr: &FrameHeader,
+    setup: &FrameSetup,
+    d: &mut BoolDecoder,
+    parts: &[&[u8]],
+    frame: &mut Frame,
+) -> Result<Vec<MbEdgeInfo>, DecodeError> {
+    let (cols, rows) = (frame.mb_cols(), frame.mb_rows());
+    let seg = &st.segmentation;
+    let dequant: [Dequant; 4] = std::array::from_fn(|s| {
+        Dequant::new(segment_qindex(hdr.quant.y_ac_qi, seg.enabled, seg.abs_delta, seg.quant[s]), &hdr.quant)
+    });
+    let seg_levels: [u8; 4] = std::array::from_fn(|s| {
+        let l = hdr.loop_filter_level as i32;
+        let l = match (seg.enabled, seg.abs_delta) {
+            (false, _) => l,
+            (true, true) => seg.lf[s] as i32,
+            (true, false) => l + seg.lf[s] as i32,
+        };
+        l.clamp(0, 63) as u8
+    });
+    let deltas = LfDeltas { ref_deltas: st.lf.ref_deltas, mode_deltas: st.lf.mode_deltas };
+    let deltas = st.lf.enabled.then_some(&deltas);
+    let ctx = ModeContext {
+        key_frame: setup.key_frame,
+        header: hdr,
+        probs: &st.probs,
+        mb_cols: cols,
+        mb_rows: rows,
+        sign_bias: [false, false, st.sign_bias_golden, st.sign_bias_altref],
+    };
+    let refs = [None, st.last.as_deref(), st.golden.as_deref(), st.altref.as_deref()];
+
+    let mut mbs: Vec<MbInfo> = Vec::with_capacity(cols * rows);
+    let mut edges = Vec::with_capacity(cols * rows);
+    let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
+    let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
+    let mut coeffs = MbCoeffs::default();
+    for mby in 0..rows {
+        let mut left_nz: NzContext = [0; 9];
+        let td = &mut tds[mby % parts.len()];
+        for mbx in 0..cols {
+            let i = mby * cols + mbx;
+            let nb = Neighbours {
+                above: (mby > 0).then(|| &mbs[i - cols]),
+                left: (mbx > 0).then(|| &mbs[i - 1]),
+                above_left: (mby > 0 && mbx > 0).then(|| &mbs[i - cols - 1]),
+            };
+            let info = parse_mb_header(d, &ctx, nb, mbx, mby, st.segment_map[i]);
+            if hdr.update_mb_segmentation_map {
+                st.segment_map[i] = info.segment_id;
+            }
+            let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
+            let has_coeffs = if info.skip_coeff {
+                skip_mb_tokens(&mut above_nz[mbx], &mut left_nz, has_y2);
+                false
+            } else {
+                let dq = &dequant[info.segment_id as usize & 3];
+                decode_mb_tokens(td, &ctx.probs.coeff, &mut above_nz[mbx], &mut left_nz, has_y2, dq, &mut coeffs)
+            };
+            let reference = refs[info.ref_frame as usize];
+            reconstruct_mb(frame, reference, &info, &mut coeffs, has_y2, mbx, mby, setup);
+            coeffs.clear();
+            edges.push(MbEdgeInfo {
+                level: mb_filter_level(seg_levels[info.segment_id as usize & 3], deltas, info.ref_frame, info.y_mode),
+                filter_inner: !has_y2 || has_coeffs,
+            });
+            mbs.push(info);
+        }
+    }
+    if d.bits_past_end() > MAX_OVERRUN_BITS {
+        return Err(DecodeError::FirstPartitionOverrun);
+    }
+    for (p, td) in tds.iter().enumerate() {
+        if td.bits_past_end() > MAX_OVERRUN_BITS {
+            return Err(DecodeError::TokenPartitionOverrun { partition: p + 1 });
+        }
+    }
+    Ok(edges)
+}
+
+/// Predict one macroblock and add its residue (spec 12, 14, 18).
+#[allow(clippy::too_many_arguments)]
+fn reconstruct_mb(
+    frame: &mut Frame,
+    reference: Option<&Frame>,
+    info: &MbInfo,
+    coeffs: &mut MbCoeffs,
+    has_y2: bool,
+    mbx: usize,
+    mby: usize,
+    setup: &FrameSetup,
+) {
+    // Second-order luma DCs: the inverse WHT yields each Y block's (dequantized) DC.
+    let mut y_mask = coeffs.nonzero & 0xFFFF;
+    if has_y2 && coeffs.nonzero & (1 << Y2_BLOCK) != 0 {
+        let dcs = iwht4x4(&coeffs.blocks[Y2_BLOCK]);
+        for (b, &dc) in dcs.iter().enumerate() {
+            coeffs.blocks[b][0] = dc;
+            if dc != 0 {
+                y_mask |= 1 << b;
+            }
+        }
+        // Make sure `clear` resets the DCs written here.
+        coeffs.nonzero |= y_mask;
+    }
+    let stride = frame.y.stride;
+    match (info.ref_frame, reference) {
+        (RefFrame::Intra, _) | (_, None) => {
+            if info.y_mode == MbMode::BPred {
+                for b in 0..16 {
+                    predict_luma4(&mut frame.y, mbx, mby, b, info.b_modes[b]);
+                    if y_mask & (1 << b) != 0 {
+                        let off = (mby * 16 + (b >> 2) * 4) * stride + mbx * 16 + (b & 3) * 4;
+                        idct4x4_add(&coeffs.blocks[b], &mut frame.y.data, off, stride);
+                    }
+                }
+                y_mask = 0;
+            } else {
+                predict_luma16(&mut frame.y, mbx, mby, info.y_mode);
+            }
+            predict_chroma8(&mut frame.u, mbx, mby, info.uv_mode);
+            predict_chroma8(&mut frame.v, mbx, mby, info.uv_mode);
+        }
+        (_, Some(r)) => predict_inter_mb(r, frame, mbx, mby, info, setup.filter, setup.full_pixel),
+    }
+    while y_mask != 0 {
+        let b = y_mask.trailing_zeros() as usize;
+        y_mask &= y_mask - 1;
+        let off = (mby * 16 + (b >> 2) * 4) * stride + mbx * 16 + (b & 3) * 4;
+        idct4x4_add(&coeffs.blocks[b], &mut frame.y.data, off, stride);
+    }
+    let mut uv_mask = (coeffs.nonzero >> 16) & 0xFF;
+    let cstride = frame.u.stride;
+    while uv_mask != 0 {
+        let b = uv_mask.trailing_zeros() as usize;
+        uv_mask &= uv_mask - 1;
+        let plane = if b < 4 { &mut frame.u } else { &mut frame.v };
+        let k = b & 3;
+        let off = (mby * 8 + (k >> 1) * 4) * cstride + mbx * 8 + (k & 1) * 4;
+        idct4x4_add(&coeffs.blocks[16 + b], &mut plane.data, off, cstride);
+    }
+}
+
+/// Reference buffer updates (spec 9.7, 9.8): buffer copies take the references as they were
+/// before this frame, then the refresh flags replace buffers with the new frame.
+fn update_references(s: &mut DecoderState, hdr: &FrameHeader, new: Arc<Frame>) {
+    let (old_last, old_golden, old_alt) = (s.last.clone(), s.golden.clone(), s.altref.clone());
+    match hdr.copy_buffer_to_golden {
+        1 => s.golden = old_last.clone(),
+        2 => s.golden = old_alt,
+        _ => {}
+    }
+    match hdr.copy_buffer_to_alternate {
+        1 => s.altref = old_last,
+        2 => s.altref = old_golden,
+        _ => {}
+    }
+    if hdr.refresh_golden_frame {
+        s.golden = Some(new.clone());
+    }
+    if hdr.refresh_alternate_frame {
+        s.altref = Some(new.clone());
+    }
+    if hdr.refresh_last {
+        s.last = Some(new);
+    }
+}
