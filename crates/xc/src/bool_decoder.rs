@@ -146,10 +146,19 @@ impl<'a> BoolDecoder<'a> {
         (consumed - self.data.len() as i64 * 8).max(0) as usize
     }
 
-    /// True when the decoder has consumed more bits than the data holds: libvpx's notion of a
-    /// bool decoder error (corrupt or truncated partition).
+    /// True when the decoder has consumed more bits than the data holds.
     pub fn overrun(&self) -> bool {
         self.bits_past_end() > 0
+    }
+
+    /// libvpx's bool decoder error condition: fewer than 8 bits of real data remain under the
+    /// decoding window (the window has started to take in the zeros supplied past the end).
+    /// libvpx stops decoding a macroblock's tokens once its partition is in this state, so the
+    /// decoder mirrors that to produce the same pixels for damaged streams.
+    pub fn window_past_end(&self) -> bool {
+        let loaded_bits = (self.pos + self.zeros_appended) as i64 * 8;
+        let consumed = loaded_bits - (self.count as i64 + 8);
+        consumed + 8 > self.data.len() as i64 * 8
     }
 }
 

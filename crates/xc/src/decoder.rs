@@ -17,11 +17,6 @@ use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
 use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, Y2_BLOCK};
 use crate::transform::{idct4x4_add, iwht4x4};
 
-/// A partition may be read past its end (as zeros) by at most this many bits before the frame is
-/// declared corrupt. Valid streams stay within their data; libvpx likewise treats reading past
-/// the end as corruption.
-const MAX_OVERRUN_BITS: usize = 64;
-
 /// Decode one compressed frame. The input state is not modified; the returned state is the
 /// one to decode the next frame with. The frame is returned when `show_frame` is set.
 pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, Option<Frame>), DecodeError> {
@@ -42,7 +37,9 @@ pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, 
     if tag.first_part_size == 0 || tag.first_part_size > rest.len() {
         return Err(DecodeError::FirstPartitionTooLong { size: tag.first_part_size, available: rest.len() });
     }
-    let mut d = BoolDecoder::new(&rest[..tag.first_part_size]);
+    // As in libvpx, the first partition's decoder is given all the remaining data: a damaged
+    // first partition that runs past its declared size reads on into the token partitions.
+    let mut d = BoolDecoder::new(rest);
     let mut saved_probs = None;
     let hdr = parse_frame_header(
         &mut d,
@@ -161,30 +158,33 @@ fn decode_macroblocks(
                 st.segment_map[i] = info.segment_id;
             }
             let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
-            let has_coeffs = if info.skip_coeff {
+            // As in libvpx: a partition already read past its end yields no residue (and leaves
+            // the contexts alone), and such a macroblock is not treated as coefficient-free.
+            let no_coeffs = if info.skip_coeff {
                 skip_mb_tokens(&mut above_nz[mbx], &mut left_nz, has_y2);
+                true
+            } else if td.window_past_end() {
                 false
             } else {
                 let dq = &dequant[info.segment_id as usize & 3];
-                decode_mb_tokens(td, &ctx.probs.coeff, &mut above_nz[mbx], &mut left_nz, has_y2, dq, &mut coeffs)
+                let any =
+                    decode_mb_tokens(td, &ctx.probs.coeff, &mut above_nz[mbx], &mut left_nz, has_y2, dq, &mut coeffs);
+                !any && !td.window_past_end()
             };
             let reference = refs[info.ref_frame as usize];
             reconstruct_mb(frame, reference, &info, &mut coeffs, has_y2, mbx, mby, setup);
             coeffs.clear();
             edges.push(MbEdgeInfo {
                 level: mb_filter_level(seg_levels[info.segment_id as usize & 3], deltas, info.ref_frame, info.y_mode),
-                filter_inner: !has_y2 || has_coeffs,
+                filter_inner: !has_y2 || !no_coeffs,
             });
             mbs.push(info);
         }
     }
-    if d.bits_past_end() > MAX_OVERRUN_BITS {
+    // Modes that ran past the end of the whole frame (not just their own partition, which
+    // libvpx tolerates) mean the frame is garbage.
+    if d.window_past_end() {
         return Err(DecodeError::FirstPartitionOverrun);
-    }
-    for (p, td) in tds.iter().enumerate() {
-        if td.bits_past_end() > MAX_OVERRUN_BITS {
-            return Err(DecodeError::TokenPartitionOverrun { partition: p + 1 });
-        }
     }
     Ok(edges)
 }

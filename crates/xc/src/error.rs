@@ -17,10 +17,8 @@ pub enum DecodeError {
     PartitionPastEnd { partition: usize },
     /// An inter frame arrived before any key frame (no reference frames exist).
     NoReferenceFrame,
-    /// Reading the first partition ran far beyond its end: the frame is corrupt.
+    /// Mode parsing ran past the end of the whole frame: the frame is corrupt.
     FirstPartitionOverrun,
-    /// A token partition ran far beyond its end: the frame is corrupt.
-    TokenPartitionOverrun { partition: usize },
     /// The frame uses an unsupported bitstream version (VP8 defines 0..=3).
     UnsupportedVersion(u8),
     /// A buffer copy flag of 3 (only 0, 1 and 2 are defined).
@@ -56,10 +54,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "inter frame without a prior key frame (no reference frame)")
             }
             DecodeError::FirstPartitionOverrun => {
-                write!(f, "corrupt frame: first partition read past its end")
-            }
-            DecodeError::TokenPartitionOverrun { partition } => {
-                write!(f, "corrupt frame: DCT token partition {partition} read past its end")
+                write!(f, "corrupt frame: first partition (modes) read past the end of the frame")
             }
             DecodeError::UnsupportedVersion(v) => write!(f, "unsupported VP8 bitstream version {v}"),
             DecodeError::InvalidCopyFlag { golden } => write!(
