@@ -29,11 +29,10 @@ class LaunchPayload:
     #: One-time nonce for this launch attempt; the coordinator matches the connection by it, so a
     #: stale process from an earlier attempt of the same worker id cannot take over a retry.
     token: str
+    #: The worker's own certificate followed by any intermediates (PEM).
     cert_pem: str
     key_pem: str
-    #: PEM chain the worker sends with its certificate (intermediates), may be empty.
-    chain_pem: str
-    #: Trust anchors (PEM) for verifying the coordinator's and relay's certificates.
+    #: Trust anchor (PEM) for verifying the coordinator's and relay's certificates.
     ca_pem: str
     storage_url: str = ""
     relay_host: str = ""

@@ -245,16 +245,19 @@ class WorkerSession:
             await self.relay.close()
             self.relay = None
         from . import tls
-        from .relay import RelayClient
+        from .relay import RelayClient, RelayError
 
-        self.relay = await RelayClient.connect(
-            self.payload.relay_host,
-            self.payload.relay_port,
-            tls.client_context(self._credentials()),
-            job=self.payload.job_id,
-            me=self.payload.worker_id,
-            peer=peer,
-        )
+        try:
+            self.relay = await RelayClient.connect(
+                self.payload.relay_host,
+                self.payload.relay_port,
+                tls.client_context(self._credentials()),
+                self.payload.job_id,
+                self.payload.worker_id,
+                peer,
+            )
+        except RelayError as exc:
+            raise CommandError(f"connect to relay as peer of {peer}: {exc}") from None
         return {"peer": peer}, b""
 
     def _need_relay(self, what: str) -> Any:
@@ -271,14 +274,20 @@ class WorkerSession:
             data = await asyncio.to_thread(source.read_bytes)
         else:
             data = msg.body
-        await relay.send(data)
+        await relay.send(data, "blob")
         return {"bytes": len(data)}, b""
 
     async def cmd_recv_blob(self, msg: Message) -> tuple[dict, bytes]:
         relay = self._need_relay("recv_blob")
-        data = await relay.recv()
-        if data is None:
-            raise CommandError("recv_blob: the relay closed the connection")
+        from .relay import RelayError
+
+        try:
+            msg = await relay.recv()
+        except EOFError:
+            raise CommandError("recv_blob: the relay closed the connection") from None
+        except RelayError as exc:
+            raise CommandError(f"recv_blob: {exc}") from None
+        data = msg.body
         if msg.get("file"):
             target = self.path(str(msg["file"]))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -297,10 +306,12 @@ class WorkerSession:
     def _credentials(self) -> Any:
         from . import tls
 
-        return tls.Credentials.from_pem(
-            cert_pem=self.payload.cert_pem + self.payload.chain_pem,
-            key_pem=self.payload.key_pem,
-            ca_pem=self.payload.ca_pem,
+        return tls.Credentials.from_dict(
+            {
+                "cert_pem": self.payload.cert_pem,
+                "key_pem": self.payload.key_pem,
+                "ca_pem": self.payload.ca_pem,
+            }
         )
 
     async def send(self, msg: Message) -> None:

@@ -8,7 +8,6 @@ needs a thread per worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import traceback
 
 from ..operations import OperationRegistry, builtin_operations
@@ -32,8 +31,7 @@ class InProcessWorker(WorkerProcess):
         return not self.task.done()
 
     async def wait(self) -> int | None:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.shield(self.task)
+        await asyncio.wait({self.task})
         if self.task.cancelled():
             return -9
         return 1 if self.task.exception() is not None else 0
