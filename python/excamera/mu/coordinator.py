@@ -177,7 +177,7 @@ class Coordinator:
                 raise ProtocolError(f"no launch of worker {ident.worker_id} awaits this token")
             if hello.get("worker") != ident.worker_id or hello.get("job") != self.job_id:
                 raise ProtocolError("hello does not match the certificate")
-        except (ProtocolError, asyncio.TimeoutError, ConnectionError, OSError) as exc:
+        except (TimeoutError, ProtocolError, ConnectionError, OSError) as exc:
             log.warning("refused connection from %s: %s", peer, exc)
             writer.close()
             return
@@ -293,7 +293,7 @@ class Coordinator:
         if grace > 0:
             try:
                 return await asyncio.wait_for(proc.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await proc.kill()
         return await proc.wait()

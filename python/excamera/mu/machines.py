@@ -309,7 +309,7 @@ class WorkerHandle:
             return await fut
         try:
             return await asyncio.wait_for(asyncio.shield(fut), limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._fail_all(WorkerLost(self.id, f"command {op!r} timed out after {limit:g} s"))
             self.close()
             raise self._lost from None  # type: ignore[misc]

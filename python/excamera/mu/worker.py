@@ -414,7 +414,7 @@ async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext) -> tuple[Any, An
                 ),
                 timeout=max(0.1, deadline - time.monotonic()),
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if time.monotonic() + delay >= deadline:
                 raise ConnectionError(
                     f"cannot reach coordinator {payload.coordinator_host}:"
