@@ -282,12 +282,12 @@ class WorkerSession:
         from .relay import RelayError
 
         try:
-            msg = await relay.recv()
+            frame = await relay.recv()
         except EOFError:
             raise CommandError("recv_blob: the relay closed the connection") from None
         except RelayError as exc:
             raise CommandError(f"recv_blob: {exc}") from None
-        data = msg.body
+        data = frame.body
         if msg.get("file"):
             target = self.path(str(msg["file"]))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -339,9 +339,10 @@ class WorkerSession:
             if chain is not None:
                 self.failed_chains.add(chain)
             return False, {"message": f"{op}: bad command: {exc!r}"}, b""
-        except OSError as exc:
+        except Exception as exc:  # any other failure is this command's answer, not a crash
             if chain is not None:
                 self.failed_chains.add(chain)
+            log.warning("%s: %s failed: %r", self.prefix, op, exc)
             return False, {"message": f"{op}: {exc}"}, b""
         return True, fields, body
 

@@ -94,6 +94,7 @@ class LocalBackend(Backend):
     """Run workers as local subprocesses.
 
     ``tmp_root``: where per-worker TMPDIRs go (a fresh directory by default, removed on close).
+    ``command``: the worker's argv (``python -m excamera.mu.worker`` by default).
     ``stderr_dir``: if given, each worker's full stderr is also written to
     ``worker-<id>.stderr`` there.
     """
@@ -108,8 +109,11 @@ class LocalBackend(Backend):
         stderr_dir: Path | None = None,
         stderr_keep: int = STDERR_KEEP,
         env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.python = python
+        # The worker command line; tests substitute one that never connects.
+        self.command = command or [python, "-m", "excamera.mu.worker"]
         self._own_root = tmp_root is None
         self.tmp_root = Path(tmp_root or tempfile.mkdtemp(prefix="mu-local-"))
         self.stderr_dir = stderr_dir
@@ -136,9 +140,7 @@ class LocalBackend(Backend):
             self.stderr_dir.mkdir(parents=True, exist_ok=True)
             stderr_file = self.stderr_dir / f"worker-{payload.worker_id}.stderr"
         proc = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            "excamera.mu.worker",
+            *self.command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
