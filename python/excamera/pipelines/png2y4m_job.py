@@ -41,7 +41,12 @@ def _png2y4m_op(ctx: OpContext, pngs: list[str], out: str) -> dict[str, Any]:
     from .png2y4m import convert_pngs
 
     target = ctx.path(out)
-    convert_pngs([ctx.path(p) for p in pngs], target)
+    try:
+        convert_pngs([ctx.path(p) for p in pngs], target)
+    except ValueError as exc:
+        # Local files are named after their keys: strip the directory so the message names
+        # the key (``clip-png16/00000007.png: not a readable PNG``).
+        raise ValueError(str(exc).replace(f"{ctx.workdir}/", "")) from None
     return {"bytes": target.stat().st_size}
 
 
