@@ -46,7 +46,7 @@ def test_png2y4m_cli_end_to_end(tmp_path: Path) -> None:
     states = tmp_path / "states.jsonl"
     done = subprocess.run(
         [sys.executable, "-m", "excamera.cli", "png2y4m", "-n", "5", "-f", "6", "-v", "clip",
-         "-b", str(store), "-t", "0", "-O", str(states)],
+         "-b", str(store), "-t", "0", "-O", str(states), "--progress"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -61,6 +61,25 @@ def test_png2y4m_cli_end_to_end(tmp_path: Path) -> None:
         assert got.startswith(b"YUV4MPEG2 W48 H32") and got.count(b"FRAME\n") == 6
     lines = states.read_text().splitlines()
     assert sum('"state": "done"' in line for line in lines) == 5
+    assert "done 5" in done.stderr and "error 0" in done.stderr  # the live view's last frame
+
+
+def test_png2y4m_cli_failure_exits_nonzero(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    make_clip(store, n=12)  # -n 3 needs 18 frames: worker 2's keys are missing
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PYTHON_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "png2y4m", "-n", "3", "-v", "clip",
+         "-b", str(store), "-t", "0"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("excamera png2y4m: error: job png2y4m-")
+    assert "worker 2 (attempt 0) failed in state 'retrieving'" in done.stderr
+    assert "clip-png16/00000013.png" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
 
 
 def run_job(store: Path, tmp_root: Path, n: int, offset: int = 0) -> object:

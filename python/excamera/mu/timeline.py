@@ -84,6 +84,7 @@ def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
     ax.set_ylabel("worker")
     if len(workers) <= 40:
         ax.set_yticks(range(len(workers)), [str(k) for k in workers])
+    ax.set_xlim(left=0)
     ax.set_ylim(-0.6, len(workers) - 0.4)
     ax.invert_yaxis()
     ax.set_title(title or f"{len(workers)} workers")
