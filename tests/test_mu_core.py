@@ -289,3 +289,25 @@ def test_scale_in_process_workers() -> None:
     assert all(w.final_state == "done" for w in result.workers.values())
     assert seen["threads"] <= before + 2  # no thread per worker (at most a helper or two)
     print(f"scale: {n} workers in {elapsed:.2f} s")
+
+
+def test_long_lived_ca_issues_job_intermediate(tmp_path: Path) -> None:
+    """-c/-s/-k (+ ca_key.pem beside the CA): workers get certs under a per-job intermediate."""
+    from excamera.mu import tls
+
+    keys = tls.genkeys(tmp_path / "keys")
+
+    async def machine(w: WorkerHandle, ctx: JobContext) -> str:
+        return (await w.echo("hello")).get("text")
+
+    coord = Coordinator("ca", 2, LocalBackend(tmp_root=tmp_path / "tmp"), "", machine,
+                        ca_cert=keys["ca_cert"], server_cert=keys["server_cert"],
+                        server_key=keys["server_key"])
+    assert asyncio.run(coord.run()).outputs == {0: "hello", 1: "hello"}
+    assert coord._authority is not None and not coord._authority.is_root
+    # Without the CA key nothing can be issued: a clear TLS setup failure, not a hang.
+    (tmp_path / "keys" / "ca_key.pem").unlink()
+    coord = Coordinator("ca", 1, LocalBackend(tmp_root=tmp_path / "tmp"), "", machine,
+                        ca_cert=keys["ca_cert"])
+    with pytest.raises(JobFailed, match="TLS setup failed: .*needs its key"):
+        asyncio.run(coord.run())

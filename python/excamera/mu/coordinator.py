@@ -322,6 +322,7 @@ class Coordinator:
             )
             server_ctx = tls.server_context(self._server_credentials())
         except tls.TLSSetupError as exc:
+            await self.backend.close()
             raise JobFailed(f"job {self.job_id}: TLS setup failed: {exc}") from None
         server = await asyncio.start_server(
             self._on_connect, self.host, self.port, ssl=server_ctx,

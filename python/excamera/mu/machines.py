@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 
 from .errors import CommandFailed, WorkerLost
 from .protocol import Message, ProtocolError, read_message, write_message
+
+log = logging.getLogger("excamera.mu.machines")
 
 # ---------------------------------------------------------------------------------------------
 # State transitions and progress
@@ -92,6 +95,7 @@ class StateLog:
         self.transitions.append(tr)
         self.last[worker] = state
         self.progress.mark(worker, state)
+        log.debug("worker %d (attempt %d) -> %s at %.3f s", worker, attempt, state, tr.t)
         for obs in self.observers:
             obs.on_transition(tr)
         return tr
@@ -293,6 +297,7 @@ class WorkerHandle:
             fields["chain"] = chain
         if background:
             fields["background"] = True
+        log.debug("worker %d <- %s #%d", self.id, cmd.op, cid)
         try:
             async with self._write_lock:
                 await write_message(self._writer, Message("cmd", fields, cmd.body))
