@@ -396,3 +396,239 @@ pub mod scalar {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::scalar::{mb_segment, simple_segment, subblock_segment};
+    use super::*;
+
+    #[test]
+    fn filter_level_with_deltas() {
+        let d = LfDeltas { ref_deltas: [2, -3, 5, 7], mode_deltas: [4, -6, 9, 11] };
+        assert_eq!(mb_filter_level(30, None, RefFrame::Last, MbMode::Split), 30);
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Intra, MbMode::BPred), 36);
+        for m in [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm] {
+            assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Intra, m), 32);
+        }
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Last, MbMode::Zero), 21);
+        for m in [MbMode::Nearest, MbMode::Near, MbMode::New] {
+            assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Golden, m), 44);
+        }
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::AltRef, MbMode::Split), 48);
+        // Clamping to 0..=63, and deltas lift a zero base.
+        assert_eq!(mb_filter_level(60, Some(&d), RefFrame::AltRef, MbMode::Split), 63);
+        assert_eq!(mb_filter_level(5, Some(&d), RefFrame::Last, MbMode::Zero), 0);
+        assert_eq!(mb_filter_level(0, Some(&d), RefFrame::Golden, MbMode::New), 14);
+    }
+
+    #[test]
+    fn limits_from_level_and_sharpness() {
+        let p = EdgeParams::new(32, 0, true);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (32, 100, 96));
+        // Sharpness 3: 32 >> 1 = 16, capped at 9 - 3 = 6.
+        let p = EdgeParams::new(32, 3, true);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (6, 74, 70));
+        // Sharpness 5: 32 >> 2 = 8, capped at 4.
+        assert_eq!(EdgeParams::new(32, 5, true).interior, 4);
+        // Sharpness 1 on a low level: 6 >> 1 = 3 (cap 8 not reached).
+        assert_eq!(EdgeParams::new(6, 1, true).interior, 3);
+        // Never below 1.
+        let p = EdgeParams::new(1, 7, false);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (1, 7, 3));
+    }
+
+    #[test]
+    fn hev_threshold_depends_on_frame_type() {
+        let hev = |l, k| EdgeParams::new(l, 0, k).hev_threshold;
+        let key: Vec<u8> = [14, 15, 19, 20, 39, 40, 63].iter().map(|&l| hev(l, true)).collect();
+        let inter: Vec<u8> = [14, 15, 19, 20, 39, 40, 63].iter().map(|&l| hev(l, false)).collect();
+        assert_eq!(key, [0, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(inter, [0, 1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn simple_filter_smooths_small_step_only() {
+        // |100-104| * 2 + |100-104| / 2 = 10: a = 3 * 4 - 4 = 8, q0 -= (8+4)>>3, p0 += (8+3)>>3.
+        assert_eq!(simple_segment(10, [100, 100, 104, 104]), [100, 101, 103, 104]);
+        assert_eq!(simple_segment(9, [100, 100, 104, 104]), [100, 100, 104, 104]);
+        // A large natural edge is left alone.
+        assert_eq!(simple_segment(40, [100, 100, 160, 160]), [100, 100, 160, 160]);
+        // Uneven rounding: a = 3 * 5 - 5 = 10 -> q0 -= 1 (14 >> 3), p0 += 1 (13 >> 3).
+        assert_eq!(simple_segment(40, [100, 100, 105, 105]), [100, 101, 104, 105]);
+    }
+
+    #[test]
+    fn normal_filters_on_a_flat_step() {
+        let step = [100, 100, 100, 100, 110, 110, 110, 110];
+        // MB edge, low variance: w = -10 + 30 = 20; taps 27, 18, 9 give 4, 3, 1.
+        assert_eq!(mb_segment(0, 10, 25, step), [100, 101, 103, 104, 106, 107, 109, 110]);
+        // Subblock edge: a = 30 -> q0 -= 4 (34 >> 3), p0 += 4 (33 >> 3); outer taps get 2.
+        assert_eq!(subblock_segment(0, 10, 25, step), [100, 100, 102, 104, 106, 108, 110, 110]);
+        // Edge limit just below the edge measure (20 + 5 = 25): untouched.
+        assert_eq!(mb_segment(0, 10, 24, step), step);
+        assert_eq!(subblock_segment(0, 10, 24, step), step);
+        // An interior difference above the interior limit disables the filter.
+        let rough = [60, 100, 100, 100, 110, 110, 110, 110];
+        assert_eq!(mb_segment(0, 39, 100, rough), rough);
+        assert_eq!(mb_segment(0, 40, 100, rough)[3], 104);
+    }
+
+    #[test]
+    fn high_edge_variance_uses_the_simple_adjustment() {
+        let px = [90, 90, 90, 100, 110, 110, 110, 110];
+        // hev (|p1 - p0| = 10 > 0): a = c(-20 + 30) = 10 -> q0 -= 1, p0 += 1, nothing else.
+        assert_eq!(mb_segment(0, 10, 30, px), [90, 90, 90, 101, 109, 110, 110, 110]);
+        assert_eq!(subblock_segment(0, 10, 30, px), [90, 90, 90, 101, 109, 110, 110, 110]);
+        // Threshold 10: not hev, so the wide filter runs. w = c(-20 + 30) = 10:
+        // (27*10+63)>>7 = 2, (18*10+63)>>7 = 1, (9*10+63)>>7 = 1.
+        assert_eq!(mb_segment(10, 10, 30, px), [90, 91, 91, 102, 108, 109, 109, 110]);
+    }
+
+    /// Naive reference: per macroblock in raster order, for each plane, the four steps with
+    /// pixel coordinates, using the segment functions directly.
+    fn reference_filter(f: &mut Frame, mbs: &[MbEdgeInfo], t: FilterType, sharp: u8, key: bool) {
+        let cols = f.mb_cols();
+        for (i, mb) in mbs.iter().enumerate() {
+            if mb.level == 0 {
+                continue;
+            }
+            let prm = EdgeParams::new(mb.level, sharp, key);
+            let (mbx, mby) = (i % cols, i / cols);
+            let planes: Vec<(&mut Plane, usize)> = match t {
+                FilterType::Simple => vec![(&mut f.y, 16)],
+                FilterType::Normal => vec![(&mut f.y, 16), (&mut f.u, 8), (&mut f.v, 8)],
+            };
+            for (p, n) in planes {
+                let (x0, y0) = (mbx * n, mby * n);
+                // Edge list: (vertical?, offset, is_mb_edge).
+                let mut edges = vec![];
+                if mbx > 0 {
+                    edges.push((true, 0, true));
+                }
+                if mb.filter_inner {
+                    edges.extend((4..n).step_by(4).map(|o| (true, o, false)));
+                }
+                if mby > 0 {
+                    edges.push((false, 0, true));
+                }
+                if mb.filter_inner {
+                    edges.extend((4..n).step_by(4).map(|o| (false, o, false)));
+                }
+                for (vertical, o, is_mb) in edges {
+                    for k in 0..n {
+                        let coords: [(usize, usize); 8] = std::array::from_fn(|j| {
+                            if vertical {
+                                (x0 + o + j - 4, y0 + k)
+                            } else {
+                                (x0 + k, y0 + o + j - 4)
+                            }
+                        });
+                        let px = coords.map(|(x, y)| p.at(x, y));
+                        let out = match (t, is_mb) {
+                            (FilterType::Simple, _) => {
+                                let lim = if is_mb { prm.mb_limit } else { prm.sub_limit };
+                                let s = simple_segment(lim, [px[2], px[3], px[4], px[5]]);
+                                [px[0], px[1], s[0], s[1], s[2], s[3], px[6], px[7]]
+                            }
+                            (FilterType::Normal, true) => {
+                                mb_segment(prm.hev_threshold, prm.interior, prm.mb_limit, px)
+                            }
+                            (FilterType::Normal, false) => {
+                                subblock_segment(prm.hev_threshold, prm.interior, prm.sub_limit, px)
+                            }
+                        };
+                        for ((x, y), v) in coords.iter().zip(out) {
+                            p.data[y * p.stride + x] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// A frame of smooth random blocks (so that many segments pass the limits).
+    fn blocky_frame(rng: &mut Rng, w: usize, h: usize) -> Frame {
+        let mut f = Frame::new(w, h, 0);
+        for p in [&mut f.y, &mut f.u, &mut f.v] {
+            let bases: Vec<u8> = (0..(p.width / 4) * (p.height / 4))
+                .map(|_| 100 + (rng.next() % 24) as u8)
+                .collect();
+            for y in 0..p.height {
+                for x in 0..p.width {
+                    let b = bases[(y / 4) * (p.width / 4) + x / 4];
+                    p.data[y * p.stride + x] = b + (rng.next() % 3) as u8;
+                }
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn frame_filter_matches_naive_reference() {
+        let mut rng = Rng(77);
+        for round in 0..40 {
+            let f0 = blocky_frame(&mut rng, 64, 48);
+            let mbs: Vec<MbEdgeInfo> = (0..12)
+                .map(|_| MbEdgeInfo {
+                    level: if rng.next().is_multiple_of(5) { 0 } else { (rng.next() % 64) as u8 },
+                    filter_inner: !rng.next().is_multiple_of(3),
+                })
+                .collect();
+            let t = if round % 2 == 0 { FilterType::Normal } else { FilterType::Simple };
+            let sharp = (round % 8) as u8;
+            let key = round % 3 == 0;
+            let mut got = f0.clone();
+            filter_frame(&mut got, &mbs, t, sharp, key);
+            let mut want = f0.clone();
+            reference_filter(&mut want, &mbs, t, sharp, key);
+            assert_eq!(got, want, "round {round}");
+            assert_ne!(got, f0, "round {round}: the filter changed nothing");
+            if t == FilterType::Simple {
+                assert_eq!((&got.u, &got.v), (&f0.u, &f0.v), "simple filter is luma only");
+            }
+        }
+    }
+
+    #[test]
+    fn frame_edges_and_skipped_parts_are_untouched() {
+        // Two MBs side by side; luma is 100 on the left half and 104 on the right, plus a
+        // step at x = 4 and at y = 4 inside the left MB.
+        let mut f = Frame::new(32, 16, 0);
+        for y in 0..16 {
+            for x in 0..32 {
+                let v = if x < 16 { 100 } else { 104 } + u8::from((4..16).contains(&x) && y >= 4);
+                f.y.data[y * 32 + x] = v;
+            }
+        }
+        let f0 = f.clone();
+        let mbs = [
+            MbEdgeInfo { level: 20, filter_inner: false },
+            MbEdgeInfo { level: 20, filter_inner: false },
+        ];
+        filter_frame(&mut f, &mbs, FilterType::Simple, 0, true);
+        // The MB edge at x = 16 is smoothed in every row; column 0 (frame edge) and the
+        // inner steps of the left MB are not touched.
+        for y in 0..16 {
+            // Rows 0..4: p0 = 100, q0 = 104 -> a = 8 -> (101, 103). Rows 4..16: p0 = 101 ->
+            // a = c(-3 + 9) = 6 -> q0 -= 10 >> 3, p0 += 9 >> 3 -> (102, 103).
+            let want = if y < 4 { (101, 103) } else { (102, 103) };
+            assert_eq!((f.y.at(15, y), f.y.at(16, y)), want, "row {y}");
+            assert_eq!(&f.y.data[y * 32..y * 32 + 14], &f0.y.data[y * 32..y * 32 + 14]);
+        }
+        // With level 0 on the right MB, nothing is filtered at all.
+        let mut g = f0.clone();
+        let mbs = [MbEdgeInfo { level: 20, filter_inner: false }, MbEdgeInfo::default()];
+        filter_frame(&mut g, &mbs, FilterType::Normal, 0, false);
+        assert_eq!(g, f0);
+    }
+}

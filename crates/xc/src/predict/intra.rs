@@ -552,6 +552,7 @@ mod tests {
         assert_eq!(p, px(3, 15));
     }
 
+    #[allow(clippy::needless_range_loop)]
     /// Literal transcription of spec 12.3 `subblock_intra_predict`, with `A` and `L` as
     /// arrays offset by one so that index -1 (P) exists.
     fn spec_subblock(l: [u8; 4], p: u8, a: [u8; 8], mode: BMode) -> [[u8; 4]; 4] {
