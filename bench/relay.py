@@ -172,6 +172,8 @@ def main() -> int:
     ap.add_argument("--big-mb", type=int, default=64)
     ap.add_argument("--handshake-concurrency", type=int, default=128,
                     help="TLS handshakes in flight per client process")
+    ap.add_argument("--ssl-buffer-kib", type=int, default=64,
+                    help="passed to `excamera relay` (0: asyncio's 256 KiB default)")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
     args.big_pairs_per_proc = -(-args.big_pairs // args.procs)
@@ -185,7 +187,7 @@ def main() -> int:
             [sys.executable, "-c", "import sys; from excamera.cli import main; sys.exit(main())",
              "relay", "-t", "0", "--host", "127.0.0.1", "-n", str(args.pairs),
              "-c", f"{keys}/ca_cert.pem", "-s", f"{keys}/server_cert.pem",
-             "-k", f"{keys}/server_key.pem"],
+             "-k", f"{keys}/server_key.pem", "--ssl-buffer-kib", str(args.ssl_buffer_kib)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
         )
         try:
@@ -229,6 +231,7 @@ def main() -> int:
         "pairs": args.pairs,
         "connections": n_conn,
         "client_processes": args.procs,
+        "relay_ssl_buffer_kib": args.ssl_buffer_kib or 256,
         "nofile_soft_limit": nofile,
         "nofile_hard_limit": hard,
         "connect_failures": sum(r.connect_failures for r in results),

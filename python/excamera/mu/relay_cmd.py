@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import cProfile
 import logging
 import os
@@ -45,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="memory for messages whose receiver is not connected yet (MiB, 1024)")
     p.add_argument("--hold-timeout", type=float, default=600.0,
                    help="seconds a message waits for its receiver before it is dropped (600)")
+    p.add_argument("--ssl-buffer-kib", type=int, default=64,
+                   help="asyncio's per-connection TLS read buffer (KiB, 64; 0 keeps asyncio's "
+                   "256): it is most of a connection's memory")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)
@@ -91,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             f"no certificates ({' '.join(missing)} missing): pass -c CA_CERT -s SRV_CERT "
             "-k SRV_KEY or set CA_CERT, SRV_CERT, SRV_KEY; create them with `excamera genkeys DIR`"
         )
+    if args.ssl_buffer_kib < 0 or 0 < args.ssl_buffer_kib < 16:
+        raise CommandError(f"--ssl-buffer-kib must be 0 or at least 16, not {args.ssl_buffer_kib}")
     if args.n_parts < 1:
         raise CommandError(f"-n must be at least 1, not {args.n_parts}")
     logging.basicConfig(
@@ -105,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
         ctx = server_context(creds)
     except TLSSetupError as exc:
         raise CommandError(str(exc)) from None
+    if args.ssl_buffer_kib:
+        # asyncio zero-fills this buffer for every TLS connection (256 KiB in 3.11-3.13), which
+        # dominates a relay's memory per worker. This process is only the relay, so tuning the
+        # class attribute here changes nothing else; the library's Relay never touches it.
+        asyncio.sslproto.SSLProtocol.max_size = args.ssl_buffer_kib * 1024
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
