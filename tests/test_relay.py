@@ -78,7 +78,10 @@ def test_pairing_in_both_orders_preserves_order(receiver_first):
             for i in range(50):
                 await a.send(f"m{i}".encode(), seq=i, kind_of="test")
             if not receiver_first:
-                await asyncio.sleep(0.05)  # all 50 are now held by the relay
+                for _ in range(500):  # wait (bounded) until the relay holds all 50
+                    if s.relay.stats().held_messages == 50:
+                        break
+                    await asyncio.sleep(0.01)
                 assert s.relay.stats().held_messages == 50
                 b = await s.client("j", 1, 0)
             got = [await b.recv() for _ in range(50)]
