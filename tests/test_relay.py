@@ -224,7 +224,10 @@ def test_duplicate_registration_is_refused_and_the_first_keeps_its_slot():
             await b.send(b"to the first")
             assert (await first.recv()).body == b"to the first"
             await first.close()
-            await asyncio.sleep(0.05)
+            for _ in range(200):  # bounded wait for the relay to notice the first one left
+                if s.relay.stats().registered == 1:
+                    break
+                await asyncio.sleep(0.01)
             again = await s.client("j", 0, 1)  # a real reconnect after the first left works
             await b.send(b"to the second")
             assert (await again.recv()).body == b"to the second"
