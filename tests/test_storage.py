@@ -256,6 +256,11 @@ def test_local_keys_cannot_escape_root(tmp_path):
     with pytest.raises(StorageError, match="outside the storage root"):
         run(store.put_bytes(b"x", "link/file"))
     assert list((tmp_path / "elsewhere").iterdir()) == []
+    (tmp_path / "elsewhere" / "secret").write_bytes(b"s")
+    with pytest.raises(StorageError, match="outside the storage root"):
+        run(store.get_bytes("link/secret"))
+    with pytest.raises(StorageError, match="outside the storage root"):
+        run(store.list("link/"))
 
 
 def test_local_writes_leave_no_temp_files(tmp_path):

@@ -5,4 +5,7 @@
 //! one, so a state can be saved, shipped to another worker and resumed there.
 
 pub mod frame;
+pub mod loopfilter;
 pub mod mb;
+pub mod predict;
+pub mod transform;

@@ -41,6 +41,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import secrets
 import shutil
 import ssl
 import tempfile
@@ -278,7 +279,10 @@ class CertificateAuthority:
         key = _new_key()
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"excamera job {job} CA"),
+            # a unique name: a same-named child would count as "self-issued" and slip past
+            # pathlen 0 (RFC 5280 4.2.1.9)
+            x509.NameAttribute(NameOID.COMMON_NAME,
+                               f"excamera job {job} CA {secrets.token_hex(4)}"),
         ])
         cert = (
             self._builder(subject, key.public_key(), now - CLOCK_SKEW,

@@ -100,9 +100,7 @@ class LocalStorage(Storage):
     def _list_sync(self, prefix: str) -> list[str]:
         # Walk only the directory the prefix's complete components name, not the whole root.
         head, _, _ = prefix.rpartition("/")
-        start = self.root / head if head else self.root
-        if head:
-            check_key(head, self.url)
+        start = self._path(head) if head else self.root
         if not start.is_dir():
             return []
         keys = []
