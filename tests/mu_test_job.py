@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from excamera.cli import CommandError
+from excamera.errors import CommandError
 from excamera.mu.backends import LocalBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.jobopts import add_job_options, coordinator_kwargs, run_job

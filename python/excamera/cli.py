@@ -59,8 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Under ``python -m excamera.cli`` this file is ``__main__``; run the ``excamera.cli`` copy
-    # so that subcommands raising ``excamera.cli.CommandError`` are caught by the same class.
-    from excamera.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

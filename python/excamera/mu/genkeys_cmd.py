@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CommandError
+from ..errors import CommandError
 from .tls import TLSSetupError, genkeys
 
 

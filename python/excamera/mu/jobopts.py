@@ -82,7 +82,7 @@ def coordinator_kwargs(args: argparse.Namespace) -> dict:
 def run_job(args: argparse.Namespace, make: Callable[[], Coordinator],
             report: Callable[[JobResult], None] | None = None) -> int:
     """Run the coordinator that ``make()`` builds with the shared observability options."""
-    from ..cli import CommandError
+    from ..errors import CommandError
 
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,

@@ -18,7 +18,7 @@ import signal
 import ssl
 import sys
 
-from ..cli import CommandError
+from ..errors import CommandError
 from .relay import Relay
 from .tls import Credentials, TLSSetupError, server_context
 

@@ -36,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.n_frames < 1:
-        from ..cli import CommandError
+        from ..errors import CommandError
 
         raise CommandError("-f must be at least 1")
     if args.offset < 0:
-        from ..cli import CommandError
+        from ..errors import CommandError
 
         raise CommandError("-o must be >= 0")
     params = Png2Y4MParams(args.vid_name, args.in_format, args.n_frames, args.offset)
