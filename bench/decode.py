@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 from _common import best_of, need_tool, run, shared_dir
-
 from excamera.xc.codec import Decoder
 from excamera.xc.ivf import IvfReader
 
@@ -28,8 +27,9 @@ def make_stream(src_y4m: Path, out: Path, *, size: str | None, bitrate: int, fra
         y4m = out.with_suffix(".y4m")
         run(["ffmpeg", "-v", "error", "-y", "-i", str(src_y4m), "-vf", f"scale={size}",
              "-pix_fmt", "yuv420p", "-frames:v", str(frames), str(y4m)])
-    run([need_tool("vpxenc"), "--codec=vp8", "--good", "--cpu-used=4", f"--target-bitrate={bitrate}",
-         f"--limit={frames}", "--ivf", "-q", "-o", str(out), str(y4m)])
+    run([need_tool("vpxenc"), "--codec=vp8", "--good", "--cpu-used=4",
+         f"--target-bitrate={bitrate}", f"--limit={frames}", "--ivf", "-q", "-o", str(out),
+         str(y4m)])
     return out
 
 

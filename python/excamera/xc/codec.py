@@ -11,6 +11,7 @@ The Rust core (``excamera._xc``) does the work; this module gives it a small sur
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+
 from excamera._xc import DecodeError, StateError
 from excamera._xc import State as State
 from excamera._xc import decode_frame as _decode_frame
