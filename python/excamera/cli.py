@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from excamera.errors import CommandError
+
+__all__ = ["CommandError", "build_parser", "main"]
+
 # (module, description) in the order `excamera --help` shows them.
 SUBCOMMANDS: list[str] = [
     "excamera.pipelines.png2y4m_cmd",
@@ -19,10 +23,6 @@ SUBCOMMANDS: list[str] = [
     "excamera.mu.timeline_cmd",
     "excamera.xc.decode_cmd",
 ]
-
-
-class CommandError(Exception):
-    """A failure to report as one line on stderr with a non-zero exit, never a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,30 +1,634 @@
-//! PLACEHOLDER (branch xc-bitstream only): xc-recon's loop filter signatures.
-use crate::frame::Frame;
+//! Loop filter (RFC 6386 section 15, levels from sections 9.3, 9.6 and 10).
+//!
+//! The filter runs over a fully reconstructed frame. Macroblocks are visited in raster order
+//! and for each one: (1) its left macroblock edge unless it is in the left column, (2) its
+//! inner vertical subblock edges, (3) its top macroblock edge unless it is in the top row,
+//! (4) its inner horizontal subblock edges. Steps 2 and 4 run only when
+//! [`MbEdgeInfo::filter_inner`] is set, and a macroblock whose level is 0 is skipped
+//! entirely. The Y, U and V planes are independent, so each plane is processed on its own in
+//! that order; the simple filter touches luma only.
+//!
+//! The per-edge work goes through [`filter_edge`], the single dispatch point where SIMD
+//! siblings of the scalar kernels would be selected.
+
+use crate::frame::{Frame, Plane};
 use crate::mb::{MbMode, RefFrame};
 
+/// Loop filter type from the frame header (`filter_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterType {
     Normal,
     Simple,
 }
 
+/// Loop-filter level adjustments (`ref_lf_deltas`, `mode_lf_deltas`, spec 9.6 / 19.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LfDeltas {
+    /// Indexed by reference frame: intra, last, golden, altref.
     pub ref_deltas: [i8; 4],
+    /// [0] B_PRED, [1] ZEROMV, [2] NEARESTMV / NEARMV / NEWMV, [3] SPLITMV.
     pub mode_deltas: [i8; 4],
 }
 
-pub fn mb_filter_level(base: u8, deltas: Option<&LfDeltas>, ref_frame: RefFrame, mode: MbMode) -> u8 {
-    let _ = (deltas, ref_frame, mode);
-    base
+/// The loop-filter level of one macroblock.
+///
+/// `base` is the frame level, or the segment's level when segmentation overrides it (already
+/// clamped to 0..=63 by the caller). With `deltas` (when `loop_filter_adj_enable` is set):
+/// add the reference-frame delta; then for intra macroblocks add `mode_deltas[0]` only for
+/// B_PRED, and for inter macroblocks add `mode_deltas[1]` for ZEROMV, `[3]` for SPLITMV and
+/// `[2]` for the other inter modes. The result is clamped to 0..=63. As in libvpx, the
+/// deltas apply even when `base` is 0, so only a final level of 0 disables filtering (the
+/// caller skips the whole frame when the frame-header level is 0).
+pub fn mb_filter_level(
+    base: u8,
+    deltas: Option<&LfDeltas>,
+    ref_frame: RefFrame,
+    mode: MbMode,
+) -> u8 {
+    let Some(d) = deltas else {
+        return base.min(63);
+    };
+    let ref_index = match ref_frame {
+        RefFrame::Intra => 0,
+        RefFrame::Last => 1,
+        RefFrame::Golden => 2,
+        RefFrame::AltRef => 3,
+    };
+    let mut level = base as i32 + d.ref_deltas[ref_index] as i32;
+    let mode_delta = if ref_frame == RefFrame::Intra {
+        (mode == MbMode::BPred).then_some(0)
+    } else {
+        Some(match mode {
+            MbMode::Zero => 1,
+            MbMode::Split => 3,
+            _ => 2,
+        })
+    };
+    if let Some(i) = mode_delta {
+        level += d.mode_deltas[i] as i32;
+    }
+    level.clamp(0, 63) as u8
 }
 
+/// What the loop filter needs to know about one macroblock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MbEdgeInfo {
+    /// Filter level from [`mb_filter_level`]; 0 means the macroblock is not filtered.
     pub level: u8,
+    /// Filter the inner subblock edges: false exactly when the macroblock's mode is neither
+    /// B_PRED nor SPLITMV and it has no non-zero coefficient (spec 15.1).
     pub filter_inner: bool,
 }
 
-pub fn filter_frame(frame: &mut Frame, mbs: &[MbEdgeInfo], filter_type: FilterType, sharpness: u8, key_frame: bool) {
-    let _ = (frame, mbs, filter_type, sharpness, key_frame);
+/// Thresholds for one filter level (spec 15.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeParams {
+    /// Edge limit for macroblock edges: `(level + 2) * 2 + interior`.
+    pub mb_limit: u8,
+    /// Edge limit for subblock edges: `level * 2 + interior`.
+    pub sub_limit: u8,
+    /// Interior difference limit.
+    pub interior: u8,
+    /// High edge variance threshold.
+    pub hev_threshold: u8,
+}
+
+impl EdgeParams {
+    /// Thresholds for `level` (1..=63), `sharpness` (0..=7) and frame type. The hev threshold
+    /// differs between key frames and inter frames (spec 15.4).
+    pub fn new(level: u8, sharpness: u8, key_frame: bool) -> Self {
+        let mut interior = level;
+        if sharpness > 0 {
+            interior >>= if sharpness > 4 { 2 } else { 1 };
+            interior = interior.min(9u8.saturating_sub(sharpness));
+        }
+        interior = interior.max(1);
+        let hev_threshold = if key_frame {
+            match level {
+                40.. => 2,
+                15.. => 1,
+                _ => 0,
+            }
+        } else {
+            match level {
+                40.. => 3,
+                20.. => 2,
+                15.. => 1,
+                _ => 0,
+            }
+        };
+        EdgeParams {
+            mb_limit: ((level as u16 + 2) * 2 + interior as u16).min(255) as u8,
+            sub_limit: (level as u16 * 2 + interior as u16).min(255) as u8,
+            interior,
+            hev_threshold,
+        }
+    }
+}
+
+/// Which filter runs on an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// Normal filter, macroblock edge (`MBfilter`).
+    NormalMb,
+    /// Normal filter, subblock edge (`subblock_filter`).
+    NormalSub,
+    /// Simple filter (either edge type; only the limit differs).
+    Simple,
+}
+
+/// Filter the whole frame in place. `mbs` holds one entry per macroblock in raster order.
+///
+/// `key_frame` selects the hev thresholds (spec 15.4). The caller skips this call when the
+/// frame header's `loop_filter_level` is 0.
+///
+/// # Panics
+/// If `mbs.len()` differs from the frame's macroblock count (a caller bug).
+pub fn filter_frame(
+    frame: &mut Frame,
+    mbs: &[MbEdgeInfo],
+    filter_type: FilterType,
+    sharpness: u8,
+    key_frame: bool,
+) {
+    let (cols, rows) = (frame.mb_cols(), frame.mb_rows());
+    assert_eq!(mbs.len(), cols * rows, "filter_frame: one MbEdgeInfo per macroblock");
+    let params: [EdgeParams; 64] =
+        std::array::from_fn(|l| EdgeParams::new(l as u8, sharpness, key_frame));
+    let (mb_kind, sub_kind) = match filter_type {
+        FilterType::Normal => (EdgeKind::NormalMb, EdgeKind::NormalSub),
+        FilterType::Simple => (EdgeKind::Simple, EdgeKind::Simple),
+    };
+    filter_plane(&mut frame.y, 16, cols, mbs, &params, mb_kind, sub_kind);
+    if filter_type == FilterType::Normal {
+        filter_plane(&mut frame.u, 8, cols, mbs, &params, mb_kind, sub_kind);
+        filter_plane(&mut frame.v, 8, cols, mbs, &params, mb_kind, sub_kind);
+    }
+}
+
+/// Run the four per-macroblock steps over one plane whose macroblocks are `size` pixels wide.
+fn filter_plane(
+    p: &mut Plane,
+    size: usize,
+    cols: usize,
+    mbs: &[MbEdgeInfo],
+    params: &[EdgeParams; 64],
+    mb_kind: EdgeKind,
+    sub_kind: EdgeKind,
+) {
+    let stride = p.stride;
+    for (i, mb) in mbs.iter().enumerate() {
+        if mb.level == 0 {
+            continue;
+        }
+        let prm = &params[mb.level.min(63) as usize];
+        let (mbx, mby) = (i % cols, i / cols);
+        let origin = mby * size * stride + mbx * size;
+        let (mb_limit, sub_limit) = (prm.mb_limit, prm.sub_limit);
+        let (interior, hev) = (prm.interior, prm.hev_threshold);
+        if mbx > 0 {
+            filter_edge(&mut p.data, origin, 1, stride, size, mb_kind, mb_limit, interior, hev);
+        }
+        if mb.filter_inner {
+            for x in (4..size).step_by(4) {
+                filter_edge(
+                    &mut p.data,
+                    origin + x,
+                    1,
+                    stride,
+                    size,
+                    sub_kind,
+                    sub_limit,
+                    interior,
+                    hev,
+                );
+            }
+        }
+        if mby > 0 {
+            filter_edge(&mut p.data, origin, stride, 1, size, mb_kind, mb_limit, interior, hev);
+        }
+        if mb.filter_inner {
+            for y in (4..size).step_by(4) {
+                filter_edge(
+                    &mut p.data,
+                    origin + y * stride,
+                    stride,
+                    1,
+                    size,
+                    sub_kind,
+                    sub_limit,
+                    interior,
+                    hev,
+                );
+            }
+        }
+    }
+}
+
+/// Dispatch point: filter `count` segments across one edge. Segment `i` has its first
+/// "after" pixel (q0) at `data[pos + i * along]`, and its pixels are `across` apart.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn filter_edge(
+    data: &mut [u8],
+    pos: usize,
+    across: usize,
+    along: usize,
+    count: usize,
+    kind: EdgeKind,
+    edge_limit: u8,
+    interior: u8,
+    hev_threshold: u8,
+) {
+    scalar::filter_edge(data, pos, across, along, count, kind, edge_limit, interior, hev_threshold);
+}
+
+/// Plain scalar transcription of the spec's segment filters.
+pub mod scalar {
+    use super::EdgeKind;
+
+    /// Clamp to the signed 8-bit range (spec `c`).
+    #[inline(always)]
+    fn c(v: i32) -> i32 {
+        v.clamp(-128, 127)
+    }
+
+    /// Pixel to signed (spec `u2s`).
+    #[inline(always)]
+    fn u2s(v: u8) -> i32 {
+        v as i32 - 128
+    }
+
+    /// Clamp and convert back to a pixel (spec `s2u`).
+    #[inline(always)]
+    fn s2u(v: i32) -> u8 {
+        (c(v) + 128) as u8
+    }
+
+    /// Spec `common_adjust`: returns the adjustment `a` and the new p0, q0.
+    #[inline(always)]
+    fn common_adjust(use_outer_taps: bool, p1: i32, p0: i32, q0: i32, q1: i32) -> (i32, u8, u8) {
+        let outer = if use_outer_taps { c(p1 - q1) } else { 0 };
+        let a = c(outer + 3 * (q0 - p0));
+        let b = c(a + 3) >> 3;
+        let a = c(a + 4) >> 3;
+        (a, s2u(p0 + b), s2u(q0 - a))
+    }
+
+    /// The edge test shared by all filters: `|p0 - q0| * 2 + |p1 - q1| / 2 <= limit`.
+    #[inline(always)]
+    fn edge_ok(limit: u8, p1: i32, p0: i32, q0: i32, q1: i32) -> bool {
+        (p0 - q0).abs() * 2 + (p1 - q1).abs() / 2 <= limit as i32
+    }
+
+    /// One segment of the simple filter (spec `simple_segment`); `px` is p1 p0 q0 q1.
+    pub fn simple_segment(limit: u8, px: [u8; 4]) -> [u8; 4] {
+        let [p1, p0, q0, q1] = px.map(u2s);
+        if edge_ok(limit, p1, p0, q0, q1) {
+            let (_, np0, nq0) = common_adjust(true, p1, p0, q0, q1);
+            [px[0], np0, nq0, px[3]]
+        } else {
+            px
+        }
+    }
+
+    /// Spec `filter_yes` and `hev` on p3..q3.
+    #[inline(always)]
+    fn filter_yes(interior: u8, edge: u8, s: &[i32; 8]) -> bool {
+        let i = interior as i32;
+        edge_ok(edge, s[2], s[3], s[4], s[5])
+            && (s[0] - s[1]).abs() <= i
+            && (s[1] - s[2]).abs() <= i
+            && (s[2] - s[3]).abs() <= i
+            && (s[7] - s[6]).abs() <= i
+            && (s[6] - s[5]).abs() <= i
+            && (s[5] - s[4]).abs() <= i
+    }
+
+    #[inline(always)]
+    fn hev(threshold: u8, s: &[i32; 8]) -> bool {
+        let t = threshold as i32;
+        (s[2] - s[3]).abs() > t || (s[5] - s[4]).abs() > t
+    }
+
+    /// One segment of the normal subblock-edge filter (spec `subblock_filter`); `px` is
+    /// p3 p2 p1 p0 q0 q1 q2 q3.
+    pub fn subblock_segment(hev_threshold: u8, interior: u8, edge: u8, px: [u8; 8]) -> [u8; 8] {
+        let s = px.map(u2s);
+        if !filter_yes(interior, edge, &s) {
+            return px;
+        }
+        let hv = hev(hev_threshold, &s);
+        let (a, np0, nq0) = common_adjust(hv, s[2], s[3], s[4], s[5]);
+        let mut out = px;
+        out[3] = np0;
+        out[4] = nq0;
+        if !hv {
+            let a = (a + 1) >> 1;
+            out[5] = s2u(s[5] - a);
+            out[2] = s2u(s[2] + a);
+        }
+        out
+    }
+
+    /// One segment of the normal macroblock-edge filter (spec `MBfilter`).
+    pub fn mb_segment(hev_threshold: u8, interior: u8, edge: u8, px: [u8; 8]) -> [u8; 8] {
+        let s = px.map(u2s);
+        if !filter_yes(interior, edge, &s) {
+            return px;
+        }
+        let mut out = px;
+        if hev(hev_threshold, &s) {
+            let (_, np0, nq0) = common_adjust(true, s[2], s[3], s[4], s[5]);
+            out[3] = np0;
+            out[4] = nq0;
+        } else {
+            let w = c(c(s[2] - s[5]) + 3 * (s[4] - s[3]));
+            let a = c((27 * w + 63) >> 7);
+            out[4] = s2u(s[4] - a);
+            out[3] = s2u(s[3] + a);
+            let a = c((18 * w + 63) >> 7);
+            out[5] = s2u(s[5] - a);
+            out[2] = s2u(s[2] + a);
+            let a = c((9 * w + 63) >> 7);
+            out[6] = s2u(s[6] - a);
+            out[1] = s2u(s[1] + a);
+        }
+        out
+    }
+
+    /// Filter `count` segments of one edge (see [`super::filter_edge`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn filter_edge(
+        data: &mut [u8],
+        pos: usize,
+        across: usize,
+        along: usize,
+        count: usize,
+        kind: EdgeKind,
+        edge_limit: u8,
+        interior: u8,
+        hev_threshold: u8,
+    ) {
+        for i in 0..count {
+            let q0 = pos + i * along;
+            match kind {
+                EdgeKind::Simple => {
+                    let idx = [q0 - 2 * across, q0 - across, q0, q0 + across];
+                    let out = simple_segment(edge_limit, idx.map(|k| data[k]));
+                    data[idx[1]] = out[1];
+                    data[idx[2]] = out[2];
+                }
+                EdgeKind::NormalMb | EdgeKind::NormalSub => {
+                    let base = q0 - 4 * across;
+                    let idx: [usize; 8] = std::array::from_fn(|k| base + k * across);
+                    let px = idx.map(|k| data[k]);
+                    let out = if kind == EdgeKind::NormalMb {
+                        mb_segment(hev_threshold, interior, edge_limit, px)
+                    } else {
+                        subblock_segment(hev_threshold, interior, edge_limit, px)
+                    };
+                    for (k, &v) in idx.iter().zip(&out) {
+                        data[*k] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scalar::{mb_segment, simple_segment, subblock_segment};
+    use super::*;
+
+    #[test]
+    fn filter_level_with_deltas() {
+        let d = LfDeltas { ref_deltas: [2, -3, 5, 7], mode_deltas: [4, -6, 9, 11] };
+        assert_eq!(mb_filter_level(30, None, RefFrame::Last, MbMode::Split), 30);
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Intra, MbMode::BPred), 36);
+        for m in [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm] {
+            assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Intra, m), 32);
+        }
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Last, MbMode::Zero), 21);
+        for m in [MbMode::Nearest, MbMode::Near, MbMode::New] {
+            assert_eq!(mb_filter_level(30, Some(&d), RefFrame::Golden, m), 44);
+        }
+        assert_eq!(mb_filter_level(30, Some(&d), RefFrame::AltRef, MbMode::Split), 48);
+        // Clamping to 0..=63, and deltas lift a zero base.
+        assert_eq!(mb_filter_level(60, Some(&d), RefFrame::AltRef, MbMode::Split), 63);
+        assert_eq!(mb_filter_level(5, Some(&d), RefFrame::Last, MbMode::Zero), 0);
+        assert_eq!(mb_filter_level(0, Some(&d), RefFrame::Golden, MbMode::New), 14);
+    }
+
+    #[test]
+    fn limits_from_level_and_sharpness() {
+        let p = EdgeParams::new(32, 0, true);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (32, 100, 96));
+        // Sharpness 3: 32 >> 1 = 16, capped at 9 - 3 = 6.
+        let p = EdgeParams::new(32, 3, true);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (6, 74, 70));
+        // Sharpness 5: 32 >> 2 = 8, capped at 4.
+        assert_eq!(EdgeParams::new(32, 5, true).interior, 4);
+        // Sharpness 1 on a low level: 6 >> 1 = 3 (cap 8 not reached).
+        assert_eq!(EdgeParams::new(6, 1, true).interior, 3);
+        // Never below 1.
+        let p = EdgeParams::new(1, 7, false);
+        assert_eq!((p.interior, p.mb_limit, p.sub_limit), (1, 7, 3));
+    }
+
+    #[test]
+    fn hev_threshold_depends_on_frame_type() {
+        let hev = |l, k| EdgeParams::new(l, 0, k).hev_threshold;
+        let key: Vec<u8> = [14, 15, 19, 20, 39, 40, 63].iter().map(|&l| hev(l, true)).collect();
+        let inter: Vec<u8> = [14, 15, 19, 20, 39, 40, 63].iter().map(|&l| hev(l, false)).collect();
+        assert_eq!(key, [0, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(inter, [0, 1, 1, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn simple_filter_smooths_small_step_only() {
+        // |100-104| * 2 + |100-104| / 2 = 10: a = 3 * 4 - 4 = 8, q0 -= (8+4)>>3, p0 += (8+3)>>3.
+        assert_eq!(simple_segment(10, [100, 100, 104, 104]), [100, 101, 103, 104]);
+        assert_eq!(simple_segment(9, [100, 100, 104, 104]), [100, 100, 104, 104]);
+        // A large natural edge is left alone.
+        assert_eq!(simple_segment(40, [100, 100, 160, 160]), [100, 100, 160, 160]);
+        // Uneven rounding: a = 3 * 5 - 5 = 10 -> q0 -= 1 (14 >> 3), p0 += 1 (13 >> 3).
+        assert_eq!(simple_segment(40, [100, 100, 105, 105]), [100, 101, 104, 105]);
+    }
+
+    #[test]
+    fn normal_filters_on_a_flat_step() {
+        let step = [100, 100, 100, 100, 110, 110, 110, 110];
+        // MB edge, low variance: w = -10 + 30 = 20; taps 27, 18, 9 give 4, 3, 1.
+        assert_eq!(mb_segment(0, 10, 25, step), [100, 101, 103, 104, 106, 107, 109, 110]);
+        // Subblock edge: a = 30 -> q0 -= 4 (34 >> 3), p0 += 4 (33 >> 3); outer taps get 2.
+        assert_eq!(subblock_segment(0, 10, 25, step), [100, 100, 102, 104, 106, 108, 110, 110]);
+        // Edge limit just below the edge measure (20 + 5 = 25): untouched.
+        assert_eq!(mb_segment(0, 10, 24, step), step);
+        assert_eq!(subblock_segment(0, 10, 24, step), step);
+        // An interior difference above the interior limit disables the filter.
+        let rough = [60, 100, 100, 100, 110, 110, 110, 110];
+        assert_eq!(mb_segment(0, 39, 100, rough), rough);
+        assert_eq!(mb_segment(0, 40, 100, rough)[3], 104);
+    }
+
+    #[test]
+    fn high_edge_variance_uses_the_simple_adjustment() {
+        let px = [90, 90, 90, 100, 110, 110, 110, 110];
+        // hev (|p1 - p0| = 10 > 0): a = c(-20 + 30) = 10 -> q0 -= 1, p0 += 1, nothing else.
+        assert_eq!(mb_segment(0, 10, 30, px), [90, 90, 90, 101, 109, 110, 110, 110]);
+        assert_eq!(subblock_segment(0, 10, 30, px), [90, 90, 90, 101, 109, 110, 110, 110]);
+        // Threshold 10: not hev, so the wide filter runs. w = c(-20 + 30) = 10:
+        // (27*10+63)>>7 = 2, (18*10+63)>>7 = 1, (9*10+63)>>7 = 1.
+        assert_eq!(mb_segment(10, 10, 30, px), [90, 91, 91, 102, 108, 109, 109, 110]);
+    }
+
+    /// Naive reference: per macroblock in raster order, for each plane, the four steps with
+    /// pixel coordinates, using the segment functions directly.
+    fn reference_filter(f: &mut Frame, mbs: &[MbEdgeInfo], t: FilterType, sharp: u8, key: bool) {
+        let cols = f.mb_cols();
+        for (i, mb) in mbs.iter().enumerate() {
+            if mb.level == 0 {
+                continue;
+            }
+            let prm = EdgeParams::new(mb.level, sharp, key);
+            let (mbx, mby) = (i % cols, i / cols);
+            let planes: Vec<(&mut Plane, usize)> = match t {
+                FilterType::Simple => vec![(&mut f.y, 16)],
+                FilterType::Normal => vec![(&mut f.y, 16), (&mut f.u, 8), (&mut f.v, 8)],
+            };
+            for (p, n) in planes {
+                let (x0, y0) = (mbx * n, mby * n);
+                // Edge list: (vertical?, offset, is_mb_edge).
+                let mut edges = vec![];
+                if mbx > 0 {
+                    edges.push((true, 0, true));
+                }
+                if mb.filter_inner {
+                    edges.extend((4..n).step_by(4).map(|o| (true, o, false)));
+                }
+                if mby > 0 {
+                    edges.push((false, 0, true));
+                }
+                if mb.filter_inner {
+                    edges.extend((4..n).step_by(4).map(|o| (false, o, false)));
+                }
+                for (vertical, o, is_mb) in edges {
+                    for k in 0..n {
+                        let coords: [(usize, usize); 8] = std::array::from_fn(|j| {
+                            if vertical {
+                                (x0 + o + j - 4, y0 + k)
+                            } else {
+                                (x0 + k, y0 + o + j - 4)
+                            }
+                        });
+                        let px = coords.map(|(x, y)| p.at(x, y));
+                        let out = match (t, is_mb) {
+                            (FilterType::Simple, _) => {
+                                let lim = if is_mb { prm.mb_limit } else { prm.sub_limit };
+                                let s = simple_segment(lim, [px[2], px[3], px[4], px[5]]);
+                                [px[0], px[1], s[0], s[1], s[2], s[3], px[6], px[7]]
+                            }
+                            (FilterType::Normal, true) => {
+                                mb_segment(prm.hev_threshold, prm.interior, prm.mb_limit, px)
+                            }
+                            (FilterType::Normal, false) => {
+                                subblock_segment(prm.hev_threshold, prm.interior, prm.sub_limit, px)
+                            }
+                        };
+                        for ((x, y), v) in coords.iter().zip(out) {
+                            p.data[y * p.stride + x] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// A frame of smooth random blocks (so that many segments pass the limits).
+    fn blocky_frame(rng: &mut Rng, w: usize, h: usize) -> Frame {
+        let mut f = Frame::new(w, h, 0);
+        for p in [&mut f.y, &mut f.u, &mut f.v] {
+            let bases: Vec<u8> = (0..(p.width / 4) * (p.height / 4))
+                .map(|_| 100 + (rng.next() % 24) as u8)
+                .collect();
+            for y in 0..p.height {
+                for x in 0..p.width {
+                    let b = bases[(y / 4) * (p.width / 4) + x / 4];
+                    p.data[y * p.stride + x] = b + (rng.next() % 3) as u8;
+                }
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn frame_filter_matches_naive_reference() {
+        let mut rng = Rng(77);
+        for round in 0..40 {
+            let f0 = blocky_frame(&mut rng, 64, 48);
+            let mbs: Vec<MbEdgeInfo> = (0..12)
+                .map(|_| MbEdgeInfo {
+                    level: if rng.next().is_multiple_of(5) { 0 } else { (rng.next() % 64) as u8 },
+                    filter_inner: !rng.next().is_multiple_of(3),
+                })
+                .collect();
+            let t = if round % 2 == 0 { FilterType::Normal } else { FilterType::Simple };
+            let sharp = (round % 8) as u8;
+            let key = round % 3 == 0;
+            let mut got = f0.clone();
+            filter_frame(&mut got, &mbs, t, sharp, key);
+            let mut want = f0.clone();
+            reference_filter(&mut want, &mbs, t, sharp, key);
+            assert_eq!(got, want, "round {round}");
+            assert_ne!(got, f0, "round {round}: the filter changed nothing");
+            if t == FilterType::Simple {
+                assert_eq!((&got.u, &got.v), (&f0.u, &f0.v), "simple filter is luma only");
+            }
+        }
+    }
+
+    #[test]
+    fn frame_edges_and_skipped_parts_are_untouched() {
+        // Two MBs side by side; luma is 100 on the left half and 104 on the right, plus a
+        // step at x = 4 and at y = 4 inside the left MB.
+        let mut f = Frame::new(32, 16, 0);
+        for y in 0..16 {
+            for x in 0..32 {
+                let v = if x < 16 { 100 } else { 104 } + u8::from((4..16).contains(&x) && y >= 4);
+                f.y.data[y * 32 + x] = v;
+            }
+        }
+        let f0 = f.clone();
+        let mbs = [
+            MbEdgeInfo { level: 20, filter_inner: false },
+            MbEdgeInfo { level: 20, filter_inner: false },
+        ];
+        filter_frame(&mut f, &mbs, FilterType::Simple, 0, true);
+        // The MB edge at x = 16 is smoothed in every row; column 0 (frame edge) and the
+        // inner steps of the left MB are not touched.
+        for y in 0..16 {
+            // Rows 0..4: p0 = 100, q0 = 104 -> a = 8 -> (101, 103). Rows 4..16: p0 = 101 ->
+            // a = c(-3 + 9) = 6 -> q0 -= 10 >> 3, p0 += 9 >> 3 -> (102, 103).
+            let want = if y < 4 { (101, 103) } else { (102, 103) };
+            assert_eq!((f.y.at(15, y), f.y.at(16, y)), want, "row {y}");
+            assert_eq!(&f.y.data[y * 32..y * 32 + 14], &f0.y.data[y * 32..y * 32 + 14]);
+        }
+        // With level 0 on the right MB, nothing is filtered at all.
+        let mut g = f0.clone();
+        let mbs = [MbEdgeInfo { level: 20, filter_inner: false }, MbEdgeInfo::default()];
+        filter_frame(&mut g, &mbs, FilterType::Normal, 0, false);
+        assert_eq!(g, f0);
+    }
 }

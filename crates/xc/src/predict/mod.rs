@@ -1,3 +1,4 @@
-//! PLACEHOLDER (branch xc-bitstream only), replaced by xc-recon's module on merge.
+//! Prediction: intra (spec section 12) and inter (spec section 18).
+
 pub mod inter;
 pub mod intra;

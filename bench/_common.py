@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmarks: locating shared data and timing commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("EXCAMERA_SHARED")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"bench: {name} not found (install vpx-tools / ffmpeg, or run .ci/run)")
+    return path
+
+
+def best_of(n: int, fn: Callable[[], object]) -> float:
+    """The fastest of n runs, in seconds: the least disturbed by the other core's load."""
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, **kw)

@@ -1,0 +1,162 @@
+"""LocalBackend: each worker is a ``python -m excamera.mu.worker`` subprocess on this machine.
+
+The payload goes to the child's stdin, exactly as a Lambda backend would send it as its event.
+Each child gets its own session (process group) and its own TMPDIR under a backend-owned root,
+so that even a worker killed with SIGKILL (which cannot clean up after itself) leaves neither
+orphaned children nor temporary files: the backend kills the group and removes the directory.
+Stderr is read by one asyncio task per child into a bounded buffer (optionally also a file), so
+the coordinator can quote a lost worker's last words without holding unbounded output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import excamera
+
+from ..payload import LaunchPayload
+from .base import Backend, WorkerProcess
+
+STDERR_KEEP = 16 * 1024
+
+
+class LocalProcess(WorkerProcess):
+    def __init__(
+        self,
+        worker_id: int,
+        proc: asyncio.subprocess.Process,
+        tmpdir: Path,
+        stderr_file: Path | None,
+        keep: int,
+    ) -> None:
+        self.worker_id = worker_id
+        self.proc = proc
+        self.tmpdir = tmpdir
+        self._keep = keep
+        self._buf = bytearray()
+        self._stderr_file = stderr_file
+        self._pump = asyncio.create_task(self._read_stderr())
+        self._done = asyncio.create_task(self._reap())
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        sink = open(self._stderr_file, "ab") if self._stderr_file else None  # noqa: SIM115
+        try:
+            while chunk := await self.proc.stderr.read(4096):
+                self._buf += chunk
+                if len(self._buf) > self._keep:
+                    del self._buf[: len(self._buf) - self._keep]
+                if sink:
+                    sink.write(chunk)
+                    sink.flush()
+        finally:
+            if sink:
+                sink.close()
+
+    async def _reap(self) -> int:
+        code = await self.proc.wait()
+        # Orphans of a killed worker (a running encoder, say) share its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._pump), 2.0)
+        await asyncio.to_thread(shutil.rmtree, self.tmpdir, True)
+        return code
+
+    def alive(self) -> bool:
+        return not self._done.done()
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._done)
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.wait()
+
+    def stderr_tail(self) -> str:
+        return bytes(self._buf).decode("utf-8", "replace")
+
+
+class LocalBackend(Backend):
+    """Run workers as local subprocesses.
+
+    ``tmp_root``: where per-worker TMPDIRs go (a fresh directory by default, removed on close).
+    ``command``: the worker's argv (``python -m excamera.mu.worker`` by default).
+    ``stderr_dir``: if given, each worker's full stderr is also written to
+    ``worker-<id>.stderr`` there.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        tmp_root: Path | None = None,
+        stderr_dir: Path | None = None,
+        stderr_keep: int = STDERR_KEEP,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        self.python = python
+        # The worker command line; tests substitute one that never connects.
+        self.command = command or [python, "-m", "excamera.mu.worker"]
+        self._own_root = tmp_root is None
+        self.tmp_root = Path(tmp_root or tempfile.mkdtemp(prefix="mu-local-"))
+        self.stderr_dir = stderr_dir
+        self.stderr_keep = stderr_keep
+        self.env = env
+        self.processes: list[LocalProcess] = []
+
+    def _child_env(self, tmpdir: Path) -> dict[str, str]:
+        env = dict(os.environ if self.env is None else self.env)
+        env["TMPDIR"] = str(tmpdir)
+        # The child must import the same excamera package as this coordinator.
+        pkg_root = str(Path(excamera.__file__).resolve().parent.parent)
+        paths = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + paths if paths else "")
+        return env
+
+    async def launch(self, payload: LaunchPayload) -> WorkerProcess:
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        tmpdir = Path(
+            tempfile.mkdtemp(prefix=f"worker-{payload.worker_id}-", dir=self.tmp_root)
+        )
+        stderr_file = None
+        if self.stderr_dir is not None:
+            self.stderr_dir.mkdir(parents=True, exist_ok=True)
+            stderr_file = self.stderr_dir / f"worker-{payload.worker_id}.stderr"
+        proc = await asyncio.create_subprocess_exec(
+            *self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._child_env(tmpdir),
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(payload.to_json().encode())
+        with contextlib.suppress(ConnectionError):
+            await proc.stdin.drain()
+        proc.stdin.close()
+        wp = LocalProcess(payload.worker_id, proc, tmpdir, stderr_file, self.stderr_keep)
+        self.processes.append(wp)
+        return wp
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.kill() for p in self.processes), return_exceptions=True)
+        if self._own_root:
+            await asyncio.to_thread(shutil.rmtree, self.tmp_root, True)

@@ -1,0 +1,126 @@
+"""Options and the run loop that every mu job's subcommand shares.
+
+``add_job_options(parser)`` adds mu's familiar switches (``-n -O -P -D -c -s -k -t``) plus
+``--retries``, ``--timeout``, ``--connect-timeout`` and ``--progress``; ``run_job(args, make)``
+builds the coordinator, wires the ``-O`` recorder and the live view, runs it under cProfile if
+``-P`` was given, and turns :class:`JobFailed` into a one-line-headed error and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .coordinator import Coordinator, JobResult
+from .errors import JobFailed
+from .observe import JsonLinesRecorder, LiveStatus
+
+
+def add_job_options(parser: argparse.ArgumentParser, *, default_workers: int = 1,
+                    default_port: int = 13579) -> None:
+    g = parser.add_argument_group("job options (mu)")
+    g.add_argument("-n", dest="n_parts", type=int, default=default_workers, metavar="nParts",
+                   help=f"number of workers to launch ({default_workers})")
+    g.add_argument("-O", dest="out_file", type=Path, metavar="oFile",
+                   help="write per-worker state transitions as JSON lines to oFile")
+    g.add_argument("-P", dest="profile_file", type=Path, metavar="pFile",
+                   help="write cProfile data of the coordinator to pFile")
+    g.add_argument("-D", dest="debug", action="store_true", help="enable debug logs")
+    g.add_argument("-t", dest="port", type=int, default=default_port, metavar="portNum",
+                   help=f"coordinator listens on portNum, 0 for any free port ({default_port})")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address the coordinator listens on and workers dial (127.0.0.1)")
+    g.add_argument("-c", dest="ca_cert", type=Path, default=os.environ.get("CA_CERT"),
+                   metavar="caCert", help="long-lived CA certificate (env CA_CERT)")
+    g.add_argument("-s", dest="srv_cert", type=Path, default=os.environ.get("SRV_CERT"),
+                   metavar="srvCert", help="coordinator certificate (env SRV_CERT)")
+    g.add_argument("-k", dest="srv_key", type=Path, default=os.environ.get("SRV_KEY"),
+                   metavar="srvKey", help="coordinator key (env SRV_KEY)")
+    g.add_argument("--ca-key", type=Path, default=None,
+                   help="key of the -c CA, to issue this job's intermediate (env CA_KEY, or "
+                   "ca_key.pem beside the CA certificate)")
+    g.add_argument("--retries", type=int, default=0,
+                   help="relaunch a lost worker's machine up to this many times (0)")
+    g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-command timeout; a worker exceeding it is lost (none)")
+    g.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a launched worker may take to connect (60)")
+    g.add_argument("--progress", action="store_true",
+                   help="show the live status view even when stderr is not a terminal")
+
+
+def coordinator_kwargs(args: argparse.Namespace) -> dict:
+    """The Coordinator keyword arguments that the shared options determine."""
+    if args.n_parts < 1:
+        raise ValueError("-n must be at least 1")
+    if args.retries < 0:
+        raise ValueError("--retries must be >= 0")
+    if (args.srv_cert is None) != (args.srv_key is None):
+        raise ValueError("-s and -k go together")
+    if args.srv_cert is not None and args.ca_cert is None:
+        raise ValueError("-s/-k need the CA certificate -c")
+    return {
+        "host": args.host,
+        "port": args.port,
+        "ca_cert": args.ca_cert,
+        "ca_key": args.ca_key,
+        "server_cert": args.srv_cert,
+        "server_key": args.srv_key,
+        "retries": args.retries,
+        "command_timeout": args.timeout,
+        "connect_timeout": args.connect_timeout,
+        "debug": args.debug,
+    }
+
+
+def run_job(args: argparse.Namespace, make: Callable[[], Coordinator],
+            report: Callable[[JobResult], None] | None = None) -> int:
+    """Run the coordinator that ``make()`` builds with the shared observability options."""
+    from ..errors import CommandError
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        coord = make()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    recorder = JsonLinesRecorder(args.out_file) if args.out_file else None
+    if recorder:
+        coord.observers.append(recorder)
+    show_live = args.progress or sys.stderr.isatty()
+
+    async def main() -> JobResult:
+        if not show_live:
+            return await coord.run()
+        live = LiveStatus(coord.n_workers, title=coord.job_id)
+        coord.observers.append(live)
+        async with live:
+            return await coord.run()
+
+    profiler = cProfile.Profile() if args.profile_file else None
+    try:
+        if profiler:
+            profiler.enable()
+        result = asyncio.run(main())
+    except JobFailed as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"coordinator: {exc}") from None
+    finally:
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile_file))
+        if recorder:
+            recorder.close()
+    if report:
+        report(result)
+    return 0

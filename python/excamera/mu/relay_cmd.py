@@ -1,0 +1,128 @@
+"""``excamera relay``: a standalone relay (mu's ``lambda_state_server``).
+
+Workers behind NAT or in a function sandbox cannot accept connections, so each pair meets at a
+relay. The relay needs a server certificate and the CA that signs worker certificates (or the
+root above the per-job intermediates): create them once with ``excamera genkeys DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import asyncio.sslproto
+import cProfile
+import logging
+import os
+import resource
+import signal
+import ssl
+import sys
+
+from ..errors import CommandError
+from .relay import Relay
+from .tls import Credentials, TLSSetupError, server_context
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "relay",
+        help="run a TLS relay that pairs workers which cannot accept connections",
+        description="Forward messages between worker pairs (job, id) <-> (job, peer). "
+        "Certificates: -c/-s/-k or env CA_CERT, SRV_CERT, SRV_KEY (see `excamera genkeys`).",
+    )
+    p.add_argument("-n", dest="n_parts", type=int, default=1024, metavar="nParts",
+                   help="capacity: at most this many worker pairs (2*nParts connections)")
+    p.add_argument("-t", dest="port", type=int, default=13337, metavar="port",
+                   help="TCP port to listen on (0 picks a free one; default 13337)")
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address to listen on (default 0.0.0.0: workers dial in from outside)")
+    p.add_argument("-c", dest="ca_cert", default=os.environ.get("CA_CERT"), metavar="CA_CERT",
+                   help="CA certificate that worker certificates chain to (env CA_CERT)")
+    p.add_argument("-s", dest="srv_cert", default=os.environ.get("SRV_CERT"), metavar="SRV_CERT",
+                   help="server certificate chain (env SRV_CERT)")
+    p.add_argument("-k", dest="srv_key", default=os.environ.get("SRV_KEY"), metavar="SRV_KEY",
+                   help="server private key (env SRV_KEY)")
+    p.add_argument("--max-held-mb", type=float, default=1024.0,
+                   help="memory for messages whose receiver is not connected yet (MiB, 1024)")
+    p.add_argument("--hold-timeout", type=float, default=600.0,
+                   help="seconds a message waits for its receiver before it is dropped (600)")
+    p.add_argument("--ssl-buffer-kib", type=int, default=64,
+                   help="asyncio's per-connection TLS read buffer (KiB, 64; 0 keeps asyncio's "
+                   "256): it is most of a connection's memory")
+    p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
+    p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
+    p.set_defaults(func=run)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (up to the hard limit); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+async def serve(args: argparse.Namespace, creds: Credentials | ssl.SSLContext) -> None:
+    relay = Relay(
+        creds,
+        max_held_bytes=int(args.max_held_mb * (1 << 20)),
+        hold_timeout=args.hold_timeout,
+        max_connections=2 * args.n_parts,
+    )
+    try:
+        port = await relay.start(args.host, args.port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    print(f"excamera relay: listening on {args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await relay.close()
+        logging.getLogger("excamera.mu.relay").info("stopped: %s", relay.stats())
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [flag for flag, v in (("-c", args.ca_cert), ("-s", args.srv_cert),
+                                    ("-k", args.srv_key)) if not v]
+    if missing:
+        raise CommandError(
+            f"no certificates ({' '.join(missing)} missing): pass -c CA_CERT -s SRV_CERT "
+            "-k SRV_KEY or set CA_CERT, SRV_CERT, SRV_KEY; create them with `excamera genkeys DIR`"
+        )
+    if args.ssl_buffer_kib < 0 or 0 < args.ssl_buffer_kib < 16:
+        raise CommandError(f"--ssl-buffer-kib must be 0 or at least 16, not {args.ssl_buffer_kib}")
+    if args.n_parts < 1:
+        raise CommandError(f"-n must be at least 1, not {args.n_parts}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # each pair is two sockets, plus a margin for the listener and handshakes in flight
+    raise_fd_limit(4 * args.n_parts + 64)
+    try:
+        creds = Credentials.from_files(args.srv_cert, args.srv_key, args.ca_cert)
+        ctx = server_context(creds)
+    except TLSSetupError as exc:
+        raise CommandError(str(exc)) from None
+    if args.ssl_buffer_kib:
+        # asyncio zero-fills this buffer for every TLS connection (256 KiB in 3.11-3.13), which
+        # dominates a relay's memory per worker. This process is only the relay, so tuning the
+        # class attribute here changes nothing else; the library's Relay never touches it.
+        asyncio.sslproto.SSLProtocol.max_size = args.ssl_buffer_kib * 1024
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    try:
+        asyncio.run(serve(args, ctx))
+    finally:
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    return 0

@@ -1,0 +1,527 @@
+"""Certificates and TLS contexts for coordinator, workers and relay.
+
+Why this exists
+---------------
+mu shipped the server's private key to every worker, so any worker (or anyone who read a launch
+payload) could impersonate the coordinator. Here every endpoint has its own key, every
+connection is TLS 1.3 with *mutual* authentication, and a worker's certificate names exactly
+one ``(job, worker_id)`` in a URI subjectAltName ``excamera://job/<job>/worker/<id>``. A
+worker's certificate is short-lived and only good for client authentication, so a leaked launch
+payload is worth one worker slot of one job for about an hour, and nothing else.
+
+The per-job flow
+----------------
+* **No long-lived CA** (the simple, default case): the coordinator calls
+  :func:`job_authority` without paths, which creates a fresh root CA just for this job. It
+  issues its own server certificate (:meth:`CertificateAuthority.issue_server`) and one
+  certificate per worker (:meth:`CertificateAuthority.issue_worker`). An in-process relay uses
+  the same job CA. Nothing is written to disk; when the job ends the CA key is gone.
+* **A long-lived CA** (``excamera genkeys DIR`` writes ``ca_cert.pem``, ``ca_key.pem``,
+  ``server_cert.pem``, ``server_key.pem``): the coordinator is given ``-c/-s/-k`` (CA cert,
+  server cert, server key) *plus* the CA key (flag ``--ca-key``, env ``CA_KEY``, or
+  ``ca_key.pem`` beside the CA certificate, found by :func:`find_ca_key`). It then issues a
+  per-job *intermediate* CA (path length 0, valid for the job's duration) from the long-lived
+  CA and signs worker certificates with that intermediate. Workers present
+  ``leaf + intermediate``, so a separately-run ``excamera relay`` that trusts only the
+  long-lived CA (``-c ca_cert.pem``) verifies them without ever learning about the job, and a
+  job's intermediate key never outlives the job.
+
+Worker identity is enforced by whoever accepts the connection: :func:`peer_identity` reads the
+URI SAN from the verified peer certificate, and the relay (or coordinator) compares it with
+the identity the worker *claims*. A certificate without that SAN (the coordinator's server
+certificate) has no worker identity.
+
+All keys are EC P-256: generating one takes well under a millisecond, which matters when a
+coordinator issues thousands of worker certificates at launch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import ssl
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+URI_PREFIX = "excamera://job/"
+CLOCK_SKEW = dt.timedelta(minutes=5)  # backdating so a worker whose clock is a bit behind accepts
+JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_URI_RE = re.compile(r"^excamera://job/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/worker/(0|[1-9][0-9]{0,9})$")
+
+
+class TLSSetupError(Exception):
+    """Certificates or keys could not be created, loaded or used (one-line message)."""
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who a worker certificate says its holder is."""
+
+    job: str
+    worker_id: int
+
+    @property
+    def uri(self) -> str:
+        return f"{URI_PREFIX}{self.job}/worker/{self.worker_id}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What one endpoint needs: its certificate chain, its private key and the trust anchor.
+
+    ``cert_pem`` is the leaf certificate followed by any intermediates, so a peer that trusts
+    only the root can build the path.
+    """
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain strings for a JSON launch payload."""
+        return {
+            "cert_pem": self.cert_pem.decode("ascii"),
+            "key_pem": self.key_pem.decode("ascii"),
+            "ca_pem": self.ca_pem.decode("ascii"),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str]) -> Credentials:
+        try:
+            return cls(
+                cert_pem=d["cert_pem"].encode("ascii"),
+                key_pem=d["key_pem"].encode("ascii"),
+                ca_pem=d["ca_pem"].encode("ascii"),
+            )
+        except (KeyError, AttributeError, UnicodeEncodeError) as exc:
+            raise TLSSetupError(f"credentials dict is missing or has a bad field: {exc}") from None
+
+    @classmethod
+    def from_files(cls, cert_path: os.PathLike | str, key_path: os.PathLike | str,
+                   ca_path: os.PathLike | str) -> Credentials:
+        """Load ``-s/-k/-c`` style files (server cert chain, its key, CA cert)."""
+        return cls(
+            cert_pem=_read(cert_path, "certificate"),
+            key_pem=_read(key_path, "private key"),
+            ca_pem=_read(ca_path, "CA certificate"),
+        )
+
+
+def _read(path: os.PathLike | str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TLSSetupError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _check_job(job: str) -> None:
+    if not isinstance(job, str) or not JOB_RE.match(job):
+        raise TLSSetupError(
+            f"job name {job!r} must be 1-128 characters of letters, digits, '.', '_' or '-'"
+        )
+
+
+class CertificateAuthority:
+    """A CA (root or intermediate) that can issue server, worker and intermediate certificates.
+
+    ``chain`` holds this CA's certificate followed by its issuers up to and including the root;
+    issued leaves carry ``chain`` minus the root so peers trusting only the root can verify.
+    """
+
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
+                 issuers: Iterable[x509.Certificate] = ()) -> None:
+        self.cert = cert
+        self.key = key
+        self.issuers = list(issuers)  # parent, grandparent, ..., root; empty for a root
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, days: float = 3650) -> CertificateAuthority:
+        """A new self-signed root CA."""
+        key = _new_key()
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ])
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(
+        cls, cert_path: os.PathLike | str, key_path: os.PathLike | str
+    ) -> CertificateAuthority:
+        """Load a CA: ``cert_path`` holds the CA cert, optionally followed by its issuers."""
+        certs_pem = _read(cert_path, "CA certificate")
+        key_pem = _read(key_path, "CA key")
+        try:
+            certs = x509.load_pem_x509_certificates(certs_pem)
+        except ValueError as exc:
+            raise TLSSetupError(f"{cert_path} is not a PEM certificate: {exc}") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise TLSSetupError(
+                f"{key_path} is not an unencrypted PEM private key: {exc}"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TLSSetupError(f"{key_path} is not an EC private key")
+        if key.public_key().public_numbers() != certs[0].public_key().public_numbers():
+            raise TLSSetupError(f"{key_path} does not match the certificate in {cert_path}")
+        try:
+            bc = certs[0].extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is None or not bc.ca:
+            raise TLSSetupError(f"{cert_path} is not a CA certificate")
+        return cls(certs[0], key, certs[1:])
+
+    # --- views ------------------------------------------------------------------------------
+    @property
+    def is_root(self) -> bool:
+        return not self.issuers
+
+    @property
+    def root(self) -> x509.Certificate:
+        return self.issuers[-1] if self.issuers else self.cert
+
+    @property
+    def cert_pem(self) -> bytes:
+        """This CA's certificate followed by its issuers (a chain file)."""
+        return b"".join(_cert_pem(c) for c in [self.cert, *self.issuers])
+
+    @property
+    def key_pem(self) -> bytes:
+        return _key_pem(self.key)
+
+    @property
+    def root_pem(self) -> bytes:
+        """The trust anchor at the top of the chain: what every peer should trust."""
+        return _cert_pem(self.root)
+
+    def _leaf_chain_pem(self, leaf: x509.Certificate) -> bytes:
+        # leaf, this CA (unless it is the root), then intermediates, never the root itself
+        chain = [leaf] + ([] if self.is_root else [self.cert, *self.issuers[:-1]])
+        return b"".join(_cert_pem(c) for c in chain)
+
+    # --- issuing ----------------------------------------------------------------------------
+    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey,
+                 not_before: dt.datetime, not_after: dt.datetime) -> x509.CertificateBuilder:
+        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                critical=False,
+            )
+        )
+
+    def issue_intermediate(self, job: str, ttl_seconds: float = 86400,
+                           now: dt.datetime | None = None) -> CertificateAuthority:
+        """A per-job CA that can sign worker certificates but no further CAs (pathlen 0)."""
+        _check_job(job)
+        now = now or _now()
+        key = _new_key()
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
+            # a unique name: a same-named child would count as "self-issued" and slip past
+            # pathlen 0 (RFC 5280 4.2.1.9)
+            x509.NameAttribute(NameOID.COMMON_NAME,
+                               f"excamera job {job} CA {secrets.token_hex(4)}"),
+        ])
+        cert = (
+            self._builder(subject, key.public_key(), now - CLOCK_SKEW,
+                          now + dt.timedelta(seconds=ttl_seconds))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        return CertificateAuthority(cert, key, [self.cert, *self.issuers])
+
+    def issue_server(self, hosts: Iterable[str] = ("127.0.0.1", "localhost"),
+                     days: float = 825, now: dt.datetime | None = None) -> Credentials:
+        """A certificate for the coordinator or a relay, valid for ``hosts`` (names or IPs).
+
+        It carries both serverAuth and clientAuth so the coordinator can also dial a relay.
+        """
+        now = now or _now()
+        hosts = list(hosts)
+        if not hosts:
+            raise TLSSetupError("a server certificate needs at least one host name or address")
+        sans: list[x509.GeneralName] = []
+        for h in hosts:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+            except ValueError:
+                sans.append(x509.DNSName(h))
+        key = _new_key()
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
+            x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
+        ])
+        cert = (
+            self._builder(subject, key.public_key(), now - CLOCK_SKEW,
+                          now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_leaf_key_usage(), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                       ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return Credentials(self._leaf_chain_pem(cert), _key_pem(key), self.root_pem)
+
+    def issue_worker(self, job: str, worker_id: int, ttl_seconds: float = 3600,
+                     now: dt.datetime | None = None) -> Credentials:
+        """A short-lived client certificate bound to exactly one ``(job, worker_id)``.
+
+        ``now`` exists so tests can mint certificates that are already expired.
+        """
+        _check_job(job)
+        if not isinstance(worker_id, int) or isinstance(worker_id, bool) or not (
+            0 <= worker_id < 10**10
+        ):
+            raise TLSSetupError(f"worker id {worker_id!r} must be an integer in [0, 1e10)")
+        now = now or _now()
+        ident = WorkerIdentity(job, worker_id)
+        key = _new_key()
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{job}/worker/{worker_id}"),
+        ])
+        cert = (
+            self._builder(subject, key.public_key(), now - CLOCK_SKEW,
+                          now + dt.timedelta(seconds=ttl_seconds))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_leaf_key_usage(), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident.uri)]),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return Credentials(self._leaf_chain_pem(cert), _key_pem(key), self.root_pem)
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _leaf_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+# --- SSL contexts ---------------------------------------------------------------------------
+def _load_chain(ctx: ssl.SSLContext, creds: Credentials) -> None:
+    """``load_cert_chain`` only reads files: use a private directory that is gone right after."""
+    tmp = tempfile.mkdtemp(prefix="excamera-tls-")  # mkdtemp creates it 0700
+    try:
+        os.chmod(tmp, 0o700)
+        cert_file = os.path.join(tmp, "cert.pem")
+        key_file = os.path.join(tmp, "key.pem")
+        for path, data in ((cert_file, creds.cert_pem), (key_file, creds.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+        except ssl.SSLError as exc:
+            raise TLSSetupError(f"certificate and key do not load as a pair: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_ca(ctx: ssl.SSLContext, creds: Credentials) -> None:
+    try:
+        ctx.load_verify_locations(cadata=creds.ca_pem.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        raise TLSSetupError(f"CA certificate does not load: {exc}") from None
+
+
+def server_context(creds: Credentials) -> ssl.SSLContext:
+    """TLS 1.3 only; every client must present a certificate chaining to ``creds.ca_pem``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    _load_ca(ctx, creds)
+    _load_chain(ctx, creds)
+    return ctx
+
+
+def client_context(creds: Credentials) -> ssl.SSLContext:
+    """TLS 1.3 only; verifies the server's chain and its host name/IP SAN, presents our chain."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname=True, CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    _load_ca(ctx, creds)
+    _load_chain(ctx, creds)
+    return ctx
+
+
+def identity_of_certificate(cert: x509.Certificate) -> WorkerIdentity | None:
+    """The worker identity in a certificate's URI SAN, or None if it names no worker."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = [
+        m for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if (m := _URI_RE.match(uri))
+    ]
+    if len(found) != 1:  # none, or ambiguous: trust neither
+        return None
+    return WorkerIdentity(found[0].group(1), int(found[0].group(2)))
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> WorkerIdentity | None:
+    """``(job, worker_id)`` from the *verified* peer certificate of a TLS connection.
+
+    Pass ``writer.get_extra_info("ssl_object")``. None when there is no TLS, no peer
+    certificate, or a certificate without a worker URI (such as the coordinator's).
+    """
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    return identity_of_certificate(cert)
+
+
+# --- long-lived keys and the per-job flow ---------------------------------------------------
+GENKEYS_FILES = ("ca_cert.pem", "ca_key.pem", "server_cert.pem", "server_key.pem")
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)  # O_CREAT's mode does not apply to an existing file
+
+
+def genkeys(directory: os.PathLike | str, hosts: Iterable[str] = ("127.0.0.1", "localhost"),
+            name: str = "excamera CA", overwrite: bool = False) -> dict[str, Path]:
+    """Write a long-lived CA and a server certificate signed by it (keys mode 0600).
+
+    Returns ``{"ca_cert": ..., "ca_key": ..., "server_cert": ..., "server_key": ...}``.
+    Refuses to overwrite existing files unless ``overwrite`` so a CA key is never lost by accident.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = {f.removesuffix(".pem"): d / f for f in GENKEYS_FILES}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise TLSSetupError(f"refusing to overwrite existing {', '.join(existing)}")
+    ca = CertificateAuthority.create(name)
+    server = ca.issue_server(hosts)
+    _write_private(paths["ca_key"], ca.key_pem, 0o600)
+    _write_private(paths["server_key"], server.key_pem, 0o600)
+    _write_private(paths["ca_cert"], ca.cert_pem, 0o644)
+    _write_private(paths["server_cert"], server.cert_pem, 0o644)
+    return paths
+
+
+def find_ca_key(ca_cert_path: os.PathLike | str | None, ca_key: os.PathLike | str | None = None,
+                env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the long-lived CA key is: ``--ca-key``, else env ``CA_KEY``, else beside the cert."""
+    if ca_key:
+        return Path(ca_key)
+    env = os.environ if env is None else env
+    if env.get("CA_KEY"):
+        return Path(env["CA_KEY"])
+    if ca_cert_path:
+        beside = Path(ca_cert_path).with_name("ca_key.pem")
+        if beside.exists():
+            return beside
+    return None
+
+
+def job_authority(job: str, ca_cert_path: os.PathLike | str | None = None,
+                  ca_key_path: os.PathLike | str | None = None,
+                  ttl_seconds: float = 86400) -> CertificateAuthority:
+    """The CA that signs this job's worker certificates.
+
+    Without a long-lived CA: a fresh root for this job only. With one (cert + key): a per-job
+    intermediate, so relays trusting the long-lived CA accept this job's workers.
+    """
+    _check_job(job)
+    if ca_cert_path is None:
+        return CertificateAuthority.create(f"excamera job {job} root", days=ttl_seconds / 86400)
+    if ca_key_path is None:
+        raise TLSSetupError(
+            f"issuing worker certificates under {ca_cert_path} needs its key: pass --ca-key, "
+            "set CA_KEY, or put ca_key.pem beside the CA certificate"
+        )
+    return CertificateAuthority.load(ca_cert_path, ca_key_path).issue_intermediate(job, ttl_seconds)

@@ -1,0 +1,479 @@
+"""The worker runtime: one process (or Lambda invocation, or Ray task) that obeys a coordinator.
+
+A worker connects *out* to the coordinator over TLS with its own short-lived certificate, says
+hello, then executes typed commands until told to quit. It is the same code whatever runs it:
+``run_worker(payload)`` is the entry point and ``python -m excamera.mu.worker`` reads the JSON
+launch payload from stdin for the local backend.
+
+Commands run in the order they arrive, so the coordinator may pipeline several (send them all,
+then collect the answers). A command sent with ``background: true`` is acknowledged at once and
+reports completion later with an ``event`` frame, mu's *nonblock* mode: the worker keeps
+answering meanwhile. Commands tagged with the same ``chain`` are skipped once one of them has
+failed, which gives mu-style command lists their stop-at-first-failure meaning even when they
+are pipelined.
+
+Every worker works in its own temporary directory, removed when it exits, also on error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .operations import OpContext, OperationRegistry, builtin_operations
+from .payload import LaunchPayload
+from .protocol import Message, ProtocolError, read_message, write_message
+
+log = logging.getLogger("excamera.mu.worker")
+
+STDERR_TAIL = 4096
+STDOUT_TAIL = 65536
+TEMPLATE = re.compile(r"##([A-Za-z_][A-Za-z0-9_]*)##")
+
+
+class CommandError(Exception):
+    """A command failed; the message goes back to the coordinator as the error."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _tail(data: bytes, limit: int) -> str:
+    return data[-limit:].decode("utf-8", "replace")
+
+
+class WorkerSession:
+    """One connected worker: its directory, variables, relay link and command handlers."""
+
+    def __init__(
+        self, payload: LaunchPayload, workdir: Path, registry: OperationRegistry
+    ) -> None:
+        self.payload = payload
+        self.workdir = workdir
+        self.registry = registry
+        self.variables: dict[str, Any] = {}
+        self.failed_chains: set[str] = set()
+        self.background: set[asyncio.Task[None]] = set()
+        self.writer: asyncio.StreamWriter | None = None
+        self.write_lock = asyncio.Lock()
+        self.relay: Any = None  # a RelayClient once `connect` ran
+        self.prefix = f"worker {payload.worker_id}"
+        self.handlers: dict[str, Callable[[Message], Awaitable[tuple[dict, bytes]]]] = {
+            "set": self.cmd_set,
+            "get": self.cmd_get,
+            "vars": self.cmd_vars,
+            "echo": self.cmd_echo,
+            "retrieve": self.cmd_retrieve,
+            "upload": self.cmd_upload,
+            "run": self.cmd_run,
+            "op": self.cmd_op,
+            "connect": self.cmd_connect,
+            "send_blob": self.cmd_send_blob,
+            "recv_blob": self.cmd_recv_blob,
+            "close_connect": self.cmd_close_connect,
+        }
+        self._storage: Any = None
+
+    # --- substitution and paths -------------------------------------------------------------
+
+    def substitute(self, text: str) -> str:
+        """mu's ``##NAME##`` templates: ``##TMPDIR##`` is the work directory, others variables."""
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name == "TMPDIR":
+                return str(self.workdir)
+            if name in self.variables:
+                return str(self.variables[name])
+            raise CommandError(f"unknown template variable ##{name}##")
+
+        return TEMPLATE.sub(repl, text)
+
+    def subst_any(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.substitute(value)
+        if isinstance(value, list):
+            return [self.subst_any(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.subst_any(v) for k, v in value.items()}
+        return value
+
+    def path(self, name: str) -> Path:
+        p = Path(self.substitute(name))
+        return p if p.is_absolute() else self.workdir / p
+
+    def storage(self) -> Any:
+        if self._storage is None:
+            if not self.payload.storage_url:
+                raise CommandError("this worker was launched without a storage URL")
+            from .storage import open_storage
+
+            self._storage = open_storage(self.payload.storage_url)
+        return self._storage
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def cmd_set(self, msg: Message) -> tuple[dict, bytes]:
+        self.variables[str(msg["name"])] = msg["value"]
+        return {}, b""
+
+    async def cmd_get(self, msg: Message) -> tuple[dict, bytes]:
+        name = str(msg["name"])
+        if name not in self.variables:
+            raise CommandError(f"no variable {name!r}")
+        return {"value": self.variables[name]}, b""
+
+    async def cmd_vars(self, msg: Message) -> tuple[dict, bytes]:
+        return {"variables": dict(self.variables)}, b""
+
+    async def cmd_echo(self, msg: Message) -> tuple[dict, bytes]:
+        return {"text": msg.get("text", "")}, msg.body
+
+    async def cmd_retrieve(self, msg: Message) -> tuple[dict, bytes]:
+        key = self.substitute(str(msg["key"]))
+        target = self.path(str(msg["file"]))
+        from .storage import StorageError
+
+        try:
+            await self.storage().get(key, target)
+        except StorageError as exc:
+            raise CommandError(f"retrieve {key}: {exc}", key=key) from None
+        return {"key": key, "bytes": target.stat().st_size}, b""
+
+    async def cmd_upload(self, msg: Message) -> tuple[dict, bytes]:
+        key = self.substitute(str(msg["key"]))
+        source = self.path(str(msg["file"]))
+        if not source.is_file():
+            raise CommandError(f"upload {key}: no local file {source.name!r}", key=key)
+        from .storage import StorageError
+
+        try:
+            await self.storage().put(source, key)
+        except StorageError as exc:
+            raise CommandError(f"upload {key}: {exc}", key=key) from None
+        return {"key": key, "bytes": source.stat().st_size}, b""
+
+    async def cmd_run(self, msg: Message) -> tuple[dict, bytes]:
+        cmd = msg["cmd"]
+        check = bool(msg.get("check", True))
+        env = dict(os.environ)
+        env["TMPDIR"] = str(self.workdir)
+        if isinstance(cmd, list):
+            argv = [self.substitute(str(a)) for a in cmd]
+            if not argv:
+                raise CommandError("run: empty argument list")
+            shown = " ".join(argv)
+            create = asyncio.create_subprocess_exec(*argv, **self._proc_kwargs(env))
+        else:
+            line = self.substitute(str(cmd))
+            shown = line
+            create = asyncio.create_subprocess_shell(line, **self._proc_kwargs(env))
+        log.info("%s: run: %s", self.prefix, shown)
+        started = time.monotonic()
+        try:
+            proc = await create
+        except OSError as exc:
+            raise CommandError(f"run {shown!r}: cannot start: {exc}") from None
+        try:
+            stdin = msg.body if msg.body else None
+            out, err = await proc.communicate(stdin)
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        fields = {
+            "exit_code": proc.returncode,
+            "stdout": _tail(out, STDOUT_TAIL),
+            "stderr_tail": _tail(err, STDERR_TAIL),
+            "seconds": round(time.monotonic() - started, 6),
+        }
+        if err:
+            # Keep the child's complaints in the worker's own stderr too, so a lost worker's
+            # report shows what it was doing.
+            sys.stderr.write(_tail(err, 1024))
+            sys.stderr.flush()
+        if check and proc.returncode != 0:
+            last = fields["stderr_tail"].strip().splitlines()
+            why = last[-1] if last else "no stderr"
+            raise CommandError(
+                f"run {shown!r} exited with {proc.returncode}: {why}", **fields
+            )
+        return fields, b""
+
+    def _proc_kwargs(self, env: dict[str, str]) -> dict[str, Any]:
+        return {
+            "stdin": asyncio.subprocess.PIPE,
+            "stdout": asyncio.subprocess.PIPE,
+            "stderr": asyncio.subprocess.PIPE,
+            "cwd": str(self.workdir),
+            "env": env,
+        }
+
+    async def cmd_op(self, msg: Message) -> tuple[dict, bytes]:
+        name = str(msg["name"])
+        args = self.subst_any(msg.get("args") or {})
+        if not isinstance(args, dict):
+            raise CommandError(f"op {name}: args must be an object")
+        log.info("%s: op: %s", self.prefix, name)
+        ctx = OpContext(self.workdir, dict(self.variables), self.payload.worker_id)
+        try:
+            result = await self.registry.call(name, ctx, args)
+        except KeyError as exc:
+            raise CommandError(str(exc.args[0])) from None
+        except CommandError:
+            raise
+        except Exception as exc:  # an operation's failure is the command's answer
+            raise CommandError(f"op {name}: {exc}") from None
+        return result, b""
+
+    async def cmd_connect(self, msg: Message) -> tuple[dict, bytes]:
+        if not self.payload.relay_host:
+            raise CommandError("connect: this worker was launched without a relay address")
+        peer = int(msg["peer"])
+        if self.relay is not None:
+            await self.relay.close()
+            self.relay = None
+        from . import tls
+        from .relay import RelayClient, RelayError
+
+        try:
+            self.relay = await RelayClient.connect(
+                self.payload.relay_host,
+                self.payload.relay_port,
+                tls.client_context(self._credentials()),
+                self.payload.job_id,
+                self.payload.worker_id,
+                peer,
+            )
+        except RelayError as exc:
+            raise CommandError(f"connect to relay as peer of {peer}: {exc}") from None
+        return {"peer": peer}, b""
+
+    def _need_relay(self, what: str) -> Any:
+        if self.relay is None:
+            raise CommandError(f"{what}: not connected to the relay (send connect first)")
+        return self.relay
+
+    async def cmd_send_blob(self, msg: Message) -> tuple[dict, bytes]:
+        relay = self._need_relay("send_blob")
+        if msg.get("file"):
+            source = self.path(str(msg["file"]))
+            if not source.is_file():
+                raise CommandError(f"send_blob: no local file {source.name!r}")
+            data = await asyncio.to_thread(source.read_bytes)
+        else:
+            data = msg.body
+        await relay.send(data, "blob")
+        return {"bytes": len(data)}, b""
+
+    async def cmd_recv_blob(self, msg: Message) -> tuple[dict, bytes]:
+        relay = self._need_relay("recv_blob")
+        from .relay import RelayError
+
+        try:
+            frame = await relay.recv()
+        except EOFError:
+            raise CommandError("recv_blob: the relay closed the connection") from None
+        except RelayError as exc:
+            raise CommandError(f"recv_blob: {exc}") from None
+        data = frame.body
+        if msg.get("file"):
+            target = self.path(str(msg["file"]))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(target.write_bytes, data)
+            return {"bytes": len(data)}, b""
+        return {"bytes": len(data)}, data
+
+    async def cmd_close_connect(self, msg: Message) -> tuple[dict, bytes]:
+        if self.relay is not None:
+            await self.relay.close()
+            self.relay = None
+        return {}, b""
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _credentials(self) -> Any:
+        from . import tls
+
+        return tls.Credentials.from_dict(
+            {
+                "cert_pem": self.payload.cert_pem,
+                "key_pem": self.payload.key_pem,
+                "ca_pem": self.payload.ca_pem,
+            }
+        )
+
+    async def send(self, msg: Message) -> None:
+        assert self.writer is not None
+        async with self.write_lock:
+            await write_message(self.writer, msg)
+
+    async def execute(self, msg: Message) -> tuple[bool, dict, bytes]:
+        """Run one command; never raises except on cancellation."""
+        op = str(msg.get("op", ""))
+        chain = msg.get("chain")
+        if chain is not None and chain in self.failed_chains:
+            return False, {"message": f"{op}: skipped, an earlier command of its list failed"}, b""
+        handler = self.handlers.get(op)
+        if handler is None:
+            return False, {"message": f"unknown command {op!r}"}, b""
+        try:
+            fields, body = await handler(msg)
+        except CommandError as exc:
+            log.warning("%s: %s", self.prefix, exc)
+            if chain is not None:
+                self.failed_chains.add(chain)
+            return False, {"message": str(exc), **exc.fields}, b""
+        except (KeyError, ValueError, TypeError) as exc:
+            if chain is not None:
+                self.failed_chains.add(chain)
+            return False, {"message": f"{op}: bad command: {exc!r}"}, b""
+        except Exception as exc:  # any other failure is this command's answer, not a crash
+            if chain is not None:
+                self.failed_chains.add(chain)
+            log.warning("%s: %s failed: %r", self.prefix, op, exc)
+            return False, {"message": f"{op}: {exc}"}, b""
+        return True, fields, body
+
+    async def run_background(self, msg: Message) -> None:
+        ok, fields, body = await self.execute(msg)
+        try:
+            await self.send(Message("event", {"id": msg["id"], "ok": ok, **fields}, body))
+        except (ConnectionError, OSError):
+            pass
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        await self.send(
+            Message(
+                "hello",
+                {
+                    "job": self.payload.job_id,
+                    "worker": self.payload.worker_id,
+                    "token": self.payload.token,
+                    "pid": os.getpid(),
+                    "operations": self.registry.names(),
+                },
+            )
+        )
+        try:
+            while True:
+                msg = await read_message(reader)
+                if msg is None:
+                    log.warning("%s: coordinator closed the connection", self.prefix)
+                    return
+                if msg.type != "cmd":
+                    raise ProtocolError(f"expected a cmd frame, got {msg.type!r}")
+                if msg.get("op") == "quit":
+                    await self.send(Message("reply", {"id": msg["id"], "ok": True}))
+                    return
+                if msg.get("background"):
+                    await self.send(
+                        Message("reply", {"id": msg["id"], "ok": True, "started": True})
+                    )
+                    task = asyncio.create_task(self.run_background(msg))
+                    self.background.add(task)
+                    task.add_done_callback(self.background.discard)
+                    continue
+                ok, fields, body = await self.execute(msg)
+                await self.send(Message("reply", {"id": msg["id"], "ok": ok, **fields}, body))
+        finally:
+            for task in list(self.background):
+                task.cancel()
+            if self.background:
+                await asyncio.gather(*self.background, return_exceptions=True)
+            if self.relay is not None:
+                try:
+                    await self.relay.close()
+                except Exception:  # closing a dead link is best effort
+                    pass
+
+
+async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext) -> tuple[Any, Any]:
+    """Connect to the coordinator, retrying briefly: on a cold start the network may lag."""
+    deadline = time.monotonic() + payload.connect_timeout
+    delay = 0.05
+    while True:
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(
+                    payload.coordinator_host,
+                    payload.coordinator_port,
+                    ssl=ctx,
+                    server_hostname=payload.coordinator_host,
+                ),
+                timeout=max(0.1, deadline - time.monotonic()),
+            )
+        except (TimeoutError, OSError) as exc:
+            if time.monotonic() + delay >= deadline:
+                raise ConnectionError(
+                    f"cannot reach coordinator {payload.coordinator_host}:"
+                    f"{payload.coordinator_port}: {exc}"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def run_worker(
+    payload: LaunchPayload, registry: OperationRegistry | None = None
+) -> None:
+    """Run one worker to completion: connect, obey commands until quit, clean up.
+
+    Raises on failure to connect or a protocol violation; the temporary directory is removed in
+    every case.
+    """
+    if registry is None:
+        registry = OperationRegistry()
+        builtin_operations(registry)
+        registry.load_modules(payload.operation_modules)
+    from . import tls
+
+    with tempfile.TemporaryDirectory(prefix=f"mu-{payload.job_id}-{payload.worker_id}-") as tmp:
+        session = WorkerSession(payload, Path(tmp), registry)
+        ctx = tls.client_context(session._credentials())
+        reader, writer = await _connect(payload, ctx)
+        log.debug("worker %d: connected, working in %s", payload.worker_id, tmp)
+        try:
+            await session.serve(reader, writer)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, ssl.SSLError):
+                pass
+
+
+def main() -> int:
+    """``python -m excamera.mu.worker``: the local backend's process entry point."""
+    raw = sys.stdin.buffer.read()
+    try:
+        payload = LaunchPayload.from_json(raw)
+    except ValueError as exc:
+        print(f"mu worker: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if payload.debug else logging.INFO,
+        format=f"mu-worker {payload.worker_id} %(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(run_worker(payload))
+    except (ConnectionError, ProtocolError, ssl.SSLError, OSError) as exc:
+        print(f"mu worker {payload.worker_id}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``excamera png2y4m``: mu's png2y4m_server.py as a subcommand, on the local backend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..mu.backends import LocalBackend
+from ..mu.coordinator import Coordinator, JobResult
+from ..mu.jobopts import add_job_options, coordinator_kwargs, run_job
+from .png2y4m_job import OPERATION_MODULE, Png2Y4MParams, png2y4m_machine
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "png2y4m",
+        help="convert numbered PNG frames into Y4M chunks with many workers",
+        description="Each worker k converts nFrames PNGs <vid>-<inFormat>/%%08d.png (from "
+        "1 + nFrames*(k+offset)) into <vid>-y4m_<nFrames>/%%08d.y4m (number k+offset).",
+    )
+    add_job_options(p)
+    p.add_argument("-f", dest="n_frames", type=int, default=6, metavar="nFrames",
+                   help="frames per chunk (6)")
+    p.add_argument("-o", dest="offset", type=int, default=0, metavar="nOffset",
+                   help="input chunks to skip (0)")
+    p.add_argument("-v", dest="vid_name", default="sintel-1k", metavar="vidName",
+                   help="video name ('sintel-1k')")
+    p.add_argument("-b", dest="bucket", required=True, metavar="bucket",
+                   help="storage: a local directory, file://DIR or s3://bucket[/prefix]")
+    p.add_argument("-i", dest="in_format", default="png16", metavar="inFormat",
+                   help="input format, the key prefix suffix ('png16')")
+    p.add_argument("--stderr-dir", type=Path, default=None,
+                   help="also keep each worker's full stderr in this directory")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.n_frames < 1:
+        from ..errors import CommandError
+
+        raise CommandError("-f must be at least 1")
+    if args.offset < 0:
+        from ..errors import CommandError
+
+        raise CommandError("-o must be >= 0")
+    params = Png2Y4MParams(args.vid_name, args.in_format, args.n_frames, args.offset)
+
+    def make() -> Coordinator:
+        return Coordinator(
+            "png2y4m",
+            args.n_parts,
+            LocalBackend(stderr_dir=args.stderr_dir),
+            args.bucket,
+            png2y4m_machine,
+            params={"png2y4m": params},
+            operation_modules=[OPERATION_MODULE],
+            **coordinator_kwargs(args),
+        )
+
+    def report(result: JobResult) -> None:
+        keys = [result.outputs[k] for k in sorted(result.outputs)]
+        print(f"png2y4m: {len(keys)} chunk(s) written in {result.elapsed:.2f} s "
+              f"({keys[0]} .. {keys[-1]})")
+
+    return run_job(args, make, report)

@@ -1,0 +1,231 @@
+"""IVF, the minimal container that vpxenc writes and vpxdec reads: a 32-byte file header, then
+per frame a 12-byte header (payload size, timestamp) and the compressed frame.
+
+File header, little-endian::
+
+    0  'DKIF'      4  u16 version (0)   6  u16 header size (32)   8  fourcc ('VP80')
+    12 u16 width   14 u16 height        16 u32 rate (timebase denominator)
+    20 u32 scale (timebase numerator)   24 u32 frame count        28 u32 unused
+
+Frame header: u32 payload size, u64 presentation timestamp.
+
+The reader trusts only what it can check: it ignores the fourcc (the conformance vectors come
+with both VP80 and I420 there) and the header's frame count (often wrong: 0 or 3999 in libvpx's
+own test files), and counts frames by walking the file. A file that ends inside a header or a
+payload is an error naming the frame, never a silently shorter stream.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MAGIC = b"DKIF"
+FILE_HEADER = struct.Struct("<4sHH4sHHIIII")
+FRAME_HEADER = struct.Struct("<IQ")
+HEADER_SIZE = 32
+# A VP8 frame is at most a few MB even at 16383x16383; a larger size field means a corrupt file.
+MAX_FRAME = 256 * 1024 * 1024
+_FRAME_COUNT_OFFSET = 24
+
+assert FILE_HEADER.size == HEADER_SIZE and FRAME_HEADER.size == 12
+
+
+class IvfError(ValueError):
+    """The file is not a well-formed IVF; the message names the file and, if any, the frame."""
+
+
+@dataclass(frozen=True)
+class IvfHeader:
+    fourcc: str
+    width: int
+    height: int
+    rate: int
+    scale: int
+    frame_count: int  # as the header states it; see IvfReader.count_frames for the real one
+
+    def encode(self) -> bytes:
+        return FILE_HEADER.pack(
+            MAGIC,
+            0,
+            HEADER_SIZE,
+            self.fourcc.encode("ascii"),
+            self.width,
+            self.height,
+            self.rate,
+            self.scale,
+            self.frame_count,
+            0,
+        )
+
+
+@dataclass(frozen=True)
+class IvfFrame:
+    data: bytes
+    pts: int
+
+
+class IvfReader:
+    """Iterate an IVF file's frames as :class:`IvfFrame` objects."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")
+        except OSError as exc:
+            raise IvfError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
+        try:
+            self.header = self._read_header()
+        except BaseException:
+            self._f.close()
+            raise
+        self._index = 0
+
+    def _read_header(self) -> IvfHeader:
+        raw = self._f.read(HEADER_SIZE)
+        if not raw:
+            raise IvfError(f"{self.path}: empty file, not an IVF")
+        if raw[:4] != MAGIC[: len(raw[:4])]:
+            raise IvfError(f"{self.path}: not an IVF file (no DKIF signature)")
+        if len(raw) < HEADER_SIZE:
+            raise IvfError(f"{self.path}: IVF header truncated ({len(raw)} of {HEADER_SIZE} bytes)")
+        _, version, hsize, fourcc, w, h, rate, scale, count, _ = FILE_HEADER.unpack(raw)
+        if version != 0:
+            raise IvfError(f"{self.path}: IVF version {version} is not supported (only 0)")
+        if hsize != HEADER_SIZE:
+            raise IvfError(f"{self.path}: IVF header size {hsize}, expected {HEADER_SIZE}")
+        return IvfHeader(fourcc.decode("latin-1"), w, h, rate, scale, count)
+
+    @property
+    def width(self) -> int:
+        return self.header.width
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def _frame_header(self, index: int) -> tuple[int, int] | None:
+        raw = self._f.read(FRAME_HEADER.size)
+        if not raw:
+            return None
+        if len(raw) < FRAME_HEADER.size:
+            raise IvfError(
+                f"{self.path}: frame {index}: frame header truncated "
+                f"({len(raw)} of {FRAME_HEADER.size} bytes)"
+            )
+        size, pts = FRAME_HEADER.unpack(raw)
+        if size > MAX_FRAME:
+            raise IvfError(f"{self.path}: frame {index}: size {size} bytes is implausible")
+        return size, pts
+
+    def read_frame(self) -> IvfFrame | None:
+        """The next frame, or None after the last one."""
+        index = self._index
+        head = self._frame_header(index)
+        if head is None:
+            return None
+        size, pts = head
+        data = self._f.read(size)
+        if len(data) != size:
+            raise IvfError(f"{self.path}: frame {index} is truncated ({len(data)} of {size} bytes)")
+        self._index += 1
+        return IvfFrame(data, pts)
+
+    def __iter__(self) -> Iterator[IvfFrame]:
+        while (frame := self.read_frame()) is not None:
+            yield frame
+
+    def count_frames(self) -> int:
+        """Frames actually in the file (walking headers, not reading payloads)."""
+        saved = self._f.tell()
+        try:
+            end = os.fstat(self._f.fileno()).st_size
+            self._f.seek(HEADER_SIZE)
+            count = 0
+            while (head := self._frame_header(count)) is not None:
+                start = self._f.tell()
+                if start + head[0] > end:
+                    raise IvfError(
+                        f"{self.path}: frame {count} is truncated ({end - start} of "
+                        f"{head[0]} bytes)"
+                    )
+                self._f.seek(start + head[0])
+                count += 1
+            return count
+        finally:
+            self._f.seek(saved)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> IvfReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IvfWriter:
+    """Write an IVF file. The header's frame count is written as 0 and fixed on ``close()``, so
+    a writer killed half-way leaves a file whose readable frames are still all valid."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        rate: int = 30,
+        scale: int = 1,
+        fourcc: str = "VP80",
+    ) -> None:
+        if len(fourcc.encode("ascii")) != 4:
+            raise IvfError(f"{path}: fourcc {fourcc!r} is not 4 ASCII characters")
+        if not (0 < width < 1 << 16 and 0 < height < 1 << 16):
+            raise IvfError(f"{path}: size {width}x{height} does not fit IVF's 16-bit fields")
+        if rate <= 0 or scale <= 0:
+            raise IvfError(f"{path}: timebase {scale}/{rate} is not positive")
+        self.path = Path(path)
+        self.header = IvfHeader(fourcc, width, height, rate, scale, 0)
+        self.frames_written = 0
+        self._f: BinaryIO = open(self.path, "wb")
+        self._f.write(self.header.encode())
+
+    def write(self, data: bytes, pts: int | None = None) -> None:
+        """Append one frame; ``pts`` defaults to the frame's index."""
+        if len(data) > MAX_FRAME:
+            raise IvfError(f"{self.path}: frame {self.frames_written} is too large")
+        if pts is None:
+            pts = self.frames_written
+        if not 0 <= pts < 1 << 64:
+            raise IvfError(f"{self.path}: frame {self.frames_written}: pts {pts} out of range")
+        self._f.write(FRAME_HEADER.pack(len(data), pts))
+        self._f.write(data)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        self._f.seek(_FRAME_COUNT_OFFSET)
+        self._f.write(struct.pack("<I", self.frames_written))
+        self._f.close()
+
+    def __enter__(self) -> IvfWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_ivf(path: str | os.PathLike[str]) -> tuple[IvfHeader, list[IvfFrame]]:
+    """The header and all frames of a file."""
+    with IvfReader(path) as reader:
+        return reader.header, list(reader)
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    with IvfReader(path) as reader:
+        return reader.count_frames()

@@ -1,0 +1,385 @@
+"""YUV4MPEG2 (Y4M) reading and writing: the raw-video format between png2y4m and the encoder.
+
+A Y4M file is one text header line, ``YUV4MPEG2`` followed by space-separated tags
+(``W`` width, ``H`` height, ``F`` rate ``num:den``, ``I`` interlacing, ``A`` pixel aspect,
+``C`` colorspace, ``X`` application data), then per frame a ``FRAME[ params]\\n`` line and the
+planes Y, U, V back to back.
+
+Only 8-bit 4:2:0 is accepted, because that is all VP8 codes: ``C420``, ``C420jpeg``,
+``C420mpeg2`` and ``C420paldv`` differ only in where the chroma samples sit, which does not
+change the bytes, so all four are read the same way; no ``C`` tag means 420jpeg. Any other
+colorspace (4:2:2, 4:4:4, mono, more than 8 bits) is refused with an error rather than read
+wrongly. Chroma planes are ``(w+1)//2 x (h+1)//2``, so odd sizes work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+MAGIC = b"YUV4MPEG2"
+FRAME = b"FRAME"
+ACCEPTED_COLORSPACES = ("420", "420jpeg", "420mpeg2", "420paldv")
+# Text lines are tiny; a limit means a binary file given by mistake fails fast instead of
+# being read to its end looking for a newline.
+MAX_LINE = 4096
+MAX_DIMENSION = 1 << 16
+
+
+class Y4MError(ValueError):
+    """The file is not a Y4M this module can read; the message names the file (and frame)."""
+
+
+def chroma_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of a 4:2:0 chroma plane: half of each, rounded up."""
+    return (width + 1) // 2, (height + 1) // 2
+
+
+def frame_bytes(width: int, height: int) -> int:
+    """Bytes of one 4:2:0 8-bit picture: Y plus two quarter-size chroma planes."""
+    cw, ch = chroma_size(width, height)
+    return width * height + 2 * cw * ch
+
+
+@dataclass
+class Picture:
+    """One 4:2:0 8-bit picture: ``y`` is (height, width), ``u`` and ``v`` are the chroma size."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("y", "u", "v"):
+            plane = getattr(self, name)
+            if not isinstance(plane, np.ndarray) or plane.dtype != np.uint8 or plane.ndim != 2:
+                raise ValueError(f"Picture plane {name} must be a 2-D uint8 numpy array")
+        want = chroma_size(self.width, self.height)[::-1]
+        if self.u.shape != want or self.v.shape != want:
+            raise ValueError(
+                f"Picture chroma planes are {self.u.shape} and {self.v.shape}, expected {want} "
+                f"for a {self.width}x{self.height} picture"
+            )
+
+    @property
+    def width(self) -> int:
+        return int(self.y.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.y.shape[0])
+
+    @classmethod
+    def blank(cls, width: int, height: int, luma: int = 0, chroma: int = 128) -> Picture:
+        cw, ch = chroma_size(width, height)
+        return cls(
+            np.full((height, width), luma, np.uint8),
+            np.full((ch, cw), chroma, np.uint8),
+            np.full((ch, cw), chroma, np.uint8),
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, width: int, height: int) -> Picture:
+        """Split a packed I420 buffer into planes (views of ``data``, no copy)."""
+        cw, ch = chroma_size(width, height)
+        if len(data) != frame_bytes(width, height):
+            raise ValueError(
+                f"{len(data)} bytes is not one {width}x{height} 4:2:0 picture "
+                f"({frame_bytes(width, height)} bytes)"
+            )
+        buf = np.frombuffer(data, np.uint8)
+        ysz, csz = width * height, cw * ch
+        return cls(
+            buf[:ysz].reshape(height, width),
+            buf[ysz : ysz + csz].reshape(ch, cw),
+            buf[ysz + csz :].reshape(ch, cw),
+        )
+
+    def to_bytes(self) -> bytes:
+        """The packed I420 layout: Y, then U, then V, rows without padding."""
+        return b"".join(np.ascontiguousarray(p).tobytes() for p in (self.y, self.u, self.v))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Picture):
+            return NotImplemented
+        return all(
+            a.shape == b.shape and np.array_equal(a, b)
+            for a, b in ((self.y, other.y), (self.u, other.u), (self.v, other.v))
+        )
+
+
+@dataclass(frozen=True)
+class Y4MHeader:
+    """The stream header's tags. ``fps`` is (num, den), None when the file gives none."""
+
+    width: int
+    height: int
+    fps: tuple[int, int] | None = (24, 1)
+    interlace: str = "p"
+    aspect: tuple[int, int] = (1, 1)
+    colorspace: str = "420jpeg"
+    extras: tuple[str, ...] = field(default=())  # X tags, kept but not interpreted
+
+    @property
+    def frame_size(self) -> int:
+        return frame_bytes(self.width, self.height)
+
+    def encode(self) -> bytes:
+        tags = [f"W{self.width}", f"H{self.height}"]
+        if self.fps is not None:
+            tags.append(f"F{self.fps[0]}:{self.fps[1]}")
+        tags += [f"I{self.interlace}", f"A{self.aspect[0]}:{self.aspect[1]}"]
+        tags.append(f"C{self.colorspace}")
+        tags += [f"X{x}" for x in self.extras]
+        return MAGIC + b" " + " ".join(tags).encode("ascii") + b"\n"
+
+
+def _ratio(value: str, tag: str, where: str) -> tuple[int, int]:
+    num, sep, den = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(num), int(den)
+    except ValueError:
+        raise Y4MError(f"{where}: Y4M tag {tag}{value} is not a ratio n:d") from None
+
+
+def parse_header(line: bytes, where: str) -> Y4MHeader:
+    """Parse the stream header line (without its newline)."""
+    if not line.startswith(MAGIC) or (len(line) > len(MAGIC) and line[len(MAGIC)] != 0x20):
+        raise Y4MError(f"{where}: not a Y4M file (no YUV4MPEG2 signature)")
+    try:
+        tokens = line[len(MAGIC) :].decode("ascii").split()
+    except UnicodeDecodeError:
+        raise Y4MError(f"{where}: Y4M header is not ASCII text") from None
+    width = height = None
+    fps: tuple[int, int] | None = None
+    interlace, aspect, colorspace = "p", (0, 0), "420jpeg"
+    extras: list[str] = []
+    for tok in tokens:
+        tag, value = tok[0], tok[1:]
+        if tag in "WH":
+            try:
+                n = int(value)
+            except ValueError:
+                raise Y4MError(f"{where}: Y4M tag {tok} is not a number") from None
+            if not 0 < n <= MAX_DIMENSION:
+                raise Y4MError(f"{where}: Y4M size {tok} out of range")
+            if tag == "W":
+                width = n
+            else:
+                height = n
+        elif tag == "F":
+            fps = _ratio(value, tag, where)
+            if fps[0] <= 0 or fps[1] <= 0:
+                raise Y4MError(f"{where}: Y4M frame rate {tok} is not positive")
+        elif tag == "I":
+            interlace = value
+        elif tag == "A":
+            aspect = _ratio(value, tag, where)
+        elif tag == "C":
+            colorspace = value
+        elif tag == "X":
+            extras.append(value)
+        # Unknown tags are ignored, as the format asks of readers.
+    if width is None or height is None:
+        raise Y4MError(f"{where}: Y4M header has no {'W' if width is None else 'H'} tag")
+    if colorspace not in ACCEPTED_COLORSPACES:
+        raise Y4MError(
+            f"{where}: Y4M colorspace C{colorspace} is not supported; only 8-bit 4:2:0 "
+            "(C420, C420jpeg, C420mpeg2, C420paldv) can be read"
+        )
+    return Y4MHeader(width, height, fps, interlace, aspect, colorspace, tuple(extras))
+
+
+def _read_line(f: BinaryIO, where: str, what: str) -> bytes:
+    """Read one '\\n'-terminated line (returned without it); b'' at a clean end of file."""
+    line = f.readline(MAX_LINE)
+    if not line:
+        return b""
+    if not line.endswith(b"\n"):
+        if len(line) >= MAX_LINE:
+            raise Y4MError(f"{where}: {what} line longer than {MAX_LINE} bytes")
+        raise Y4MError(f"{where}: file ends inside the {what} line")
+    return line[:-1]
+
+
+class Y4MReader:
+    """Read a Y4M file frame by frame; iterate it for :class:`Picture` objects.
+
+    ``count_frames()`` walks the frame headers by seeking past the pixel data, so it is cheap
+    even on large files, and it finds truncation the same way reading does.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")
+        except OSError as exc:
+            raise Y4MError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
+        try:
+            # Check the signature before insisting on a complete line, so that a binary file
+            # given by mistake is called what it is.
+            start = self._f.read(len(MAGIC) + 1)
+            if not start:
+                raise Y4MError(f"{self.path}: empty file, not a Y4M")
+            if start not in (MAGIC + b" ", MAGIC + b"\n"):
+                raise Y4MError(f"{self.path}: not a Y4M file (no YUV4MPEG2 signature)")
+            self._f.seek(0)
+            line = _read_line(self._f, str(self.path), "Y4M header")
+            self.header = parse_header(line, str(self.path))
+        except BaseException:
+            self._f.close()
+            raise
+        self._data_start = self._f.tell()
+        self._index = 0
+
+    @property
+    def width(self) -> int:
+        return self.header.width
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def fps(self) -> tuple[int, int] | None:
+        return self.header.fps
+
+    def _frame_line(self, index: int) -> bool:
+        """Consume frame ``index``'s FRAME line; False at a clean end of file."""
+        line = _read_line(self._f, f"{self.path}: frame {index}", "FRAME")
+        if not line:
+            return False
+        if not (line == FRAME or line.startswith(FRAME + b" ")):
+            raise Y4MError(
+                f"{self.path}: frame {index}: expected a FRAME header, got {line[:20]!r}"
+            )
+        return True
+
+    def read_frame(self) -> Picture | None:
+        """The next picture, or None after the last one."""
+        index = self._index
+        if not self._frame_line(index):
+            return None
+        size = self.header.frame_size
+        buf = bytearray(size)
+        got = self._f.readinto(buf)
+        if got != size:
+            raise Y4MError(
+                f"{self.path}: frame {index} is truncated ({got} of {size} bytes); "
+                "the file ends inside it"
+            )
+        self._index += 1
+        return Picture.from_bytes(buf, self.width, self.height)
+
+    def __iter__(self) -> Iterator[Picture]:
+        while (pic := self.read_frame()) is not None:
+            yield pic
+
+    def count_frames(self) -> int:
+        """Number of frames in the whole file, without decoding them; the read position is kept."""
+        saved, saved_index = self._f.tell(), self._index
+        try:
+            end = os.fstat(self._f.fileno()).st_size
+            self._f.seek(self._data_start)
+            count = 0
+            while self._frame_line(count):
+                start = self._f.tell()
+                if start + self.header.frame_size > end:
+                    raise Y4MError(
+                        f"{self.path}: frame {count} is truncated ({end - start} of "
+                        f"{self.header.frame_size} bytes); the file ends inside it"
+                    )
+                self._f.seek(start + self.header.frame_size)
+                count += 1
+            return count
+        finally:
+            self._f.seek(saved)
+            self._index = saved_index
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Y4MReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Y4MWriter:
+    """Write pictures to a Y4M file. The default colorspace is C420jpeg, which vpxenc reads as it
+    is (it resamples C420mpeg2 and C420paldv chroma instead)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        fps: tuple[int, int] = (24, 1),
+        *,
+        colorspace: str = "420jpeg",
+        aspect: tuple[int, int] = (1, 1),
+        interlace: str = "p",
+    ) -> None:
+        if colorspace not in ACCEPTED_COLORSPACES:
+            raise Y4MError(f"{path}: cannot write colorspace C{colorspace}")
+        if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
+            raise Y4MError(f"{path}: picture size {width}x{height} out of range")
+        if fps[0] <= 0 or fps[1] <= 0:
+            raise Y4MError(f"{path}: frame rate {fps[0]}:{fps[1]} is not positive")
+        self.path = Path(path)
+        self.header = Y4MHeader(
+            width, height, (int(fps[0]), int(fps[1])), interlace, aspect, colorspace
+        )
+        self.frames_written = 0
+        self._f: BinaryIO = open(self.path, "wb")
+        self._f.write(self.header.encode())
+
+    def write(self, picture: Picture) -> None:
+        if (picture.width, picture.height) != (self.header.width, self.header.height):
+            raise Y4MError(
+                f"{self.path}: frame {self.frames_written} is {picture.width}x{picture.height}, "
+                f"the stream is {self.header.width}x{self.header.height}"
+            )
+        self._f.write(FRAME + b"\n")
+        for plane in (picture.y, picture.u, picture.v):
+            self._f.write(np.ascontiguousarray(plane).data)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Y4MWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_y4m(path: str | os.PathLike[str]) -> tuple[Y4MHeader, list[Picture]]:
+    """The header and every picture of a file (for small clips and tests)."""
+    with Y4MReader(path) as reader:
+        return reader.header, list(reader)
+
+
+def write_y4m(
+    path: str | os.PathLike[str], pictures: list[Picture], fps: tuple[int, int] = (24, 1)
+) -> None:
+    """Write ``pictures`` (all the same size, at least one) to ``path``."""
+    if not pictures:
+        raise Y4MError(f"{path}: no pictures to write")
+    with Y4MWriter(path, pictures[0].width, pictures[0].height, fps) as writer:
+        for pic in pictures:
+            writer.write(pic)
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    with Y4MReader(path) as reader:
+        return reader.count_frames()

@@ -1,0 +1,313 @@
+"""mu core: real worker processes over real TLS on 127.0.0.1, driven by coroutine machines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from excamera.mu.backends import InProcessBackend, LocalBackend
+from excamera.mu.coordinator import Coordinator
+from excamera.mu.errors import JobFailed
+from excamera.mu.machines import Cmd, JobContext, WorkerHandle
+from excamera.mu.observe import JsonLinesRecorder
+from excamera.mu.timeline import load_transitions, plot_timeline
+
+PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PYTHON_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+async def feature_machine(w: WorkerHandle, ctx: JobContext) -> dict:
+    """Pipelined commands, a loop, if/else, a wait on another worker, a background command."""
+    w.state = "setup"
+    # A mu-style command list, pipelined: all four commands are in flight at once.
+    replies = await w.command_list([
+        Cmd.set("NAME", f"w{w.id}"),
+        Cmd.set("COUNT", 3),
+        Cmd.get("NAME"),
+        Cmd.run("printf '%s' ##NAME##-##COUNT##"),
+    ])
+    assert replies[2]["value"] == f"w{w.id}"
+    tag = replies[3]["stdout"]
+    # ##TMPDIR## is the worker's own directory, also its working directory.
+    where = await w.run("printf '%s|' ##TMPDIR## && pwd")
+    tmpdir, cwd = where.stdout.strip().split("|")
+    # A loop over plain Python.
+    lines = []
+    for i in range(3):
+        w.state = f"loop{i}"
+        lines.append((await w.run(f"echo {i} >> log.txt && wc -l < log.txt")).stdout.strip())
+    # if/else on a worker's answer; worker 0 is slow before announcing phase1.
+    if w.id == 0:
+        await w.run_op("sleep", seconds=0.4)
+        branch = "slow"
+    else:
+        branch = "fast"
+    w.state = "phase1_done"
+    if w.id > 0:
+        await ctx.progress.wait_for(worker=w.id - 1, state="phase1_done")
+    w.state = "after_wait"
+    # Background command: the worker keeps answering while it runs, then reports an event.
+    bg = await w.start(Cmd.op_("sleep", seconds=0.5))
+    t0 = time.monotonic()
+    echo = await w.echo("ping", b"body")
+    echo_latency = time.monotonic() - t0
+    assert not bg.done()
+    done = await bg.result()
+    return {
+        "tag": tag, "tmpdir": tmpdir, "cwd": cwd, "lines": lines, "branch": branch,
+        "echo": (echo["text"], echo.body), "echo_latency": echo_latency,
+        "bg_slept": done["slept"],
+    }
+
+
+def test_machine_features_and_transitions(tmp_path: Path) -> None:
+    out = tmp_path / "states.jsonl"
+    root = tmp_path / "workers"
+    recorder = JsonLinesRecorder(out)
+    coord = Coordinator("features", 3, LocalBackend(tmp_root=root), "", feature_machine,
+                        observers=[recorder], connect_timeout=30)
+    result = asyncio.run(coord.run())
+    recorder.close()
+
+    for k in range(3):
+        o = result.outputs[k]
+        assert o["tag"] == f"w{k}-3"
+        assert o["tmpdir"] == o["cwd"]
+        assert o["tmpdir"].startswith(str(root))  # the backend's per-worker TMPDIR
+        assert o["lines"] == ["1", "2", "3"]
+        assert o["branch"] == ("slow" if k == 0 else "fast")
+        assert o["echo"] == ("ping", b"body")
+        assert o["echo_latency"] < 0.4  # answered while the background sleep ran
+        assert o["bg_slept"] == 0.5
+        assert result.workers[k].final_state == "done"
+        assert not Path(o["tmpdir"]).exists()
+    assert list(root.iterdir()) == []  # every worker's directory is gone
+
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["worker"] for r in recs} == {0, 1, 2}
+    ts = [r["t"] for r in recs]
+    assert ts == sorted(ts)
+    for k in range(3):
+        states = [r["state"] for r in recs if r["worker"] == k]
+        assert states == ["launching", "connected", "setup", "loop0", "loop1", "loop2",
+                          "phase1_done", "after_wait", "done"]
+    t = {(r["worker"], r["state"]): r["t"] for r in recs}
+    for k in (1, 2):
+        # The wait really waited: worker k went on only after worker k-1 reached phase1_done.
+        assert t[(k, "after_wait")] >= t[(k - 1, "phase1_done")]
+    assert t[(1, "after_wait")] - t[(1, "phase1_done")] > 0.2  # worker 0 was slower
+
+    # The timeline of this real run: one bar row per worker, a valid non-trivial PNG.
+    png = tmp_path / "timeline.png"
+    fig = plot_timeline(load_transitions(out), png)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    rows = {round(p.get_y() + p.get_height() / 2) for p in fig.axes[0].patches}
+    assert rows == {0, 1, 2}
+    cli = subprocess.run([sys.executable, "-m", "excamera.cli", "timeline", str(out), "-o",
+                          str(tmp_path / "cli.png")], env=child_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "3 workers" in cli.stdout
+    assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
+
+
+async def failing_machine(w: WorkerHandle, ctx: JobContext) -> None:
+    w.state = "about_to_fail"
+    if w.id == 1:
+        await w.run("echo first line >&2; echo 'decoder exploded at frame 7' >&2; exit 3")
+    else:
+        await w.run_op("sleep", seconds=5)
+
+
+def test_failing_command_reports_stderr(tmp_path: Path) -> None:
+    coord = Coordinator("failing", 2, LocalBackend(tmp_root=tmp_path), "", failing_machine)
+    t0 = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        asyncio.run(coord.run())
+    assert time.monotonic() - t0 < 4.5  # the other worker was stopped, not waited for
+    msg = str(info.value)
+    assert "worker 1" in msg and "exited with 3" in msg
+    assert "decoder exploded at frame 7" in msg
+    assert "'about_to_fail'" in msg
+    assert [f.worker for f in info.value.failures] == [1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_template_and_operation_fail_clearly(tmp_path: Path) -> None:
+    async def machine(w: WorkerHandle, ctx: JobContext) -> list[str]:
+        msgs = []
+        for cmd in (Cmd.run("echo ##NOPE##"), Cmd.op_("no_such_op"), Cmd.retrieve("k", "x")):
+            try:
+                await w.call(cmd)
+            except Exception as exc:  # noqa: BLE001 - we check the message
+                msgs.append(str(exc))
+        return msgs
+
+    coord = Coordinator("tmpl", 1, LocalBackend(tmp_root=tmp_path), "", machine)
+    msgs = asyncio.run(coord.run()).outputs[0]
+    assert "unknown template variable ##NOPE##" in msgs[0]
+    assert "unknown operation 'no_such_op'" in msgs[1]
+    assert "without a storage URL" in msgs[2]
+
+
+async def relay_machine(w: WorkerHandle, ctx: JobContext) -> str:
+    peer = 1 - w.id
+    await w.connect(peer)
+    if w.id == 0:
+        await w.run_op("write_text", path="state.bin", text="state of chunk 0")
+        await w.send_blob(file="state.bin")
+        return "sent"
+    await w.recv_blob(file="got.bin")
+    data = (await w.run_op("read_text", path="got.bin"))["text"]
+    await w.send_blob(data=b"ack")
+    return data
+
+
+def test_relay_blobs_between_workers(tmp_path: Path) -> None:
+    coord = Coordinator("relay", 2, LocalBackend(tmp_root=tmp_path), "", relay_machine,
+                        embedded_relay=True)
+    result = asyncio.run(coord.run())
+    assert result.outputs == {0: "sent", 1: "state of chunk 0"}
+
+
+def run_slow_job(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    root = tmp_path / "tmproot"
+    states = tmp_path / "states.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "mu_test_job.py"), "-n", "4", "-t", "0",
+         "--pid-dir", str(pid_dir), "--tmp-root", str(root), "-O", str(states), *extra],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    pid_file = pid_dir / "worker-2.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "worker 2 never reached its slow command"
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it get well inside `sleep`
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), root
+
+
+def test_killed_worker_fails_job(tmp_path: Path) -> None:
+    done, root = run_slow_job(tmp_path)
+    assert done.returncode != 0
+    err = done.stderr
+    assert "worker 2 (attempt 0) failed in state 'slow'" in err
+    assert "connection" in err and "exited with code -9" in err
+    assert "run: sleep 3" in err  # the tail of the worker's own stderr
+    assert "outputs are incomplete" in err
+    assert "ok [" not in done.stdout
+    assert list(root.iterdir()) == []  # even the SIGKILLed worker's directory is gone
+
+
+def test_killed_worker_retried_succeeds(tmp_path: Path) -> None:
+    done, root = run_slow_job(tmp_path, "--retries", "1")
+    assert done.returncode == 0, done.stderr
+    assert "ok [0, 1, 2, 3]" in done.stdout
+    recs = [json.loads(line) for line in (tmp_path / "states.jsonl").read_text().splitlines()]
+    w2 = [(r["attempt"], r["state"]) for r in recs if r["worker"] == 2]
+    assert (0, "lost") in w2 and (1, "done") in w2
+    assert list(root.iterdir()) == []
+
+
+def test_worker_that_never_connects(tmp_path: Path) -> None:
+    async def machine(w: WorkerHandle, ctx: JobContext) -> None:
+        raise AssertionError("never reached")
+
+    backend = LocalBackend(
+        tmp_root=tmp_path,
+        command=[sys.executable, "-c", "import sys, time; sys.stdin.read(); "
+                 "print('stuck in cold start', file=sys.stderr, flush=True); time.sleep(60)"],
+    )
+    coord = Coordinator("silent", 2, backend, "", machine, connect_timeout=1.5)
+    t0 = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        asyncio.run(coord.run())
+    assert time.monotonic() - t0 < 10
+    msg = str(info.value)
+    assert "did not connect within 1.5 s" in msg
+    assert "stuck in cold start" in msg
+    assert {f.worker for f in info.value.failures} <= {0, 1}
+
+
+def test_command_timeout_loses_worker(tmp_path: Path) -> None:
+    async def machine(w: WorkerHandle, ctx: JobContext) -> None:
+        w.state = "hanging"
+        await w.run("sleep 30")
+
+    coord = Coordinator("hang", 1, LocalBackend(tmp_root=tmp_path), "", machine,
+                        command_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        asyncio.run(coord.run())
+    assert time.monotonic() - t0 < 10
+    assert "command 'run' timed out after 1 s" in str(info.value)
+    assert "'hanging'" in str(info.value)
+
+
+def test_scale_in_process_workers() -> None:
+    n = 300
+    seen: dict[str, int] = {}
+
+    async def machine(w: WorkerHandle, ctx: JobContext) -> int:
+        w.state = "ready"
+        await w.command_list([Cmd.set("X", w.id), Cmd.get("X"), Cmd.echo("hi")])
+        if w.id == 0:
+            for k in range(ctx.n_workers):
+                await ctx.progress.wait_for(k, "ready")
+            # All 300 workers and their connections are live now.
+            seen["threads"] = threading.active_count()
+        await w.run_op("sleep", seconds=0.01)
+        w.state = "worked"
+        return int(await w.get("X"))
+
+    before = threading.active_count()
+    coord = Coordinator("scale", n, InProcessBackend(), "", machine, connect_timeout=60)
+    t0 = time.monotonic()
+    result = asyncio.run(coord.run())
+    elapsed = time.monotonic() - t0
+    assert result.outputs == {k: k for k in range(n)}
+    assert all(w.final_state == "done" for w in result.workers.values())
+    assert seen["threads"] <= before + 2  # no thread per worker (at most a helper or two)
+    print(f"scale: {n} workers in {elapsed:.2f} s")
+
+
+def test_long_lived_ca_issues_job_intermediate(tmp_path: Path) -> None:
+    """-c/-s/-k (+ ca_key.pem beside the CA): workers get certs under a per-job intermediate."""
+    from excamera.mu import tls
+
+    keys = tls.genkeys(tmp_path / "keys")
+
+    async def machine(w: WorkerHandle, ctx: JobContext) -> str:
+        return (await w.echo("hello")).get("text")
+
+    coord = Coordinator("ca", 2, LocalBackend(tmp_root=tmp_path / "tmp"), "", machine,
+                        ca_cert=keys["ca_cert"], server_cert=keys["server_cert"],
+                        server_key=keys["server_key"])
+    assert asyncio.run(coord.run()).outputs == {0: "hello", 1: "hello"}
+    assert coord._authority is not None and not coord._authority.is_root
+    # Without the CA key nothing can be issued: a clear TLS setup failure, not a hang.
+    (tmp_path / "keys" / "ca_key.pem").unlink()
+    coord = Coordinator("ca", 1, LocalBackend(tmp_root=tmp_path / "tmp"), "", machine,
+                        ca_cert=keys["ca_cert"])
+    with pytest.raises(JobFailed, match="TLS setup failed: .*needs its key"):
+        asyncio.run(coord.run())

@@ -1,0 +1,167 @@
+"""Certificates and TLS contexts: real handshakes over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import ssl
+import stat
+import tempfile
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from excamera.mu import tls
+from excamera.mu.tls import CertificateAuthority, Credentials, WorkerIdentity
+
+
+def _leaf(creds: Credentials) -> x509.Certificate:
+    return x509.load_pem_x509_certificates(creds.cert_pem)[0]
+
+
+async def _handshake(server: Credentials, client: Credentials | ssl.SSLContext,
+                     server_hostname: str = "127.0.0.1") -> WorkerIdentity | None:
+    """Run one TLS connection; returns what the server saw as the client's identity."""
+    seen: list[WorkerIdentity | None] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(tls.peer_identity(writer.get_extra_info("ssl_object")))
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls.server_context(server))
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        ctx = client if isinstance(client, ssl.SSLContext) else tls.client_context(client)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname=server_hostname
+        )
+        assert writer.get_extra_info("ssl_object").version() == "TLSv1.3"
+        data = await reader.read()
+        writer.close()
+        if data != b"ok":  # TLS 1.3: a refused client often sees only EOF after its handshake
+            raise ConnectionError("server dropped the connection")
+        return seen[0]
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+def test_worker_certificate_is_short_lived_client_only_and_names_its_identity():
+    ca = CertificateAuthority.create("test")
+    creds = ca.issue_worker("job-1", 17, ttl_seconds=600)
+    cert = _leaf(creds)
+    assert tls.identity_of_certificate(cert) == WorkerIdentity("job-1", 17)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    now = dt.datetime.now(dt.UTC)
+    assert cert.not_valid_before_utc < now - dt.timedelta(minutes=4)  # skew allowance
+    assert cert.not_valid_after_utc - now < dt.timedelta(seconds=601)
+    assert creds.ca_pem == ca.root_pem
+
+
+def test_bad_job_names_and_ids_are_refused():
+    ca = CertificateAuthority.create("test")
+    with pytest.raises(tls.TLSSetupError, match="job name"):
+        ca.issue_worker("a/b", 1)
+    with pytest.raises(tls.TLSSetupError, match="worker id"):
+        ca.issue_worker("job", -1)
+
+
+def test_credentials_round_trip_through_json():
+    creds = CertificateAuthority.create("test").issue_worker("j", 2)
+    back = Credentials.from_dict(json.loads(json.dumps(creds.to_dict())))
+    assert back == creds
+    with pytest.raises(tls.TLSSetupError, match="missing"):
+        Credentials.from_dict({"cert_pem": "x"})
+
+
+def test_mutual_tls_and_peer_identity():
+    ca = CertificateAuthority.create("test")
+    server = ca.issue_server()
+    assert asyncio.run(_handshake(server, ca.issue_worker("j", 5))) == WorkerIdentity("j", 5)
+    # the coordinator's own certificate carries no worker identity
+    assert asyncio.run(_handshake(server, ca.issue_server())) is None
+
+
+def test_client_checks_the_server_name():
+    ca = CertificateAuthority.create("test")
+    with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+        asyncio.run(_handshake(ca.issue_server(["127.0.0.1"]), ca.issue_worker("j", 1),
+                               server_hostname="relay.example"))
+
+
+def test_contexts_refuse_older_tls():
+    ca = CertificateAuthority.create("test")
+    assert tls.server_context(ca.issue_server()).minimum_version == ssl.TLSVersion.TLSv1_3
+    ctx = tls.client_context(ca.issue_worker("j", 1))
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_key_files_do_not_outlive_context_creation(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ca = CertificateAuthority.create("test")
+    tls.server_context(ca.issue_server())
+    tls.client_context(ca.issue_worker("j", 1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mismatched_key_does_not_load():
+    ca = CertificateAuthority.create("test")
+    a, b = ca.issue_worker("j", 1), ca.issue_worker("j", 2)
+    with pytest.raises(tls.TLSSetupError, match="pair"):
+        tls.client_context(Credentials(a.cert_pem, b.key_pem, a.ca_pem))
+
+
+def test_genkeys_writes_private_keys_0600_and_never_overwrites(tmp_path):
+    paths = tls.genkeys(tmp_path / "keys")
+    assert set(paths) == {"ca_cert", "ca_key", "server_cert", "server_key"}
+    for name in ("ca_key", "server_key"):
+        assert stat.S_IMODE(os.stat(paths[name]).st_mode) == 0o600
+    ca = CertificateAuthority.load(paths["ca_cert"], paths["ca_key"])
+    assert ca.is_root
+    server = Credentials.from_files(paths["server_cert"], paths["server_key"], paths["ca_cert"])
+    assert asyncio.run(_handshake(server, ca.issue_worker("j", 9))) == WorkerIdentity("j", 9)
+    with pytest.raises(tls.TLSSetupError, match="overwrite"):
+        tls.genkeys(tmp_path / "keys")
+    with pytest.raises(tls.TLSSetupError, match="does not match"):
+        CertificateAuthority.load(paths["ca_cert"], paths["server_key"])
+    with pytest.raises(tls.TLSSetupError, match="not a CA"):
+        CertificateAuthority.load(paths["server_cert"], paths["server_key"])
+
+
+def test_intermediate_chain_is_accepted_by_a_server_trusting_only_the_root(tmp_path):
+    paths = tls.genkeys(tmp_path)
+    key = tls.find_ca_key(paths["ca_cert"], env={})
+    assert key == paths["ca_key"]  # found beside the certificate
+    job_ca = tls.job_authority("jobA", paths["ca_cert"], key)
+    assert not job_ca.is_root
+    bc = job_ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca and bc.path_length == 0
+    worker = job_ca.issue_worker("jobA", 3)
+    assert len(x509.load_pem_x509_certificates(worker.cert_pem)) == 2  # leaf + intermediate
+    assert worker.ca_pem == paths["ca_cert"].read_bytes()
+    server = Credentials.from_files(paths["server_cert"], paths["server_key"], paths["ca_cert"])
+    assert asyncio.run(_handshake(server, worker)) == WorkerIdentity("jobA", 3)
+
+
+def test_pathlen_zero_intermediate_cannot_mint_further_cas():
+    root = CertificateAuthority.create("root")
+    rogue = root.issue_intermediate("jobA").issue_intermediate("jobA")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        asyncio.run(_handshake(root.issue_server(), rogue.issue_worker("jobA", 1)))
+
+
+def test_find_ca_key_precedence_and_missing_key(tmp_path):
+    cert = tmp_path / "ca_cert.pem"
+    assert tls.find_ca_key(cert, "/x/flag.pem", env={"CA_KEY": "/x/env.pem"}).name == "flag.pem"
+    assert tls.find_ca_key(cert, None, env={"CA_KEY": "/x/env.pem"}).name == "env.pem"
+    assert tls.find_ca_key(cert, None, env={}) is None
+    with pytest.raises(tls.TLSSetupError, match="--ca-key"):
+        tls.job_authority("j", cert, None)
+    assert tls.job_authority("j").is_root  # no long-lived CA: a fresh root for the job
