@@ -285,6 +285,7 @@ pub mod lanes {
     }
 
     /// Filter the eight rows in place.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     pub fn filter_rows<const N: usize>(px: &mut [[u8; N]; 8], kind: EdgeKind, t: Thresholds) {
         let (e, i, h) = (t.edge as i16, t.interior as i16, t.hev as i16);
@@ -293,7 +294,8 @@ pub mod lanes {
             let (p3, p2, p1, p0) = (s(0), s(1), s(2), s(3));
             let (q0, q1, q2, q3) = (s(4), s(5), s(6), s(7));
             let edge_ok = (p0 - q0).abs() * 2 + ((p1 - q1).abs() >> 1) <= e;
-            let (mut np2, mut np1, mut np0, mut nq0, mut nq1, mut nq2) = (p2, p1, p0, q0, q1, q2);
+            let (mut np2, mut np1, mut nq1, mut nq2) = (p2, p1, q1, q2);
+            let (np0, nq0);
             match kind {
                 EdgeKind::Simple => {
                     let f = if edge_ok { c(c(p1 - q1) + 3 * (q0 - p0)) } else { 0 };
@@ -312,12 +314,12 @@ pub mod lanes {
                     if kind == EdgeKind::NormalMb {
                         let w = if mask { c(c(p1 - q1) + 3 * (q0 - p0)) } else { 0 };
                         let fh = if hev { w } else { 0 };
-                        nq0 = c(q0 - (c(fh + 4) >> 3));
-                        np0 = c(p0 + (c(fh + 3) >> 3));
+                        let hq0 = c(q0 - (c(fh + 4) >> 3));
+                        let hp0 = c(p0 + (c(fh + 3) >> 3));
                         let wl = if hev { 0 } else { w };
                         let a = c((27 * wl + 63) >> 7);
-                        nq0 = c(nq0 - a);
-                        np0 = c(np0 + a);
+                        nq0 = c(hq0 - a);
+                        np0 = c(hp0 + a);
                         let a = c((18 * wl + 63) >> 7);
                         nq1 = c(q1 - a);
                         np1 = c(p1 + a);
@@ -367,19 +369,34 @@ pub mod lanes {
             for (k, row) in px.iter().enumerate().take(7).skip(1) {
                 data[start + k * across..start + k * across + N].copy_from_slice(row);
             }
-        } else {
-            // Vertical edge: segment j is 8 contiguous pixels of row j.
+        } else if across == 1 {
+            // Vertical edge: segment j is the 8 contiguous pixels of row j.
             for j in 0..N {
-                let seg = &data[start + j * along..start + j * along + 8 * across];
-                for k in 0..8 {
-                    px[k][j] = seg[k * across];
+                let seg: [u8; 8] = data[start + j * along..start + j * along + 8]
+                    .try_into()
+                    .expect("8-pixel segment");
+                for (k, &v) in seg.iter().enumerate() {
+                    px[k][j] = v;
                 }
             }
             filter_rows(&mut px, kind, t);
             for j in 0..N {
-                let seg = &mut data[start + j * along..start + j * along + 8 * across];
-                for k in 1..7 {
-                    seg[k * across] = px[k][j];
+                let seg = &mut data[start + j * along + 1..start + j * along + 7];
+                for (k, v) in seg.iter_mut().enumerate() {
+                    *v = px[k + 1][j];
+                }
+            }
+        } else {
+            // General layout (not used by the frame filter).
+            for j in 0..N {
+                for (k, row) in px.iter_mut().enumerate() {
+                    row[j] = data[start + j * along + k * across];
+                }
+            }
+            filter_rows(&mut px, kind, t);
+            for j in 0..N {
+                for (k, row) in px.iter().enumerate().take(7).skip(1) {
+                    data[start + j * along + k * across] = row[j];
                 }
             }
         }
