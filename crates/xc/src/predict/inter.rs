@@ -220,9 +220,18 @@ pub fn predict_block(
     } else {
         let foot = size + BEFORE + AFTER;
         let mut buf = [0u8; MAX_FOOT * MAX_FOOT];
-        for r in 0..foot {
-            for c in 0..foot {
-                buf[r * foot + c] = src.at_clamped(sx - b + c as isize, sy - b + r as isize);
+        let x_first = sx - b;
+        let x_inside = x_first >= 0 && x_first + foot as isize <= src.width as isize;
+        for (r, row) in buf.chunks_exact_mut(foot).take(foot).enumerate() {
+            let yy = (sy - b + r as isize).clamp(0, src.height as isize - 1) as usize;
+            let line = &src.data[yy * src.stride..yy * src.stride + src.width];
+            if x_inside {
+                row.copy_from_slice(&line[x_first as usize..x_first as usize + foot]);
+            } else {
+                for (c, px) in row.iter_mut().enumerate() {
+                    let xx = (x_first + c as isize).clamp(0, src.width as isize - 1);
+                    *px = line[xx as usize];
+                }
             }
         }
         let off = BEFORE * foot + BEFORE;
@@ -232,7 +241,9 @@ pub fn predict_block(
 
 /// Dispatch point for block interpolation: `size` x `size` output at `dst[doff..]` from the
 /// source whose block origin is `src[off..]`; the source must hold 2 pixels before and 3
-/// after the block in both directions. Only scalar kernels exist today.
+/// after the block in both directions. Uses the portable fixed-width kernels in [`lanes`]
+/// (written so the compiler vectorizes them); [`scalar`] is the plain reference they are
+/// tested against. A SIMD sibling would be selected here.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn filter_block(
@@ -247,19 +258,100 @@ pub fn filter_block(
     fy: usize,
     filter: InterFilter,
 ) {
-    scalar::filter_block(
-        src,
-        off,
-        stride,
-        dst,
-        doff,
-        dstride,
-        size,
-        filter.taps(fx),
-        filter.taps(fy),
-        fx,
-        fy,
-    );
+    let (hx, vy) = (filter.taps(fx), filter.taps(fy));
+    match size {
+        16 => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        8 => lanes::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        4 => lanes::filter_block::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        _ => scalar::filter_block(src, off, stride, dst, doff, dstride, size, hx, vy, fx, fy),
+    }
+}
+
+/// Fixed-width interpolation kernels that the compiler can vectorize.
+///
+/// Each output sample is accumulated in wrapping 16-bit arithmetic: for every VP8 filter the
+/// exact sum `64 + sum(tap * pixel)` lies in -8096..=40864 (the half-pel filter's negative
+/// taps sum to -32 and its positive ones to 160, the extremes of the table), a range
+/// narrower than 2^16, so the wrapped value identifies it: wrapped values above 40864 are
+/// negative sums, which saturate to 0.
+pub mod lanes {
+    /// Largest exact accumulator value (`64 + 255 * 160`).
+    const MAX_SUM: u16 = 64 + 255 * 160;
+
+    #[inline(always)]
+    fn finish(acc: u16) -> u8 {
+        if acc > MAX_SUM {
+            0
+        } else {
+            (acc >> 7).min(255) as u8
+        }
+    }
+
+    /// One 1-D pass: `rows` rows of `W` outputs; output (r, c) filters `src` around
+    /// `src[off + r * stride + c]` with taps `step` apart.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pass<const W: usize>(
+        src: &[u8],
+        off: usize,
+        stride: usize,
+        step: usize,
+        dst: &mut [u8],
+        doff: usize,
+        dstride: usize,
+        rows: usize,
+        t: &[i32; 6],
+    ) {
+        let taps = t.map(|k| k as u16);
+        for r in 0..rows {
+            let base = off + r * stride - 2 * step;
+            let mut acc = [64u16; W];
+            for (i, &k) in taps.iter().enumerate() {
+                if k == 0 {
+                    continue;
+                }
+                let s = &src[base + i * step..base + i * step + W];
+                for (a, &p) in acc.iter_mut().zip(s) {
+                    *a = a.wrapping_add((p as u16).wrapping_mul(k));
+                }
+            }
+            let out = &mut dst[doff + r * dstride..doff + r * dstride + W];
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = finish(a);
+            }
+        }
+    }
+
+    /// Same contract as [`super::scalar::filter_block`] for `W` x `W` blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn filter_block<const W: usize>(
+        src: &[u8],
+        off: usize,
+        stride: usize,
+        dst: &mut [u8],
+        doff: usize,
+        dstride: usize,
+        hx: &[i32; 6],
+        vy: &[i32; 6],
+        fx: usize,
+        fy: usize,
+    ) {
+        match (fx, fy) {
+            (0, 0) => {
+                for r in 0..W {
+                    let s = off + r * stride;
+                    dst[doff + r * dstride..doff + r * dstride + W].copy_from_slice(&src[s..s + W]);
+                }
+            }
+            (_, 0) => pass::<W>(src, off, stride, 1, dst, doff, dstride, W, hx),
+            (0, _) => pass::<W>(src, off, stride, stride, dst, doff, dstride, W, vy),
+            _ => {
+                let mut tmp = [0u8; super::MAX_FOOT * super::MAX_BLOCK];
+                pass::<W>(src, off - 2 * stride, stride, 1, &mut tmp, 0, W, W + 5, hx);
+                pass::<W>(&tmp, 2 * W, W, W, dst, doff, dstride, W, vy);
+            }
+        }
+    }
 }
 
 /// Plain scalar interpolation kernels.
@@ -524,6 +616,41 @@ mod tests {
                         assert_eq!(dp.at(x, y), want, "round {round} chroma ({c},{r})");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn lane_kernels_match_scalar_reference() {
+        let mut rng = Rng(31);
+        let (w, h) = (40, 40);
+        for round in 0..600 {
+            // Random data, with every third round using only 0 and 255 to hit the extremes
+            // of the accumulator range.
+            let src: Vec<u8> = (0..w * h)
+                .map(|_| {
+                    let v = rng.below(256) as u8;
+                    if round % 3 == 0 {
+                        if v & 1 == 0 {
+                            0
+                        } else {
+                            255
+                        }
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let filter = if round % 2 == 0 { InterFilter::SixTap } else { InterFilter::Bilinear };
+            for size in [4usize, 8, 16] {
+                let (fx, fy) = (rng.below(8) as usize, rng.below(8) as usize);
+                let off = (2 + rng.below(10) as usize) * w + 2 + rng.below(10) as usize;
+                let mut got = vec![0u8; 16 * 16];
+                let mut want = vec![0u8; 16 * 16];
+                filter_block(&src, off, w, &mut got, 0, 16, size, fx, fy, filter);
+                let (hx, vy) = (filter.taps(fx), filter.taps(fy));
+                scalar::filter_block(&src, off, w, &mut want, 0, 16, size, hx, vy, fx, fy);
+                assert_eq!(got, want, "round {round} size {size} frac ({fx},{fy})");
             }
         }
     }
