@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stem = std::path::Path::new(&path).file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned());
+    let stem = std::path::Path::new(&path)
+        .file_stem()
+        .map_or(String::new(), |s| s.to_string_lossy().into_owned());
     let mut state = xc::DecoderState::default();
     for (i, f) in frames.iter().enumerate() {
         match xc::decode_frame(&state, f.data) {
@@ -32,7 +34,11 @@ fn main() -> ExitCode {
                 state = next;
                 if let Some(frame) = shown {
                     let (w, h) = (frame.display_width, frame.display_height);
-                    println!("{}  {stem}-{w}x{h}-{:04}.i420", xc::md5::md5_hex(&frame.to_i420()), i + 1);
+                    println!(
+                        "{}  {stem}-{w}x{h}-{:04}.i420",
+                        xc::md5::md5_hex(&frame.to_i420()),
+                        i + 1
+                    );
                 }
             }
             Err(e) => {

@@ -24,7 +24,8 @@ pub struct BoolDecoder<'a> {
 impl<'a> BoolDecoder<'a> {
     /// Start decoding `data` (spec 7.3 `init_bool_decoder`).
     pub fn new(data: &'a [u8]) -> Self {
-        let mut d = BoolDecoder { data, pos: 0, value: 0, count: -8, range: 255, zeros_appended: 0 };
+        let mut d =
+            BoolDecoder { data, pos: 0, value: 0, count: -8, range: 255, zeros_appended: 0 };
         d.fill();
         d
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::bool_decoder::BoolDecoder;
 use crate::error::DecodeError;
 use crate::frame::Frame;
-use crate::header::{parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader};
+use crate::header::{
+    parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader,
+};
 use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::modes::{parse_mb_header, ModeContext, Neighbours};
@@ -19,7 +21,10 @@ use crate::transform::{idct4x4_add, iwht4x4};
 
 /// Decode one compressed frame. The input state is not modified; the returned state is the
 /// one to decode the next frame with. The frame is returned when `show_frame` is set.
-pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, Option<Frame>), DecodeError> {
+pub fn decode_frame(
+    state: &DecoderState,
+    data: &[u8],
+) -> Result<(DecoderState, Option<Frame>), DecodeError> {
     let chunk = parse_uncompressed_chunk(data)?;
     let tag = chunk.tag;
     if tag.version > 3 {
@@ -35,7 +40,10 @@ pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, 
     }
     let rest = &data[chunk.len..];
     if tag.first_part_size == 0 || tag.first_part_size > rest.len() {
-        return Err(DecodeError::FirstPartitionTooLong { size: tag.first_part_size, available: rest.len() });
+        return Err(DecodeError::FirstPartitionTooLong {
+            size: tag.first_part_size,
+            available: rest.len(),
+        });
     }
     // As in libvpx, the first partition's decoder is given all the remaining data: a damaged
     // first partition that runs past its declared size reads on into the token partitions.
@@ -59,7 +67,8 @@ pub fn decode_frame(state: &DecoderState, data: &[u8]) -> Result<(DecoderState, 
         next.sign_bias_golden = hdr.sign_bias_golden;
         next.sign_bias_altref = hdr.sign_bias_alternate;
     }
-    let parts = split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
+    let parts =
+        split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
 
     let mut frame = Frame::new(next.width as usize, next.height as usize, 0);
     let setup = FrameSetup {
@@ -115,7 +124,10 @@ fn decode_macroblocks(
     let (cols, rows) = (frame.mb_cols(), frame.mb_rows());
     let seg = &st.segmentation;
     let dequant: [Dequant; 4] = std::array::from_fn(|s| {
-        Dequant::new(segment_qindex(hdr.quant.y_ac_qi, seg.enabled, seg.abs_delta, seg.quant[s]), &hdr.quant)
+        Dequant::new(
+            segment_qindex(hdr.quant.y_ac_qi, seg.enabled, seg.abs_delta, seg.quant[s]),
+            &hdr.quant,
+        )
     });
     let seg_levels: [u8; 4] = std::array::from_fn(|s| {
         let l = hdr.loop_filter_level as i32;
@@ -146,7 +158,7 @@ fn decode_macroblocks(
     for mby in 0..rows {
         let mut left_nz: NzContext = [0; 9];
         let td = &mut tds[mby % parts.len()];
-        for mbx in 0..cols {
+        for (mbx, above) in above_nz.iter_mut().enumerate() {
             let i = mby * cols + mbx;
             let nb = Neighbours {
                 above: (mby > 0).then(|| &mbs[i - cols]),
@@ -161,21 +173,33 @@ fn decode_macroblocks(
             // As in libvpx: a partition already read past its end yields no residue (and leaves
             // the contexts alone), and such a macroblock is not treated as coefficient-free.
             let no_coeffs = if info.skip_coeff {
-                skip_mb_tokens(&mut above_nz[mbx], &mut left_nz, has_y2);
+                skip_mb_tokens(above, &mut left_nz, has_y2);
                 true
             } else if td.window_past_end() {
                 false
             } else {
                 let dq = &dequant[info.segment_id as usize & 3];
-                let any =
-                    decode_mb_tokens(td, &ctx.probs.coeff, &mut above_nz[mbx], &mut left_nz, has_y2, dq, &mut coeffs);
+                let any = decode_mb_tokens(
+                    td,
+                    &ctx.probs.coeff,
+                    above,
+                    &mut left_nz,
+                    has_y2,
+                    dq,
+                    &mut coeffs,
+                );
                 !any && !td.window_past_end()
             };
             let reference = refs[info.ref_frame as usize];
             reconstruct_mb(frame, reference, &info, &mut coeffs, has_y2, mbx, mby, setup);
             coeffs.clear();
             edges.push(MbEdgeInfo {
-                level: mb_filter_level(seg_levels[info.segment_id as usize & 3], deltas, info.ref_frame, info.y_mode),
+                level: mb_filter_level(
+                    seg_levels[info.segment_id as usize & 3],
+                    deltas,
+                    info.ref_frame,
+                    info.y_mode,
+                ),
                 filter_inner: !has_y2 || !no_coeffs,
             });
             mbs.push(info);

@@ -56,7 +56,9 @@ impl fmt::Display for DecodeError {
             DecodeError::FirstPartitionOverrun => {
                 write!(f, "corrupt frame: first partition (modes) read past the end of the frame")
             }
-            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported VP8 bitstream version {v}"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "unsupported VP8 bitstream version {v}")
+            }
             DecodeError::InvalidCopyFlag { golden } => write!(
                 f,
                 "invalid buffer copy flag 3 for the {} frame",

@@ -275,7 +275,7 @@ mod tests {
         // tag: key frame, version 0, show, first_part_size 0x123
         let raw: u32 = (0x123 << 5) | (1 << 4);
         let mut f = vec![raw as u8, (raw >> 8) as u8, (raw >> 16) as u8, 0x9d, 0x01, 0x2a];
-        f.extend_from_slice(&[0xb0, 0x40 | 0x00, 0x90, 0x80 | 0x00]);
+        f.extend_from_slice(&[0xb0, 0x40, 0x90, 0x80]);
         let c = parse_uncompressed_chunk(&f).unwrap();
         assert!(c.tag.key_frame && c.tag.show_frame);
         assert_eq!(c.tag.first_part_size, 0x123);

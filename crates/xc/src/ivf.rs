@@ -24,7 +24,10 @@ pub struct IvfFrame<'a> {
 /// Parse a whole IVF file held in memory.
 pub fn parse_ivf(data: &[u8]) -> Result<(IvfHeader, Vec<IvfFrame<'_>>), DecodeError> {
     if data.len() < 32 {
-        return Err(DecodeError::Ivf(format!("file too short for a header ({} bytes)", data.len())));
+        return Err(DecodeError::Ivf(format!(
+            "file too short for a header ({} bytes)",
+            data.len()
+        )));
     }
     if &data[0..4] != b"DKIF" {
         return Err(DecodeError::Ivf("not an IVF file (missing DKIF signature)".into()));

@@ -311,13 +311,24 @@ fn parse_inter_modes(
 }
 
 /// SPLITMV: partitioning, then one sub-MV reference per partition (spec 16.4).
-fn parse_split_mvs(d: &mut BoolDecoder, ctx: &ModeContext, nb: Neighbours, best: Mv, mb: &mut MbInfo) {
+fn parse_split_mvs(
+    d: &mut BoolDecoder,
+    ctx: &ModeContext,
+    nb: Neighbours,
+    best: Mv,
+    mb: &mut MbInfo,
+) {
     let part = d.read_tree(&MV_PARTITION_TREE, &MV_PARTITION_PROBS) as usize;
     let map = &MV_PARTITIONS[part];
     for j in 0..MV_PARTITION_COUNTS[part] {
         let k = map.iter().position(|&p| p as usize == j).unwrap_or(0);
-        let left = if k & 3 != 0 { mb.mvs[k - 1] } else { nb.left.map_or(Mv::default(), |l| l.mvs[k + 3]) };
-        let above = if k >= 4 { mb.mvs[k - 4] } else { nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
+        let left = if k & 3 != 0 {
+            mb.mvs[k - 1]
+        } else {
+            nb.left.map_or(Mv::default(), |l| l.mvs[k + 3])
+        };
+        let above =
+            if k >= 4 { mb.mvs[k - 4] } else { nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
         let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
         let mv = match d.read_tree(&SUB_MV_REF_TREE, probs) {
             0 => left,
@@ -348,19 +359,39 @@ mod tests {
         let a = inter((4, 8), RefFrame::Last);
         let l = inter((4, 8), RefFrame::Last);
         let al = inter((0, 0), RefFrame::Last);
-        let n = find_near_mvs(Neighbours { above: Some(&a), left: Some(&l), above_left: Some(&al) }, RefFrame::Last, &bias);
+        let n = find_near_mvs(
+            Neighbours { above: Some(&a), left: Some(&l), above_left: Some(&al) },
+            RefFrame::Last,
+            &bias,
+        );
         assert_eq!(n.cnt, [1, 4, 0, 0]);
         assert_eq!(n.nearest, Mv { row: 4, col: 8 });
         assert_eq!(n.best, n.nearest);
         // Distinct vectors; sign bias flips golden neighbours.
         let l2 = inter((-2, 6), RefFrame::Golden);
         let bias = [false, false, true, false];
-        let n = find_near_mvs(Neighbours { above: Some(&a), left: Some(&l2), above_left: None }, RefFrame::Last, &bias);
+        let n = find_near_mvs(
+            Neighbours { above: Some(&a), left: Some(&l2), above_left: None },
+            RefFrame::Last,
+            &bias,
+        );
         assert_eq!(n.near, Mv { row: 2, col: -6 });
         assert_eq!(n.cnt, [0, 2, 2, 0]);
         // Nothing around: all zero.
-        let n = find_near_mvs(Neighbours { above: None, left: None, above_left: None }, RefFrame::Last, &bias);
-        assert_eq!(n, NearMvs { best: Mv::default(), nearest: Mv::default(), near: Mv::default(), cnt: [0; 4] });
+        let n = find_near_mvs(
+            Neighbours { above: None, left: None, above_left: None },
+            RefFrame::Last,
+            &bias,
+        );
+        assert_eq!(
+            n,
+            NearMvs {
+                best: Mv::default(),
+                nearest: Mv::default(),
+                near: Mv::default(),
+                cnt: [0; 4]
+            }
+        );
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl Dequant {
         Dequant {
             y: [dc_q(q + d.y_dc_delta as i32) as i16, ac_q(q) as i16],
             y2: [(dc_q(q + d.y2_dc_delta as i32) * 2) as i16, y2ac as i16],
-            uv: [dc_q(q + d.uv_dc_delta as i32).min(132) as i16, ac_q(q + d.uv_ac_delta as i32) as i16],
+            uv: [
+                dc_q(q + d.uv_dc_delta as i32).min(132) as i16,
+                ac_q(q + d.uv_ac_delta as i32) as i16,
+            ],
         }
     }
 }

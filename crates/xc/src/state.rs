@@ -134,7 +134,12 @@ impl DecoderState {
             | (self.segmentation.abs_delta as u8) << 3
             | (self.lf.enabled as u8) << 4;
         out.push(flags);
-        for arr in [&self.segmentation.quant, &self.segmentation.lf, &self.lf.ref_deltas, &self.lf.mode_deltas] {
+        for arr in [
+            &self.segmentation.quant,
+            &self.segmentation.lf,
+            &self.lf.ref_deltas,
+            &self.lf.mode_deltas,
+        ] {
             out.extend(arr.iter().map(|&v| v as u8));
         }
         for plane in &self.probs.coeff {
@@ -189,7 +194,10 @@ impl DecoderState {
             ..Default::default()
         };
         if s.width > 0x3FFF || s.height > 0x3FFF || (s.width == 0) != (s.height == 0) {
-            return Err(DecodeError::BadState(format!("invalid frame size {}x{}", s.width, s.height)));
+            return Err(DecodeError::BadState(format!(
+                "invalid frame size {}x{}",
+                s.width, s.height
+            )));
         }
         if s.horizontal_scale > 3 || s.vertical_scale > 3 {
             return Err(DecodeError::BadState("invalid scaling bits".into()));
@@ -203,8 +211,12 @@ impl DecoderState {
         s.segmentation.enabled = flags & 4 != 0;
         s.segmentation.abs_delta = flags & 8 != 0;
         s.lf.enabled = flags & 16 != 0;
-        for arr in [&mut s.segmentation.quant, &mut s.segmentation.lf, &mut s.lf.ref_deltas, &mut s.lf.mode_deltas]
-        {
+        for arr in [
+            &mut s.segmentation.quant,
+            &mut s.segmentation.lf,
+            &mut s.lf.ref_deltas,
+            &mut s.lf.mode_deltas,
+        ] {
             for (v, &b) in arr.iter_mut().zip(r.take(4, "segment/loop filter values")?) {
                 *v = b as i8;
             }
@@ -254,7 +266,9 @@ impl DecoderState {
                 }
                 2 if i >= 1 && refs[0].is_some() => refs[0].clone(),
                 3 if i == 2 && refs[1].is_some() => refs[1].clone(),
-                t => return Err(DecodeError::BadState(format!("invalid {name} reference tag {t}"))),
+                t => {
+                    return Err(DecodeError::BadState(format!("invalid {name} reference tag {t}")))
+                }
             };
         }
         let [last, golden, altref] = refs;

@@ -17,17 +17,11 @@ pub const Y2_BLOCK: usize = 24;
 pub type NzContext = [u8; 9];
 
 /// The dequantized coefficients of one macroblock, in raster order within each block.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MbCoeffs {
     pub blocks: [[i16; 16]; 25],
     /// Bit b set when block b had at least one token before end-of-block.
     pub nonzero: u32,
-}
-
-impl Default for MbCoeffs {
-    fn default() -> Self {
-        MbCoeffs { blocks: [[0; 16]; 25], nonzero: 0 }
-    }
 }
 
 impl MbCoeffs {

@@ -54,7 +54,10 @@ fn inter_frame_without_key_frame_is_an_error() {
 fn empty_and_garbage_frames_are_errors() {
     let s = DecoderState::default();
     assert!(matches!(decode_frame(&s, &[]), Err(DecodeError::TruncatedHeader { .. })));
-    assert!(matches!(decode_frame(&s, &[0x10, 0, 0, 1, 2, 3, 0, 0, 0, 0]), Err(DecodeError::BadStartCode(_))));
+    assert!(matches!(
+        decode_frame(&s, &[0x10, 0, 0, 1, 2, 3, 0, 0, 0, 0]),
+        Err(DecodeError::BadStartCode(_))
+    ));
     // Key frame claiming a first partition larger than the frame.
     let raw: u32 = (5000 << 5) | (1 << 4);
     let f = [raw as u8, (raw >> 8) as u8, (raw >> 16) as u8, 0x9d, 1, 0x2a, 16, 0, 16, 0, 0, 0];
@@ -91,7 +94,11 @@ fn damaged_frames_never_panic() {
 #[test]
 fn state_round_trip_mid_stream() {
     let Some(dir) = vectors_dir() else { return };
-    for name in ["vp80-00-comprehensive-004.ivf", "vp80-03-segmentation-1436.ivf", "vp80-05-sharpness-1438.ivf"] {
+    for name in [
+        "vp80-00-comprehensive-004.ivf",
+        "vp80-03-segmentation-1436.ivf",
+        "vp80-05-sharpness-1438.ivf",
+    ] {
         let path = dir.join(name);
         let expected = md5_lines(&path).unwrap();
         let data = std::fs::read(&path).unwrap();
@@ -135,7 +142,10 @@ fn input_state_is_not_modified() {
 
 #[test]
 fn ivf_errors() {
-    assert!(xc::ivf::parse_ivf(b"RIFF0000000000000000000000000000").unwrap_err().to_string().contains("DKIF"));
+    assert!(xc::ivf::parse_ivf(b"RIFF0000000000000000000000000000")
+        .unwrap_err()
+        .to_string()
+        .contains("DKIF"));
     assert!(xc::ivf::parse_ivf(b"DKIF").is_err());
     let mut h = b"DKIF\0\0\x20\0VP80".to_vec();
     h.resize(32, 0);

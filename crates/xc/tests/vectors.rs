@@ -19,7 +19,11 @@ fn all_vectors_match_libvpx_md5() {
         match md5_lines(v) {
             Ok(got) if got == expected => {}
             Ok(got) => {
-                let first = got.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+                let first = got
+                    .iter()
+                    .zip(&expected)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(got.len().min(expected.len()));
                 failures.push(format!(
                     "{}: {} of {} lines, first mismatch at line {}",
                     v.display(),
@@ -41,7 +45,8 @@ fn fourcc_is_ignored() {
     let Some(dir) = vectors_dir() else { return };
     for n in 1..=4 {
         let a = dir.join(format!("vp80-03-segmentation-0{n}.ivf"));
-        let b = dir.join(format!("libvpx-test-data-extra/vp80-03-segmentation-0{n}.fourcc-I420.ivf"));
+        let b =
+            dir.join(format!("libvpx-test-data-extra/vp80-03-segmentation-0{n}.fourcc-I420.ivf"));
         if !b.exists() {
             continue;
         }
@@ -57,8 +62,10 @@ fn invalid_streams_fail_like_libvpx_without_panicking() {
     let Some(dir) = vectors_dir() else { return };
     let extra = dir.join("libvpx-test-data-extra");
     let mut seen = 0;
-    for name in ["invalid-vp80-00-comprehensive-018.ivf.2kf_0x6.ivf", "invalid-vp80-00-comprehensive-s17661_r01-05_b6-.ivf"]
-    {
+    for name in [
+        "invalid-vp80-00-comprehensive-018.ivf.2kf_0x6.ivf",
+        "invalid-vp80-00-comprehensive-s17661_r01-05_b6-.ivf",
+    ] {
         let path = extra.join(name);
         let Ok(data) = std::fs::read(&path) else { continue };
         seen += 1;

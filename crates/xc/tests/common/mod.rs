@@ -26,7 +26,9 @@ pub fn conformance_vectors(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read vector dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "ivf") && p.with_extension("ivf.md5").exists())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "ivf") && p.with_extension("ivf.md5").exists()
+        })
         .collect();
     v.sort();
     let small = dir.join("libvpx-test-data-extra/vp80-06-smallsize.ivf");
@@ -44,7 +46,8 @@ pub fn md5_lines(path: &std::path::Path) -> Result<Vec<String>, String> {
     let mut state = DecoderState::default();
     let mut lines = Vec::new();
     for (i, f) in frames.iter().enumerate() {
-        let (next, shown) = decode_frame(&state, f.data).map_err(|e| format!("frame {}: {e}", i + 1))?;
+        let (next, shown) =
+            decode_frame(&state, f.data).map_err(|e| format!("frame {}: {e}", i + 1))?;
         state = next;
         if let Some(fr) = shown {
             lines.push(format!(
