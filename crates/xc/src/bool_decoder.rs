@@ -61,7 +61,7 @@ impl<'a> BoolDecoder<'a> {
     }
 
     /// Decode one bool whose probability of being 0 is `prob / 256` (spec 7.3 `read_bool`).
-    #[inline]
+    #[inline(always)]
     pub fn read_bool(&mut self, prob: u8) -> bool {
         if self.count < 0 {
             self.fill();
