@@ -1,7 +1,137 @@
+//! PyO3 bindings: `excamera._xc`.
+//!
+//! Thin by design: states and frames cross as opaque handles and numpy planes, and the
+//! decode itself runs with the GIL released so Python threads (and the asyncio worker runtime)
+//! keep running while a frame decodes.
+
+use std::sync::Arc;
+
+use numpy::{PyArray2, PyArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use xc::decoder::decode_frame as xc_decode_frame;
+use xc::frame::{Frame, Plane};
+use xc::state::DecoderState;
+
+create_exception!(_xc, DecodeError, PyValueError, "A VP8 frame could not be decoded.");
+create_exception!(_xc, StateError, PyValueError, "A serialized decoder state is invalid.");
+
+/// An immutable VP8 decoder state (reference frames, probabilities, segmentation, filter deltas).
+#[pyclass(name = "State", module = "excamera._xc", frozen)]
+#[derive(Clone)]
+struct PyState {
+    inner: Arc<DecoderState>,
+}
+
+/// Copy the display-size region of a plane into a fresh 2-D numpy array.
+fn plane_to_numpy<'py>(py: Python<'py>, p: &Plane, w: usize, h: usize) -> Bound<'py, PyArray2<u8>> {
+    let mut out = Vec::with_capacity(w * h);
+    for row in 0..h {
+        out.extend_from_slice(&p.data[row * p.stride..row * p.stride + w]);
+    }
+    let arr = numpy::PyArray1::from_vec(py, out);
+    arr.reshape([h, w]).expect("reshape of an exactly-sized buffer")
+}
+
+type Planes<'py> = (Bound<'py, PyArray2<u8>>, Bound<'py, PyArray2<u8>>, Bound<'py, PyArray2<u8>>);
+
+fn frame_to_numpy<'py>(py: Python<'py>, f: &Frame) -> Planes<'py> {
+    let (w, h) = (f.display_width, f.display_height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    (
+        plane_to_numpy(py, &f.y, w, h),
+        plane_to_numpy(py, &f.u, cw, ch),
+        plane_to_numpy(py, &f.v, cw, ch),
+    )
+}
+
+#[pymethods]
+impl PyState {
+    /// A fresh state: no reference frames yet, default probabilities. Only a key frame decodes from it.
+    #[new]
+    fn new() -> Self {
+        PyState { inner: Arc::new(DecoderState::default()) }
+    }
+
+    /// Load a serialized state, checking its magic, version, sizes and length.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        DecoderState::deserialize(data)
+            .map(|s| PyState { inner: Arc::new(s) })
+            .map_err(|e| StateError::new_err(e.to_string()))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes = py.allow_threads(|| self.inner.serialize());
+        PyBytes::new(py, &bytes)
+    }
+
+    /// A short, stable identifier of the state's content (16 hex digits).
+    #[getter]
+    fn hash(&self) -> String {
+        format!("{:016x}", self.inner.content_hash())
+    }
+
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.width as usize
+    }
+
+    #[getter]
+    fn height(&self) -> usize {
+        self.inner.height as usize
+    }
+
+    /// The (Y, U, V) planes of reference "last", "golden" or "altref", or None before any key frame.
+    fn reference<'py>(&self, py: Python<'py>, which: &str) -> PyResult<Option<Planes<'py>>> {
+        let frame = match which {
+            "last" => &self.inner.last,
+            "golden" => &self.inner.golden,
+            "altref" | "alt" => &self.inner.altref,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown reference {other:?}: expected last, golden or altref"
+                )))
+            }
+        };
+        Ok(frame.as_deref().map(|f| frame_to_numpy(py, f)))
+    }
+
+    fn __eq__(&self, other: &PyState) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.serialize() == other.inner.serialize()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<xc State {}x{} {:016x}>", self.width(), self.height(), self.inner.content_hash())
+    }
+}
+
+/// Decode one compressed frame against `state`. Returns (new_state, planes or None when the
+/// frame is not shown). `state` itself is not changed.
+#[pyfunction]
+fn decode_frame<'py>(
+    py: Python<'py>,
+    state: &PyState,
+    data: &[u8],
+) -> PyResult<(PyState, Option<Planes<'py>>)> {
+    let inner = state.inner.clone();
+    let data = data.to_vec();
+    let (next, shown) = py
+        .allow_threads(move || xc_decode_frame(&inner, &data))
+        .map_err(|e| DecodeError::new_err(e.to_string()))?;
+    let planes = shown.as_ref().map(|f| frame_to_numpy(py, f));
+    Ok((PyState { inner: Arc::new(next) }, planes))
+}
 
 #[pymodule]
 fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DecodeError", m.py().get_type::<DecodeError>())?;
+    m.add("StateError", m.py().get_type::<StateError>())?;
+    m.add_class::<PyState>()?;
+    m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
     Ok(())
 }
