@@ -6,6 +6,7 @@
 
 pub mod bool_decoder;
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 pub mod frame;
 pub mod header;
