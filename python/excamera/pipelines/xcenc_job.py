@@ -436,9 +436,13 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                         "-O", "final.state", "-o", "output.ivf", "input.y4m"]
             res = await _compute(w, slots, argv)
             runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
-            w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
-            res = await _compute(w, slots, [*tools, "xc-dump", "output.ivf", "final.state"])
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+            # The decoder state is only needed to hand on or to rebase from (mu also skipped
+            # xc-dump when every chunk stands alone).
+            if plan.passes > 1 or plan.out_tags.get(n) in plan.send_tags:
+                w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
+                res = await _compute(w, slots,
+                                     [*tools, "xc-dump", "output.ivf", "final.state"])
+                runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
         else:
             need = plan.needs[n]
             w.state = f"wait_state_p{n}"
