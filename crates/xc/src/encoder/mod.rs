@@ -58,3 +58,7 @@ pub struct FrameDecisions {
     pub mbs: Vec<MbInfo>,
     pub levels: Vec<MbLevels>,
 }
+
+pub mod fdct;
+pub mod quantize;
+pub mod rdo;
