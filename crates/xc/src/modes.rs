@@ -240,7 +240,7 @@ fn add_mv(a: Mv, b: Mv) -> Mv {
 }
 
 /// `vp8_mvCont` (spec 16.4).
-fn sub_mv_context(left: Mv, above: Mv) -> usize {
+pub fn sub_mv_context(left: Mv, above: Mv) -> usize {
     let lez = left == Mv::default();
     let aez = above == Mv::default();
     let lea = left == above;

@@ -53,11 +53,7 @@ impl MbQuant {
     }
 
     /// One quantizer per segment, as the decoder derives the factors (spec 9.3, 9.6).
-    pub fn per_segment(
-        quant: &QuantIndices,
-        seg: &Segmentation,
-        key_frame: bool,
-    ) -> [MbQuant; 4] {
+    pub fn per_segment(quant: &QuantIndices, seg: &Segmentation, key_frame: bool) -> [MbQuant; 4] {
         std::array::from_fn(|s| {
             let q = segment_qindex(quant.y_ac_qi, seg.enabled, seg.abs_delta, seg.quant[s]);
             MbQuant::new(Dequant::new(q, quant), key_frame)
@@ -118,8 +114,10 @@ mod tests {
         assert!(quantize_block(&c, 1, &bq, &mut l));
         assert_eq!(l[0], 0);
         assert!(!quantize_block(&[3; 16], 0, &bq, &mut l));
-        assert_eq!(dequantize_block(&[1, -2, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [10, 20])
-            [..4], [10, -40, 0, 200]);
+        assert_eq!(
+            dequantize_block(&[1, -2, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [10, 20])[..4],
+            [10, -40, 0, 200]
+        );
     }
 
     #[test]

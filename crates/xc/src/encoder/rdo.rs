@@ -239,7 +239,9 @@ impl ModeCosts {
         if key_frame {
             for (a, row) in bmode.iter_mut().enumerate() {
                 for (l, m) in row.iter_mut().enumerate() {
-                    *m = std::array::from_fn(|k| tree_cost(&BMODE_TREE, &KF_BMODE_PROBS[a][l], k as u8));
+                    *m = std::array::from_fn(|k| {
+                        tree_cost(&BMODE_TREE, &KF_BMODE_PROBS[a][l], k as u8)
+                    });
                 }
             }
         } else {
