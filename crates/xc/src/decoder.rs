@@ -93,7 +93,7 @@ pub fn decode_frame(
 
 /// What a key frame resets (spec 9.3-9.7, 9.11): probabilities to their defaults, segment
 /// feature data to zero deltas, the segment map to 0, loop filter deltas to 0, sign biases off.
-fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
+pub(crate) fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
     s.width = width;
     s.height = height;
     s.probs = EntropyProbs::default();

@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod inspect;
 pub mod ivf;
 pub mod loopfilter;
 pub mod mb;

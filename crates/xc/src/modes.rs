@@ -43,7 +43,7 @@ const B_MODES: [BMode; 10] = [
 ];
 
 /// The subblock mode implied by a 16x16 luma mode, for key-frame subblock contexts (spec 11.3).
-fn implied_bmode(mode: MbMode) -> BMode {
+pub fn implied_bmode(mode: MbMode) -> BMode {
     match mode {
         MbMode::V => BMode::Ve,
         MbMode::H => BMode::He,

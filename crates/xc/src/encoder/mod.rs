@@ -15,6 +15,11 @@
 //! Rebase (`rebase`) reuses step 1's prediction decisions from another stream and recomputes
 //! only the residuals against a new state, then runs steps 2 and 3.
 
+pub mod bitstream;
+pub mod bool_encoder;
+pub mod modes;
+pub mod tokens;
+
 use crate::header::FrameHeader;
 use crate::mb::MbInfo;
 use crate::state::{LfAdjust, Segmentation};
