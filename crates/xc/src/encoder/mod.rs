@@ -90,6 +90,8 @@ pub enum EncodeError {
     NoReference,
     /// A parameter out of range.
     BadParam(String),
+    /// The bitstream writer rejected the decisions (an encoder bug).
+    Write(bitstream::EncodeError),
     /// Our own decoder rejected the written frame (an encoder bug).
     Decode(DecodeError),
     /// The decoder's output differs from the analysis reconstruction (an encoder bug).
@@ -112,6 +114,7 @@ impl std::fmt::Display for EncodeError {
             ),
             EncodeError::NoReference => write!(f, "inter frame requested before any key frame"),
             EncodeError::BadParam(s) => write!(f, "bad encode parameter: {s}"),
+            EncodeError::Write(e) => write!(f, "writing the frame failed: {e}"),
             EncodeError::Decode(e) => write!(f, "decoding our own frame failed: {e}"),
             EncodeError::ReconstructionMismatch => {
                 write!(f, "decoder output differs from the encoder's reconstruction")
@@ -157,6 +160,16 @@ pub struct EncodedFrame {
     pub recon: Frame,
 }
 
+/// Encode one frame: analysis, [`bitstream::write_frame`], then our decoder on the bytes,
+/// checking that it reproduces the analysis reconstruction exactly.
+pub fn encode_frame(
+    state: &DecoderState,
+    source: &Frame,
+    params: &EncodeParams,
+) -> Result<EncodedFrame, EncodeError> {
+    encode_frame_with(state, source, params, bitstream::write_frame)
+}
+
 /// Encode one frame with `write` as the bitstream writer: analyze, write, decode the written
 /// bytes with our decoder, and check that the decoder's picture is the analysis
 /// reconstruction.
@@ -164,10 +177,10 @@ pub fn encode_frame_with(
     state: &DecoderState,
     source: &Frame,
     params: &EncodeParams,
-    write: impl Fn(&DecoderState, &FrameDecisions) -> Vec<u8>,
+    write: impl Fn(&DecoderState, &FrameDecisions) -> Result<Vec<u8>, bitstream::EncodeError>,
 ) -> Result<EncodedFrame, EncodeError> {
     let (decisions, recon) = analyze_frame(state, source, params)?;
-    let data = write(state, &decisions);
+    let data = write(state, &decisions).map_err(EncodeError::Write)?;
     let (next, shown) = decode_frame(state, &data).map_err(EncodeError::Decode)?;
     let decoded = match shown {
         Some(f) => Some(f),

@@ -25,9 +25,15 @@ fn cost_table() -> &'static [u32; 256] {
     })
 }
 
-/// Cost of coding `bit` with probability `prob` (of a 0), in 1/256 bits.
+/// Cost of coding `bit` with probability `prob` (of a 0), in 1/256 bits: the bitstream
+/// writer's own cost model.
 #[inline]
 pub fn bit_cost(prob: u8, bit: bool) -> u32 {
+    crate::encoder::bool_encoder::cost_bits(prob, bit)
+}
+
+/// The same cost computed from `log2` (kept to cross-check the writer's table).
+pub fn bit_cost_exact(prob: u8, bit: bool) -> u32 {
     let t = cost_table();
     if bit {
         t[(256 - prob as usize).min(255)]
@@ -335,6 +341,11 @@ mod tests {
 
     #[test]
     fn bit_costs() {
+        for p in 1..=255u8 {
+            for b in [false, true] {
+                assert!(bit_cost(p, b).abs_diff(bit_cost_exact(p, b)) <= 8, "{p} {b}");
+            }
+        }
         assert_eq!(bit_cost(128, false), 256);
         assert_eq!(bit_cost(128, true), 256);
         assert!(bit_cost(250, false) < 10 && bit_cost(250, true) > 1000);
