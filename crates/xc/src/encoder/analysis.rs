@@ -374,6 +374,20 @@ struct MbCtx<'a> {
     segment: u8,
 }
 
+/// The best chroma intra coding of a macroblock.
+struct ChromaChoice {
+    cost: f64,
+    mode: UvMode,
+    levels: MbLevels,
+    u: [u8; 64],
+    v: [u8; 64],
+    /// Token rate plus mode rate.
+    rate: u32,
+    sse: u64,
+    above: NzContext,
+    left: NzContext,
+}
+
 /// Best chroma intra mode for the macroblock (coded against the reconstruction).
 fn best_chroma(
     fc: &FrameCtx,
@@ -381,19 +395,9 @@ fn best_chroma(
     recon: &mut Frame,
     above: &NzContext,
     left: &NzContext,
-) -> (UvMode, MbLevels, [u8; 64], [u8; 64], u32, u64, NzContext, NzContext) {
+) -> ChromaChoice {
     let mq = &fc.quant[m.segment as usize & 3];
-    let mut best: Option<(
-        f64,
-        UvMode,
-        MbLevels,
-        [u8; 64],
-        [u8; 64],
-        u32,
-        u64,
-        NzContext,
-        NzContext,
-    )> = None;
+    let mut best: Option<ChromaChoice> = None;
     for mode in [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm] {
         predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
         predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
@@ -405,12 +409,21 @@ fn best_chroma(
         let rate = u.rate + v.rate + fc.mc.uv(mode);
         let d = u.sse as u64 + v.sse as u64;
         let j = fc.cost(d, rate);
-        if best.as_ref().is_none_or(|b| j < b.0) {
-            best = Some((j, mode, lv, u.recon, v.recon, rate, d, a, l));
+        if best.as_ref().is_none_or(|b| j < b.cost) {
+            best = Some(ChromaChoice {
+                cost: j,
+                mode,
+                levels: lv,
+                u: u.recon,
+                v: v.recon,
+                rate,
+                sse: d,
+                above: a,
+                left: l,
+            });
         }
     }
-    let b = best.expect("four chroma modes tried");
-    (b.1, b.2, b.3, b.4, b.5, b.6, b.7, b.8)
+    best.expect("four chroma modes tried")
 }
 
 fn implied_bmode(mode: MbMode) -> BMode {
@@ -438,8 +451,9 @@ const ALL_BMODES: [BMode; 10] = [
 /// The best intra coding of the macroblock: 16x16 modes and B_PRED, with the best chroma mode.
 fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option<Choice> {
     let mq = &fc.quant[m.segment as usize & 3];
-    let (uv_mode, uv_levels, ur, vr, uv_rate, uv_sse, ca, cl) =
-        best_chroma(fc, m, recon, &m.above, &m.left);
+    let ch = best_chroma(fc, m, recon, &m.above, &m.left);
+    let (uv_mode, uv_levels, ur, vr) = (ch.mode, ch.levels, ch.u, ch.v);
+    let (uv_rate, uv_sse, ca, cl) = (ch.rate, ch.sse, ch.above, ch.left);
     let uv_mode_rate = fc.mc.uv(uv_mode);
     let uv_tok = uv_rate - uv_mode_rate;
     let base_rate = fc.mc.intra + uv_mode_rate;
@@ -492,6 +506,7 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
             let ctx = (a[bx] + l[by]) as usize;
             let src4 = sub4(&m.src.y, 16, bx, by);
             let (x0, y0) = (m.mbx * 16 + bx * 4, m.mby * 16 + by * 4);
+            #[allow(clippy::type_complexity)]
             let mut bb: Option<(f64, BMode, [i16; 16], [u8; 16], u32, u32)> = None;
             for mode in ALL_BMODES {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
@@ -700,7 +715,7 @@ fn motion_search(
 
 /// Prediction blocks covering a rectangle: (x, y, size) in pixels within the macroblock.
 fn rect_blocks(r: Rect) -> Vec<(usize, usize, usize)> {
-    let size = if r.w % 8 == 0 && r.h % 8 == 0 { 8 } else { 4 };
+    let size = if r.w.is_multiple_of(8) && r.h.is_multiple_of(8) { 8 } else { 4 };
     let size = if r.w == 16 && r.h == 16 { 16 } else { size };
     let mut v = Vec::new();
     for y in (0..r.h).step_by(size) {
@@ -1031,6 +1046,7 @@ fn choose_filter_level(recon: &Frame, src: &Frame, d: &FrameDecisions, speed: Sp
     best
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Analyze one frame: choose every macroblock's coding and compute the reconstruction
 /// (including the loop filter) a decoder will produce from the written frame.
 ///

@@ -66,9 +66,9 @@ pub fn tree_cost(tree: &[i8], probs: &[u8], leaf: u8) -> u32 {
 pub fn lambda(y_ac_q: i32, key_frame: bool) -> f64 {
     let q = y_ac_q as f64;
     if key_frame {
-        0.10 * q * q
+        0.05 * q * q
     } else {
-        0.12 * q * q
+        0.03 * q * q
     }
 }
 
@@ -118,6 +118,7 @@ pub struct TokenCosts {
 }
 
 impl TokenCosts {
+    #[allow(clippy::needless_range_loop)]
     pub fn new(probs: &CoeffProbs) -> Self {
         let mut t = TokenCosts {
             eob: [[[0; 3]; 8]; 4],
