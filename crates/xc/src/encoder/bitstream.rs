@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use crate::encoder::bool_encoder::{cost_bits, cost_counts, prob_from_counts, tree_path, BoolEncoder};
+use crate::encoder::bool_encoder::{
+    cost_bits, cost_counts, prob_from_counts, tree_path, BoolEncoder,
+};
 use crate::encoder::modes::{
     as_decoded, code_inter_mvs, plan_inter, write_inter, write_intra, write_kf_intra, ymode_leaf,
     InterCode, MvCounts,
@@ -152,7 +154,8 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
 
     // Token partitions, by macroblock row.
     let count = 1usize << h.log2_nbr_of_dct_partitions;
-    let mut parts: Vec<BoolEncoder> = (0..count).map(|_| BoolEncoder::with_capacity(4096)).collect();
+    let mut parts: Vec<BoolEncoder> =
+        (0..count).map(|_| BoolEncoder::with_capacity(4096)).collect();
     let mut writers: Vec<TokenWriter> =
         parts.iter_mut().map(|enc| TokenWriter { enc, probs: &probs.coeff }).collect();
     walk_tokens(&mbs, &d.levels, cols, &mut writers);
