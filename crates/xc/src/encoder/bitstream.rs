@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use crate::encoder::bool_encoder::{cost_bits, cost_counts, prob_from_counts, tree_path, BoolEncoder};
+use crate::encoder::bool_encoder::{
+    cost_bits, cost_counts, prob_from_counts, tree_path, BoolEncoder,
+};
 use crate::encoder::modes::{
     as_decoded, code_inter_mvs, plan_inter, write_inter, write_intra, write_kf_intra, ymode_leaf,
     InterCode, MvCounts,
@@ -61,8 +63,32 @@ pub fn base_probs(state: &DecoderState, key_frame: bool) -> EntropyProbs {
     }
 }
 
+/// Which probability updates the writer may send (all by default; turning them off is for
+/// measurements and tests: the frame then codes with the probabilities in force).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub coeff_prob_updates: bool,
+    pub mv_prob_updates: bool,
+    pub mode_prob_updates: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { coeff_prob_updates: true, mv_prob_updates: true, mode_prob_updates: true }
+    }
+}
+
 /// Write one frame. `state` is the decoder state the frame will be decoded from.
 pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, EncodeError> {
+    write_frame_with(state, d, &WriteOptions::default())
+}
+
+/// [`write_frame`] with a choice of which probability updates may be sent.
+pub fn write_frame_with(
+    state: &DecoderState,
+    d: &FrameDecisions,
+    opts: &WriteOptions,
+) -> Result<Vec<u8>, EncodeError> {
     validate_header(state, d)?;
     let h = &d.header;
     let key = d.key_frame;
@@ -113,16 +139,18 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
     }
 
     // Probabilities from the frame's statistics.
-    let mut token_counts = TokenCounts::default();
-    walk_tokens(&mbs, &d.levels, cols, std::slice::from_mut(&mut token_counts));
     let mut probs = base.clone();
-    probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    if opts.coeff_prob_updates {
+        let mut token_counts = TokenCounts::default();
+        walk_tokens(&mbs, &d.levels, cols, std::slice::from_mut(&mut token_counts));
+        probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    }
     let hp = choose_frame_probs(&mbs, h, d.segmentation.enabled);
-    if !key {
+    if !key && opts.mv_prob_updates {
         probs.mv = choose_mv_probs(&base.mv, &mv_counts);
-        let (ymode, uv) = choose_intra_mode_probs(&base, &mbs);
-        probs.ymode = ymode;
-        probs.uv_mode = uv;
+    }
+    if !key && opts.mode_prob_updates {
+        (probs.ymode, probs.uv_mode) = choose_intra_mode_probs(&base, &mbs);
     }
 
     // First partition: header, then the macroblock records.
@@ -152,7 +180,8 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
 
     // Token partitions, by macroblock row.
     let count = 1usize << h.log2_nbr_of_dct_partitions;
-    let mut parts: Vec<BoolEncoder> = (0..count).map(|_| BoolEncoder::with_capacity(4096)).collect();
+    let mut parts: Vec<BoolEncoder> =
+        (0..count).map(|_| BoolEncoder::with_capacity(4096)).collect();
     let mut writers: Vec<TokenWriter> =
         parts.iter_mut().map(|enc| TokenWriter { enc, probs: &probs.coeff }).collect();
     walk_tokens(&mbs, &d.levels, cols, &mut writers);
@@ -316,6 +345,7 @@ fn mv_prob_value(x: u8) -> u8 {
 }
 
 /// MV probabilities for the frame: each updated (to a 7-bit value) when that saves bits.
+#[allow(clippy::needless_range_loop)] // three tables indexed in parallel
 fn choose_mv_probs(base: &[[u8; 19]; 2], counts: &MvCounts) -> [[u8; 19]; 2] {
     let mut out = *base;
     for c in 0..2 {
@@ -412,6 +442,7 @@ fn choose_frame_probs(mbs: &[MbInfo], h: &FrameHeader, seg_enabled: bool) -> Hea
 }
 
 /// The frame header (spec 19.2), in the order `parse_frame_header` reads it.
+#[allow(clippy::needless_range_loop)] // three tables indexed in parallel
 fn write_header(
     e: &mut BoolEncoder,
     state: &DecoderState,

@@ -115,7 +115,8 @@ pub fn mv_ref_leaf(m: MbMode) -> Option<u8> {
 /// (implied subblock modes, zero MVs for intra, per-subblock MVs, the split MB's MV).
 /// `segment_id` and `skip_coeff` are left as given.
 pub fn as_decoded(mb: &MbInfo) -> MbInfo {
-    let mut out = MbInfo { segment_id: mb.segment_id, skip_coeff: mb.skip_coeff, ..MbInfo::default() };
+    let mut out =
+        MbInfo { segment_id: mb.segment_id, skip_coeff: mb.skip_coeff, ..MbInfo::default() };
     out.y_mode = mb.y_mode;
     if mb.y_mode.is_inter() {
         out.ref_frame = mb.ref_frame;
@@ -138,8 +139,11 @@ pub fn as_decoded(mb: &MbInfo) -> MbInfo {
 fn kf_bmode_context(nb: &Neighbours, mb: &MbInfo, b: usize) -> (BMode, BMode) {
     let above =
         if b >= 4 { mb.b_modes[b - 4] } else { nb.above.map_or(BMode::Dc, |a| a.b_modes[b + 12]) };
-    let left =
-        if b & 3 != 0 { mb.b_modes[b - 1] } else { nb.left.map_or(BMode::Dc, |l| l.b_modes[b + 3]) };
+    let left = if b & 3 != 0 {
+        mb.b_modes[b - 1]
+    } else {
+        nb.left.map_or(BMode::Dc, |l| l.b_modes[b + 3])
+    };
     (above, left)
 }
 
@@ -282,10 +286,8 @@ fn plan_split(
     let mut last_err = String::new();
     'parts: for part in 0..4usize {
         let map = &MV_PARTITIONS[part];
-        let mut firsts = [0usize; 16];
-        for j in 0..MV_PARTITION_COUNTS[part] {
-            firsts[j] = map.iter().position(|&p| p as usize == j).unwrap_or(0);
-        }
+        let firsts: [usize; 16] =
+            std::array::from_fn(|j| map.iter().position(|&p| p as usize == j).unwrap_or(0));
         if (0..16).any(|b| mb.mvs[b] != mb.mvs[firsts[map[b] as usize]]) {
             continue;
         }
@@ -294,16 +296,18 @@ fn plan_split(
             subs: [SubMvCode::default(); 16],
             cost: tree_cost(&MV_PARTITION_TREE, &MV_PARTITION_PROBS, part as u8),
         };
-        for j in 0..MV_PARTITION_COUNTS[part] {
-            let k = firsts[j];
+        for (j, &k) in firsts.iter().enumerate().take(MV_PARTITION_COUNTS[part]) {
             let mv = mb.mvs[k];
             let left = if k & 3 != 0 {
                 mb.mvs[k - 1]
             } else {
                 nb.left.map_or(Mv::default(), |l| l.mvs[k + 3])
             };
-            let above =
-                if k >= 4 { mb.mvs[k - 4] } else { nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
+            let above = if k >= 4 {
+                mb.mvs[k - 4]
+            } else {
+                nb.above.map_or(Mv::default(), |a| a.mvs[k + 12])
+            };
             let ctx = sub_mv_context(left, above);
             let probs = &SUB_MV_REF_PROBS[ctx];
             let mut best_sub: Option<(u32, SubMvCode)> = None;
