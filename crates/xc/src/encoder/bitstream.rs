@@ -63,8 +63,32 @@ pub fn base_probs(state: &DecoderState, key_frame: bool) -> EntropyProbs {
     }
 }
 
+/// Which probability updates the writer may send (all by default; turning them off is for
+/// measurements and tests: the frame then codes with the probabilities in force).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub coeff_prob_updates: bool,
+    pub mv_prob_updates: bool,
+    pub mode_prob_updates: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { coeff_prob_updates: true, mv_prob_updates: true, mode_prob_updates: true }
+    }
+}
+
 /// Write one frame. `state` is the decoder state the frame will be decoded from.
 pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, EncodeError> {
+    write_frame_with(state, d, &WriteOptions::default())
+}
+
+/// [`write_frame`] with a choice of which probability updates may be sent.
+pub fn write_frame_with(
+    state: &DecoderState,
+    d: &FrameDecisions,
+    opts: &WriteOptions,
+) -> Result<Vec<u8>, EncodeError> {
     validate_header(state, d)?;
     let h = &d.header;
     let key = d.key_frame;
@@ -115,16 +139,18 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
     }
 
     // Probabilities from the frame's statistics.
-    let mut token_counts = TokenCounts::default();
-    walk_tokens(&mbs, &d.levels, cols, std::slice::from_mut(&mut token_counts));
     let mut probs = base.clone();
-    probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    if opts.coeff_prob_updates {
+        let mut token_counts = TokenCounts::default();
+        walk_tokens(&mbs, &d.levels, cols, std::slice::from_mut(&mut token_counts));
+        probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    }
     let hp = choose_frame_probs(&mbs, h, d.segmentation.enabled);
-    if !key {
+    if !key && opts.mv_prob_updates {
         probs.mv = choose_mv_probs(&base.mv, &mv_counts);
-        let (ymode, uv) = choose_intra_mode_probs(&base, &mbs);
-        probs.ymode = ymode;
-        probs.uv_mode = uv;
+    }
+    if !key && opts.mode_prob_updates {
+        (probs.ymode, probs.uv_mode) = choose_intra_mode_probs(&base, &mbs);
     }
 
     // First partition: header, then the macroblock records.
@@ -319,6 +345,7 @@ fn mv_prob_value(x: u8) -> u8 {
 }
 
 /// MV probabilities for the frame: each updated (to a 7-bit value) when that saves bits.
+#[allow(clippy::needless_range_loop)] // three tables indexed in parallel
 fn choose_mv_probs(base: &[[u8; 19]; 2], counts: &MvCounts) -> [[u8; 19]; 2] {
     let mut out = *base;
     for c in 0..2 {
@@ -415,6 +442,7 @@ fn choose_frame_probs(mbs: &[MbInfo], h: &FrameHeader, seg_enabled: bool) -> Hea
 }
 
 /// The frame header (spec 19.2), in the order `parse_frame_header` reads it.
+#[allow(clippy::needless_range_loop)] // three tables indexed in parallel
 fn write_header(
     e: &mut BoolEncoder,
     state: &DecoderState,

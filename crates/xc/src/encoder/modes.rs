@@ -286,10 +286,8 @@ fn plan_split(
     let mut last_err = String::new();
     'parts: for part in 0..4usize {
         let map = &MV_PARTITIONS[part];
-        let mut firsts = [0usize; 16];
-        for j in 0..MV_PARTITION_COUNTS[part] {
-            firsts[j] = map.iter().position(|&p| p as usize == j).unwrap_or(0);
-        }
+        let firsts: [usize; 16] =
+            std::array::from_fn(|j| map.iter().position(|&p| p as usize == j).unwrap_or(0));
         if (0..16).any(|b| mb.mvs[b] != mb.mvs[firsts[map[b] as usize]]) {
             continue;
         }
@@ -298,8 +296,7 @@ fn plan_split(
             subs: [SubMvCode::default(); 16],
             cost: tree_cost(&MV_PARTITION_TREE, &MV_PARTITION_PROBS, part as u8),
         };
-        for j in 0..MV_PARTITION_COUNTS[part] {
-            let k = firsts[j];
+        for (j, &k) in firsts.iter().enumerate().take(MV_PARTITION_COUNTS[part]) {
             let mv = mb.mvs[k];
             let left = if k & 3 != 0 {
                 mb.mvs[k - 1]

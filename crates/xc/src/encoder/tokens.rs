@@ -43,9 +43,12 @@ impl TokenSink for TokenWriter<'_> {
     }
 }
 
+/// Counts `[node][bit]` of one token probability context.
+pub type ContextCounts = [[u32; 2]; 11];
+
 /// Branch counts `[plane][band][ctx][node][bit]` of the adaptive token decisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenCounts(pub Box<[[[[[u32; 2]; 11]; 3]; 8]; 4]>);
+pub struct TokenCounts(pub Box<[[[ContextCounts; 3]; 8]; 4]>);
 
 impl Default for TokenCounts {
     fn default() -> Self {
@@ -425,7 +428,7 @@ mod tests {
             }
         }
         let zero = [0i16; 16];
-        assert_eq!(block_cost(&DEFAULT_COEFF_PROBS, 2, 1, 0, &zero).1, false);
+        assert!(!block_cost(&DEFAULT_COEFF_PROBS, 2, 1, 0, &zero).1);
     }
 
     #[test]
