@@ -538,3 +538,70 @@ fn mismatched_inputs_are_clear_errors() {
     assert_eq!(e, EncodeError::NoReference);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The converted first frame's quantizer (`-w` blend, `--s-ac-qi`), the last frame refreshing
+/// every reference, and `--fix-prob-tables`.
+#[test]
+fn first_frame_quantizer_last_frame_refresh_and_fixed_probs() {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read("park_joy_160x90_10f.y4m");
+    let dir = work_dir("firstq");
+    let mut chunks = Vec::new();
+    for (k, r) in [0..5, 5..10].into_iter().enumerate() {
+        let (y4m, ivf) = (dir.join(format!("{k}.y4m")), dir.join(format!("{k}.ivf")));
+        clip.write_y4m(r, &y4m);
+        vpxenc(&y4m, &ivf, &[]);
+        chunks.push(read_ivf(&ivf));
+    }
+    let sources: Vec<Frame> = (5..10).map(|i| clip.source(i)).collect();
+    let (state, _) = decode_all(&DecoderState::default(), &chunks[0]);
+    let fresh = DecoderState::default();
+    let kf = parse_frame(&fresh, &chunks[1][0]).unwrap();
+    assert!(kf.key_frame);
+    let st1 = decode_frame(&fresh, &chunks[1][0]).unwrap().0;
+    let next_q = parse_frame(&st1, &chunks[1][1]).unwrap().header.quant.y_ac_qi as f64;
+    let kf_q = kf.header.quant.y_ac_qi as f64;
+    for (w, s, want) in [
+        (0.75, None, (0.75 * kf_q + 0.25 * next_q).round() as u8),
+        (0.0, None, next_q as u8),
+        (0.75, Some(20u8), 20),
+    ] {
+        let opts = ReencodeOpts { kf_q_weight: w, s_ac_qi: s, ..Default::default() };
+        let out = reencode_chunk(&state, &chunks[1], None, &sources, &opts).unwrap();
+        let first = parse_frame(&state, &out.frames[0]).unwrap();
+        assert!(!first.key_frame);
+        assert_eq!(first.header.quant.y_ac_qi, want, "w={w} s={s:?}");
+        let h = &first.header;
+        assert!(h.refresh_last && h.refresh_golden_frame && h.refresh_alternate_frame);
+        // Later frames keep their quantizer; the last one refreshes all three references.
+        let (mut st, _) = decode_frame(&state, &out.frames[0]).unwrap();
+        let (mut pst, _) = decode_frame(&fresh, &chunks[1][0]).unwrap();
+        for (k, (f, o)) in out.frames.iter().zip(&chunks[1]).enumerate().skip(1) {
+            let a = parse_frame(&st, f).unwrap();
+            let b = parse_frame(&pst, o).unwrap();
+            assert_eq!(a.header.quant.y_ac_qi, b.header.quant.y_ac_qi);
+            let last = k == out.frames.len() - 1;
+            assert_eq!(a.header.refresh_golden_frame, last || b.header.refresh_golden_frame);
+            assert_eq!(a.header.refresh_alternate_frame, last || b.header.refresh_alternate_frame);
+            st = decode_frame(&st, f).unwrap().0;
+            pst = decode_frame(&pst, o).unwrap().0;
+        }
+        assert_eq!(st, out.state);
+        let last = out.state.last.as_ref().unwrap();
+        assert!(**last == **out.state.golden.as_ref().unwrap());
+        assert!(**last == **out.state.altref.as_ref().unwrap());
+    }
+    // Fixed probability tables: rebased frames send no updates, so the state's coefficient
+    // and MV probabilities after the chunk are those after its (converted) first frame.
+    let opts = ReencodeOpts { kf_q_weight: 0.75, fix_prob_tables: true, ..Default::default() };
+    let out = reencode_chunk(&state, &chunks[1], None, &sources, &opts).unwrap();
+    let after_first = decode_frame(&state, &out.frames[0]).unwrap().0;
+    assert_eq!(out.state.probs, after_first.probs);
+    let free =
+        reencode_chunk(&state, &chunks[1], None, &sources, &ReencodeOpts::default()).unwrap();
+    let after_first_free = decode_frame(&state, &free.frames[0]).unwrap().0;
+    assert_ne!(free.state.probs, after_first_free.probs, "updates are sent without the flag");
+    std::fs::remove_dir_all(&dir).ok();
+}
