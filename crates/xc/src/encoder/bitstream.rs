@@ -83,6 +83,19 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
     write_frame_with(state, d, &WriteOptions::default())
 }
 
+/// Write one frame; with `fixed_probs` no persistent probability (coefficient, MV, intra mode)
+/// is updated: the frame is coded with the probabilities in force when it starts.
+pub fn write_frame_opts(
+    state: &DecoderState,
+    d: &FrameDecisions,
+    fixed_probs: bool,
+) -> Result<Vec<u8>, EncodeError> {
+    let all = !fixed_probs;
+    let opts =
+        WriteOptions { coeff_prob_updates: all, mv_prob_updates: all, mode_prob_updates: all };
+    write_frame_with(state, d, &opts)
+}
+
 /// [`write_frame`] with a choice of which probability updates may be sent.
 pub fn write_frame_with(
     state: &DecoderState,
