@@ -34,7 +34,7 @@ state, reusing the prediction decisions of the chunk's previous encode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from excamera._xc import EncodeError
@@ -49,11 +49,14 @@ __all__ = [
     "EncodedFrame",
     "Encoder",
     "RateMode",
+    "ReencodeOptions",
+    "ReencodedChunk",
     "SPEEDS",
     "TargetSize",
     "TargetSsim",
     "encode_picture",
     "entry_hash32",
+    "reencode_chunk",
 ]
 
 SPEEDS = ("best", "good", "rt")
@@ -258,3 +261,44 @@ class Encoder:
         else:
             best = _search(trial_at(self.speed), ok, prefer_high)
         return EncodedFrame(best.data, best.state, best.recon, best.qindex, key, len(cache))
+
+
+@dataclass(frozen=True)
+class ReencodeOptions:
+    """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``xcenc_job``)."""
+
+    kf_q_weight: float = 1.0  # -w: the key frame's quantizer is weighted by this
+    s_ac_qi: int | None = None  # --s-ac-qi: the S phase's quantizer index
+    reencode_first_frame: bool = False  # --reencode-first-frame
+    refine_sw: bool = False  # --refine-sw
+    fix_prob_tables: bool = False  # --fix-prob-tables
+
+
+@dataclass(frozen=True)
+class ReencodedChunk:
+    frames: list[bytes]
+    state: State  # the decoder state after the last frame
+    input_state_hash: int  # content hash of the state the chunk decodes from
+
+
+def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state: State | None,
+                   pictures: Sequence[Picture],
+                   opts: ReencodeOptions | None = None) -> ReencodedChunk:
+    """Re-encode ``pictures`` (a chunk) to decode from ``input_state``.
+
+    ``pred_frames`` is the chunk's previous encode, decodable from ``pred_state`` (None: it
+    starts with a key frame); its prediction decisions are kept and the residuals recomputed
+    against ``input_state``. Runs with the GIL released.
+    """
+    from excamera import _xc
+
+    fn = getattr(_xc, "reencode_chunk", None)
+    if fn is None:
+        raise EncodeError("re-encode (rebase) is not in this build of excamera._xc")
+    o = opts or ReencodeOptions()
+    frames, state, input_hash = fn(
+        input_state, [bytes(f) for f in pred_frames], pred_state,
+        [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
+        reencode_first_frame=o.reencode_first_frame, refine_sw=o.refine_sw,
+        fix_prob_tables=o.fix_prob_tables)
+    return ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
