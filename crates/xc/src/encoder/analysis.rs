@@ -113,7 +113,11 @@ impl Default for MbPixels {
     }
 }
 
-fn read_block<const N: usize, const S: usize>(p: &Plane, x0: usize, y0: usize) -> [u8; S] {
+pub(crate) fn read_block<const N: usize, const S: usize>(
+    p: &Plane,
+    x0: usize,
+    y0: usize,
+) -> [u8; S] {
     let mut out = [0u8; S];
     for r in 0..N {
         let o = (y0 + r) * p.stride + x0;
@@ -122,7 +126,7 @@ fn read_block<const N: usize, const S: usize>(p: &Plane, x0: usize, y0: usize) -
     out
 }
 
-fn write_block<const N: usize>(p: &mut Plane, x0: usize, y0: usize, px: &[u8]) {
+pub(crate) fn write_block<const N: usize>(p: &mut Plane, x0: usize, y0: usize, px: &[u8]) {
     for r in 0..N {
         let o = (y0 + r) * p.stride + x0;
         p.data[o..o + N].copy_from_slice(&px[r * N..r * N + N]);
@@ -149,11 +153,11 @@ fn write_mb(f: &mut Frame, mbx: usize, mby: usize, px: &MbPixels) {
 }
 
 /// A 4x4 block `(bx, by)` of an `n`-wide pixel array as i16.
-fn sub4(px: &[u8], n: usize, bx: usize, by: usize) -> [i16; 16] {
+pub(crate) fn sub4(px: &[u8], n: usize, bx: usize, by: usize) -> [i16; 16] {
     std::array::from_fn(|i| px[(by * 4 + i / 4) * n + bx * 4 + i % 4] as i16)
 }
 
-fn residual4(src: &[u8], pred: &[u8], n: usize, bx: usize, by: usize) -> [i16; 16] {
+pub(crate) fn residual4(src: &[u8], pred: &[u8], n: usize, bx: usize, by: usize) -> [i16; 16] {
     let s = sub4(src, n, bx, by);
     let p = sub4(pred, n, bx, by);
     std::array::from_fn(|i| s[i] - p[i])
@@ -999,7 +1003,7 @@ fn edge_infos(
 }
 
 /// Apply the loop filter at frame level `level` exactly as the decoder does.
-fn apply_loop_filter(frame: &mut Frame, d: &FrameDecisions, level: u8) {
+pub(crate) fn apply_loop_filter(frame: &mut Frame, d: &FrameDecisions, level: u8) {
     if level == 0 {
         return;
     }
@@ -1009,7 +1013,13 @@ fn apply_loop_filter(frame: &mut Frame, d: &FrameDecisions, level: u8) {
 }
 
 /// Choose the loop filter level minimizing the filtered frame's SSE against the source.
-fn choose_filter_level(recon: &Frame, src: &Frame, d: &FrameDecisions, speed: Speed, q: u8) -> u8 {
+pub(crate) fn choose_filter_level(
+    recon: &Frame,
+    src: &Frame,
+    d: &FrameDecisions,
+    speed: Speed,
+    q: u8,
+) -> u8 {
     let mut cache: Vec<Option<u64>> = vec![None; 64];
     let mut eval = |level: u8| -> u64 {
         if let Some(v) = cache[level as usize] {

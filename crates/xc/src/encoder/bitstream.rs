@@ -65,6 +65,16 @@ pub fn base_probs(state: &DecoderState, key_frame: bool) -> EntropyProbs {
 
 /// Write one frame. `state` is the decoder state the frame will be decoded from.
 pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, EncodeError> {
+    write_frame_opts(state, d, false)
+}
+
+/// Write one frame; with `fixed_probs` no persistent probability (coefficient, MV, intra mode)
+/// is updated: the frame is coded with the probabilities in force when it starts.
+pub fn write_frame_opts(
+    state: &DecoderState,
+    d: &FrameDecisions,
+    fixed_probs: bool,
+) -> Result<Vec<u8>, EncodeError> {
     validate_header(state, d)?;
     let h = &d.header;
     let key = d.key_frame;
@@ -118,9 +128,11 @@ pub fn write_frame(state: &DecoderState, d: &FrameDecisions) -> Result<Vec<u8>, 
     let mut token_counts = TokenCounts::default();
     walk_tokens(&mbs, &d.levels, cols, std::slice::from_mut(&mut token_counts));
     let mut probs = base.clone();
-    probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    if !fixed_probs {
+        probs.coeff = choose_coeff_probs(&base.coeff, &token_counts);
+    }
     let hp = choose_frame_probs(&mbs, h, d.segmentation.enabled);
-    if !key {
+    if !key && !fixed_probs {
         probs.mv = choose_mv_probs(&base.mv, &mv_counts);
         let (ymode, uv) = choose_intra_mode_probs(&base, &mbs);
         probs.ymode = ymode;

@@ -68,6 +68,7 @@ pub mod analysis;
 pub mod fdct;
 pub mod quantize;
 pub mod rdo;
+pub mod rebase;
 
 pub use analysis::{analyze_frame, EncodeParams, Speed};
 
@@ -96,6 +97,10 @@ pub enum EncodeError {
     Decode(DecodeError),
     /// The decoder's output differs from the analysis reconstruction (an encoder bug).
     ReconstructionMismatch,
+    /// A frame of a prediction stream (rebase input) could not be parsed or decoded.
+    Prediction { frame: usize, error: DecodeError },
+    /// A prediction stream does not match the state or pictures it is rebased onto.
+    Mismatch(String),
 }
 
 impl std::fmt::Display for EncodeError {
@@ -119,6 +124,10 @@ impl std::fmt::Display for EncodeError {
             EncodeError::ReconstructionMismatch => {
                 write!(f, "decoder output differs from the encoder's reconstruction")
             }
+            EncodeError::Prediction { frame, error } => {
+                write!(f, "prediction stream frame {frame}: {error}")
+            }
+            EncodeError::Mismatch(s) => write!(f, "{s}"),
         }
     }
 }

@@ -1,0 +1,482 @@
+//! Rebase and chunk re-encode (ExCamera's xc-enc -r) on real clips, with vpxenc making the
+//! prediction streams and vpxdec as the oracle for the joined stream.
+//!
+//! Run with `cargo test --release -p xc --test rebase -- --nocapture` to see the figures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use xc::encoder::analysis::psnr;
+use xc::encoder::rebase::{
+    rebase_frame, reencode_chunk, LoopFilterChoice, RebaseParams, ReencodeOpts,
+};
+use xc::encoder::{source_from_i420, EncodeError};
+use xc::frame::Frame;
+use xc::inspect::parse_frame;
+use xc::md5::md5_hex;
+use xc::{decode_frame, DecoderState};
+
+const CLIPS: &str = "/work/shared/clips";
+
+/// A Y4M clip: its header line and its frames as raw I420 bytes.
+struct Clip {
+    header: String,
+    width: usize,
+    height: usize,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Clip {
+    fn read(name: &str) -> Clip {
+        let data = std::fs::read(format!("{CLIPS}/{name}")).expect("clip readable");
+        let nl = data.iter().position(|&b| b == b'\n').expect("y4m header line");
+        let header = String::from_utf8(data[..nl].to_vec()).expect("ascii header");
+        let field = |c: char| -> usize {
+            header
+                .split(' ')
+                .find_map(|t| t.strip_prefix(c))
+                .and_then(|v| v.parse().ok())
+                .expect("W and H in y4m header")
+        };
+        let (width, height) = (field('W'), field('H'));
+        let size = width * height + 2 * width.div_ceil(2) * height.div_ceil(2);
+        let mut pos = nl + 1;
+        let mut frames = Vec::new();
+        while pos < data.len() {
+            let fl = data[pos..].iter().position(|&b| b == b'\n').expect("FRAME line");
+            assert!(data[pos..].starts_with(b"FRAME"));
+            pos += fl + 1;
+            frames.push(data[pos..pos + size].to_vec());
+            pos += size;
+        }
+        Clip { header, width, height, frames }
+    }
+
+    fn source(&self, i: usize) -> Frame {
+        source_from_i420(self.width, self.height, &self.frames[i]).expect("source frame")
+    }
+
+    fn write_y4m(&self, range: std::ops::Range<usize>, path: &Path) {
+        let mut out = Vec::new();
+        out.extend_from_slice(self.header.as_bytes());
+        out.push(b'\n');
+        for f in &self.frames[range] {
+            out.extend_from_slice(b"FRAME\n");
+            out.extend_from_slice(f);
+        }
+        std::fs::write(path, out).expect("write y4m");
+    }
+}
+
+fn have_tools() -> bool {
+    let ok = |t: &str| Command::new(t).arg("--help").output().is_ok();
+    if ok("vpxenc") && ok("vpxdec") {
+        true
+    } else {
+        eprintln!("SKIP: vpxenc/vpxdec not found");
+        false
+    }
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xc-rebase-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// mu's pass-0 vpxenc settings.
+fn vpxenc(y4m: &Path, ivf: &Path) -> f64 {
+    let mut args: Vec<String> = "--ivf --codec=vp8 --good --cpu-used=0 --end-usage=cq --min-q=0 \
+         --max-q=63 --cq-level=30 --buf-initial-sz=10000 --buf-optimal-sz=20000 --buf-sz=40000 \
+         --undershoot-pct=100 --passes=2 --auto-alt-ref=1 --threads=1 --token-parts=0 \
+         --tune=ssim --target-bitrate=4294967295 -q"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    args.push("-o".into());
+    args.push(ivf.display().to_string());
+    args.push(y4m.display().to_string());
+    let t = Instant::now();
+    let out = Command::new("vpxenc").args(&args).output().expect("run vpxenc");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "vpxenc failed: {}", String::from_utf8_lossy(&out.stderr));
+    secs
+}
+
+fn read_ivf(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).expect("read ivf");
+    let (_, frames) = xc::ivf::parse_ivf(&data).expect("parse ivf");
+    frames.iter().map(|f| f.data.to_vec()).collect()
+}
+
+fn write_ivf(path: &Path, w: usize, h: usize, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"DKIF");
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&32u16.to_le_bytes());
+    out.extend_from_slice(b"VP80");
+    out.extend_from_slice(&(w as u16).to_le_bytes());
+    out.extend_from_slice(&(h as u16).to_le_bytes());
+    out.extend_from_slice(&30u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(i as u64).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).expect("write ivf");
+}
+
+/// Shown pictures of a stream decoded by our decoder from `state`.
+fn decode_all(state: &DecoderState, frames: &[Vec<u8>]) -> (DecoderState, Vec<Frame>) {
+    let mut st = state.clone();
+    let mut shown = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let (next, pic) = decode_frame(&st, f).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        shown.extend(pic);
+        st = next;
+    }
+    (st, shown)
+}
+
+/// Per-frame MD5s of vpxdec's I420 output.
+fn vpxdec_md5s(ivf: &Path, w: usize, h: usize) -> Vec<String> {
+    let yuv = ivf.with_extension("yuv");
+    let out = Command::new("vpxdec")
+        .args(["--i420", "-o"])
+        .arg(&yuv)
+        .arg(ivf)
+        .output()
+        .expect("run vpxdec");
+    assert!(out.status.success(), "vpxdec failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.to_lowercase().contains("fail"), "vpxdec: {stderr}");
+    let data = std::fs::read(&yuv).expect("vpxdec output");
+    let size = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
+    assert_eq!(data.len() % size, 0, "vpxdec output is not whole frames");
+    data.chunks(size).map(md5_hex).collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn rebase_onto_the_same_state_keeps_quality() {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read("carphone_qcif_120f.y4m");
+    let dir = work_dir("same");
+    let (y4m, ivf) = (dir.join("c.y4m"), dir.join("c.ivf"));
+    clip.write_y4m(0..8, &y4m);
+    vpxenc(&y4m, &ivf);
+    let pred = read_ivf(&ivf);
+    let sources: Vec<Frame> = (0..8).map(|i| clip.source(i)).collect();
+
+    // Each frame rebased onto the prediction stream's own state at that point.
+    let mut st = DecoderState::default();
+    let mut shown_i = 0;
+    let mut own = Vec::new();
+    for (k, f) in pred.iter().enumerate() {
+        let parsed = parse_frame(&st, f).expect("parse");
+        let (next, pic) = decode_frame(&st, f).expect("decode");
+        let target = match &pic {
+            Some(_) => &sources[shown_i],
+            None => next.altref.as_deref().expect("hidden frame refreshes alt-ref"),
+        };
+        let r = rebase_frame(&st, &parsed, target, &RebaseParams::default())
+            .unwrap_or_else(|e| panic!("frame {k}: {e}"));
+        // Keeps the decisions: same modes and vectors parse back out of the rebased frame.
+        let back = parse_frame(&st, &r.data).expect("parse rebased");
+        for (a, b) in parsed.mbs.iter().zip(&back.mbs) {
+            assert_eq!((a.y_mode, a.ref_frame, a.mvs), (b.y_mode, b.ref_frame, b.mvs));
+        }
+        assert_eq!(back.header.quant.y_ac_qi, parsed.header.quant.y_ac_qi);
+        if let Some(p) = pic {
+            let (a, b) = (psnr(target, &p), psnr(target, &r.recon));
+            println!(
+                "frame {k}: prediction {a:.2} dB, rebased {b:.2} dB, {} -> {} bytes",
+                f.len(),
+                r.data.len()
+            );
+            assert!(b > a - 0.5, "frame {k}: rebased {b:.2} dB vs {a:.2} dB");
+            shown_i += 1;
+        }
+        own.push(r.data);
+        st = next;
+    }
+
+    // The whole chunk rebased in sequence from a fresh state (the key frame stays a key frame)
+    // decodes in vpxdec exactly as in our decoder.
+    let chunk =
+        reencode_chunk(&DecoderState::default(), &pred, None, &sources, &ReencodeOpts::default())
+            .expect("reencode");
+    assert_eq!(chunk.input_state_hash, DecoderState::default().content_hash());
+    assert!(parse_frame(&DecoderState::default(), &chunk.frames[0]).unwrap().key_frame);
+    let out = dir.join("re.ivf");
+    write_ivf(&out, clip.width, clip.height, &chunk.frames);
+    let (end, pics) = decode_all(&DecoderState::default(), &chunk.frames);
+    assert_eq!(end, chunk.state);
+    let ours: Vec<String> = pics.iter().map(|p| md5_hex(&p.to_i420())).collect();
+    assert_eq!(vpxdec_md5s(&out, clip.width, clip.height), ours);
+    let (_, orig) = decode_all(&DecoderState::default(), &pred);
+    let a: Vec<f64> = orig.iter().zip(&sources).map(|(p, s)| psnr(s, p)).collect();
+    let b: Vec<f64> = pics.iter().zip(&sources).map(|(p, s)| psnr(s, p)).collect();
+    println!("sequence: prediction {:.2} dB, rebased {:.2} dB", mean(&a), mean(&b));
+    assert!(mean(&b) > mean(&a) - 0.3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Cut a clip into chunks, encode each independently with vpxenc, re-encode chunks 1.. onto
+/// their predecessor's output state, and check the joined stream.
+fn chain(name: &str, chunk_lens: &[usize]) {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read(name);
+    let dir = work_dir(&format!("chain-{}", name.split('_').next().unwrap_or("x")));
+    let mut starts = vec![0];
+    for l in chunk_lens {
+        starts.push(starts.last().unwrap() + l);
+    }
+    assert!(*starts.last().unwrap() <= clip.frames.len());
+    let mut originals = Vec::new();
+    let mut vpx_secs = 0.0;
+    for (k, w) in starts.windows(2).enumerate() {
+        let (y4m, ivf) = (dir.join(format!("{k}.y4m")), dir.join(format!("{k}.ivf")));
+        clip.write_y4m(w[0]..w[1], &y4m);
+        vpx_secs += vpxenc(&y4m, &ivf);
+        originals.push(read_ivf(&ivf));
+    }
+    let total_frames = starts.last().unwrap();
+    let sources: Vec<Frame> = (0..*total_frames).map(|i| clip.source(i)).collect();
+    let opts = ReencodeOpts { kf_q_weight: 0.75, ..Default::default() };
+
+    let mut joined = originals[0].clone();
+    let (mut state, _) = decode_all(&DecoderState::default(), &originals[0]);
+    let mut sizes = Vec::new();
+    let mut rebase_secs = 0.0;
+    let mut rebased_frames = 0;
+    for k in 1..originals.len() {
+        let srcs = &sources[starts[k]..starts[k + 1]];
+        let t = Instant::now();
+        let chunk = reencode_chunk(&state, &originals[k], None, srcs, &opts)
+            .unwrap_or_else(|e| panic!("chunk {k}: {e}"));
+        rebase_secs += t.elapsed().as_secs_f64();
+        rebased_frames += originals[k].len();
+        assert_eq!(chunk.input_state_hash, state.content_hash());
+        let orig: usize = originals[k].iter().map(Vec::len).sum();
+        let new: usize = chunk.frames.iter().map(Vec::len).sum();
+        sizes.push((orig, new));
+        joined.extend(chunk.frames.iter().cloned());
+        state = chunk.state;
+    }
+
+    // vpxdec decodes the joined stream exactly as our decoder does.
+    let out = dir.join("joined.ivf");
+    write_ivf(&out, clip.width, clip.height, &joined);
+    let (end, pics) = decode_all(&DecoderState::default(), &joined);
+    assert_eq!(end, state, "our decode of the joined stream ends in the chained state");
+    assert_eq!(pics.len(), *total_frames);
+    let ours: Vec<String> = pics.iter().map(|p| md5_hex(&p.to_i420())).collect();
+    assert_eq!(vpxdec_md5s(&out, clip.width, clip.height), ours, "vpxdec vs xc per-frame MD5");
+    // No key frame after the first.
+    for (i, f) in joined.iter().enumerate().skip(1) {
+        assert!(f[0] & 1 == 1, "frame {i} of the joined stream is a key frame");
+    }
+    // Quality per frame within 0.5 dB of the independently encoded chunks.
+    let mut indep = Vec::new();
+    for o in &originals {
+        indep.extend(decode_all(&DecoderState::default(), o).1);
+    }
+    println!("{name}: frame  independent  joined");
+    let mut worst = f64::MAX;
+    for i in 0..*total_frames {
+        let (a, b) = (psnr(&sources[i], &indep[i]), psnr(&sources[i], &pics[i]));
+        println!("{name}: {i:5}  {a:10.2}  {b:7.2}");
+        worst = worst.min(b - a);
+    }
+    for (k, (orig, new)) in sizes.iter().enumerate() {
+        println!("{name}: chunk {}: original {orig} bytes, re-encoded {new} bytes", k + 1);
+    }
+    let vpx_per_frame = vpx_secs / *total_frames as f64;
+    let re_per_frame = rebase_secs / rebased_frames as f64;
+    println!(
+        "{name}: vpxenc {:.2} ms/frame, reencode_chunk {:.2} ms/frame, worst PSNR change {worst:.2} dB",
+        vpx_per_frame * 1e3,
+        re_per_frame * 1e3
+    );
+    assert!(worst > -0.5, "{name}: a joined frame is {:.2} dB worse than independent", -worst);
+    for (k, (orig, new)) in sizes.iter().enumerate() {
+        assert!(new < orig, "{name}: chunk {} grew from {orig} to {new} bytes", k + 1);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn chain_carphone() {
+    chain("carphone_qcif_120f.y4m", &[8, 8, 8]);
+}
+
+#[test]
+fn chain_bus() {
+    chain("bus_cif_17f.y4m", &[6, 6, 5]);
+}
+
+#[test]
+fn chain_park_joy_odd_height() {
+    chain("park_joy_160x90_10f.y4m", &[4, 3, 3]);
+}
+
+#[test]
+fn chain_bigbuckbunny() {
+    chain("bigbuckbunny_320x180_48f.y4m", &[8, 8, 8]);
+}
+
+/// Rebase time per frame against vpxenc's (pass-0 settings) on the same chunk.
+#[test]
+fn rebase_speed_vs_vpxenc() {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read("carphone_qcif_120f.y4m");
+    let dir = work_dir("speed");
+    let (y4m, ivf) = (dir.join("c.y4m"), dir.join("c.ivf"));
+    let n = 10;
+    clip.write_y4m(0..n, &y4m);
+    let vpx = vpxenc(&y4m, &ivf) / n as f64;
+    let pred = read_ivf(&ivf);
+    let sources: Vec<Frame> = (0..n).map(|i| clip.source(i)).collect();
+    // Rebase frames 1.. onto a state that differs from the prediction stream's (its first
+    // frame re-encoded at another quantizer), as in a real chain.
+    let first = parse_frame(&DecoderState::default(), &pred[0]).unwrap();
+    let params =
+        RebaseParams { qindex: Some(first.header.quant.y_ac_qi + 8), ..Default::default() };
+    let mut state =
+        rebase_frame(&DecoderState::default(), &first, &sources[0], &params).unwrap().state;
+    let mut pst = decode_frame(&DecoderState::default(), &pred[0]).unwrap().0;
+    let mut shown = 1;
+    let mut secs = 0.0;
+    for f in &pred[1..] {
+        let parsed = parse_frame(&pst, f).unwrap();
+        let (next, pic) = decode_frame(&pst, f).unwrap();
+        let target = if pic.is_some() {
+            shown += 1;
+            sources[shown - 1].clone()
+        } else {
+            next.altref.as_deref().unwrap().clone()
+        };
+        let t = Instant::now();
+        let r = rebase_frame(&state, &parsed, &target, &RebaseParams::default()).unwrap();
+        secs += t.elapsed().as_secs_f64();
+        state = r.state;
+        pst = next;
+    }
+    let per = secs / (pred.len() - 1) as f64;
+    println!(
+        "speed: vpxenc {:.2} ms/frame, rebase {:.2} ms/frame, ratio {:.3}",
+        vpx * 1e3,
+        per * 1e3,
+        per / vpx
+    );
+    if !cfg!(debug_assertions) {
+        assert!(per <= 0.25 * vpx, "rebase {per:.4} s/frame vs vpxenc {vpx:.4} s/frame");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn mismatched_inputs_are_clear_errors() {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read("park_joy_160x90_10f.y4m");
+    let dir = work_dir("errors");
+    let (y4m, ivf) = (dir.join("p.y4m"), dir.join("p.ivf"));
+    clip.write_y4m(0..4, &y4m);
+    vpxenc(&y4m, &ivf);
+    let pred = read_ivf(&ivf);
+    let sources: Vec<Frame> = (0..4).map(|i| clip.source(i)).collect();
+    let fresh = DecoderState::default();
+    let opts = ReencodeOpts::default();
+
+    let e = reencode_chunk(&fresh, &pred, None, &sources[..3], &opts).unwrap_err();
+    assert_eq!(e.to_string(), "prediction stream has 4 shown frames, input has 3");
+
+    let other = Clip::read("carphone_qcif_120f.y4m");
+    let wrong: Vec<Frame> = (0..4).map(|i| other.source(i)).collect();
+    let e = reencode_chunk(&fresh, &pred, None, &wrong, &opts).unwrap_err();
+    assert!(matches!(e, EncodeError::Mismatch(_)), "{e}");
+    assert!(e.to_string().contains("160x90") && e.to_string().contains("176x144"), "{e}");
+
+    // The input state's size must match too.
+    let (qcif_state, _) = {
+        let oy = dir.join("o.y4m");
+        let oi = dir.join("o.ivf");
+        other.write_y4m(0..2, &oy);
+        vpxenc(&oy, &oi);
+        decode_all(&fresh, &read_ivf(&oi))
+    };
+    let e = reencode_chunk(&qcif_state, &pred, None, &sources, &opts).unwrap_err();
+    assert!(e.to_string().contains("input state"), "{e}");
+
+    // A truncated frame and a key frame with a damaged start code.
+    let mut bad = pred.clone();
+    bad[2].truncate(2);
+    let e = reencode_chunk(&fresh, &bad, None, &sources, &opts).unwrap_err();
+    assert!(matches!(e, EncodeError::Prediction { frame: 2, .. }), "{e}");
+    assert!(e.to_string().starts_with("prediction stream frame 2:"), "{e}");
+    let mut bad = pred.clone();
+    bad[0][3] ^= 0xff;
+    let e = reencode_chunk(&fresh, &bad, None, &sources, &opts).unwrap_err();
+    assert!(matches!(e, EncodeError::Prediction { frame: 0, .. }), "{e}");
+    // A first partition that claims more bytes than the frame has.
+    let mut bad = pred.clone();
+    let n = bad[1].len() as u32;
+    let tag = (bad[1][0] as u32 | (bad[1][1] as u32) << 8 | (bad[1][2] as u32) << 16) & 0x1f;
+    let tag = tag | (n + 100) << 5;
+    bad[1][..3].copy_from_slice(&tag.to_le_bytes()[..3]);
+    let e = reencode_chunk(&fresh, &bad, None, &sources, &opts).unwrap_err();
+    assert!(matches!(e, EncodeError::Prediction { frame: 1, .. }), "{e}");
+    // Garbage in the middle of the token data: decodes to something or errors, never panics.
+    let mut bad = pred.clone();
+    let len = bad[1].len();
+    for b in &mut bad[1][len / 2..] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    let _ = reencode_chunk(&fresh, &bad, None, &sources, &opts);
+
+    // Bad parameters.
+    let e = reencode_chunk(
+        &fresh,
+        &pred,
+        None,
+        &sources,
+        &ReencodeOpts { kf_q_weight: 2.0, ..opts.clone() },
+    )
+    .unwrap_err();
+    assert!(matches!(e, EncodeError::BadParam(_)), "{e}");
+    let first = parse_frame(&fresh, &pred[0]).unwrap();
+    let p = RebaseParams { loop_filter: LoopFilterChoice::Level(64), ..Default::default() };
+    assert!(matches!(rebase_frame(&fresh, &first, &sources[0], &p), Err(EncodeError::BadParam(_))));
+    // An inter prediction frame needs references.
+    let st1 = decode_frame(&fresh, &pred[0]).unwrap().0;
+    let second = parse_frame(&st1, &pred[1]).unwrap();
+    let e = rebase_frame(&fresh, &second, &sources[1], &RebaseParams::default()).unwrap_err();
+    assert!(matches!(e, EncodeError::SizeMismatch { .. } | EncodeError::NoReference), "{e}");
+    // Converting the first frame needs a non-fresh state.
+    let e = reencode_chunk(
+        &fresh,
+        &pred,
+        None,
+        &sources,
+        &ReencodeOpts { reencode_first_frame: true, ..opts },
+    )
+    .unwrap_err();
+    assert_eq!(e, EncodeError::NoReference);
+    std::fs::remove_dir_all(&dir).ok();
+}
