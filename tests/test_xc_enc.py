@@ -296,7 +296,7 @@ def test_errors(park_joy: Path, carphone: Path, tmp_path: Path) -> None:
             w.write(f.data)
     common = ["-r", "-W", "-I", tmp_path / "pj.state", "-o", tmp_path / "x.ivf"]
     msg = _error(*common, "-p", short, park_joy)
-    assert "short.ivf" in msg and "9 prediction frames" in msg and "10 frames" in msg
+    assert "short.ivf" in msg and "9 shown prediction frames" in msg and "10 frames" in msg
     assert "after dropping" in _error(*common, "-e", "-p", pred, park_joy)
     assert "cp.ivf" in _error(*common, "-p", tmp_path / "cp.ivf", park_joy)
     assert "bad.state" in _error(*common, "-p", pred, "-S", bad_state, park_joy)
@@ -310,3 +310,76 @@ def test_ivf_header_unused_field_round_trips(tmp_path: Path) -> None:
     assert struct.unpack_from("<I", raw, 28)[0] == 0xDEADBEEF
     with IvfReader(tmp_path / "h.ivf") as r:
         assert r.header.unused == 0xDEADBEEF
+
+
+# mu's pass-0 vpxenc settings (xcenc_job.VPXENC_SETTINGS), alt-refs included.
+def vpxenc_chunk(src: Path, out: Path, cq: int = 20) -> None:
+    from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+
+    subprocess.run(["vpxenc", *VPXENC_SETTINGS, f"--cq-level={cq}", "-o", str(out), str(src)],
+                   check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def two_chunks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """carphone frames 0..11 and 12..23 as two vpxenc chunks, and chunk 0's final state."""
+    d = tmp_path_factory.mktemp("chunks")
+    _, pics = read_y4m(clip("carphone_qcif_120f.y4m"))
+    for k in (0, 1):
+        write_y4m(d / f"c{k}.y4m", pics[12 * k: 12 * k + 12], fps=(30, 1))
+        vpxenc_chunk(d / f"c{k}.y4m", d / f"v{k}.ivf")
+    subprocess.run([*XC_DUMP, str(d / "v0.ivf"), str(d / "v0.state")], check=True)
+    return d
+
+
+def test_reencode_vpxenc_chunk_onto_other_state(two_chunks: Path, tmp_path: Path) -> None:
+    d = two_chunks
+    out, state = tmp_path / "r1.ivf", tmp_path / "r1.state"
+    run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75,
+            "-O", state, "-o", out, d / "c1.y4m")
+    header, frames = read_ivf(out)
+    v0_state = State.from_bytes((d / "v0.state").read_bytes())
+    assert header.unused == entry_hash32(v0_state)
+    assert not is_key(frames[0].data)
+    # Chunk 0 then the re-encoded chunk 1 is one stream; vpxdec and we agree on every frame.
+    joined = tmp_path / "joined.ivf"
+    with IvfWriter(joined, header.width, header.height) as w:
+        for f in [*read_ivf(d / "v0.ivf")[1], *frames]:
+            w.write(f.data)
+    pics, final = our_decode(joined)
+    assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
+    assert final.to_bytes() == state.read_bytes()
+    _, source = read_y4m(d / "c1.y4m")
+    shown = pics[-len(source):]
+    assert min(ssim(s.y, p.y) for s, p in zip(source, shown, strict=True)) > 0.9
+    # -e: a prediction stream with one extra leading frame gives the same result.
+    extra = tmp_path / "extra.ivf"
+    with IvfWriter(extra, header.width, header.height) as w:
+        for f in [read_ivf(d / "v0.ivf")[1][-1], *read_ivf(d / "v1.ivf")[1]]:
+            w.write(f.data)
+    run_enc("-r", "-W", "-e", "-I", d / "v0.state", "-p", extra, "-w", 0.75,
+            "-o", tmp_path / "e.ivf", d / "c1.y4m")
+    assert [f.data for f in read_ivf(tmp_path / "e.ivf")[1]] == [f.data for f in frames]
+
+
+def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: Path) -> None:
+    """A second rebase of the re-encoded chunk (-p it, -S the state it was encoded from) with
+    mu's S-phase and refinement flags still decodes identically in vpxdec."""
+    d = two_chunks
+    run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "--s-ac-qi", 30,
+            "--reencode-first-frame", "-o", tmp_path / "p1.ivf", d / "c1.y4m")
+    run_enc("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf", "-S", d / "v0.state",
+            "--refine-sw", "--fix-prob-tables", "-O", tmp_path / "p2.state",
+            "-o", tmp_path / "p2.ivf", d / "c1.y4m")
+    joined = tmp_path / "joined.ivf"
+    with IvfWriter(joined, 176, 144) as w:
+        for f in [*read_ivf(d / "v0.ivf")[1], *read_ivf(tmp_path / "p2.ivf")[1]]:
+            w.write(f.data)
+    pics, final = our_decode(joined)
+    assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
+    assert final.to_bytes() == (tmp_path / "p2.state").read_bytes()
+    # The rebase's own errors (here: -S missing for a stream that does not start with a key
+    # frame) are one line naming the input.
+    msg = _error("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf",
+                 "-o", tmp_path / "x.ivf", d / "c1.y4m")
+    assert "c1.y4m" in msg

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use xc::decoder::decode_frame as xc_decode_frame;
+use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, ReencodeOpts};
 use xc::encoder::{encode_frame as xc_encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::frame::{Frame, Plane};
 use xc::state::DecoderState;
@@ -212,6 +213,57 @@ fn encode_frame<'py>(
     Ok((PyBytes::new(py, &encoded.data), PyState { inner: Arc::new(encoded.state) }, planes))
 }
 
+type PlaneTriple<'py> =
+    (PyReadonlyArray2<'py, u8>, PyReadonlyArray2<'py, u8>, PyReadonlyArray2<'py, u8>);
+
+/// Re-encode (rebase) a chunk: `pred_frames` (decodable from `pred_state`, or from a fresh
+/// state when None) re-encoded to decode from `input_state`, toward `pictures` (one (Y, U, V)
+/// tuple per shown frame). Returns (frames, final state, content hash of `input_state`).
+/// Runs with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = 1.0,
+                    s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
+                    fix_prob_tables = false, speed = "good"))]
+#[allow(clippy::too_many_arguments)]
+fn reencode_chunk<'py>(
+    py: Python<'py>,
+    input_state: &PyState,
+    pred_frames: Vec<Vec<u8>>,
+    pred_state: Option<PyState>,
+    pictures: Vec<PlaneTriple<'py>>,
+    kf_q_weight: f64,
+    s_ac_qi: Option<u8>,
+    reencode_first_frame: bool,
+    refine_sw: bool,
+    fix_prob_tables: bool,
+    speed: &str,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
+    let opts = ReencodeOpts {
+        kf_q_weight,
+        s_ac_qi,
+        reencode_first_frame,
+        refine_sw,
+        fix_prob_tables,
+        first_frame_speed: parse_speed(speed)?,
+        ..ReencodeOpts::default()
+    };
+    let raw =
+        pictures.iter().map(|(y, u, v)| planes_to_i420(y, u, v)).collect::<PyResult<Vec<_>>>()?;
+    let input = input_state.inner.clone();
+    let pred_initial = pred_state.map(|s| s.inner);
+    let chunk = py
+        .allow_threads(move || {
+            let sources = raw
+                .iter()
+                .map(|(w, h, data)| source_from_i420(*w, *h, data))
+                .collect::<Result<Vec<_>, _>>()?;
+            xc_reencode_chunk(&input, &pred_frames, pred_initial.as_deref(), &sources, &opts)
+        })
+        .map_err(|e| EncodeError::new_err(e.to_string()))?;
+    let frames = chunk.frames.iter().map(|f| PyBytes::new(py, f)).collect();
+    Ok((frames, PyState { inner: Arc::new(chunk.state) }, chunk.input_state_hash))
+}
+
 #[pymodule]
 fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -221,5 +273,6 @@ fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyState>()?;
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(reencode_chunk, m)?)?;
     Ok(())
 }

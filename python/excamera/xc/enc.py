@@ -264,8 +264,8 @@ def reencode(args: argparse.Namespace) -> int:
         raise EncError("-r needs -p: the chunk's previous encode")
     if args.s_ac_qi is not None and not 0 <= args.s_ac_qi <= 127:
         raise EncError(f"--s-ac-qi {args.s_ac_qi}: quantizer index must be 0..127")
-    if not args.kf_q_weight > 0:
-        raise EncError(f"-w {args.kf_q_weight}: key-frame weight must be positive")
+    if not 0.0 <= args.kf_q_weight <= 1.0:
+        raise EncError(f"-w {args.kf_q_weight}: key-frame weight must be in 0..1")
     input_state = load_state(args.input_state, "input state")
     pred_state = load_state(args.pred_state, "prediction state") if args.pred_state else None
     pictures, timebase = _read_input(args)
@@ -273,12 +273,16 @@ def reencode(args: argparse.Namespace) -> int:
     pred, pred_size, _ = read_ivf_frames(args.pred_ivf)
     if args.extra_frame:
         pred = pred[1:]
+        if not pred:
+            raise EncError(f"{args.pred_ivf}: only the extra frame (-e), nothing to re-encode")
     if pred_size != (width, height):
         raise EncError(f"{args.pred_ivf}: prediction stream is {pred_size[0]}x{pred_size[1]}, "
                        f"{args.input} is {width}x{height}")
-    if len(pred) != len(pictures):
+    # Hidden frames (vpxenc's alt-refs) only update references: count shown ones.
+    shown = sum(1 for f in pred if f and (f[0] >> 4) & 1)
+    if shown != len(pictures):
         extra = " after dropping the extra frame (-e)" if args.extra_frame else ""
-        raise EncError(f"{args.pred_ivf}: {len(pred)} prediction frames{extra} for "
+        raise EncError(f"{args.pred_ivf}: {shown} shown prediction frames{extra} for "
                        f"{len(pictures)} frames in {args.input}")
     if input_state.reference("last") is not None and (
             input_state.width, input_state.height) != (width, height):
