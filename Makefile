@@ -38,6 +38,7 @@ lint: setup
 bench: setup
 	$(PY) bench/relay.py
 	$(PY) bench/decode.py
+	$(PY) bench/encode.py --bus --json bench/encode-results.json
 
 clean:
 	rm -rf $(VENV) target $(DEMO_DIR)

@@ -6,18 +6,21 @@
 
 use std::sync::Arc;
 
-use numpy::{PyArray2, PyArrayMethods};
+use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use xc::decoder::decode_frame as xc_decode_frame;
+use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, ReencodeOpts};
+use xc::encoder::{encode_frame as xc_encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::frame::{Frame, Plane};
 use xc::state::DecoderState;
 
 create_exception!(_xc, DecodeError, PyValueError, "A VP8 frame could not be decoded.");
 create_exception!(_xc, StateError, PyValueError, "A serialized decoder state is invalid.");
+create_exception!(_xc, EncodeError, PyValueError, "A frame could not be encoded.");
 
 /// An immutable VP8 decoder state (reference frames, probabilities, segmentation, filter deltas).
 #[pyclass(name = "State", module = "excamera._xc", frozen)]
@@ -126,12 +129,150 @@ fn decode_frame<'py>(
     Ok((PyState { inner: Arc::new(next) }, planes))
 }
 
+/// Parse a speed name as the CLI spells it.
+fn parse_speed(speed: &str) -> PyResult<Speed> {
+    match speed {
+        "best" => Ok(Speed::Best),
+        "good" => Ok(Speed::Good),
+        "rt" | "realtime" => Ok(Speed::Realtime),
+        other => {
+            Err(EncodeError::new_err(format!("unknown speed {other:?}: expected best, good or rt")))
+        }
+    }
+}
+
+/// Display-size I420 bytes from three numpy planes, checking their shapes agree.
+fn planes_to_i420(
+    y: &PyReadonlyArray2<'_, u8>,
+    u: &PyReadonlyArray2<'_, u8>,
+    v: &PyReadonlyArray2<'_, u8>,
+) -> PyResult<(usize, usize, Vec<u8>)> {
+    let (y, u, v) = (y.as_array(), u.as_array(), v.as_array());
+    let (h, w) = y.dim();
+    let (ch, cw) = (h.div_ceil(2), w.div_ceil(2));
+    if u.dim() != (ch, cw) || v.dim() != (ch, cw) {
+        return Err(EncodeError::new_err(format!(
+            "chroma planes are {:?} and {:?}, expected ({ch}, {cw}) for a {w}x{h} picture",
+            u.dim(),
+            v.dim()
+        )));
+    }
+    let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
+    out.extend(y.iter().copied());
+    out.extend(u.iter().copied());
+    out.extend(v.iter().copied());
+    Ok((w, h, out))
+}
+
+/// Encode one picture (numpy planes Y, U, V at display size) against `state`.
+///
+/// Returns (frame bytes, the state every decoder reaches after them, the reconstructed planes).
+/// The encode runs with the GIL released. Inter frames refresh only "last" unless told
+/// otherwise; key frames refresh all three references.
+#[pyfunction]
+#[pyo3(signature = (state, y, u, v, *, key_frame, qindex, speed = "good", refresh_golden = None,
+                    refresh_altref = None, loop_filter_level = None))]
+#[allow(clippy::too_many_arguments)]
+fn encode_frame<'py>(
+    py: Python<'py>,
+    state: &PyState,
+    y: PyReadonlyArray2<'py, u8>,
+    u: PyReadonlyArray2<'py, u8>,
+    v: PyReadonlyArray2<'py, u8>,
+    key_frame: bool,
+    qindex: u8,
+    speed: &str,
+    refresh_golden: Option<bool>,
+    refresh_altref: Option<bool>,
+    loop_filter_level: Option<u8>,
+) -> PyResult<(Bound<'py, PyBytes>, PyState, Planes<'py>)> {
+    if qindex > 127 {
+        return Err(EncodeError::new_err(format!("qindex {qindex} is out of range 0..=127")));
+    }
+    if loop_filter_level.is_some_and(|l| l > 63) {
+        return Err(EncodeError::new_err("loop filter level is out of range 0..=63"));
+    }
+    let speed = parse_speed(speed)?;
+    let (w, h, i420) = planes_to_i420(&y, &u, &v)?;
+    let base = if key_frame { EncodeParams::key(qindex) } else { EncodeParams::inter(qindex) };
+    let params = EncodeParams {
+        speed,
+        refresh_golden: refresh_golden.unwrap_or(base.refresh_golden),
+        refresh_altref: refresh_altref.unwrap_or(base.refresh_altref),
+        loop_filter_level,
+        ..base
+    };
+    let inner = state.inner.clone();
+    let encoded = py
+        .allow_threads(move || {
+            let source = source_from_i420(w, h, &i420)?;
+            xc_encode_frame(&inner, &source, &params)
+        })
+        .map_err(|e| EncodeError::new_err(e.to_string()))?;
+    let planes = frame_to_numpy(py, &encoded.recon);
+    Ok((PyBytes::new(py, &encoded.data), PyState { inner: Arc::new(encoded.state) }, planes))
+}
+
+type PlaneTriple<'py> =
+    (PyReadonlyArray2<'py, u8>, PyReadonlyArray2<'py, u8>, PyReadonlyArray2<'py, u8>);
+
+/// Re-encode (rebase) a chunk: `pred_frames` (decodable from `pred_state`, or from a fresh
+/// state when None) re-encoded to decode from `input_state`, toward `pictures` (one (Y, U, V)
+/// tuple per shown frame). Returns (frames, final state, content hash of `input_state`).
+/// Runs with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = 1.0,
+                    s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
+                    fix_prob_tables = false, speed = "good"))]
+#[allow(clippy::too_many_arguments)]
+fn reencode_chunk<'py>(
+    py: Python<'py>,
+    input_state: &PyState,
+    pred_frames: Vec<Vec<u8>>,
+    pred_state: Option<PyState>,
+    pictures: Vec<PlaneTriple<'py>>,
+    kf_q_weight: f64,
+    s_ac_qi: Option<u8>,
+    reencode_first_frame: bool,
+    refine_sw: bool,
+    fix_prob_tables: bool,
+    speed: &str,
+) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
+    let opts = ReencodeOpts {
+        kf_q_weight,
+        s_ac_qi,
+        reencode_first_frame,
+        refine_sw,
+        fix_prob_tables,
+        first_frame_speed: parse_speed(speed)?,
+        ..ReencodeOpts::default()
+    };
+    let raw =
+        pictures.iter().map(|(y, u, v)| planes_to_i420(y, u, v)).collect::<PyResult<Vec<_>>>()?;
+    let input = input_state.inner.clone();
+    let pred_initial = pred_state.map(|s| s.inner);
+    let chunk = py
+        .allow_threads(move || {
+            let sources = raw
+                .iter()
+                .map(|(w, h, data)| source_from_i420(*w, *h, data))
+                .collect::<Result<Vec<_>, _>>()?;
+            xc_reencode_chunk(&input, &pred_frames, pred_initial.as_deref(), &sources, &opts)
+        })
+        .map_err(|e| EncodeError::new_err(e.to_string()))?;
+    let frames = chunk.frames.iter().map(|f| PyBytes::new(py, f)).collect();
+    Ok((frames, PyState { inner: Arc::new(chunk.state) }, chunk.input_state_hash))
+}
+
 #[pymodule]
 fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("StateError", m.py().get_type::<StateError>())?;
+    m.add("EncodeError", m.py().get_type::<EncodeError>())?;
     m.add_class::<PyState>()?;
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(reencode_chunk, m)?)?;
     Ok(())
 }

@@ -7,6 +7,10 @@ File header, little-endian::
     12 u16 width   14 u16 height        16 u32 rate (timebase denominator)
     20 u32 scale (timebase numerator)   24 u32 frame count        28 u32 unused
 
+``xc-enc`` puts the low 32 bits of its entry state's ``content_hash`` in the unused field
+(``IvfHeader.unused``), so a stream says which decoder state it must be decoded from; other
+writers leave 0 there.
+
 Frame header: u32 payload size, u64 presentation timestamp.
 
 The reader trusts only what it can check: it ignores the fourcc (the conformance vectors come
@@ -47,6 +51,7 @@ class IvfHeader:
     rate: int
     scale: int
     frame_count: int  # as the header states it; see IvfReader.count_frames for the real one
+    unused: int = 0  # bytes 28..32; xc-enc: low 32 bits of the entry state's hash
 
     def encode(self) -> bytes:
         return FILE_HEADER.pack(
@@ -59,7 +64,7 @@ class IvfHeader:
             self.rate,
             self.scale,
             self.frame_count,
-            0,
+            self.unused,
         )
 
 
@@ -93,12 +98,12 @@ class IvfReader:
             raise IvfError(f"{self.path}: not an IVF file (no DKIF signature)")
         if len(raw) < HEADER_SIZE:
             raise IvfError(f"{self.path}: IVF header truncated ({len(raw)} of {HEADER_SIZE} bytes)")
-        _, version, hsize, fourcc, w, h, rate, scale, count, _ = FILE_HEADER.unpack(raw)
+        _, version, hsize, fourcc, w, h, rate, scale, count, unused = FILE_HEADER.unpack(raw)
         if version != 0:
             raise IvfError(f"{self.path}: IVF version {version} is not supported (only 0)")
         if hsize != HEADER_SIZE:
             raise IvfError(f"{self.path}: IVF header size {hsize}, expected {HEADER_SIZE}")
-        return IvfHeader(fourcc.decode("latin-1"), w, h, rate, scale, count)
+        return IvfHeader(fourcc.decode("latin-1"), w, h, rate, scale, count, unused)
 
     @property
     def width(self) -> int:
@@ -181,6 +186,7 @@ class IvfWriter:
         rate: int = 30,
         scale: int = 1,
         fourcc: str = "VP80",
+        unused: int = 0,
     ) -> None:
         if len(fourcc.encode("ascii")) != 4:
             raise IvfError(f"{path}: fourcc {fourcc!r} is not 4 ASCII characters")
@@ -189,7 +195,9 @@ class IvfWriter:
         if rate <= 0 or scale <= 0:
             raise IvfError(f"{path}: timebase {scale}/{rate} is not positive")
         self.path = Path(path)
-        self.header = IvfHeader(fourcc, width, height, rate, scale, 0)
+        if not 0 <= unused < 1 << 32:
+            raise IvfError(f"{path}: header field 'unused' {unused} does not fit 32 bits")
+        self.header = IvfHeader(fourcc, width, height, rate, scale, 0, unused)
         self.frames_written = 0
         self._f: BinaryIO = open(self.path, "wb")
         self._f.write(self.header.encode())

@@ -18,7 +18,7 @@ from collections.abc import Callable
 TOOLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "xc-dump": ("excamera.xc.tools", ("xc_dump_main",)),
     "comp-states": ("excamera.xc.tools", ("comp_states_main",)),
-    "xc-enc": ("excamera.xc.enc", ("main", "xc_enc_main")),
+    "xc-enc": ("excamera.xc.enc", ("main",)),
 }
 
 

@@ -1,0 +1,223 @@
+"""Encoder speed and efficiency of xc against libvpx (vpxenc), as ratios measured in one run.
+
+On a real clip (carphone QCIF, 120 frames; ``--bus`` adds bus CIF, 17 frames):
+
+1. **Speed**: our primary encode (constant quantizer, first frame key, then inter frames; in
+   process, excluding Y4M reading) against ``vpxenc --good --cpu-used=0`` and against
+   ``vpxenc --rt --cpu-used=8``, all at a fixed quantizer of the same quality: vpxenc at
+   ``q`` 20 (of 0..63), ours at the qindex whose Y-PSNR on the clip's first 20 frames is
+   closest to vpxenc's there (found by bisection; the PSNRs are printed). Time per
+   frame, best of ``--runs`` runs of the whole clip. vpxenc's time includes its process start
+   and Y4M reading (about 1 ms in all).
+2. **Rebase**: the clip cut in chunks of ``--chunk`` frames, each chunk encoded by vpxenc with
+   mu's pass-0 settings, then rebased onto the previous chunk's final state
+   (``reencode_chunk``, in process); time per frame against ``vpxenc --good --cpu-used=0``'s
+   time per frame (ExCamera's bar: <= 0.25).
+3. **BD-rate** (:func:`excamera.quality.bd_rate`) of our encoder against ``vpxenc --good
+   --cpu-used=0`` over ``--points`` vpxenc q values and ``--xc-points`` qindex values, chosen
+   to span the same quality range, in Y-PSNR and in SSIM dB (luma SSIM of
+   :mod:`excamera.pipelines.quality`), both measured here on decodes with our (bit-exact)
+   decoder. vpxenc runs one pass with no alt-ref and no lag, as our encoder does.
+
+    python bench/encode.py [--runs 2] [--bus] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from _common import best_of, need_tool, run, shared_dir
+from excamera.pipelines.quality import QualityMeter
+from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.quality import bd_rate, ssim_db
+from excamera.xc.codec import Decoder
+from excamera.xc.encoder import Encoder, reencode_chunk
+from excamera.xc.ivf import read_ivf
+from excamera.xc.y4m import Picture, read_y4m, write_y4m
+
+VPX_COMMON = ["--codec=vp8", "--ivf", "-q", "--threads=1", "--passes=1", "--end-usage=q",
+              "--auto-alt-ref=0", "--lag-in-frames=0", "--kf-max-dist=100000",
+              "--disable-warning-prompt"]
+
+
+@dataclass
+class Point:
+    """One encode of the clip: bytes in all, time per frame, quality of the decode."""
+
+    encoder: str
+    q: int
+    kbps: float
+    ms_per_frame: float
+    psnr_y: float
+    ssim: float
+
+
+def measure(frames: list[bytes], source: list[Picture]) -> tuple[float, float]:
+    meter = QualityMeter()
+    dec = Decoder()
+    for data, src in zip(frames, source, strict=True):
+        pic = dec.decode(data)
+        assert pic is not None
+        meter.add(src, pic)
+    return meter.psnr_y, meter.ssim
+
+
+def kbps(frames: list[bytes], fps: float) -> float:
+    return sum(len(f) for f in frames) * 8 * fps / len(frames) / 1000
+
+
+def ours(source: list[Picture], qindex: int, speed: str, runs: int, fps: float) -> Point:
+    out: list[bytes] = []
+
+    def once() -> None:
+        enc = Encoder(source[0].width, source[0].height, quality=qindex, speed=speed)
+        out[:] = [enc.encode(p) for p in source]
+
+    seconds = best_of(runs, once)
+    psnr, ssim = measure(out, source)
+    return Point(f"xc {speed}", qindex, kbps(out, fps), 1000 * seconds / len(source), psnr, ssim)
+
+
+def vpxenc(y4m: Path, out: Path, q: int, mode: list[str], runs: int, source: list[Picture],
+           fps: float, name: str) -> Point:
+    cmd = [need_tool("vpxenc"), *VPX_COMMON, *mode, f"--cq-level={q}", f"--min-q={q}",
+           f"--max-q={q}", "-o", str(out), str(y4m)]
+    seconds = best_of(runs, lambda: run(cmd, stdin=subprocess.DEVNULL))
+    frames = [f.data for f in read_ivf(out)[1]]
+    psnr, ssim = measure(frames, source)
+    return Point(name, q, kbps(frames, fps), 1000 * seconds / len(source), psnr, ssim)
+
+
+def match_qindex(source: list[Picture], psnr_target: float) -> int:
+    """The qindex whose Y-PSNR on ``source`` is closest to ``psnr_target`` (bisection)."""
+    lo, hi = 0, 127
+    while lo < hi:
+        mid = (lo + hi) // 2
+        enc = Encoder(source[0].width, source[0].height, quality=mid)
+        if measure([enc.encode(p) for p in source], source)[0] >= psnr_target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return max(0, lo - 1)
+
+
+def rebase_bench(source: list[Picture], tmp: Path, chunk: int, cq: int) -> dict[str, float]:
+    """Per-frame time of rebasing every chunk but the first onto its predecessor's state."""
+    chunks = [source[i:i + chunk] for i in range(0, len(source), chunk)]
+    streams: list[list[bytes]] = []
+    for k, pics in enumerate(chunks):
+        write_y4m(tmp / f"chunk{k}.y4m", pics, fps=(30, 1))
+        run([need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={cq}",
+             "-o", str(tmp / f"chunk{k}.ivf"), str(tmp / f"chunk{k}.y4m")])
+        streams.append([f.data for f in read_ivf(tmp / f"chunk{k}.ivf")[1]])
+    states = []
+    for frames in streams:
+        dec = Decoder()
+        for f in frames:
+            dec.decode(f)
+        states.append(dec.state)
+    seconds, rebased = 0.0, 0
+    for k in range(1, len(chunks)):
+        t0 = time.perf_counter()
+        reencode_chunk(states[k - 1], streams[k], None, chunks[k])
+        seconds += time.perf_counter() - t0
+        rebased += len(chunks[k])
+    return {"ms_per_frame": 1000 * seconds / rebased, "frames": rebased,
+            "chunk": chunk, "cq_level": cq}
+
+
+def bench_clip(name: str, y4m: Path, runs: int, points: list[int], xc_points: list[int],
+               chunk: int, tmp: Path) -> dict:
+    header, source = read_y4m(y4m)
+    fps = header.fps[0] / header.fps[1] if header.fps else 30.0
+    print(f"\n== {name}: {source[0].width}x{source[0].height}, {len(source)} frames")
+    vpx_q = 20
+    vpx_good = vpxenc(y4m, tmp / "g.ivf", vpx_q, ["--good", "--cpu-used=0"], runs, source, fps,
+                      "vpxenc --good --cpu-used=0")
+    head = source[:20]
+    ref = measure([f.data for f in read_ivf(tmp / "g.ivf")[1]][:20], head)[0]
+    speed_q = match_qindex(head, ref)
+    rows = [
+        ours(source, speed_q, "good", runs, fps),
+        ours(source, speed_q, "rt", runs, fps),
+        vpx_good,
+        vpxenc(y4m, tmp / "r.ivf", vpx_q, ["--rt", "--cpu-used=8"], runs, source, fps,
+               "vpxenc --rt --cpu-used=8"),
+    ]
+    print(f"{'encoder':28} {'q':>4} {'kbit/s':>8} {'ms/frame':>9} {'PSNR-Y':>7} {'SSIM':>7}")
+    for r in rows:
+        print(f"{r.encoder:28} {r.q:4d} {r.kbps:8.1f} {r.ms_per_frame:9.2f} {r.psnr_y:7.2f} "
+              f"{r.ssim:7.4f}")
+    good, rt_ours, vpx_good, vpx_rt = rows
+    speed = {
+        "xc_good_vs_vpxenc_good_cpu0": good.ms_per_frame / vpx_good.ms_per_frame,
+        "xc_good_vs_vpxenc_rt_cpu8": good.ms_per_frame / vpx_rt.ms_per_frame,
+        "xc_rt_vs_vpxenc_rt_cpu8": rt_ours.ms_per_frame / vpx_rt.ms_per_frame,
+    }
+    reb = rebase_bench(source, tmp, chunk, cq=vpx_q)
+    reb["ratio_vs_vpxenc_good_cpu0"] = reb["ms_per_frame"] / vpx_good.ms_per_frame
+    print(f"rebase: {reb['ms_per_frame']:.2f} ms/frame over {reb['frames']} frames "
+          f"(chunks of {chunk})")
+
+    curve_ours = [ours(source, q, "good", 1, fps) for q in xc_points]
+    curve_vpx = [vpxenc(y4m, tmp / f"bd{q}.ivf", q, ["--good", "--cpu-used=0"], 1, source, fps,
+                        "vpxenc --good --cpu-used=0") for q in points]
+    print(f"{'BD points':28} {'q':>4} {'kbit/s':>8} {'PSNR-Y':>7} {'SSIM':>7}")
+    for r in [*curve_ours, *curve_vpx]:
+        print(f"{r.encoder:28} {r.q:4d} {r.kbps:8.1f} {r.psnr_y:7.2f} {r.ssim:7.4f}")
+    bd = {
+        "psnr_y": bd_rate([p.kbps for p in curve_vpx], [p.psnr_y for p in curve_vpx],
+                          [p.kbps for p in curve_ours], [p.psnr_y for p in curve_ours]),
+        "ssim_db": bd_rate([p.kbps for p in curve_vpx], [ssim_db(p.ssim) for p in curve_vpx],
+                           [p.kbps for p in curve_ours], [ssim_db(p.ssim) for p in curve_ours]),
+    }
+    print("\nratios (xc / vpxenc; time per frame)")
+    for k, v in speed.items():
+        print(f"  {k:34} {v:6.2f}")
+    print(f"  {'rebase_vs_vpxenc_good_cpu0':34} {reb['ratio_vs_vpxenc_good_cpu0']:6.2f}"
+          f"   (bar <= 0.25: {'met' if reb['ratio_vs_vpxenc_good_cpu0'] <= 0.25 else 'NOT met'})")
+    print(f"BD-rate of xc vs vpxenc --good --cpu-used=0: PSNR-Y {bd['psnr_y']:+.1f}%, "
+          f"SSIM {bd['ssim_db']:+.1f}%  (negative: xc needs fewer bits)")
+    return {"clip": name, "frames": len(source), "speed_rows": [asdict(r) for r in rows],
+            "speed_ratios": speed, "rebase": reb, "bd_rate_percent": bd,
+            "bd_points": [asdict(r) for r in [*curve_ours, *curve_vpx]]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--bus", action="store_true", help="also bench bus CIF (17 frames)")
+    ap.add_argument("--points", type=int, nargs="+", default=[8, 16, 24, 32, 40, 48],
+                    help="vpxenc q values (0..63) for the BD-rate")
+    ap.add_argument("--xc-points", type=int, nargs="+", default=[8, 16, 24, 34, 46, 60],
+                    help="xc qindex values (0..127) for the BD-rate")
+    ap.add_argument("--chunk", type=int, default=24, help="rebase chunk length in frames")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    clips = shared_dir() / "clips"
+    todo = [("carphone 176x144", clips / "carphone_qcif_120f.y4m")]
+    if args.bus:
+        todo.append(("bus 352x288", clips / "bus_cif_17f.y4m"))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, path) in enumerate(todo):
+            d = Path(tmp) / str(i)
+            d.mkdir()
+            chunk = args.chunk if "carphone" in name else 6
+            results.append(bench_clip(name, path, args.runs, args.points, args.xc_points,
+                                      chunk, d))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results},
+                                        indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
