@@ -106,7 +106,8 @@ def test_wavefront_and_batch_plans() -> None:
     assert plans[2].send_tags == {0, 1, 2}
     assert plans[5].send_tags == {0, 1, 2}  # its pass-3 state is never needed
     assert plans[7].send_tags == frozenset()
-    assert [w.enforce_convergence for w in plans] == [False] * 3 + [True] * 5
+    # Workers 3..6 feed a successor that ends on their second-to-last state; 7 is the last.
+    assert [w.enforce_convergence for w in plans] == [False] * 3 + [True] * 4 + [False]
 
     b = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
     plans = [b.worker_plan(k) for k in range(8)]
@@ -317,4 +318,18 @@ def test_wavefront_reencode_with_xcenc(tmp_path: Path) -> None:
     assert vpxdec_frames(joined) == 6 * n
     keys = [i for i, f in enumerate(s.frames) if f[0] & 1 == 0]
     assert keys == [0]  # only the first chunk keeps its key frame
-    assert all(result.outputs[k]["converged"] in (True, None) for k in range(n))
+    # Every worker here ends on its predecessor's final state (n == passes), so the chunks join
+    # exactly: at each join the stream reaches the state the chunk's IVF header says it was
+    # encoded against. No worker needs to converge for that.
+    assert len(s.entry_hashes) == n - 1
+    from excamera.pipelines.encode_cmd import measure
+
+    src = tmp_path / "src.y4m"
+    with Y4MReader(shared_dir() / "clips" / "carphone_qcif_120f.y4m") as r, \
+            Y4MWriter(src, r.width, r.height, r.fps or (30, 1)) as w:
+        for _ in range(6 * n):
+            w.write(r.read_frame())
+    meter = measure(src, s.frames, dict(s.entry_hashes))
+    assert meter.frames == 6 * n
+    # comp-states ran for every worker with a re-encode, and its verdict was recorded.
+    assert [result.outputs[k]["converged"] is None for k in range(n)] == [True] + [False] * (n - 1)

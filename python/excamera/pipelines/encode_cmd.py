@@ -218,7 +218,7 @@ def _encode(args: argparse.Namespace, info: VideoInfo, bucket: str, work: Path,
             write_webm(stitched, info.fps, tmp_out)
         else:
             write_ivf(stitched, info.fps, tmp_out)
-        meter = measure(args.input, stitched.frames)
+        meter = measure(args.input, stitched.frames, dict(stitched.entry_hashes))
     except (MediaError, StorageError, ValueError, OSError) as exc:
         raise CommandError(str(exc)) from None
     if stitched.shown != meter.frames:
@@ -242,14 +242,24 @@ def suffix_of(path: Path) -> str:
     return path.suffix.lower()
 
 
-def measure(source: Path, frames: list[bytes]) -> QualityMeter:
-    """Decode ``frames`` with xc and compare every shown picture with the source's."""
+def measure(source: Path, frames: list[bytes], entry_hashes: dict[int, int] | None = None
+            ) -> QualityMeter:
+    """Decode ``frames`` with xc and compare every shown picture with the source's.
+
+    ``entry_hashes`` maps a frame index to the (32-bit) hash of the state its chunk was encoded
+    against; reaching any other state there means the chunk would drift, so it is an error.
+    """
     from excamera.xc.codec import DecodeError, Decoder
 
     meter = QualityMeter()
     dec = Decoder()
     src = read_pictures(source)
     for i, data in enumerate(frames):
+        want = (entry_hashes or {}).get(i)
+        if want is not None and int(dec.state.hash, 16) & 0xFFFFFFFF != want:
+            raise MediaError(f"frame {i} starts a chunk encoded against state {want:08x}, but "
+                             f"the stream reaches {int(dec.state.hash, 16) & 0xFFFFFFFF:08x} "
+                             "there: the chunks do not join exactly")
         try:
             pic = dec.decode(data)
         except DecodeError as exc:

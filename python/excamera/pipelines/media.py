@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -127,6 +127,10 @@ class Stitched:
     width: int
     height: int
     shown: int
+    # (index of a chunk's first frame, the entry-state hash its IVF header records): xc-enc writes
+    # the low 32 bits of the state it encoded against, so a decoder can prove it reaches that
+    # state at the join. vpxenc chunks record 0 (nothing to check).
+    entry_hashes: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def payload_bytes(self) -> int:
@@ -137,9 +141,12 @@ def stitch(chunk_files: list[Path], fps: tuple[int, int]) -> Stitched:
     """Chunk IVFs in order as one stream: timestamps count shown frames from 0; a hidden frame
     takes the timestamp of the shown frame that follows it."""
     frames: list[bytes] = []
+    entry_hashes: list[tuple[int, int]] = []
     size: tuple[int, int] | None = None
     for path in chunk_files:
         with IvfReader(path) as r:
+            if r.header.unused and frames:
+                entry_hashes.append((len(frames), r.header.unused))
             if size is None:
                 size = (r.width, r.height)
             elif size != (r.width, r.height):
@@ -157,7 +164,7 @@ def stitch(chunk_files: list[Path], fps: tuple[int, int]) -> Stitched:
     for f in frames:
         pts.append(shown)
         shown += is_shown(f)
-    return Stitched(frames, pts, size[0], size[1], shown)
+    return Stitched(frames, pts, size[0], size[1], shown, entry_hashes)
 
 
 def write_ivf(s: Stitched, fps: tuple[int, int], path: Path) -> None:

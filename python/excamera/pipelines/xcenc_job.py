@@ -37,8 +37,11 @@ all: pass 0, then an S phase of N-3 passes and the refinement's 2 (``1,0,N-3,2``
 each starting with a key frame.
 
 Wavefront (no ``-K``): worker k runs ``min(P, k+1)`` passes; its pass p rebases onto worker
-k-1's pass p-1 state. Workers k < P-1 are therefore exact; for the others exactness rests on
-convergence, checked as mu did: a worker k >= P-1 whose ``comp-states`` is not 0 fails the job.
+k-1's pass p-1 state. Workers k <= P-1 therefore end on their predecessor's final state and are
+exact. A worker k >= P ends on worker k-1's *second-to-last* state, so it is exact only if worker
+k-1 converged (its last two passes gave identical states). That is checked as mu did, with
+``comp-states``: a worker P-1 <= k < n-1 whose states differ fails the job, since its successor's
+output would not decode to what was encoded. (The last worker has no successor to mislead.)
 
 Batch mode (``-K x``, ExCamera[n,x]): chunk k is number ``k mod x`` of its batch. The first
 chunk of each batch keeps its key frame (1 pass); the second rebases once onto the first's final
@@ -259,7 +262,7 @@ class XcencParams:
             needs=self._needs(k),
             out_tags=self._out_tags(k),
             send_tags=frozenset(send),
-            enforce_convergence=(self.kf_dist is None and passes >= 2
+            enforce_convergence=(self.kf_dist is None and passes >= 2 and has_successor
                                  and k >= self.plan.total - 1 and self.reencode == "xc-enc"),
         )
 
