@@ -75,10 +75,13 @@ fn load_stream(path: &std::path::Path) -> Stream {
     Stream { name, frames, states }
 }
 
-/// Small vectors covering key and inter frames, odd sizes, multiple token partitions,
-/// segmentation and a tiny 16x16 stream.
+/// Small vectors covering key and inter frames, bitstream versions 0-3, odd sizes, multiple
+/// token partitions, segmentation and a tiny 16x16 stream. `XC_FUZZ_VECTORS=all` uses every
+/// conformance vector instead (slower per decode; for long runs).
 const VECTORS: &[&str] = &[
     "vp80-00-comprehensive-001.ivf",
+    "vp80-00-comprehensive-004.ivf",
+    "vp80-00-comprehensive-005.ivf",
     "vp80-00-comprehensive-006.ivf",
     "vp80-00-comprehensive-010.ivf",
     "vp80-00-comprehensive-016.ivf",
@@ -133,7 +136,9 @@ fn partition_layout(state: &DecoderState, frame: &[u8]) -> Option<(usize, usize)
 }
 
 fn write_tag(f: &mut [u8], key: bool, version: u8, show: bool, first_part_size: usize) {
-    let raw = (!key as u32) | (version as u32 & 7) << 1 | (show as u32) << 4
+    let raw = (!key as u32)
+        | (version as u32 & 7) << 1
+        | (show as u32) << 4
         | ((first_part_size as u32) & 0x7FFFF) << 5;
     f[..3].copy_from_slice(&raw.to_le_bytes()[..3]);
 }
@@ -168,7 +173,8 @@ fn mutate(rng: &mut Rng, m: Mutation, frame: &[u8], other: &[u8], state: &Decode
         Mutation::FirstPartitionBytes => {
             // Mostly the frame header's bits (segmentation, filter, partition count, quant,
             // probability updates), sometimes anywhere in the modes.
-            let hi = if rng.chance(2) { (header_len + 24).min(first_part_end) } else { first_part_end };
+            let hi =
+                if rng.chance(2) { (header_len + 24).min(first_part_end) } else { first_part_end };
             let n = 1 + rng.below(6);
             randomize(rng, &mut g, header_len.min(len), hi, n);
         }
@@ -200,8 +206,11 @@ fn mutate(rng: &mut Rng, m: Mutation, frame: &[u8], other: &[u8], state: &Decode
                 } else {
                     (rng.below(400) as u16, rng.below(400) as u16)
                 };
-                let (w, h) =
-                    if (w & 0x3FFF) as usize * (h & 0x3FFF) as usize > 4096 * 4096 { (w & 0xC3FF, h) } else { (w, h) };
+                let (w, h) = if (w & 0x3FFF) as usize * (h & 0x3FFF) as usize > 4096 * 4096 {
+                    (w & 0xC3FF, h)
+                } else {
+                    (w, h)
+                };
                 g[6..8].copy_from_slice(&w.to_le_bytes());
                 g[8..10].copy_from_slice(&h.to_le_bytes());
             }
@@ -304,7 +313,10 @@ fn checked_decode(
         Ok(r) => Some(r.map(|(s, frame)| {
             if let Some(f) = frame {
                 // A shown frame is a whole picture at the state's size.
-                assert_eq!((f.display_width, f.display_height), (s.width as usize, s.height as usize));
+                assert_eq!(
+                    (f.display_width, f.display_height),
+                    (s.width as usize, s.height as usize)
+                );
             }
             s
         })),
@@ -314,7 +326,10 @@ fn checked_decode(
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            failures.push(Failure { what: format!("{}: PANIC {msg}", describe()), frame: data.to_vec() });
+            failures.push(Failure {
+                what: format!("{}: PANIC {msg}", describe()),
+                frame: data.to_vec(),
+            });
             None
         }
     }
@@ -339,9 +354,14 @@ fn report(failures: &[Failure], seed: u64) {
 fn mutated_frames_never_panic_or_hang() {
     let Some(dir) = vectors_dir() else { return };
     let iters: usize = env_or("XC_FUZZ_ITERS", 50_000);
-    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_0f_7ac3);
+    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_2026);
     let limit = Duration::from_millis(env_or("XC_FUZZ_MAX_MS", 2000));
-    let streams: Vec<Stream> = VECTORS.iter().map(|v| load_stream(&dir.join(v))).collect();
+    let paths: Vec<PathBuf> = if std::env::var("XC_FUZZ_VECTORS").is_ok_and(|v| v == "all") {
+        common::conformance_vectors(&dir)
+    } else {
+        VECTORS.iter().map(|v| dir.join(v)).collect()
+    };
+    let streams: Vec<Stream> = paths.iter().map(|p| load_stream(p)).collect();
     let mut rng = Rng(seed);
     let mut failures = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -394,7 +414,8 @@ fn mutated_frames_never_panic_or_hang() {
         }
     }
     println!(
-        "{decodes} decodes in {:.1?} ({ok} damaged frames decoded, errors per mutation {shown_errors:?}), slowest {slowest:?}",
+        "{} vectors, seed {seed:#x}: {decodes} decodes in {:.1?} ({ok} damaged frames decoded, errors per mutation {shown_errors:?}), slowest {slowest:?}",
+        streams.len(),
         started.elapsed()
     );
     report(&failures, seed);
@@ -407,12 +428,13 @@ fn mutated_frames_never_panic_or_hang() {
 fn mutated_states_never_panic() {
     let Some(dir) = vectors_dir() else { return };
     let iters: usize = env_or::<usize>("XC_FUZZ_ITERS", 50_000) / 20;
-    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_0f_7ac3) ^ 0x57a7e;
+    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_2026) ^ 0x5_7a7e;
     let limit = Duration::from_millis(env_or("XC_FUZZ_MAX_MS", 2000));
-    let streams: Vec<Stream> = ["libvpx-test-data-extra/vp80-06-smallsize.ivf", "vp80-00-comprehensive-006.ivf"]
-        .iter()
-        .map(|v| load_stream(&dir.join(v)))
-        .collect();
+    let streams: Vec<Stream> =
+        ["libvpx-test-data-extra/vp80-06-smallsize.ivf", "vp80-00-comprehensive-006.ivf"]
+            .iter()
+            .map(|v| load_stream(&dir.join(v)))
+            .collect();
     let mut rng = Rng(seed);
     let mut failures = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -452,7 +474,8 @@ fn mutated_states_never_panic() {
             }
             Ok(state) => {
                 loaded += 1;
-                let describe = || format!("seed {seed:#x} state iteration {iter}: {} frame {k}", s.name);
+                let describe =
+                    || format!("seed {seed:#x} state iteration {iter}: {} frame {k}", s.name);
                 checked_decode(&state, &s.frames[k], limit, &describe, &mut failures, &mut slowest);
             }
         }
@@ -475,7 +498,8 @@ fn state_without_segment_map_is_rejected() {
     let mut cut = bytes[..map_at].to_vec();
     cut.extend_from_slice(&0u32.to_le_bytes());
     cut.extend_from_slice(&bytes[map_at + 4 + map_len..]);
-    let e = catch_unwind(|| DecoderState::deserialize(&cut).map(|st| decode_frame(&st, &s.frames[3])));
+    let e =
+        catch_unwind(|| DecoderState::deserialize(&cut).map(|st| decode_frame(&st, &s.frames[3])));
     match e {
         Ok(Err(e)) => assert!(e.to_string().contains("segment map"), "{e}"),
         Ok(Ok(_)) => panic!("inconsistent state accepted"),
