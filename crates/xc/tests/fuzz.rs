@@ -50,8 +50,25 @@ impl Rng {
     }
 }
 
+/// An environment setting, or `default` when unset; a value that does not parse is an error
+/// (a typo must not silently run the default).
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
+        Err(_) => default,
+    }
+}
+
+/// `XC_FUZZ_SEED`, decimal or 0x-prefixed hex.
+fn seed_or(default: u64) -> u64 {
+    match std::env::var("XC_FUZZ_SEED") {
+        Ok(v) => match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse().ok(),
+        }
+        .unwrap_or_else(|| panic!("XC_FUZZ_SEED={v:?} does not parse")),
+        Err(_) => default,
+    }
 }
 
 /// A test vector, its frames, and the correct decoder state before each frame.
@@ -354,7 +371,7 @@ fn report(failures: &[Failure], seed: u64) {
 fn mutated_frames_never_panic_or_hang() {
     let Some(dir) = vectors_dir() else { return };
     let iters: usize = env_or("XC_FUZZ_ITERS", 50_000);
-    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_2026);
+    let seed: u64 = seed_or(0x5eed_2026);
     let limit = Duration::from_millis(env_or("XC_FUZZ_MAX_MS", 2000));
     let paths: Vec<PathBuf> = if std::env::var("XC_FUZZ_VECTORS").is_ok_and(|v| v == "all") {
         common::conformance_vectors(&dir)
@@ -428,7 +445,7 @@ fn mutated_frames_never_panic_or_hang() {
 fn mutated_states_never_panic() {
     let Some(dir) = vectors_dir() else { return };
     let iters: usize = env_or::<usize>("XC_FUZZ_ITERS", 50_000) / 20;
-    let seed: u64 = env_or("XC_FUZZ_SEED", 0x5eed_2026) ^ 0x5_7a7e;
+    let seed: u64 = seed_or(0x5eed_2026) ^ 0x5_7a7e;
     let limit = Duration::from_millis(env_or("XC_FUZZ_MAX_MS", 2000));
     let streams: Vec<Stream> =
         ["libvpx-test-data-extra/vp80-06-smallsize.ivf", "vp80-00-comprehensive-006.ivf"]
