@@ -217,14 +217,16 @@ fn mutate(rng: &mut Rng, m: Mutation, frame: &[u8], other: &[u8], state: &Decode
         Mutation::Dimensions => {
             if len >= 10 && header_len == 10 {
                 // Mostly plausible sizes (fast to decode), sometimes any 14-bit size with
-                // scaling bits; never so large that allocation alone busts the time bound.
-                let (w, h) = if rng.chance(8) {
+                // scaling bits, cut to at most 1024x1024: a damaged key frame decodes in full
+                // (as in libvpx), so its cost grows with its size; the maximum size has its own
+                // test below.
+                let (w, h) = if rng.chance(32) {
                     (rng.below(1 << 16) as u16, rng.below(1 << 16) as u16)
                 } else {
                     (rng.below(400) as u16, rng.below(400) as u16)
                 };
-                let (w, h) = if (w & 0x3FFF) as usize * (h & 0x3FFF) as usize > 4096 * 4096 {
-                    (w & 0xC3FF, h)
+                let (w, h) = if (w & 0x3FFF) as usize * (h & 0x3FFF) as usize > 1024 * 1024 {
+                    (w & 0xC3FF, h & 0xC3FF)
                 } else {
                     (w, h)
                 };
@@ -522,4 +524,27 @@ fn state_without_segment_map_is_rejected() {
         Ok(Ok(_)) => panic!("inconsistent state accepted"),
         Err(_) => panic!("decoding from a state without a segment map panicked"),
     }
+}
+
+/// A damaged key frame claiming the largest size VP8 allows (16383x16383) after a good key
+/// frame is decoded like any frame of that size, as libvpx does: it costs time and memory in
+/// proportion to the size, and finishes. (As a stream's first key frame it is refused early.)
+#[test]
+fn maximum_size_damaged_key_frame_is_bounded() {
+    let Some(dir) = vectors_dir() else { return };
+    let s = load_stream(&dir.join("vp80-00-comprehensive-001.ivf"));
+    let mut big = s.frames[0].clone();
+    big[6..10].copy_from_slice(&[0xff, 0x3f, 0xff, 0x3f]);
+    let t = Instant::now();
+    let e = decode_frame(&DecoderState::default(), &big).unwrap_err();
+    assert_eq!(e, DecodeError::IncompleteFirstKeyFrame);
+    assert!(t.elapsed() < Duration::from_secs(2), "first key frame refused in {:?}", t.elapsed());
+    let t = Instant::now();
+    let (state, shown) = decode_frame(&s.states[1], &big).unwrap();
+    let took = t.elapsed();
+    assert_eq!((state.width, state.height), (16383, 16383));
+    assert_eq!(shown.map(|f| f.display_width), Some(16383));
+    let limit = Duration::from_millis(env_or("XC_FUZZ_MAX_MS", 2000) * 10);
+    assert!(took < limit, "16383x16383 damaged key frame took {took:?}");
+    println!("16383x16383 damaged key frame decoded in {took:?}");
 }
