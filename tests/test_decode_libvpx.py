@@ -439,10 +439,15 @@ KNOWN_DIVERGENCES = [
     # A flipped header bit gives copy_buffer_to_golden = 3 (undefined): xc refuses the frame,
     # vpxdec decodes it without showing it and carries on.
     ("vp80-00-comprehensive-007", "all", 10),
-    # Damaged token data: two pictures differ slightly (cause not yet found).
+    # Damaged tokens give coefficients whose inverse DCT overflows 16 bits: one V pixel is 255
+    # in xc (the spec's C arithmetic, every store wrapped to a short) and 0 in vpxdec, most
+    # likely because x86 libvpx runs a SIMD transform that wraps intermediate sums before the
+    # final shift. Valid streams never overflow there.
     ("vp80-04-partitions-1405", "tokens", 25),
-    # Version 3 (full-pixel) with damaged modes: about 45% of the seeds end with pictures
-    # whose chroma (only) differs, from undamaged frames on (cause not yet found).
+    # Version 3 with damaged modes (about 45% of seeds): a chroma block predicted from 8-19
+    # pixels left of the frame. xc replicates the edge without limit (the spec's extension);
+    # libvpx clamps only vectors beyond 19 pixels, reads past its 16-pixel chroma border and
+    # gets the previous row's pixels (a buffer-layout artifact; its encoder never does this).
     ("vp80-00-comprehensive-005", "all", 24),
 ]
 
