@@ -120,3 +120,30 @@ def test_png2y4m_bad_input_names_the_key(tmp_path: Path, damage: str) -> None:
     assert "/tmp" not in msg.split("stderr tail")[0].replace(str(store), "")
     assert not (store / "clip-y4m_06" / "00000002.y4m").exists()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_png2y4m_cli_over_s3(tmp_path: Path, s3_env: str) -> None:
+    """`-b s3://bucket/prefix`: PNGs in moto's S3, real workers fetch and upload over HTTP."""
+    import boto3
+
+    from conftest import BUCKET
+
+    local = tmp_path / "local"
+    frames = make_clip(local, n=12)
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    prefix = "p2y-e2e"
+    for f in frames:
+        s3.upload_file(str(f), BUCKET, f"{prefix}/clip-png16/{f.name}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PYTHON_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "png2y4m", "-n", "2", "-f", "6", "-v", "clip",
+         "-b", f"s3://{BUCKET}/{prefix}", "-t", "0"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for k in range(2):
+        expect = tmp_path / f"expect-{k}.y4m"
+        convert_pngs(frames[6 * k : 6 * k + 6], expect)
+        body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/clip-y4m_06/{k:08d}.y4m")["Body"]
+        assert body.read() == expect.read_bytes()

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
 
+from conftest import BUCKET, free_port
 from excamera.mu.storage import (
     KeyNotFound,
     LocalStorage,
@@ -26,69 +22,6 @@ from excamera.mu.storage import (
     StorageError,
     open_storage,
 )
-
-BUCKET = "excamera-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
-    """A moto S3 server process; yields its endpoint URL and stops it at the end."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"moto server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("moto server did not answer within 30 s")
-            time.sleep(0.2)
-    try:
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def s3_env(moto_endpoint, monkeypatch):
-    """Point boto3 at the moto server with dummy credentials, and create the bucket."""
-    import boto3
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = boto3.client("s3", endpoint_url=moto_endpoint)
-    try:
-        client.create_bucket(Bucket=BUCKET)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    return moto_endpoint
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -312,7 +245,7 @@ def test_s3_endpoint_url_s3_takes_precedence(s3_env, monkeypatch):
 
 
 def test_s3_unreachable_endpoint_is_one_clear_line(s3_env, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     store = S3Storage(BUCKET, "x")
     with pytest.raises(StorageError) as info:
         run(store.get_bytes("k"))

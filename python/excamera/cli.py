@@ -18,6 +18,8 @@ __all__ = ["CommandError", "build_parser", "main"]
 # (module, description) in the order `excamera --help` shows them.
 SUBCOMMANDS: list[str] = [
     "excamera.pipelines.png2y4m_cmd",
+    "excamera.pipelines.xcenc_cmd",
+    "excamera.pipelines.encode_cmd",
     "excamera.mu.relay_cmd",
     "excamera.mu.genkeys_cmd",
     "excamera.mu.timeline_cmd",

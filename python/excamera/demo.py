@@ -23,7 +23,7 @@ def run(out_dir: Path) -> int:
     bucket = out_dir / "bucket"
     y4m = out_dir / "carphone.y4m"
     y4m.write_bytes(lzma.decompress(SAMPLE.read_bytes()))
-    n = make_png_frames(y4m, bucket / "carphone-png16", bit_depth=16)
+    n = len(make_png_frames(y4m, bucket / "carphone-png16", bit_depth=16))
     print(f"demo: wrote {n} PNG frames to {bucket / 'carphone-png16'}")
     workers, frames = 5, 6
     rc = cli_main(

@@ -94,7 +94,7 @@ pub fn decode_frame(
 
 /// What a key frame resets (spec 9.3-9.7, 9.11): probabilities to their defaults, segment
 /// feature data to zero deltas, the segment map to 0, loop filter deltas to 0, sign biases off.
-fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
+pub(crate) fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
     s.width = width;
     s.height = height;
     s.probs = EntropyProbs::default();
@@ -286,18 +286,19 @@ fn reconstruct_mb(
     }
 }
 
-/// Reference buffer updates (spec 9.7, 9.8): buffer copies take the references as they were
-/// before this frame, then the refresh flags replace buffers with the new frame.
+/// Reference buffer updates (spec 9.7, 9.8). As libvpx does it (the de-facto reference for
+/// this corner), the altref copy happens first and the golden copy then reads the altref
+/// buffer as already updated: with both copy flags 2, golden keeps its picture and altref gets
+/// golden's (no swap). Then the refresh flags replace buffers with the new frame.
 fn update_references(s: &mut DecoderState, hdr: &FrameHeader, new: Arc<Frame>) {
-    let (old_last, old_golden, old_alt) = (s.last.clone(), s.golden.clone(), s.altref.clone());
-    match hdr.copy_buffer_to_golden {
-        1 => s.golden = old_last.clone(),
-        2 => s.golden = old_alt,
+    match hdr.copy_buffer_to_alternate {
+        1 => s.altref = s.last.clone(),
+        2 => s.altref = s.golden.clone(),
         _ => {}
     }
-    match hdr.copy_buffer_to_alternate {
-        1 => s.altref = old_last,
-        2 => s.altref = old_golden,
+    match hdr.copy_buffer_to_golden {
+        1 => s.golden = s.last.clone(),
+        2 => s.golden = s.altref.clone(),
         _ => {}
     }
     if hdr.refresh_golden_frame {

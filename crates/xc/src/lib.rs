@@ -6,9 +6,11 @@
 
 pub mod bool_decoder;
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod inspect;
 pub mod ivf;
 pub mod loopfilter;
 pub mod mb;

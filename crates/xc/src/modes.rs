@@ -43,7 +43,7 @@ const B_MODES: [BMode; 10] = [
 ];
 
 /// The subblock mode implied by a 16x16 luma mode, for key-frame subblock contexts (spec 11.3).
-fn implied_bmode(mode: MbMode) -> BMode {
+pub fn implied_bmode(mode: MbMode) -> BMode {
     match mode {
         MbMode::V => BMode::Ve,
         MbMode::H => BMode::He,
@@ -240,7 +240,7 @@ fn add_mv(a: Mv, b: Mv) -> Mv {
 }
 
 /// `vp8_mvCont` (spec 16.4).
-fn sub_mv_context(left: Mv, above: Mv) -> usize {
+pub fn sub_mv_context(left: Mv, above: Mv) -> usize {
     let lez = left == Mv::default();
     let aez = above == Mv::default();
     let lea = left == above;

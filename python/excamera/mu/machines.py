@@ -277,6 +277,10 @@ class WorkerHandle:
             for fut in table.values():
                 if not fut.done():
                     fut.set_exception(self._lost)
+                    # A machine may never await this one (a pipelined reply after an earlier
+                    # failure, a background event): mark it seen so asyncio does not log
+                    # "Future exception was never retrieved"; awaiters still get the error.
+                    fut.exception()
             table.clear()
 
     async def _submit(

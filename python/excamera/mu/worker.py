@@ -185,8 +185,9 @@ class WorkerSession:
         except OSError as exc:
             raise CommandError(f"run {shown!r}: cannot start: {exc}") from None
         try:
-            stdin = msg.body if msg.body else None
-            out, err = await proc.communicate(stdin)
+            # Always feed (possibly empty) input so stdin is closed: a tool that reads stdin to
+            # EOF (alfalfa's xc-enc waits on it unless given -W) must not hang forever.
+            out, err = await proc.communicate(bytes(msg.body))
         except asyncio.CancelledError:
             if proc.returncode is None:
                 proc.kill()

@@ -1,0 +1,64 @@
+//! Encode the first frames of a Y4M clip at fixed qindex values (a key frame, then inter
+//! frames) and print bytes, PSNR and time per frame, for comparison with vpxenc.
+//!
+//! Usage: enc_compare CLIP.y4m FRAMES SPEED(best|good|rt) QINDEX...
+
+use std::time::Instant;
+
+use xc::encoder::analysis::psnr;
+use xc::encoder::{encode_frame, source_from_i420, EncodeParams, Speed};
+use xc::DecoderState;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        eprintln!("usage: enc_compare CLIP.y4m FRAMES best|good|rt QINDEX...");
+        std::process::exit(2);
+    }
+    let data = std::fs::read(&args[1]).unwrap_or_else(|e| {
+        eprintln!("cannot read {}: {e}", args[1]);
+        std::process::exit(1)
+    });
+    let nl = data.iter().position(|&b| b == b'\n').unwrap_or(0);
+    let header = String::from_utf8_lossy(&data[..nl]).to_string();
+    let field = |c: char| -> usize {
+        header.split(' ').find_map(|t| t.strip_prefix(c)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let (w, h) = (field('W'), field('H'));
+    let size = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
+    let n: usize = args[2].parse().unwrap_or(10);
+    let speed = match args[3].as_str() {
+        "best" => Speed::Best,
+        "rt" => Speed::Realtime,
+        _ => Speed::Good,
+    };
+    let mut frames = Vec::new();
+    let mut pos = nl + 1;
+    while frames.len() < n && pos + 6 + size <= data.len() {
+        pos += data[pos..].iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
+        frames.push(source_from_i420(w, h, &data[pos..pos + size]).expect("frame"));
+        pos += size;
+    }
+    for q in &args[4..] {
+        let q: u8 = q.parse().unwrap_or(40);
+        let mut state = DecoderState::default();
+        let (mut bytes, mut ps) = (0usize, 0.0);
+        let t = Instant::now();
+        for (i, src) in frames.iter().enumerate() {
+            let p = if i == 0 { EncodeParams::key(q) } else { EncodeParams::inter(q) };
+            let p = EncodeParams { speed, ..p };
+            let e = encode_frame(&state, src, &p).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+            bytes += e.data.len();
+            ps += psnr(src, &e.recon);
+            state = e.state;
+        }
+        let el = t.elapsed().as_secs_f64();
+        let nf = frames.len() as f64;
+        println!(
+            "q {q:3}: {:8.1} kbit/s @30fps, avg psnr {:.2} dB, {:.2} ms/frame",
+            bytes as f64 * 8.0 * 30.0 / nf / 1000.0,
+            ps / nf,
+            el * 1000.0 / nf
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The VP8 encoder, in the same explicit state-passing style as the decoder.
+//!
+//! Encoding a frame is three steps with plain data between them:
+//!
+//! 1. **analysis** (`analysis`, `rdo`, `fdct`, `quantize`): given the entering
+//!    [`DecoderState`] and the source picture, choose every macroblock's prediction (intra modes,
+//!    or reference frame and motion vectors) and its quantized residual. Reconstruction inside
+//!    the frame uses the decoder's own prediction, dequantization and inverse transforms, so it
+//!    is exactly what any decoder computes. The result is a [`FrameDecisions`].
+//! 2. **bitstream** (`bool_encoder`, `bitstream`): write a [`FrameDecisions`] as a VP8 frame,
+//!    choosing probability updates (coefficients, motion vectors, skip) that pay for themselves.
+//! 3. the **decoder** turns the written bytes into the next state, so the state an encoder hands
+//!    on is by construction the state every decoder reaches.
+//!
+//! Rebase (`rebase`) reuses step 1's prediction decisions from another stream and recomputes
+//! only the residuals against a new state, then runs steps 2 and 3.
+
+pub mod bitstream;
+pub mod bool_encoder;
+pub mod modes;
+pub mod tokens;
+
+use crate::header::FrameHeader;
+use crate::mb::MbInfo;
+use crate::state::{LfAdjust, Segmentation};
+
+/// The quantized coefficient levels of one macroblock: for each block, 16 levels in raster
+/// order (not zigzag). Block order is the decoder's (`tokens::MbCoeffs`): 0..16 luma, 16..20 U,
+/// 20..24 V, 24 the Y2 block (used only when the macroblock's mode is neither B_PRED nor SPLITMV;
+/// then each luma block's level 0 is not coded and must be 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MbLevels {
+    pub blocks: [[i16; 16]; 25],
+}
+
+impl MbLevels {
+    pub fn is_zero(&self) -> bool {
+        self.blocks.iter().all(|b| b.iter().all(|&v| v == 0))
+    }
+}
+
+/// Everything needed to write one frame, decided before any bit is written.
+#[derive(Clone, Debug, Default)]
+pub struct FrameDecisions {
+    pub key_frame: bool,
+    /// Bitstream version 0..=3 (0: 6-tap filters and the normal loop filter).
+    pub version: u8,
+    pub show_frame: bool,
+    /// Picture size, written in key frames (must equal the state's size in inter frames).
+    pub width: u16,
+    pub height: u16,
+    /// Header fields as the decoder parses them. The writer computes `prob_skip_false`,
+    /// `prob_intra`, `prob_last` and `prob_gf` itself from `mbs` (their input values are
+    /// ignored); everything else is written as given.
+    pub header: FrameHeader,
+    /// Segmentation in force for this frame (written when `header.update_segment_feature_data`;
+    /// per-macroblock ids come from `MbInfo::segment_id` when `header.update_mb_segmentation_map`).
+    pub segmentation: Segmentation,
+    /// Loop-filter deltas in force for this frame; written when they differ from the state's.
+    pub lf_adjust: LfAdjust,
+    /// One record per macroblock in raster order. `skip_coeff` is recomputed by the writer
+    /// from `levels` when `header.mb_no_skip_coeff` is set.
+    pub mbs: Vec<MbInfo>,
+    pub levels: Vec<MbLevels>,
+}
+
+pub mod analysis;
+pub mod fdct;
+pub mod quantize;
+pub mod rdo;
+
+pub use analysis::{analyze_frame, EncodeParams, Speed};
+
+use crate::decoder::decode_frame;
+use crate::error::DecodeError;
+use crate::frame::{Frame, Plane};
+use crate::state::DecoderState;
+
+/// Why a frame could not be encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The picture size is 0, larger than 16383, or the source planes are not its
+    /// macroblock-aligned size.
+    BadSize { width: usize, height: usize },
+    /// Raw picture data of the wrong length.
+    BadSourceLength { expected: usize, got: usize },
+    /// An inter frame whose source size differs from the state's picture size.
+    SizeMismatch { state: (usize, usize), source: (usize, usize) },
+    /// An inter frame requested before any key frame.
+    NoReference,
+    /// A parameter out of range.
+    BadParam(String),
+    /// The bitstream writer rejected the decisions (an encoder bug).
+    Write(bitstream::EncodeError),
+    /// Our own decoder rejected the written frame (an encoder bug).
+    Decode(DecodeError),
+    /// The decoder's output differs from the analysis reconstruction (an encoder bug).
+    ReconstructionMismatch,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::BadSize { width, height } => {
+                write!(f, "bad picture size {width}x{height} (1..=16383, MB-aligned planes)")
+            }
+            EncodeError::BadSourceLength { expected, got } => {
+                write!(f, "I420 picture should be {expected} bytes, got {got}")
+            }
+            EncodeError::SizeMismatch { state, source } => write!(
+                f,
+                "inter frame of {}x{} but the state's picture is {}x{}",
+                source.0, source.1, state.0, state.1
+            ),
+            EncodeError::NoReference => write!(f, "inter frame requested before any key frame"),
+            EncodeError::BadParam(s) => write!(f, "bad encode parameter: {s}"),
+            EncodeError::Write(e) => write!(f, "writing the frame failed: {e}"),
+            EncodeError::Decode(e) => write!(f, "decoding our own frame failed: {e}"),
+            EncodeError::ReconstructionMismatch => {
+                write!(f, "decoder output differs from the encoder's reconstruction")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// A source picture from display-size I420 bytes (Y, then U and V of `(w+1)/2 x (h+1)/2`),
+/// padded to macroblock-aligned planes by replicating the right and bottom edge pixels.
+pub fn source_from_i420(width: usize, height: usize, data: &[u8]) -> Result<Frame, EncodeError> {
+    if width == 0 || height == 0 || width > 16383 || height > 16383 {
+        return Err(EncodeError::BadSize { width, height });
+    }
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let expected = width * height + 2 * cw * ch;
+    if data.len() != expected {
+        return Err(EncodeError::BadSourceLength { expected, got: data.len() });
+    }
+    let mut f = Frame::new(width, height, 0);
+    let fill = |p: &mut Plane, src: &[u8], w: usize, h: usize| {
+        for y in 0..p.height {
+            let sy = y.min(h - 1);
+            for x in 0..p.width {
+                p.data[y * p.stride + x] = src[sy * w + x.min(w - 1)];
+            }
+        }
+    };
+    fill(&mut f.y, &data[..width * height], width, height);
+    fill(&mut f.u, &data[width * height..width * height + cw * ch], cw, ch);
+    fill(&mut f.v, &data[width * height + cw * ch..], cw, ch);
+    Ok(f)
+}
+
+/// One encoded frame: the bytes, the state every decoder reaches after them, and the
+/// picture they decode to.
+#[derive(Clone, Debug)]
+pub struct EncodedFrame {
+    pub data: Vec<u8>,
+    pub state: DecoderState,
+    pub recon: Frame,
+}
+
+/// Encode one frame: analysis, [`bitstream::write_frame`], then our decoder on the bytes,
+/// checking that it reproduces the analysis reconstruction exactly.
+pub fn encode_frame(
+    state: &DecoderState,
+    source: &Frame,
+    params: &EncodeParams,
+) -> Result<EncodedFrame, EncodeError> {
+    encode_frame_with(state, source, params, bitstream::write_frame)
+}
+
+/// Encode one frame with `write` as the bitstream writer: analyze, write, decode the written
+/// bytes with our decoder, and check that the decoder's picture is the analysis
+/// reconstruction.
+pub fn encode_frame_with(
+    state: &DecoderState,
+    source: &Frame,
+    params: &EncodeParams,
+    write: impl Fn(&DecoderState, &FrameDecisions) -> Result<Vec<u8>, bitstream::EncodeError>,
+) -> Result<EncodedFrame, EncodeError> {
+    let (decisions, recon) = analyze_frame(state, source, params)?;
+    let data = write(state, &decisions).map_err(EncodeError::Write)?;
+    let (next, shown) = decode_frame(state, &data).map_err(EncodeError::Decode)?;
+    let decoded = match shown {
+        Some(f) => Some(f),
+        None if decisions.header.refresh_last => next.last.as_deref().cloned(),
+        None if decisions.header.refresh_golden_frame => next.golden.as_deref().cloned(),
+        None => next.altref.as_deref().cloned(),
+    };
+    if decoded.as_ref().is_some_and(|d| *d != recon) {
+        return Err(EncodeError::ReconstructionMismatch);
+    }
+    Ok(EncodedFrame { data, state: next, recon })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Rate-distortion helpers: the Lagrange multiplier, rate estimates in 1/256 bit units from
+//! the probabilities the frame will be coded with, and distortion measures.
+//!
+//! Rates mirror the parser exactly (token tree with band/context switching and the "no EOB
+//! after a zero" rule, mode trees with their contexts, the MV component coding of spec 17),
+//! so a choice that looks cheaper here is cheaper in the bitstream up to the probability
+//! updates the writer makes. [`bit_cost`] is the single place a bit's price comes from.
+
+use std::sync::OnceLock;
+
+use crate::mb::{BMode, MbMode, Mv, UvMode};
+use crate::state::EntropyProbs;
+use crate::tables::*;
+
+/// Cost unit: 1/256 of a bit.
+pub const BIT: u32 = 256;
+
+fn cost_table() -> &'static [u32; 256] {
+    static T: OnceLock<[u32; 256]> = OnceLock::new();
+    T.get_or_init(|| {
+        std::array::from_fn(|p| {
+            let p = (p.max(1)) as f64 / 256.0;
+            (-p.log2() * BIT as f64).round() as u32
+        })
+    })
+}
+
+/// Cost of coding `bit` with probability `prob` (of a 0), in 1/256 bits: the bitstream
+/// writer's own cost model.
+#[inline]
+pub fn bit_cost(prob: u8, bit: bool) -> u32 {
+    crate::encoder::bool_encoder::cost_bits(prob, bit)
+}
+
+/// The same cost computed from `log2` (kept to cross-check the writer's table).
+pub fn bit_cost_exact(prob: u8, bit: bool) -> u32 {
+    let t = cost_table();
+    if bit {
+        t[(256 - prob as usize).min(255)]
+    } else {
+        t[prob as usize]
+    }
+}
+
+/// Cost of coding `leaf` with a spec-style tree (positive entries index the tree, others are
+/// negated leaves; probabilities indexed by node / 2).
+pub fn tree_cost(tree: &[i8], probs: &[u8], leaf: u8) -> u32 {
+    fn walk(tree: &[i8], probs: &[u8], node: usize, leaf: u8, acc: u32) -> Option<u32> {
+        for bit in 0..2 {
+            let e = tree[node + bit];
+            let c = acc + bit_cost(probs[node >> 1], bit == 1);
+            if e <= 0 {
+                if (-e) as u8 == leaf {
+                    return Some(c);
+                }
+            } else if let Some(r) = walk(tree, probs, e as usize, leaf, c) {
+                return Some(r);
+            }
+        }
+        None
+    }
+    walk(tree, probs, 0, leaf, 0).unwrap_or(u32::MAX / 4)
+}
+
+/// Lagrange multiplier (SSE per bit) for a luma AC quantizer step.
+pub fn lambda(y_ac_q: i32, key_frame: bool) -> f64 {
+    let q = y_ac_q as f64;
+    if key_frame {
+        0.05 * q * q
+    } else {
+        0.03 * q * q
+    }
+}
+
+/// Token index of a coefficient magnitude: 0 zero, 1..=4 literal, 5..=10 dct_cat1..6.
+#[inline]
+fn token_of(v: u32) -> usize {
+    match v {
+        0..=4 => v as usize,
+        5..=6 => 5,
+        7..=10 => 6,
+        11..=18 => 7,
+        19..=34 => 8,
+        35..=66 => 9,
+        _ => 10,
+    }
+}
+
+fn extra_cost(v: u32) -> u32 {
+    let t = token_of(v);
+    if t < 5 {
+        return 0;
+    }
+    let probs: &[u8] = match t {
+        5 => &PCAT1,
+        6 => &PCAT2,
+        7 => &PCAT3,
+        8 => &PCAT4,
+        9 => &PCAT5,
+        _ => &PCAT6,
+    };
+    let e = v as i32 - DCT_CAT_BASE[t - 5];
+    let n = probs.len();
+    probs.iter().enumerate().map(|(i, &p)| bit_cost(p, (e >> (n - 1 - i)) & 1 == 1)).sum()
+}
+
+/// Per-frame token cost tables from the coefficient probabilities.
+#[derive(Clone)]
+pub struct TokenCosts {
+    /// `[type][band][ctx]`: cost of "end of block" and of "not end of block".
+    eob: [[[u32; 3]; 8]; 4],
+    not_eob: [[[u32; 3]; 8]; 4],
+    /// `[type][band][ctx][token]`: cost of the token after the EOB decision (tokens 0..=10),
+    /// without extra bits or sign.
+    tok: [[[[u32; 11]; 3]; 8]; 4],
+    /// Extra-bit cost of magnitudes below 67 (cat6 is computed on demand).
+    extra: [u32; 67],
+}
+
+impl TokenCosts {
+    #[allow(clippy::needless_range_loop)]
+    pub fn new(probs: &CoeffProbs) -> Self {
+        let mut t = TokenCosts {
+            eob: [[[0; 3]; 8]; 4],
+            not_eob: [[[0; 3]; 8]; 4],
+            tok: [[[[0; 11]; 3]; 8]; 4],
+            extra: std::array::from_fn(|v| extra_cost(v as u32)),
+        };
+        for ty in 0..4 {
+            for band in 0..8 {
+                for ctx in 0..3 {
+                    let p = &probs[ty][band][ctx];
+                    t.eob[ty][band][ctx] = bit_cost(p[0], false);
+                    t.not_eob[ty][band][ctx] = bit_cost(p[0], true);
+                    let c = |i: usize, b: bool| bit_cost(p[i], b);
+                    let big = c(1, true) + c(2, true);
+                    let small = big + c(3, false);
+                    let cat = big + c(3, true);
+                    t.tok[ty][band][ctx] = [
+                        c(1, false),
+                        c(1, true) + c(2, false),
+                        small + c(4, false),
+                        small + c(4, true) + c(5, false),
+                        small + c(4, true) + c(5, true),
+                        cat + c(6, false) + c(7, false),
+                        cat + c(6, false) + c(7, true),
+                        cat + c(6, true) + c(8, false) + c(9, false),
+                        cat + c(6, true) + c(8, false) + c(9, true),
+                        cat + c(6, true) + c(8, true) + c(10, false),
+                        cat + c(6, true) + c(8, true) + c(10, true),
+                    ];
+                }
+            }
+        }
+        t
+    }
+
+    /// Cost of one block's tokens. `levels` in raster order, `ty` the block type (tokens.rs
+    /// TYPE_*), `ctx` 0..=2 from the neighbours, `first` 1 for luma blocks after Y2.
+    pub fn block_cost(&self, levels: &[i16; 16], ty: usize, ctx: usize, first: usize) -> u32 {
+        let mut last = None;
+        for i in (first..16).rev() {
+            if levels[ZIGZAG[i]] != 0 {
+                last = Some(i);
+                break;
+            }
+        }
+        let Some(last) = last else {
+            return self.eob[ty][COEFF_BANDS[first]][ctx];
+        };
+        let mut cost = 0;
+        let mut ctx = ctx;
+        let mut after_zero = false;
+        for i in first..=last {
+            let band = COEFF_BANDS[i];
+            if !after_zero {
+                cost += self.not_eob[ty][band][ctx];
+            }
+            let v = levels[ZIGZAG[i]].unsigned_abs() as u32;
+            let t = token_of(v);
+            cost += self.tok[ty][band][ctx][t];
+            if v == 0 {
+                ctx = 0;
+                after_zero = true;
+                continue;
+            }
+            cost += BIT; // sign
+            cost += if v < 67 { self.extra[v as usize] } else { extra_cost(v) };
+            ctx = if v == 1 { 1 } else { 2 };
+            after_zero = false;
+        }
+        if last < 15 {
+            cost += self.eob[ty][COEFF_BANDS[last + 1]][ctx];
+        }
+        cost
+    }
+}
+
+fn mv_component_cost(v: i32, p: &[u8; 19]) -> u32 {
+    const IS_SHORT: usize = 0;
+    const SIGN: usize = 1;
+    const SHORT: usize = 2;
+    const BITS: usize = 9;
+    let a = v.unsigned_abs();
+    let mut c;
+    if a < 8 {
+        c = bit_cost(p[IS_SHORT], false) + tree_cost(&SMALL_MV_TREE, &p[SHORT..SHORT + 7], a as u8);
+    } else {
+        c = bit_cost(p[IS_SHORT], true);
+        for i in (0..3).chain((4..10).rev()) {
+            c += bit_cost(p[BITS + i], (a >> i) & 1 == 1);
+        }
+        if a & 0xFFF0 != 0 {
+            c += bit_cost(p[BITS + 3], (a >> 3) & 1 == 1);
+        }
+    }
+    if a != 0 {
+        c += bit_cost(p[SIGN], v < 0);
+    }
+    c
+}
+
+/// Largest MV component difference the bitstream codes (10 magnitude bits).
+pub const MAX_MV_DIFF: i32 = 1023;
+
+/// Per-frame mode and motion vector cost tables.
+#[derive(Clone)]
+pub struct ModeCosts {
+    pub key_frame: bool,
+    /// Luma 16x16 mode costs, indexed like `YMODE_TREE` leaves (DC V H TM B_PRED).
+    pub ymode: [u32; 5],
+    pub uv_mode: [u32; 4],
+    /// Key frames: `[above][left][mode]`; inter frames use `[0][0]` (context-free).
+    pub bmode: Box<[[[u32; 10]; 10]; 10]>,
+    /// MV component costs for values -1023..=1023 (index v + 1023), row then column.
+    mv: [Vec<u32>; 2],
+    /// Estimated costs of the intra/inter and reference frame choices.
+    pub intra: u32,
+    pub inter_ref: [u32; 4],
+    pub skip: [u32; 2],
+}
+
+impl ModeCosts {
+    pub fn new(probs: &EntropyProbs, key_frame: bool) -> Self {
+        let mut bmode = Box::new([[[0u32; 10]; 10]; 10]);
+        if key_frame {
+            for (a, row) in bmode.iter_mut().enumerate() {
+                for (l, m) in row.iter_mut().enumerate() {
+                    *m = std::array::from_fn(|k| {
+                        tree_cost(&BMODE_TREE, &KF_BMODE_PROBS[a][l], k as u8)
+                    });
+                }
+            }
+        } else {
+            bmode[0][0] = std::array::from_fn(|k| tree_cost(&BMODE_TREE, &BMODE_PROBS, k as u8));
+        }
+        let (ytree, yprobs, uvprobs): (&[i8], &[u8], &[u8]) = if key_frame {
+            (&KF_YMODE_TREE, &KF_YMODE_PROBS, &KF_UV_MODE_PROBS)
+        } else {
+            (&YMODE_TREE, &probs.ymode, &probs.uv_mode)
+        };
+        let mv = [0, 1].map(|c| {
+            (-MAX_MV_DIFF..=MAX_MV_DIFF).map(|v| mv_component_cost(v, &probs.mv[c])).collect()
+        });
+        // The writer chooses prob_intra / prob_last / prob_gf from the frame's counts; assume
+        // a typical mostly-inter frame with mostly-last references.
+        let (p_intra, p_last, p_gf) = (40u8, 200u8, 128u8);
+        ModeCosts {
+            key_frame,
+            ymode: std::array::from_fn(|m| tree_cost(ytree, yprobs, m as u8)),
+            uv_mode: std::array::from_fn(|m| tree_cost(&UV_MODE_TREE, uvprobs, m as u8)),
+            bmode,
+            mv,
+            intra: if key_frame { 0 } else { bit_cost(p_intra, false) },
+            inter_ref: [
+                0,
+                bit_cost(p_intra, true) + bit_cost(p_last, false),
+                bit_cost(p_intra, true) + bit_cost(p_last, true) + bit_cost(p_gf, false),
+                bit_cost(p_intra, true) + bit_cost(p_last, true) + bit_cost(p_gf, true),
+            ],
+            skip: [bit_cost(100, false), bit_cost(100, true)],
+        }
+    }
+
+    pub fn y_mode(&self, m: MbMode) -> u32 {
+        let i = match m {
+            MbMode::Dc => 0,
+            MbMode::V => 1,
+            MbMode::H => 2,
+            MbMode::Tm => 3,
+            _ => 4,
+        };
+        self.ymode[i]
+    }
+
+    pub fn uv(&self, m: UvMode) -> u32 {
+        self.uv_mode[m as usize]
+    }
+
+    /// Subblock mode cost; `above` / `left` are the context modes (key frames only).
+    pub fn b_mode(&self, m: BMode, above: BMode, left: BMode) -> u32 {
+        if self.key_frame {
+            self.bmode[above as usize][left as usize][m as usize]
+        } else {
+            self.bmode[0][0][m as usize]
+        }
+    }
+
+    /// Cost of coding `mv` as a NEWMV difference from `best`; `None` when out of range.
+    pub fn mv_cost(&self, mv: Mv, best: Mv) -> Option<u32> {
+        let dr = mv.row as i32 - best.row as i32;
+        let dc = mv.col as i32 - best.col as i32;
+        if dr.abs() > MAX_MV_DIFF || dc.abs() > MAX_MV_DIFF {
+            return None;
+        }
+        Some(self.mv[0][(dr + MAX_MV_DIFF) as usize] + self.mv[1][(dc + MAX_MV_DIFF) as usize])
+    }
+}
+
+/// Inter mode costs given the near-MV census `cnt` (spec 16.3): ZERO NEAREST NEAR NEW SPLIT.
+pub fn inter_mode_costs(cnt: &[u8; 4]) -> [u32; 5] {
+    let probs: [u8; 4] = std::array::from_fn(|i| MODE_CONTEXTS[cnt[i] as usize][i]);
+    std::array::from_fn(|m| tree_cost(&MV_REF_TREE, &probs, m as u8))
+}
+
+/// Sum of squared differences of two equally sized pixel runs.
+#[inline]
+pub fn sse(a: &[u8], b: &[u8]) -> u32 {
+    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).pow(2) as u32).sum()
+}
+
+/// Sum of absolute differences of two equally sized pixel runs.
+#[inline]
+pub fn sad(a: &[u8], b: &[u8]) -> u32 {
+    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).unsigned_abs()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bool_decoder::BoolDecoder;
+
+    #[test]
+    fn bit_costs() {
+        for p in 1..=255u8 {
+            for b in [false, true] {
+                assert!(bit_cost(p, b).abs_diff(bit_cost_exact(p, b)) <= 8, "{p} {b}");
+            }
+        }
+        assert_eq!(bit_cost(128, false), 256);
+        assert_eq!(bit_cost(128, true), 256);
+        assert!(bit_cost(250, false) < 10 && bit_cost(250, true) > 1000);
+        assert!(bit_cost(1, true) <= 2);
+        // A tree's leaf costs are a proper code: sum of 2^-cost over leaves is 1.
+        let s: f64 = (0..10)
+            .map(|k| 2f64.powf(-(tree_cost(&BMODE_TREE, &BMODE_PROBS, k) as f64) / 256.0))
+            .sum();
+        assert!((s - 1.0).abs() < 0.01, "{s}");
+    }
+
+    #[test]
+    fn token_costs_are_sane() {
+        let tc = TokenCosts::new(&DEFAULT_COEFF_PROBS);
+        let zero = [0i16; 16];
+        let mut one = [0i16; 16];
+        one[0] = 1;
+        let mut big = one;
+        big[0] = 500;
+        let mut late = one;
+        late[15] = 1;
+        let c0 = tc.block_cost(&zero, 3, 0, 0);
+        let c1 = tc.block_cost(&one, 3, 0, 0);
+        let cb = tc.block_cost(&big, 3, 0, 0);
+        let cl = tc.block_cost(&late, 3, 0, 0);
+        assert!(c0 < c1 && c1 < cb && c1 < cl, "{c0} {c1} {cb} {cl}");
+        // Luma after Y2 ignores the DC position.
+        assert_eq!(tc.block_cost(&one, 0, 1, 1), tc.block_cost(&zero, 0, 1, 1));
+    }
+
+    #[test]
+    fn mv_costs_grow_with_magnitude() {
+        let mc = ModeCosts::new(&EntropyProbs::default(), false);
+        let z = Mv::default();
+        let c = |r, c| mc.mv_cost(Mv { row: r, col: c }, z).unwrap();
+        assert!(c(0, 0) < c(0, 2) && c(0, 2) < c(0, 40) && c(0, 40) < c(0, 600));
+        assert!(mc.mv_cost(Mv { row: 1100, col: 0 }, z).is_none());
+        // Short and long forms sum to a proper code over 0..1023 magnitudes (one component,
+        // positive and negative values).
+        let s: f64 = (-1023..=1023)
+            .map(|v| 2f64.powf(-(mv_component_cost(v, &DEFAULT_MV_PROBS[0]) as f64) / 256.0))
+            .sum();
+        assert!((s - 1.0).abs() < 0.02, "{s}");
+        let _ = BoolDecoder::new(&[]);
+    }
+}
