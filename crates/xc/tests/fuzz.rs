@@ -9,7 +9,8 @@
 //! state a damaged frame produced and carries on decoding the rest of the stream from it.
 //!
 //! `XC_FUZZ_ITERS` (default 50,000 iterations = 100,000 frame decodes), `XC_FUZZ_SEED` and
-//! `XC_FUZZ_MAX_MS` (per-decode time bound, default 2000) tune a run; `bench/fuzz.sh` runs a long
+//! `XC_FUZZ_MAX_MS` (per-decode time bound, default 2000, plus 40 ns per pixel of the frame
+//! size, which damage can raise to 16383x16383) tune a run; `bench/fuzz.sh` runs a long
 //! one. A failure names the seed, iteration, vector, frame and mutation, and the damaged frame is
 //! written under the system temp directory so it can be replayed.
 
@@ -322,6 +323,16 @@ fn checked_decode(
     let r = catch_unwind(AssertUnwindSafe(|| decode_frame(state, data)));
     let took = t.elapsed();
     *slowest = (*slowest).max(took);
+    // Decoding costs time in proportion to the frame size, and damage can declare any size
+    // up to 16383x16383 (about 2 s here): the bound grows by 40 ns per pixel of the larger of
+    // the input state's and the result's frame, so only a decode that does not finish in
+    // time for its size fails.
+    let pixels = |s: &DecoderState| s.width as u64 * s.height as u64;
+    let mut px = pixels(state);
+    if let Ok(Ok((next, _))) = &r {
+        px = px.max(pixels(next));
+    }
+    let limit = limit + Duration::from_nanos(40 * px);
     if took > limit {
         failures.push(Failure {
             what: format!("{}: decode took {took:?} (limit {limit:?})", describe()),
