@@ -73,6 +73,7 @@ pub fn decode_frame(
     let mut frame = Frame::new(next.width as usize, next.height as usize, 0);
     let setup = FrameSetup {
         key_frame: tag.key_frame,
+        must_be_complete: tag.key_frame && state.last.is_none(),
         filter: if tag.version == 0 { InterFilter::SixTap } else { InterFilter::Bilinear },
         full_pixel: tag.version == 3,
     };
@@ -108,6 +109,10 @@ pub(crate) fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16)
 
 struct FrameSetup {
     key_frame: bool,
+    /// As in libvpx, a damaged frame (a partition read past its end) is decoded with zeros for
+    /// the missing data, except the stream's first key frame: until one key frame has decoded
+    /// complete, there is nothing sound to decode from, and the frame is an error.
+    must_be_complete: bool,
     filter: InterFilter,
     full_pixel: bool,
 }
@@ -204,11 +209,16 @@ fn decode_macroblocks(
             });
             mbs.push(info);
         }
+        // The stream's first key frame must be complete (see `FrameSetup::must_be_complete`).
+        // A decoder past the end stays past it, so stopping at the first such row gives the
+        // verdict a check after the last row would, without first decoding up to a million
+        // macroblocks of zeros (a few bytes claiming a 16383x16383 key frame).
+        if setup.must_be_complete && (d.window_past_end() || td.window_past_end()) {
+            return Err(DecodeError::IncompleteFirstKeyFrame);
+        }
     }
-    // Modes that ran past the end of the whole frame (not just their own partition, which
-    // libvpx tolerates) mean the frame is garbage.
-    if d.window_past_end() {
-        return Err(DecodeError::FirstPartitionOverrun);
+    if setup.must_be_complete && tds.iter().any(BoolDecoder::window_past_end) {
+        return Err(DecodeError::IncompleteFirstKeyFrame);
     }
     Ok(edges)
 }

@@ -17,8 +17,8 @@ pub enum DecodeError {
     PartitionPastEnd { partition: usize },
     /// An inter frame arrived before any key frame (no reference frames exist).
     NoReferenceFrame,
-    /// Mode parsing ran past the end of the whole frame: the frame is corrupt.
-    FirstPartitionOverrun,
+    /// The stream's first key frame is damaged (a partition was read past its end).
+    IncompleteFirstKeyFrame,
     /// The frame uses an unsupported bitstream version (VP8 defines 0..=3).
     UnsupportedVersion(u8),
     /// A buffer copy flag of 3 (only 0, 1 and 2 are defined).
@@ -53,8 +53,8 @@ impl fmt::Display for DecodeError {
             DecodeError::NoReferenceFrame => {
                 write!(f, "inter frame without a prior key frame (no reference frame)")
             }
-            DecodeError::FirstPartitionOverrun => {
-                write!(f, "corrupt frame: first partition (modes) read past the end of the frame")
+            DecodeError::IncompleteFirstKeyFrame => {
+                write!(f, "corrupt key frame: a stream must start with a complete key frame")
             }
             DecodeError::UnsupportedVersion(v) => {
                 write!(f, "unsupported VP8 bitstream version {v}")

@@ -240,8 +240,13 @@ fn parse_mv_prob_updates(d: &mut BoolDecoder, probs: &mut EntropyProbs) {
 }
 
 /// Split the data after the first partition into the DCT token partitions (spec 9.5): a table
-/// of 3-byte little-endian sizes for all but the last, then the partitions back to back. As in
-/// libvpx, a partition that does not fit (or is empty) is an error.
+/// of 3-byte little-endian sizes for all but the last, then the partitions back to back.
+///
+/// Damaged frames are split as libvpx splits them (checked against vpxdec): a truncated size
+/// table, a partition that does not fit in the data left, or a declared size of 0 while data is
+/// left, is an error; but partitions that start exactly at the end of the frame are empty (they
+/// decode as all zeros, with no residue), so a frame cut right after a partition boundary, or
+/// right after the size table, still decodes.
 pub fn split_token_partitions(data: &[u8], count: usize) -> Result<Vec<&[u8]>, DecodeError> {
     let table = 3 * (count - 1);
     if data.len() < table {
@@ -251,6 +256,10 @@ pub fn split_token_partitions(data: &[u8], count: usize) -> Result<Vec<&[u8]>, D
     let mut pos = table;
     for i in 0..count {
         let remaining = data.len() - pos;
+        if remaining == 0 {
+            parts.push(&data[pos..]);
+            continue;
+        }
         let size = if i + 1 < count {
             let s = &data[3 * i..3 * i + 3];
             s[0] as usize | (s[1] as usize) << 8 | (s[2] as usize) << 16
@@ -304,5 +313,13 @@ mod tests {
         assert!(split_token_partitions(&[9, 0, 0, 1, 2], 2).is_err());
         assert!(split_token_partitions(&[1, 0], 2).is_err());
         assert_eq!(split_token_partitions(&[5], 1).unwrap().len(), 1);
+        // Partitions starting at the end of the data are empty (as in libvpx)...
+        let empty: &[u8] = &[];
+        assert_eq!(split_token_partitions(&[], 1).unwrap(), vec![empty]);
+        assert_eq!(split_token_partitions(&[2, 0, 0, 4, 0, 0], 3).unwrap(), vec![empty; 3]);
+        assert_eq!(split_token_partitions(&data[..5], 2).unwrap(), vec![&[9u8, 9][..], empty]);
+        // ...but a zero size, or one past the end, while data is left is an error.
+        assert!(split_token_partitions(&[0, 0, 0, 9, 9], 2).is_err());
+        assert!(split_token_partitions(&[1, 0, 0, 4, 0, 0, 9, 9], 3).is_err());
     }
 }

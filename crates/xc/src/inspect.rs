@@ -120,8 +120,10 @@ pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, Dec
             mbs.push(info);
         }
     }
-    if d.window_past_end() {
-        return Err(DecodeError::FirstPartitionOverrun);
+    // As the decoder: only a stream's first key frame must be complete.
+    let first_key_frame = tag.key_frame && state.last.is_none();
+    if first_key_frame && (d.window_past_end() || tds.iter().any(BoolDecoder::window_past_end)) {
+        return Err(DecodeError::IncompleteFirstKeyFrame);
     }
     let mut partition_sizes = vec![tag.first_part_size];
     partition_sizes.extend(parts.iter().map(|p| p.len()));

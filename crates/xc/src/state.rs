@@ -234,7 +234,9 @@ impl DecoderState {
         s.probs.uv_mode.copy_from_slice(r.take(3, "uv mode probabilities")?);
         let mbs = (s.width as usize).div_ceil(16) * (s.height as usize).div_ceil(16);
         let map_len = r.u32("segment map length")? as usize;
-        if map_len != 0 && map_len != mbs {
+        // Every key frame sizes the map to the frame, so a sized state always has a full map
+        // (and decoding indexes it per macroblock).
+        if map_len != mbs {
             return Err(DecodeError::BadState(format!(
                 "segment map has {map_len} entries, frame has {mbs} macroblocks"
             )));
@@ -251,6 +253,11 @@ impl DecoderState {
                 1 => {
                     let w = r.u32("frame width")? as usize;
                     let h = r.u32("frame height")? as usize;
+                    if w == 0 || h == 0 {
+                        return Err(DecodeError::BadState(format!(
+                            "{name} frame has zero size {w}x{h}"
+                        )));
+                    }
                     if w != s.width as usize || h != s.height as usize {
                         return Err(DecodeError::BadState(format!(
                             "{name} frame is {w}x{h}, state size is {}x{}",

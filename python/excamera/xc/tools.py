@@ -95,6 +95,9 @@ def _comp_states(args: argparse.Namespace) -> int:
         a_bytes, b_bytes = args.a.read_bytes(), args.b.read_bytes()
     except OSError as exc:
         raise ToolError(f"{exc.filename}: {exc.strerror or exc}") from None
+    # Both must be states, even when byte-identical: two copies of the same damaged file are
+    # an error to report, not a convergence.
+    a, b = load_state(args.a), load_state(args.b)
     # Differing bits over the common length, plus every bit of any excess length.
     n = min(len(a_bytes), len(b_bytes))
     x = np.bitwise_xor(np.frombuffer(a_bytes, np.uint8, n), np.frombuffer(b_bytes, np.uint8, n))
@@ -102,7 +105,6 @@ def _comp_states(args: argparse.Namespace) -> int:
     print(diff_bits)
     if diff_bits == 0:
         return 0
-    a, b = load_state(args.a), load_state(args.b)
     pa, pb = _planes(a, "last"), _planes(b, "last")
     if pa is None or pb is None or any(x.shape != y.shape for x, y in zip(pa, pb, strict=True)):
         print("last reference frames are not comparable (missing or different sizes)")
