@@ -48,7 +48,8 @@ chunk of each batch keeps its key frame (1 pass); the second rebases once onto t
 state (2 passes); every later one rebases once onto its predecessor's pass-0 state (pass 1, in
 parallel) and then onto its predecessor's *final* state (pass 2, serially along the batch, with
 ``-S`` the pass-0 state that pass 1 used). Every chunk is then exact by construction and no
-worker runs more than 3 passes. Batch mode needs ``-p 1`` or at least 3 passes.
+worker runs more than 3 passes. Both re-encodes are plain rebases, without phase flags (see
+``XcencParams.pass_flags``). Batch mode needs ``-p 1`` or at least 3 passes.
 
 Restartability (``--retries``): outputs go to deterministic keys. A receiver skips a state it
 already has (a restarted predecessor sends its states again, byte-identical). Because a
@@ -245,6 +246,18 @@ class XcencParams:
         if n >= 2:
             tags[n - 1] = e  # the final pass carries the chunk's position in its batch
         return tags
+
+    def pass_flags(self, n: int) -> list[str]:
+        """xc-enc's phase flags for re-encode pass ``n``.
+
+        In batch mode both re-encodes are plain rebases: pass 2's output is the final stream and
+        a rebase keeps the first frame's quantizer, so an S-phase first frame (``--s-ac-qi``,
+        127 by default) would end up in the output at the coarsest quantizer. The wavefront keeps
+        mu's phases.
+        """
+        if self.kf_dist is not None:
+            return []
+        return self.plan.flags(n, self.s_ac_qi)
 
     def worker_plan(self, k: int) -> WorkerPlan:
         has_successor = k + 1 < self.n_parts and (
@@ -454,7 +467,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                     await _receive(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
             if p.reencode == "xc-enc":
-                argv = reencode_argv([*tools, "xc-enc"], need, p.plan.flags(n, p.s_ac_qi))
+                argv = reencode_argv([*tools, "xc-enc"], need, p.pass_flags(n))
                 res = await _compute(w, slots, argv)
             else:  # test mode: the hand-off and comparison run, the stream stays pass 0's
                 await w.run_op("xcenc_copy", pairs=[["prev.ivf", "output.ivf"]])
