@@ -260,12 +260,22 @@ pub fn filter_block(
 ) {
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     match size {
+        #[cfg(target_arch = "x86_64")]
+        16 => sse2::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        #[cfg(target_arch = "x86_64")]
+        8 => sse2::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        #[cfg(not(target_arch = "x86_64"))]
         16 => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        #[cfg(not(target_arch = "x86_64"))]
         8 => lanes::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         4 => lanes::filter_block::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         _ => scalar::filter_block(src, off, stride, dst, doff, dstride, size, hx, vy, fx, fy),
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "inter_sse2.rs"]
+mod sse2;
 
 /// Fixed-width interpolation kernels that the compiler can vectorize.
 ///
