@@ -811,7 +811,7 @@ mod tests {
     /// Thresholds for a round: random ones, or a sweep over the extremes (0, 1, the largest
     /// real limits, and 254 for the edge limit, the largest that [`Thresholds`] allows).
     fn edge_thresholds(rng: &mut Rng, round: usize) -> Thresholds {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             Thresholds {
                 edge: (rng.next() % 200) as u8,
                 interior: 1 + (rng.next() % 63) as u8,

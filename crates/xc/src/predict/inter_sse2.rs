@@ -46,49 +46,65 @@ fn store8(d: &mut [u8], v: __m128i) {
     unsafe { _mm_storel_epi64(d.as_mut_ptr().cast(), v) }
 }
 
-/// The six taps of a filter, each broadcast to eight 16-bit lanes, and which are non-zero.
-struct Taps {
-    k: [__m128i; 6],
-    nonzero: [bool; 6],
-}
-
-impl Taps {
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn new(t: &[i32; 6]) -> Self {
-        Taps { k: t.map(|k| _mm_set1_epi16(k as i16)), nonzero: t.map(|k| k != 0) }
-    }
-}
-
-/// Filter one row of `W` (8 or 16) outputs: output `c` combines `s[c + i * step]` for the
-/// six taps `i`; `s` starts two steps before the first output's centre pixel.
+/// Filter one row of `W` (8 or 16) outputs: output `c` combines `s[c + i * step]` for taps
+/// `i` in `A..B` (the others are zero); `s` starts two steps before the first output's centre
+/// pixel. Even and odd taps go to separate accumulators to shorten the dependency chain.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_row<const W: usize>(s: &[u8], step: usize, taps: &Taps) -> __m128i {
+fn filter_row<const W: usize, const A: usize, const B: usize>(
+    s: &[u8],
+    step: usize,
+    k: &[__m128i; 6],
+) -> __m128i {
     let zero = _mm_setzero_si128();
-    let mut lo = _mm_set1_epi16(64 + BIAS);
+    let s = &s[..5 * step + W];
+    let mut lo = [_mm_set1_epi16(64 + BIAS), zero];
     let mut hi = lo;
-    for i in 0..6 {
-        if !taps.nonzero[i] {
-            continue;
-        }
-        let k = taps.k[i];
+    for i in A..B {
         if W == 16 {
             let v = load16(&s[i * step..]);
-            lo = _mm_add_epi16(lo, _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k));
-            hi = _mm_add_epi16(hi, _mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), k));
+            lo[i & 1] = _mm_add_epi16(lo[i & 1], _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k[i]));
+            hi[i & 1] = _mm_add_epi16(hi[i & 1], _mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), k[i]));
         } else {
             let v = load8(&s[i * step..]);
-            lo = _mm_add_epi16(lo, _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k));
+            lo[i & 1] = _mm_add_epi16(lo[i & 1], _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k[i]));
         }
     }
     let bias = _mm_set1_epi16(BIAS);
-    let lo = _mm_srli_epi16::<7>(_mm_subs_epu16(lo, bias));
-    let hi = _mm_srli_epi16::<7>(_mm_subs_epu16(hi, bias));
+    let lo = _mm_srli_epi16::<7>(_mm_subs_epu16(_mm_add_epi16(lo[0], lo[1]), bias));
+    let hi = _mm_srli_epi16::<7>(_mm_subs_epu16(_mm_add_epi16(hi[0], hi[1]), bias));
     _mm_packus_epi16(lo, hi)
 }
 
-/// One 1-D pass over `rows` rows; see [`super::lanes`] for the layout.
+/// [`pass`] for taps `A..B`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "sse2")]
+fn pass_taps<const W: usize, const A: usize, const B: usize>(
+    src: &[u8],
+    off: usize,
+    stride: usize,
+    step: usize,
+    dst: &mut [u8],
+    doff: usize,
+    dstride: usize,
+    rows: usize,
+    k: &[__m128i; 6],
+) {
+    for r in 0..rows {
+        let v = filter_row::<W, A, B>(&src[off + r * stride - 2 * step..], step, k);
+        let d = &mut dst[doff + r * dstride..];
+        if W == 16 {
+            store16(d, v);
+        } else {
+            store8(d, v);
+        }
+    }
+}
+
+/// One 1-D pass over `rows` rows; see [`super::lanes`] for the layout. The six-tap filters of
+/// odd fractions have zero outer taps and the bilinear ones only two taps; each shape gets
+/// its own unrolled loop.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "sse2")]
@@ -103,15 +119,14 @@ fn pass<const W: usize>(
     rows: usize,
     t: &[i32; 6],
 ) {
-    let taps = Taps::new(t);
-    for r in 0..rows {
-        let v = filter_row::<W>(&src[off + r * stride - 2 * step..], step, &taps);
-        let d = &mut dst[doff + r * dstride..];
-        if W == 16 {
-            store16(d, v);
-        } else {
-            store8(d, v);
-        }
+    let k = t.map(|k| _mm_set1_epi16(k as i16));
+    let args = (src, off, stride, step);
+    if t[0] != 0 || t[5] != 0 {
+        pass_taps::<W, 0, 6>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
+    } else if t[1] != 0 || t[4] != 0 {
+        pass_taps::<W, 1, 5>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
+    } else {
+        pass_taps::<W, 2, 4>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
     }
 }
 
