@@ -9,7 +9,7 @@ use crate::frame::Frame;
 use crate::header::{
     parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader,
 };
-use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
+use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::modes::{parse_mb_header, ModeContext, Neighbours};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
@@ -76,12 +76,11 @@ pub fn decode_frame(
         filter: if tag.version == 0 { InterFilter::SixTap } else { InterFilter::Bilinear },
         full_pixel: tag.version == 3,
     };
-    let edges = decode_macroblocks(&mut next, &hdr, &setup, &mut d, &parts, &mut frame)?;
-
-    if hdr.loop_filter_level != 0 {
+    let loop_filter = (hdr.loop_filter_level != 0).then(|| {
         let ft = if hdr.simple_filter { FilterType::Simple } else { FilterType::Normal };
-        filter_frame(&mut frame, &edges, ft, hdr.sharpness_level, tag.key_frame);
-    }
+        FrameFilter::new(ft, hdr.sharpness_level, tag.key_frame)
+    });
+    decode_macroblocks(&mut next, &hdr, &setup, &mut d, &parts, loop_filter.as_ref(), &mut frame)?;
 
     let shown = tag.show_frame.then(|| frame.clone());
     update_references(&mut next, &hdr, Arc::new(frame));
@@ -112,15 +111,19 @@ struct FrameSetup {
     full_pixel: bool,
 }
 
-/// Parse and reconstruct every macroblock; returns the loop filter inputs.
+/// Parse and reconstruct every macroblock, and run the loop filter (when given) one
+/// macroblock row behind reconstruction, while the rows are still in cache: intra prediction
+/// of row `r` needs the unfiltered bottom pixel row of row `r - 1`, and filtering row `r - 1`
+/// after row `r` is reconstructed touches only rows `r - 2` and `r - 1`.
 fn decode_macroblocks(
     st: &mut DecoderState,
     hdr: &FrameHeader,
     setup: &FrameSetup,
     d: &mut BoolDecoder,
     parts: &[&[u8]],
+    loop_filter: Option<&FrameFilter>,
     frame: &mut Frame,
-) -> Result<Vec<MbEdgeInfo>, DecodeError> {
+) -> Result<(), DecodeError> {
     let (cols, rows) = (frame.mb_cols(), frame.mb_rows());
     let seg = &st.segmentation;
     let dequant: [Dequant; 4] = std::array::from_fn(|s| {
@@ -151,7 +154,7 @@ fn decode_macroblocks(
     let refs = [None, st.last.as_deref(), st.golden.as_deref(), st.altref.as_deref()];
 
     let mut mbs: Vec<MbInfo> = Vec::with_capacity(cols * rows);
-    let mut edges = Vec::with_capacity(cols * rows);
+    let mut edges = Vec::with_capacity(2 * cols);
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
@@ -204,13 +207,24 @@ fn decode_macroblocks(
             });
             mbs.push(info);
         }
+        if let Some(lf) = loop_filter {
+            if mby > 0 {
+                lf.filter_row(frame, mby - 1, &edges[..cols]);
+                edges.drain(..cols);
+            }
+            if mby + 1 == rows {
+                lf.filter_row(frame, mby, &edges);
+            }
+        } else {
+            edges.clear();
+        }
     }
     // Modes that ran past the end of the whole frame (not just their own partition, which
     // libvpx tolerates) mean the frame is garbage.
     if d.window_past_end() {
         return Err(DecodeError::FirstPartitionOverrun);
     }
-    Ok(edges)
+    Ok(())
 }
 
 /// Predict one macroblock and add its residue (spec 12, 14, 18).
