@@ -6,46 +6,69 @@
 //! -128..=127 is a saturating signed byte operation, and the spec's decisions become lane masks
 //! (a masked-off adjustment is 0, which leaves the pixels unchanged, as when the spec skips it).
 //! SSE2 is part of the x86_64 baseline, so no runtime detection is needed; only the loads and
-//! stores are `unsafe`, each on a slice whose length was checked.
+//! stores of [`Block`] are `unsafe`, inside a footprint whose bounds were checked once.
+
+// Index loops over constant ranges unroll fully; an `enumerate().take().skip()` chain here
+// did not (it kept its iterator state on the stack, ~10% of the filter's time).
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
 use super::lanes::Thresholds;
 use super::{EdgeDir, EdgeKind, EdgePlanes};
 
-/// Load 16 bytes from the start of `s`.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn load16(s: &[u8]) -> __m128i {
-    let s = &s[..16];
-    // SAFETY: `s` holds 16 readable bytes; the load is unaligned.
-    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+/// `ROWS` rows of `W` (8 or 16) bytes, `stride` apart, inside a slice checked once when the
+/// block is made; row loads and stores then need only the (usually constant) row index check.
+pub(crate) struct Block<'a, const ROWS: usize, const W: usize> {
+    ptr: *mut u8,
+    stride: usize,
+    _data: std::marker::PhantomData<&'a mut [u8]>,
 }
 
-/// Load 8 bytes from the start of `s` into the low half.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn load8(s: &[u8]) -> __m128i {
-    let s = &s[..8];
-    // SAFETY: `s` holds 8 readable bytes; the load is unaligned.
-    unsafe { _mm_loadl_epi64(s.as_ptr().cast()) }
-}
+impl<'a, const ROWS: usize, const W: usize> Block<'a, ROWS, W> {
+    /// The block whose first row starts at `data[start]`.
+    ///
+    /// # Panics
+    /// If the block does not lie inside `data`.
+    #[inline(always)]
+    pub(crate) fn new(data: &'a mut [u8], start: usize, stride: usize) -> Self {
+        const { assert!(ROWS > 0 && (W == 8 || W == 16)) };
+        let end = (ROWS - 1).checked_mul(stride).and_then(|o| o.checked_add(start + W));
+        let rows = &mut data[start..end.expect("block size overflows")];
+        Block { ptr: rows.as_mut_ptr(), stride, _data: std::marker::PhantomData }
+    }
 
-#[inline]
-#[target_feature(enable = "sse2")]
-fn store16(d: &mut [u8], v: __m128i) {
-    let d = &mut d[..16];
-    // SAFETY: `d` holds 16 writable bytes; the store is unaligned.
-    unsafe { _mm_storeu_si128(d.as_mut_ptr().cast(), v) }
-}
+    /// Load row `row` (8-byte rows go to the low half).
+    #[inline(always)]
+    pub(crate) fn load(&self, row: usize) -> __m128i {
+        assert!(row < ROWS);
+        // SAFETY: row < ROWS, so bytes row * stride .. row * stride + W lie inside the slice
+        // checked in `new` (its length is (ROWS - 1) * stride + W). Loads are unaligned, and
+        // SSE2 is part of the x86_64 baseline.
+        unsafe {
+            let p = self.ptr.add(row * self.stride);
+            if W == 16 {
+                _mm_loadu_si128(p.cast())
+            } else {
+                _mm_loadl_epi64(p.cast())
+            }
+        }
+    }
 
-/// Store the low 8 bytes of `v`.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn store8(d: &mut [u8], v: __m128i) {
-    let d = &mut d[..8];
-    // SAFETY: `d` holds 8 writable bytes; the store is unaligned.
-    unsafe { _mm_storel_epi64(d.as_mut_ptr().cast(), v) }
+    /// Store `v` (its low half for 8-byte rows) to row `row`.
+    #[inline(always)]
+    pub(crate) fn store(&mut self, row: usize, v: __m128i) {
+        assert!(row < ROWS);
+        // SAFETY: as in `load`; `self` holds the slice's unique borrow.
+        unsafe {
+            let p = self.ptr.add(row * self.stride);
+            if W == 16 {
+                _mm_storeu_si128(p.cast(), v)
+            } else {
+                _mm_storel_epi64(p.cast(), v)
+            }
+        }
+    }
 }
 
 #[inline]
@@ -84,7 +107,8 @@ fn tap(lo: __m128i, hi: __m128i, k: i16) -> __m128i {
 /// Filter the eight rows p3..q3 (as pixels) in place.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_rows(px: &mut [__m128i; 8], kind: EdgeKind, t: Thresholds) {
+fn filter_rows<const K: u8>(px: &mut [__m128i; 8], t: Thresholds) {
+    let kind = kind_of::<K>();
     debug_assert!(t.edge < 255, "edge limit 255 would be lost to saturation");
     let [p3, p2, p1, p0, q0, q1, q2, q3] = *px;
     let edge = _mm_set1_epi8(t.edge as i8);
@@ -165,39 +189,43 @@ fn filter_rows(px: &mut [__m128i; 8], kind: EdgeKind, t: Thresholds) {
     *px = [p3, np2, np1, np0, nq0, nq1, nq2, q3];
 }
 
+/// Edge kinds as const parameters.
+const MB: u8 = 0;
+const SUB: u8 = 1;
+const SIMPLE: u8 = 2;
+
+#[inline(always)]
+const fn kind_of<const K: u8>() -> EdgeKind {
+    match K {
+        MB => EdgeKind::NormalMb,
+        SUB => EdgeKind::NormalSub,
+        _ => EdgeKind::Simple,
+    }
+}
+
 /// Horizontal edge, 16 segments: q0's row starts at `data[pos]`.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_h16(data: &mut [u8], pos: usize, stride: usize, kind: EdgeKind, t: Thresholds) {
-    let start = pos - 4 * stride;
-    let mut px: [__m128i; 8] = std::array::from_fn(|k| load16(&data[start + k * stride..]));
-    filter_rows(&mut px, kind, t);
-    for (k, &v) in px.iter().enumerate().take(7).skip(1) {
-        store16(&mut data[start + k * stride..], v);
+fn filter_h16<const K: u8>(data: &mut [u8], pos: usize, stride: usize, t: Thresholds) {
+    let mut b = Block::<8, 16>::new(data, pos - 4 * stride, stride);
+    let mut px: [__m128i; 8] = std::array::from_fn(|k| b.load(k));
+    filter_rows::<K>(&mut px, t);
+    for k in 1..7 {
+        b.store(k, px[k]);
     }
 }
 
 /// Horizontal edge, 8 segments in each of two planes with the same layout (U and V).
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_h8x2(
-    a: &mut [u8],
-    b: &mut [u8],
-    pos: usize,
-    stride: usize,
-    kind: EdgeKind,
-    t: Thresholds,
-) {
-    let start = pos - 4 * stride;
-    let mut px: [__m128i; 8] = std::array::from_fn(|k| {
-        let o = start + k * stride;
-        _mm_unpacklo_epi64(load8(&a[o..]), load8(&b[o..]))
-    });
-    filter_rows(&mut px, kind, t);
-    for (k, &v) in px.iter().enumerate().take(7).skip(1) {
-        let o = start + k * stride;
-        store8(&mut a[o..], v);
-        store8(&mut b[o..], _mm_unpackhi_epi64(v, v));
+fn filter_h8x2<const K: u8>(a: &mut [u8], b: &mut [u8], pos: usize, stride: usize, t: Thresholds) {
+    let mut a = Block::<8, 8>::new(a, pos - 4 * stride, stride);
+    let mut b = Block::<8, 8>::new(b, pos - 4 * stride, stride);
+    let mut px: [__m128i; 8] = std::array::from_fn(|k| _mm_unpacklo_epi64(a.load(k), b.load(k)));
+    filter_rows::<K>(&mut px, t);
+    for k in 1..7 {
+        a.store(k, px[k]);
+        b.store(k, _mm_unpackhi_epi64(px[k], px[k]));
     }
 }
 
@@ -278,47 +306,38 @@ fn transpose_8x16(c: &[__m128i; 8]) -> [__m128i; 8] {
 /// [`transpose_8x16`].
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_vertical(r: &[__m128i; 16], kind: EdgeKind, t: Thresholds) -> [__m128i; 8] {
+fn filter_vertical<const K: u8>(r: &[__m128i; 16], t: Thresholds) -> [__m128i; 8] {
     let mut cols = transpose_16x8(r);
-    filter_rows(&mut cols, kind, t);
+    filter_rows::<K>(&mut cols, t);
     transpose_8x16(&cols)
 }
 
 /// Vertical edge, 16 segments: q0 of row j is at `data[pos + j * stride]`.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_v16(data: &mut [u8], pos: usize, stride: usize, kind: EdgeKind, t: Thresholds) {
-    let start = pos - 4;
-    let r: [__m128i; 16] = std::array::from_fn(|j| load8(&data[start + j * stride..]));
-    let rows = filter_vertical(&r, kind, t);
-    for (i, &v) in rows.iter().enumerate() {
-        store8(&mut data[start + 2 * i * stride..], v);
-        store8(&mut data[start + (2 * i + 1) * stride..], _mm_unpackhi_epi64(v, v));
+fn filter_v16<const K: u8>(data: &mut [u8], pos: usize, stride: usize, t: Thresholds) {
+    let mut b = Block::<16, 8>::new(data, pos - 4, stride);
+    let r: [__m128i; 16] = std::array::from_fn(|j| b.load(j));
+    let rows = filter_vertical::<K>(&r, t);
+    for i in 0..8 {
+        b.store(2 * i, rows[i]);
+        b.store(2 * i + 1, _mm_unpackhi_epi64(rows[i], rows[i]));
     }
 }
 
 /// Vertical edge, 8 segments in each of two planes with the same layout (U and V).
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_v8x2(
-    a: &mut [u8],
-    b: &mut [u8],
-    pos: usize,
-    stride: usize,
-    kind: EdgeKind,
-    t: Thresholds,
-) {
-    let start = pos - 4;
-    let r: [__m128i; 16] = std::array::from_fn(|j| {
-        let p = if j < 8 { &*a } else { &*b };
-        load8(&p[start + (j % 8) * stride..])
-    });
-    let rows = filter_vertical(&r, kind, t);
-    for (i, &v) in rows.iter().enumerate() {
-        let p = if i < 4 { &mut *a } else { &mut *b };
-        let o = start + 2 * (i % 4) * stride;
-        store8(&mut p[o..], v);
-        store8(&mut p[o + stride..], _mm_unpackhi_epi64(v, v));
+fn filter_v8x2<const K: u8>(a: &mut [u8], b: &mut [u8], pos: usize, stride: usize, t: Thresholds) {
+    let mut a = Block::<8, 8>::new(a, pos - 4, stride);
+    let mut b = Block::<8, 8>::new(b, pos - 4, stride);
+    let r: [__m128i; 16] = std::array::from_fn(|j| if j < 8 { a.load(j) } else { b.load(j - 8) });
+    let rows = filter_vertical::<K>(&r, t);
+    for i in 0..4 {
+        a.store(2 * i, rows[i]);
+        a.store(2 * i + 1, _mm_unpackhi_epi64(rows[i], rows[i]));
+        b.store(2 * i, rows[4 + i]);
+        b.store(2 * i + 1, _mm_unpackhi_epi64(rows[4 + i], rows[4 + i]));
     }
 }
 
@@ -346,10 +365,26 @@ fn filter_edge_sse2(
     kind: EdgeKind,
     t: Thresholds,
 ) {
+    match kind {
+        EdgeKind::NormalMb => filter_edge_kind::<MB>(planes, pos, stride, dir, t),
+        EdgeKind::NormalSub => filter_edge_kind::<SUB>(planes, pos, stride, dir, t),
+        EdgeKind::Simple => filter_edge_kind::<SIMPLE>(planes, pos, stride, dir, t),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn filter_edge_kind<const K: u8>(
+    planes: EdgePlanes,
+    pos: usize,
+    stride: usize,
+    dir: EdgeDir,
+    t: Thresholds,
+) {
     match (planes, dir) {
-        (EdgePlanes::Luma(y), EdgeDir::Vertical) => filter_v16(y, pos, stride, kind, t),
-        (EdgePlanes::Luma(y), EdgeDir::Horizontal) => filter_h16(y, pos, stride, kind, t),
-        (EdgePlanes::Chroma(u, v), EdgeDir::Vertical) => filter_v8x2(u, v, pos, stride, kind, t),
-        (EdgePlanes::Chroma(u, v), EdgeDir::Horizontal) => filter_h8x2(u, v, pos, stride, kind, t),
+        (EdgePlanes::Luma(y), EdgeDir::Vertical) => filter_v16::<K>(y, pos, stride, t),
+        (EdgePlanes::Luma(y), EdgeDir::Horizontal) => filter_h16::<K>(y, pos, stride, t),
+        (EdgePlanes::Chroma(u, v), EdgeDir::Vertical) => filter_v8x2::<K>(u, v, pos, stride, t),
+        (EdgePlanes::Chroma(u, v), EdgeDir::Horizontal) => filter_h8x2::<K>(u, v, pos, stride, t),
     }
 }
