@@ -287,7 +287,7 @@ pub fn filter_edge(
 
 #[cfg(target_arch = "x86_64")]
 #[path = "loopfilter_sse2.rs"]
-mod sse2;
+pub(crate) mod sse2;
 
 pub use lanes::Thresholds;
 

@@ -7,67 +7,74 @@
 //! the exact (non-negative) `64 + 8096 + sum`; a saturating unsigned subtraction of 8096
 //! then yields `max(0, 64 + sum)`, and `>> 7` with an unsigned saturating pack gives the
 //! spec's clamped `(sum + 64) >> 7`. SSE2 is part of the x86_64 baseline; only the loads and
-//! stores are `unsafe`, each on a slice whose length was checked.
+//! stores are `unsafe`, inside footprints whose bounds were checked once.
+
+// Index loops over constant tap ranges unroll fully.
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
+
+use crate::loopfilter::sse2::Block;
 
 /// Bias that makes every accumulator value non-negative.
 const BIAS: i16 = 8096;
 
-#[inline]
-#[target_feature(enable = "sse2")]
-fn load16(s: &[u8]) -> __m128i {
-    let s = &s[..16];
-    // SAFETY: `s` holds 16 readable bytes; the load is unaligned.
-    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+/// A block's filter footprint (2 pixels before and 3 after it in both directions) inside the
+/// source plane, checked once; loads inside it need only cheap index checks.
+struct Footprint<'a> {
+    ptr: *const u8,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    _data: std::marker::PhantomData<&'a [u8]>,
 }
 
-#[inline]
-#[target_feature(enable = "sse2")]
-fn load8(s: &[u8]) -> __m128i {
-    let s = &s[..8];
-    // SAFETY: `s` holds 8 readable bytes; the load is unaligned.
-    unsafe { _mm_loadl_epi64(s.as_ptr().cast()) }
+impl<'a> Footprint<'a> {
+    /// The `size + 5` square footprint of the block whose origin is `src[off]`.
+    ///
+    /// # Panics
+    /// If the footprint is not inside `src`.
+    #[inline(always)]
+    fn new(src: &'a [u8], off: usize, stride: usize, size: usize) -> Self {
+        let (rows, cols) = (size + 5, size + 5);
+        let start = off - 2 * stride - 2;
+        let s = &src[start..start + (rows - 1) * stride + cols];
+        Footprint { ptr: s.as_ptr(), stride, rows, cols, _data: std::marker::PhantomData }
+    }
+
+    /// Load `N` (8 or 16) bytes from row `r`, column `c` of the footprint.
+    #[inline(always)]
+    fn load<const N: usize>(&self, r: usize, c: usize) -> __m128i {
+        assert!(r < self.rows && c + N <= self.cols);
+        // SAFETY: the bytes r * stride + c .. + N lie inside the slice checked in `new`,
+        // whose length is (rows - 1) * stride + cols. SSE2 is baseline on x86_64.
+        unsafe {
+            let p = self.ptr.add(r * self.stride + c);
+            if N == 16 {
+                _mm_loadu_si128(p.cast())
+            } else {
+                _mm_loadl_epi64(p.cast())
+            }
+        }
+    }
 }
 
+/// Combine six rows of `W` (8 or 16) pixels with taps `A..B` (the others are zero) into one
+/// rounded, clamped row. Even and odd taps go to separate accumulators for a shorter chain.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn store16(d: &mut [u8], v: __m128i) {
-    let d = &mut d[..16];
-    // SAFETY: `d` holds 16 writable bytes; the store is unaligned.
-    unsafe { _mm_storeu_si128(d.as_mut_ptr().cast(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "sse2")]
-fn store8(d: &mut [u8], v: __m128i) {
-    let d = &mut d[..8];
-    // SAFETY: `d` holds 8 writable bytes; the store is unaligned.
-    unsafe { _mm_storel_epi64(d.as_mut_ptr().cast(), v) }
-}
-
-/// Filter one row of `W` (8 or 16) outputs: output `c` combines `s[c + i * step]` for taps
-/// `i` in `A..B` (the others are zero); `s` starts two steps before the first output's centre
-/// pixel. Even and odd taps go to separate accumulators to shorten the dependency chain.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn filter_row<const W: usize, const A: usize, const B: usize>(
-    s: &[u8],
-    step: usize,
+fn combine<const W: usize, const A: usize, const B: usize>(
+    v: &[__m128i; 6],
     k: &[__m128i; 6],
 ) -> __m128i {
     let zero = _mm_setzero_si128();
-    let s = &s[..5 * step + W];
     let mut lo = [_mm_set1_epi16(64 + BIAS), zero];
     let mut hi = lo;
     for i in A..B {
+        lo[i & 1] = _mm_add_epi16(lo[i & 1], _mm_mullo_epi16(_mm_unpacklo_epi8(v[i], zero), k[i]));
         if W == 16 {
-            let v = load16(&s[i * step..]);
-            lo[i & 1] = _mm_add_epi16(lo[i & 1], _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k[i]));
-            hi[i & 1] = _mm_add_epi16(hi[i & 1], _mm_mullo_epi16(_mm_unpackhi_epi8(v, zero), k[i]));
-        } else {
-            let v = load8(&s[i * step..]);
-            lo[i & 1] = _mm_add_epi16(lo[i & 1], _mm_mullo_epi16(_mm_unpacklo_epi8(v, zero), k[i]));
+            hi[i & 1] =
+                _mm_add_epi16(hi[i & 1], _mm_mullo_epi16(_mm_unpackhi_epi8(v[i], zero), k[i]));
         }
     }
     let bias = _mm_set1_epi16(BIAS);
@@ -76,57 +83,100 @@ fn filter_row<const W: usize, const A: usize, const B: usize>(
     _mm_packus_epi16(lo, hi)
 }
 
-/// [`pass`] for taps `A..B`.
+/// Row `r` (footprint coordinates) of the horizontally filtered block, or the unfiltered
+/// pixels when `H` is false.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn source_row<const W: usize, const H: bool, const A: usize, const B: usize>(
+    fp: &Footprint,
+    r: usize,
+    k: &[__m128i; 6],
+) -> __m128i {
+    if H {
+        let mut v = [_mm_setzero_si128(); 6];
+        for i in A..B {
+            v[i] = fp.load::<W>(r, i);
+        }
+        combine::<W, A, B>(&v, k)
+    } else {
+        fp.load::<W>(r, 2)
+    }
+}
+
+/// Interpolate a `W` x `W` block: horizontal taps `HA..HB` when `H`, vertical taps `VA..VB`
+/// when `V`. Vertical filtering keeps the six source rows of an output row in a window of
+/// registers, so the horizontally filtered rows never go through memory.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "sse2")]
-fn pass_taps<const W: usize, const A: usize, const B: usize>(
-    src: &[u8],
-    off: usize,
-    stride: usize,
-    step: usize,
-    dst: &mut [u8],
-    doff: usize,
-    dstride: usize,
-    rows: usize,
-    k: &[__m128i; 6],
+fn interpolate<
+    const W: usize,
+    const H: bool,
+    const HA: usize,
+    const HB: usize,
+    const V: bool,
+    const VA: usize,
+    const VB: usize,
+>(
+    fp: &Footprint,
+    out: &mut Block<W, W>,
+    kh: &[__m128i; 6],
+    kv: &[__m128i; 6],
 ) {
-    for r in 0..rows {
-        let v = filter_row::<W, A, B>(&src[off + r * stride - 2 * step..], step, k);
-        let d = &mut dst[doff + r * dstride..];
-        if W == 16 {
-            store16(d, v);
-        } else {
-            store8(d, v);
+    if !V {
+        for y in 0..W {
+            out.store(y, source_row::<W, H, HA, HB>(fp, y + 2, kh));
+        }
+        return;
+    }
+    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
+    let mut win = [_mm_setzero_si128(); 6];
+    for i in VA..VB - 1 {
+        win[i] = source_row::<W, H, HA, HB>(fp, i, kh);
+    }
+    for y in 0..W {
+        win[VB - 1] = source_row::<W, H, HA, HB>(fp, y + VB - 1, kh);
+        out.store(y, combine::<W, VA, VB>(&win, kv));
+        for i in VA..VB - 1 {
+            win[i] = win[i + 1];
         }
     }
 }
 
-/// One 1-D pass over `rows` rows; see [`super::lanes`] for the layout. The six-tap filters of
-/// odd fractions have zero outer taps and the bilinear ones only two taps; each shape gets
-/// its own unrolled loop.
-#[allow(clippy::too_many_arguments)]
+/// Tap range of a filter: six-tap filters of odd fractions have zero outer taps, bilinear
+/// filters only the two middle ones.
+#[derive(Clone, Copy)]
+enum Shape {
+    Six,
+    Four,
+    Two,
+}
+
+fn shape(t: &[i32; 6]) -> Shape {
+    if t[0] != 0 || t[5] != 0 {
+        Shape::Six
+    } else if t[1] != 0 || t[4] != 0 {
+        Shape::Four
+    } else {
+        Shape::Two
+    }
+}
+
+/// Select the vertical shape for a given horizontal one.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn pass<const W: usize>(
-    src: &[u8],
-    off: usize,
-    stride: usize,
-    step: usize,
-    dst: &mut [u8],
-    doff: usize,
-    dstride: usize,
-    rows: usize,
-    t: &[i32; 6],
+fn with_vertical<const W: usize, const H: bool, const HA: usize, const HB: usize>(
+    fp: &Footprint,
+    out: &mut Block<W, W>,
+    kh: &[__m128i; 6],
+    kv: &[__m128i; 6],
+    v: Option<Shape>,
 ) {
-    let k = t.map(|k| _mm_set1_epi16(k as i16));
-    let args = (src, off, stride, step);
-    if t[0] != 0 || t[5] != 0 {
-        pass_taps::<W, 0, 6>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
-    } else if t[1] != 0 || t[4] != 0 {
-        pass_taps::<W, 1, 5>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
-    } else {
-        pass_taps::<W, 2, 4>(args.0, args.1, args.2, args.3, dst, doff, dstride, rows, &k);
+    match v {
+        None => interpolate::<W, H, HA, HB, false, 2, 3>(fp, out, kh, kv),
+        Some(Shape::Six) => interpolate::<W, H, HA, HB, true, 0, 6>(fp, out, kh, kv),
+        Some(Shape::Four) => interpolate::<W, H, HA, HB, true, 1, 5>(fp, out, kh, kv),
+        Some(Shape::Two) => interpolate::<W, H, HA, HB, true, 2, 4>(fp, out, kh, kv),
     }
 }
 
@@ -165,25 +215,16 @@ fn filter_block_sse2<const W: usize>(
     fx: usize,
     fy: usize,
 ) {
-    match (fx, fy) {
-        (0, 0) => {
-            for r in 0..W {
-                let s = &src[off + r * stride..];
-                let d = &mut dst[doff + r * dstride..];
-                if W == 16 {
-                    store16(d, load16(s));
-                } else {
-                    store8(d, load8(s));
-                }
-            }
-        }
-        (_, 0) => pass::<W>(src, off, stride, 1, dst, doff, dstride, W, hx),
-        (0, _) => pass::<W>(src, off, stride, stride, dst, doff, dstride, W, vy),
-        _ => {
-            // Rows -2 ..= W + 2 of the horizontally filtered block.
-            let mut tmp = [0u8; 21 * 16];
-            pass::<W>(src, off - 2 * stride, stride, 1, &mut tmp, 0, W, W + 5, hx);
-            pass::<W>(&tmp, 2 * W, W, W, dst, doff, dstride, W, vy);
-        }
+    let fp = Footprint::new(src, off, stride, W);
+    let mut out = Block::<W, W>::new(dst, doff, dstride);
+    let kh = hx.map(|k| _mm_set1_epi16(k as i16));
+    let kv = vy.map(|k| _mm_set1_epi16(k as i16));
+    let v = (fy != 0).then(|| shape(vy));
+    let (fp, o) = (&fp, &mut out);
+    match (fx != 0).then(|| shape(hx)) {
+        None => with_vertical::<W, false, 2, 3>(fp, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<W, true, 0, 6>(fp, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<W, true, 1, 5>(fp, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<W, true, 2, 4>(fp, o, &kh, &kv, v),
     }
 }
