@@ -17,11 +17,11 @@ use std::arch::x86_64::*;
 use crate::loopfilter::sse2::Block;
 
 /// Bias that makes every accumulator value non-negative.
-const BIAS: i16 = 8096;
+pub(super) const BIAS: i16 = 8096;
 
 /// A block's filter footprint (2 pixels before and 3 after it in both directions) inside the
 /// source plane, checked once; loads inside it need only cheap index checks.
-struct Footprint<'a> {
+pub(super) struct Footprint<'a> {
     ptr: *const u8,
     stride: usize,
     rows: usize,
@@ -35,7 +35,7 @@ impl<'a> Footprint<'a> {
     /// # Panics
     /// If the footprint is not inside `src`.
     #[inline(always)]
-    fn new(src: &'a [u8], off: usize, stride: usize, size: usize) -> Self {
+    pub(super) fn new(src: &'a [u8], off: usize, stride: usize, size: usize) -> Self {
         let (rows, cols) = (size + 5, size + 5);
         let start = off - 2 * stride - 2;
         let s = &src[start..start + (rows - 1) * stride + cols];
@@ -44,7 +44,7 @@ impl<'a> Footprint<'a> {
 
     /// Load `N` (8 or 16) bytes from row `r`, column `c` of the footprint.
     #[inline(always)]
-    fn load<const N: usize>(&self, r: usize, c: usize) -> __m128i {
+    pub(super) fn load<const N: usize>(&self, r: usize, c: usize) -> __m128i {
         assert!(r < self.rows && c + N <= self.cols);
         // SAFETY: the bytes r * stride + c .. + N lie inside the slice checked in `new`,
         // whose length is (rows - 1) * stride + cols. SSE2 is baseline on x86_64.
@@ -146,13 +146,13 @@ fn interpolate<
 /// Tap range of a filter: six-tap filters of odd fractions have zero outer taps, bilinear
 /// filters only the two middle ones.
 #[derive(Clone, Copy)]
-enum Shape {
+pub(super) enum Shape {
     Six,
     Four,
     Two,
 }
 
-fn shape(t: &[i32; 6]) -> Shape {
+pub(super) fn shape(t: &[i32; 6]) -> Shape {
     if t[0] != 0 || t[5] != 0 {
         Shape::Six
     } else if t[1] != 0 || t[4] != 0 {
