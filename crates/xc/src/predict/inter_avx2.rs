@@ -1,4 +1,5 @@
-//! AVX2 interpolation kernel for 16-pixel-wide blocks: one 16-lane register per row.
+//! AVX2 interpolation kernels: 16x16 luma blocks, and pairs of 8x8 chroma blocks (U and V
+//! with the same vector) side by side; either way one 16-lane register per row.
 //!
 //! The arithmetic is that of the SSE2 kernels (see `inter_sse2.rs`: wrapping 16-bit sums
 //! biased by 8096, then a saturating subtraction, `>> 7` and a clamp to 255). Horizontally
@@ -11,12 +12,13 @@
 use std::arch::x86_64::*;
 
 use super::sse2::{shape, Footprint, Shape, BIAS};
-use super::Kernel;
+use super::{Kernel, PairKernel};
 use crate::loopfilter::sse2::Block;
 
-/// The AVX2 kernel for 16x16 blocks, when this CPU has AVX2.
-pub(super) fn kernel() -> Option<Kernel> {
-    is_x86_feature_detected!("avx2").then_some(filter_block16 as Kernel)
+/// The AVX2 kernels for 16x16 blocks and for 8x8 chroma pairs, when this CPU has AVX2.
+pub(super) fn kernels() -> Option<(Kernel, PairKernel)> {
+    is_x86_feature_detected!("avx2")
+        .then_some((filter_block16 as Kernel, filter_pair8 as PairKernel))
 }
 
 /// Same contract as [`super::scalar::filter_block`] for 16x16 blocks.
@@ -33,16 +35,66 @@ fn filter_block16(
     fx: usize,
     fy: usize,
 ) {
-    // SAFETY: this function is reachable only through `kernel`, which hands it out only
+    let fp = Footprint::new(src, off, stride, 16);
+    let out = Out::One(Block::new(dst, doff, dstride));
+    // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
-    unsafe { filter_block16_avx2(src, off, stride, dst, doff, dstride, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<false>(&fp, &fp, out, hx, vy, fx, fy) }
 }
 
-/// Sixteen pixels of footprint row `r` from column `c`, widened to 16 bits.
+/// Same contract as [`super::filter_block_pair`].
+#[allow(clippy::too_many_arguments)]
+fn filter_pair8(
+    src: [&[u8]; 2],
+    off: usize,
+    stride: usize,
+    dst: [&mut [u8]; 2],
+    doff: usize,
+    dstride: usize,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let [su, sv] = src;
+    let [du, dv] = dst;
+    let (fu, fv) = (Footprint::new(su, off, stride, 8), Footprint::new(sv, off, stride, 8));
+    let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
+    // SAFETY: as in `filter_block16`.
+    unsafe { filter_avx2::<true>(&fu, &fv, out, hx, vy, fx, fy) }
+}
+
+/// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair.
+enum Out<'a> {
+    One(Block<'a, 16, 16>),
+    Two(Block<'a, 8, 8>, Block<'a, 8, 8>),
+}
+
+impl Out<'_> {
+    /// Store sixteen bytes as row `y` (split in halves for a pair).
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn store(&mut self, y: usize, v: __m128i) {
+        match self {
+            Out::One(b) => b.store(y, v),
+            Out::Two(u, w) => {
+                u.store(y, v);
+                w.store(y, _mm_unpackhi_epi64(v, v));
+            }
+        }
+    }
+}
+
+/// Sixteen pixels from row `r`, column `c` of the footprint(s), widened to 16 bits: 16 of
+/// `a`, or 8 of `a` and then 8 of `b` when `PAIR`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn widen(fp: &Footprint, r: usize, c: usize) -> __m256i {
-    _mm256_cvtepu8_epi16(fp.load::<16>(r, c))
+fn widen<const PAIR: bool>(a: &Footprint, b: &Footprint, r: usize, c: usize) -> __m256i {
+    if PAIR {
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a.load::<8>(r, c), b.load::<8>(r, c)))
+    } else {
+        _mm256_cvtepu8_epi16(a.load::<16>(r, c))
+    }
 }
 
 /// `min(max(0, acc - BIAS) >> 7, 255)`: the filtered value from a biased accumulator.
@@ -67,34 +119,35 @@ fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 6]) -
 /// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_row<const H: bool, const A: usize, const B: usize>(
-    fp: &Footprint,
+fn source_row<const PAIR: bool, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint,
+    fb: &Footprint,
     r: usize,
     k: &[__m256i; 6],
 ) -> __m256i {
     if H {
         let mut v = [_mm256_setzero_si256(); 6];
         for i in A..B {
-            v[i] = widen(fp, r, i);
+            v[i] = widen::<PAIR>(fa, fb, r, i);
         }
         combine::<A, B>(&v, k)
     } else {
-        widen(fp, r, 2)
+        widen::<PAIR>(fa, fb, r, 2)
     }
 }
 
 /// Pack sixteen 16-bit values (all in 0..=255) to bytes and store them as row `y`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store_row(out: &mut Block<16, 16>, y: usize, v: __m256i) {
+fn store_row(out: &mut Out, y: usize, v: __m256i) {
     let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, v));
     out.store(y, _mm256_castsi256_si128(packed));
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2")]
 fn interpolate<
+    const PAIR: bool,
     const H: bool,
     const HA: usize,
     const HB: usize,
@@ -102,24 +155,26 @@ fn interpolate<
     const VA: usize,
     const VB: usize,
 >(
-    fp: &Footprint,
-    out: &mut Block<16, 16>,
+    fa: &Footprint,
+    fb: &Footprint,
+    out: &mut Out,
     kh: &[__m256i; 6],
     kv: &[__m256i; 6],
 ) {
+    let rows = if PAIR { 8 } else { 16 };
     if !V {
-        for y in 0..16 {
-            store_row(out, y, source_row::<H, HA, HB>(fp, y + 2, kh));
+        for y in 0..rows {
+            store_row(out, y, source_row::<PAIR, H, HA, HB>(fa, fb, y + 2, kh));
         }
         return;
     }
     // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
     let mut win = [_mm256_setzero_si256(); 6];
     for i in VA..VB - 1 {
-        win[i] = source_row::<H, HA, HB>(fp, i, kh);
+        win[i] = source_row::<PAIR, H, HA, HB>(fa, fb, i, kh);
     }
-    for y in 0..16 {
-        win[VB - 1] = source_row::<H, HA, HB>(fp, y + VB - 1, kh);
+    for y in 0..rows {
+        win[VB - 1] = source_row::<PAIR, H, HA, HB>(fa, fb, y + VB - 1, kh);
         store_row(out, y, combine::<VA, VB>(&win, kv));
         for i in VA..VB - 1 {
             win[i] = win[i + 1];
@@ -129,45 +184,40 @@ fn interpolate<
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn with_vertical<const H: bool, const HA: usize, const HB: usize>(
-    fp: &Footprint,
-    out: &mut Block<16, 16>,
+fn with_vertical<const PAIR: bool, const H: bool, const HA: usize, const HB: usize>(
+    fa: &Footprint,
+    fb: &Footprint,
+    out: &mut Out,
     kh: &[__m256i; 6],
     kv: &[__m256i; 6],
     v: Option<Shape>,
 ) {
     match v {
-        None => interpolate::<H, HA, HB, false, 2, 3>(fp, out, kh, kv),
-        Some(Shape::Six) => interpolate::<H, HA, HB, true, 0, 6>(fp, out, kh, kv),
-        Some(Shape::Four) => interpolate::<H, HA, HB, true, 1, 5>(fp, out, kh, kv),
-        Some(Shape::Two) => interpolate::<H, HA, HB, true, 2, 4>(fp, out, kh, kv),
+        None => interpolate::<PAIR, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
+        Some(Shape::Six) => interpolate::<PAIR, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
+        Some(Shape::Four) => interpolate::<PAIR, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
+        Some(Shape::Two) => interpolate::<PAIR, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-fn filter_block16_avx2(
-    src: &[u8],
-    off: usize,
-    stride: usize,
-    dst: &mut [u8],
-    doff: usize,
-    dstride: usize,
+fn filter_avx2<const PAIR: bool>(
+    fa: &Footprint,
+    fb: &Footprint,
+    mut out: Out,
     hx: &[i32; 6],
     vy: &[i32; 6],
     fx: usize,
     fy: usize,
 ) {
-    let fp = Footprint::new(src, off, stride, 16);
-    let mut out = Block::<16, 16>::new(dst, doff, dstride);
     let kh = hx.map(|k| _mm256_set1_epi16(k as i16));
     let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
     let v = (fy != 0).then(|| shape(vy));
-    let (fp, o) = (&fp, &mut out);
+    let o = &mut out;
     match (fx != 0).then(|| shape(hx)) {
-        None => with_vertical::<false, 2, 3>(fp, o, &kh, &kv, v),
-        Some(Shape::Six) => with_vertical::<true, 0, 6>(fp, o, &kh, &kv, v),
-        Some(Shape::Four) => with_vertical::<true, 1, 5>(fp, o, &kh, &kv, v),
-        Some(Shape::Two) => with_vertical::<true, 2, 4>(fp, o, &kh, &kv, v),
+        None => with_vertical::<PAIR, false, 2, 3>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<PAIR, true, 0, 6>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<PAIR, true, 1, 5>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<PAIR, true, 2, 4>(fa, fb, o, &kh, &kv, v),
     }
 }
