@@ -30,12 +30,11 @@ fn main() -> ExitCode {
     let stem = std::path::Path::new(&path)
         .file_stem()
         .map_or(String::new(), |s| s.to_string_lossy().into_owned());
-    let mut state = xc::DecoderState::default();
+    let mut decoder = xc::decoder::Decoder::default();
     let start = std::time::Instant::now();
     for (i, f) in frames.iter().enumerate() {
-        match xc::decode_frame(&state, f.data) {
-            Ok((next, shown)) => {
-                state = next;
+        match decoder.decode(f.data) {
+            Ok(shown) => {
                 if no_md5 {
                     continue;
                 }

@@ -9,7 +9,7 @@ use crate::frame::Frame;
 use crate::header::{
     parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader,
 };
-use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
+use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::modes::{parse_mb_header, ModeContext, Neighbours};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
@@ -21,10 +21,69 @@ use crate::transform::{idct4x4_add, iwht4x4};
 
 /// Decode one compressed frame. The input state is not modified; the returned state is the
 /// one to decode the next frame with. The frame is returned when `show_frame` is set.
+///
+/// For decoding a sequence, [`Decoder`] is faster: it reuses frame buffers and does not copy
+/// shown frames.
 pub fn decode_frame(
     state: &DecoderState,
     data: &[u8],
 ) -> Result<(DecoderState, Option<Frame>), DecodeError> {
+    let (next, shown) = decode_frame_with_buffer(state, data, None)?;
+    // The shown frame is usually also a reference frame of `next`, so it is copied out.
+    let shown = shown.map(|f| Arc::try_unwrap(f).unwrap_or_else(|f| Frame::clone(&f)));
+    Ok((next, shown))
+}
+
+/// A decoder that owns its state, for decoding a sequence of frames.
+///
+/// It returns the same frames and states as [`decode_frame`], but recycles the pixel buffers
+/// of reference frames that drop out of use (instead of allocating and zero-filling a new
+/// frame per decoded frame) and returns shown frames as shared references instead of copies.
+/// A buffer is recycled only when nothing else holds it, so callers may keep frames and
+/// states for as long as they like.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    state: DecoderState,
+    spare: Option<Frame>,
+}
+
+impl Decoder {
+    /// A decoder that continues from `state`.
+    pub fn new(state: DecoderState) -> Self {
+        Decoder { state, spare: None }
+    }
+
+    /// The state to decode the next frame with.
+    pub fn state(&self) -> &DecoderState {
+        &self.state
+    }
+
+    pub fn into_state(self) -> DecoderState {
+        self.state
+    }
+
+    /// Decode one compressed frame; returns it when `show_frame` is set. On error the state
+    /// is left as it was, as with [`decode_frame`].
+    pub fn decode(&mut self, data: &[u8]) -> Result<Option<Arc<Frame>>, DecodeError> {
+        let (next, shown) = decode_frame_with_buffer(&self.state, data, self.spare.take())?;
+        let old = std::mem::replace(&mut self.state, next);
+        for frame in [old.last, old.golden, old.altref].into_iter().flatten() {
+            // Some for the last holder of a frame that the new state no longer references.
+            if let Some(f) = Arc::into_inner(frame) {
+                self.spare = Some(f);
+            }
+        }
+        Ok(shown)
+    }
+}
+
+/// [`decode_frame`], reconstructing into `spare` when it has the frame's size. Every pixel of
+/// a frame is written by reconstruction, so a recycled buffer's old contents do not matter.
+fn decode_frame_with_buffer(
+    state: &DecoderState,
+    data: &[u8],
+    spare: Option<Frame>,
+) -> Result<(DecoderState, Option<Arc<Frame>>), DecodeError> {
     let chunk = parse_uncompressed_chunk(data)?;
     let tag = chunk.tag;
     if tag.version > 3 {
@@ -70,22 +129,26 @@ pub fn decode_frame(
     let parts =
         split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
 
-    let mut frame = Frame::new(next.width as usize, next.height as usize, 0);
+    let (w, h) = (next.width as usize, next.height as usize);
+    let mut frame = match spare {
+        Some(f) if (f.display_width, f.display_height) == (w, h) => f,
+        _ => Frame::new(w, h, 0),
+    };
     let setup = FrameSetup {
         key_frame: tag.key_frame,
         must_be_complete: tag.key_frame && state.last.is_none(),
         filter: if tag.version == 0 { InterFilter::SixTap } else { InterFilter::Bilinear },
         full_pixel: tag.version == 3,
     };
-    let edges = decode_macroblocks(&mut next, &hdr, &setup, &mut d, &parts, &mut frame)?;
-
-    if hdr.loop_filter_level != 0 {
+    let loop_filter = (hdr.loop_filter_level != 0).then(|| {
         let ft = if hdr.simple_filter { FilterType::Simple } else { FilterType::Normal };
-        filter_frame(&mut frame, &edges, ft, hdr.sharpness_level, tag.key_frame);
-    }
+        FrameFilter::new(ft, hdr.sharpness_level, tag.key_frame)
+    });
+    decode_macroblocks(&mut next, &hdr, &setup, &mut d, &parts, loop_filter.as_ref(), &mut frame)?;
 
+    let frame = Arc::new(frame);
     let shown = tag.show_frame.then(|| frame.clone());
-    update_references(&mut next, &hdr, Arc::new(frame));
+    update_references(&mut next, &hdr, frame);
     if let Some(saved) = saved_probs {
         next.probs = saved;
     }
@@ -117,15 +180,19 @@ struct FrameSetup {
     full_pixel: bool,
 }
 
-/// Parse and reconstruct every macroblock; returns the loop filter inputs.
+/// Parse and reconstruct every macroblock, and run the loop filter (when given) one
+/// macroblock row behind reconstruction, while the rows are still in cache: intra prediction
+/// of row `r` needs the unfiltered bottom pixel row of row `r - 1`, and filtering row `r - 1`
+/// after row `r` is reconstructed touches only rows `r - 2` and `r - 1`.
 fn decode_macroblocks(
     st: &mut DecoderState,
     hdr: &FrameHeader,
     setup: &FrameSetup,
     d: &mut BoolDecoder,
     parts: &[&[u8]],
+    loop_filter: Option<&FrameFilter>,
     frame: &mut Frame,
-) -> Result<Vec<MbEdgeInfo>, DecodeError> {
+) -> Result<(), DecodeError> {
     let (cols, rows) = (frame.mb_cols(), frame.mb_rows());
     let seg = &st.segmentation;
     let dequant: [Dequant; 4] = std::array::from_fn(|s| {
@@ -156,7 +223,7 @@ fn decode_macroblocks(
     let refs = [None, st.last.as_deref(), st.golden.as_deref(), st.altref.as_deref()];
 
     let mut mbs: Vec<MbInfo> = Vec::with_capacity(cols * rows);
-    let mut edges = Vec::with_capacity(cols * rows);
+    let mut edges = Vec::with_capacity(2 * cols);
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
@@ -216,11 +283,22 @@ fn decode_macroblocks(
         if setup.must_be_complete && (d.window_past_end() || td.window_past_end()) {
             return Err(DecodeError::IncompleteFirstKeyFrame);
         }
+        if let Some(lf) = loop_filter {
+            if mby > 0 {
+                lf.filter_row(frame, mby - 1, &edges[..cols]);
+                edges.drain(..cols);
+            }
+            if mby + 1 == rows {
+                lf.filter_row(frame, mby, &edges);
+            }
+        } else {
+            edges.clear();
+        }
     }
     if setup.must_be_complete && tds.iter().any(BoolDecoder::window_past_end) {
         return Err(DecodeError::IncompleteFirstKeyFrame);
     }
-    Ok(edges)
+    Ok(())
 }
 
 /// Predict one macroblock and add its residue (spec 12, 14, 18).

@@ -1,0 +1,223 @@
+//! AVX2 interpolation kernels: 16x16 luma blocks, and pairs of 8x8 chroma blocks (U and V
+//! with the same vector) side by side; either way one 16-lane register per row.
+//!
+//! The arithmetic is that of the SSE2 kernels (see `inter_sse2.rs`: wrapping 16-bit sums
+//! biased by 8096, then a saturating subtraction, `>> 7` and a clamp to 255). Horizontally
+//! filtered rows stay in 16-bit form in a window of six registers for the vertical pass.
+//! Selected once at run time when the CPU has AVX2 (see [`kernel`]).
+
+// Index loops over constant tap ranges unroll fully.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::sse2::{shape, Footprint, Shape, BIAS};
+use super::{Kernel, PairKernel};
+use crate::loopfilter::sse2::Block;
+
+/// The AVX2 kernels for 16x16 blocks and for 8x8 chroma pairs, when this CPU has AVX2.
+pub(super) fn kernels() -> Option<(Kernel, PairKernel)> {
+    is_x86_feature_detected!("avx2")
+        .then_some((filter_block16 as Kernel, filter_pair8 as PairKernel))
+}
+
+/// Same contract as [`super::scalar::filter_block`] for 16x16 blocks.
+#[allow(clippy::too_many_arguments)]
+fn filter_block16(
+    src: &[u8],
+    off: usize,
+    stride: usize,
+    dst: &mut [u8],
+    doff: usize,
+    dstride: usize,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let fp = Footprint::new(src, off, stride, 16);
+    let out = Out::One(Block::new(dst, doff, dstride));
+    // SAFETY: this function is reachable only through `kernels`, which hands it out only
+    // after `is_x86_feature_detected!("avx2")` succeeded.
+    unsafe { filter_avx2::<false>(&fp, &fp, out, hx, vy, fx, fy) }
+}
+
+/// Same contract as [`super::filter_block_pair`].
+#[allow(clippy::too_many_arguments)]
+fn filter_pair8(
+    src: [&[u8]; 2],
+    off: usize,
+    stride: usize,
+    dst: [&mut [u8]; 2],
+    doff: usize,
+    dstride: usize,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let [su, sv] = src;
+    let [du, dv] = dst;
+    let (fu, fv) = (Footprint::new(su, off, stride, 8), Footprint::new(sv, off, stride, 8));
+    let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
+    // SAFETY: as in `filter_block16`.
+    unsafe { filter_avx2::<true>(&fu, &fv, out, hx, vy, fx, fy) }
+}
+
+/// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair.
+enum Out<'a> {
+    One(Block<'a, 16, 16>),
+    Two(Block<'a, 8, 8>, Block<'a, 8, 8>),
+}
+
+impl Out<'_> {
+    /// Store sixteen bytes as row `y` (split in halves for a pair).
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn store(&mut self, y: usize, v: __m128i) {
+        match self {
+            Out::One(b) => b.store(y, v),
+            Out::Two(u, w) => {
+                u.store(y, v);
+                w.store(y, _mm_unpackhi_epi64(v, v));
+            }
+        }
+    }
+}
+
+/// Sixteen pixels from row `r`, column `c` of the footprint(s), widened to 16 bits: 16 of
+/// `a`, or 8 of `a` and then 8 of `b` when `PAIR`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn widen<const PAIR: bool>(a: &Footprint, b: &Footprint, r: usize, c: usize) -> __m256i {
+    if PAIR {
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a.load::<8>(r, c), b.load::<8>(r, c)))
+    } else {
+        _mm256_cvtepu8_epi16(a.load::<16>(r, c))
+    }
+}
+
+/// `min(max(0, acc - BIAS) >> 7, 255)`: the filtered value from a biased accumulator.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn finish(acc: [__m256i; 2]) -> __m256i {
+    let v = _mm256_subs_epu16(_mm256_add_epi16(acc[0], acc[1]), _mm256_set1_epi16(BIAS));
+    _mm256_min_epi16(_mm256_srli_epi16::<7>(v), _mm256_set1_epi16(255))
+}
+
+/// Sum taps `A..B` of six 16-bit rows.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 6]) -> __m256i {
+    let mut acc = [_mm256_set1_epi16(64 + BIAS), _mm256_setzero_si256()];
+    for i in A..B {
+        acc[i & 1] = _mm256_add_epi16(acc[i & 1], _mm256_mullo_epi16(v[i], k[i]));
+    }
+    finish(acc)
+}
+
+/// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn source_row<const PAIR: bool, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint,
+    fb: &Footprint,
+    r: usize,
+    k: &[__m256i; 6],
+) -> __m256i {
+    if H {
+        let mut v = [_mm256_setzero_si256(); 6];
+        for i in A..B {
+            v[i] = widen::<PAIR>(fa, fb, r, i);
+        }
+        combine::<A, B>(&v, k)
+    } else {
+        widen::<PAIR>(fa, fb, r, 2)
+    }
+}
+
+/// Pack sixteen 16-bit values (all in 0..=255) to bytes and store them as row `y`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_row(out: &mut Out, y: usize, v: __m256i) {
+    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, v));
+    out.store(y, _mm256_castsi256_si128(packed));
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn interpolate<
+    const PAIR: bool,
+    const H: bool,
+    const HA: usize,
+    const HB: usize,
+    const V: bool,
+    const VA: usize,
+    const VB: usize,
+>(
+    fa: &Footprint,
+    fb: &Footprint,
+    out: &mut Out,
+    kh: &[__m256i; 6],
+    kv: &[__m256i; 6],
+) {
+    let rows = if PAIR { 8 } else { 16 };
+    if !V {
+        for y in 0..rows {
+            store_row(out, y, source_row::<PAIR, H, HA, HB>(fa, fb, y + 2, kh));
+        }
+        return;
+    }
+    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
+    let mut win = [_mm256_setzero_si256(); 6];
+    for i in VA..VB - 1 {
+        win[i] = source_row::<PAIR, H, HA, HB>(fa, fb, i, kh);
+    }
+    for y in 0..rows {
+        win[VB - 1] = source_row::<PAIR, H, HA, HB>(fa, fb, y + VB - 1, kh);
+        store_row(out, y, combine::<VA, VB>(&win, kv));
+        for i in VA..VB - 1 {
+            win[i] = win[i + 1];
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn with_vertical<const PAIR: bool, const H: bool, const HA: usize, const HB: usize>(
+    fa: &Footprint,
+    fb: &Footprint,
+    out: &mut Out,
+    kh: &[__m256i; 6],
+    kv: &[__m256i; 6],
+    v: Option<Shape>,
+) {
+    match v {
+        None => interpolate::<PAIR, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
+        Some(Shape::Six) => interpolate::<PAIR, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
+        Some(Shape::Four) => interpolate::<PAIR, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
+        Some(Shape::Two) => interpolate::<PAIR, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn filter_avx2<const PAIR: bool>(
+    fa: &Footprint,
+    fb: &Footprint,
+    mut out: Out,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let kh = hx.map(|k| _mm256_set1_epi16(k as i16));
+    let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
+    let v = (fy != 0).then(|| shape(vy));
+    let o = &mut out;
+    match (fx != 0).then(|| shape(hx)) {
+        None => with_vertical::<PAIR, false, 2, 3>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<PAIR, true, 0, 6>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<PAIR, true, 1, 5>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<PAIR, true, 2, 4>(fa, fb, o, &kh, &kv, v),
+    }
+}
