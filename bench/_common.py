@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+# bench/excamera.py is named like the package it measures, and a script's own folder comes first
+# on the import path: move this folder behind the installed package, so every bench script that
+# imports this module first gets the real `excamera` (and can still import its siblings).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 
 def shared_dir() -> Path:

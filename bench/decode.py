@@ -61,7 +61,7 @@ def main() -> int:
         }
         rows = []
         for name, path in streams.items():
-            t_vpx = best_of(args.runs, lambda p=path: run([vpxdec, "--threads=1", "-q", "--i420",
+            t_vpx = best_of(args.runs, lambda p=path: run([vpxdec, "--threads=1", "--i420",
                                                             "-o", "/dev/null", str(p)]))
             t_xc = best_of(args.runs, lambda p=path: xc_decode(p))
             rows.append({"stream": name, "vpxdec_s": t_vpx, "xc_s": t_xc, "ratio": t_xc / t_vpx})

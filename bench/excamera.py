@@ -25,16 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file is named like the package it measures: move its own folder behind the installed
-# package on the import path, so `import excamera` finds the package and `_common` still loads.
-_HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
-from _common import need_tool, shared_dir  # noqa: E402
-from excamera.pipelines.encode_cmd import measure  # noqa: E402
-from excamera.pipelines.xcenc_job import VPXENC_SETTINGS  # noqa: E402
-from excamera.quality import bd_rate, ssim_db  # noqa: E402
-from excamera.xc.ivf import IvfReader  # noqa: E402
+from _common import need_tool, shared_dir  # first: it puts the real `excamera` package ahead
+from excamera.pipelines.encode_cmd import measure
+from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.quality import bd_rate, ssim_db
+from excamera.xc.ivf import IvfReader
 
 QUALITIES = (12, 20, 28, 36, 44)
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 
 from excamera._xc import DecodeError, StateError
 from excamera._xc import State as State
+from excamera._xc import StreamDecoder as _StreamDecoder
 from excamera._xc import decode_frame as _decode_frame
 from excamera.xc.y4m import Picture
 
@@ -34,16 +35,27 @@ class Decoder:
     """
 
     def __init__(self, state: State | None = None) -> None:
-        self.state: State = state if state is not None else State()
+        # The Rust stream decoder recycles reference buffers that no state holds any more,
+        # which chained `decode_frame` calls cannot do.
+        self._dec = _StreamDecoder(state)
         self.frames_decoded = 0
+
+    @property
+    def state(self) -> State:
+        """The state to decode the next frame with (a snapshot)."""
+        return self._dec.state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._dec = _StreamDecoder(state)
 
     def decode(self, data: bytes) -> Picture | None:
         try:
-            self.state, picture = decode_frame(self.state, data)
+            planes = self._dec.decode(data)
         except DecodeError as exc:
             raise DecodeError(f"frame {self.frames_decoded}: {exc}") from None
         self.frames_decoded += 1
-        return picture
+        return Picture(*planes) if planes is not None else None
 
     def decode_all(self, frames: Iterable[bytes]) -> Iterator[Picture]:
         """Yield every shown picture; hidden frames (e.g. alt-ref) only update the state."""
