@@ -732,3 +732,42 @@ fn match_quality(
     }
     Ok(good)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `match_quality` against a model where qindex `q` passes when `q <= limit` (RD) or
+    /// `q <= plain_limit` (plain), recording the trials; returns the chosen (q, mode) and the
+    /// number of trial encodes.
+    fn search(kf_q: u8, next_q: u8, limit: i32, plain_limit: i32) -> ((u8, QuantMode), usize) {
+        let mut trials = Vec::new();
+        let e = match_quality(kf_q, next_q, |q, mode| {
+            trials.push((q, mode));
+            let ok = q as i32 <= if mode == QuantMode::Rd { limit } else { plain_limit };
+            let data = vec![q, (mode == QuantMode::Plain) as u8];
+            Ok((
+                EncodedFrame { data, state: DecoderState::default(), recon: Frame::new(1, 1, 0) },
+                ok,
+            ))
+        })
+        .unwrap();
+        let mode = if e.data[1] == 1 { QuantMode::Plain } else { QuantMode::Rd };
+        ((e.data[0], mode), trials.len())
+    }
+
+    #[test]
+    fn first_frame_search_finds_the_largest_passing_qindex() {
+        for limit in 0..=40 {
+            let ((q, mode), n) = search(0, 40, limit, 0);
+            assert_eq!((q, mode), (limit as u8, QuantMode::Rd));
+            assert!(n <= 7, "{n} trials");
+        }
+        // Everything up to next_q passes: next_q.
+        assert_eq!(search(4, 30, 127, 127).0, (30, QuantMode::Rd));
+        // The RD quantizer misses even at kf_q: the plain one at kf_q, else plain at 0.
+        assert_eq!(search(5, 30, -1, 5).0, (5, QuantMode::Plain));
+        assert_eq!(search(5, 30, -1, -1).0, (0, QuantMode::Plain));
+        assert_eq!(search(0, 30, -1, -1), ((0, QuantMode::Plain), 2));
+    }
+}
