@@ -93,7 +93,7 @@ def test_pass_plan_phases_and_flags() -> None:
 def test_reencode_command_line_is_alfalfas() -> None:
     argv = reencode_argv(["xc-enc"], Need(2, 1), ["--refine-sw"])
     assert " ".join(argv) == (
-        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --refine-sw -i y4m "
+        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state --refine-sw -i y4m "
         "-O final.state -o output.ivf input.y4m")
     assert "-S" not in reencode_argv(["xc-enc"], Need(0, None), [])
 

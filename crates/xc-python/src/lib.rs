@@ -14,7 +14,7 @@ use pyo3::types::PyBytes;
 
 use xc::decoder::decode_frame as xc_decode_frame;
 use xc::decoder::Decoder as XcDecoder;
-use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, ReencodeOpts};
+use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts};
 use xc::encoder::{encode_frame as xc_encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::frame::{Frame, Plane};
 use xc::state::DecoderState;
@@ -260,7 +260,7 @@ type PlaneTriple<'py> =
 /// tuple per shown frame). Returns (frames, final state, content hash of `input_state`).
 /// Runs with the GIL released.
 #[pyfunction]
-#[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = 1.0,
+#[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
                     fix_prob_tables = false, speed = "good"))]
 #[allow(clippy::too_many_arguments)]
@@ -270,21 +270,28 @@ fn reencode_chunk<'py>(
     pred_frames: Vec<Vec<u8>>,
     pred_state: Option<PyState>,
     pictures: Vec<PlaneTriple<'py>>,
-    kf_q_weight: f64,
+    kf_q_weight: Option<f64>,
     s_ac_qi: Option<u8>,
     reencode_first_frame: bool,
     refine_sw: bool,
     fix_prob_tables: bool,
     speed: &str,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
+    // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
+    // quality is matched to the prediction stream's key frame (the codec's default).
+    let defaults = ReencodeOpts::default();
     let opts = ReencodeOpts {
-        kf_q_weight,
+        kf_q_weight: kf_q_weight.unwrap_or(defaults.kf_q_weight),
+        first_frame_quality: match kf_q_weight {
+            Some(_) => FirstFrameQuality::Weighted,
+            None => defaults.first_frame_quality,
+        },
         s_ac_qi,
         reencode_first_frame,
         refine_sw,
         fix_prob_tables,
         first_frame_speed: parse_speed(speed)?,
-        ..ReencodeOpts::default()
+        ..defaults
     };
     let raw =
         pictures.iter().map(|(y, u, v)| planes_to_i420(y, u, v)).collect::<PyResult<Vec<_>>>()?;

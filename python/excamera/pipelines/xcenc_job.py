@@ -12,10 +12,16 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
    ``pass0="xc"``, ``xc-enc -y Y``), then ``xcdump``: ``xc-dump output.ivf final.state``.
    The chunk starts with a key frame, so it decodes on its own.
 3. Passes p = 1.. (``wait_state_p<p>``, ``reencode_p<p>``): receive the predecessor's state,
-   then rebase this chunk onto it with alfalfa's command line, unchanged::
+   then rebase this chunk onto it with alfalfa's command line::
 
        xc-enc -r -I <pred. state of pass p-1> -p prev.ivf [-S <pred. state of pass p-2>]
-              -w 0.75 [phase flags] -i y4m -O final.state -o output.ivf input.y4m
+              [phase flags] -i y4m -O final.state -o output.ivf input.y4m
+
+   mu also passed ``-w 0.75``: the converted first frame at 0.75*kf_q + 0.25*next_q. vpxenc's
+   two-pass key frames sit at quantizer 0, so that put the first frame 7-8 dB below the key
+   frame it replaces and the whole chunk 1.5 dB below its independent encode. Without ``-w``,
+   xc-enc instead picks the coarsest quantizer within 0.25 dB of the key frame's quality, which
+   keeps every frame within 0.5 dB and still makes each chunk smaller (crates/xc/tests/rebase.rs).
 
    ``prev.ivf`` is this worker's previous output, which was encoded against the ``-S`` state
    (none on pass 1: the pass-0 output starts with a key frame). After a pass whose state the
@@ -81,7 +87,6 @@ VPXENC_SETTINGS = [
     "--undershoot-pct=100", "--passes=2", "--auto-alt-ref=1", "--threads=1", "--token-parts=0",
     "--tune=ssim", "--target-bitrate=4294967295",
 ]
-KEY_FRAME_WEIGHT = "0.75"
 STATE_MAGIC = b"STATE("
 
 
@@ -373,11 +378,12 @@ class NotConverged(Exception):
 
 
 def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
-    """alfalfa's re-encode command line, exactly as mu ran it, plus the phase flags."""
+    """alfalfa's re-encode command line as mu ran it (less ``-w``; see the module docstring),
+    plus the phase flags."""
     argv = [*tool, "-r", "-I", f"in_{need.inp}.state", "-p", "prev.ivf"]
     if need.prev is not None:
         argv += ["-S", f"in_{need.prev}.state"]
-    argv += ["-w", KEY_FRAME_WEIGHT, *flags, "-i", "y4m", "-O", "final.state",
+    argv += [*flags, "-i", "y4m", "-O", "final.state",
              "-o", "output.ivf", "input.y4m"]
     return argv
 

@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: this chunk's previous encode")
     p.add_argument("-S", "--pred-state", type=Path, default=None,
                    help="re-encode: the state the -p stream was decoded from")
-    p.add_argument("-w", "--kf-q-weight", type=float, default=1.0,
-                   help="re-encode: key-frame quantizer weight (default 1.0)")
+    p.add_argument("-w", "--kf-q-weight", type=float, default=None,
+                   help="re-encode: alfalfa's key-frame quantizer weight w (first frame at "
+                   "w*kf_q + (1-w)*next_q); default: match the first frame's quality to the "
+                   "prediction stream's key frame (within 0.25 dB)")
     p.add_argument("-e", "--extra-frame", action="store_true",
                    help="re-encode: the -p stream starts with an extra frame; drop it")
     p.add_argument("-W", "--no-wait", action="store_true",
@@ -264,7 +266,7 @@ def reencode(args: argparse.Namespace) -> int:
         raise EncError("-r needs -p: the chunk's previous encode")
     if args.s_ac_qi is not None and not 0 <= args.s_ac_qi <= 127:
         raise EncError(f"--s-ac-qi {args.s_ac_qi}: quantizer index must be 0..127")
-    if not 0.0 <= args.kf_q_weight <= 1.0:
+    if args.kf_q_weight is not None and not 0.0 <= args.kf_q_weight <= 1.0:
         raise EncError(f"-w {args.kf_q_weight}: key-frame weight must be in 0..1")
     input_state = load_state(args.input_state, "input state")
     pred_state = load_state(args.pred_state, "prediction state") if args.pred_state else None

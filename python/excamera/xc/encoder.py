@@ -267,7 +267,10 @@ class Encoder:
 class ReencodeOptions:
     """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``xcenc_job``)."""
 
-    kf_q_weight: float = 1.0  # -w: the key frame's quantizer is weighted by this
+    # -w: alfalfa's weighted first-frame quantizer, w*kf_q + (1-w)*next_q. None (the default)
+    # instead picks the coarsest quantizer whose first frame is within 0.25 dB of the
+    # prediction stream's key frame, which keeps the chunk at its independently encoded quality.
+    kf_q_weight: float | None = None
     s_ac_qi: int | None = None  # --s-ac-qi: the S phase's quantizer index
     reencode_first_frame: bool = False  # --reencode-first-frame
     refine_sw: bool = False  # --refine-sw
