@@ -91,9 +91,9 @@ def test_pass_plan_phases_and_flags() -> None:
 
 
 def test_reencode_command_line_is_alfalfas() -> None:
-    argv = reencode_argv(["xc-enc"], Need(2, 1), ["--refine-sw"])
+    argv = reencode_argv(["xc-enc"], Need(2, 1), ["-w", "0.75", "--refine-sw"])
     assert " ".join(argv) == (
-        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state --refine-sw -i y4m "
+        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --refine-sw -i y4m "
         "-O final.state -o output.ivf input.y4m")
     assert "-S" not in reencode_argv(["xc-enc"], Need(0, None), [])
 
@@ -333,3 +333,16 @@ def test_wavefront_reencode_with_xcenc(tmp_path: Path) -> None:
     assert meter.frames == 6 * n
     # comp-states ran for every worker with a re-encode, and its verdict was recorded.
     assert [result.outputs[k]["converged"] is None for k in range(n)] == [True] + [False] * (n - 1)
+
+
+def test_pass_flags_weight_and_batch() -> None:
+    """-w reaches xc-enc on every re-encode; batch mode adds no S-phase flags (a rebase keeps
+    the first frame's quantizer, so an S-phase first frame would end up in the output)."""
+    wave = XcencParams("v", 8, plan=PassPlan.parse("7"))
+    assert wave.pass_flags(1)[:2] == ["-w", "0.75"] and "--s-ac-qi" in wave.pass_flags(1)
+    batch = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
+    assert [batch.pass_flags(n) for n in (1, 2)] == [["-w", "0.75"]] * 2
+    matched = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4, kf_weight=None)
+    assert matched.pass_flags(2) == []
+    with pytest.raises(PlanError):
+        XcencParams("v", 8, kf_weight=1.5)

@@ -31,6 +31,10 @@ def add_xcenc_options(p: argparse.ArgumentParser) -> None:
                    help="quantizer index of the S phase, xc-enc --s-ac-qi (127)")
     p.add_argument("-Y", dest="y_ac_qi", type=int, default=30, metavar="y_ac_qi",
                    help="quality: vpxenc --cq-level for pass 0 (xc-enc -y with --pass0 xc) (30)")
+    p.add_argument("-w", dest="kf_weight", type=float, default=0.75, metavar="W",
+                   help="xc-enc -w: the converted first frame of a chunk at quantizer "
+                   "W*kf_q + (1-W)*next_q, as mu ran it (0.75); -1 lets xc-enc match the "
+                   "prediction's key-frame quality instead")
     p.add_argument("--pass0", choices=("vpxenc", "xc"), default="vpxenc",
                    help="pass-0 encoder: vpxenc with mu's settings, or xc-enc -y (vpxenc)")
     p.add_argument("--stderr-dir", type=Path, default=None,
@@ -79,6 +83,7 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
             plan=PassPlan.parse(args.passes),
             s_ac_qi=args.s_ac_qi,
             y_ac_qi=args.y_ac_qi,
+            kf_weight=None if args.kf_weight < 0 else args.kf_weight,
             kf_dist=kf_dist if kf_dist is not None else getattr(args, "kf_dist", None),
             pass0=args.pass0,
             reencode=getattr(args, "reencode", "xc-enc"),

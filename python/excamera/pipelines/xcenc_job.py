@@ -15,13 +15,14 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
    then rebase this chunk onto it with alfalfa's command line::
 
        xc-enc -r -I <pred. state of pass p-1> -p prev.ivf [-S <pred. state of pass p-2>]
-              [phase flags] -i y4m -O final.state -o output.ivf input.y4m
+              -w 0.75 [phase flags] -i y4m -O final.state -o output.ivf input.y4m
 
-   mu also passed ``-w 0.75``: the converted first frame at 0.75*kf_q + 0.25*next_q. vpxenc's
-   two-pass key frames sit at quantizer 0, so that put the first frame 7-8 dB below the key
-   frame it replaces and the whole chunk 1.5 dB below its independent encode. Without ``-w``,
-   xc-enc instead picks the coarsest quantizer within 0.25 dB of the key frame's quality, which
-   keeps every frame within 0.5 dB and still makes each chunk smaller (crates/xc/tests/rebase.rs).
+   ``-w W`` (mu's 0.75) puts the converted first frame at quantizer W*kf_q + (1-W)*next_q.
+   vpxenc's two-pass key frames sit at quantizer 0, so with 0.75 the first frame lands 7-8 dB
+   below the key frame it replaces: far fewer bits, and close to what a serial encoder spends on
+   an ordinary inter frame. ``-w -1`` omits ``-w``: xc-enc then picks the coarsest quantizer
+   within 0.25 dB of the key frame's quality, so every frame stays within 0.5 dB of the
+   independently encoded chunks (crates/xc/tests/rebase.rs), at many more bits per chunk.
 
    ``prev.ivf`` is this worker's previous output, which was encoded against the ``-S`` state
    (none on pass 1: the pass-0 output starts with a key frame). After a pass whose state the
@@ -178,6 +179,8 @@ class XcencParams:
     plan: PassPlan = field(default_factory=PassPlan)
     s_ac_qi: int = 127
     y_ac_qi: int = 30
+    # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
+    kf_weight: float | None = 0.75
     kf_dist: int | None = None
     pass0: str = "vpxenc"  # or "xc": xc-enc -y Y
     reencode: str = "xc-enc"  # "copy": test mode, exercise hand-off/compare, keep pass-0 stream
@@ -198,6 +201,8 @@ class XcencParams:
             raise PlanError(f"pass 0 encoder {self.pass0!r}: expected vpxenc or xc")
         if self.reencode not in ("xc-enc", "copy"):
             raise PlanError(f"re-encode mode {self.reencode!r}: expected xc-enc or copy")
+        if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
+            raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.y_ac_qi <= 127 or not 0 <= self.s_ac_qi <= 127:
             raise PlanError("-Y and -S are quantizer indices 0..127")
         if self.pass0 == "vpxenc" and self.y_ac_qi > 63:
@@ -260,9 +265,10 @@ class XcencParams:
         127 by default) would end up in the output at the coarsest quantizer. The wavefront keeps
         mu's phases.
         """
+        weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
-            return []
-        return self.plan.flags(n, self.s_ac_qi)
+            return weight
+        return weight + self.plan.flags(n, self.s_ac_qi)
 
     def worker_plan(self, k: int) -> WorkerPlan:
         has_successor = k + 1 < self.n_parts and (
@@ -378,8 +384,8 @@ class NotConverged(Exception):
 
 
 def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
-    """alfalfa's re-encode command line as mu ran it (less ``-w``; see the module docstring),
-    plus the phase flags."""
+    """alfalfa's re-encode command line as mu ran it; ``flags`` are ``-w`` and the phase flags
+    (``XcencParams.pass_flags``)."""
     argv = [*tool, "-r", "-I", f"in_{need.inp}.state", "-p", "prev.ivf"]
     if need.prev is not None:
         argv += ["-S", f"in_{need.prev}.state"]
