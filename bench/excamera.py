@@ -54,6 +54,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
+    ap.add_argument("-w", dest="kf_weight", default="0.75",
+                    help="xc-enc's key-frame weight for the pipeline (-1: match quality)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     vpxenc = need_tool("vpxenc")
@@ -67,7 +69,8 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "excamera.cli", "encode", str(clip), "-o",
                             str(out), "--chunk", str(args.chunk), "--batch", str(args.batch),
-                            "--quality", str(q), "--workers", str(args.workers), "-t", "0"],
+                            "--quality", str(q), "--workers", str(args.workers), "-t", "0",
+                            "-w", args.kf_weight],
                            check=True, capture_output=True, cwd=tmpd)  # not beside this file
             ex = point(clip, out, time.perf_counter() - t0)
             single = tmpd / f"vpx-{q}.ivf"
