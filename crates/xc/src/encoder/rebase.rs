@@ -16,7 +16,9 @@
 //!
 //! [`reencode_chunk`] applies this to a whole chunk the way xc-enc's re-encode does.
 
-use crate::decoder::decode_frame;
+use std::sync::Arc;
+
+use crate::decoder::{decode_frame, Decoder};
 use crate::encoder::analysis::{
     apply_loop_filter, choose_filter_level, read_block, residual4, write_block,
 };
@@ -28,7 +30,7 @@ use crate::encoder::{
 };
 use crate::frame::Frame;
 use crate::header::parse_uncompressed_chunk;
-use crate::inspect::{parse_frame, ParsedFrame};
+use crate::inspect::{ModeParser, ParsedFrame};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
@@ -399,25 +401,35 @@ pub struct ReencodedChunk {
 /// One prediction frame, parsed, with the picture to code it toward when it is hidden.
 struct PredFrame {
     parsed: ParsedFrame,
-    hidden_target: Option<Frame>,
+    hidden_target: Option<Arc<Frame>>,
 }
 
-/// Decode the prediction stream: each frame's parse and, for hidden frames, the picture the
-/// prediction stream itself reconstructed.
+/// Parse the prediction stream's frames and, for hidden frames, find the picture the
+/// prediction stream itself reconstructed. Pictures are needed for nothing else, so the
+/// stream is decoded only up to its last hidden frame and merely parsed (modes, no tokens)
+/// after it.
 fn decode_prediction(
     frames: &[Vec<u8>],
     initial: Option<&DecoderState>,
 ) -> Result<Vec<PredFrame>, EncodeError> {
-    let mut st = initial.cloned().unwrap_or_default();
+    let mut decode_until = 0;
+    for (k, data) in frames.iter().enumerate() {
+        let c = parse_uncompressed_chunk(data)
+            .map_err(|error| EncodeError::Prediction { frame: k, error })?;
+        if !c.tag.show_frame {
+            decode_until = k + 1;
+        }
+    }
+    let initial = initial.cloned().unwrap_or_default();
+    let mut parser = ModeParser::new(&initial);
+    let mut decoder = Decoder::new(initial);
     let mut out = Vec::with_capacity(frames.len());
     for (k, data) in frames.iter().enumerate() {
         let perr = |error| EncodeError::Prediction { frame: k, error };
-        let parsed = parse_frame(&st, data).map_err(perr)?;
-        let (next, shown) = decode_frame(&st, data).map_err(perr)?;
-        let hidden_target = if shown.is_some() {
-            None
-        } else {
-            let h = &parsed.header;
+        let parsed = parser.parse(data).map_err(perr)?;
+        let mut hidden_target = None;
+        if k < decode_until && decoder.decode(data).map_err(perr)?.is_none() {
+            let (h, next) = (&parsed.header, decoder.state());
             let buf = if h.refresh_alternate_frame {
                 &next.altref
             } else if h.refresh_golden_frame {
@@ -425,10 +437,9 @@ fn decode_prediction(
             } else {
                 &next.last
             };
-            buf.as_deref().cloned()
-        };
+            hidden_target = buf.clone();
+        }
         out.push(PredFrame { parsed, hidden_target });
-        st = next;
     }
     Ok(out)
 }
@@ -505,7 +516,7 @@ pub fn reencode_chunk(
     let last = pred.len() - 1;
     for (k, p) in pred.iter().enumerate() {
         let target = match &p.hidden_target {
-            Some(t) => t,
+            Some(t) => &**t,
             None => next_source
                 .next()
                 .ok_or_else(|| mismatch("more shown frames than input pictures".into()))?,
