@@ -39,6 +39,7 @@ bench: setup
 	$(PY) bench/relay.py
 	$(PY) bench/decode.py
 	$(PY) bench/encode.py --bus --json bench/encode-results.json
+	$(PY) bench/excamera.py
 
 clean:
 	rm -rf $(VENV) target $(DEMO_DIR)

@@ -311,3 +311,17 @@ def test_long_lived_ca_issues_job_intermediate(tmp_path: Path) -> None:
                         ca_cert=keys["ca_cert"])
     with pytest.raises(JobFailed, match="TLS setup failed: .*needs its key"):
         asyncio.run(coord.run())
+
+
+def test_timeline_colours_by_phase() -> None:
+    """Per-pass states share their phase's colour (and legend entry), as in ExCamera's plots."""
+    from excamera.mu.machines import Transition
+    from excamera.mu.timeline import phase_of
+
+    assert [phase_of(s) for s in ("reencode_p1", "reencode_p12", "sent_s0", "pass0", "xcdump")] \
+        == ["reencode", "reencode", "sent", "pass0", "xcdump"]
+    trs = [Transition(0, 0, s, t) for t, s in enumerate(
+        ["setup", "reencode_p1", "wait_state_p2", "reencode_p2", "done"])]
+    fig = plot_timeline(trs)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["setup", "reencode", "wait_state"]

@@ -2,10 +2,12 @@
 //! frames) and print bytes, PSNR and time per frame, for comparison with vpxenc.
 //!
 //! Usage: enc_compare CLIP.y4m FRAMES SPEED(best|good|rt) QINDEX...
+//! (`XC_QUANT=plain` in the environment selects the plain quantizer instead of the RD one.)
 
 use std::time::Instant;
 
 use xc::encoder::analysis::psnr;
+use xc::encoder::quantize::QuantMode;
 use xc::encoder::{encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::DecoderState;
 
@@ -39,6 +41,10 @@ fn main() {
         frames.push(source_from_i420(w, h, &data[pos..pos + size]).expect("frame"));
         pos += size;
     }
+    let quant = match std::env::var("XC_QUANT").as_deref() {
+        Ok("plain") => QuantMode::Plain,
+        _ => QuantMode::Rd,
+    };
     for q in &args[4..] {
         let q: u8 = q.parse().unwrap_or(40);
         let mut state = DecoderState::default();
@@ -46,10 +52,13 @@ fn main() {
         let t = Instant::now();
         for (i, src) in frames.iter().enumerate() {
             let p = if i == 0 { EncodeParams::key(q) } else { EncodeParams::inter(q) };
-            let p = EncodeParams { speed, ..p };
+            let p = EncodeParams { speed, quant, ..p };
             let e = encode_frame(&state, src, &p).unwrap_or_else(|e| panic!("frame {i}: {e}"));
             bytes += e.data.len();
             ps += psnr(src, &e.recon);
+            if std::env::var_os("XC_VERBOSE").is_some() {
+                println!("  frame {i}: {} bytes, {:.2} dB", e.data.len(), psnr(src, &e.recon));
+            }
             state = e.state;
         }
         let el = t.elapsed().as_secs_f64();

@@ -8,6 +8,7 @@ start, so waiting (a wavefront, stragglers) shows up as long segments of the wai
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def segments(transitions: list[Transition]) -> dict[int, list[tuple[str, float, 
     return out
 
 
+def phase_of(state: str) -> str:
+    """The phase a state belongs to, for colouring: per-pass states such as ``reencode_p2`` or
+    ``sent_s1`` share their phase's colour (``reencode``, ``sent``), as in ExCamera's plots."""
+    return re.sub(r"_[ps]\d+$", "", state)
+
+
 def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
                   title: str = "") -> object:
     """Draw the timeline; saves a PNG if ``out_path`` is given; returns the matplotlib Figure."""
@@ -60,13 +67,15 @@ def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
 
     segs = segments(transitions)
     workers = sorted(segs)
-    states: list[str] = []
+    phases: list[str] = []
     for tr in sorted(transitions, key=lambda tr: tr.t):
-        if tr.state not in states and tr.state not in TERMINAL_STATES:
-            states.append(tr.state)
+        ph = phase_of(tr.state)
+        if ph not in phases and tr.state not in TERMINAL_STATES:
+            phases.append(ph)
     cmap = plt.get_cmap("tab20")
-    colour = {s: cmap(i % 20) for i, s in enumerate(states)}
-    height = max(2.5, min(0.18 * len(workers) + 1.5, 40.0))
+    colour = {ph: cmap(i % 20) for i, ph in enumerate(phases)}
+    # Tall enough for one row per worker and for the legend beside the plot.
+    height = max(2.5, min(0.18 * len(workers) + 1.5, 40.0), 0.22 * len(phases) + 1.0)
     fig, ax = plt.subplots(figsize=(10, height))
     for row, k in enumerate(workers):
         parts = [(s, a, b) for s, a, b in segs[k] if b > a or s]
@@ -76,7 +85,7 @@ def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
             [row] * len(parts),
             [b - a for _, a, b in parts],
             left=[a for _, a, _ in parts],
-            color=[colour.get(s, "black") for s, _, _ in parts],
+            color=[colour.get(phase_of(s), "black") for s, _, _ in parts],
             height=0.8,
             linewidth=0,
         )
@@ -88,7 +97,7 @@ def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
     ax.set_ylim(-0.6, len(workers) - 0.4)
     ax.invert_yaxis()
     ax.set_title(title or f"{len(workers)} workers")
-    ax.legend(handles=[Patch(color=colour[s], label=s) for s in states],
+    ax.legend(handles=[Patch(color=colour[ph], label=ph) for ph in phases],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     fig.tight_layout()
     if out_path is not None:

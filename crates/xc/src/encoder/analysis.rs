@@ -11,9 +11,9 @@
 use std::sync::Arc;
 
 use crate::encoder::fdct::{fdct4x4, fwht4x4};
-use crate::encoder::quantize::{dequantize_block, quantize_block, MbQuant};
+use crate::encoder::quantize::{dequantize_block, MbQuant, QuantMode, Quantizer};
 use crate::encoder::rdo::{
-    inter_mode_costs, lambda, sad, sse, tree_cost, ModeCosts, TokenCosts, BIT,
+    inter_mode_costs, lambda, sad, sse, tree_cost, trellis_lambda, ModeCosts, TokenCosts, BIT,
 };
 use crate::encoder::{EncodeError, FrameDecisions, MbLevels};
 use crate::frame::{Frame, Plane};
@@ -65,6 +65,9 @@ pub struct EncodeParams {
     pub sharpness: u8,
     pub log2_partitions: u8,
     pub show_frame: bool,
+    /// How residual levels are chosen: RD-optimized (the default; `Speed::Realtime` always
+    /// uses the plain quantizer) or plain dead-zone rounding.
+    pub quant: QuantMode,
 }
 
 impl EncodeParams {
@@ -85,6 +88,7 @@ impl EncodeParams {
             sharpness: 0,
             log2_partitions: 0,
             show_frame: true,
+            quant: QuantMode::Rd,
         }
     }
 
@@ -178,6 +182,7 @@ fn code_luma_y2(
     pred: &[u8; 256],
     mq: &MbQuant,
     tc: &TokenCosts,
+    qz: Quantizer,
     above: &mut NzContext,
     left: &mut NzContext,
     levels: &mut MbLevels,
@@ -188,9 +193,9 @@ fn code_luma_y2(
         *c = fdct4x4(&residual4(src, pred, 16, b & 3, b >> 2));
         dcs[b] = c[0];
     }
-    quantize_block(&fwht4x4(&dcs), 0, &mq.y2, &mut levels.blocks[Y2_BLOCK]);
     let mut rate = 0;
     let ctx = (above[8] + left[8]) as usize;
+    qz.block(&fwht4x4(&dcs), 0, &mq.y2, TYPE_Y2, ctx, &mut levels.blocks[Y2_BLOCK]);
     rate += tc.block_cost(&levels.blocks[Y2_BLOCK], TYPE_Y2, ctx, 0);
     let nz = levels.blocks[Y2_BLOCK].iter().any(|&v| v != 0) as u8;
     above[8] = nz;
@@ -199,8 +204,8 @@ fn code_luma_y2(
     let mut recon = *pred;
     for b in 0..16 {
         let (x, y) = (b & 3, b >> 2);
-        quantize_block(&coeffs[b], 1, &mq.y, &mut levels.blocks[b]);
         let ctx = (above[x] + left[y]) as usize;
+        qz.block(&coeffs[b], 1, &mq.y, TYPE_Y_AFTER_Y2, ctx, &mut levels.blocks[b]);
         rate += tc.block_cost(&levels.blocks[b], TYPE_Y_AFTER_Y2, ctx, 1);
         let nz = levels.blocks[b][1..].iter().any(|&v| v != 0) as u8;
         above[x] = nz;
@@ -214,11 +219,13 @@ fn code_luma_y2(
 }
 
 /// Luma 16x16 as sixteen blocks with their own DCs (SPLITMV; B_PRED codes per subblock).
+#[allow(clippy::too_many_arguments)]
 fn code_luma_nodc(
     src: &[u8; 256],
     pred: &[u8; 256],
     mq: &MbQuant,
     tc: &TokenCosts,
+    qz: Quantizer,
     above: &mut NzContext,
     left: &mut NzContext,
     levels: &mut MbLevels,
@@ -228,8 +235,8 @@ fn code_luma_nodc(
     for b in 0..16 {
         let (x, y) = (b & 3, b >> 2);
         let c = fdct4x4(&residual4(src, pred, 16, x, y));
-        quantize_block(&c, 0, &mq.y, &mut levels.blocks[b]);
         let ctx = (above[x] + left[y]) as usize;
+        qz.block(&c, 0, &mq.y, TYPE_Y_WITH_DC, ctx, &mut levels.blocks[b]);
         rate += tc.block_cost(&levels.blocks[b], TYPE_Y_WITH_DC, ctx, 0);
         let nz = levels.blocks[b].iter().any(|&v| v != 0) as u8;
         above[x] = nz;
@@ -247,6 +254,7 @@ fn code_chroma(
     pred: (&[u8; 64], &[u8; 64]),
     mq: &MbQuant,
     tc: &TokenCosts,
+    qz: Quantizer,
     above: &mut NzContext,
     left: &mut NzContext,
     levels: &mut MbLevels,
@@ -259,8 +267,8 @@ fn code_chroma(
             let (x, y) = (4 + plane * 2 + bx, 4 + plane * 2 + by);
             let blk = 16 + plane * 4 + b;
             let c = fdct4x4(&residual4(s, p, 8, bx, by));
-            quantize_block(&c, 0, &mq.uv, &mut levels.blocks[blk]);
             let ctx = (above[x] + left[y]) as usize;
+            qz.block(&c, 0, &mq.uv, TYPE_CHROMA, ctx, &mut levels.blocks[blk]);
             rate += tc.block_cost(&levels.blocks[blk], TYPE_CHROMA, ctx, 0);
             let nz = levels.blocks[blk].iter().any(|&v| v != 0) as u8;
             above[x] = nz;
@@ -322,10 +330,13 @@ struct FrameCtx<'a> {
     src: &'a Frame,
     key_frame: bool,
     speed: Speed,
+    quant_mode: QuantMode,
     quant: [MbQuant; 4],
     tc: TokenCosts,
     mc: ModeCosts,
     lambda: f64,
+    /// The RD quantizer's multiplier (`rdo::trellis_lambda`).
+    trellis_lambda: f64,
     refs: Vec<RefPic<'a>>,
     sign_bias: [bool; 4],
     cols: usize,
@@ -333,6 +344,15 @@ struct FrameCtx<'a> {
 }
 
 impl FrameCtx<'_> {
+    /// The quantizer of this frame's effort level: RD-optimized except at Realtime.
+    fn qz(&self) -> Quantizer<'_> {
+        if self.speed == Speed::Realtime || self.quant_mode == QuantMode::Plain {
+            Quantizer::Plain
+        } else {
+            Quantizer::Rd { costs: &self.tc, lambda: self.trellis_lambda }
+        }
+    }
+
     fn cost(&self, sse: u64, rate: u32) -> f64 {
         sse as f64 + self.lambda * rate as f64 / BIT as f64
     }
@@ -408,8 +428,16 @@ fn best_chroma(
         let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
         let (mut a, mut l) = (*above, *left);
         let mut lv = MbLevels::default();
-        let (u, v) =
-            code_chroma((&m.src.u, &m.src.v), (&pu, &pv), mq, &fc.tc, &mut a, &mut l, &mut lv);
+        let (u, v) = code_chroma(
+            (&m.src.u, &m.src.v),
+            (&pu, &pv),
+            mq,
+            &fc.tc,
+            fc.qz(),
+            &mut a,
+            &mut l,
+            &mut lv,
+        );
         let rate = u.rate + v.rate + fc.mc.uv(mode);
         let d = u.sse as u64 + v.sse as u64;
         let j = fc.cost(d, rate);
@@ -468,7 +496,7 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
         let pred = read_luma(recon, m.mbx, m.mby);
         let (mut a, mut l) = (ca, cl);
         let mut levels = uv_levels.clone();
-        let y = code_luma_y2(&m.src.y, &pred, mq, &fc.tc, &mut a, &mut l, &mut levels);
+        let y = code_luma_y2(&m.src.y, &pred, mq, &fc.tc, fc.qz(), &mut a, &mut l, &mut levels);
         px.y = y.recon;
         let info = MbInfo {
             y_mode: mode,
@@ -517,7 +545,7 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
                 let res: [i16; 16] = std::array::from_fn(|i| src4[i] - rec[i] as i16);
                 let mut lv = [0i16; 16];
-                quantize_block(&fdct4x4(&res), 0, &mq.y, &mut lv);
+                fc.qz().block(&fdct4x4(&res), 0, &mq.y, TYPE_Y_WITH_DC, ctx, &mut lv);
                 let r = fc.tc.block_cost(&lv, TYPE_Y_WITH_DC, ctx, 0) + fc.mc.b_mode(mode, am, lm);
                 idct4x4_add(&dequantize_block(&lv, mq.dq.y), &mut rec, 0, 4);
                 let d: u32 =
@@ -746,15 +774,16 @@ fn code_inter(
     let (mut a, mut l) = (m.above, m.left);
     let mut levels = MbLevels::default();
     let y = if info.y_mode == MbMode::Split {
-        code_luma_nodc(&m.src.y, &pred.y, mq, &fc.tc, &mut a, &mut l, &mut levels)
+        code_luma_nodc(&m.src.y, &pred.y, mq, &fc.tc, fc.qz(), &mut a, &mut l, &mut levels)
     } else {
-        code_luma_y2(&m.src.y, &pred.y, mq, &fc.tc, &mut a, &mut l, &mut levels)
+        code_luma_y2(&m.src.y, &pred.y, mq, &fc.tc, fc.qz(), &mut a, &mut l, &mut levels)
     };
     let (u, v) = code_chroma(
         (&m.src.u, &m.src.v),
         (&pred.u, &pred.v),
         mq,
         &fc.tc,
+        fc.qz(),
         &mut a,
         &mut l,
         &mut levels,
@@ -1127,10 +1156,12 @@ pub fn analyze_frame(
         src: source,
         key_frame: key,
         speed: params.speed,
+        quant_mode: params.quant,
         quant: mq,
         tc: TokenCosts::new(&probs.coeff),
         mc: ModeCosts::new(probs, key),
         lambda: lambda(mq[0].dq.y[1] as i32, key),
+        trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key),
         refs,
         sign_bias: [false, false, !key && params.sign_bias_golden, !key && params.sign_bias_altref],
         cols: source.mb_cols(),

@@ -8,8 +8,11 @@
 //! the token alphabet codes (`DCT_CAT6` base 67 plus 11 extra bits) and so that the
 //! dequantized product fits the 16 bits the decoder stores it in.
 
+use crate::encoder::rdo::{TokenCosts, BIT};
 use crate::quant::{segment_qindex, Dequant, QuantIndices};
 use crate::state::Segmentation;
+use crate::tables::ZIGZAG;
+use crate::tokens::TYPE_Y2;
 
 /// Largest codable coefficient magnitude: `dct_cat6` covers 67..=67 + 2^11 - 1.
 pub const MAX_LEVEL: i32 = 67 + 2047;
@@ -86,6 +89,155 @@ pub fn quantize_block(
     any
 }
 
+/// Rate-distortion optimized quantization of one block: among, for every coefficient, the
+/// nearest level, one less, and 0, and every end-of-block position, the levels minimizing
+/// `distortion + lambda * bits`.
+///
+/// Rates are the real token costs ([`TokenCosts`]) under the frame's probabilities, following
+/// the token context chain (the neighbour context `ctx` for the first token, then 0 / 1 / 2
+/// after a zero / one / larger level) and the rule that no end-of-block follows a zero.
+/// Distortion is the pixel-domain squared error the transform implies: VP8's DCT is twice an
+/// orthonormal one, so a coefficient error `e` costs `e^2 / 4` of pixel SSE, and a Y2 error
+/// reaches the pixels through the WHT and sixteen DCs, `e^2 / 16`. `lambda` is SSE per bit,
+/// as in `rdo::lambda`. The search is a Viterbi pass over the scan positions whose state is
+/// the previous token's context. Returns true when any level is non-zero.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_block_rd(
+    coeffs: &[i16; 16],
+    first: usize,
+    bq: &BlockQuant,
+    ty: usize,
+    ctx: usize,
+    costs: &TokenCosts,
+    lambda: f64,
+    levels: &mut [i16; 16],
+) -> bool {
+    *levels = [0; 16];
+    let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
+    let lam = lambda / BIT as f64;
+    // Magnitudes, steps and nearest levels in scan order.
+    let mut mag = [0i32; 16];
+    let mut step = [1i32; 16];
+    let mut near = [0i32; 16];
+    let mut last = None;
+    for i in first..16 {
+        let z = ZIGZAG[i];
+        let q = bq.q[(z > 0) as usize];
+        let a = coeffs[z].unsigned_abs() as i32;
+        let cap = MAX_LEVEL.min(i16::MAX as i32 / q);
+        mag[i] = a;
+        step[i] = q;
+        near[i] = ((a + q / 2) / q).min(cap);
+        if near[i] > 0 {
+            last = Some(i);
+        }
+    }
+    let Some(last) = last else {
+        return false;
+    };
+    // zero_dist[i]: distortion of leaving positions i.. at zero.
+    let mut zero_dist = [0f64; 17];
+    for i in (first..16).rev() {
+        zero_dist[i] = zero_dist[i + 1] + w * (mag[i] as f64).powi(2);
+    }
+    const NONE: u8 = u8::MAX;
+    // back[i][state] = (previous state or NONE for the block start, level at i).
+    let mut back = [[(NONE, 0i32); 3]; 16];
+    let mut dp = [f64::INFINITY; 3];
+    // The all-zero block: one end-of-block token at `first`.
+    let mut best = (zero_dist[first] + lam * costs.eob_cost(ty, first, ctx) as f64, None);
+    for i in first..=last {
+        let (a, q, n) = (mag[i], step[i], near[i]);
+        let cands = [n, n - 1, 0];
+        let cands = &cands[..if n >= 2 { 3 } else { (n + 1) as usize }];
+        let mut next = [f64::INFINITY; 3];
+        let sources: &[(u8, f64)] = &if i == first {
+            [(NONE, 0.0), (NONE, f64::INFINITY), (NONE, f64::INFINITY)]
+        } else {
+            [(0, dp[0]), (1, dp[1]), (2, dp[2])]
+        };
+        for &(s, base) in sources {
+            if !base.is_finite() {
+                continue;
+            }
+            let (c, check_eob) = if s == NONE { (ctx, true) } else { (s as usize, s != 0) };
+            for &m in cands {
+                let e = (a - m * q) as f64;
+                let r = costs.level_cost(ty, i, c, check_eob, m as u32);
+                let j = base + w * e * e + lam * r as f64;
+                let ns = m.min(2) as usize;
+                if j < next[ns] {
+                    next[ns] = j;
+                    back[i][ns] = (s, m);
+                }
+            }
+        }
+        dp = next;
+        for (ns, &cost) in dp.iter().enumerate().skip(1) {
+            let end = if i < 15 {
+                cost + zero_dist[i + 1] + lam * costs.eob_cost(ty, i + 1, ns) as f64
+            } else {
+                cost
+            };
+            if end < best.0 {
+                best = (end, Some((i, ns as u8)));
+            }
+        }
+    }
+    let Some((mut i, mut s)) = best.1 else {
+        return false;
+    };
+    loop {
+        let (prev, m) = back[i][s as usize];
+        let z = ZIGZAG[i];
+        levels[z] = if coeffs[z] < 0 { -m as i16 } else { m as i16 };
+        if prev == NONE {
+            break;
+        }
+        s = prev;
+        i -= 1;
+    }
+    true
+}
+
+/// Which quantizer an encoding step uses (a plain value for options structs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum QuantMode {
+    /// Rate-distortion optimized levels ([`quantize_block_rd`]).
+    #[default]
+    Rd,
+    /// The dead-zone quantizer alone ([`quantize_block`]): faster, larger output.
+    Plain,
+}
+
+/// How a macroblock's levels are chosen: the plain dead-zone quantizer, or the RD search of
+/// [`quantize_block_rd`] with these token costs and lambda.
+#[derive(Clone, Copy)]
+pub enum Quantizer<'a> {
+    Plain,
+    Rd { costs: &'a TokenCosts, lambda: f64 },
+}
+
+impl Quantizer<'_> {
+    /// Quantize one block of type `ty` with neighbour context `ctx`; true when non-zero.
+    pub fn block(
+        &self,
+        coeffs: &[i16; 16],
+        first: usize,
+        bq: &BlockQuant,
+        ty: usize,
+        ctx: usize,
+        levels: &mut [i16; 16],
+    ) -> bool {
+        match *self {
+            Quantizer::Plain => quantize_block(coeffs, first, bq, levels),
+            Quantizer::Rd { costs, lambda } => {
+                quantize_block_rd(coeffs, first, bq, ty, ctx, costs, lambda, levels)
+            }
+        }
+    }
+}
+
 /// The decoder's dequantization: `level * factor` stored as 16 bits (tokens.rs).
 pub fn dequantize_block(levels: &[i16; 16], dq: [i16; 2]) -> [i16; 16] {
     std::array::from_fn(|i| (levels[i] as i32 * dq[(i > 0) as usize] as i32) as i16)
@@ -129,6 +281,84 @@ mod tests {
         quantize_block(&[i16::MIN; 16], 0, &bq, &mut l);
         let d = dequantize_block(&l, [157, 284]);
         assert!(d.iter().all(|&v| v < 0), "{d:?}");
+    }
+
+    fn lcg_block(seed: &mut u64, spread: i64) -> [i16; 16] {
+        std::array::from_fn(|i| {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = ((*seed >> 33) as i64 % (2 * spread + 1)) - spread;
+            // Energy falls off with frequency, as in real residuals.
+            (v * 4 / (1 + i as i64)) as i16
+        })
+    }
+
+    /// `distortion + lambda * rate` of `levels` with the RD quantizer's own model.
+    #[allow(clippy::too_many_arguments)]
+    fn rd_cost(
+        c: &[i16; 16],
+        l: &[i16; 16],
+        bq: &BlockQuant,
+        ty: usize,
+        ctx: usize,
+        first: usize,
+        tc: &TokenCosts,
+        lambda: f64,
+    ) -> f64 {
+        let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
+        let d: f64 = (first..16)
+            .map(|i| {
+                let e = c[i].unsigned_abs() as f64
+                    - (l[i].unsigned_abs() as i32 * bq.q[(i > 0) as usize]) as f64;
+                w * e * e
+            })
+            .sum();
+        d + lambda * tc.block_cost(l, ty, ctx, first) as f64 / BIT as f64
+    }
+
+    #[test]
+    fn rd_quantizer_minimizes_its_cost() {
+        use crate::tables::DEFAULT_COEFF_PROBS;
+        let tc = TokenCosts::new(&DEFAULT_COEFF_PROBS);
+        let bq = BlockQuant::new([20, 24], [56, 48]);
+        let mut seed = 11u64;
+        let (mut sum_rd, mut sum_plain) = (0.0, 0.0);
+        for n in 0..3000 {
+            let c = lcg_block(&mut seed, 60);
+            let (ty, first, ctx) = [(3, 0, 0), (0, 1, 1), (1, 0, 2), (2, 0, 1)][n % 4];
+            let lambda = [0.0, 5.0, 17.0, 60.0][n / 4 % 4];
+            let (mut lr, mut lp) = ([0i16; 16], [0i16; 16]);
+            let nz = quantize_block_rd(&c, first, &bq, ty, ctx, &tc, lambda, &mut lr);
+            quantize_block(&c, first, &bq, &mut lp);
+            assert_eq!(nz, lr.iter().any(|&v| v != 0));
+            // Signs kept, magnitudes never above the nearest level, DC skipped after Y2.
+            for i in 0..16 {
+                assert!(lr[i] == 0 || (lr[i] > 0) == (c[i] > 0), "{c:?} {lr:?}");
+                let q = bq.q[(i > 0) as usize];
+                assert!((lr[i].unsigned_abs() as i32) <= (c[i].unsigned_abs() as i32 + q / 2) / q);
+            }
+            if first == 1 {
+                assert_eq!(lr[0], 0);
+            }
+            if lambda == 0.0 {
+                // No rate term: the nearest levels.
+                for i in first..16 {
+                    let q = bq.q[(i > 0) as usize];
+                    let a = c[i].unsigned_abs() as i32;
+                    let n = (a + q / 2) / q;
+                    let m = lr[i].unsigned_abs() as i32;
+                    assert_eq!((a - m * q).abs(), (a - n * q).abs(), "{c:?} {lr:?}");
+                }
+            }
+            let jr = rd_cost(&c, &lr, &bq, ty, ctx, first, &tc, lambda);
+            let jp = rd_cost(&c, &lp, &bq, ty, ctx, first, &tc, lambda);
+            assert!(jr <= jp + 1e-6, "rd {jr} > plain {jp}: {c:?} {lr:?} {lp:?}");
+            // The all-zero block is always a candidate.
+            let j0 = rd_cost(&c, &[0; 16], &bq, ty, ctx, first, &tc, lambda);
+            assert!(jr <= j0 + 1e-6);
+            sum_rd += jr;
+            sum_plain += jp;
+        }
+        assert!(sum_rd < 0.97 * sum_plain, "{sum_rd} vs {sum_plain}");
     }
 
     #[test]
