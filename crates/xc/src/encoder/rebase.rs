@@ -32,7 +32,7 @@ use crate::encoder::{
 };
 use crate::frame::Frame;
 use crate::header::parse_uncompressed_chunk;
-use crate::inspect::{ModeParser, ParsedFrame};
+use crate::inspect::{parse_frame, ModeParser, ParsedFrame};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
@@ -501,7 +501,11 @@ pub struct ReencodeOpts {
     pub fix_prob_tables: bool,
     /// Loop filter level of rebased frames.
     pub loop_filter: LoopFilterChoice,
-    /// Effort of the first frame's full inter encode.
+    /// Effort of the first frame's full inter encode. Realtime by default: on carphone and bus
+    /// chunks (vpxenc pass 0, cq 20) its first frames are as close to the prediction's picture
+    /// (the quality search's floor) and smaller than at Good, and Good's mode search with RD
+    /// quantization costs as much as ten to twenty rebased frames per first frame, which alone
+    /// would put the rebase over a quarter of vpxenc's time with six-frame chunks.
     pub first_frame_speed: Speed,
 }
 
@@ -516,7 +520,7 @@ impl Default for ReencodeOpts {
             refine_sw: false,
             fix_prob_tables: false,
             loop_filter: LoopFilterChoice::Keep,
-            first_frame_speed: Speed::Good,
+            first_frame_speed: Speed::Realtime,
         }
     }
 }
@@ -688,11 +692,15 @@ pub fn reencode_chunk(
                 (Some(s), _, _) => encode_at(s)?,
                 (None, FirstFrameQuality::MatchPrediction { tolerance_db }, Some(pic)) => {
                     let floor = psnr(target, pic) - tolerance_db;
-                    match_quality(kf_q, next_q, |q, quant| {
-                        let e = encode_with(q, quant)?;
-                        let ok = psnr(target, &e.recon) >= floor;
-                        Ok((e, ok))
-                    })?
+                    let requantize_first = opts.first_frame_speed == Speed::Realtime;
+                    match_quality_requantizing(
+                        &state,
+                        target,
+                        (kf_q, next_q),
+                        floor,
+                        requantize_first,
+                        encode_with,
+                    )?
                 }
                 _ => {
                     let (w, kf_q, next_q) = (opts.kf_q_weight, kf_q as f64, next_q as f64);
@@ -714,6 +722,50 @@ pub fn reencode_chunk(
         state = enc.state;
     }
     Ok(ReencodedChunk { frames, state, input_state_hash: input_state.content_hash() })
+}
+
+/// [`match_quality`] for the first frame with one full encode: the first trial (at `kf_q`)
+/// is encoded by `encode`, and every later trial keeps that encode's decisions (modes, motion
+/// vectors) and only re-quantizes its residuals at the trial's qindex (a [`rebase_frame`] of
+/// the frame onto the same state, loop filter level searched again). A full encode costs
+/// about as much as ten to twenty rebases, and the trials' qindexes lie between the key
+/// frame's and the next frame's, close enough for the decisions to carry over. Each trial is
+/// judged on its own reconstruction, so the chosen frame meets `floor` as before. With
+/// `requantize_first` the first trial is re-quantized too (for an `encode` that does not
+/// quantize as the trial asks: the realtime encoder's levels are not RD-optimized).
+fn match_quality_requantizing(
+    state: &DecoderState,
+    target: &Frame,
+    (kf_q, next_q): (u8, u8),
+    floor: f64,
+    requantize_first: bool,
+    encode: impl Fn(u8, QuantMode) -> Result<EncodedFrame, EncodeError>,
+) -> Result<EncodedFrame, EncodeError> {
+    let mut decisions: Option<ParsedFrame> = None;
+    match_quality(kf_q, next_q, |q, quant| {
+        let mut full = None;
+        if decisions.is_none() {
+            let e = encode(q, quant)?;
+            decisions = Some(parse_frame(state, &e.data).map_err(EncodeError::Decode)?);
+            full = (!requantize_first).then_some(e);
+        }
+        let e = match (full, &decisions) {
+            (Some(e), _) => e,
+            (None, Some(d)) => {
+                let params = RebaseParams {
+                    qindex: Some(q),
+                    loop_filter: LoopFilterChoice::Search,
+                    refresh_all: true,
+                    fix_prob_tables: false,
+                    quant,
+                };
+                rebase_frame(state, d, target, &params)?
+            }
+            (None, None) => unreachable!("decisions are set by the first trial"),
+        };
+        let ok = psnr(target, &e.recon) >= floor;
+        Ok((e, ok))
+    })
 }
 
 /// The encode at the largest qindex in `kf_q..=next_q` that `try_q` accepts with the RD
