@@ -10,16 +10,22 @@ On a real clip (carphone QCIF, 120 frames; ``--bus`` adds bus CIF, 17 frames):
    frame, best of ``--runs`` runs of the whole clip. vpxenc's time includes its process start
    and Y4M reading (about 1 ms in all).
 2. **Rebase**: the clip cut in chunks of ``--chunk`` frames, each chunk encoded by vpxenc with
-   mu's pass-0 settings, then rebased onto the previous chunk's final state
-   (``reencode_chunk``, in process); time per frame against ``vpxenc --good --cpu-used=0``'s
-   time per frame (ExCamera's bar: <= 0.25).
+   mu's pass-0 settings (``xcenc_job.VPXENC_SETTINGS``: two-pass, ``--good --cpu-used=0``,
+   constrained quality, auto alt-ref, ``--tune=ssim``; ``--cq-level=20``), then rebased onto
+   the previous chunk's final state (``reencode_chunk``, in process, default options: the
+   first key frame becomes a fully encoded inter frame, as ``xc-enc -r`` does). Rebase time
+   per shown frame, best of ``--runs`` runs over chunks 1.., against the time per shown frame
+   of those same chunks' pass-0 vpxenc runs (best of ``--runs``, process start and Y4M reading
+   included, as in the pipeline) -- the comparison ExCamera made (one rebase step about 0.34
+   of vpxenc's time per frame; the bar here is <= 0.25). The ratio against the one-pass
+   ``vpxenc --good --cpu-used=0`` of item 1 is printed as well.
 3. **BD-rate** (:func:`excamera.quality.bd_rate`) of our encoder against ``vpxenc --good
    --cpu-used=0`` over ``--points`` vpxenc q values and ``--xc-points`` qindex values, chosen
    to span the same quality range, in Y-PSNR and in SSIM dB (luma SSIM of
    :mod:`excamera.pipelines.quality`), both measured here on decodes with our (bit-exact)
    decoder. vpxenc runs one pass with no alt-ref and no lag, as our encoder does.
 
-    python bench/encode.py [--runs 2] [--bus] [--json out.json]
+    python bench/encode.py [--runs 2] [--bus] [--rebase-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,14 +113,20 @@ def match_qindex(source: list[Picture], psnr_target: float) -> int:
     return max(0, lo - 1)
 
 
-def rebase_bench(source: list[Picture], tmp: Path, chunk: int, cq: int) -> dict[str, float]:
-    """Per-frame time of rebasing every chunk but the first onto its predecessor's state."""
+def rebase_bench(source: list[Picture], tmp: Path, chunk: int, cq: int,
+                 runs: int) -> dict[str, float]:
+    """Per-frame time of rebasing every chunk but the first onto its predecessor's state, and
+    of vpxenc's pass-0 encode of those chunks (the work a rebase replaces a share of)."""
     chunks = [source[i:i + chunk] for i in range(0, len(source), chunk)]
     streams: list[list[bytes]] = []
+    vpx_seconds = 0.0
     for k, pics in enumerate(chunks):
         write_y4m(tmp / f"chunk{k}.y4m", pics, fps=(30, 1))
-        run([need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={cq}",
-             "-o", str(tmp / f"chunk{k}.ivf"), str(tmp / f"chunk{k}.y4m")])
+        cmd = [need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={cq}",
+               "-o", str(tmp / f"chunk{k}.ivf"), str(tmp / f"chunk{k}.y4m")]
+        seconds = best_of(runs, lambda cmd=cmd: run(cmd, stdin=subprocess.DEVNULL))
+        if k > 0:
+            vpx_seconds += seconds
         streams.append([f.data for f in read_ivf(tmp / f"chunk{k}.ivf")[1]])
     states = []
     for frames in streams:
@@ -123,24 +134,43 @@ def rebase_bench(source: list[Picture], tmp: Path, chunk: int, cq: int) -> dict[
         for f in frames:
             dec.decode(f)
         states.append(dec.state)
-    seconds, rebased = 0.0, 0
-    for k in range(1, len(chunks)):
-        t0 = time.perf_counter()
-        reencode_chunk(states[k - 1], streams[k], None, chunks[k])
-        seconds += time.perf_counter() - t0
-        rebased += len(chunks[k])
+
+    def rebase_all() -> None:
+        for k in range(1, len(chunks)):
+            reencode_chunk(states[k - 1], streams[k], None, chunks[k])
+
+    seconds = best_of(runs, rebase_all)
+    rebased = sum(len(c) for c in chunks[1:])
     return {"ms_per_frame": 1000 * seconds / rebased, "frames": rebased,
-            "chunk": chunk, "cq_level": cq}
+            "chunk": chunk, "cq_level": cq,
+            "vpxenc_pass0_ms_per_frame": 1000 * vpx_seconds / rebased}
 
 
 def bench_clip(name: str, y4m: Path, runs: int, points: list[int], xc_points: list[int],
-               chunk: int, tmp: Path) -> dict:
+               chunk: int, tmp: Path, rebase_only: bool = False) -> dict:
     header, source = read_y4m(y4m)
     fps = header.fps[0] / header.fps[1] if header.fps else 30.0
     print(f"\n== {name}: {source[0].width}x{source[0].height}, {len(source)} frames")
     vpx_q = 20
     vpx_good = vpxenc(y4m, tmp / "g.ivf", vpx_q, ["--good", "--cpu-used=0"], runs, source, fps,
                       "vpxenc --good --cpu-used=0")
+    reb = rebase_bench(source, tmp, chunk, vpx_q, runs)
+    reb["ratio_vs_vpxenc_pass0"] = reb["ms_per_frame"] / reb["vpxenc_pass0_ms_per_frame"]
+    reb["ratio_vs_vpxenc_good_cpu0"] = reb["ms_per_frame"] / vpx_good.ms_per_frame
+    print(f"rebase: {reb['ms_per_frame']:.2f} ms/frame over {reb['frames']} frames "
+          f"(chunks of {chunk}); vpxenc pass 0 on the same chunks "
+          f"{reb['vpxenc_pass0_ms_per_frame']:.2f} ms/frame; vpxenc --good --cpu-used=0 "
+          f"one pass on the clip {vpx_good.ms_per_frame:.2f} ms/frame")
+    verdict = "met" if reb["ratio_vs_vpxenc_pass0"] <= 0.25 else "NOT met"
+    rebase_lines = [
+        f"  {'rebase_vs_vpxenc_pass0':34} {reb['ratio_vs_vpxenc_pass0']:6.2f}"
+        f"   (bar <= 0.25: {verdict}; ExCamera: 0.34)",
+        f"  {'rebase_vs_vpxenc_good_cpu0_1pass':34} {reb['ratio_vs_vpxenc_good_cpu0']:6.2f}",
+    ]
+    if rebase_only:
+        print("\nratios (xc / vpxenc; time per frame)")
+        print("\n".join(rebase_lines))
+        return {"clip": name, "frames": len(source), "rebase": reb}
     head = source[:20]
     ref = measure([f.data for f in read_ivf(tmp / "g.ivf")[1]][:20], head)[0]
     speed_q = match_qindex(head, ref)
@@ -161,10 +191,6 @@ def bench_clip(name: str, y4m: Path, runs: int, points: list[int], xc_points: li
         "xc_good_vs_vpxenc_rt_cpu8": good.ms_per_frame / vpx_rt.ms_per_frame,
         "xc_rt_vs_vpxenc_rt_cpu8": rt_ours.ms_per_frame / vpx_rt.ms_per_frame,
     }
-    reb = rebase_bench(source, tmp, chunk, cq=vpx_q)
-    reb["ratio_vs_vpxenc_good_cpu0"] = reb["ms_per_frame"] / vpx_good.ms_per_frame
-    print(f"rebase: {reb['ms_per_frame']:.2f} ms/frame over {reb['frames']} frames "
-          f"(chunks of {chunk})")
 
     curve_ours = [ours(source, q, "good", 1, fps) for q in xc_points]
     curve_vpx = [vpxenc(y4m, tmp / f"bd{q}.ivf", q, ["--good", "--cpu-used=0"], 1, source, fps,
@@ -181,8 +207,7 @@ def bench_clip(name: str, y4m: Path, runs: int, points: list[int], xc_points: li
     print("\nratios (xc / vpxenc; time per frame)")
     for k, v in speed.items():
         print(f"  {k:34} {v:6.2f}")
-    print(f"  {'rebase_vs_vpxenc_good_cpu0':34} {reb['ratio_vs_vpxenc_good_cpu0']:6.2f}"
-          f"   (bar <= 0.25: {'met' if reb['ratio_vs_vpxenc_good_cpu0'] <= 0.25 else 'NOT met'})")
+    print("\n".join(rebase_lines))
     print(f"BD-rate of xc vs vpxenc --good --cpu-used=0: PSNR-Y {bd['psnr_y']:+.1f}%, "
           f"SSIM {bd['ssim_db']:+.1f}%  (negative: xc needs fewer bits)")
     return {"clip": name, "frames": len(source), "speed_rows": [asdict(r) for r in rows],
@@ -199,6 +224,8 @@ def main() -> int:
     ap.add_argument("--xc-points", type=int, nargs="+", default=[8, 16, 24, 34, 46, 60],
                     help="xc qindex values (0..127) for the BD-rate")
     ap.add_argument("--chunk", type=int, default=24, help="rebase chunk length in frames")
+    ap.add_argument("--rebase-only", action="store_true",
+                    help="only the rebase ratios (skip the encoder speed rows and BD-rate)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     clips = shared_dir() / "clips"
@@ -212,7 +239,7 @@ def main() -> int:
             d.mkdir()
             chunk = args.chunk if "carphone" in name else 6
             results.append(bench_clip(name, path, args.runs, args.points, args.xc_points,
-                                      chunk, d))
+                                      chunk, d, args.rebase_only))
     if args.json:
         args.json.write_text(json.dumps({"results": results},
                                         indent=2) + "\n")

@@ -257,12 +257,14 @@ type PlaneTriple<'py> =
 
 /// Re-encode (rebase) a chunk: `pred_frames` (decodable from `pred_state`, or from a fresh
 /// state when None) re-encoded to decode from `input_state`, toward `pictures` (one (Y, U, V)
-/// tuple per shown frame). Returns (frames, final state, content hash of `input_state`).
+/// tuple per shown frame). `speed` is the first frame's encoder effort (Rust
+/// `ReencodeOpts::first_frame_speed`). Returns (frames, final state, content hash of
+/// `input_state`).
 /// Runs with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
-                    fix_prob_tables = false, speed = "good"))]
+                    fix_prob_tables = false, speed = "rt"))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,

@@ -41,15 +41,51 @@ pub struct ParsedFrame {
 /// Parse `data` as the decoder does when decoding it from `state` (same header, mode and token
 /// parsing, same handling of exhausted partitions), but skip prediction and the loop filter.
 pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, DecodeError> {
+    let refs = RefsPresent {
+        last: state.last.is_some(),
+        all: state.last.is_some() && state.golden.is_some() && state.altref.is_some(),
+    };
+    let mut next = state.clone();
+    parse_into(&mut next, refs, data, Tokens::All)
+}
+
+/// Which reference pictures a state has (parsing needs to know, not the pictures).
+#[derive(Clone, Copy, Debug)]
+struct RefsPresent {
+    last: bool,
+    all: bool,
+}
+
+/// How much of the token partitions to parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tokens {
+    /// Every macroblock's coefficients, into [`ParsedFrame::coeffs`].
+    All,
+    /// None, except where the decoder needs them to reject a frame (a stream's first key
+    /// frame must be complete); [`ParsedFrame::coeffs`] stays empty.
+    CheckOnly,
+}
+
+/// Parse `data` from the state `next` holds on entry (its pictures are not used, only `refs`
+/// says which exist), leaving in `next` what the decoder carries to the next frame besides
+/// pictures: frame size, probabilities (saved ones restored), segmentation and segment map,
+/// loop filter deltas, sign biases.
+fn parse_into(
+    next: &mut DecoderState,
+    refs: RefsPresent,
+    data: &[u8],
+    tokens: Tokens,
+) -> Result<ParsedFrame, DecodeError> {
     let chunk = parse_uncompressed_chunk(data)?;
     let tag = chunk.tag;
     if tag.version > 3 {
         return Err(DecodeError::UnsupportedVersion(tag.version));
     }
-    let mut next = state.clone();
     if let Some(dims) = chunk.dims {
-        reset_for_key_frame(&mut next, dims.width, dims.height);
-    } else if state.last.is_none() || state.golden.is_none() || state.altref.is_none() {
+        reset_for_key_frame(next, dims.width, dims.height);
+        next.horizontal_scale = dims.horizontal_scale;
+        next.vertical_scale = dims.vertical_scale;
+    } else if !refs.all {
         return Err(DecodeError::NoReferenceFrame);
     }
     let rest = &data[chunk.len..];
@@ -84,6 +120,10 @@ pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, Dec
             &hdr.quant,
         )
     });
+    // As the decoder: only a stream's first key frame must be complete.
+    let first_key_frame = tag.key_frame && !refs.last;
+    let keep_coeffs = tokens == Tokens::All;
+    let parse_tokens = keep_coeffs || first_key_frame;
     let ctx = ModeContext {
         key_frame: tag.key_frame,
         header: &hdr,
@@ -93,7 +133,7 @@ pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, Dec
         sign_bias: [false, false, next.sign_bias_golden, next.sign_bias_altref],
     };
     let mut mbs: Vec<MbInfo> = Vec::with_capacity(cols * rows);
-    let mut coeffs = Vec::with_capacity(cols * rows);
+    let mut coeffs = Vec::with_capacity(if keep_coeffs { cols * rows } else { 0 });
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut c = MbCoeffs::default();
@@ -108,26 +148,33 @@ pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, Dec
                 above_left: (mby > 0 && mbx > 0).then(|| &mbs[i - cols - 1]),
             };
             let info = parse_mb_header(&mut d, &ctx, nb, mbx, mby, next.segment_map[i]);
-            let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
-            c.clear();
-            if info.skip_coeff {
-                skip_mb_tokens(above, &mut left_nz, has_y2);
-            } else if !td.window_past_end() {
-                let dq = &dequant[info.segment_id as usize & 3];
-                decode_mb_tokens(td, &ctx.probs.coeff, above, &mut left_nz, has_y2, dq, &mut c);
+            if parse_tokens {
+                let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
+                c.clear();
+                if info.skip_coeff {
+                    skip_mb_tokens(above, &mut left_nz, has_y2);
+                } else if !td.window_past_end() {
+                    let dq = &dequant[info.segment_id as usize & 3];
+                    decode_mb_tokens(td, &ctx.probs.coeff, above, &mut left_nz, has_y2, dq, &mut c);
+                }
+                if keep_coeffs {
+                    coeffs.push(c.blocks);
+                }
             }
-            coeffs.push(c.blocks);
             mbs.push(info);
         }
     }
-    // As the decoder: only a stream's first key frame must be complete.
-    let first_key_frame = tag.key_frame && state.last.is_none();
     if first_key_frame && (d.window_past_end() || tds.iter().any(BoolDecoder::window_past_end)) {
         return Err(DecodeError::IncompleteFirstKeyFrame);
     }
+    if hdr.update_mb_segmentation_map {
+        for (id, m) in next.segment_map.iter_mut().zip(&mbs) {
+            *id = m.segment_id;
+        }
+    }
     let mut partition_sizes = vec![tag.first_part_size];
     partition_sizes.extend(parts.iter().map(|p| p.len()));
-    Ok(ParsedFrame {
+    let parsed = ParsedFrame {
         key_frame: tag.key_frame,
         version: tag.version,
         show_frame: tag.show_frame,
@@ -141,5 +188,57 @@ pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, Dec
         mbs,
         coeffs,
         partition_sizes,
-    })
+    };
+    if let Some(saved) = saved {
+        next.probs = saved;
+    }
+    Ok(parsed)
+}
+
+/// Follows a stream frame by frame for its prediction decisions alone, without decoding it:
+/// each [`ModeParser::parse`] returns what [`parse_frame`] would from the state the decoder
+/// has reached, except the coefficients ([`ParsedFrame::coeffs`] is empty), and skips the
+/// token partitions, prediction and loop filter.
+///
+/// Parsing a frame needs from earlier frames only the probabilities, segmentation, segment
+/// map, loop filter deltas, sign biases and frame size, never their pictures, so this is all
+/// the parser carries. It rejects what the decoder rejects before reconstruction (a stream's
+/// first key frame is checked for completeness, which does parse its tokens).
+#[derive(Clone, Debug)]
+pub struct ModeParser {
+    /// The decoder's state without pictures (its reference slots stay empty).
+    state: DecoderState,
+    refs: RefsPresent,
+}
+
+impl ModeParser {
+    /// A parser for a stream that continues from `state`.
+    pub fn new(state: &DecoderState) -> Self {
+        let refs = RefsPresent {
+            last: state.last.is_some(),
+            all: state.last.is_some() && state.golden.is_some() && state.altref.is_some(),
+        };
+        let state = DecoderState { last: None, golden: None, altref: None, ..state.clone() };
+        ModeParser { state, refs }
+    }
+
+    /// Parse the stream's next frame. On error the parser is left as it was.
+    pub fn parse(&mut self, data: &[u8]) -> Result<ParsedFrame, DecodeError> {
+        let mut next = self.state.clone();
+        let parsed = parse_into(&mut next, self.refs, data, Tokens::CheckOnly)?;
+        let h = &parsed.header;
+        // The decoder's checks between the header and the macroblocks.
+        if h.copy_buffer_to_golden == 3 {
+            return Err(DecodeError::InvalidCopyFlag { golden: true });
+        }
+        if h.copy_buffer_to_alternate == 3 {
+            return Err(DecodeError::InvalidCopyFlag { golden: false });
+        }
+        if parsed.key_frame {
+            // A key frame refreshes every reference.
+            self.refs = RefsPresent { last: true, all: true };
+        }
+        self.state = next;
+        Ok(parsed)
+    }
 }

@@ -16,7 +16,9 @@
 //!
 //! [`reencode_chunk`] applies this to a whole chunk the way xc-enc's re-encode does.
 
-use crate::decoder::decode_frame;
+use std::sync::Arc;
+
+use crate::decoder::{decode_frame, Decoder};
 use crate::encoder::analysis::{
     apply_loop_filter, choose_filter_level, psnr, read_block, residual4, write_block,
 };
@@ -30,7 +32,7 @@ use crate::encoder::{
 };
 use crate::frame::Frame;
 use crate::header::parse_uncompressed_chunk;
-use crate::inspect::{parse_frame, ParsedFrame};
+use crate::inspect::{parse_frame, ModeParser, ParsedFrame};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
@@ -499,7 +501,11 @@ pub struct ReencodeOpts {
     pub fix_prob_tables: bool,
     /// Loop filter level of rebased frames.
     pub loop_filter: LoopFilterChoice,
-    /// Effort of the first frame's full inter encode.
+    /// Effort of the first frame's full inter encode. Realtime by default: on carphone and bus
+    /// chunks (vpxenc pass 0, cq 20) its first frames are as close to the prediction's picture
+    /// (the quality search's floor) and smaller than at Good, and Good's mode search with RD
+    /// quantization costs as much as ten to twenty rebased frames per first frame, which alone
+    /// would put the rebase over a quarter of vpxenc's time with six-frame chunks.
     pub first_frame_speed: Speed,
 }
 
@@ -514,7 +520,7 @@ impl Default for ReencodeOpts {
             refine_sw: false,
             fix_prob_tables: false,
             loop_filter: LoopFilterChoice::Keep,
-            first_frame_speed: Speed::Good,
+            first_frame_speed: Speed::Realtime,
         }
     }
 }
@@ -531,39 +537,53 @@ pub struct ReencodedChunk {
 /// One prediction frame, parsed, with the picture to code it toward when it is hidden.
 struct PredFrame {
     parsed: ParsedFrame,
-    hidden_target: Option<Frame>,
+    hidden_target: Option<Arc<Frame>>,
     /// The decoded picture (kept for the first frame only).
-    picture: Option<Frame>,
+    picture: Option<Arc<Frame>>,
 }
 
-/// Decode the prediction stream: each frame's parse and, for hidden frames, the picture the
-/// prediction stream itself reconstructed.
+/// Parse the prediction stream's frames and, for hidden frames and the first frame, find the
+/// picture the prediction stream itself reconstructed. Pictures are needed for nothing else,
+/// so the stream is decoded only up to its first or last hidden frame, whichever is later, and
+/// merely parsed (modes, no tokens) after it.
 fn decode_prediction(
     frames: &[Vec<u8>],
     initial: Option<&DecoderState>,
 ) -> Result<Vec<PredFrame>, EncodeError> {
-    let mut st = initial.cloned().unwrap_or_default();
+    let mut decode_until = 1;
+    for (k, data) in frames.iter().enumerate() {
+        let c = parse_uncompressed_chunk(data)
+            .map_err(|error| EncodeError::Prediction { frame: k, error })?;
+        if !c.tag.show_frame {
+            decode_until = k + 1;
+        }
+    }
+    let initial = initial.cloned().unwrap_or_default();
+    let mut parser = ModeParser::new(&initial);
+    let mut decoder = Decoder::new(initial);
     let mut out = Vec::with_capacity(frames.len());
     for (k, data) in frames.iter().enumerate() {
         let perr = |error| EncodeError::Prediction { frame: k, error };
-        let parsed = parse_frame(&st, data).map_err(perr)?;
-        let (next, shown) = decode_frame(&st, data).map_err(perr)?;
-        let picture = if k == 0 { shown.clone() } else { None };
-        let hidden_target = if shown.is_some() {
-            None
-        } else {
-            let h = &parsed.header;
-            let buf = if h.refresh_alternate_frame {
-                &next.altref
-            } else if h.refresh_golden_frame {
-                &next.golden
-            } else {
-                &next.last
-            };
-            buf.as_deref().cloned()
-        };
+        let parsed = parser.parse(data).map_err(perr)?;
+        let (mut hidden_target, mut picture) = (None, None);
+        if k < decode_until {
+            let shown = decoder.decode(data).map_err(perr)?;
+            if k == 0 {
+                picture = shown.clone();
+            }
+            if shown.is_none() {
+                let (h, next) = (&parsed.header, decoder.state());
+                let buf = if h.refresh_alternate_frame {
+                    &next.altref
+                } else if h.refresh_golden_frame {
+                    &next.golden
+                } else {
+                    &next.last
+                };
+                hidden_target = buf.clone();
+            }
+        }
         out.push(PredFrame { parsed, hidden_target, picture });
-        st = next;
     }
     Ok(out)
 }
@@ -647,7 +667,7 @@ pub fn reencode_chunk(
     let last = pred.len() - 1;
     for (k, p) in pred.iter().enumerate() {
         let target = match &p.hidden_target {
-            Some(t) => t,
+            Some(t) => &**t,
             None => next_source
                 .next()
                 .ok_or_else(|| mismatch("more shown frames than input pictures".into()))?,
@@ -672,11 +692,15 @@ pub fn reencode_chunk(
                 (Some(s), _, _) => encode_at(s)?,
                 (None, FirstFrameQuality::MatchPrediction { tolerance_db }, Some(pic)) => {
                     let floor = psnr(target, pic) - tolerance_db;
-                    match_quality(kf_q, next_q, |q, quant| {
-                        let e = encode_with(q, quant)?;
-                        let ok = psnr(target, &e.recon) >= floor;
-                        Ok((e, ok))
-                    })?
+                    let requantize_first = opts.first_frame_speed == Speed::Realtime;
+                    match_quality_requantizing(
+                        &state,
+                        target,
+                        (kf_q, next_q),
+                        floor,
+                        requantize_first,
+                        encode_with,
+                    )?
                 }
                 _ => {
                     let (w, kf_q, next_q) = (opts.kf_q_weight, kf_q as f64, next_q as f64);
@@ -698,6 +722,50 @@ pub fn reencode_chunk(
         state = enc.state;
     }
     Ok(ReencodedChunk { frames, state, input_state_hash: input_state.content_hash() })
+}
+
+/// [`match_quality`] for the first frame with one full encode: the first trial (at `kf_q`)
+/// is encoded by `encode`, and every later trial keeps that encode's decisions (modes, motion
+/// vectors) and only re-quantizes its residuals at the trial's qindex (a [`rebase_frame`] of
+/// the frame onto the same state, loop filter level searched again). A full encode costs
+/// about as much as ten to twenty rebases, and the trials' qindexes lie between the key
+/// frame's and the next frame's, close enough for the decisions to carry over. Each trial is
+/// judged on its own reconstruction, so the chosen frame meets `floor` as before. With
+/// `requantize_first` the first trial is re-quantized too (for an `encode` that does not
+/// quantize as the trial asks: the realtime encoder's levels are not RD-optimized).
+fn match_quality_requantizing(
+    state: &DecoderState,
+    target: &Frame,
+    (kf_q, next_q): (u8, u8),
+    floor: f64,
+    requantize_first: bool,
+    encode: impl Fn(u8, QuantMode) -> Result<EncodedFrame, EncodeError>,
+) -> Result<EncodedFrame, EncodeError> {
+    let mut decisions: Option<ParsedFrame> = None;
+    match_quality(kf_q, next_q, |q, quant| {
+        let mut full = None;
+        if decisions.is_none() {
+            let e = encode(q, quant)?;
+            decisions = Some(parse_frame(state, &e.data).map_err(EncodeError::Decode)?);
+            full = (!requantize_first).then_some(e);
+        }
+        let e = match (full, &decisions) {
+            (Some(e), _) => e,
+            (None, Some(d)) => {
+                let params = RebaseParams {
+                    qindex: Some(q),
+                    loop_filter: LoopFilterChoice::Search,
+                    refresh_all: true,
+                    fix_prob_tables: false,
+                    quant,
+                };
+                rebase_frame(state, d, target, &params)?
+            }
+            (None, None) => unreachable!("decisions are set by the first trial"),
+        };
+        let ok = psnr(target, &e.recon) >= floor;
+        Ok((e, ok))
+    })
 }
 
 /// The encode at the largest qindex in `kf_q..=next_q` that `try_q` accepts with the RD

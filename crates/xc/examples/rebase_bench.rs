@@ -1,0 +1,117 @@
+//! Time `reencode_chunk` the way bench/encode.py does, for profiling without Python: chunk k's
+//! prediction stream (`DIR/chunkK.ivf`, from vpxenc) is re-encoded onto the state chunk k-1's
+//! prediction stream ends in, with `DIR/chunkK.y4m` as its source pictures.
+//!
+//! Usage: rebase_bench DIR CHUNKS [REPEATS]
+
+use std::time::Instant;
+
+use xc::encoder::analysis::psnr;
+use xc::encoder::rebase::{reencode_chunk, ReencodeOpts};
+use xc::encoder::{source_from_i420, Speed};
+use xc::frame::Frame;
+use xc::ivf::parse_ivf;
+use xc::DecoderState;
+
+fn fail(msg: String) -> ! {
+    eprintln!("rebase_bench: {msg}");
+    std::process::exit(1)
+}
+
+fn read_y4m(path: &str) -> Vec<Frame> {
+    let data = std::fs::read(path).unwrap_or_else(|e| fail(format!("cannot read {path}: {e}")));
+    let nl = data.iter().position(|&b| b == b'\n').unwrap_or(0);
+    let header = String::from_utf8_lossy(&data[..nl]).to_string();
+    let field = |c: char| -> usize {
+        header.split(' ').find_map(|t| t.strip_prefix(c)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let (w, h) = (field('W'), field('H'));
+    let size = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
+    let mut frames = Vec::new();
+    let mut pos = nl + 1;
+    while pos + 6 + size <= data.len() {
+        pos += data[pos..].iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
+        let f = source_from_i420(w, h, &data[pos..pos + size])
+            .unwrap_or_else(|e| fail(format!("{path}: {e}")));
+        frames.push(f);
+        pos += size;
+    }
+    frames
+}
+
+fn read_ivf(path: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_else(|e| fail(format!("cannot read {path}: {e}")));
+    let (_, frames) = parse_ivf(&data).unwrap_or_else(|e| fail(format!("{path}: {e}")));
+    frames.into_iter().map(|f| f.data.to_vec()).collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        fail("usage: rebase_bench DIR CHUNKS [REPEATS]".into());
+    }
+    let dir = &args[1];
+    let n: usize = args[2].parse().unwrap_or_else(|_| fail(format!("bad CHUNKS {}", args[2])));
+    let repeats: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
+    let streams: Vec<Vec<Vec<u8>>> =
+        (0..n).map(|k| read_ivf(&format!("{dir}/chunk{k}.ivf"))).collect();
+    let sources: Vec<Vec<Frame>> =
+        (0..n).map(|k| read_y4m(&format!("{dir}/chunk{k}.y4m"))).collect();
+    let states: Vec<DecoderState> = streams
+        .iter()
+        .map(|s| {
+            let mut dec = xc::decoder::Decoder::default();
+            for f in s {
+                dec.decode(f).unwrap_or_else(|e| fail(format!("decode: {e}")));
+            }
+            dec.into_state()
+        })
+        .collect();
+    // XC_FIRST_SPEED=rt|best picks the first frame's encoder effort (default good, as the
+    // Python binding's default).
+    let first_frame_speed = match std::env::var("XC_FIRST_SPEED").as_deref() {
+        Ok("rt") => Speed::Realtime,
+        Ok("best") => Speed::Best,
+        _ => Speed::Good,
+    };
+    let opts = ReencodeOpts { first_frame_speed, ..ReencodeOpts::default() };
+    let mut best = f64::INFINITY;
+    let mut frames = 0;
+    let mut out = Vec::new();
+    for _ in 0..repeats {
+        let t = Instant::now();
+        frames = 0;
+        out.clear();
+        for k in 1..n {
+            let c = reencode_chunk(&states[k - 1], &streams[k], None, &sources[k], &opts)
+                .unwrap_or_else(|e| fail(format!("chunk {k}: {e}")));
+            frames += sources[k].len();
+            out.push(c.frames);
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    // What the rebased chunks cost and look like: bytes, and Y-PSNR of the first frames (the
+    // fully encoded ones) and of all shown frames, decoded from the predecessor's state.
+    let (mut bytes, mut first_psnr, mut all_psnr) = (0usize, 0.0, 0.0);
+    for (k, chunk) in out.iter().enumerate() {
+        let mut dec = xc::decoder::Decoder::new(states[k].clone());
+        let mut shown = 0;
+        for f in chunk {
+            bytes += f.len();
+            if let Some(pic) = dec.decode(f).unwrap_or_else(|e| fail(format!("decode: {e}"))) {
+                let p = psnr(&sources[k + 1][shown], &pic);
+                all_psnr += p;
+                if shown == 0 {
+                    first_psnr += p;
+                }
+                shown += 1;
+            }
+        }
+    }
+    println!(
+        "{:.3} ms/frame over {frames} shown frames; {bytes} bytes, Y-PSNR {:.2} dB (first frames {:.2} dB)",
+        1000.0 * best / frames as f64,
+        all_psnr / frames as f64,
+        first_psnr / (n - 1) as f64
+    );
+}
