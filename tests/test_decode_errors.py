@@ -251,3 +251,17 @@ def test_decode_to_stdout_and_dev_null(tmp_path: Path) -> None:
     assert done.stdout.startswith(b"YUV4MPEG2 W176 H144 ")
     assert done.stdout.count(b"FRAME") == 29
     assert run_decode(good, "/dev/null").returncode == 0
+
+
+def test_decode_to_a_closed_pipe_stops_quietly() -> None:
+    """`excamera decode IN -o - | head`: the reader leaving is not an error to report."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "excamera.cli", "decode",
+         str(vectors() / "vp80-00-comprehensive-006.ivf"), "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(60).startswith(b"YUV4MPEG2 W175 H143")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert err == b""

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from excamera.errors import CommandError
 from excamera.xc.ivf import IvfError, IvfReader
 from excamera.xc.tools import ToolError, decode_ivf
 from excamera.xc.y4m import Y4MWriter
+
+
+class _ReaderGone(Exception):
+    """Standard output's reader closed the pipe (not an OSError, so no layer reports it)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
             raise ToolError(f"{args.input}: the frame size changes mid-stream "
                             f"({writer.header.width}x{writer.header.height} -> "
                             f"{picture.width}x{picture.height}); Y4M cannot hold that")
-        writer.write(picture)
+        try:
+            writer.write(picture)
+        except BrokenPipeError:
+            raise _ReaderGone from None
         shown += 1
 
     try:
@@ -53,9 +62,16 @@ def run(args: argparse.Namespace) -> int:
             args.state.write_bytes(state.to_bytes())
     except ToolError as exc:
         raise CommandError(str(exc)) from None
+    except _ReaderGone:
+        # The reader went away (`excamera decode IN -o - | head`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         raise CommandError(f"{exc.filename or out}: {exc.strerror or exc}") from None
     finally:
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except BrokenPipeError:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
