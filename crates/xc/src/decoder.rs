@@ -7,7 +7,7 @@ use crate::bool_decoder::BoolDecoder;
 use crate::error::DecodeError;
 use crate::frame::Frame;
 use crate::header::{
-    parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader,
+    parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader, FrameTag,
 };
 use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
@@ -77,24 +77,36 @@ impl Decoder {
     }
 }
 
-/// [`decode_frame`], reconstructing into `spare` when it has the frame's size. Every pixel of
-/// a frame is written by reconstruction, so a recycled buffer's old contents do not matter.
-fn decode_frame_with_buffer(
-    state: &DecoderState,
-    data: &[u8],
-    spare: Option<Frame>,
-) -> Result<(DecoderState, Option<Arc<Frame>>), DecodeError> {
+/// What every frame starts with, before its macroblocks: the tag, the frame header (whose
+/// updates are already applied to the entering state) and the partitions.
+pub(crate) struct FrameStart<'a> {
+    pub tag: FrameTag,
+    pub hdr: FrameHeader,
+    /// The first partition's decoder, positioned at the first macroblock record.
+    pub d: BoolDecoder<'a>,
+    pub parts: Vec<&'a [u8]>,
+    /// The probabilities to restore after the frame when `refresh_entropy_probs` is 0.
+    pub saved_probs: Option<EntropyProbs>,
+}
+
+/// Parse a frame up to its macroblocks into `next` (the entering state, which receives the
+/// key-frame reset and the header's updates). Shared by the decoder and [`crate::inspect`], so
+/// both accept and refuse exactly the same frames. `has_refs`: all three references exist.
+pub(crate) fn begin_frame<'a>(
+    next: &mut DecoderState,
+    has_refs: bool,
+    data: &'a [u8],
+) -> Result<FrameStart<'a>, DecodeError> {
     let chunk = parse_uncompressed_chunk(data)?;
     let tag = chunk.tag;
     if tag.version > 3 {
         return Err(DecodeError::UnsupportedVersion(tag.version));
     }
-    let mut next = state.clone();
     if let Some(dims) = chunk.dims {
-        reset_for_key_frame(&mut next, dims.width, dims.height);
+        reset_for_key_frame(next, dims.width, dims.height);
         next.horizontal_scale = dims.horizontal_scale;
         next.vertical_scale = dims.vertical_scale;
-    } else if state.last.is_none() || state.golden.is_none() || state.altref.is_none() {
+    } else if !has_refs {
         return Err(DecodeError::NoReferenceFrame);
     }
     let rest = &data[chunk.len..];
@@ -128,6 +140,20 @@ fn decode_frame_with_buffer(
     }
     let parts =
         split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
+    Ok(FrameStart { tag, hdr, d, parts, saved_probs })
+}
+
+/// [`decode_frame`], reconstructing into `spare` when it has the frame's size. Every pixel of
+/// a frame is written by reconstruction, so a recycled buffer's old contents do not matter.
+fn decode_frame_with_buffer(
+    state: &DecoderState,
+    data: &[u8],
+    spare: Option<Frame>,
+) -> Result<(DecoderState, Option<Arc<Frame>>), DecodeError> {
+    let mut next = state.clone();
+    let has_refs = state.last.is_some() && state.golden.is_some() && state.altref.is_some();
+    let FrameStart { tag, hdr, mut d, parts, saved_probs } =
+        begin_frame(&mut next, has_refs, data)?;
 
     let (w, h) = (next.width as usize, next.height as usize);
     let mut frame = match spare {
@@ -157,7 +183,7 @@ fn decode_frame_with_buffer(
 
 /// What a key frame resets (spec 9.3-9.7, 9.11): probabilities to their defaults, segment
 /// feature data to zero deltas, the segment map to 0, loop filter deltas to 0, sign biases off.
-pub(crate) fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
+fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
     s.width = width;
     s.height = height;
     s.probs = EntropyProbs::default();

@@ -3,11 +3,9 @@
 //! bitstream writer is the exact inverse of the parser, and handy for stream inspection.
 
 use crate::bool_decoder::BoolDecoder;
-use crate::decoder::reset_for_key_frame;
+use crate::decoder::{begin_frame, FrameStart};
 use crate::error::DecodeError;
-use crate::header::{
-    parse_frame_header, parse_uncompressed_chunk, split_token_partitions, FrameHeader,
-};
+use crate::header::FrameHeader;
 use crate::mb::{MbInfo, MbMode};
 use crate::modes::{parse_mb_header, ModeContext, Neighbours};
 use crate::quant::{segment_qindex, Dequant};
@@ -76,41 +74,8 @@ fn parse_into(
     data: &[u8],
     tokens: Tokens,
 ) -> Result<ParsedFrame, DecodeError> {
-    let chunk = parse_uncompressed_chunk(data)?;
-    let tag = chunk.tag;
-    if tag.version > 3 {
-        return Err(DecodeError::UnsupportedVersion(tag.version));
-    }
-    if let Some(dims) = chunk.dims {
-        reset_for_key_frame(next, dims.width, dims.height);
-        next.horizontal_scale = dims.horizontal_scale;
-        next.vertical_scale = dims.vertical_scale;
-    } else if !refs.all {
-        return Err(DecodeError::NoReferenceFrame);
-    }
-    let rest = &data[chunk.len..];
-    if tag.first_part_size == 0 || tag.first_part_size > rest.len() {
-        return Err(DecodeError::FirstPartitionTooLong {
-            size: tag.first_part_size,
-            available: rest.len(),
-        });
-    }
-    let mut d = BoolDecoder::new(rest);
-    let mut saved = None;
-    let hdr = parse_frame_header(
-        &mut d,
-        tag.key_frame,
-        &mut next.segmentation,
-        &mut next.lf,
-        &mut next.probs,
-        &mut saved,
-    );
-    if !tag.key_frame {
-        next.sign_bias_golden = hdr.sign_bias_golden;
-        next.sign_bias_altref = hdr.sign_bias_alternate;
-    }
-    let parts =
-        split_token_partitions(&rest[tag.first_part_size..], 1 << hdr.log2_nbr_of_dct_partitions)?;
+    let FrameStart { tag, hdr, mut d, parts, saved_probs: saved } =
+        begin_frame(next, refs.all, data)?;
     let cols = (next.width as usize).div_ceil(16);
     let rows = (next.height as usize).div_ceil(16);
     let seg = &next.segmentation;
