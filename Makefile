@@ -32,7 +32,7 @@ test-python:
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --workspace --release -- -D warnings
+	cargo clippy --workspace --release --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests bench
 
 bench: setup

@@ -91,14 +91,14 @@ fn rebuild(state: &DecoderState, d: &FrameDecisions) -> Frame {
         let yoff = |b: usize| (mby * 16 + (b >> 2) * 4) * ys + mbx * 16 + (b & 3) * 4;
         if info.ref_frame == RefFrame::Intra {
             if info.y_mode == MbMode::BPred {
-                for b in 0..16 {
+                for (b, block) in blocks.iter().take(16).enumerate() {
                     predict_luma4(&mut f.y, mbx, mby, b, info.b_modes[b]);
-                    idct4x4_add(&blocks[b], &mut f.y.data, yoff(b), ys);
+                    idct4x4_add(block, &mut f.y.data, yoff(b), ys);
                 }
             } else {
                 predict_luma16(&mut f.y, mbx, mby, info.y_mode);
-                for b in 0..16 {
-                    idct4x4_add(&blocks[b], &mut f.y.data, yoff(b), ys);
+                for (b, block) in blocks.iter().take(16).enumerate() {
+                    idct4x4_add(block, &mut f.y.data, yoff(b), ys);
                 }
             }
             predict_chroma8(&mut f.u, mbx, mby, info.uv_mode);
@@ -106,8 +106,8 @@ fn rebuild(state: &DecoderState, d: &FrameDecisions) -> Frame {
         } else {
             let r = refs[info.ref_frame as usize].expect("reference present");
             predict_inter_mb(r, &mut f, mbx, mby, info, InterFilter::SixTap, false);
-            for b in 0..16 {
-                idct4x4_add(&blocks[b], &mut f.y.data, yoff(b), ys);
+            for (b, block) in blocks.iter().take(16).enumerate() {
+                idct4x4_add(block, &mut f.y.data, yoff(b), ys);
             }
         }
         let cs = f.u.stride;
