@@ -1047,9 +1047,12 @@ fn luma_pred_sse(m: &MbCtx, r: &RefPic, recon: &mut Frame, mv: Mv) -> u64 {
     d
 }
 
+/// How many of Realtime's best-predicting inter candidates are transformed and quantized.
+const FAST_INTER_CODED: usize = 2;
+
 /// Realtime's inter choice: ZERO, NEAREST and NEAR (and NEWMV, searched only when none of
 /// them predicts the luma well) are ranked by the RD cost of their prediction alone, and only
-/// the winner is transformed and quantized.
+/// the best [`FAST_INTER_CODED`] are transformed and quantized.
 fn best_inter_fast(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<Choice> {
     let bounds = MvBounds::new(m.mbx, m.mby, fc.cols, fc.rows);
     let q = fc.quant[m.segment as usize & 3].dq.y[1] as f64;
@@ -1057,7 +1060,7 @@ fn best_inter_fast(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<Choice
     // and (q / 8)^2 cost 25% and 0.5% more inter-frame bytes on bus).
     let good_enough = q * q;
     #[allow(clippy::type_complexity)]
-    let mut pick: Option<(f64, &RefPic, MbMode, Mv, u32)> = None;
+    let mut picks: Vec<(f64, &RefPic, MbMode, Mv, u32)> = Vec::with_capacity(12);
     for r in &fc.refs {
         let near = find_near_mvs(m.nb, r.which, &fc.sign_bias);
         let best_mv = bounds.clamp(near.best);
@@ -1082,9 +1085,7 @@ fn best_inter_fast(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<Choice
             let rate = ref_rate + mcost;
             let j = fc.cost(luma_pred_sse(m, r, recon, mv), rate);
             local = local.min(j);
-            if pick.as_ref().is_none_or(|p| j < p.0) {
-                pick = Some((j, r, mode, mv, rate));
-            }
+            picks.push((j, r, mode, mv, rate));
         }
         if local > good_enough {
             let lim = Limits::new(&bounds, best_mv);
@@ -1094,23 +1095,26 @@ fn best_inter_fast(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<Choice
                 if let Some(mvc) = fc.mc.mv_cost(new_mv, best_mv) {
                     let rate = ref_rate + mode_costs[3] + mvc;
                     let j = fc.cost(luma_pred_sse(m, r, recon, new_mv), rate);
-                    if pick.as_ref().is_none_or(|p| j < p.0) {
-                        pick = Some((j, r, MbMode::New, new_mv, rate));
-                    }
+                    picks.push((j, r, MbMode::New, new_mv, rate));
                 }
             }
         }
     }
-    let (_, r, mode, mv, rate) = pick?;
-    let info = MbInfo {
-        y_mode: mode,
-        ref_frame: r.which,
-        mv,
-        mvs: [mv; 16],
-        segment_id: m.segment,
-        ..Default::default()
-    };
-    Some(code_inter(fc, m, r, recon, info, rate))
+    // Stable: among equal prediction costs the earlier (cheaper to signal) candidate first.
+    picks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best = None;
+    for &(_, r, mode, mv, rate) in picks.iter().take(FAST_INTER_CODED) {
+        let info = MbInfo {
+            y_mode: mode,
+            ref_frame: r.which,
+            mv,
+            mvs: [mv; 16],
+            segment_id: m.segment,
+            ..Default::default()
+        };
+        best = better(best, code_inter(fc, m, r, recon, info, rate));
+    }
+    best
 }
 
 /// Sum of squared errors between two frames over the display area of all three planes.
