@@ -22,13 +22,24 @@ pub const MAX_LEVEL: i32 = 67 + 2047;
 pub struct BlockQuant {
     pub q: [i32; 2],
     pub round: [i32; 2],
+    /// `floor(2^32 / q) + 1`: `(n * recip) >> 32` is exactly `n / q` for every `n, q < 2^16`
+    /// (the multiplier's excess over `2^32 / q` adds less than `n / 2^32 < 2^-16` to the
+    /// quotient, less than the `1 / q` gap between a fraction and the next integer).
+    pub recip: [u64; 2],
+    /// Largest level: [`MAX_LEVEL`], and small enough that `level * q` fits 16 bits.
+    pub cap: [i32; 2],
 }
 
 impl BlockQuant {
     /// Rounding offsets are `round_num / 128` of the step.
     pub fn new(dq: [i16; 2], round_num: [i32; 2]) -> Self {
         let q = [dq[0].max(1) as i32, dq[1].max(1) as i32];
-        BlockQuant { q, round: [(q[0] * round_num[0]) >> 7, (q[1] * round_num[1]) >> 7] }
+        BlockQuant {
+            q,
+            round: [(q[0] * round_num[0]) >> 7, (q[1] * round_num[1]) >> 7],
+            recip: q.map(|q| (1u64 << 32) / q as u64 + 1),
+            cap: q.map(|q| MAX_LEVEL.min(i16::MAX as i32 / q)),
+        }
     }
 }
 
@@ -72,21 +83,17 @@ pub fn quantize_block(
     bq: &BlockQuant,
     levels: &mut [i16; 16],
 ) -> bool {
-    let mut any = false;
+    let mut any = 0;
     for (i, (&c, l)) in coeffs.iter().zip(levels.iter_mut()).enumerate() {
-        if i < first {
-            *l = 0;
-            continue;
-        }
         let k = (i > 0) as usize;
-        let q = bq.q[k];
-        let a = c.unsigned_abs() as i32;
-        let cap = MAX_LEVEL.min(i16::MAX as i32 / q);
-        let m = ((a + bq.round[k]) / q).min(cap);
+        // |c| + round < 2^16 and q < 2^15, so the reciprocal product is the exact quotient.
+        let n = (c.unsigned_abs() as u32 + bq.round[k] as u32) as u64;
+        let m = (((n * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
+        let m = if i < first { 0 } else { m };
         *l = if c < 0 { -m as i16 } else { m as i16 };
-        any |= m != 0;
+        any |= m;
     }
-    any
+    any != 0
 }
 
 /// Rate-distortion optimized quantization of one block: among, for every coefficient, the
@@ -246,6 +253,16 @@ pub fn dequantize_block(levels: &[i16; 16], dq: [i16; 2]) -> [i16; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reciprocal_quotient_is_exact() {
+        for q in 1..=600i32 {
+            let bq = BlockQuant::new([q as i16, q as i16], [64, 64]);
+            for n in 0..(1u64 << 16) {
+                assert_eq!((n * bq.recip[1]) >> 32, n / q as u64, "{n} / {q}");
+            }
+        }
+    }
     use crate::encoder::fdct::fdct4x4;
     use crate::transform::idct4x4;
 
