@@ -26,6 +26,11 @@ impl MbMode {
     }
 }
 
+impl MbMode {
+    /// The key-frame / intra luma modes in the spec's tree-leaf order (`intra_mbmode`).
+    pub const INTRA: [MbMode; 5] = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm, MbMode::BPred];
+}
+
 /// Chroma intra mode (`uv_mode`); same set as the 16x16 luma intra modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum UvMode {
@@ -34,6 +39,11 @@ pub enum UvMode {
     V,
     H,
     Tm,
+}
+
+impl UvMode {
+    /// Every chroma mode, in the spec's tree-leaf order.
+    pub const ALL: [UvMode; 4] = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
 }
 
 /// 4x4 luma subblock intra mode (`intra_bmode`), in the spec's order.
@@ -50,6 +60,22 @@ pub enum BMode {
     Vl,
     Hd,
     Hu,
+}
+
+impl BMode {
+    /// Every subblock mode, in the spec's tree-leaf order.
+    pub const ALL: [BMode; 10] = [
+        BMode::Dc,
+        BMode::Tm,
+        BMode::Ve,
+        BMode::He,
+        BMode::Ld,
+        BMode::Rd,
+        BMode::Vr,
+        BMode::Vl,
+        BMode::Hd,
+        BMode::Hu,
+    ];
 }
 
 /// Which picture a macroblock predicts from.

@@ -27,21 +27,6 @@ pub struct Neighbours<'a> {
     pub above_left: Option<&'a MbInfo>,
 }
 
-const Y_MODES: [MbMode; 5] = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm, MbMode::BPred];
-const UV_MODES: [UvMode; 4] = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
-const B_MODES: [BMode; 10] = [
-    BMode::Dc,
-    BMode::Tm,
-    BMode::Ve,
-    BMode::He,
-    BMode::Ld,
-    BMode::Rd,
-    BMode::Vr,
-    BMode::Vl,
-    BMode::Hd,
-    BMode::Hu,
-];
-
 /// The subblock mode implied by a 16x16 luma mode, for key-frame subblock contexts (spec 11.3).
 pub fn implied_bmode(mode: MbMode) -> BMode {
     match mode {
@@ -82,7 +67,7 @@ pub fn parse_mb_header(
 
 /// Key-frame intra modes with the fixed probabilities and subblock contexts (spec 11).
 fn parse_kf_intra_modes(d: &mut BoolDecoder, nb: Neighbours, mb: &mut MbInfo) {
-    mb.y_mode = Y_MODES[d.read_tree(&KF_YMODE_TREE, &KF_YMODE_PROBS) as usize];
+    mb.y_mode = MbMode::INTRA[d.read_tree(&KF_YMODE_TREE, &KF_YMODE_PROBS) as usize];
     if mb.y_mode == MbMode::BPred {
         for b in 0..16 {
             let above = if b >= 4 {
@@ -96,25 +81,25 @@ fn parse_kf_intra_modes(d: &mut BoolDecoder, nb: Neighbours, mb: &mut MbInfo) {
                 nb.left.map_or(BMode::Dc, |l| l.b_modes[b + 3])
             };
             let probs = &KF_BMODE_PROBS[above as usize][left as usize];
-            mb.b_modes[b] = B_MODES[d.read_tree(&BMODE_TREE, probs) as usize];
+            mb.b_modes[b] = BMode::ALL[d.read_tree(&BMODE_TREE, probs) as usize];
         }
     } else {
         mb.b_modes = [implied_bmode(mb.y_mode); 16];
     }
-    mb.uv_mode = UV_MODES[d.read_tree(&UV_MODE_TREE, &KF_UV_MODE_PROBS) as usize];
+    mb.uv_mode = UvMode::ALL[d.read_tree(&UV_MODE_TREE, &KF_UV_MODE_PROBS) as usize];
 }
 
 /// Intra modes in an inter frame: dynamic y/uv probabilities, context-free subblock modes (16.1).
 fn parse_intra_modes(d: &mut BoolDecoder, probs: &EntropyProbs, mb: &mut MbInfo) {
-    mb.y_mode = Y_MODES[d.read_tree(&YMODE_TREE, &probs.ymode) as usize];
+    mb.y_mode = MbMode::INTRA[d.read_tree(&YMODE_TREE, &probs.ymode) as usize];
     if mb.y_mode == MbMode::BPred {
         for b in 0..16 {
-            mb.b_modes[b] = B_MODES[d.read_tree(&BMODE_TREE, &BMODE_PROBS) as usize];
+            mb.b_modes[b] = BMode::ALL[d.read_tree(&BMODE_TREE, &BMODE_PROBS) as usize];
         }
     } else {
         mb.b_modes = [implied_bmode(mb.y_mode); 16];
     }
-    mb.uv_mode = UV_MODES[d.read_tree(&UV_MODE_TREE, &probs.uv_mode) as usize];
+    mb.uv_mode = UvMode::ALL[d.read_tree(&UV_MODE_TREE, &probs.uv_mode) as usize];
 }
 
 /// Clamping bounds for motion vectors of the macroblock at (mbx, mby), in quarter pixels: the

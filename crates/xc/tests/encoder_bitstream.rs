@@ -146,29 +146,20 @@ fn random_levels(rng: &mut Rng, g: &Gen, has_y2: bool) -> MbLevels {
     lv
 }
 
-const Y_INTRA: [MbMode; 5] = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm, MbMode::BPred];
-const UV: [UvMode; 4] = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
-const BM: [BMode; 10] = [
-    BMode::Dc,
-    BMode::Tm,
-    BMode::Ve,
-    BMode::He,
-    BMode::Ld,
-    BMode::Rd,
-    BMode::Vr,
-    BMode::Vl,
-    BMode::Hd,
-    BMode::Hu,
-];
-
 fn random_intra(rng: &mut Rng, segment_id: u8) -> MbInfo {
-    let y_mode = Y_INTRA[rng.below(5) as usize];
+    let y_mode = MbMode::INTRA[rng.below(5) as usize];
     let b_modes = if y_mode == MbMode::BPred {
-        std::array::from_fn(|_| BM[rng.below(10) as usize])
+        std::array::from_fn(|_| BMode::ALL[rng.below(10) as usize])
     } else {
         [implied_bmode(y_mode); 16]
     };
-    MbInfo { y_mode, uv_mode: UV[rng.below(4) as usize], b_modes, segment_id, ..Default::default() }
+    MbInfo {
+        y_mode,
+        uv_mode: UvMode::ALL[rng.below(4) as usize],
+        b_modes,
+        segment_id,
+        ..Default::default()
+    }
 }
 
 /// A random inter macroblock in the decoder's form, given the already generated neighbours.

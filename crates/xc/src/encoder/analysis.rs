@@ -497,19 +497,6 @@ fn implied_bmode(mode: MbMode) -> BMode {
     }
 }
 
-const ALL_BMODES: [BMode; 10] = [
-    BMode::Dc,
-    BMode::Tm,
-    BMode::Ve,
-    BMode::He,
-    BMode::Ld,
-    BMode::Rd,
-    BMode::Vr,
-    BMode::Vl,
-    BMode::Hd,
-    BMode::Hu,
-];
-
 /// The best intra coding of the macroblock: 16x16 modes and B_PRED, with the best chroma mode.
 fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option<Choice> {
     let mq = &fc.quant[m.segment as usize & 3];
@@ -581,7 +568,7 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
             #[allow(clippy::type_complexity)]
             let mut bb: Option<(f64, BMode, [i16; 16], [u8; 16], u32, u32)> = None;
             let bmodes = if fc.speed == Speed::Realtime {
-                let pick = pick_by_prediction(fc, &ALL_BMODES, |mode| {
+                let pick = pick_by_prediction(fc, &BMode::ALL, |mode| {
                     predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
                     let p = read_block::<4, 16>(&recon.y, x0, y0);
                     let d: u32 = src4
@@ -593,7 +580,7 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
                 });
                 vec![pick]
             } else {
-                ALL_BMODES.to_vec()
+                BMode::ALL.to_vec()
             };
             for mode in bmodes {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);

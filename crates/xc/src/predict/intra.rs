@@ -672,19 +672,6 @@ mod tests {
         b
     }
 
-    const ALL_BMODES: [BMode; 10] = [
-        BMode::Dc,
-        BMode::Tm,
-        BMode::Ve,
-        BMode::He,
-        BMode::Ld,
-        BMode::Rd,
-        BMode::Vr,
-        BMode::Vl,
-        BMode::Hd,
-        BMode::Hu,
-    ];
-
     #[test]
     fn subblock_modes_match_spec_transcription() {
         let mut rng = Rng(5);
@@ -694,7 +681,7 @@ mod tests {
                 *v = (rng.next() % 256) as u8;
             }
             let (l, p, a) = split_edge(&e);
-            for mode in ALL_BMODES {
+            for mode in BMode::ALL {
                 assert_eq!(subblock_predict(&e, mode), spec_subblock(l, p, a, mode), "{mode:?}");
             }
         }
@@ -724,7 +711,7 @@ mod tests {
     fn predict_luma4_writes_only_its_subblock() {
         let orig = random_plane(9, 32, 32);
         for b in 0..16 {
-            for mode in ALL_BMODES {
+            for mode in BMode::ALL {
                 let mut y = orig.clone();
                 let e = subblock_edge(&y, 1, 1, b);
                 predict_luma4(&mut y, 1, 1, b, mode);
