@@ -11,7 +11,8 @@ Both outputs are decoded with xc (bit-exact) and measured against the source: lu
 reported at equal SSIM (the issue's bar: at most +15%; the ExCamera paper saw +24.5%) and at
 equal PSNR, with both wall times.
 
-    python bench/excamera.py [--clip carphone_qcif_120f.y4m] [--chunk 6] [--batch 16] [--json F]
+    python bench/excamera.py [--clip carphone_qcif_120f.y4m] [--chunk 6] [--batch 16]
+                             [--chain excamera|mu] [-w W] [--json F]
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> int:
     ap.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
     ap.add_argument("-w", dest="kf_weight", default="0.75",
                     help="xc-enc's key-frame weight for the pipeline (-1: match quality)")
+    ap.add_argument("--chain", choices=("excamera", "mu"), default="excamera",
+                    help="how batch mode links chunks (excamera encode --chain)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     vpxenc = need_tool("vpxenc")
@@ -70,7 +73,7 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "excamera.cli", "encode", str(clip), "-o",
                             str(out), "--chunk", str(args.chunk), "--batch", str(args.batch),
                             "--quality", str(q), "--workers", str(args.workers), "-t", "0",
-                            "-w", args.kf_weight],
+                            "-w", args.kf_weight, "--chain", args.chain],
                            check=True, capture_output=True, cwd=tmpd)  # not beside this file
             ex = point(clip, out, time.perf_counter() - t0)
             single = tmpd / f"vpx-{q}.ivf"
@@ -86,7 +89,8 @@ def main() -> int:
     def curve(side: str, key: str) -> tuple[list[float], list[float]]:
         return [r[side]["bytes"] for r in rows], [r[side][key] for r in rows]
 
-    result = {"clip": args.clip, "n": args.chunk, "x": args.batch, "rows": rows}
+    result = {"clip": args.clip, "n": args.chunk, "x": args.batch, "chain": args.chain,
+              "kf_weight": args.kf_weight, "rows": rows}
     for key in ("ssim_db", "psnr_y"):
         try:
             result[f"bd_rate_{key}"] = bd_rate(*curve("vpxenc", key), *curve("excamera", key))
@@ -95,7 +99,8 @@ def main() -> int:
             print(f"BD-rate ({key}): {exc}")
     wall_ex = sum(r["excamera"]["seconds"] for r in rows)
     wall_vp = sum(r["vpxenc"]["seconds"] for r in rows)
-    print(f"ExCamera[{args.chunk},{args.batch}] vs vpxenc --good --cpu-used=0 on {args.clip}:")
+    print(f"ExCamera[{args.chunk},{args.batch}] (--chain {args.chain}, -w {args.kf_weight}) vs "
+          f"vpxenc --good --cpu-used=0 on {args.clip}:")
     for key, label in (("ssim_db", "SSIM"), ("psnr_y", "PSNR-Y")):
         v = result[f"bd_rate_{key}"]
         print(f"  BD-rate at equal {label}: " + ("n/a" if v is None else f"{v:+.1f}%"))

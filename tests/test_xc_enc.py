@@ -383,3 +383,35 @@ def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: P
     msg = _error("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf",
                  "-o", tmp_path / "x.ivf", d / "c1.y4m")
     assert "c1.y4m" in msg
+
+
+def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:
+    """The pipeline's ``excamera`` chain flags: the first frame (best effort) leaves golden with
+    --keep-golden, the last frame hands on a golden that is not its own picture with
+    --last-keeps-refs, macroblocks may change reference with --choose-refs, and the joined
+    stream still decodes identically in vpxdec."""
+    from vp8_headers import parse_frame
+
+    d = two_chunks
+    out, state = tmp_path / "l.ivf", tmp_path / "l.state"
+    run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, "-q", "best",
+            "--keep-golden", "--last-keeps-refs", "--choose-refs", "-O", state, "-o", out,
+            d / "c1.y4m")
+    frames = [f.data for f in read_ivf(out)[1]]
+    first = parse_frame(frames[0])
+    assert (first.key_frame, first.refresh_last, first.refresh_golden,
+            first.refresh_altref) == (False, True, False, True)
+    last = parse_frame(frames[-1])
+    assert not (last.refresh_golden and last.refresh_altref)
+    final = State.from_bytes(state.read_bytes())
+    v0 = State.from_bytes((d / "v0.state").read_bytes())
+    # Golden is still chunk 0's (its key frame): nothing in chunk 1 refreshed it.
+    assert np.array_equal(final.reference("golden")[0], v0.reference("golden")[0])
+    assert not np.array_equal(final.reference("golden")[0], final.reference("last")[0])
+    joined = tmp_path / "joined.ivf"
+    with IvfWriter(joined, 176, 144) as w:
+        for f in [*read_ivf(d / "v0.ivf")[1], *read_ivf(out)[1]]:
+            w.write(f.data)
+    pics, end = our_decode(joined)
+    assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
+    assert end.to_bytes() == state.read_bytes()

@@ -342,9 +342,17 @@ def test_pass_flags_weight_and_batch() -> None:
     the first frame's quantizer, so an S-phase first frame would end up in the output)."""
     wave = XcencParams("v", 8, plan=PassPlan.parse("7"))
     assert wave.pass_flags(1)[:2] == ["-w", "0.75"] and "--s-ac-qi" in wave.pass_flags(1)
-    batch = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
+    batch = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4, chain="mu")
     assert [batch.pass_flags(n) for n in (1, 2)] == [["-w", "0.75"]] * 2
-    matched = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4, kf_weight=None)
+    matched = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4, kf_weight=None,
+                          chain="mu")
     assert matched.pass_flags(2) == []
+    # The default chain links chunks through their references; the wavefront keeps mu's flags.
+    linked = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
+    assert [linked.pass_flags(n) for n in (1, 2)] == [
+        ["-w", "0.75", "-q", "best", "--last-keeps-refs", "--choose-refs"]] * 2
+    assert "--choose-refs" not in wave.pass_flags(1)
     with pytest.raises(PlanError):
         XcencParams("v", 8, kf_weight=1.5)
+    with pytest.raises(PlanError, match="chain 'x'"):
+        XcencParams("v", 8, chain="x")

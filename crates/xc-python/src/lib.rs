@@ -258,13 +258,16 @@ type PlaneTriple<'py> =
 /// Re-encode (rebase) a chunk: `pred_frames` (decodable from `pred_state`, or from a fresh
 /// state when None) re-encoded to decode from `input_state`, toward `pictures` (one (Y, U, V)
 /// tuple per shown frame). `speed` is the first frame's encoder effort (Rust
-/// `ReencodeOpts::first_frame_speed`). Returns (frames, final state, content hash of
+/// `ReencodeOpts::first_frame_speed`); `keep_golden`, `last_refreshes_all` and `choose_refs`
+/// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`.
+/// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
-                    fix_prob_tables = false, speed = "rt"))]
+                    fix_prob_tables = false, speed = "rt", keep_golden = false,
+                    last_refreshes_all = true, choose_refs = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -278,6 +281,9 @@ fn reencode_chunk<'py>(
     refine_sw: bool,
     fix_prob_tables: bool,
     speed: &str,
+    keep_golden: bool,
+    last_refreshes_all: bool,
+    choose_refs: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -293,6 +299,9 @@ fn reencode_chunk<'py>(
         refine_sw,
         fix_prob_tables,
         first_frame_speed: parse_speed(speed)?,
+        first_frame_keeps_golden: keep_golden,
+        last_frame_refresh_all: last_refreshes_all,
+        choose_refs,
         ..defaults
     };
     let raw =

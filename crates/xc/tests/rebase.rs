@@ -11,9 +11,10 @@ use xc::encoder::analysis::psnr;
 use xc::encoder::rebase::{
     rebase_frame, reencode_chunk, FirstFrameQuality, LoopFilterChoice, RebaseParams, ReencodeOpts,
 };
-use xc::encoder::{source_from_i420, EncodeError};
+use xc::encoder::{source_from_i420, EncodeError, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
+use xc::mb::RefFrame;
 use xc::md5::md5_hex;
 use xc::{decode_frame, DecoderState};
 
@@ -276,6 +277,8 @@ struct ChainResult {
     sizes: Vec<(usize, usize)>,
     /// First frame of chunk 1.
     first: usize,
+    /// The state the joined stream ends in.
+    state: DecoderState,
 }
 
 impl ChainResult {
@@ -350,7 +353,7 @@ fn chain(name: &str, chunk_lens: &[usize], extra: &[&str], opts: &ReencodeOpts) 
             (*new as f64 / *orig as f64 - 1.0) * 100.0
         );
     }
-    let r = ChainResult { diffs, sizes: j.sizes, first: starts[1] };
+    let r = ChainResult { diffs, sizes: j.sizes, first: starts[1], state: j.state };
     let n = j.frames.len() - originals[0].len();
     println!(
         "{label}: {hidden} hidden frames; vpxenc {:.2} ms/frame, reencode_chunk {:.2} ms/frame; \
@@ -400,6 +403,92 @@ fn chain_mu_weighted(name: &str, chunk_lens: &[usize]) {
     }
     let (worst, mean) = (r.worst(), r.mean_reencoded());
     assert!(worst > -10.0 && mean > -3.0, "{name} w=0.75: {worst:.2} / {mean:.2} dB");
+}
+
+/// The pipeline's `excamera` chain (`xc-enc -w 0.75 -q best --last-keeps-refs --choose-refs`):
+/// the converted first frame at best effort refreshes all three references, and the chunk's
+/// last frame keeps its own flags, so the state handed on still holds the boosted first frame
+/// as golden and alt-ref. Bounds as for mu's `-w 0.75`, plus that hand-off: the end state's
+/// golden is not its last picture.
+fn chain_excamera_links(name: &str, chunk_lens: &[usize]) {
+    if !have_tools() {
+        return;
+    }
+    let opts = ReencodeOpts {
+        kf_q_weight: 0.75,
+        first_frame_quality: FirstFrameQuality::Weighted,
+        first_frame_speed: Speed::Best,
+        last_frame_refresh_all: false,
+        choose_refs: true,
+        ..Default::default()
+    };
+    let r = chain(name, chunk_lens, &[], &opts);
+    for (k, (orig, new)) in r.sizes.iter().enumerate() {
+        assert!(new < orig, "{name} excamera chain: chunk {} grew: {orig} -> {new} bytes", k + 1);
+    }
+    let (worst, mean) = (r.worst(), r.mean_reencoded());
+    assert!(worst > -10.0 && mean > -3.0, "{name} excamera chain: {worst:.2} / {mean:.2} dB");
+    let (last, golden) = (r.state.last.as_deref(), r.state.golden.as_deref());
+    assert!(last.is_some() && golden.is_some() && last != golden, "golden was not handed on");
+}
+
+#[test]
+fn chain_carphone_excamera_links() {
+    chain_excamera_links("carphone_qcif_120f.y4m", &[6, 6, 6, 6]);
+}
+
+#[test]
+fn chain_bus_excamera_links() {
+    chain_excamera_links("bus_cif_17f.y4m", &[6, 6, 5]);
+}
+
+/// `choose_refs`: a rebased frame whose golden and alt-ref pictures are replaced by a flat
+/// grey picture (as when the references differ from the ones its decisions were made with)
+/// moves the macroblocks that predicted from them to the last frame, keeping every mode and
+/// vector, and is smaller at no worse quality than the plain rebase. The rebase itself checks
+/// that the decoder reproduces its reconstruction.
+#[test]
+fn choose_refs_moves_macroblocks_off_a_useless_reference() {
+    if !have_tools() {
+        return;
+    }
+    let clip = Clip::read("carphone_qcif_120f.y4m");
+    let dir = work_dir("choose");
+    let (y4m, ivf) = (dir.join("c.y4m"), dir.join("c.ivf"));
+    clip.write_y4m(0..8, &y4m);
+    vpxenc(&y4m, &ivf, &[]);
+    let pred = read_ivf(&ivf);
+    std::fs::remove_dir_all(&dir).ok();
+    let (mut state, _) = decode_all(&DecoderState::default(), &pred[..4]);
+    let grey = std::sync::Arc::new(Frame::new(clip.width, clip.height, 128));
+    state.golden = Some(grey.clone());
+    state.altref = Some(grey);
+    let parsed = parse_frame(&state, &pred[4]).expect("parse");
+    let on_grey = |r: RefFrame| matches!(r, RefFrame::Golden | RefFrame::AltRef);
+    let before = parsed.mbs.iter().filter(|m| on_grey(m.ref_frame)).count();
+    assert!(before >= 5, "only {before} macroblocks use golden/alt-ref in the test frame");
+    let source = clip.source(4);
+    let rebase = |choose_refs| {
+        let params = RebaseParams { choose_refs, ..Default::default() };
+        rebase_frame(&state, &parsed, &source, &params).expect("rebase")
+    };
+    let (plain, chosen) = (rebase(false), rebase(true));
+    let back = parse_frame(&state, &chosen.data).expect("parse rebased");
+    let mut moved = 0;
+    for (a, b) in parsed.mbs.iter().zip(&back.mbs) {
+        assert_eq!((a.y_mode, a.mvs, a.b_modes), (b.y_mode, b.mvs, b.b_modes));
+        assert_eq!(a.ref_frame == RefFrame::Intra, b.ref_frame == RefFrame::Intra);
+        moved += usize::from(on_grey(a.ref_frame) && b.ref_frame == RefFrame::Last);
+    }
+    let (p0, p1) = (psnr(&source, &plain.recon), psnr(&source, &chosen.recon));
+    println!(
+        "{before} on golden/alt-ref, {moved} moved to last; plain {} bytes {p0:.2} dB, chosen \
+         {} bytes {p1:.2} dB",
+        plain.data.len(),
+        chosen.data.len()
+    );
+    assert!(moved * 2 > before, "only {moved} of {before} macroblocks left the grey picture");
+    assert!(chosen.data.len() < plain.data.len() && p1 > p0 - 0.1);
 }
 
 #[test]

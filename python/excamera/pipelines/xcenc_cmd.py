@@ -35,6 +35,10 @@ def add_xcenc_options(p: argparse.ArgumentParser) -> None:
                    help="xc-enc -w: the converted first frame of a chunk at quantizer "
                    "W*kf_q + (1-W)*next_q, as mu ran it (0.75); -1 lets xc-enc match the "
                    "prediction's key-frame quality instead")
+    p.add_argument("--chain", choices=("excamera", "mu"), default="excamera",
+                   help="how batch mode (-K) links chunks: excamera keeps references across "
+                   "chunk joins and lets rebased macroblocks choose among them (smaller at equal "
+                   "quality); mu runs xc-enc's rebases as mu did (excamera)")
     p.add_argument("--pass0", choices=("vpxenc", "xc"), default="vpxenc",
                    help="pass-0 encoder: vpxenc with mu's settings, or xc-enc -y (vpxenc)")
     p.add_argument("--stderr-dir", type=Path, default=None,
@@ -86,6 +90,7 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
             kf_weight=None if args.kf_weight < 0 else args.kf_weight,
             kf_dist=kf_dist if kf_dist is not None else getattr(args, "kf_dist", None),
             pass0=args.pass0,
+            chain=args.chain,
             reencode=getattr(args, "reencode", "xc-enc"),
             handoff_storage=args.retries > 0,
             cpu_slots=cpu_slots,

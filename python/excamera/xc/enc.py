@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", "--frame-sizes", type=Path, default=None,
                    help="target frame sizes, one byte count per line")
     p.add_argument("-q", "--quality", choices=("best", "rt"), default=None,
-                   help="encoder speed: best or rt (default good)")
+                   help="encoder speed: best or rt (default good; with -r, the converted first "
+                   "frame's encode, default rt)")
     p.add_argument("--two-pass", action="store_true",
                    help="search each frame's quantizer at realtime speed, then refine it")
     p.add_argument("--kf-dist", type=int, default=None,
@@ -91,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: keep the entry state's probability tables")
     p.add_argument("--reencode-first-frame", action="store_true",
                    help="re-encode: re-encode the first frame too (not only its residual)")
+    p.add_argument("--keep-golden", action="store_true",
+                   help="re-encode: the converted first frame refreshes last and alt-ref only, "
+                   "leaving the input state's golden picture")
+    p.add_argument("--last-keeps-refs", action="store_true",
+                   help="re-encode: the last frame keeps its own refresh flags instead of "
+                   "refreshing all three references, so the chunk hands on its golden picture")
+    p.add_argument("--choose-refs", action="store_true",
+                   help="re-encode: each rebased macroblock may switch to the reference that "
+                   "predicts it best with its own motion vectors")
     return p
 
 
@@ -292,7 +302,10 @@ def reencode(args: argparse.Namespace) -> int:
                        f"{args.input} is {width}x{height}")
     opts = ReencodeOptions(kf_q_weight=args.kf_q_weight, s_ac_qi=args.s_ac_qi,
                            reencode_first_frame=args.reencode_first_frame,
-                           refine_sw=args.refine_sw, fix_prob_tables=args.fix_prob_tables)
+                           refine_sw=args.refine_sw, fix_prob_tables=args.fix_prob_tables,
+                           keep_golden=args.keep_golden,
+                           last_refreshes_all=not args.last_keeps_refs,
+                           choose_refs=args.choose_refs, speed=args.quality or "rt")
     try:
         chunk = reencode_chunk(input_state, pred, pred_state, pictures, opts)
     except EncodeError as exc:

@@ -275,6 +275,14 @@ class ReencodeOptions:
     reencode_first_frame: bool = False  # --reencode-first-frame
     refine_sw: bool = False  # --refine-sw
     fix_prob_tables: bool = False  # --fix-prob-tables
+    # The golden-keeping chain (excamera's, not alfalfa's): --keep-golden leaves golden alone in
+    # the converted first frame, --last-keeps-refs stops the last frame from refreshing all
+    # three references, --choose-refs lets rebased macroblocks pick their best reference. Together
+    # they let one boosted picture serve several chunks, as a serial encoder's golden frame does.
+    keep_golden: bool = False
+    last_refreshes_all: bool = True
+    choose_refs: bool = False
+    speed: str = "rt"  # the converted first frame's encoder effort: rt, good or best
 
 
 @dataclass(frozen=True)
@@ -303,5 +311,6 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
         reencode_first_frame=o.reencode_first_frame, refine_sw=o.refine_sw,
-        fix_prob_tables=o.fix_prob_tables)
+        fix_prob_tables=o.fix_prob_tables, speed=o.speed, keep_golden=o.keep_golden,
+        last_refreshes_all=o.last_refreshes_all, choose_refs=o.choose_refs)
     return ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))

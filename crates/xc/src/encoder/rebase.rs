@@ -67,6 +67,12 @@ pub struct RebaseParams {
     pub fix_prob_tables: bool,
     /// How residual levels are chosen (default: rate-distortion optimized).
     pub quant: QuantMode,
+    /// Let each inter macroblock switch to whichever reference (last, golden, alt-ref) predicts
+    /// it best with its kept motion vectors, among those with the same sign bias as its own.
+    /// Near/nearest vectors only depend on neighbours' vectors and sign biases, so every mode
+    /// stays codable with the same vector. Used when the references differ from the ones the
+    /// prediction stream was decided against (see [`ReencodeOpts::choose_refs`]).
+    pub choose_refs: bool,
 }
 
 /// Inter prediction filter of a bitstream version (spec 9.1).
@@ -166,9 +172,10 @@ fn rebase_mb(
     recon: &mut Frame,
     src: &Frame,
     refs: &[Option<&Frame>; 4],
-    info: &MbInfo,
+    info: &mut MbInfo,
     coder: &mut MbCoder,
     skip_rd: Option<&SkipRd>,
+    choose_refs: Option<[bool; 4]>,
     mbx: usize,
     mby: usize,
     filter: (InterFilter, bool),
@@ -205,6 +212,10 @@ fn rebase_mb(
             return Err(EncodeError::NoReference);
         };
         predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
+        if let Some(sign_bias) = choose_refs {
+            info.ref_frame =
+                best_reference(recon, &src_y, refs, info, sign_bias, (mbx, mby), filter);
+        }
         let mut y = read_block::<16, 256>(&recon.y, lx, ly);
         pred_y = Some(y);
         if info.y_mode == MbMode::Split {
@@ -249,6 +260,53 @@ fn rebase_mb(
         }
     }
     Ok(lv)
+}
+
+/// The reference among `refs` whose prediction of macroblock `at` with `info`'s motion vectors
+/// has the least luma error against `src_y`, among those with the sign bias of `info`'s own
+/// (so the near/nearest vectors, and with them the coded modes, are unchanged). `recon` holds
+/// the prediction from `info.ref_frame` on entry and the chosen reference's on return. Ties
+/// keep the macroblock's reference.
+fn best_reference(
+    recon: &mut Frame,
+    src_y: &[u8; 256],
+    refs: &[Option<&Frame>; 4],
+    info: &MbInfo,
+    sign_bias: [bool; 4],
+    (mbx, mby): (usize, usize),
+    filter: (InterFilter, bool),
+) -> RefFrame {
+    let own = info.ref_frame;
+    let err = |recon: &Frame| sse(src_y, &read_block::<16, 256>(&recon.y, mbx * 16, mby * 16));
+    let mut best = (err(recon), own);
+    let mut current = own;
+    for cand in [RefFrame::Last, RefFrame::Golden, RefFrame::AltRef] {
+        let (Some(pic), Some(own_pic)) = (refs[cand as usize], refs[own as usize]) else {
+            continue;
+        };
+        if cand == own
+            || sign_bias[cand as usize] != sign_bias[own as usize]
+            || std::ptr::eq(pic, own_pic)
+        {
+            continue;
+        }
+        let mut trial = info.clone();
+        trial.ref_frame = cand;
+        predict_inter_mb(pic, recon, mbx, mby, &trial, filter.0, filter.1);
+        current = cand;
+        let e = err(recon);
+        if e < best.0 {
+            best = (e, cand);
+        }
+    }
+    if current != best.1 {
+        if let Some(pic) = refs[best.1 as usize] {
+            let mut chosen = info.clone();
+            chosen.ref_frame = best.1;
+            predict_inter_mb(pic, recon, mbx, mby, &chosen, filter.0, filter.1);
+        }
+    }
+    best.1
 }
 
 /// Rebased frames use half the RD quantizer's lambda. Their prediction decisions were made
@@ -359,6 +417,7 @@ pub fn rebase_frame(
         [None, state.last.as_deref(), state.golden.as_deref(), state.altref.as_deref()]
     };
     let filter = version_filter(pred.version);
+    let sign_bias = [false, false, pred.header.sign_bias_golden, pred.header.sign_bias_alternate];
 
     // Token costs under the probabilities the frame starts from (the writer may improve on
     // them with updates), and the same lambda as the analysis.
@@ -392,9 +451,10 @@ pub fn rebase_frame(
             &mut recon,
             source,
             &refs,
-            &info,
+            &mut info,
             &mut coder,
             (params.quant == QuantMode::Rd).then_some(&skip_rd),
+            params.choose_refs.then_some(sign_bias),
             mbx,
             mby,
             filter,
@@ -507,6 +567,18 @@ pub struct ReencodeOpts {
     /// quantization costs as much as ten to twenty rebased frames per first frame, which alone
     /// would put the rebase over a quarter of vpxenc's time with six-frame chunks.
     pub first_frame_speed: Speed,
+    /// The converted first frame refreshes last and alt-ref but leaves golden as the input
+    /// state has it, so a boosted golden picture from an earlier chunk stays available to this
+    /// chunk (with [`Self::choose_refs`]) and the next ones. The chunk's later frames were
+    /// decided against a golden and alt-ref that both held the key frame; the alt-ref still
+    /// does. Default false: refresh all three, as alfalfa's xc-enc does.
+    pub first_frame_keeps_golden: bool,
+    /// The chunk's last frame refreshes last, golden and alt-ref (alfalfa's behaviour, and the
+    /// default). Without it the last frame keeps the prediction frame's refresh flags, so the
+    /// golden picture survives into the next chunk.
+    pub last_frame_refresh_all: bool,
+    /// Rebased macroblocks may switch reference ([`RebaseParams::choose_refs`]).
+    pub choose_refs: bool,
 }
 
 impl Default for ReencodeOpts {
@@ -521,6 +593,9 @@ impl Default for ReencodeOpts {
             fix_prob_tables: false,
             loop_filter: LoopFilterChoice::Keep,
             first_frame_speed: Speed::Realtime,
+            first_frame_keeps_golden: false,
+            last_frame_refresh_all: true,
+            choose_refs: false,
         }
     }
 }
@@ -679,7 +754,7 @@ pub fn reencode_chunk(
                 let params = EncodeParams {
                     quant,
                     speed: opts.first_frame_speed,
-                    refresh_golden: true,
+                    refresh_golden: !opts.first_frame_keeps_golden,
                     refresh_altref: true,
                     sharpness: p.parsed.header.sharpness_level,
                     show_frame: p.parsed.show_frame,
@@ -713,8 +788,9 @@ pub fn reencode_chunk(
                 quant: opts.quant,
                 qindex,
                 loop_filter: opts.loop_filter,
-                refresh_all: k == last,
+                refresh_all: k == last && opts.last_frame_refresh_all,
                 fix_prob_tables: opts.fix_prob_tables,
+                choose_refs: opts.choose_refs,
             };
             rebase_frame(&state, &p.parsed, target, &params)?
         };
@@ -755,9 +831,11 @@ fn match_quality_requantizing(
                 let params = RebaseParams {
                     qindex: Some(q),
                     loop_filter: LoopFilterChoice::Search,
-                    refresh_all: true,
+                    // The full encode's refresh flags, kept.
+                    refresh_all: false,
                     fix_prob_tables: false,
                     quant,
+                    choose_refs: false,
                 };
                 rebase_frame(state, d, target, &params)?
             }
