@@ -183,7 +183,7 @@ fn decode_frame_with_buffer(
 
 /// What a key frame resets (spec 9.3-9.7, 9.11): probabilities to their defaults, segment
 /// feature data to zero deltas, the segment map to 0, loop filter deltas to 0, sign biases off.
-fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
+pub(crate) fn reset_for_key_frame(s: &mut DecoderState, width: u16, height: u16) {
     s.width = width;
     s.height = height;
     s.probs = EntropyProbs::default();
@@ -394,7 +394,7 @@ fn reconstruct_mb(
 /// this corner), the altref copy happens first and the golden copy then reads the altref
 /// buffer as already updated: with both copy flags 2, golden keeps its picture and altref gets
 /// golden's (no swap). Then the refresh flags replace buffers with the new frame.
-fn update_references(s: &mut DecoderState, hdr: &FrameHeader, new: Arc<Frame>) {
+pub(crate) fn update_references(s: &mut DecoderState, hdr: &FrameHeader, new: Arc<Frame>) {
     match hdr.copy_buffer_to_alternate {
         1 => s.altref = s.last.clone(),
         2 => s.altref = s.golden.clone(),

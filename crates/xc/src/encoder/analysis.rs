@@ -68,6 +68,9 @@ pub struct EncodeParams {
     /// How residual levels are chosen: RD-optimized (the default; `Speed::Realtime` always
     /// uses the plain quantizer) or plain dead-zone rounding.
     pub quant: QuantMode,
+    /// Also decode the written frame and check that our decoder reaches the state the encoder
+    /// built and its picture (slower: for tests; always on in debug builds).
+    pub verify: bool,
 }
 
 impl EncodeParams {
@@ -89,6 +92,7 @@ impl EncodeParams {
             log2_partitions: 0,
             show_frame: true,
             quant: QuantMode::Rd,
+            verify: false,
         }
     }
 

@@ -72,6 +72,13 @@ pub struct WriteOptions {
     pub mode_prob_updates: bool,
 }
 
+impl WriteOptions {
+    /// All probability updates allowed (`true`) or none.
+    pub fn prob_updates(on: bool) -> Self {
+        WriteOptions { coeff_prob_updates: on, mv_prob_updates: on, mode_prob_updates: on }
+    }
+}
+
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions { coeff_prob_updates: true, mv_prob_updates: true, mode_prob_updates: true }
@@ -90,10 +97,7 @@ pub fn write_frame_opts(
     d: &FrameDecisions,
     fixed_probs: bool,
 ) -> Result<Vec<u8>, EncodeError> {
-    let all = !fixed_probs;
-    let opts =
-        WriteOptions { coeff_prob_updates: all, mv_prob_updates: all, mode_prob_updates: all };
-    write_frame_with(state, d, &opts)
+    write_frame_with(state, d, &WriteOptions::prob_updates(!fixed_probs))
 }
 
 /// [`write_frame`] with a choice of which probability updates may be sent.
@@ -102,6 +106,25 @@ pub fn write_frame_with(
     d: &FrameDecisions,
     opts: &WriteOptions,
 ) -> Result<Vec<u8>, EncodeError> {
+    write_frame_coded(state, d, opts).map(|w| w.data)
+}
+
+/// A written frame and the persistent probabilities it was coded with.
+#[derive(Clone, Debug)]
+pub struct WrittenFrame {
+    pub data: Vec<u8>,
+    /// Coefficient, MV and intra mode probabilities after this frame's updates: what the
+    /// decoder's state holds after the header (before a `refresh_entropy_probs` of 0 restores
+    /// the entering ones). The encoder builds the next state from them instead of decoding.
+    pub probs: EntropyProbs,
+}
+
+/// [`write_frame_with`], also returning the probabilities the frame was coded with.
+pub fn write_frame_coded(
+    state: &DecoderState,
+    d: &FrameDecisions,
+    opts: &WriteOptions,
+) -> Result<WrittenFrame, EncodeError> {
     validate_header(state, d)?;
     let h = &d.header;
     let key = d.key_frame;
@@ -200,7 +223,7 @@ pub fn write_frame_with(
     walk_tokens(&mbs, &d.levels, cols, &mut writers);
     drop(writers);
     let parts: Vec<Vec<u8>> = parts.into_iter().map(BoolEncoder::finish).collect();
-    assemble(d, &first, &parts)
+    Ok(WrittenFrame { data: assemble(d, &first, &parts)?, probs })
 }
 
 fn mb_err(index: usize, reason: impl Into<String>) -> EncodeError {

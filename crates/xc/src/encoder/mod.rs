@@ -9,8 +9,10 @@
 //!    is exactly what any decoder computes. The result is a [`FrameDecisions`].
 //! 2. **bitstream** (`bool_encoder`, `bitstream`): write a [`FrameDecisions`] as a VP8 frame,
 //!    choosing probability updates (coefficients, motion vectors, skip) that pay for themselves.
-//! 3. the **decoder** turns the written bytes into the next state, so the state an encoder hands
-//!    on is by construction the state every decoder reaches.
+//! 3. **next state** (`next_state`): the state every decoder reaches after the frame, assembled
+//!    from the decisions, the probabilities the writer chose and the reconstruction (which the
+//!    decoder reproduces exactly). Setting `verify` decodes the written bytes with our decoder
+//!    as well and refuses the frame unless the decoder reaches the same state and picture.
 //!
 //! Rebase (`rebase`) reuses step 1's prediction decisions from another stream and recomputes
 //! only the residuals against a new state, then runs steps 2 and 3.
@@ -66,6 +68,7 @@ pub struct FrameDecisions {
 
 pub mod analysis;
 pub mod fdct;
+pub mod next_state;
 pub mod quantize;
 pub mod rdo;
 pub mod rebase;
@@ -97,6 +100,9 @@ pub enum EncodeError {
     Decode(DecodeError),
     /// The decoder's output differs from the analysis reconstruction (an encoder bug).
     ReconstructionMismatch,
+    /// The decoder's state after the frame differs from the one the encoder built from its
+    /// decisions (an encoder bug; found only when verifying).
+    StateMismatch(String),
     /// A frame of a prediction stream (rebase input) could not be parsed or decoded.
     Prediction { frame: usize, error: DecodeError },
     /// A prediction stream does not match the state or pictures it is rebased onto.
@@ -124,6 +130,7 @@ impl std::fmt::Display for EncodeError {
             EncodeError::ReconstructionMismatch => {
                 write!(f, "decoder output differs from the encoder's reconstruction")
             }
+            EncodeError::StateMismatch(s) => write!(f, "{s}"),
             EncodeError::Prediction { frame, error } => {
                 write!(f, "prediction stream frame {frame}: {error}")
             }
@@ -169,19 +176,23 @@ pub struct EncodedFrame {
     pub recon: Frame,
 }
 
-/// Encode one frame: analysis, [`bitstream::write_frame`], then our decoder on the bytes,
-/// checking that it reproduces the analysis reconstruction exactly.
+/// Encode one frame: analysis, [`bitstream::write_frame`], and the next state built from the
+/// decisions ([`next_state::finish_frame`]; with `params.verify`, and in debug builds, also
+/// checked against our decoder on the written bytes).
 pub fn encode_frame(
     state: &DecoderState,
     source: &Frame,
     params: &EncodeParams,
 ) -> Result<EncodedFrame, EncodeError> {
-    encode_frame_with(state, source, params, bitstream::write_frame)
+    let (decisions, recon) = analyze_frame(state, source, params)?;
+    let opts = bitstream::WriteOptions::default();
+    let verify = params.verify || cfg!(debug_assertions);
+    next_state::finish_frame(state, &decisions, recon, &opts, verify)
 }
 
 /// Encode one frame with `write` as the bitstream writer: analyze, write, decode the written
-/// bytes with our decoder, and check that the decoder's picture is the analysis
-/// reconstruction.
+/// bytes with our decoder (the only way to learn the state after an arbitrary writer's
+/// frame), and check that the decoder's picture is the analysis reconstruction.
 pub fn encode_frame_with(
     state: &DecoderState,
     source: &Frame,

@@ -18,12 +18,13 @@
 
 use std::sync::Arc;
 
-use crate::decoder::{decode_frame, Decoder};
+use crate::decoder::Decoder;
 use crate::encoder::analysis::{
     apply_loop_filter, choose_filter_level, psnr, read_block, residual4, write_block,
 };
-use crate::encoder::bitstream::write_frame_opts;
+use crate::encoder::bitstream::WriteOptions;
 use crate::encoder::fdct::{fdct4x4, fwht4x4};
+use crate::encoder::next_state::finish_frame;
 use crate::encoder::quantize::{dequantize_block, MbQuant, QuantMode, Quantizer};
 use crate::encoder::rdo::{bit_cost, sse, trellis_lambda, TokenCosts};
 use crate::encoder::tokens::mb_tokens_cost;
@@ -73,6 +74,9 @@ pub struct RebaseParams {
     /// stays codable with the same vector. Used when the references differ from the ones the
     /// prediction stream was decided against (see [`ReencodeOpts::choose_refs`]).
     pub choose_refs: bool,
+    /// Also decode the written frame and check that our decoder reaches the state built from
+    /// the decisions and the reconstruction (slower: for tests; always on in debug builds).
+    pub verify: bool,
 }
 
 /// Inter prediction filter of a bitstream version (spec 9.1).
@@ -349,13 +353,27 @@ fn plan_segmentation(state: &DecoderState, pred: &ParsedFrame) -> (bool, bool, V
 
 /// Rebase one frame of a prediction stream onto `state`: keep `pred`'s prediction decisions,
 /// recompute the residuals against `state`'s references and `source`, write the frame and
-/// decode it, checking that the decoder reproduces the reconstruction.
+/// build the state after it from the decisions (with `params.verify`, and in debug builds,
+/// also decode it and check that the decoder reaches that state and the reconstruction).
 pub fn rebase_frame(
     state: &DecoderState,
     pred: &ParsedFrame,
     source: &Frame,
     params: &RebaseParams,
 ) -> Result<EncodedFrame, EncodeError> {
+    let (d, recon) = plan_rebase(state, pred, source, params)?;
+    let opts = WriteOptions::prob_updates(!params.fix_prob_tables);
+    finish_frame(state, &d, recon, &opts, params.verify || cfg!(debug_assertions))
+}
+
+/// [`rebase_frame`] up to writing: the frame's decisions and its (loop filtered)
+/// reconstruction.
+fn plan_rebase(
+    state: &DecoderState,
+    pred: &ParsedFrame,
+    source: &Frame,
+    params: &RebaseParams,
+) -> Result<(FrameDecisions, Frame), EncodeError> {
     let (w, h) = (pred.width as usize, pred.height as usize);
     if (source.display_width, source.display_height) != (w, h)
         || source.y.width != w.div_ceil(16) * 16
@@ -486,32 +504,7 @@ pub fn rebase_frame(
     };
     d.header.loop_filter_level = level;
     apply_loop_filter(&mut recon, &d, level);
-
-    let data = write_frame_opts(state, &d, params.fix_prob_tables).map_err(EncodeError::Write)?;
-    let (next, shown) = decode_frame(state, &data).map_err(EncodeError::Decode)?;
-    check_decoded(&d, &next, shown, &recon)?;
-    Ok(EncodedFrame { data, state: next, recon })
-}
-
-/// The decoder's picture of a written frame must be the encoder's reconstruction.
-fn check_decoded(
-    d: &FrameDecisions,
-    next: &DecoderState,
-    shown: Option<Frame>,
-    recon: &Frame,
-) -> Result<(), EncodeError> {
-    let h = &d.header;
-    let decoded = match shown {
-        Some(f) => Some(f),
-        None if h.refresh_last => next.last.as_deref().cloned(),
-        None if h.refresh_golden_frame => next.golden.as_deref().cloned(),
-        None if h.refresh_alternate_frame => next.altref.as_deref().cloned(),
-        None => None,
-    };
-    if decoded.as_ref().is_some_and(|f| f != recon) {
-        return Err(EncodeError::ReconstructionMismatch);
-    }
-    Ok(())
+    Ok((d, recon))
 }
 
 /// How the quantizer of a chunk's converted first frame (a key frame in the prediction stream,
@@ -579,6 +572,9 @@ pub struct ReencodeOpts {
     pub last_frame_refresh_all: bool,
     /// Rebased macroblocks may switch reference ([`RebaseParams::choose_refs`]).
     pub choose_refs: bool,
+    /// Decode every written frame too and check that our decoder reaches the state the encoder
+    /// built from its decisions (slower: for tests; always on in debug builds).
+    pub verify: bool,
 }
 
 impl Default for ReencodeOpts {
@@ -596,6 +592,7 @@ impl Default for ReencodeOpts {
             first_frame_keeps_golden: false,
             last_frame_refresh_all: true,
             choose_refs: false,
+            verify: false,
         }
     }
 }
@@ -758,6 +755,7 @@ pub fn reencode_chunk(
                     refresh_altref: true,
                     sharpness: p.parsed.header.sharpness_level,
                     show_frame: p.parsed.show_frame,
+                    verify: opts.verify,
                     ..EncodeParams::inter(q)
                 };
                 encode_frame(&state, target, &params)
@@ -774,6 +772,7 @@ pub fn reencode_chunk(
                         (kf_q, next_q),
                         floor,
                         requantize_first,
+                        opts.verify,
                         encode_with,
                     )?
                 }
@@ -791,6 +790,7 @@ pub fn reencode_chunk(
                 refresh_all: k == last && opts.last_frame_refresh_all,
                 fix_prob_tables: opts.fix_prob_tables,
                 choose_refs: opts.choose_refs,
+                verify: opts.verify,
             };
             rebase_frame(&state, &p.parsed, target, &params)?
         };
@@ -806,27 +806,34 @@ pub fn reencode_chunk(
 /// the frame onto the same state, loop filter level searched again). A full encode costs
 /// about as much as ten to twenty rebases, and the trials' qindexes lie between the key
 /// frame's and the next frame's, close enough for the decisions to carry over. Each trial is
-/// judged on its own reconstruction, so the chosen frame meets `floor` as before. With
-/// `requantize_first` the first trial is re-quantized too (for an `encode` that does not
-/// quantize as the trial asks: the realtime encoder's levels are not RD-optimized).
+/// judged on its own reconstruction, so the chosen frame meets `floor` as before; only the
+/// chosen re-quantized trial is written and given a next state. With `requantize_first` the
+/// first trial is re-quantized too (for an `encode` that does not quantize as the trial asks:
+/// the realtime encoder's levels are not RD-optimized).
 fn match_quality_requantizing(
     state: &DecoderState,
     target: &Frame,
     (kf_q, next_q): (u8, u8),
     floor: f64,
     requantize_first: bool,
+    verify: bool,
     encode: impl Fn(u8, QuantMode) -> Result<EncodedFrame, EncodeError>,
 ) -> Result<EncodedFrame, EncodeError> {
+    /// A judged trial: the full encode, or a re-quantization not yet written.
+    enum Trial {
+        Encoded(EncodedFrame),
+        Planned(Box<FrameDecisions>, Frame),
+    }
     let mut decisions: Option<ParsedFrame> = None;
-    match_quality(kf_q, next_q, |q, quant| {
+    let chosen = match_quality(kf_q, next_q, |q, quant| {
         let mut full = None;
         if decisions.is_none() {
             let e = encode(q, quant)?;
             decisions = Some(parse_frame(state, &e.data).map_err(EncodeError::Decode)?);
             full = (!requantize_first).then_some(e);
         }
-        let e = match (full, &decisions) {
-            (Some(e), _) => e,
+        let trial = match (full, &decisions) {
+            (Some(e), _) => Trial::Encoded(e),
             (None, Some(d)) => {
                 let params = RebaseParams {
                     qindex: Some(q),
@@ -836,25 +843,38 @@ fn match_quality_requantizing(
                     fix_prob_tables: false,
                     quant,
                     choose_refs: false,
+                    verify,
                 };
-                rebase_frame(state, d, target, &params)?
+                let (fd, recon) = plan_rebase(state, d, target, &params)?;
+                Trial::Planned(Box::new(fd), recon)
             }
             (None, None) => unreachable!("decisions are set by the first trial"),
         };
-        let ok = psnr(target, &e.recon) >= floor;
-        Ok((e, ok))
-    })
+        let recon = match &trial {
+            Trial::Encoded(e) => &e.recon,
+            Trial::Planned(_, recon) => recon,
+        };
+        let ok = psnr(target, recon) >= floor;
+        Ok((trial, ok))
+    })?;
+    match chosen {
+        Trial::Encoded(e) => Ok(e),
+        Trial::Planned(d, recon) => {
+            let verify = verify || cfg!(debug_assertions);
+            finish_frame(state, &d, recon, &WriteOptions::default(), verify)
+        }
+    }
 }
 
 /// The encode at the largest qindex in `kf_q..=next_q` that `try_q` accepts with the RD
 /// quantizer, by bisection (acceptance is assumed to shrink as the qindex grows). When `kf_q`
 /// is rejected, the plain quantizer (finer: it keeps the small levels the RD one drops) is
 /// tried at `kf_q`, then at qindex 0, which is used if nothing passes.
-fn match_quality(
+fn match_quality<T>(
     kf_q: u8,
     next_q: u8,
-    mut try_q: impl FnMut(u8, QuantMode) -> Result<(EncodedFrame, bool), EncodeError>,
-) -> Result<EncodedFrame, EncodeError> {
+    mut try_q: impl FnMut(u8, QuantMode) -> Result<(T, bool), EncodeError>,
+) -> Result<T, EncodeError> {
     let hi = next_q.max(kf_q);
     let (mut good, ok) = try_q(kf_q, QuantMode::Rd)?;
     if !ok {
