@@ -75,7 +75,15 @@ pub fn next_state(
     } else {
         next.sign_bias_golden = h.sign_bias_golden;
         next.sign_bias_altref = h.sign_bias_alternate;
-        update_references(&mut next, h, picture);
+        // A copy flag is written (and so acts) only when its buffer is not refreshed.
+        let mut flags = h.clone();
+        if h.refresh_golden_frame {
+            flags.copy_buffer_to_golden = 0;
+        }
+        if h.refresh_alternate_frame {
+            flags.copy_buffer_to_alternate = 0;
+        }
+        update_references(&mut next, &flags, picture);
     }
     next
 }
