@@ -821,8 +821,8 @@ fn match_quality_requantizing(
 ) -> Result<EncodedFrame, EncodeError> {
     /// A judged trial: the full encode, or a re-quantization not yet written.
     enum Trial {
-        Encoded(EncodedFrame),
-        Planned(Box<FrameDecisions>, Frame),
+        Encoded(Box<EncodedFrame>),
+        Planned(Box<(FrameDecisions, Frame)>),
     }
     let mut decisions: Option<ParsedFrame> = None;
     let chosen = match_quality(kf_q, next_q, |q, quant| {
@@ -833,7 +833,7 @@ fn match_quality_requantizing(
             full = (!requantize_first).then_some(e);
         }
         let trial = match (full, &decisions) {
-            (Some(e), _) => Trial::Encoded(e),
+            (Some(e), _) => Trial::Encoded(Box::new(e)),
             (None, Some(d)) => {
                 let params = RebaseParams {
                     qindex: Some(q),
@@ -845,21 +845,21 @@ fn match_quality_requantizing(
                     choose_refs: false,
                     verify,
                 };
-                let (fd, recon) = plan_rebase(state, d, target, &params)?;
-                Trial::Planned(Box::new(fd), recon)
+                Trial::Planned(Box::new(plan_rebase(state, d, target, &params)?))
             }
             (None, None) => unreachable!("decisions are set by the first trial"),
         };
         let recon = match &trial {
             Trial::Encoded(e) => &e.recon,
-            Trial::Planned(_, recon) => recon,
+            Trial::Planned(p) => &p.1,
         };
         let ok = psnr(target, recon) >= floor;
         Ok((trial, ok))
     })?;
     match chosen {
-        Trial::Encoded(e) => Ok(e),
-        Trial::Planned(d, recon) => {
+        Trial::Encoded(e) => Ok(*e),
+        Trial::Planned(p) => {
+            let (d, recon) = *p;
             let verify = verify || cfg!(debug_assertions);
             finish_frame(state, &d, recon, &WriteOptions::default(), verify)
         }
