@@ -33,7 +33,7 @@ use crate::encoder::{
 };
 use crate::frame::Frame;
 use crate::header::parse_uncompressed_chunk;
-use crate::inspect::{parse_frame, ModeParser, ParsedFrame};
+use crate::inspect::{ModeParser, ParsedFrame};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
@@ -829,7 +829,9 @@ fn match_quality_requantizing(
         let mut full = None;
         if decisions.is_none() {
             let e = encode(q, quant)?;
-            decisions = Some(parse_frame(state, &e.data).map_err(EncodeError::Decode)?);
+            // Modes only: re-quantizing needs the decisions, not the coefficients.
+            let parsed = ModeParser::new(state).parse(&e.data).map_err(EncodeError::Decode)?;
+            decisions = Some(parsed);
             full = (!requantize_first).then_some(e);
         }
         let trial = match (full, &decisions) {
