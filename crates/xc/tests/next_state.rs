@@ -121,6 +121,7 @@ fn rebased_test_vectors_build_the_decoders_state() {
                 },
                 refresh_all: k % 5 == 4,
                 fix_prob_tables: k % 2 == 1,
+                choose_refs: k % 4 < 2,
                 ..Default::default()
             };
             let what = format!("{name} frame {k}");
@@ -327,6 +328,7 @@ fn rebased_clip_chunks_build_the_decoders_state() {
                     } else {
                         LoopFilterChoice::Keep
                     },
+                    choose_refs: k % 3 != 1,
                     ..Default::default()
                 };
                 let what = format!("{name} chunk 1 frame {k} ({speed:?} first frame)");
@@ -340,22 +342,29 @@ fn rebased_clip_chunks_build_the_decoders_state() {
         }
 
         // reencode_chunk with its own verification on, over its option sets.
-        for (fix, quality, speed) in [
-            (false, FirstFrameQuality::default(), Speed::Realtime),
-            (true, FirstFrameQuality::default(), Speed::Good),
-            (false, FirstFrameQuality::Weighted, Speed::Good),
-            (true, FirstFrameQuality::Weighted, Speed::Realtime),
+        // (fix_prob_tables, first frame quality, speed, keep golden / no last refresh-all /
+        // choose references)
+        for (fix, quality, speed, refs) in [
+            (false, FirstFrameQuality::default(), Speed::Realtime, false),
+            (true, FirstFrameQuality::default(), Speed::Good, true),
+            (false, FirstFrameQuality::Weighted, Speed::Good, false),
+            (true, FirstFrameQuality::Weighted, Speed::Realtime, true),
+            (false, FirstFrameQuality::default(), Speed::Realtime, true),
         ] {
             let opts = ReencodeOpts {
                 fix_prob_tables: fix,
                 first_frame_quality: quality,
                 kf_q_weight: 0.75,
                 first_frame_speed: speed,
+                first_frame_keeps_golden: refs,
+                last_frame_refresh_all: !refs,
+                choose_refs: refs,
                 verify: true,
                 ..Default::default()
             };
-            let out = reencode_chunk(&input, &chunk1, None, &sources, &opts)
-                .unwrap_or_else(|e| panic!("{name} reencode {fix} {quality:?} {speed:?}: {e}"));
+            let out = reencode_chunk(&input, &chunk1, None, &sources, &opts).unwrap_or_else(|e| {
+                panic!("{name} reencode {fix} {quality:?} {speed:?} {refs}: {e}")
+            });
             let mut st = input.clone();
             for f in &out.frames {
                 st = decode_frame(&st, f).expect("decode re-encoded chunk").0;
