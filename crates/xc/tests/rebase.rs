@@ -80,8 +80,12 @@ fn have_tools() -> bool {
     }
 }
 
+/// A fresh temporary directory. Tests run in parallel threads of one process, so each call
+/// gets its own number as well as `name`.
 fn work_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xc-rebase-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("xc-rebase-{}-{n}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
