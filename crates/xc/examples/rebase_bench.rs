@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use xc::encoder::analysis::psnr;
-use xc::encoder::rebase::{reencode_chunk, ReencodeOpts};
+use xc::encoder::rebase::{reencode_chunk, FirstFrameQuality, ReencodeOpts};
 use xc::encoder::{source_from_i420, Speed};
 use xc::frame::Frame;
 use xc::ivf::parse_ivf;
@@ -74,7 +74,19 @@ fn main() {
         Ok("best") => Speed::Best,
         _ => Speed::Good,
     };
-    let opts = ReencodeOpts { first_frame_speed, ..ReencodeOpts::default() };
+    // XC_W=0.75 uses alfalfa's weighted first-frame quantizer (as the pipeline runs it)
+    // instead of the matched-quality search.
+    let weighted = std::env::var("XC_W").ok().and_then(|w| w.parse::<f64>().ok());
+    let opts = ReencodeOpts {
+        first_frame_speed,
+        kf_q_weight: weighted.unwrap_or(1.0),
+        first_frame_quality: if weighted.is_some() {
+            FirstFrameQuality::Weighted
+        } else {
+            FirstFrameQuality::default()
+        },
+        ..ReencodeOpts::default()
+    };
     let mut best = f64::INFINITY;
     let mut frames = 0;
     let mut out = Vec::new();

@@ -62,6 +62,8 @@ enum Tokens {
     /// None, except where the decoder needs them to reject a frame (a stream's first key
     /// frame must be complete); [`ParsedFrame::coeffs`] stays empty.
     CheckOnly,
+    /// None at all (see [`ModeParser::parse_modes_only`]).
+    Skip,
 }
 
 /// Parse `data` from the state `next` holds on entry (its pictures are not used, only `refs`
@@ -88,7 +90,7 @@ fn parse_into(
     // As the decoder: only a stream's first key frame must be complete.
     let first_key_frame = tag.key_frame && !refs.last;
     let keep_coeffs = tokens == Tokens::All;
-    let parse_tokens = keep_coeffs || first_key_frame;
+    let parse_tokens = keep_coeffs || (first_key_frame && tokens == Tokens::CheckOnly);
     let ctx = ModeContext {
         key_frame: tag.key_frame,
         header: &hdr,
@@ -189,8 +191,20 @@ impl ModeParser {
 
     /// Parse the stream's next frame. On error the parser is left as it was.
     pub fn parse(&mut self, data: &[u8]) -> Result<ParsedFrame, DecodeError> {
+        self.parse_with(data, Tokens::CheckOnly)
+    }
+
+    /// [`Self::parse`] without parsing any token, not even to check that a stream's first key
+    /// frame is complete: for a caller that decodes the frame as well (the decoder makes that
+    /// check) or never uses its residual. At a low quantizer a key frame's tokens are most of
+    /// a chunk's bytes.
+    pub fn parse_modes_only(&mut self, data: &[u8]) -> Result<ParsedFrame, DecodeError> {
+        self.parse_with(data, Tokens::Skip)
+    }
+
+    fn parse_with(&mut self, data: &[u8], tokens: Tokens) -> Result<ParsedFrame, DecodeError> {
         let mut next = self.state.clone();
-        let parsed = parse_into(&mut next, self.refs, data, Tokens::CheckOnly)?;
+        let parsed = parse_into(&mut next, self.refs, data, tokens)?;
         let h = &parsed.header;
         // The decoder's checks between the header and the macroblocks.
         if h.copy_buffer_to_golden == 3 {

@@ -658,6 +658,25 @@ fn mismatched_inputs_are_clear_errors() {
     bad[1][..3].copy_from_slice(&tag.to_le_bytes()[..3]);
     let e = reencode_chunk(&fresh, &bad, None, &sources, &opts).unwrap_err();
     assert!(matches!(e, EncodeError::Prediction { frame: 1, .. }), "{e}");
+    // A first key frame whose tokens are cut short: an error where its residual matters (it
+    // stays a key frame, re-quantized, on a fresh state), and no difference at all where the
+    // first frame is re-encoded from its source (then only its header is used).
+    let mut bad = pred.clone();
+    let first_part =
+        ((bad[0][0] as usize | (bad[0][1] as usize) << 8 | (bad[0][2] as usize) << 16) >> 5)
+            & 0x7ffff;
+    bad[0].truncate(10 + first_part + 8);
+    let e = reencode_chunk(&fresh, &bad, None, &sources, &opts).unwrap_err();
+    assert!(matches!(e, EncodeError::Prediction { frame: 0, .. }), "{e}");
+    let weighted = ReencodeOpts {
+        first_frame_quality: FirstFrameQuality::Weighted,
+        kf_q_weight: 0.75,
+        ..opts.clone()
+    };
+    let (st_other, _) = decode_all(&fresh, &pred[..2]);
+    let intact = reencode_chunk(&st_other, &pred, None, &sources, &weighted).expect("intact");
+    let cut = reencode_chunk(&st_other, &bad, None, &sources, &weighted).expect("cut");
+    assert_eq!(intact.frames, cut.frames);
     // Garbage in the middle of the token data: decodes to something or errors, never panics.
     let mut bad = pred.clone();
     let len = bad[1].len();

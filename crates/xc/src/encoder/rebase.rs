@@ -614,15 +614,20 @@ struct PredFrame {
     picture: Option<Arc<Frame>>,
 }
 
-/// Parse the prediction stream's frames and, for hidden frames and the first frame, find the
-/// picture the prediction stream itself reconstructed. Pictures are needed for nothing else,
-/// so the stream is decoded only up to its first or last hidden frame, whichever is later, and
-/// merely parsed (modes, no tokens) after it.
+/// Parse the prediction stream's frames and, for hidden frames and (with
+/// `need_first_picture`) the first frame, find the picture the prediction stream itself
+/// reconstructed. Pictures are needed for nothing else, so the stream is decoded only up to
+/// its last hidden frame (or its first frame, if needed), and merely parsed (modes, no
+/// tokens) after it. With `first_residual_unused` (the first frame is re-encoded from its
+/// source, so only its header matters) the first frame's tokens are not parsed even to check
+/// that a first key frame is complete.
 fn decode_prediction(
     frames: &[Vec<u8>],
     initial: Option<&DecoderState>,
+    need_first_picture: bool,
+    first_residual_unused: bool,
 ) -> Result<Vec<PredFrame>, EncodeError> {
-    let mut decode_until = 1;
+    let mut decode_until = usize::from(need_first_picture);
     for (k, data) in frames.iter().enumerate() {
         let c = parse_uncompressed_chunk(data)
             .map_err(|error| EncodeError::Prediction { frame: k, error })?;
@@ -636,7 +641,12 @@ fn decode_prediction(
     let mut out = Vec::with_capacity(frames.len());
     for (k, data) in frames.iter().enumerate() {
         let perr = |error| EncodeError::Prediction { frame: k, error };
-        let parsed = parser.parse(data).map_err(perr)?;
+        let parsed = if k < decode_until || (k == 0 && first_residual_unused) {
+            parser.parse_modes_only(data)
+        } else {
+            parser.parse(data)
+        }
+        .map_err(perr)?;
         let (mut hidden_target, mut picture) = (None, None);
         if k < decode_until {
             let shown = decoder.decode(data).map_err(perr)?;
@@ -695,11 +705,12 @@ pub fn reencode_chunk(
         return Err(EncodeError::BadParam(format!("s_ac_qi {s} > 127")));
     }
     // Count shown frames from the frame tags before any decoding work.
-    let mut shown = 0;
+    let (mut shown, mut first_tag_key) = (0, false);
     for (k, data) in pred_frames.iter().enumerate() {
         let c = parse_uncompressed_chunk(data)
             .map_err(|error| EncodeError::Prediction { frame: k, error })?;
         shown += c.tag.show_frame as usize;
+        first_tag_key |= k == 0 && c.tag.key_frame;
     }
     if shown != sources.len() {
         return Err(mismatch(format!(
@@ -707,7 +718,14 @@ pub fn reencode_chunk(
             sources.len()
         )));
     }
-    let pred = decode_prediction(pred_frames, pred_initial_state)?;
+    let fresh = input_state.last.is_none();
+    let convert_first = first_tag_key && (opts.reencode_first_frame || !fresh);
+    // The prediction's own first picture is only the quality search's reference.
+    let need_first_picture = convert_first
+        && opts.s_ac_qi.is_none()
+        && matches!(opts.first_frame_quality, FirstFrameQuality::MatchPrediction { .. });
+    let pred =
+        decode_prediction(pred_frames, pred_initial_state, need_first_picture, convert_first)?;
     let (w, h) = (pred[0].parsed.width as usize, pred[0].parsed.height as usize);
     if let Some((i, s)) =
         sources.iter().enumerate().find(|(_, s)| (s.display_width, s.display_height) != (w, h))
@@ -717,9 +735,7 @@ pub fn reencode_chunk(
             s.display_width, s.display_height
         )));
     }
-    let fresh = input_state.last.is_none();
     let first_key = pred[0].parsed.key_frame;
-    let convert_first = first_key && (opts.reencode_first_frame || !fresh);
     if convert_first && fresh {
         return Err(EncodeError::NoReference);
     }
