@@ -124,6 +124,24 @@ def test_encode_full_excamera_default(tmp_path: Path) -> None:
     assert vpxdec_raw(out, tmp_path / "dec.yuv") == FRAMES
 
 
+@pytest.mark.skipif(entry_point("xc-enc") is None,
+                    reason="needs the encoder xc-enc (excamera.xc.enc not built)")
+def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
+    """``--tools worker`` (the default: xc-enc, xc-dump, comp-states run in the worker's own
+    Python) and ``--tools subprocess`` (a process per step, as mu ran them) write the same
+    bytes, for both chains."""
+    src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
+    for chain in ("excamera", "mu"):
+        outs = []
+        for tools in ("worker", "subprocess"):
+            out = tmp_path / f"{chain}-{tools}.ivf"
+            done = encode(str(src), "-o", str(out), "--workers", "2", "--chunk", "2",
+                          "--batch", "4", "--quality", "30", "--chain", chain, "--tools", tools)
+            assert done.returncode == 0, done.stderr
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1], chain
+
+
 def test_quality_meter_and_ssim_properties() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 256, (32, 40), dtype=np.uint8)

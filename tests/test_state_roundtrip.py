@@ -270,3 +270,30 @@ def test_comp_states_errors(dumped: dict[str, Path], tmp_path: Path, kind: str) 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert lines[0].startswith("comp-states: ") and str(bad) in lines[0]
+
+
+def test_tools_run_in_process_match_the_processes(dumped: dict[str, Path], tmp_path: Path
+                                                  ) -> None:
+    """``tools_main.run_in_process`` (how xcenc workers run the tools by default): relative
+    paths are taken from its ``cwd``, output and errors land in its result, not on this
+    process's streams, and exit codes are the tools' own."""
+    from excamera.xc.tools_main import run_in_process
+
+    ivf = tmp_path / "in.ivf"
+    ivf.write_bytes(vector("vp80-00-comprehensive-001.ivf").read_bytes())
+    done = run_in_process(["xc-dump", "in.ivf", "mine.state"], tmp_path)
+    assert (done.exit_code, done.stdout, done.stderr) == (0, "", "")
+    assert (tmp_path / "mine.state").read_bytes() == dumped["a"].read_bytes()
+    (tmp_path / "other.state").write_bytes(dumped["prefix"].read_bytes())
+    same = run_in_process(["comp-states", "mine.state", str(dumped["b"])], tmp_path)
+    assert (same.exit_code, same.stdout.split()) == (0, ["0"])
+    diff = run_in_process(["comp-states", "mine.state", "other.state"], tmp_path)
+    proc = tool("comp_states_main", str(dumped["a"]), str(dumped["prefix"]))
+    assert (diff.exit_code, diff.stdout) == (1, proc.stdout)
+    bad = run_in_process(["comp-states", "mine.state", "missing.state"], tmp_path)
+    assert bad.exit_code == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("comp-states: ") and "missing.state" in bad.stderr
+    usage = run_in_process(["xc-dump", "only-one-argument"], tmp_path)
+    assert usage.exit_code == 2 and "bad arguments" in usage.stderr
+    with pytest.raises(ValueError, match="unknown tool"):
+        run_in_process(["rm", "-rf", "/"], tmp_path)

@@ -246,21 +246,27 @@ def test_state_handoff_through_relay(tmp_path: Path, batch: int | None) -> None:
 
 def killing_machine(victim: int, in_state: str):
     """xcenc_machine, but worker ``victim``'s first attempt is SIGKILLed at its first run
-    command in state ``in_state`` (a worker dying in the middle of a pass)."""
+    command or xc tool operation in state ``in_state`` (a worker dying in the middle of a
+    pass; the tools run as operations in the worker by default)."""
 
     async def machine(w: WorkerHandle, ctx: JobContext) -> dict:
         if w.id == victim and w.attempt == 0:
-            real_run = w.run
+            killed = False
 
-            async def run(cmd, **kw):
-                if w.state == in_state:
-                    task = asyncio.ensure_future(real_run(cmd, **kw))
-                    await asyncio.sleep(0.01)
-                    os.kill(w.pid, signal.SIGKILL)
-                    return await task
-                return await real_run(cmd, **kw)
+            def killing(real):
+                async def call(*args, **kw):
+                    nonlocal killed
+                    if w.state == in_state and not killed:
+                        killed = True
+                        task = asyncio.ensure_future(real(*args, **kw))
+                        await asyncio.sleep(0.01)
+                        os.kill(w.pid, signal.SIGKILL)
+                        return await task
+                    return await real(*args, **kw)
+                return call
 
-            w.run = run  # type: ignore[method-assign]
+            w.run = killing(w.run)  # type: ignore[method-assign]
+            w.run_op = killing(w.run_op)  # type: ignore[method-assign]
         return await xcenc_machine(w, ctx)
 
     return machine

@@ -39,6 +39,9 @@ def add_xcenc_options(p: argparse.ArgumentParser) -> None:
                    help="how batch mode (-K) links chunks: excamera keeps references across "
                    "chunk joins and lets rebased macroblocks choose among them (smaller at equal "
                    "quality); mu runs xc-enc's rebases as mu did (excamera)")
+    p.add_argument("--tools", choices=("worker", "subprocess"), default="worker",
+                   help="run xc-enc, xc-dump and comp-states in the worker's own Python "
+                   "(worker), or as a new process per step as mu did (subprocess) (worker)")
     p.add_argument("--pass0", choices=("vpxenc", "xc"), default="vpxenc",
                    help="pass-0 encoder: vpxenc with mu's settings, or xc-enc -y (vpxenc)")
     p.add_argument("--stderr-dir", type=Path, default=None,
@@ -91,6 +94,7 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
             kf_dist=kf_dist if kf_dist is not None else getattr(args, "kf_dist", None),
             pass0=args.pass0,
             chain=args.chain,
+            tools=args.tools,
             reencode=getattr(args, "reencode", "xc-enc"),
             handoff_storage=args.retries > 0,
             cpu_slots=cpu_slots,

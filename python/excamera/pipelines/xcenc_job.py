@@ -61,6 +61,10 @@ macroblocks choose among them, and the converted first frame gets the encoder's 
 ``--chain mu`` runs them as mu did (see ``XcencParams.pass_flags``). Batch mode needs ``-p 1``
 or at least 3 passes.
 
+Tools (``--tools``): the xc command lines above run inside the worker's own interpreter by
+default (the ``xcenc_tool`` operation), or as one new Python process each with ``--tools
+subprocess``, as mu ran its binaries; the output is byte-identical. vpxenc is always a process.
+
 Restartability (``--retries``): outputs go to deterministic keys. A receiver skips a state it
 already has (a restarted predecessor sends its states again, byte-identical). Because a
 restarted *receiver* cannot get back what the relay already delivered to its dead predecessor
@@ -71,15 +75,17 @@ and a retry (attempt > 0) reads its states from there after the sender announced
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import shlex
 import shutil
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..mu.machines import JobContext, WorkerHandle
+from ..mu.machines import JobContext, RunResult, WorkerHandle
 from ..mu.operations import OpContext, OperationRegistry
 
 OPERATION_MODULE = __name__
@@ -93,6 +99,7 @@ VPXENC_SETTINGS = [
 ]
 STATE_MAGIC = b"STATE("
 CHAINS = ("excamera", "mu")
+TOOL_MODES = ("worker", "subprocess")
 EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs"]
 
 
@@ -196,6 +203,11 @@ class XcencParams:
     # converted first frame the encoder's best effort; "mu" runs xc-enc as mu did. See
     # ``pass_flags``.
     chain: str = "excamera"
+    # Where the xc tools (xc-enc, xc-dump, comp-states) run: "worker" in the worker's own
+    # interpreter (an ``xcenc_tool`` operation, same command lines), or "subprocess", a new
+    # Python per step as mu ran its binaries. A Python start-up costs about 0.2 s, which on
+    # small chunks is more than the rebase itself and adds up along the serial pass.
+    tools: str = "worker"
 
     def __post_init__(self) -> None:
         if self.n_parts < 1:
@@ -209,6 +221,8 @@ class XcencParams:
                 raise PlanError("batch mode (-K) needs -p 1 or at least 3 passes")
         if self.pass0 not in ("vpxenc", "xc"):
             raise PlanError(f"pass 0 encoder {self.pass0!r}: expected vpxenc or xc")
+        if self.tools not in TOOL_MODES:
+            raise PlanError(f"tools {self.tools!r}: expected one of {', '.join(TOOL_MODES)}")
         if self.chain not in CHAINS:
             raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
         if self.reencode not in ("xc-enc", "copy"):
@@ -371,6 +385,30 @@ def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
     return {}
 
 
+def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
+             append_stdout: str | None = None) -> dict[str, Any]:
+    """Run an xc tool's command line in this worker's interpreter (``XcencParams.tools``);
+    the fields are a ``run`` command's. ``append_stdout`` also appends what it printed to
+    that file (comp-states' report to comp.txt)."""
+    import time
+
+    from excamera.xc.tools_main import run_in_process
+
+    started = time.monotonic()
+    res = run_in_process([str(a) for a in argv], ctx.workdir)
+    if res.stderr:
+        sys.stderr.write(res.stderr[-1024:])
+    if append_stdout:
+        with ctx.path(append_stdout).open("a") as f:
+            f.write(res.stdout)
+    if check and res.exit_code != 0:
+        last = res.stderr.strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv)} exited with {res.exit_code}: "
+                           f"{last[-1] if last else 'no stderr'}")
+    return {"exit_code": res.exit_code, "stdout": res.stdout[-4096:],
+            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6)}
+
+
 def _touch_op(ctx: OpContext, path: str) -> dict[str, Any]:
     ctx.path(path).touch()
     return {}
@@ -382,6 +420,7 @@ def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_unpack_state", _unpack_state_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
+    registry.register("xcenc_tool", _tool_op)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +470,26 @@ async def _compute(w: WorkerHandle, slots: CpuSlots, argv: list[str] | str,
         return await w.run(argv, check=check)
 
 
+async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
+                argv: list[str], check: bool = True, append_stdout: str | None = None
+                ) -> RunResult:
+    """Run ``TOOL ARGS...`` (xc-enc, xc-dump, comp-states) on the worker as ``p.tools`` says,
+    holding a CPU slot."""
+    sem = slots.get()
+    async with sem if sem is not None else contextlib.nullcontext():
+        if p.tools == "worker":
+            f = await w.run_op("xcenc_tool", argv=argv, check=check,
+                               append_stdout=append_stdout)
+            return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
+                             float(f["seconds"]))
+        cmd: list[str] | str = [python, "-m", "excamera.xc.tools_main", *argv]
+        if append_stdout:
+            line = " ".join(shlex.quote(a) for a in cmd)
+            out = shlex.quote(append_stdout)
+            cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
+        return await w.run(cmd, check=check)
+
+
 async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
                    tag: int) -> None:
     """Make ``in_<tag>.state`` present on the worker: from the relay, or on a retry from
@@ -459,7 +518,6 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     w.state = "setup"
     probe = await w.run_op("xcenc_probe")
     py = str(probe["python"])
-    tools = [py, "-m", "excamera.xc.tools_main"]
     needs_xcenc = (plan.passes > plan_w(p) and p.reencode == "xc-enc") or p.pass0 == "xc"
     if needs_xcenc and not probe["xc_enc"]:
         raise RuntimeError(
@@ -485,19 +543,19 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         if n not in plan.needs:  # phase 1: an independent encode
             w.state = "pass0" if n == 0 else f"pass0_p{n}"
             if p.pass0 == "vpxenc":
-                argv = ["vpxenc", *VPXENC_SETTINGS, f"--cq-level={p.y_ac_qi}",
-                        "-o", "output.ivf", "input.y4m"]
+                res = await _compute(w, slots, ["vpxenc", *VPXENC_SETTINGS,
+                                                f"--cq-level={p.y_ac_qi}", "-o", "output.ivf",
+                                                "input.y4m"])
             else:
-                argv = [*tools, "xc-enc", "-y", str(p.y_ac_qi), "-i", "y4m",
-                        "-O", "final.state", "-o", "output.ivf", "input.y4m"]
-            res = await _compute(w, slots, argv)
+                res = await _tool(w, slots, p, py, ["xc-enc", "-y", str(p.y_ac_qi), "-i", "y4m",
+                                                    "-O", "final.state", "-o", "output.ivf",
+                                                    "input.y4m"])
             runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
             # The decoder state is only needed to hand on or to rebase from (mu also skipped
             # xc-dump when every chunk stands alone).
             if plan.passes > 1 or plan.out_tags.get(n) in plan.send_tags:
                 w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
-                res = await _compute(w, slots,
-                                     [*tools, "xc-dump", "output.ivf", "final.state"])
+                res = await _tool(w, slots, p, py, ["xc-dump", "output.ivf", "final.state"])
                 runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
         else:
             need = plan.needs[n]
@@ -507,11 +565,11 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                     await _receive(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
             if p.reencode == "xc-enc":
-                argv = reencode_argv([*tools, "xc-enc"], need, p.pass_flags(n))
-                res = await _compute(w, slots, argv)
+                res = await _tool(w, slots, p, py,
+                                  reencode_argv(["xc-enc"], need, p.pass_flags(n)))
             else:  # test mode: the hand-off and comparison run, the stream stays pass 0's
                 await w.run_op("xcenc_copy", pairs=[["prev.ivf", "output.ivf"]])
-                res = await _compute(w, slots, [*tools, "xc-dump", "output.ivf", "final.state"])
+                res = await _tool(w, slots, p, py, ["xc-dump", "output.ivf", "final.state"])
             runs.append({"pass": n, "step": w.state, "seconds": res.seconds,
                          "input_state": have[need.inp],
                          "prev_state": have[need.prev] if need.prev is not None else None})
@@ -531,11 +589,9 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     comp = ""
     if plan.passes >= 2:
         w.state = "compare"
-        cmd = " ".join(shlex.quote(a) for a in [*tools, "comp-states", "prev.state",
-                                                 "final.state"])
         # comp-states' report goes to comp.txt and back here; its exit code is the verdict.
-        res = await w.run(f"{cmd} > comp.new; rc=$?; cat comp.new >> comp.txt; cat comp.new; "
-                          "exit $rc", check=False)
+        res = await _tool(w, slots, p, py, ["comp-states", "prev.state", "final.state"],
+                          check=False, append_stdout="comp.txt")
         if res.exit_code not in (0, 1):
             raise RuntimeError(f"worker {k}: comp-states failed: {res.stderr_tail.strip()}")
         converged = res.exit_code == 0

@@ -35,8 +35,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from excamera.xc.ivf import IvfError, IvfReader, IvfWriter
+from excamera.xc.tools import resolve_paths
 from excamera.xc.y4m import Picture, Y4MError, Y4MReader
 
 DEFAULT_SSIM = 0.99
@@ -315,13 +317,21 @@ def reencode(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xc-enc`` console script and ``tools_main xc-enc``."""
+def main(argv: list[str] | None = None, *, cwd: Path | None = None,
+         out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Entry point of the ``xc-enc`` console script and ``tools_main xc-enc``.
+
+    With ``cwd`` (``tools_main.run_in_process``) relative paths are taken from there and a
+    re-encode does not wait for stdin: inside a worker there is no command pipe to close.
+    """
     args = build_parser().parse_args(argv)
+    if cwd is not None:
+        resolve_paths(args, cwd)
+        args.no_wait = True
     try:
         return reencode(args) if args.reencode else primary_encode(args)
     except EncError as exc:
-        print(f"xc-enc: {exc}", file=sys.stderr)
+        print(f"xc-enc: {exc}", file=err or sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -54,19 +55,34 @@ def load_state(path: Path):
         raise ToolError(f"{path}: not a valid xc state: {exc}") from None
 
 
-def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-         argv: list[str] | None) -> int:
+def resolve_paths(args: argparse.Namespace, cwd: Path | None) -> None:
+    """Make the relative ``Path`` arguments of a parsed command line relative to ``cwd``.
+
+    A tool run inside a worker process (``tools_main.run_in_process``) works on the worker's
+    files without changing the process's current directory, which other threads share.
+    """
+    if cwd is None:
+        return
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and not value.is_absolute() and str(value) != "-":
+            setattr(args, name, cwd / value)
+
+
+def _run(prog: str, body: Callable[[argparse.Namespace, TextIO], int],
+         parser: argparse.ArgumentParser, argv: list[str] | None, cwd: Path | None,
+         out: TextIO | None, err: TextIO | None) -> int:
     args = parser.parse_args(argv)
+    resolve_paths(args, cwd)
     try:
-        return body(args)
+        return body(args, out or sys.stdout)
     except ToolError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=err or sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
-def _xc_dump(args: argparse.Namespace) -> int:
+def _xc_dump(args: argparse.Namespace, out: TextIO) -> int:
     state = decode_ivf(args.input)
     try:
         args.output.write_bytes(state.to_bytes())
@@ -75,14 +91,15 @@ def _xc_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def xc_dump_main(argv: list[str] | None = None) -> int:
+def xc_dump_main(argv: list[str] | None = None, *, cwd: Path | None = None,
+                 out: TextIO | None = None, err: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xc-dump",
         description="Decode a whole IVF stream and write the decoder's final state.",
     )
     parser.add_argument("input", type=Path, metavar="IN.ivf")
     parser.add_argument("output", type=Path, metavar="OUT.state")
-    return _run("xc-dump", _xc_dump, parser, argv)
+    return _run("xc-dump", _xc_dump, parser, argv, cwd, out, err)
 
 
 def _planes(state, which: str) -> list[np.ndarray] | None:
@@ -90,7 +107,7 @@ def _planes(state, which: str) -> list[np.ndarray] | None:
     return None if planes is None else [np.asarray(p) for p in planes]
 
 
-def _comp_states(args: argparse.Namespace) -> int:
+def _comp_states(args: argparse.Namespace, out: TextIO) -> int:
     try:
         a_bytes, b_bytes = args.a.read_bytes(), args.b.read_bytes()
     except OSError as exc:
@@ -102,23 +119,24 @@ def _comp_states(args: argparse.Namespace) -> int:
     n = min(len(a_bytes), len(b_bytes))
     x = np.bitwise_xor(np.frombuffer(a_bytes, np.uint8, n), np.frombuffer(b_bytes, np.uint8, n))
     diff_bits = int(np.unpackbits(x).sum()) + 8 * abs(len(a_bytes) - len(b_bytes))
-    print(diff_bits)
+    print(diff_bits, file=out)
     if diff_bits == 0:
         return 0
     pa, pb = _planes(a, "last"), _planes(b, "last")
     if pa is None or pb is None or any(x.shape != y.shape for x, y in zip(pa, pb, strict=True)):
-        print("last reference frames are not comparable (missing or different sizes)")
+        print("last reference frames are not comparable (missing or different sizes)", file=out)
         return 1
     fa = np.concatenate([p.ravel() for p in pa]).astype(np.int16)
     fb = np.concatenate([p.ravel() for p in pb]).astype(np.int16)
     differ = fa != fb
     frac = float(differ.mean())
     mad = float(np.abs(fa - fb)[differ].mean()) if differ.any() else 0.0
-    print(f"{frac:.6f} {mad:.4f}")
+    print(f"{frac:.6f} {mad:.4f}", file=out)
     return 1
 
 
-def comp_states_main(argv: list[str] | None = None) -> int:
+def comp_states_main(argv: list[str] | None = None, *, cwd: Path | None = None,
+                     out: TextIO | None = None, err: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="comp-states",
         description="Compare two xc decoder states. Prints the number of differing bits; if any "
@@ -127,4 +145,4 @@ def comp_states_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("a", type=Path, metavar="A.state")
     parser.add_argument("b", type=Path, metavar="B.state")
-    return _run("comp-states", _comp_states, parser, argv)
+    return _run("comp-states", _comp_states, parser, argv, cwd, out, err)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 # tool name -> (module, candidate entry-point function names, tried in order)
 TOOLS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -39,6 +42,36 @@ def entry_point(tool: str) -> Callable[..., int] | None:
         if callable(fn):
             return fn
     return None
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """What a tool run in process printed and returned, as a ``run`` command reports it."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(argv: list[str], cwd: Path) -> ToolRun:
+    """Run ``TOOL ARGS...`` in this interpreter, with relative paths taken from ``cwd``.
+
+    A worker that already has the codec loaded saves a Python start-up per step this way
+    (about 0.2 s, far more than a rebase of a small chunk). The tool writes to its own
+    buffers, never to the process's streams, so the worker's other threads are unaffected.
+    """
+    if not argv or argv[0] not in TOOLS:
+        raise ValueError(f"unknown tool {argv[0] if argv else ''!r} (known: {', '.join(TOOLS)})")
+    fn = entry_point(argv[0])
+    if fn is None:
+        return ToolRun(127, "", f"{argv[0]}: not available in this checkout\n")
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = fn(argv[1:], cwd=cwd, out=out, err=err)
+    except SystemExit as exc:  # argparse's usage errors
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+        err.write(f"{argv[0]}: bad arguments: {' '.join(argv[1:])}\n")
+    return ToolRun(int(code), out.getvalue(), err.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
