@@ -18,7 +18,11 @@ On a real clip (carphone QCIF, 120 frames; ``--bus`` adds bus CIF, 17 frames):
    of those same chunks' pass-0 vpxenc runs (best of ``--runs``, process start and Y4M reading
    included, as in the pipeline) -- the comparison ExCamera made (one rebase step about 0.34
    of vpxenc's time per frame; the bar here is <= 0.25). The ratio against the one-pass
-   ``vpxenc --good --cpu-used=0`` of item 1 is printed as well.
+   ``vpxenc --good --cpu-used=0`` of item 1 is printed as well. Both first-frame policies are
+   timed (xc-enc's default matched quality, and ``-w 0.75`` as the pipeline runs it), and so
+   is the pipeline's serial step: batch mode's pass 2, where every frame of a chunk (the
+   converted first frame included) is rebased onto the predecessor's final state with the
+   ``excamera`` chain's options (``serial_rebase_step``).
 3. **BD-rate** (:func:`excamera.quality.bd_rate`) of our encoder against ``vpxenc --good
    --cpu-used=0`` over ``--points`` vpxenc q values and ``--xc-points`` qindex values, chosen
    to span the same quality range, in Y-PSNR and in SSIM dB (luma SSIM of
