@@ -142,6 +142,20 @@ def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
         assert outs[0] == outs[1], chain
 
 
+@pytest.mark.skipif(entry_point("xc-enc") is None,
+                    reason="needs the encoder xc-enc (excamera.xc.enc not built)")
+def test_pass0_xc_over_several_batches(tmp_path: Path) -> None:
+    """With ``--pass0 xc`` every chunk records the state it was encoded from, a fresh one for
+    the key-frame chunks that start batches; those decode from any state, so the join check
+    must not hold them to it (it once did, failing every multi-batch xc encode)."""
+    src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
+    out = tmp_path / "out.ivf"
+    done = encode(str(src), "-o", str(out), "--workers", "2", "--chunk", "2", "--batch", "2",
+                  "--pass0", "xc", "--quality", "30")
+    assert done.returncode == 0, done.stderr
+    assert vpxdec_raw(out, tmp_path / "dec.yuv") == 10
+
+
 def test_quality_meter_and_ssim_properties() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 256, (32, 40), dtype=np.uint8)

@@ -129,7 +129,8 @@ class Stitched:
     shown: int
     # (index of a chunk's first frame, the entry-state hash its IVF header records): xc-enc writes
     # the low 32 bits of the state it encoded against, so a decoder can prove it reaches that
-    # state at the join. vpxenc chunks record 0 (nothing to check).
+    # state at the join. vpxenc chunks record 0, and a chunk that starts with a key frame
+    # decodes from any state: nothing to check for either.
     entry_hashes: list[tuple[int, int]] = field(default_factory=list)
 
     @property
@@ -145,8 +146,7 @@ def stitch(chunk_files: list[Path], fps: tuple[int, int]) -> Stitched:
     size: tuple[int, int] | None = None
     for path in chunk_files:
         with IvfReader(path) as r:
-            if r.header.unused and frames:
-                entry_hashes.append((len(frames), r.header.unused))
+            entry_hash = r.header.unused
             if size is None:
                 size = (r.width, r.height)
             elif size != (r.width, r.height):
@@ -157,6 +157,8 @@ def stitch(chunk_files: list[Path], fps: tuple[int, int]) -> Stitched:
             raise MediaError(f"{path}: no frames")
         if chunk_files.index(path) == 0 and not is_key(chunk[0]):
             raise MediaError(f"{path}: the first chunk does not start with a key frame")
+        if entry_hash and frames and not is_key(chunk[0]):
+            entry_hashes.append((len(frames), entry_hash))
         frames += chunk
     assert size is not None
     pts: list[int] = []
