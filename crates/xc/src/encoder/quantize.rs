@@ -157,6 +157,15 @@ pub fn quantize_block_rd(
         let (a, q, n) = (mag[i], step[i], near[i]);
         let cands = [n, n - 1, 0];
         let cands = &cands[..if n >= 2 { 3 } else { (n + 1) as usize }];
+        // Per candidate: its distortion, and its rate in each context (with the not-EOB part).
+        let mut dist = [0f64; 3];
+        let mut tok = [[0u32; 3]; 3];
+        let mut not_eob = [0u32; 3];
+        for (k, &m) in cands.iter().enumerate() {
+            let e = (a - m * q) as f64;
+            dist[k] = w * e * e;
+            (tok[k], not_eob) = costs.level_costs(ty, i, m as u32);
+        }
         let mut next = [f64::INFINITY; 3];
         let sources: &[(u8, f64)] = &if i == first {
             [(NONE, 0.0), (NONE, f64::INFINITY), (NONE, f64::INFINITY)]
@@ -168,10 +177,9 @@ pub fn quantize_block_rd(
                 continue;
             }
             let (c, check_eob) = if s == NONE { (ctx, true) } else { (s as usize, s != 0) };
-            for &m in cands {
-                let e = (a - m * q) as f64;
-                let r = costs.level_cost(ty, i, c, check_eob, m as u32);
-                let j = base + w * e * e + lam * r as f64;
+            for (k, &m) in cands.iter().enumerate() {
+                let r = tok[k][c] + if check_eob { not_eob[c] } else { 0 };
+                let j = base + dist[k] + lam * r as f64;
                 let ns = m.min(2) as usize;
                 if j < next[ns] {
                     next[ns] = j;

@@ -191,6 +191,21 @@ impl TokenCosts {
         c
     }
 
+    /// [`TokenCosts::level_cost`] for every context 0..=2 at once: the token's cost with its
+    /// extra bits and sign, and the "not end of block" cost to add when `check_eob`.
+    #[inline]
+    pub fn level_costs(&self, ty: usize, i: usize, v: u32) -> ([u32; 3], [u32; 3]) {
+        let band = COEFF_BANDS[i];
+        let t = token_of(v);
+        let extra = if v == 0 {
+            0
+        } else {
+            BIT + if v < 67 { self.extra[v as usize] } else { extra_cost(v) }
+        };
+        let tok = &self.tok[ty][band];
+        ([tok[0][t] + extra, tok[1][t] + extra, tok[2][t] + extra], self.not_eob[ty][band])
+    }
+
     /// Cost of one block's tokens. `levels` in raster order, `ty` the block type (tokens.rs
     /// TYPE_*), `ctx` 0..=2 from the neighbours, `first` 1 for luma blocks after Y2.
     pub fn block_cost(&self, levels: &[i16; 16], ty: usize, ctx: usize, first: usize) -> u32 {
