@@ -610,29 +610,18 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
             let (x0, y0) = (m.mbx * 16 + bx * 4, m.mby * 16 + by * 4);
             #[allow(clippy::type_complexity)]
             let mut bb: Option<(f64, BMode, [i16; 16], [u8; 16], u32, u32)> = None;
+            // A mode's prediction error and its mode cost, for the screening speeds.
+            let mut screen = |mode: BMode| {
+                predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
+                let p = read_block::<4, 16>(&recon.y, x0, y0);
+                let d: u32 =
+                    src4.iter().zip(&p).map(|(&s, &q)| (s as i32 - q as i32).pow(2) as u32).sum();
+                (d as u64, fc.mc.b_mode(mode, am, lm))
+            };
             let bmodes = if fc.speed == Speed::Realtime {
-                let pick = pick_by_prediction(fc, &BMode::ALL, |mode| {
-                    predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
-                    let p = read_block::<4, 16>(&recon.y, x0, y0);
-                    let d: u32 = src4
-                        .iter()
-                        .zip(&p)
-                        .map(|(&s, &q)| (s as i32 - q as i32).pow(2) as u32)
-                        .sum();
-                    (d as u64, fc.mc.b_mode(mode, am, lm))
-                });
-                vec![pick]
+                vec![pick_by_prediction(fc, &BMode::ALL, &mut screen)]
             } else if fc.screens_intra() {
-                top_by_prediction(fc, &BMode::ALL, 3, |mode| {
-                    predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
-                    let p = read_block::<4, 16>(&recon.y, x0, y0);
-                    let d: u32 = src4
-                        .iter()
-                        .zip(&p)
-                        .map(|(&s, &q)| (s as i32 - q as i32).pow(2) as u32)
-                        .sum();
-                    (d as u64, fc.mc.b_mode(mode, am, lm))
-                })
+                top_by_prediction(fc, &BMode::ALL, 3, &mut screen)
             } else {
                 BMode::ALL.to_vec()
             };
