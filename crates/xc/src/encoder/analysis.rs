@@ -435,24 +435,12 @@ fn best_chroma(
     let mq = &fc.quant[m.segment as usize & 3];
     let mut best: Option<ChromaChoice> = None;
     let all = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
-    let modes = if fc.speed == Speed::Realtime {
-        let pick = pick_by_prediction(fc, &all, |mode| {
-            predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
-            predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
-            let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
-            (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
-        });
-        vec![pick]
-    } else if fc.screens_intra() {
-        top_by_prediction(fc, &all, 2, |mode| {
-            predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
-            predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
-            let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
-            (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
-        })
-    } else {
-        all.to_vec()
-    };
+    let modes = intra_candidates(fc, &all, 2, |mode| {
+        predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
+        predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
+        let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
+        (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
+    });
     for mode in modes {
         predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
         predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
@@ -507,6 +495,24 @@ fn pick_by_prediction<T: Copy>(
     best.1
 }
 
+/// The intra modes (of `all`) worth coding in full at this speed: at Realtime the one whose
+/// prediction alone (`eval` gives its SSE and mode rate) costs least, where intra modes are
+/// screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all of them.
+fn intra_candidates<T: Copy>(
+    fc: &FrameCtx,
+    all: &[T],
+    keep: usize,
+    eval: impl FnMut(T) -> (u64, u32),
+) -> Vec<T> {
+    if fc.speed == Speed::Realtime {
+        vec![pick_by_prediction(fc, all, eval)]
+    } else if fc.screens_intra() {
+        top_by_prediction(fc, all, keep, eval)
+    } else {
+        all.to_vec()
+    }
+}
+
 /// The `k` modes whose prediction alone (`eval` gives its SSE and mode rate) has the lowest
 /// RD cost, best first (stable among equal costs).
 fn top_by_prediction<T: Copy>(
@@ -547,20 +553,10 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
     let mut best: Option<Choice> = None;
     let mut px = MbPixels { y: [0; 256], u: ur, v: vr };
     let all = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm];
-    let modes = if fc.speed == Speed::Realtime {
-        let pick = pick_by_prediction(fc, &all, |mode| {
-            predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
-            (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
-        });
-        vec![pick]
-    } else if fc.screens_intra() {
-        top_by_prediction(fc, &all, 2, |mode| {
-            predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
-            (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
-        })
-    } else {
-        all.to_vec()
-    };
+    let modes = intra_candidates(fc, &all, 2, |mode| {
+        predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
+        (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
+    });
     for mode in modes {
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
         let pred = read_luma(recon, m.mbx, m.mby);
@@ -610,21 +606,13 @@ fn best_intra(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame, bound: f64) -> Option
             let (x0, y0) = (m.mbx * 16 + bx * 4, m.mby * 16 + by * 4);
             #[allow(clippy::type_complexity)]
             let mut bb: Option<(f64, BMode, [i16; 16], [u8; 16], u32, u32)> = None;
-            // A mode's prediction error and its mode cost, for the screening speeds.
-            let mut screen = |mode: BMode| {
+            let bmodes = intra_candidates(fc, &BMode::ALL, 3, |mode| {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
                 let p = read_block::<4, 16>(&recon.y, x0, y0);
                 let d: u32 =
                     src4.iter().zip(&p).map(|(&s, &q)| (s as i32 - q as i32).pow(2) as u32).sum();
                 (d as u64, fc.mc.b_mode(mode, am, lm))
-            };
-            let bmodes = if fc.speed == Speed::Realtime {
-                vec![pick_by_prediction(fc, &BMode::ALL, &mut screen)]
-            } else if fc.screens_intra() {
-                top_by_prediction(fc, &BMode::ALL, 3, &mut screen)
-            } else {
-                BMode::ALL.to_vec()
-            };
+            });
             for mode in bmodes {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
@@ -953,12 +941,10 @@ fn best_split(
                 .iter()
                 .fold((0, 0), |acc, &b| (acc.0.max((b & 3) * 4 + 4), acc.1.max((b >> 2) * 4 + 4)));
             let rect = Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
-            let found = if part == 3 {
-                let starts = [mvs8[k], new16, left, above];
-                motion_search(fc, m, r, recon, rect, &starts, best_mv, lim)
-            } else {
-                motion_search(fc, m, r, recon, rect, &[new16, left, above], best_mv, lim)
-            };
+            // 4x4 partitions also start from the 8x8 vector covering them.
+            let starts = [mvs8[k], new16, left, above];
+            let starts = if part == 3 { &starts[..] } else { &starts[1..] };
+            let found = motion_search(fc, m, r, recon, rect, starts, best_mv, lim);
             let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
             let sub_rate = |mv: Mv| -> u32 {
                 let mut c = tree_cost(&SUB_MV_REF_TREE, probs, 3)

@@ -186,8 +186,7 @@ pub fn encode_frame(
 ) -> Result<EncodedFrame, EncodeError> {
     let (decisions, recon) = analyze_frame(state, source, params)?;
     let opts = bitstream::WriteOptions::default();
-    let verify = params.verify || cfg!(debug_assertions);
-    next_state::finish_frame(state, &decisions, recon, &opts, verify)
+    next_state::finish_frame(state, &decisions, recon, &opts, params.verify)
 }
 
 /// Encode one frame with `write` as the bitstream writer: analyze, write, decode the written

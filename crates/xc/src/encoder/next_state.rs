@@ -89,8 +89,9 @@ pub fn next_state(
 }
 
 /// Write the frame `d` (reconstructed as `recon`) for `state` and build the state after it.
-/// With `verify`, the written frame is also decoded from `state`: the decoder must reach the
-/// same state and show (or store) `recon`, else the frame is refused as an encoder bug.
+/// With `verify`, and always in debug builds, the written frame is also decoded from `state`:
+/// the decoder must reach the same state and show (or store) `recon`, else the frame is
+/// refused as an encoder bug.
 pub fn finish_frame(
     state: &DecoderState,
     d: &FrameDecisions,
@@ -110,7 +111,7 @@ pub fn finish_frame(
     }
     let written = write_frame_coded(state, d, opts).map_err(EncodeError::Write)?;
     let next = next_state(state, d, &written.probs, Arc::new(recon.clone()));
-    if verify {
+    if verify || cfg!(debug_assertions) {
         verify_by_decoding(state, &written.data, d, &next, &recon)?;
     }
     Ok(EncodedFrame { data: written.data, state: next, recon })

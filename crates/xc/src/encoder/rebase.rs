@@ -363,7 +363,7 @@ pub fn rebase_frame(
 ) -> Result<EncodedFrame, EncodeError> {
     let (d, recon) = plan_rebase(state, pred, source, params)?;
     let opts = WriteOptions::prob_updates(!params.fix_prob_tables);
-    finish_frame(state, &d, recon, &opts, params.verify || cfg!(debug_assertions))
+    finish_frame(state, &d, recon, &opts, params.verify)
 }
 
 /// [`rebase_frame`] up to writing: the frame's decisions and its (loop filtered)
@@ -705,12 +705,12 @@ pub fn reencode_chunk(
         return Err(EncodeError::BadParam(format!("s_ac_qi {s} > 127")));
     }
     // Count shown frames from the frame tags before any decoding work.
-    let (mut shown, mut first_tag_key) = (0, false);
+    let (mut shown, mut first_key) = (0, false);
     for (k, data) in pred_frames.iter().enumerate() {
         let c = parse_uncompressed_chunk(data)
             .map_err(|error| EncodeError::Prediction { frame: k, error })?;
         shown += c.tag.show_frame as usize;
-        first_tag_key |= k == 0 && c.tag.key_frame;
+        first_key |= k == 0 && c.tag.key_frame;
     }
     if shown != sources.len() {
         return Err(mismatch(format!(
@@ -719,7 +719,7 @@ pub fn reencode_chunk(
         )));
     }
     let fresh = input_state.last.is_none();
-    let convert_first = first_tag_key && (opts.reencode_first_frame || !fresh);
+    let convert_first = first_key && (opts.reencode_first_frame || !fresh);
     // The prediction's own first picture is only the quality search's reference.
     let need_first_picture = convert_first
         && opts.s_ac_qi.is_none()
@@ -735,7 +735,6 @@ pub fn reencode_chunk(
             s.display_width, s.display_height
         )));
     }
-    let first_key = pred[0].parsed.key_frame;
     if convert_first && fresh {
         return Err(EncodeError::NoReference);
     }
@@ -878,7 +877,6 @@ fn match_quality_requantizing(
         Trial::Encoded(e) => Ok(*e),
         Trial::Planned(p) => {
             let (d, recon) = *p;
-            let verify = verify || cfg!(debug_assertions);
             finish_frame(state, &d, recon, &WriteOptions::default(), verify)
         }
     }
