@@ -446,6 +446,11 @@ class CpuSlots:
             self._sem = asyncio.Semaphore(self.n)
         return self._sem
 
+    def held(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with slots.held():`` holds a slot (nothing to hold without a bound)."""
+        sem = self.get()
+        return sem if sem is not None else contextlib.nullcontext()
+
 
 class NotConverged(Exception):
     """A worker's last two states differ where the wavefront needs them identical."""
@@ -463,11 +468,9 @@ def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
 
 
 async def _compute(w: WorkerHandle, slots: CpuSlots, argv: list[str] | str,
-                   check: bool = True) -> Any:
-    sem = slots.get()
-    if sem is None:
-        return await w.run(argv, check=check)
-    async with sem:
+                   check: bool = True) -> RunResult:
+    """Run a command on the worker, holding a CPU slot."""
+    async with slots.held():
         return await w.run(argv, check=check)
 
 
@@ -476,19 +479,17 @@ async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
                 ) -> RunResult:
     """Run ``TOOL ARGS...`` (xc-enc, xc-dump, comp-states) on the worker as ``p.tools`` says,
     holding a CPU slot."""
-    sem = slots.get()
-    async with sem if sem is not None else contextlib.nullcontext():
-        if p.tools == "worker":
-            f = await w.run_op("xcenc_tool", argv=argv, check=check,
-                               append_stdout=append_stdout)
-            return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
-                             float(f["seconds"]))
+    if p.tools == "subprocess":
         cmd: list[str] | str = [python, "-m", "excamera.xc.tools_main", *argv]
         if append_stdout:
             line = " ".join(shlex.quote(a) for a in cmd)
             out = shlex.quote(append_stdout)
             cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
-        return await w.run(cmd, check=check)
+        return await _compute(w, slots, cmd, check=check)
+    async with slots.held():
+        f = await w.run_op("xcenc_tool", argv=argv, check=check, append_stdout=append_stdout)
+    return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
+                     float(f["seconds"]))
 
 
 async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
