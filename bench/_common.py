@@ -19,6 +19,13 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 
+# vpxenc as our primary encoder runs: one pass, constant quantizer, no alt-ref or lag, one key
+# frame (the mode and q are added per run).
+VPX_COMMON = ["--codec=vp8", "--ivf", "-q", "--threads=1", "--passes=1", "--end-usage=q",
+              "--auto-alt-ref=0", "--lag-in-frames=0", "--kf-max-dist=100000",
+              "--disable-warning-prompt"]
+
+
 def shared_dir() -> Path:
     env = os.environ.get("EXCAMERA_SHARED")
     return Path(env) if env else REPO.parent / "shared"

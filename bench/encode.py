@@ -42,7 +42,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _common import best_of, need_tool, run, shared_dir
+from _common import VPX_COMMON, best_of, need_tool, run, shared_dir
 from excamera.pipelines.quality import QualityMeter
 from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
 from excamera.quality import bd_rate, ssim_db
@@ -50,10 +50,6 @@ from excamera.xc.codec import Decoder
 from excamera.xc.encoder import Encoder, ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import Picture, read_y4m, write_y4m
-
-VPX_COMMON = ["--codec=vp8", "--ivf", "-q", "--threads=1", "--passes=1", "--end-usage=q",
-              "--auto-alt-ref=0", "--lag-in-frames=0", "--kf-max-dist=100000",
-              "--disable-warning-prompt"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import need_tool, run, shared_dir
+from _common import VPX_COMMON, need_tool, run, shared_dir
 from excamera.pipelines.quality import QualityMeter
 from excamera.quality import bd_rate, ssim_db
 from excamera.xc.codec import Decoder
@@ -37,9 +37,7 @@ CLIPS = {
     "bus": "bus_cif_17f.y4m",
     "bbb": "bigbuckbunny_320x180_48f.y4m",
 }
-VPX = ["--codec=vp8", "--ivf", "-q", "--threads=1", "--passes=1", "--end-usage=q",
-       "--auto-alt-ref=0", "--lag-in-frames=0", "--kf-max-dist=100000",
-       "--disable-warning-prompt", "--good", "--cpu-used=0"]
+VPX = [*VPX_COMMON, "--good", "--cpu-used=0"]
 
 
 def point(frames: list[bytes], recons: list[Picture], source: list[Picture], fps: float,
