@@ -275,10 +275,11 @@ class ReencodeOptions:
     reencode_first_frame: bool = False  # --reencode-first-frame
     refine_sw: bool = False  # --refine-sw
     fix_prob_tables: bool = False  # --fix-prob-tables
-    # The golden-keeping chain (excamera's, not alfalfa's): --keep-golden leaves golden alone in
-    # the converted first frame, --last-keeps-refs stops the last frame from refreshing all
-    # three references, --choose-refs lets rebased macroblocks pick their best reference. Together
-    # they let one boosted picture serve several chunks, as a serial encoder's golden frame does.
+    # excamera's, not alfalfa's: --keep-golden leaves golden alone in the converted first frame,
+    # --last-keeps-refs stops the last frame from refreshing all three references, so the
+    # chunk's boosted first frame stays a reference for the next chunk, and --choose-refs lets
+    # rebased macroblocks pick their best reference. The pipeline's batch mode uses the last two
+    # (xcenc_job.EXCAMERA_CHAIN_FLAGS); --keep-golden measured worse there.
     keep_golden: bool = False
     last_refreshes_all: bool = True
     choose_refs: bool = False
