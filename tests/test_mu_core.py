@@ -224,6 +224,7 @@ def test_killed_worker_retried_succeeds(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "ok [0, 1, 2, 3]" in done.stdout
     recs = [json.loads(line) for line in (tmp_path / "states.jsonl").read_text().splitlines()]
+    assert "cost" in recs.pop()  # recorded after the transitions
     w2 = [(r["attempt"], r["state"]) for r in recs if r["worker"] == 2]
     assert (0, "lost") in w2 and (1, "done") in w2
     assert list(root.iterdir()) == []

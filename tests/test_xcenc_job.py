@@ -142,6 +142,11 @@ def test_xcenc_pass0_five_workers_cli(tmp_path: Path) -> None:
         comp = store / "carphone" / "comp_txt" / f"{k:08d}.txt"
         assert comp.exists() and comp.read_text() == ""  # nothing to compare with one pass
     recs = [json.loads(line) for line in states.read_text().splitlines()]
+    # The last record is the job's cost: the workers' CPU time, measured by the backend.
+    cost = recs.pop()["cost"]
+    assert cost["backend"] == "local" and cost["worker_cpu_s"] > 0
+    assert all("worker" in r for r in recs)
+    assert f"cost (local): {cost['worker_cpu_s']:.2f} worker CPU-seconds" in done.stdout
     for k in range(5):
         seq = [r["state"] for r in recs if r["worker"] == k]
         assert seq[:2] == ["launching", "connected"]

@@ -3,14 +3,18 @@
 Subpackages:
   mu         the framework: coordinator, workers, relay, TLS, storage, backends
   xc         the VP8 codec (Rust core in ``excamera._xc``) with its Python API and tools
-  pipelines  jobs that run on mu: png2y4m, xcenc
+  pipelines  jobs that run on mu: png2y4m, xcenc, encode
+  awslambda  the AWS Lambda deployment package and its handler
 """
 
 __all__ = ["__version__"]
 
-try:
-    from importlib.metadata import version as _version
 
-    __version__ = _version("excamera")
-except Exception:  # pragma: no cover - not installed
-    __version__ = "0.0.0"
+def __getattr__(name: str) -> str:
+    # Looked up on first use: importlib.metadata costs tens of milliseconds, which every
+    # worker process would otherwise pay at start-up.
+    if name == "__version__":
+        from .identity import package_version
+
+        return package_version()
+    raise AttributeError(f"module 'excamera' has no attribute {name!r}")

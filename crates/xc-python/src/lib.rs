@@ -324,6 +324,8 @@ fn reencode_chunk<'py>(
 #[pymodule]
 fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The codec's source hash (see build.rs): equal on both ends of every hand-off.
+    m.add("BUILD_HASH", env!("XC_BUILD_HASH"))?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("StateError", m.py().get_type::<StateError>())?;
     m.add("EncodeError", m.py().get_type::<EncodeError>())?;

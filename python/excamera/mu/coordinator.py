@@ -12,6 +12,16 @@ deterministic keys). A command the worker answers with an error (a missing key, 
 exit) is deterministic and fails the job at once. When the job fails every other worker is
 stopped and :class:`JobFailed` names each failed worker with its last state and stderr tail;
 a failed job returns no result, so partial output is never presented as complete.
+
+Remote workers (Lambda, Ray) dial in from elsewhere: the coordinator binds ``host`` but tells
+workers ``advertise``; the launch payload carries the coordinator's code identity and the
+coordinator refuses a worker whose hello reports other code (a bit-exact hand-off needs the same
+codec on both sides), which fails the job at once since a relaunch would run the same code.
+
+Spares (mu's overprovisioning): with ``spares=S`` the coordinator launches S extra workers that
+connect and wait. A worker launch (the first, a retry) takes an idle spare when there is one
+and hands it the worker's identity (a fresh certificate for that worker id), so a slow or
+failed cold start costs nothing; spares never used are told to quit at the end.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import identity
 from . import tls
-from .backends.base import Backend, WorkerProcess
-from .errors import CommandFailed, JobFailed, WorkerFailure, WorkerLost
+from .backends.base import Backend, BackendError, Cost, WorkerProcess
+from .errors import CommandFailed, JobFailed, MuError, WorkerFailure, WorkerLost
 from .machines import (
+    Cmd,
     JobContext,
     Machine,
     Observer,
@@ -39,7 +51,7 @@ from .machines import (
     WorkerHandle,
 )
 from .payload import LaunchPayload
-from .protocol import Message, ProtocolError, read_message
+from .protocol import Message, ProtocolError, read_message, write_message
 
 log = logging.getLogger("excamera.mu.coordinator")
 
@@ -56,6 +68,8 @@ class WorkerResult:
     attempts: int
     output: Any
     timings: dict[str, float]
+    #: CPU-seconds the worker's process reported at quit (None if it did not quit cleanly).
+    cpu_s: float | None = None
 
 
 @dataclass
@@ -64,6 +78,7 @@ class JobResult:
     elapsed: float
     workers: dict[int, WorkerResult]
     transitions: list[Transition] = field(default_factory=list)
+    cost: Cost | None = None
 
     @property
     def outputs(self) -> dict[int, Any]:
@@ -77,6 +92,21 @@ class _Pending:
     done: asyncio.Future[None]
 
 
+class CodeMismatch(MuError):
+    """A worker runs other code than the coordinator (not retried: a relaunch runs it too)."""
+
+
+@dataclass
+class _Connected:
+    """A launched worker whose hello was accepted."""
+
+    proc: WorkerProcess
+    pending: _Pending
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    hello: Message
+
+
 class _Failed(Exception):
     def __init__(self, failure: WorkerFailure) -> None:
         super().__init__(failure.describe())
@@ -88,9 +118,12 @@ class Coordinator:
 
     ``ca_cert``/``ca_key``: a long-lived CA to issue this job's intermediate from (else a
     per-job root CA is created). ``server_cert``/``server_key``: the coordinator's own
-    certificate under that CA (else one is issued for ``host``). ``relay``: the (host, port)
-    workers dial for ``connect``; ``embedded_relay=True`` runs one in this process with
-    credentials from the job CA. ``params`` reach every machine as ``ctx.params``.
+    certificate under that CA (else one is issued for the advertised host). ``host``: the
+    address to listen on; ``advertise``: the address workers dial (default ``host``).
+    ``relay``: the (host, port) workers dial for ``connect``; ``embedded_relay=True`` runs one
+    in this process with credentials from the job CA, on ``host`` and advertised as
+    ``advertise``. ``spares``: extra workers launched to stand in for slow or failed launches.
+    ``params`` reach every machine as ``ctx.params``.
     """
 
     def __init__(
@@ -105,6 +138,8 @@ class Coordinator:
         worker_ids: Iterable[int] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        advertise: str | None = None,
+        spares: int = 0,
         ca_cert: Path | None = None,
         ca_key: Path | None = None,
         server_cert: Path | None = None,
@@ -122,6 +157,18 @@ class Coordinator:
             raise ValueError("a job needs at least one worker")
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if spares < 0:
+            raise ValueError("spares must be >= 0")
+        advertised = advertise or host
+        if advertised in ("0.0.0.0", "::", ""):
+            raise ValueError(f"workers cannot dial {host or 'an empty address'!r}: give the "
+                             "address they should use with --advertise")
+        if backend.remote and not backend.shared_storage and not storage_url.startswith("s3://"):
+            raise ValueError(
+                f"backend {backend.name} runs workers on other machines, which cannot see the "
+                f"local storage {storage_url!r}: use s3://bucket[/prefix]"
+                + (" (or vouch that every node shares the path with --shared-storage)"
+                   if backend.name == "ray" else ""))
         self.job_id = f"{job_name}-{secrets.token_hex(4)}"
         tls._check_job(self.job_id)
         self.n_workers = n_workers
@@ -134,6 +181,9 @@ class Coordinator:
         self.params = dict(params or {})
         self.host = host
         self.port = port
+        self.advertise = advertised
+        self.spares = spares
+        self.code = identity.code_identity()
         self.ca_cert, self.ca_key = ca_cert, ca_key
         self.server_cert, self.server_key = server_cert, server_key
         self.relay_addr = relay
@@ -149,6 +199,10 @@ class Coordinator:
         self._pending: dict[str, _Pending] = {}
         self._authority: tls.CertificateAuthority | None = None
         self.bound_port: int | None = None
+        self._idle: list[_Connected] = []
+        self._spare_tasks: list[asyncio.Task[None]] = []
+        self._cpu: dict[tuple[int, int], float] = {}
+        self.cost: Cost | None = None
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -158,7 +212,12 @@ class Coordinator:
             root = self._authority.root_pem
             creds = tls.Credentials.from_files(self.server_cert, self.server_key, self.ca_cert)
             return tls.Credentials(creds.cert_pem, creds.key_pem, root)
-        return self._authority.issue_server([self.host])
+        return self._authority.issue_server(self._server_hosts())
+
+    def _server_hosts(self) -> list[str]:
+        """The names workers check our certificate against: the advertised address (and the
+        bound one, when it is dialable)."""
+        return sorted({self.host, self.advertise} - {"0.0.0.0", "::", ""})
 
     async def _on_connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -184,6 +243,14 @@ class Coordinator:
         del self._pending[str(hello["token"])]
         if pending.future.done():  # the launch gave up on this worker meanwhile
             writer.close()
+            return
+        why = identity.mismatch(self.code, hello.get("code"))
+        if why is not None:
+            log.warning("refused worker %d from %s: %s", ident.worker_id, peer, why)
+            with contextlib.suppress(ConnectionError, OSError):
+                await write_message(writer, Message("refused", {"reason": why}))
+            writer.close()
+            pending.future.set_exception(CodeMismatch(why))
             return
         pending.future.set_result((reader, writer, hello))
         # Keep this handler alive as long as the worker's machine uses the connection.
@@ -217,16 +284,12 @@ class Coordinator:
             pending.worker, f"did not connect within {self.connect_timeout:g} s"
         )
 
-    async def _attempt(self, k: int, attempt: int, ctx: JobContext) -> Any:
+    def _payload(self, k: int, token: str) -> LaunchPayload:
         assert self._authority is not None and self.bound_port is not None
         creds = self._authority.issue_worker(self.job_id, k)
-        token = secrets.token_hex(16)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(k, loop.create_future(), loop.create_future())
-        self._pending[token] = pending
         relay_host, relay_port = self.relay_addr or ("", 0)
-        payload = LaunchPayload(
-            coordinator_host=self.host,
+        return LaunchPayload(
+            coordinator_host=self.advertise,
             coordinator_port=self.bound_port,
             job_id=self.job_id,
             worker_id=k,
@@ -240,21 +303,92 @@ class Coordinator:
             operation_modules=self.operation_modules,
             connect_timeout=self.connect_timeout,
             debug=self.debug,
+            code=dict(self.code),
         )
+
+    async def _launch(self, k: int, holder: list[WorkerProcess]) -> _Connected:
+        """Launch worker ``k`` and wait for its accepted hello.
+
+        The process goes into ``holder`` as soon as it exists, so a caller that is cancelled or
+        fails meanwhile can still stop it.
+        """
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(k, loop.create_future(), loop.create_future())
+        self._pending[token] = pending
+        try:
+            proc = await self.backend.launch(self._payload(k, token))
+            holder.append(proc)
+            reader, writer, hello = await self._await_connection(pending, proc)
+        except BaseException:
+            self._release(pending)
+            raise
+        finally:
+            self._pending.pop(token, None)
+        return _Connected(proc, pending, reader, writer, hello)
+
+    @staticmethod
+    def _release(pending: _Pending) -> None:
+        if not pending.future.done():
+            pending.future.cancel()
+        if not pending.done.done():
+            pending.done.set_result(None)
+
+    def _take_spare(self) -> _Connected | None:
+        while self._idle:
+            spare = self._idle.pop(0)
+            if spare.proc.alive() and not spare.writer.is_closing():
+                return spare
+            self._release(spare.pending)
+        return None
+
+    async def _spare(self, sid: int) -> None:
+        """Launch one spare and park it, connected and idle, until a launch takes it."""
+        holder: list[WorkerProcess] = []
+        try:
+            conn = await self._launch(sid, holder)
+        except Exception as exc:  # a spare that never arrives costs nothing but itself
+            log.info("spare %d did not arrive: %s", sid, exc)
+            for proc in holder:
+                await self._stop(proc, grace=0.0)
+            return
+        self._idle.append(conn)
+
+    async def _adopt(self, spare: _Connected, k: int, attempt: int) -> WorkerHandle:
+        """Give an idle spare the identity of worker ``k``."""
+        assert self._authority is not None
+        creds = self._authority.issue_worker(self.job_id, k)
+        handle = WorkerHandle(
+            k, attempt, spare.reader, spare.writer, self.log,
+            pid=spare.hello.get("pid"), command_timeout=self.command_timeout,
+        )
+        await handle.call(Cmd("adopt", {"worker": k, "cert_pem": creds.cert_pem.decode(),
+                                        "key_pem": creds.key_pem.decode()}))
+        return handle
+
+    async def _attempt(self, k: int, attempt: int, ctx: JobContext) -> Any:
         self.log.record(k, attempt, "launching")
-        proc: WorkerProcess | None = None
+        holder: list[WorkerProcess] = []
+        conn: _Connected | None = None
         handle: WorkerHandle | None = None
         finished = False
         try:
-            proc = await self.backend.launch(payload)
-            reader, writer, hello = await self._await_connection(pending, proc)
-            handle = WorkerHandle(
-                k, attempt, reader, writer, self.log,
-                pid=hello.get("pid"), command_timeout=self.command_timeout,
-            )
+            spare = self._take_spare()
+            if spare is not None:
+                conn = spare
+                holder.append(spare.proc)
+                handle = await self._adopt(spare, k, attempt)
+            else:
+                conn = await self._launch(k, holder)
+                handle = WorkerHandle(
+                    k, attempt, conn.reader, conn.writer, self.log,
+                    pid=conn.hello.get("pid"), command_timeout=self.command_timeout,
+                )
             handle.state = "connected"
             output = await self.machine(handle, ctx)
-            await handle.quit()
+            bye = await handle.quit()
+            if isinstance(bye.get("cpu_s"), (int, float)):
+                self._cpu[(k, attempt)] = float(bye["cpu_s"])
             handle.state = "done"
             finished = True
             return output
@@ -262,14 +396,21 @@ class Coordinator:
             last = self.log.last.get(k, "")
             is_lost = isinstance(exc, WorkerLost)
             self.log.record(k, attempt, "lost" if is_lost else "error")
-            reason = exc.reason if isinstance(exc, WorkerLost) else (
-                exc.message if isinstance(exc, CommandFailed) else f"{type(exc).__name__}: {exc}"
-            )
+            if isinstance(exc, WorkerLost):
+                reason = exc.reason
+            elif isinstance(exc, CommandFailed):
+                reason = exc.message
+            elif isinstance(exc, MuError):
+                reason = str(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             tail = ""
-            if proc is not None:
+            for proc in holder:
                 if handle is not None:
                     handle.close()
-                code = await self._stop(proc, grace=1.0 if is_lost else 0.0)
+                # A lost or refused worker may still say why on its way out.
+                code = await self._stop(
+                    proc, grace=1.0 if is_lost or isinstance(exc, CodeMismatch) else 0.0)
                 if is_lost and code is not None and "exited" not in reason:
                     reason += f" (process exited with code {code})"
                 tail = proc.stderr_tail()
@@ -278,16 +419,14 @@ class Coordinator:
                 raise _Lost(failure) from exc
             raise _Failed(failure) from exc
         finally:
-            self._pending.pop(token, None)
-            if not pending.future.done():
-                pending.future.cancel()
-            if not pending.done.done():
-                pending.done.set_result(None)
+            if conn is not None:
+                self._release(conn.pending)
             if handle is not None:
                 handle.close()
-            if proc is not None and (finished or proc.alive()):
-                # A clean quit lets the worker remove its own directory; then it must exit.
-                await self._stop(proc, grace=EXIT_GRACE if finished else 0.0)
+            for proc in holder:
+                if finished or proc.alive():
+                    # A clean quit lets the worker remove its own directory; then it must exit.
+                    await self._stop(proc, grace=EXIT_GRACE if finished else 0.0)
 
     async def _stop(self, proc: WorkerProcess, grace: float) -> int | None:
         if grace > 0:
@@ -315,6 +454,11 @@ class Coordinator:
         """Run the job to completion; JobFailed if any worker's machine could not finish."""
         self.log = StateLog(self.progress, self.observers)
         job_t0 = time.monotonic()
+        from .relay_cmd import raise_fd_limit
+
+        # Per worker: its command connection, its relay connection (when the relay is
+        # embedded) and, on Lambda, its invoke request.
+        raise_fd_limit(4 * (self.n_workers + self.spares) + 256)
         try:
             self._authority = tls.job_authority(
                 self.job_id, self.ca_cert,
@@ -324,6 +468,11 @@ class Coordinator:
         except tls.TLSSetupError as exc:
             await self.backend.close()
             raise JobFailed(f"job {self.job_id}: TLS setup failed: {exc}") from None
+        try:
+            await self.backend.prepare(self.n_workers + self.spares, self.advertise)
+        except BackendError as exc:
+            await self.backend.close()
+            raise JobFailed(f"job {self.job_id}: backend {self.backend.name}: {exc}") from None
         server = await asyncio.start_server(
             self._on_connect, self.host, self.port, ssl=server_ctx,
             backlog=max(128, min(self.n_workers, 4096)), ssl_handshake_timeout=HELLO_TIMEOUT,
@@ -333,10 +482,13 @@ class Coordinator:
         if self.embedded_relay:
             from .relay import Relay
 
-            relay = Relay(self._authority.issue_server([self.host]))
-            self.relay_addr = (self.host, await relay.start(self.host, 0))
-        log.info("job %s: coordinator on %s:%d, %d workers", self.job_id, self.host,
-                 self.bound_port, self.n_workers)
+            relay = Relay(self._authority.issue_server(self._server_hosts()))
+            self.relay_addr = (self.advertise, await relay.start(self.host, 0))
+        log.info("job %s: coordinator on %s:%d (advertised as %s), %d workers", self.job_id,
+                 self.host, self.bound_port, self.advertise, self.n_workers)
+        first_spare = max(self.worker_ids) + 1
+        self._spare_tasks = [asyncio.create_task(self._spare(first_spare + j))
+                             for j in range(self.spares)]
         ctx = JobContext(self.job_id, self.n_workers, self.progress, self.storage_url,
                          self.params)
         tasks = {asyncio.create_task(self._drive(k, ctx), name=f"worker-{k}"): k
@@ -365,16 +517,21 @@ class Coordinator:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._dismiss_spares()
             server.close()
             if relay is not None:
                 await relay.close()
             await self.backend.close()
+            reported = list(self._cpu.values())
+            self.cost = self.backend.cost(round(sum(reported), 3) if reported else None)
         elapsed = time.monotonic() - job_t0
         if failures:
             failures.sort(key=lambda f: f.worker)
             head = (f"job {self.job_id} failed after {elapsed:.1f} s: "
                     f"{len(failures)} worker(s) failed, outputs are incomplete")
-            raise JobFailed("\n".join([head, *(f.describe() for f in failures)]), failures)
+            err = JobFailed("\n".join([head, *(f.describe() for f in failures)]), failures)
+            err.cost = self.cost
+            raise err
         results: dict[int, WorkerResult] = {}
         for t, k in tasks.items():
             output, attempts = t.result()
@@ -382,8 +539,32 @@ class Coordinator:
             for tr in self.log.transitions:
                 if tr.worker == k and tr.attempt == attempts - 1:
                     timings.setdefault(tr.state, tr.t)
-            results[k] = WorkerResult(k, self.log.last.get(k, ""), attempts, output, timings)
-        return JobResult(self.job_id, elapsed, results, list(self.log.transitions))
+            results[k] = WorkerResult(k, self.log.last.get(k, ""), attempts, output, timings,
+                                      self._cpu.get((k, attempts - 1)))
+        return JobResult(self.job_id, elapsed, results, list(self.log.transitions), self.cost)
+
+    async def _dismiss_spares(self) -> None:
+        """Stop spares still launching, and tell idle ones to quit (their CPU counts too)."""
+        for t in self._spare_tasks:
+            t.cancel()
+        await asyncio.gather(*self._spare_tasks, return_exceptions=True)
+        idle, self._idle = self._idle, []
+
+        async def dismiss(spare: _Connected) -> None:
+            handle = WorkerHandle(-1, 0, spare.reader, spare.writer, StateLog(Progress()),
+                                  command_timeout=EXIT_GRACE)
+            try:
+                bye = await handle.quit()
+                if isinstance(bye.get("cpu_s"), (int, float)):
+                    self._cpu[(-1 - len(self._cpu), 0)] = float(bye["cpu_s"])
+            except (WorkerLost, CommandFailed):
+                pass
+            finally:
+                handle.close()
+                self._release(spare.pending)
+                await self._stop(spare.proc, grace=EXIT_GRACE)
+
+        await asyncio.gather(*(dismiss(s) for s in idle), return_exceptions=True)
 
 
 class _Lost(Exception):

@@ -39,6 +39,8 @@ class JobFailed(MuError):
     def __init__(self, message: str, failures: list[WorkerFailure] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
+        #: What the job cost up to its failure (a backends.Cost), when it got that far.
+        self.cost = None
 
 
 class WorkerFailure:

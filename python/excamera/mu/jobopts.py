@@ -1,9 +1,12 @@
 """Options and the run loop that every mu job's subcommand shares.
 
 ``add_job_options(parser)`` adds mu's familiar switches (``-n -O -P -D -c -s -k -t``) plus
-``--retries``, ``--timeout``, ``--connect-timeout`` and ``--progress``; ``run_job(args, make)``
-builds the coordinator, wires the ``-O`` recorder and the live view, runs it under cProfile if
-``-P`` was given, and turns :class:`JobFailed` into a one-line-headed error and a non-zero exit.
+``--retries``, ``--timeout``, ``--connect-timeout``, ``--progress``, ``--host``/``--advertise``,
+``--spares`` and the backend's (``--backend`` and each backend's own options);
+``job_backend(args)`` builds the chosen backend; ``run_job(args, make)`` builds the
+coordinator, wires the ``-O`` recorder and the live view, runs it under cProfile if ``-P`` was
+given, prints the job's cost (also recorded in the ``-O`` file), and turns :class:`JobFailed`
+into a one-line-headed error and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .backends import Backend, BackendError, add_backend_options, make_backend
 from .coordinator import Coordinator, JobResult
 from .errors import JobFailed
 from .observe import JsonLinesRecorder, LiveStatus
@@ -35,7 +39,14 @@ def add_job_options(parser: argparse.ArgumentParser, *, default_workers: int = 1
     g.add_argument("-t", dest="port", type=int, default=default_port, metavar="portNum",
                    help=f"coordinator listens on portNum, 0 for any free port ({default_port})")
     g.add_argument("--host", default="127.0.0.1",
-                   help="address the coordinator listens on and workers dial (127.0.0.1)")
+                   help="address the coordinator (and its relay) listen on (127.0.0.1); "
+                   "0.0.0.0 for every interface")
+    g.add_argument("--advertise", default=None, metavar="HOST",
+                   help="address workers dial to reach the coordinator and its relay, when "
+                   "it differs from --host (a public address for Lambda workers)")
+    g.add_argument("--spares", type=int, default=0, metavar="N",
+                   help="launch N spare workers that stand in for slow or failed launches and "
+                   "retries, mu's overprovisioning (0)")
     g.add_argument("-c", dest="ca_cert", type=Path, default=os.environ.get("CA_CERT"),
                    metavar="caCert", help="long-lived CA certificate (env CA_CERT)")
     g.add_argument("-s", dest="srv_cert", type=Path, default=os.environ.get("SRV_CERT"),
@@ -53,6 +64,15 @@ def add_job_options(parser: argparse.ArgumentParser, *, default_workers: int = 1
                    help="how long a launched worker may take to connect (60)")
     g.add_argument("--progress", action="store_true",
                    help="show the live status view even when stderr is not a terminal")
+    add_backend_options(parser)
+
+
+def job_backend(args: argparse.Namespace) -> Backend:
+    """The backend the options ask for (``--backend``; mu's ``-l``/``-r`` mean lambda)."""
+    try:
+        return make_backend(args.backend, vars(args))
+    except BackendError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def coordinator_kwargs(args: argparse.Namespace) -> dict:
@@ -61,6 +81,8 @@ def coordinator_kwargs(args: argparse.Namespace) -> dict:
         raise ValueError("-n must be at least 1")
     if args.retries < 0:
         raise ValueError("--retries must be >= 0")
+    if args.spares < 0:
+        raise ValueError("--spares must be >= 0")
     if (args.srv_cert is None) != (args.srv_key is None):
         raise ValueError("-s and -k go together")
     if args.srv_cert is not None and args.ca_cert is None:
@@ -68,6 +90,8 @@ def coordinator_kwargs(args: argparse.Namespace) -> dict:
     return {
         "host": args.host,
         "port": args.port,
+        "advertise": args.advertise,
+        "spares": args.spares,
         "ca_cert": args.ca_cert,
         "ca_key": args.ca_key,
         "server_cert": args.srv_cert,
@@ -112,7 +136,9 @@ def run_job(args: argparse.Namespace, make: Callable[[], Coordinator],
             profiler.enable()
         result = asyncio.run(main())
     except JobFailed as exc:
-        raise CommandError(str(exc)) from None
+        # What the failed job cost goes last, after the failures that matter more.
+        spent = f"\n{coord.cost.line()}" if coord.cost is not None else ""
+        raise CommandError(f"{exc}{spent}") from None
     except OSError as exc:
         raise CommandError(f"coordinator: {exc}") from None
     finally:
@@ -120,7 +146,11 @@ def run_job(args: argparse.Namespace, make: Callable[[], Coordinator],
             profiler.disable()
             profiler.dump_stats(str(args.profile_file))
         if recorder:
+            if coord.cost is not None:
+                recorder.record({"cost": coord.cost.to_json()})
             recorder.close()
     if report:
         report(result)
+    if result.cost is not None:
+        print(result.cost.line())
     return 0

@@ -436,8 +436,9 @@ class WorkerHandle:
     async def close_connect(self) -> None:
         await self.call(Cmd.close_connect())
 
-    async def quit(self) -> None:
-        await self.call(Cmd("quit"))
+    async def quit(self) -> Message:
+        """Tell the worker to finish; its answer carries the CPU-seconds it used (``cpu_s``)."""
+        return await self.call(Cmd("quit"))
 
 
 Machine = Callable[[WorkerHandle, JobContext], Awaitable[Any]]

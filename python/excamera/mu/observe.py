@@ -31,6 +31,12 @@ class JsonLinesRecorder:
             self._f.write(json.dumps(tr.to_json()) + "\n")
             self._f.flush()
 
+    def record(self, obj: dict[str, Any]) -> None:
+        """Write one record that is not a transition (the job's cost, at the end)."""
+        if self._f is not None:
+            self._f.write(json.dumps(obj) + "\n")
+            self._f.flush()
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()

@@ -6,7 +6,9 @@ is what lets the worker runtime be the same code everywhere.
 
 Unlike mu's launch event (which shipped the server's private key to every worker), the payload
 holds only the worker's *own* short-lived certificate and key, bound to (job, worker id), plus the
-trust anchors it uses to check the coordinator and relay.
+trust anchors it uses to check the coordinator and relay. It carries nothing of the
+coordinator's environment: no credentials (a Lambda or Ray worker reaches storage with its own
+role), no paths of the coordinator's machine.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
 
 
 @dataclass
@@ -43,6 +45,9 @@ class LaunchPayload:
     connect_timeout: float = 30.0
     debug: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: The coordinator's code identity (:func:`excamera.identity.code_identity`); a worker
+    #: running other code says so and exits, and the coordinator refuses its hello.
+    code: dict[str, str] = field(default_factory=dict)
     version: int = PAYLOAD_VERSION
 
     def to_json(self) -> str:

@@ -26,6 +26,8 @@ def load_transitions(path: Path) -> list[Transition]:
                 continue
             try:
                 obj = json.loads(line)
+                if isinstance(obj, dict) and "cost" in obj and "worker" not in obj:
+                    continue  # the job's cost record, written after the transitions
                 out.append(Transition(int(obj["worker"]), int(obj.get("attempt", 0)),
                                       str(obj["state"]), float(obj["t"])))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -13,14 +13,23 @@ failed, which gives mu-style command lists their stop-at-first-failure meaning e
 are pipelined.
 
 Every worker works in its own temporary directory, removed when it exits, also on error.
+
+The worker keeps reading its connection while a command runs: when the coordinator drops the
+connection (which is how it stops a worker it cannot kill directly, such as a Lambda invocation)
+the running command is cancelled, its child processes killed, and the worker ends at once.
+
+A worker launched as a spare waits idle until the coordinator sends ``adopt`` with the identity
+(worker id, certificate, key) of the worker it is to stand in for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
+import resource
 import ssl
 import sys
 import tempfile
@@ -52,6 +61,15 @@ def _tail(data: bytes, limit: int) -> str:
     return data[-limit:].decode("utf-8", "replace")
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have been waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
 class WorkerSession:
     """One connected worker: its directory, variables, relay link and command handlers."""
 
@@ -68,6 +86,8 @@ class WorkerSession:
         self.write_lock = asyncio.Lock()
         self.relay: Any = None  # a RelayClient once `connect` ran
         self.prefix = f"worker {payload.worker_id}"
+        self.cpu0 = _cpu_seconds()
+        self.adopted = False
         self.handlers: dict[str, Callable[[Message], Awaitable[tuple[dict, bytes]]]] = {
             "set": self.cmd_set,
             "get": self.cmd_get,
@@ -81,6 +101,7 @@ class WorkerSession:
             "send_blob": self.cmd_send_blob,
             "recv_blob": self.cmd_recv_blob,
             "close_connect": self.cmd_close_connect,
+            "adopt": self.cmd_adopt,
         }
         self._storage: Any = None
 
@@ -296,6 +317,29 @@ class WorkerSession:
             return {"bytes": len(data)}, b""
         return {"bytes": len(data)}, data
 
+    async def cmd_adopt(self, msg: Message) -> tuple[dict, bytes]:
+        """Take over another worker id (a spare standing in for a launch)."""
+        if self.adopted or self.relay is not None or self.variables:
+            raise CommandError("adopt: only an idle spare can take a worker's place")
+        from cryptography import x509
+
+        from . import tls
+
+        worker = int(msg["worker"])
+        try:
+            leaf = x509.load_pem_x509_certificate(str(msg["cert_pem"]).encode())
+        except ValueError:
+            raise CommandError("adopt: not a PEM certificate") from None
+        ident = tls.identity_of_certificate(leaf)
+        if ident is None or ident.job != self.payload.job_id or ident.worker_id != worker:
+            raise CommandError(f"adopt: the certificate does not name worker {worker} of this job")
+        self.payload = dataclasses.replace(self.payload, worker_id=worker,
+                                           cert_pem=str(msg["cert_pem"]),
+                                           key_pem=str(msg["key_pem"]))
+        self.prefix = f"worker {worker}"
+        self.adopted = True
+        return {"worker": worker}, b""
+
     async def cmd_close_connect(self, msg: Message) -> tuple[dict, bytes]:
         if self.relay is not None:
             await self.relay.close()
@@ -356,6 +400,8 @@ class WorkerSession:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        from ..identity import code_identity
+
         await self.send(
             Message(
                 "hello",
@@ -365,19 +411,31 @@ class WorkerSession:
                     "token": self.payload.token,
                     "pid": os.getpid(),
                     "operations": self.registry.names(),
+                    "code": code_identity(),
                 },
             )
         )
+        inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
+        closed = asyncio.Event()
+        pump = asyncio.create_task(self._pump(reader, inbox, closed))
         try:
             while True:
-                msg = await read_message(reader)
-                if msg is None:
+                item = await inbox.get()
+                if item is None:
                     log.warning("%s: coordinator closed the connection", self.prefix)
                     return
+                if isinstance(item, BaseException):
+                    raise item
+                msg = item
+                if msg.type == "refused":
+                    raise ProtocolError(
+                        f"the coordinator refused this worker: {msg.get('reason', '?')}")
                 if msg.type != "cmd":
                     raise ProtocolError(f"expected a cmd frame, got {msg.type!r}")
                 if msg.get("op") == "quit":
-                    await self.send(Message("reply", {"id": msg["id"], "ok": True}))
+                    await self.send(Message("reply", {
+                        "id": msg["id"], "ok": True,
+                        "cpu_s": round(_cpu_seconds() - self.cpu0, 3)}))
                     return
                 if msg.get("background"):
                     await self.send(
@@ -387,9 +445,25 @@ class WorkerSession:
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
                     continue
-                ok, fields, body = await self.execute(msg)
+                current = asyncio.create_task(self.execute(msg))
+                gone = asyncio.create_task(closed.wait())
+                try:
+                    await asyncio.wait({current, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    gone.cancel()
+                if not current.done():
+                    # The coordinator hung up mid-command: stop the command (and its child
+                    # processes) rather than finish work nobody will collect.
+                    current.cancel()
+                    await asyncio.gather(current, return_exceptions=True)
+                    log.warning("%s: coordinator closed the connection during %s", self.prefix,
+                                msg.get("op"))
+                    return
+                ok, fields, body = current.result()
                 await self.send(Message("reply", {"id": msg["id"], "ok": ok, **fields}, body))
         finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
             for task in list(self.background):
                 task.cancel()
             if self.background:
@@ -399,6 +473,24 @@ class WorkerSession:
                     await self.relay.close()
                 except Exception:  # closing a dead link is best effort
                     pass
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader,
+                    inbox: asyncio.Queue[Message | BaseException | None],
+                    closed: asyncio.Event) -> None:
+        """Read frames ahead of execution, so a hang-up is seen even while a command runs."""
+        try:
+            while True:
+                msg = await read_message(reader)
+                if msg is None:
+                    break
+                inbox.put_nowait(msg)
+        except (ProtocolError, ConnectionError, OSError, ssl.SSLError) as exc:
+            inbox.put_nowait(exc)
+        else:
+            inbox.put_nowait(None)
+        finally:
+            closed.set()
 
 
 async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext) -> tuple[Any, Any]:

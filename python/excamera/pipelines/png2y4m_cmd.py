@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..mu.backends import LocalBackend
 from ..mu.coordinator import Coordinator, JobResult
-from ..mu.jobopts import add_job_options, coordinator_kwargs, run_job
+from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
 from .png2y4m_job import OPERATION_MODULE, Png2Y4MParams, png2y4m_machine
 
 
@@ -29,8 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="storage: a local directory, file://DIR or s3://bucket[/prefix]")
     p.add_argument("-i", dest="in_format", default="png16", metavar="inFormat",
                    help="input format, the key prefix suffix ('png16')")
-    p.add_argument("--stderr-dir", type=Path, default=None,
-                   help="also keep each worker's full stderr in this directory")
     p.set_defaults(func=main)
 
 
@@ -49,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         return Coordinator(
             "png2y4m",
             args.n_parts,
-            LocalBackend(stderr_dir=args.stderr_dir),
+            job_backend(args),
             args.bucket,
             png2y4m_machine,
             params={"png2y4m": params},

@@ -8,12 +8,10 @@ one given with ``-c``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import CommandError
-from ..mu.backends import LocalBackend
 from ..mu.coordinator import Coordinator, JobResult
-from ..mu.jobopts import add_job_options, coordinator_kwargs, run_job
+from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
 from .xcenc_job import (
     OPERATION_MODULE,
     PassPlan,
@@ -44,8 +42,6 @@ def add_xcenc_options(p: argparse.ArgumentParser) -> None:
                    "(worker), or as a new process per step as mu did (subprocess) (worker)")
     p.add_argument("--pass0", choices=("vpxenc", "xc"), default="vpxenc",
                    help="pass-0 encoder: vpxenc with mu's settings, or xc-enc -y (vpxenc)")
-    p.add_argument("--stderr-dir", type=Path, default=None,
-                   help="also keep each worker's full stderr in this directory")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,7 +104,7 @@ def make_coordinator(args: argparse.Namespace, params: XcencParams, storage: str
     return Coordinator(
         "xcenc",
         params.n_parts,
-        LocalBackend(stderr_dir=args.stderr_dir),
+        job_backend(args),
         storage,
         xcenc_machine,
         params=job_params(params),

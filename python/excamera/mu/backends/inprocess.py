@@ -46,6 +46,7 @@ class InProcessWorker(WorkerProcess):
 
 class InProcessBackend(Backend):
     name = "inprocess"
+    cli = False
 
     def __init__(self, registry: OperationRegistry | None = None) -> None:
         self.registry = registry

@@ -10,19 +10,23 @@ the coordinator can quote a lost worker's last words without holding unbounded o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import excamera
 
 from ..payload import LaunchPayload
-from .base import Backend, WorkerProcess
+from .base import Backend, Cost, WorkerProcess
 
 STDERR_KEEP = 16 * 1024
 
@@ -90,6 +94,11 @@ class LocalProcess(WorkerProcess):
         return bytes(self._buf).decode("utf-8", "replace")
 
 
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 class LocalBackend(Backend):
     """Run workers as local subprocesses.
 
@@ -120,6 +129,22 @@ class LocalBackend(Backend):
         self.stderr_keep = stderr_keep
         self.env = env
         self.processes: list[LocalProcess] = []
+        # Every worker is a child of this process and is reaped by it, and each worker waits
+        # for its own children (vpxenc), so the growth of RUSAGE_CHILDREN over the job is the
+        # CPU time of all workers, lost ones included.
+        self._children_cpu0 = _children_cpu()
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--stderr-dir", type=Path, default=None,
+                           help="also keep each worker's full stderr in this directory")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LocalBackend:
+        return cls(stderr_dir=options.get("stderr_dir"))
+
+    def cost(self, worker_cpu_s: float | None) -> Cost:
+        return Cost(self.name, worker_cpu_s=round(_children_cpu() - self._children_cpu0, 3))
 
     def _child_env(self, tmpdir: Path) -> dict[str, str]:
         env = dict(os.environ if self.env is None else self.env)

@@ -1,0 +1,1 @@
+"""Running workers on AWS Lambda: the deployment package, its handler, deploy and invoke."""
