@@ -34,12 +34,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Mapping
 from typing import Any
 
+from ...awslambda.deploy import code_of
 from ...awslambda.invoke import InvokeError, InvokeResult, LambdaEndpoint, invoke
 from ...awslambda.pricing import LambdaBill
 from ..payload import LaunchPayload
@@ -54,7 +54,6 @@ MAX_TIMEOUT_S = 900
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
 KILL_GRACE_S = 5.0
-CODE_MARKER = "excamera-code:"
 LOOPBACK = ("127.", "localhost", "::1")
 
 
@@ -242,7 +241,7 @@ class LambdaBackend(Backend):
                 raise BackendError(f"function {self.function} in {region} is "
                                    f"{config.get('State')} ({config.get('StateReason', '')}), "
                                    "not Active")
-            deployed = _code_of(config.get("Description", ""))
+            deployed = code_of(config.get("Description", ""))
             if deployed is not None and identity.mismatch(want, deployed):
                 raise BackendError(
                     f"function {self.function} in {region} runs "
@@ -327,13 +326,3 @@ def _default_region() -> str:
 
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
-
-def _code_of(description: str) -> dict[str, str] | None:
-    """The code identity ``excamera lambda deploy`` wrote into the function's description."""
-    if CODE_MARKER not in description:
-        return None
-    try:
-        obj = json.loads(description.split(CODE_MARKER, 1)[1].strip())
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
