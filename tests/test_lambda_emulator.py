@@ -15,6 +15,7 @@ import locale
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -29,12 +30,12 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambda_fixtures import process_gone
+from lambda_fixtures import REPO, process_gone
 
 ROLE = "arn:aws:iam::123456789012:role/excamera-test"
 
 HANDLER = r'''
-import json, os, socket, subprocess, sys, time
+import json, os, resource, socket, subprocess, sys, time
 
 COUNT = 0
 print("init: handler module imported")
@@ -48,7 +49,8 @@ def handler(event, context):
     if action == "env":
         return {"env": dict(os.environ), "cwd": os.getcwd(), "sys_path": sys.path,
                 "modes": {p: os.stat(p).st_mode & 0o777 for p in ("bin/tool", "data.txt")},
-                "tool": subprocess.run(["bin/tool"], capture_output=True, text=True).stdout}
+                "tool": subprocess.run(["bin/tool"], capture_output=True, text=True).stdout,
+                "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)}
     if action == "raise":
         raise ValueError("boom " + str(event.get("tag")))
     if action == "sleep":
@@ -339,6 +341,24 @@ def test_environment_is_built_from_scratch(lambda_emulator_factory, monkeypatch)
     # The zip's modes survive unpacking: bin/tool runs, data.txt keeps 0640.
     assert got["modes"] == {"bin/tool": 0o755, "data.txt": 0o640}
     assert got["tool"] == "tool ran\n"
+    assert got["nofile"] == [1024, 1024]  # Lambda's quota, not the emulator's raised limit
+
+
+@pytest.mark.parametrize("where", ["pyenv", "explicit"])
+def test_missing_python312_is_one_clear_line(tmp_path, where):
+    env = {k: v for k, v in os.environ.items() if k != "EXCAMERA_LAMBDA_PYTHON"}
+    if where == "pyenv":
+        env["PYENV_ROOT"] = str(tmp_path / "pyenv")
+        expected = (f"Python 3.12 not found in {tmp_path}/pyenv/versions (install it with "
+                    "`pyenv install 3.12`, or set EXCAMERA_LAMBDA_PYTHON to a python3.12)")
+    else:
+        env["EXCAMERA_LAMBDA_PYTHON"] = str(tmp_path / "python3.12")
+        expected = f"EXCAMERA_LAMBDA_PYTHON={tmp_path}/python3.12 is not an executable"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.lambda_emulator", "--state-dir", str(tmp_path / "s")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [f"lambda emulator: {expected}"]
 
 
 def test_payload_limits(lambda_emulator):

@@ -2,7 +2,7 @@
 
     python -m tests.lambda_emulator --state-dir DIR [--port 0] [--account-concurrency 1000]
         [--role-env KEY=VALUE ...] [--init-timeout 10] [--event-retry-delays 60,120]
-        [--event-throttle-backoff 1,300] [--update-seconds 0]
+        [--event-throttle-backoff 1,300] [--update-seconds 0] [--max-starting 2*CPUS]
 
 Prints one JSON line on stdout when it serves, ``{"endpoint": ..., "pid": ..., "emulated":
 true}``, and runs until SIGTERM or SIGINT, which kill every execution environment before it
@@ -56,9 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     metavar="FIRST,CAP")
     ap.add_argument("--update-seconds", type=float, default=0.0,
                     help="how long a create stays Pending and an update InProgress")
+    ap.add_argument("--max-starting", type=int, default=2 * (os.cpu_count() or 1),
+                    help="environments in INIT at once; further cold starts wait their turn")
     args = ap.parse_args(argv)
-    if args.account_concurrency < 0 or args.init_timeout <= 0 or args.update_seconds < 0:
-        ap.error("--account-concurrency, --init-timeout and --update-seconds must be positive")
+    if (args.account_concurrency < 0 or args.init_timeout <= 0 or args.update_seconds < 0
+            or args.max_starting < 1):
+        ap.error("--account-concurrency, --init-timeout, --update-seconds and --max-starting "
+                 "must be positive")
     return args
 
 
@@ -72,6 +76,7 @@ async def serve(args: argparse.Namespace) -> int:
         account_concurrency=args.account_concurrency, role_env=dict(args.role_env),
         init_timeout_s=args.init_timeout, event_retry_delays=args.event_retry_delays,
         event_throttle_backoff=args.event_throttle_backoff, update_seconds=args.update_seconds,
+        max_starting=args.max_starting,
     )
     args.state_dir.mkdir(parents=True, exist_ok=True)
     service = LambdaService(settings, layout, args.state_dir.resolve())

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import resource
 import shutil
@@ -100,6 +101,7 @@ class Settings:
     event_retry_delays: tuple = (60.0, 120.0)  # function errors of Event invokes: 1, 2 min
     event_throttle_backoff: tuple = (1.0, 300.0)  # throttled Event invokes: 1 s .. 5 min
     update_seconds: float = 0.0  # how long a create/update stays Pending/InProgress
+    max_starting: int = 2 * (os.cpu_count() or 1)  # environments in INIT at once
     account_id: str = "123456789012"
 
 
@@ -155,6 +157,8 @@ class LambdaService:
         self._env_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        self._start_slots = asyncio.Semaphore(settings.max_starting)
+        self._queued_starts = 0
 
     # ------------------------------------------------------------------ dispatch
 
@@ -601,20 +605,8 @@ class LambdaService:
                 env.assign(inv)
                 self.counts["warm_starts"] += 1
             else:
-                env = Environment(f"e{next(self._env_ids)}", fn.spec(), self.host,
-                                  self._env_dead)
-                fn.envs.add(env)
-                self.envs.add(env)
                 self.counts["cold_starts"] += 1
-                try:
-                    await env.start(inv)
-                except OSError as exc:
-                    env.state = "dead"
-                    self._env_dead(env)
-                    inv.done.set_result(Outcome("error", json.dumps({
-                        "errorType": "Runtime.Unknown",
-                        "errorMessage": f"emulator could not start the runtime: {exc}",
-                    }).encode(), "Runtime.Unknown"))
+                env = await self._cold_start(fn, inv)
             outcome = await inv.done
         finally:
             fn.in_flight -= 1
@@ -630,12 +622,44 @@ class LambdaService:
             "invocation_type": kind, "attempt": attempt, "duplicate": duplicate,
             "env": env.id, "pid": env.pid, "cold": inv.cold,
             "init_ms": round(inv.init_ms, 3) if inv.cold else 0.0,
+            "queued_ms": round(inv.queued_ms, 3),
             "duration_ms": round(inv.duration_ms, 3), "billed_ms": inv.billed_ms(),
             "memory_mb": env.spec.memory_mb, "max_memory_used_mb": inv.max_memory_mb,
             "status": outcome.status, "error_type": outcome.error_type,
             "started_at": inv.started_at, "ended_at": time.time(),
         })
         return outcome
+
+    async def _cold_start(self, fn: Function, inv: Invocation) -> Environment:
+        """A new environment for ``inv``, once one of the start slots is free.
+
+        The slots exist because every environment here shares this host's cores: started all
+        at once, a thousand runtimes would share the CPU and all finish INIT together, late
+        (and past INIT's 10 s limit); taking turns, they come up one after another.
+        """
+        waited = time.monotonic()
+        self._queued_starts += 1
+        try:
+            await self._start_slots.acquire()
+        finally:
+            self._queued_starts -= 1
+        try:
+            inv.queued_ms = (time.monotonic() - waited) * 1000
+            env = Environment(f"e{next(self._env_ids)}", fn.spec(), self.host, self._env_dead)
+            fn.envs.add(env)
+            self.envs.add(env)
+            try:
+                await env.start(inv)
+            except OSError as exc:
+                self._env_dead(env)
+                inv.done.set_result(Outcome("error", json.dumps({
+                    "errorType": "Runtime.Unknown",
+                    "errorMessage": f"emulator could not start the runtime: {exc}",
+                }).encode(), "Runtime.Unknown"))
+            await env.initialised
+        finally:
+            self._start_slots.release()
+        return env
 
     async def _event(self, fn: Function, request_id: str, payload: bytes,
                      client_context: str | None, duplicate: bool) -> None:
@@ -702,7 +726,7 @@ class LambdaService:
 
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy = sum(1 for e in self.envs if e.state in ("init", "busy"))
+        busy = self._queued_starts + sum(1 for e in self.envs if e.state in ("init", "busy"))
         return {
             "emulated": True,
             **{k: self.counts[k] for k in (
