@@ -384,6 +384,7 @@ def test_payload_limits(lambda_emulator):
     big = invoke(client, event={"action": "big", "n": 6 * 1024 * 1024 + 10})
     assert big["FunctionError"] == "Unhandled"
     assert big["body"]["errorType"] == "Function.ResponseSizeTooLarge"
+    assert invoke(client)["body"]["count"] == 1  # in a new environment
 
 
 def test_timeout_kills_the_process_group(lambda_emulator, tmp_path):

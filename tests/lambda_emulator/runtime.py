@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fcntl
 import io
 import json
@@ -232,8 +233,10 @@ class Outcome:
         return self.status != "ok"
 
 
-def error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+def failure(status: str, error_type: str, message: str) -> Outcome:
+    """An outcome whose body is Lambda's error JSON for errors the runtime did not post."""
+    body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+    return Outcome(status, body, error_type)
 
 
 @dataclass
@@ -334,6 +337,7 @@ class Environment:
             # setpriv makes the runtime die with the emulator even if the emulator is
             # SIGKILLed (the group kill is the normal path); a preexec_fn would do the same
             # but costs a full fork of the emulator (16 ms, against 2 ms for this vfork).
+            # -B: AWS's task root is read-only, so no bytecode gets written into it there.
             self.proc = subprocess.Popen(
                 [str(layout.setpriv), "--pdeathsig", "KILL", "--", str(layout.python), "-B",
                  "-m", "awslambdaric", self.spec.handler],
@@ -342,8 +346,9 @@ class Environment:
             )
             # Lambda's descriptor quota, not the emulator's raised limit (set just after the
             # exec; the runtime has a handful of descriptors open by then).
-            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE,
-                             (FUNCTION_NOFILE, FUNCTION_NOFILE))
+            with contextlib.suppress(ProcessLookupError):  # already gone: _on_exit says so
+                resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE,
+                                 (FUNCTION_NOFILE, FUNCTION_NOFILE))
         except OSError:
             os.close(read_fd)
             self.state = "dead"
@@ -408,10 +413,8 @@ class Environment:
         """Kill the whole process group; the exit handler finishes the bookkeeping."""
         self.doomed = True
         if self.proc is not None and self.state != "dead":
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def sample_rss_mb(self) -> float:
         return _proc_status_kb(self.pid, "VmRSS") / 1024 if self.state != "dead" else 0.0
@@ -469,25 +472,21 @@ class Environment:
         return Response(200, inv.payload, headers)
 
     def _inject(self, inv: Invocation) -> None:
-        fault = inv.fault
-        if fault is None:
+        """An injected crash kills the runtime; a timeout freezes it (SIGSTOP) so that the
+        real deadline timer ends it. With after_s 0 this happens before the event is sent."""
+        if inv.fault is None:
             return
-        delay = float(fault.get("after_s") or 0.0)
-        if fault["kind"] == "crash":
-            self._loop.call_later(delay, self._signal_if_current, inv, signal.SIGKILL)
-        elif fault["kind"] == "timeout":
-            # Frozen, the runtime cannot answer; the real deadline timer then ends it.
-            if delay <= 0:
-                self._signal_if_current(inv, signal.SIGSTOP)
-            else:
-                self._loop.call_later(delay, self._signal_if_current, inv, signal.SIGSTOP)
+        sig = signal.SIGKILL if inv.fault["kind"] == "crash" else signal.SIGSTOP
+        delay = inv.fault.get("after_s") or 0.0
+        if delay <= 0:
+            self._signal_if_current(inv, sig)
+        else:
+            self._loop.call_later(delay, self._signal_if_current, inv, sig)
 
     def _signal_if_current(self, inv: Invocation, sig: int) -> None:
         if self.current is inv and self.state == "busy":
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _result(self, request_id: str, kind: str, req: Request) -> Response:
         inv = self.current
@@ -496,11 +495,13 @@ class Environment:
                                        "errorType": "InvalidRequestID"})
         if kind == "response":
             if len(req.body) > SYNC_RESPONSE_LIMIT:
-                self._finish(inv, Outcome("error", error_body(
-                    "Function.ResponseSizeTooLarge",
+                # awslambdaric dies of the 413, so this environment takes no more work.
+                self.doomed = True
+                self._finish(inv, failure(
+                    "error", "Function.ResponseSizeTooLarge",
                     f"Response payload size ({len(req.body)} bytes) exceeded maximum allowed "
                     f"payload size ({SYNC_RESPONSE_LIMIT} bytes).",
-                ), "Function.ResponseSizeTooLarge"))
+                ))
                 return Response.json(413, {"errorMessage": "Payload Too Large",
                                            "errorType": "RequestEntityTooLarge"})
             self._finish(inv, Outcome("ok", req.body))
@@ -553,10 +554,10 @@ class Environment:
         self._drain_logs()
         self._log(f"{stamp} {inv.request_id} Task timed out after {seconds} seconds\n".encode())
         self.kill()
-        self._finish(inv, Outcome("timeout", error_body(
-            "Sandbox.Timedout",
+        self._finish(inv, failure(
+            "timeout", "Sandbox.Timedout",
             f"RequestId: {inv.request_id} Error: Task timed out after {seconds} seconds",
-        ), "Sandbox.Timedout"))
+        ))
 
     def _init_timed_out(self) -> None:
         self._init_timer = None
@@ -565,11 +566,11 @@ class Environment:
                   "(emulated)\n".encode())
         self.kill()
         if inv is not None:
-            self._finish(inv, Outcome("timeout", error_body(
-                "Sandbox.Timedout",
+            self._finish(inv, failure(
+                "timeout", "Sandbox.Timedout",
                 f"RequestId: {inv.request_id} Error: INIT phase timed out after "
                 f"{self._host.init_timeout_s:.2f} seconds",
-            ), "Sandbox.Timedout"))
+            ))
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
@@ -591,25 +592,15 @@ class Environment:
                 except (ValueError, AttributeError):
                     error_type = None
                 outcome = Outcome("init_error", self._init_error, error_type or "Runtime.Unknown")
-            elif returncode == 0:
-                outcome = Outcome("crash", error_body(
-                    "Runtime.ExitError",
-                    f"RequestId: {inv.request_id} Error: Runtime exited without providing "
-                    "a reason",
-                ), "Runtime.ExitError")
             else:
-                outcome = Outcome("crash", error_body(
-                    "Runtime.ExitError",
-                    f"RequestId: {inv.request_id} Error: Runtime exited with error: "
-                    f"{_describe_exit(returncode)}",
-                ), "Runtime.ExitError")
-            if outcome.status == "crash":
-                self._log(json.loads(outcome.body)["errorMessage"].encode() + b"\n")
+                reason = ("Runtime exited without providing a reason" if returncode == 0
+                          else f"Runtime exited with error: {_describe_exit(returncode)}")
+                message = f"RequestId: {inv.request_id} Error: {reason}"
+                self._log(message.encode() + b"\n")
+                outcome = failure("crash", "Runtime.ExitError", message)
             self._finish(inv, outcome)
-        try:  # leftovers of the handler (its own children) go with the environment
+        with contextlib.suppress(ProcessLookupError):  # the handler's own children go too
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         self._api.close()

@@ -36,6 +36,7 @@ from .runtime import (
     Invocation,
     Layout,
     Outcome,
+    failure,
     unpack_zip,
 )
 
@@ -652,10 +653,8 @@ class LambdaService:
                 await env.start(inv)
             except OSError as exc:
                 self._env_dead(env)
-                inv.done.set_result(Outcome("error", json.dumps({
-                    "errorType": "Runtime.Unknown",
-                    "errorMessage": f"emulator could not start the runtime: {exc}",
-                }).encode(), "Runtime.Unknown"))
+                inv.done.set_result(failure("error", "Runtime.Unknown",
+                                            f"emulator could not start the runtime: {exc}"))
             await env.initialised
         finally:
             self._start_slots.release()
