@@ -335,9 +335,12 @@ def test_environment_is_built_from_scratch(lambda_emulator_factory, monkeypatch)
     assert got["cwd"] == task_root and got["sys_path"][0] == task_root
     assert env["PYTHONPATH"] == env["LAMBDA_RUNTIME_DIR"] in got["sys_path"]
     assert f"{task_root}:{task_root}/lib" in env["LD_LIBRARY_PATH"]
-    assert not any(".venv" in p or "site-packages" in p and os.listdir(p)
+    assert not any(".venv" in p or ("site-packages" in p and os.listdir(p))
                    for p in got["sys_path"] if os.path.isdir(p))
     assert env["TMPDIR"].startswith(str(emulator.state_dir)) and os.path.isdir(env["TMPDIR"])
+    # AWS's task root is read-only: Python wrote no bytecode into this one either.
+    assert os.path.isfile(f"{task_root}/h.py")
+    assert not [p for p in os.listdir(task_root) if p == "__pycache__"]
     # The zip's modes survive unpacking: bin/tool runs, data.txt keeps 0640.
     assert got["modes"] == {"bin/tool": 0o755, "data.txt": 0o640}
     assert got["tool"] == "tool ran\n"

@@ -306,7 +306,9 @@ class LambdaService:
         if "Role" in body and not ROLE_ARN.fullmatch(body["Role"] or ""):
             raise invalid(f"{body['Role']!r} is not a role ARN")
         if "Description" in body:
-            out["Description"] = str(body["Description"])[:256]
+            if not isinstance(body["Description"], str) or len(body["Description"]) > 256:
+                raise invalid("Description must be a string of at most 256 characters")
+            out["Description"] = body["Description"]
         for key, (low, high) in (("MemorySize", MEMORY_RANGE), ("Timeout", TIMEOUT_RANGE)):
             if key in body:
                 value = body[key]
