@@ -23,10 +23,10 @@ On a real clip (carphone QCIF, 120 frames; ``--bus`` adds bus CIF, 17 frames):
    is the pipeline's serial step: batch mode's pass 2, where every frame of a chunk (the
    converted first frame included) is rebased onto the predecessor's final state with the
    ``excamera`` chain's options (``serial_rebase_step``).
-3. **BD-rate** (:func:`excamera.quality.bd_rate`) of our encoder against ``vpxenc --good
+3. **BD-rate** (:func:`excamera.metrics.bd_rate`) of our encoder against ``vpxenc --good
    --cpu-used=0`` over ``--points`` vpxenc q values and ``--xc-points`` qindex values, chosen
    to span the same quality range, in Y-PSNR and in SSIM dB (luma SSIM of
-   :mod:`excamera.pipelines.quality`), both measured here on decodes with our (bit-exact)
+   :mod:`excamera.metrics`), both measured here on decodes with our (bit-exact)
    decoder. vpxenc runs one pass with no alt-ref and no lag, as our encoder does.
 
     python bench/encode.py [--runs 2] [--bus] [--rebase-only] [--json out.json]
@@ -43,9 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from _common import VPX_COMMON, best_of, need_tool, run, shared_dir
-from excamera.pipelines.quality import QualityMeter
+from excamera.metrics import QualityMeter, bd_rate, ssim_db
 from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
-from excamera.quality import bd_rate, ssim_db
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import Encoder, ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf

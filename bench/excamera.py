@@ -7,7 +7,7 @@ For each quality (mu's -Y, vpxenc's cq level) the clip is encoded twice:
 - by one ``vpxenc`` run with mu's settings (``--good --cpu-used=0``, two-pass, cq level Q).
 
 Both outputs are decoded with xc (bit-exact) and measured against the source: luma SSIM
-(:mod:`excamera.pipelines.quality`) in dB and Y-PSNR. The BD-rate of ExCamera against vpxenc is
+(:mod:`excamera.metrics`) in dB and Y-PSNR. The BD-rate of ExCamera against vpxenc is
 reported at equal SSIM (the issue's bar: at most +15%; the ExCamera paper saw +24.5%) and at
 equal PSNR, with both wall times.
 
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from _common import need_tool, shared_dir  # first: it puts the real `excamera` package ahead
+from excamera.metrics import bd_rate, ssim_db
 from excamera.pipelines.encode_cmd import measure
 from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
-from excamera.quality import bd_rate, ssim_db
 from excamera.xc.ivf import IvfReader
 
 QUALITIES = (12, 20, 28, 36, 44)

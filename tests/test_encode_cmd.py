@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _shared_paths import shared_dir
-from excamera.pipelines.quality import QualityMeter, ssim
+from excamera.metrics import QualityMeter, ssim
 from excamera.xc.tools_main import entry_point
 from excamera.xc.y4m import Picture, read_y4m
 
