@@ -313,13 +313,14 @@ def committed_curves() -> list[tuple[str, list[float], list[float], list[float],
             out.append((f"encode {clip['clip']} {key}", [p["kbps"] for p in vpx],
                         [qual(p) for p in vpx], [p["kbps"] for p in xc], [qual(p) for p in xc],
                         clip["bd_rate_percent"][key]))
-    ex = json.loads((REPO / "bench" / "excamera-results.json").read_text())
-    for key in ("ssim_db", "psnr_y"):
+    for path in sorted((REPO / "bench").glob("excamera*-results.json")):
+        ex = json.loads(path.read_text())
         rows = ex["rows"]
-        out.append((f"excamera {ex['clip']} {key}",
-                    [r["vpxenc"]["bytes"] for r in rows], [r["vpxenc"][key] for r in rows],
-                    [r["excamera"]["bytes"] for r in rows], [r["excamera"][key] for r in rows],
-                    ex[f"bd_rate_{key}"]))
+        for key in ("ssim_db", "psnr_y"):
+            out.append((f"{path.name} {key}",
+                        [r["vpxenc"]["bytes"] for r in rows], [r["vpxenc"][key] for r in rows],
+                        [r["excamera"]["bytes"] for r in rows],
+                        [r["excamera"][key] for r in rows], ex[f"bd_rate_{key}"]))
     return out
 
 
