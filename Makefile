@@ -37,7 +37,7 @@ lint: setup
 
 # bench: regenerates every committed bench/*-results.json with the settings the README quotes
 # (each file records the command that wrote it; tests/test_bench_results.py holds them to this
-# recipe). Slow: about half an hour on two cores.
+# recipe). About ten minutes on this 2-core machine.
 bench: setup
 	$(PY) bench/relay.py --json bench/relay-results.json
 	$(PY) bench/decode.py --runs 3 --json bench/decode-results.json
