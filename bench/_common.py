@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -36,6 +37,17 @@ def need_tool(name: str) -> str:
     if path is None:
         raise SystemExit(f"bench: {name} not found (install vpx-tools / ffmpeg, or run .ci/run)")
     return path
+
+
+def settings(args: argparse.Namespace) -> dict[str, object]:
+    """What produced a result file: the command line as run from the repository, and every
+    option's value (defaults included), so the file says how to make it again."""
+    out: dict[str, object] = {
+        "command": " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "cpus": os.cpu_count(),
+    }
+    out.update({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    return out
 
 
 def best_of(n: int, fn: Callable[[], object]) -> float:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import best_of, need_tool, run, shared_dir
+from _common import best_of, need_tool, run, settings, shared_dir
 from excamera.xc.codec import Decoder
 from excamera.xc.ivf import IvfReader
 
@@ -69,7 +69,8 @@ def main() -> int:
     for r in rows:
         print(f"{r['stream']:40} {r['vpxdec_s']:9.3f} {r['xc_s']:9.3f} {r['ratio']:7.2f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"settings": settings(args), "rows": rows}, indent=2)
+                             + "\n")
     return 0
 
 

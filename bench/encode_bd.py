@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 from _common import VPX_COMMON, need_tool, run, shared_dir
-from excamera.pipelines.quality import QualityMeter
-from excamera.quality import bd_rate, ssim_db
+from excamera.metrics import QualityMeter, bd_rate, ssim_db
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import Encoder, encode_picture
 from excamera.xc.ivf import read_ivf

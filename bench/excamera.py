@@ -4,10 +4,12 @@ For each quality (mu's -Y, vpxenc's cq level) the clip is encoded twice:
 
 - by the whole pipeline, ``excamera encode CLIP --chunk n --batch x --quality Q`` (real worker
   processes, TLS, the relay, pass 0 by vpxenc with mu's settings, xc-enc rebases);
-- by one ``vpxenc`` run with mu's settings (``--good --cpu-used=0``, two-pass, cq level Q).
+- by one serial ``vpxenc`` run of the whole clip with mu's pass-0 settings (two-pass,
+  ``--good --cpu-used=0``, constrained quality at cq level Q, auto alt-ref, ``--tune=ssim``:
+  ``xcenc_job.VPXENC_SETTINGS``; the JSON's ``settings.baseline`` is the exact command).
 
 Both outputs are decoded with xc (bit-exact) and measured against the source: luma SSIM
-(:mod:`excamera.pipelines.quality`) in dB and Y-PSNR. The BD-rate of ExCamera against vpxenc is
+(:mod:`excamera.metrics`) in dB and Y-PSNR. The BD-rate of ExCamera against vpxenc is
 reported at equal SSIM (the issue's bar: at most +15%; the ExCamera paper saw +24.5%) and at
 equal PSNR, with both wall times.
 
@@ -26,10 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import need_tool, shared_dir  # first: it puts the real `excamera` package ahead
+# _common first: it puts the real `excamera` package ahead of this folder on the import path
+from _common import need_tool, settings, shared_dir
+from excamera.metrics import bd_rate, ssim_db
 from excamera.pipelines.encode_cmd import measure
 from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
-from excamera.quality import bd_rate, ssim_db
 from excamera.xc.ivf import IvfReader
 
 QUALITIES = (12, 20, 28, 36, 44)
@@ -89,7 +92,10 @@ def main() -> int:
     def curve(side: str, key: str) -> tuple[list[float], list[float]]:
         return [r[side]["bytes"] for r in rows], [r[side][key] for r in rows]
 
-    result = {"clip": args.clip, "n": args.chunk, "x": args.batch, "chain": args.chain,
+    baseline = " ".join(["vpxenc", *VPXENC_SETTINGS, "--cq-level=Q", "-o", "OUT.ivf",
+                         "CLIP.y4m"])
+    result = {"settings": {**settings(args), "baseline": baseline}, "clip": args.clip,
+              "n": args.chunk, "x": args.batch, "chain": args.chain,
               "kf_weight": args.kf_weight, "rows": rows}
     for key in ("ssim_db", "psnr_y"):
         try:
@@ -100,14 +106,14 @@ def main() -> int:
     wall_ex = sum(r["excamera"]["seconds"] for r in rows)
     wall_vp = sum(r["vpxenc"]["seconds"] for r in rows)
     print(f"ExCamera[{args.chunk},{args.batch}] (--chain {args.chain}, -w {args.kf_weight}) vs "
-          f"vpxenc --good --cpu-used=0 on {args.clip}:")
+          f"one serial two-pass vpxenc --good --cpu-used=0 on {args.clip}:")
     for key, label in (("ssim_db", "SSIM"), ("psnr_y", "PSNR-Y")):
         v = result[f"bd_rate_{key}"]
         print(f"  BD-rate at equal {label}: " + ("n/a" if v is None else f"{v:+.1f}%"))
     print(f"  wall time, all qualities: ExCamera {wall_ex:.1f} s ({args.workers} local workers "
           f"at a time), vpxenc {wall_vp:.1f} s (1 thread)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
+from _common import settings  # noqa: E402
 from excamera.mu.relay import RelayClient  # noqa: E402
 from excamera.mu.tls import CertificateAuthority, client_context, genkeys  # noqa: E402
 
@@ -279,7 +280,8 @@ def main() -> int:
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"settings": settings(args), **out}, indent=2)
+                                   + "\n")
     return 0 if out["connect_failures"] == 0 and out["big_intact"] else 1
 
 

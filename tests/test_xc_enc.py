@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from _shared_paths import shared_dir
-from excamera.pipelines.quality import ssim
+from excamera.metrics import ssim
 from excamera.xc.codec import Decoder, State
 from excamera.xc.encoder import (
     ConstantQ,

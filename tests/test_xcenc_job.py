@@ -367,3 +367,79 @@ def test_pass_flags_weight_and_batch() -> None:
         XcencParams("v", 8, kf_weight=1.5)
     with pytest.raises(PlanError, match="chain 'x'"):
         XcencParams("v", 8, chain="x")
+
+
+def stream_states(ivfs: list[Path]) -> list[str]:
+    """sha256 of the decoder state at the end of each chunk when the chunks are decoded one
+    after another, as a player decodes the stitched stream (computed here, not by the job)."""
+    from excamera.xc.codec import Decoder
+
+    dec, out = Decoder(), []
+    for ivf in ivfs:
+        for f in read_ivf(ivf)[1]:
+            dec.decode(f.data)
+        out.append(hashlib.sha256(dec.state.to_bytes()).hexdigest())
+    return out
+
+
+def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) -> None:
+    """ExCamera's wavefront with real xc-enc re-encodes (4 workers, 4 passes: worker k runs
+    k + 1 passes). Every pass must rebase onto exactly the state its predecessor computed, and
+    every worker's final pass onto its predecessor's *final* state, checked against states
+    computed here by decoding the chunks in order. The convergence verdict each worker reports
+    must be comp-states' own: converged exactly when its last two states are identical (their
+    hashes are the last two it sent), comp.txt holding comp-states' output. (On this clip they
+    do not converge, tens of thousands of bits apart, so n == passes keeps every join exact;
+    the next test runs one worker more.)"""
+    store = tmp_path / "store"
+    n = 4
+    make_chunks(store, "carphone", n)
+    params = XcencParams("carphone", n, plan=PassPlan.parse("4"))
+    result = run_job(store, tmp_path / "tmp", params)
+    outs = result.outputs
+    final = stream_states([store / "carphone" / "out" / f"{k:08d}.ivf" for k in range(n)])
+    for k in range(n):
+        plan = params.worker_plan(k)
+        assert outs[k]["passes"] == plan.passes == k + 1
+        assert not plan.enforce_convergence
+        reencodes = [r for r in outs[k]["runs"] if r["step"].startswith("reencode_p")]
+        assert [r["step"] for r in reencodes] == [f"reencode_p{p}" for p in range(1, k + 1)]
+        for p, r in enumerate(reencodes, start=1):
+            # pass p rebases onto the predecessor's pass p-1 state, with -S its pass p-2 state
+            assert r["input_state"] == outs[k - 1]["sent"][p - 1] == outs[k]["received"][p - 1]
+            assert r["prev_state"] == (outs[k - 1]["sent"][p - 2] if p >= 2 else None)
+        if k > 0:
+            # the successor's last input is the state the stream reaches at the join
+            assert reencodes[-1]["input_state"] == final[k - 1]
+        if outs[k]["sent"]:
+            assert outs[k]["sent"][plan.passes - 1] == final[k]  # it sent what it ended on
+        comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
+        if plan.passes < 2:
+            assert outs[k]["converged"] is None and comp == ""
+            continue
+        bits = int(comp.split()[0])
+        assert outs[k]["converged"] is (bits == 0)
+        assert comp.strip() == outs[k]["comp"]
+        if outs[k]["sent"]:
+            same = outs[k]["sent"][plan.passes - 2] == outs[k]["sent"][plan.passes - 1]
+            assert outs[k]["converged"] is same
+
+
+def test_wavefront_refuses_a_chunk_whose_predecessor_did_not_converge(tmp_path: Path) -> None:
+    """5 workers with 4 passes: worker 4 ends on worker 3's second-to-last state, correct only
+    if worker 3's last two states are identical. With real re-encodes of this clip they are not
+    (about 69,000 bits differ today), so the job must fail, naming worker 3 and comp-states'
+    count, rather than publish a chunk that would not decode to what was encoded. (Should the
+    rebase ever converge here, this test fails and the wavefront gets a passing case.)"""
+    store = tmp_path / "store"
+    make_chunks(store, "carphone", 5)
+    params = XcencParams("carphone", 5, plan=PassPlan.parse("4"))
+    assert [params.worker_plan(k).enforce_convergence for k in range(5)] == [False] * 3 + [
+        True, False]
+    with pytest.raises(JobFailed) as info:
+        run_job(store, tmp_path / "tmp", params)
+    msg = str(info.value)
+    assert "worker 3 (attempt 0) failed in state 'compare'" in msg
+    bits = int(msg.split("comp-states: ")[1].split(" bits differ")[0])
+    assert bits > 0
+    assert not (store / "carphone" / "out" / "00000003.ivf").exists()

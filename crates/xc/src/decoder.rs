@@ -269,7 +269,9 @@ fn decode_macroblocks(
             }
             let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
             // As in libvpx: a partition already read past its end yields no residue (and leaves
-            // the contexts alone), and such a macroblock is not treated as coefficient-free.
+            // the contexts alone), and such a macroblock is not treated as coefficient-free. One
+            // whose tokens run past the end while being read is coefficient-free if they all came
+            // out empty (libvpx 1.12 sets mb_skip_coeff = eobtotal == 0 with no error check).
             let no_coeffs = if info.skip_coeff {
                 skip_mb_tokens(above, &mut left_nz, has_y2);
                 true
@@ -286,7 +288,7 @@ fn decode_macroblocks(
                     dq,
                     &mut coeffs,
                 );
-                !any && !td.window_past_end()
+                !any
             };
             let reference = refs[info.ref_frame as usize];
             reconstruct_mb(frame, reference, &info, &mut coeffs, has_y2, mbx, mby, setup);

@@ -8,7 +8,7 @@
    or, for ``.webm``, mux it with PyAV without re-encoding.
 4. Check and measure before publishing: the output is decoded with xc and must show exactly
    the input's frame count; PSNR and SSIM are computed against the source (see
-   :mod:`excamera.pipelines.quality`). Only then is the temporary file renamed to OUTPUT, so a
+   :mod:`excamera.metrics`). Only then is the temporary file renamed to OUTPUT, so a
    failure never leaves a partial output under the final name.
 
 ``--passes`` defaults to the full ExCamera plan (7, capped at 3 per worker in batch mode) when
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CommandError
+from ..metrics import QualityMeter
 from ..mu.coordinator import JobResult
 from ..mu.jobopts import add_job_options, run_job
 from .media import (
@@ -43,7 +44,6 @@ from .media import (
     write_ivf,
     write_webm,
 )
-from .quality import QualityMeter
 from .xcenc_cmd import add_xcenc_options, make_coordinator, make_params
 from .xcenc_job import clean_handoff
 

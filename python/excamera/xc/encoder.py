@@ -14,7 +14,7 @@ This module adds what an encoder *session* needs on top:
   * :class:`TargetSsim`: per frame, the *largest* qindex (fewest bits) whose reconstruction
     still has SSIM >= target against the source, found by bisection over 0..127 (7 trial
     encodes). SSIM is the Wang et al. (2004) Gaussian-window SSIM on luma of
-    :func:`excamera.pipelines.quality.ssim` (11x11, sigma 1.5), computed on the encoder's
+    :func:`excamera.metrics.ssim` (11x11, sigma 1.5), computed on the encoder's
     reconstruction, which is bit-exactly what any decoder shows. Quality is not strictly
     monotonic in qindex, so bisection can settle one step off the true optimum; it never
     returns a frame below target unless even qindex 0 is below it (then qindex 0 is used).
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from excamera._xc import EncodeError
 from excamera._xc import encode_frame as _encode_frame
-from excamera.pipelines.quality import ssim
+from excamera.metrics import ssim
 from excamera.xc.codec import State
 from excamera.xc.y4m import Picture
 
