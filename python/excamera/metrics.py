@@ -103,6 +103,7 @@ class QualityMeter:
     sse: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     samples: list[int] = field(default_factory=lambda: [0, 0, 0])
     ssim_sum: float = 0.0
+    ssim_frames: int = 0  # frames large enough for the SSIM window (all or none of a clip)
 
     def add(self, src: Picture, dec: Picture) -> None:
         if (src.width, src.height) != (dec.width, dec.height):
@@ -114,7 +115,9 @@ class QualityMeter:
             diff = s.astype(np.int32) - d.astype(np.int32)
             self.sse[i] += float(np.sum(diff * diff))
             self.samples[i] += diff.size
-        self.ssim_sum += ssim(src.y, dec.y)
+        if min(src.y.shape) >= WINDOW:
+            self.ssim_sum += ssim(src.y, dec.y)
+            self.ssim_frames += 1
         self.frames += 1
 
     def psnr_plane(self, plane: int) -> float:
@@ -130,8 +133,10 @@ class QualityMeter:
         return psnr_from_mse(sum(self.sse) / max(1, sum(self.samples)))
 
     @property
-    def ssim(self) -> float:
-        return self.ssim_sum / max(1, self.frames)
+    def ssim(self) -> float | None:
+        """Mean SSIM over the frames; None (not measured) for pictures smaller than the window,
+        which SSIM is not defined on."""
+        return self.ssim_sum / self.ssim_frames if self.ssim_frames else None
 
 
 # --- per rate-quality curve -----------------------------------------------------------------

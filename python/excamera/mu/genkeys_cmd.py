@@ -8,9 +8,17 @@ a coordinator turns the CA into per-job intermediates.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 
 from ..errors import CommandError
 from .tls import TLSSetupError, genkeys
+
+# A DNS name as a certificate's subjectAltName may hold (RFC 1123 labels, optionally a
+# "*." wildcard in front): letters, digits and inner hyphens, 63 characters a label.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+MAX_DNS_NAME = 253
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_host(host: str) -> str:
+    """``host`` if it is an IP address or a DNS name, else a one-line :class:`CommandError`."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if len(host) > MAX_DNS_NAME or not _DNS_NAME.match(host):
+        raise CommandError(f"--host {host!r} is neither an IP address nor a DNS host name")
+    return host
+
+
 def run(args: argparse.Namespace) -> int:
-    hosts = args.hosts or ["127.0.0.1", "localhost"]
+    # Checked before anything is created, so a bad name leaves nothing behind.
+    hosts = [check_host(h) for h in (args.hosts or ["127.0.0.1", "localhost"])]
     try:
         paths = genkeys(args.directory, hosts=hosts, overwrite=args.force)
     except (TLSSetupError, OSError) as exc:

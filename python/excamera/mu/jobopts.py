@@ -75,14 +75,23 @@ def job_backend(args: argparse.Namespace) -> Backend:
         raise ValueError(str(exc)) from None
 
 
+def check_job_options(args: argparse.Namespace) -> None:
+    """The shared numeric options in range; a one-line CommandError naming the flag if not."""
+    from ..argcheck import check_int, check_number, check_port
+
+    check_port("-t", args.port)
+    check_int("--retries", args.retries, minimum=0)
+    check_int("--spares", args.spares, minimum=0)
+    if args.timeout is not None:
+        check_number("--timeout", args.timeout, above_minimum=True)
+    check_number("--connect-timeout", args.connect_timeout, above_minimum=True)
+
+
 def coordinator_kwargs(args: argparse.Namespace) -> dict:
     """The Coordinator keyword arguments that the shared options determine."""
     if args.n_parts < 1:
         raise ValueError("-n must be at least 1")
-    if args.retries < 0:
-        raise ValueError("--retries must be >= 0")
-    if args.spares < 0:
-        raise ValueError("--spares must be >= 0")
+    check_job_options(args)
     if (args.srv_cert is None) != (args.srv_key is None):
         raise ValueError("-s and -k go together")
     if args.srv_cert is not None and args.ca_cert is None:

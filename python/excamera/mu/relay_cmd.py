@@ -18,9 +18,14 @@ import signal
 import ssl
 import sys
 
+from ..argcheck import check_int, check_number, check_port
 from ..errors import CommandError
 from .relay import Relay
 from .tls import Credentials, TLSSetupError, server_context
+
+# asyncio allocates this buffer for every connection: a bound keeps a typo from costing
+# gigabytes per worker.
+MAX_SSL_BUFFER_KIB = 4096
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-k", dest="srv_key", default=os.environ.get("SRV_KEY"), metavar="SRV_KEY",
                    help="server private key (env SRV_KEY)")
     p.add_argument("--max-held-mb", type=float, default=1024.0,
-                   help="memory for messages whose receiver is not connected yet (MiB, 1024)")
+                   help="memory for messages whose receiver is not connected yet (MiB, 1024; "
+                   "0 holds none)")
     p.add_argument("--hold-timeout", type=float, default=600.0,
                    help="seconds a message waits for its receiver before it is dropped (600)")
     p.add_argument("--ssl-buffer-kib", type=int, default=64,
-                   help="asyncio's per-connection TLS read buffer (KiB, 64; 0 keeps asyncio's "
-                   "256): it is most of a connection's memory")
+                   help="asyncio's per-connection TLS read buffer (KiB, 16..4096, 64; 0 keeps "
+                   "asyncio's 256): it is most of a connection's memory")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)
@@ -87,7 +93,18 @@ async def serve(args: argparse.Namespace, creds: Credentials | ssl.SSLContext) -
         logging.getLogger("excamera.mu.relay").info("stopped: %s", relay.stats())
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every numeric option in range, before anything starts."""
+    check_int("-n", args.n_parts, minimum=1)
+    check_port("-t", args.port)
+    check_number("--max-held-mb", args.max_held_mb)  # 0: hold nothing, refuse at once
+    check_number("--hold-timeout", args.hold_timeout, above_minimum=True)
+    if args.ssl_buffer_kib != 0:
+        check_int("--ssl-buffer-kib", args.ssl_buffer_kib, minimum=16, maximum=MAX_SSL_BUFFER_KIB)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     missing = [flag for flag, v in (("-c", args.ca_cert), ("-s", args.srv_cert),
                                     ("-k", args.srv_key)) if not v]
     if missing:
@@ -95,10 +112,6 @@ def run(args: argparse.Namespace) -> int:
             f"no certificates ({' '.join(missing)} missing): pass -c CA_CERT -s SRV_CERT "
             "-k SRV_KEY or set CA_CERT, SRV_CERT, SRV_KEY; create them with `excamera genkeys DIR`"
         )
-    if args.ssl_buffer_kib < 0 or 0 < args.ssl_buffer_kib < 16:
-        raise CommandError(f"--ssl-buffer-kib must be 0 or at least 16, not {args.ssl_buffer_kib}")
-    if args.n_parts < 1:
-        raise CommandError(f"-n must be at least 1, not {args.n_parts}")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -54,6 +54,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..atomicfile import write_files_atomically
+
 URI_PREFIX = "excamera://job/"
 CLOCK_SKEW = dt.timedelta(minutes=5)  # backdating so a worker whose clock is a bit behind accepts
 JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -312,7 +314,8 @@ class CertificateAuthority:
         key = _new_key()
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
-            x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
+            # A common name holds at most 64 characters; the SANs carry the names that count.
+            x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64]),
         ])
         cert = (
             self._builder(subject, key.public_key(), now - CLOCK_SKEW,
@@ -464,11 +467,32 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> WorkerIde
 GENKEYS_FILES = ("ca_cert.pem", "ca_key.pem", "server_cert.pem", "server_key.pem")
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # O_CREAT's mode does not apply to an existing file
+def _make_private_dir(d: Path) -> list[Path]:
+    """Create ``d`` (and missing parents) with ``d`` itself mode 0700 whatever the umask.
+
+    Returns the directories created, innermost last, so a failure can remove them again. An
+    existing directory is used as it is.
+    """
+    missing = [p for p in (d, *d.parents) if not p.exists()][::-1]
+    created: list[Path] = []
+    try:
+        for p in missing:
+            p.mkdir(mode=0o700 if p == d else 0o777)
+            created.append(p)
+        if created and created[-1] == d:
+            os.chmod(d, 0o700)  # mkdir's mode passes through the umask
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return created
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    for p in reversed(dirs):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def genkeys(directory: os.PathLike | str, hosts: Iterable[str] = ("127.0.0.1", "localhost"),
@@ -477,19 +501,29 @@ def genkeys(directory: os.PathLike | str, hosts: Iterable[str] = ("127.0.0.1", "
 
     Returns ``{"ca_cert": ..., "ca_key": ..., "server_cert": ..., "server_key": ...}``.
     Refuses to overwrite existing files unless ``overwrite`` so a CA key is never lost by accident.
+    The keys are made before anything is written, the directory is created mode 0700, and the
+    files go through :func:`excamera.atomicfile.write_files_atomically`: with ``overwrite`` a
+    symlink planted at a file's name is replaced, never written through. After a failure no
+    file is left half written and no directory this call created is left behind.
     """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     paths = {f.removesuffix(".pem"): d / f for f in GENKEYS_FILES}
-    existing = [str(p) for p in paths.values() if p.exists()]
+    existing = [str(p) for p in paths.values() if os.path.lexists(p)]
     if existing and not overwrite:
         raise TLSSetupError(f"refusing to overwrite existing {', '.join(existing)}")
     ca = CertificateAuthority.create(name)
     server = ca.issue_server(hosts)
-    _write_private(paths["ca_key"], ca.key_pem, 0o600)
-    _write_private(paths["server_key"], server.key_pem, 0o600)
-    _write_private(paths["ca_cert"], ca.cert_pem, 0o644)
-    _write_private(paths["server_cert"], server.cert_pem, 0o644)
+    created = _make_private_dir(d)
+    try:
+        write_files_atomically([
+            (paths["ca_key"], ca.key_pem, 0o600),
+            (paths["server_key"], server.key_pem, 0o600),
+            (paths["ca_cert"], ca.cert_pem, 0o644),
+            (paths["server_cert"], server.cert_pem, 0o644),
+        ])
+    except BaseException:
+        _remove_empty(created)
+        raise
     return paths
 
 

@@ -30,10 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..argcheck import check_int
 from ..errors import CommandError
 from ..metrics import QualityMeter
 from ..mu.coordinator import JobResult
-from ..mu.jobopts import add_job_options, run_job
+from ..mu.jobopts import add_job_options, check_job_options, run_job
 from .media import (
     MediaError,
     VideoInfo,
@@ -115,7 +116,9 @@ class Summary:
             f"encode {self.job_seconds:.2f}, stitch+check {self.finish_seconds:.2f})",
             f"  bitrate   {self.kbps:.1f} kbit/s ({self.payload_bytes} bytes of VP8 frames)",
             f"  PSNR      Y {db(m.psnr_y)} dB, YUV {db(m.psnr_all)} dB",
-            f"  SSIM      {m.ssim:.4f} (luma, 11x11 Gaussian window)",
+            f"  SSIM      {m.ssim:.4f} (luma, 11x11 Gaussian window)" if m.ssim is not None
+            else f"  SSIM      not measured: {self.info.width}x{self.info.height} is smaller than "
+            "its 11x11 window",
         ]
 
 
@@ -143,6 +146,9 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError("--chunk, --batch and --workers must be at least 1")
     if args.y_ac_qi is None:
         args.y_ac_qi = 30
+    # Every number is checked before the input is split, not after.
+    check_int("--quality", args.y_ac_qi, minimum=0, maximum=63 if args.pass0 == "vpxenc" else 127)
+    check_job_options(args)
     note = None
     if args.passes is None:
         args.passes, note = _default_passes()

@@ -7,7 +7,6 @@ through PyAV (FFmpeg's demuxers and decoders), converted to 8-bit 4:2:0 when it 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -52,6 +51,8 @@ def probe(path: Path) -> VideoInfo:
     """Size, frame rate and kind of ``path`` without decoding it all."""
     if not path.is_file():
         raise MediaError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file, not a video")
     if _is_y4m(path):
         with Y4MReader(path) as r:
             return VideoInfo(r.width, r.height, r.fps or (30, 1), "y4m")
@@ -195,7 +196,3 @@ def write_webm(s: Stitched, fps: tuple[int, int], path: Path) -> None:
                 out.mux(pkt)
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: WebM muxing failed: {exc}") from None
-
-
-def replace_atomically(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)

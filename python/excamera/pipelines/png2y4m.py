@@ -25,6 +25,7 @@ pixels' colour is what gets encoded; palette images are expanded to RGB by pypng
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,18 +33,50 @@ from pathlib import Path
 import numpy as np
 import png
 
+from excamera.atomicfile import atomic_output
 from excamera.xc.y4m import Picture, Y4MError, Y4MReader, Y4MWriter
 
 KR, KB = 0.299, 0.114
 KG = 1.0 - KR - KB
+
+# A PNG of zeros compresses about a thousandfold, and converting one costs some 80 bytes of
+# memory per pixel (16-bit rows, then float64 planes). So the pixel count a PNG declares is
+# checked before any of it is decoded. The default admits 4K UHD (3840x2160, about 0.7 GB to
+# convert); --max-pixels raises it.
+DEFAULT_MAX_PIXELS = 3840 * 2160
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class PngConvertError(ValueError):
     """A PNG could not be converted; the message names the file."""
 
 
-def read_png_rgb(path: Path) -> np.ndarray:
-    """Read any PNG as float64 RGB in [0, 1], shape (height, width, 3), alpha dropped."""
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, which the format requires to come first."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except FileNotFoundError:
+        raise PngConvertError(f"{path}: no such PNG file") from None
+    except OSError as exc:
+        raise PngConvertError(f"{path}: not a readable PNG: {exc.strerror or exc}") from None
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise PngConvertError(f"{path}: not a readable PNG: no PNG signature and IHDR header")
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def read_png_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read any PNG as float64 RGB in [0, 1], shape (height, width, 3), alpha dropped.
+
+    A PNG declaring more than ``max_pixels`` pixels is refused before it is decoded.
+    """
+    width, height = png_size(path)
+    if width * height > max_pixels:
+        raise PngConvertError(
+            f"{path}: PNG is {width}x{height} = {width * height} pixels, more than the limit "
+            f"of {max_pixels} (raise it with --max-pixels)"
+        )
     try:
         width, height, rows, info = png.Reader(filename=str(path)).asDirect()
         data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
@@ -98,38 +131,35 @@ def convert_pngs(
     png_paths: Sequence[str | os.PathLike[str]],
     out_path: str | os.PathLike[str],
     fps: tuple[int, int] = (24, 1),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Convert ``png_paths`` in order into one C420jpeg Y4M file at ``out_path``.
 
-    The output appears only when every frame converted: it is written beside ``out_path`` under
-    a temporary name and renamed at the end, so a bad PNG never leaves a short Y4M behind.
+    The output appears only when every frame converted (:func:`excamera.atomicfile.atomic_output`),
+    so a bad PNG never leaves a short Y4M behind. Each PNG may have at most ``max_pixels``.
     """
     out_path = Path(out_path)
     if not png_paths:
         raise PngConvertError(f"{out_path}: no PNG frames to convert")
-    tmp = out_path.with_name(f".{out_path.name}.partial")
     writer: Y4MWriter | None = None
     first: Path | None = None
-    try:
-        for src in map(Path, png_paths):
-            pic = rgb_to_picture(read_png_rgb(src))
-            if writer is None:
-                first = src
-                writer = Y4MWriter(tmp, pic.width, pic.height, fps)
-            elif (pic.width, pic.height) != (writer.header.width, writer.header.height):
-                raise PngConvertError(
-                    f"{src}: frame is {pic.width}x{pic.height} but {first} is "
-                    f"{writer.header.width}x{writer.header.height}; all frames must be one size"
-                )
-            writer.write(pic)
-        assert writer is not None
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(out_path) as tmp:
+        try:
+            for src in map(Path, png_paths):
+                pic = rgb_to_picture(read_png_rgb(src, max_pixels))
+                if writer is None:
+                    first = src
+                    writer = Y4MWriter(tmp, pic.width, pic.height, fps)
+                elif (pic.width, pic.height) != (writer.header.width, writer.header.height):
+                    raise PngConvertError(
+                        f"{src}: frame is {pic.width}x{pic.height} but {first} is "
+                        f"{writer.header.width}x{writer.header.height}; all frames must be one "
+                        "size"
+                    )
+                writer.write(pic)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 # ------------------------------------------------------------------- the reverse, for inputs

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import CommandError
 from ..mu.coordinator import Coordinator, JobResult
 from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
+from .png2y4m import DEFAULT_MAX_PIXELS
 from .png2y4m_job import OPERATION_MODULE, Png2Y4MParams, png2y4m_machine
 
 
@@ -27,19 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="storage: a local directory, file://DIR or s3://bucket[/prefix]")
     p.add_argument("-i", dest="in_format", default="png16", metavar="inFormat",
                    help="input format, the key prefix suffix ('png16')")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse a PNG with more than N pixels (width x height) before decoding "
+                   f"it: a worker needs about 80 bytes per pixel ({DEFAULT_MAX_PIXELS}, 4K UHD)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.n_frames < 1:
-        from ..errors import CommandError
-
         raise CommandError("-f must be at least 1")
     if args.offset < 0:
-        from ..errors import CommandError
-
         raise CommandError("-o must be >= 0")
-    params = Png2Y4MParams(args.vid_name, args.in_format, args.n_frames, args.offset)
+    if args.max_pixels < 1:
+        raise CommandError(f"--max-pixels must be at least 1, not {args.max_pixels}")
+    params = Png2Y4MParams(args.vid_name, args.in_format, args.n_frames, args.offset,
+                           args.max_pixels)
 
     def make() -> Coordinator:
         return Coordinator(

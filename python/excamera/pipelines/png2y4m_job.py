@@ -16,6 +16,7 @@ from typing import Any
 
 from ..mu.machines import JobContext, WorkerHandle
 from ..mu.operations import OpContext, OperationRegistry
+from .png2y4m import DEFAULT_MAX_PIXELS
 
 OPERATION_MODULE = __name__
 
@@ -26,6 +27,8 @@ class Png2Y4MParams:
     in_format: str = "png16"
     n_frames: int = 6
     offset: int = 0
+    #: the largest PNG (width x height) a worker converts; see png2y4m.DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def input_keys(self, k: int) -> list[str]:
         first = 1 + self.n_frames * (k + self.offset)
@@ -36,13 +39,14 @@ class Png2Y4MParams:
         return f"{self.vid_name}-y4m_{self.n_frames:02d}/{k + self.offset:08d}.y4m"
 
 
-def _png2y4m_op(ctx: OpContext, pngs: list[str], out: str) -> dict[str, Any]:
+def _png2y4m_op(ctx: OpContext, pngs: list[str], out: str,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """Worker operation ``png2y4m``: convert the retrieved PNGs (in order) into one Y4M file."""
     from .png2y4m import convert_pngs
 
     target = ctx.path(out)
     try:
-        convert_pngs([ctx.path(p) for p in pngs], target)
+        convert_pngs([ctx.path(p) for p in pngs], target, max_pixels=int(max_pixels))
     except ValueError as exc:
         # Local files are named after their keys: strip the directory so the message names
         # the key (``clip-png16/00000007.png: not a readable PNG``).
@@ -63,7 +67,7 @@ async def png2y4m_machine(w: WorkerHandle, ctx: JobContext) -> str:
     w.state = "retrieving"
     await w.retrieve_many(keys, files)
     w.state = "converting"
-    await w.run_op("png2y4m", pngs=files, out="out.y4m")
+    await w.run_op("png2y4m", pngs=files, out="out.y4m", max_pixels=p.max_pixels)
     w.state = "uploading"
     await w.upload("out.y4m", out_key)
     w.state = "uploaded"

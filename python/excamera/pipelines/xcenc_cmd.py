@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import Coordinator, JobResult
 from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
@@ -78,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
                 n_parts: int | None = None, kf_dist: int | None = None,
                 cpu_slots: int | None = None) -> XcencParams:
+    if args.kf_weight < 0 and args.kf_weight != -1:
+        raise CommandError(f"-w {args.kf_weight:g}: the key-frame weight is 0..1, or -1 to match "
+                           "the prediction's key-frame quality")
     try:
         return XcencParams(
             vid_name=vid_name or args.vid_name,
@@ -101,6 +105,8 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
 
 def make_coordinator(args: argparse.Namespace, params: XcencParams, storage: str) -> Coordinator:
     relay = (args.relay_host, args.relay_port) if getattr(args, "relay_host", None) else None
+    if relay is not None:
+        check_port("-T", args.relay_port, zero_picks=False)
     return Coordinator(
         "xcenc",
         params.n_parts,

@@ -7,14 +7,20 @@ import os
 import sys
 from pathlib import Path
 
+from excamera.atomicfile import atomic_output, write_atomically
 from excamera.errors import CommandError
 from excamera.xc.ivf import IvfError, IvfReader
 from excamera.xc.tools import ToolError, decode_ivf
 from excamera.xc.y4m import Y4MWriter
 
 
-class _ReaderGone(Exception):
-    """Standard output's reader closed the pipe (not an OSError, so no layer reports it)."""
+class _WriteFailed(Exception):
+    """Writing the output failed with ``error`` (carried as a non-OSError, so that the decode
+    loop does not report it as a failure to read the input)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,12 +39,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = "/dev/stdout" if args.output == "-" else args.output
     try:
         with IvfReader(args.input) as reader:
             fps = (reader.header.rate, reader.header.scale)
     except (IvfError, OSError) as exc:
         raise CommandError(str(exc)) from None
+    if args.output == "-":
+        # Standard output is whatever the shell connected, never a name to rename over.
+        return _decode(args, "/dev/stdout", "standard output", fps)
+    # A regular output file appears only once every frame decoded: a cut or invalid stream
+    # must not leave a Y4M behind that looks complete.
+    try:
+        with atomic_output(args.output) as tmp:
+            return _decode(args, tmp, args.output, fps)
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
+
+
+def _decode(args: argparse.Namespace, out: str | os.PathLike[str], name: str,
+            fps: tuple[int, int]) -> int:
+    """Decode ``args.input`` into the Y4M file ``out`` (called ``name`` in errors); 0, or 141
+    when the reader of a pipe went away."""
     writer: Y4MWriter | None = None
     shown = 0
 
@@ -52,26 +73,32 @@ def run(args: argparse.Namespace) -> int:
                             f"{picture.width}x{picture.height}); Y4M cannot hold that")
         try:
             writer.write(picture)
-        except BrokenPipeError:
-            raise _ReaderGone from None
+        except OSError as exc:
+            raise _WriteFailed(exc) from None
         shown += 1
 
     try:
-        state = decode_ivf(args.input, write)
-        if args.state:
-            args.state.write_bytes(state.to_bytes())
+        try:
+            state = decode_ivf(args.input, write)
+        except _WriteFailed as failed:
+            raise failed.error from None
+        finally:
+            if writer is not None:
+                writer.close()  # the last data is flushed here: a full disk may show only now
+        if shown == 0:
+            raise ToolError(f"{args.input}: no shown frames to write")
     except ToolError as exc:
         raise CommandError(str(exc)) from None
-    except _ReaderGone:
+    except BrokenPipeError:
         # The reader went away (`excamera decode IN -o - | head`): stop quietly, as cat does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:
-        raise CommandError(f"{exc.filename or out}: {exc.strerror or exc}") from None
-    finally:
-        if writer is not None:
-            try:
-                writer.close()
-            except BrokenPipeError:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        where = exc.filename if exc.filename not in (None, str(out)) else name
+        raise CommandError(f"{where}: {exc.strerror or exc}") from None
+    if args.state:
+        try:
+            write_atomically(args.state, state.to_bytes())
+        except OSError as exc:
+            raise CommandError(f"{exc.filename or args.state}: {exc.strerror or exc}") from None
     return 0

@@ -251,8 +251,11 @@ def primary_encode(args: argparse.Namespace) -> int:
                        f"{args.input} is {width}x{height}")
     if args.kf_dist is not None and args.kf_dist < 1:
         raise EncError(f"--kf-dist {args.kf_dist}: must be at least 1")
-    encoder = Encoder(width, height, quality=mode, speed=args.quality or "good", state=state,
-                      kf_dist=args.kf_dist, two_pass=args.two_pass)
+    try:
+        encoder = Encoder(width, height, quality=mode, speed=args.quality or "good", state=state,
+                          kf_dist=args.kf_dist, two_pass=args.two_pass)
+    except ValueError as exc:  # what VP8 cannot code (the Y4M reader already refuses most)
+        raise EncError(f"{args.input}: {exc}") from None
     entry = entry_hash32(state)
     frames: list[bytes] = []
     for i, picture in enumerate(pictures):

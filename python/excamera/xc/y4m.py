@@ -15,6 +15,7 @@ wrongly. Chroma planes are ``(w+1)//2 x (h+1)//2``, so odd sizes work.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,13 @@ ACCEPTED_COLORSPACES = ("420", "420jpeg", "420mpeg2", "420paldv")
 # Text lines are tiny; a limit means a binary file given by mistake fails fast instead of
 # being read to its end looking for a newline.
 MAX_LINE = 4096
-MAX_DIMENSION = 1 << 16
+# VP8 codes width and height in 14 bits. Refusing larger sizes while parsing the header keeps a
+# tiny file that declares a huge picture from costing a huge allocation before the truncation
+# is noticed.
+MAX_DIMENSION = 16383
+# Without a file size to check against (a pipe), a frame is read in pieces of this size, so
+# memory grows only with the bytes that actually arrive.
+_READ_PIECE = 1 << 22
 
 
 class Y4MError(ValueError):
@@ -168,8 +175,10 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
                 n = int(value)
             except ValueError:
                 raise Y4MError(f"{where}: Y4M tag {tok} is not a number") from None
-            if not 0 < n <= MAX_DIMENSION:
+            if n <= 0:
                 raise Y4MError(f"{where}: Y4M size {tok} out of range")
+            if n > MAX_DIMENSION:
+                raise Y4MError(f"{where}: Y4M size {tok} is larger than VP8's {MAX_DIMENSION}")
             if tag == "W":
                 width = n
             else:
@@ -197,13 +206,18 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
     return Y4MHeader(width, height, fps, interlace, aspect, colorspace, tuple(extras))
 
 
-def _read_line(f: BinaryIO, where: str, what: str) -> bytes:
-    """Read one '\\n'-terminated line (returned without it); b'' at a clean end of file."""
-    line = f.readline(MAX_LINE)
+def _read_line(f: BinaryIO, where: str, what: str, start: bytes = b"") -> bytes:
+    """Read one '\\n'-terminated line (returned without it); b'' at a clean end of file.
+
+    ``start``: the line's first bytes, already consumed; they count toward the length limit.
+    """
+    line = f.readline(MAX_LINE - len(start))
     if not line:
+        if start:
+            raise Y4MError(f"{where}: file ends inside the {what} line")
         return b""
     if not line.endswith(b"\n"):
-        if len(line) >= MAX_LINE:
+        if len(start) + len(line) >= MAX_LINE:
             raise Y4MError(f"{where}: {what} line longer than {MAX_LINE} bytes")
         raise Y4MError(f"{where}: file ends inside the {what} line")
     return line[:-1]
@@ -214,6 +228,9 @@ class Y4MReader:
 
     ``count_frames()`` walks the frame headers by seeking past the pixel data, so it is cheap
     even on large files, and it finds truncation the same way reading does.
+
+    A frame's buffer is allocated only once the file is known to hold it: a regular file's
+    remaining size is checked first, and any other input (a pipe) is read piece by piece.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -223,20 +240,23 @@ class Y4MReader:
         except OSError as exc:
             raise Y4MError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         try:
+            self._regular = stat.S_ISREG(os.fstat(self._f.fileno()).st_mode)
             # Check the signature before insisting on a complete line, so that a binary file
-            # given by mistake is called what it is.
+            # given by mistake is called what it is. No seeking back: the input may be a pipe.
             start = self._f.read(len(MAGIC) + 1)
             if not start:
                 raise Y4MError(f"{self.path}: empty file, not a Y4M")
-            if start not in (MAGIC + b" ", MAGIC + b"\n"):
+            if start == MAGIC + b"\n":
+                line = MAGIC
+            elif start == MAGIC + b" ":
+                line = start + _read_line(self._f, str(self.path), "Y4M header", start)
+            else:
                 raise Y4MError(f"{self.path}: not a Y4M file (no YUV4MPEG2 signature)")
-            self._f.seek(0)
-            line = _read_line(self._f, str(self.path), "Y4M header")
             self.header = parse_header(line, str(self.path))
         except BaseException:
             self._f.close()
             raise
-        self._data_start = self._f.tell()
+        self._data_start = self._f.tell() if self._regular else 0
         self._index = 0
 
     @property
@@ -268,15 +288,27 @@ class Y4MReader:
         if not self._frame_line(index):
             return None
         size = self.header.frame_size
-        buf = bytearray(size)
-        got = self._f.readinto(buf)
+        if self._regular:
+            left = os.fstat(self._f.fileno()).st_size - self._f.tell()
+            if left < size:
+                raise self._truncated(index, max(left, 0))
+            buf = bytearray(size)
+            got = self._f.readinto(buf)
+        else:
+            buf = bytearray()
+            while len(buf) < size and (piece := self._f.read(min(size - len(buf), _READ_PIECE))):
+                buf += piece
+            got = len(buf)
         if got != size:
-            raise Y4MError(
-                f"{self.path}: frame {index} is truncated ({got} of {size} bytes); "
-                "the file ends inside it"
-            )
+            raise self._truncated(index, got)
         self._index += 1
         return Picture.from_bytes(buf, self.width, self.height)
+
+    def _truncated(self, index: int, got: int) -> Y4MError:
+        return Y4MError(
+            f"{self.path}: frame {index} is truncated ({got} of {self.header.frame_size} bytes); "
+            "the file ends inside it"
+        )
 
     def __iter__(self) -> Iterator[Picture]:
         while (pic := self.read_frame()) is not None:
@@ -284,6 +316,8 @@ class Y4MReader:
 
     def count_frames(self) -> int:
         """Number of frames in the whole file, without decoding them; the read position is kept."""
+        if not self._regular:
+            raise Y4MError(f"{self.path}: not a regular file; its frames cannot be counted ahead")
         saved, saved_index = self._f.tell(), self._index
         try:
             end = os.fstat(self._f.fileno()).st_size
@@ -292,10 +326,7 @@ class Y4MReader:
             while self._frame_line(count):
                 start = self._f.tell()
                 if start + self.header.frame_size > end:
-                    raise Y4MError(
-                        f"{self.path}: frame {count} is truncated ({end - start} of "
-                        f"{self.header.frame_size} bytes); the file ends inside it"
-                    )
+                    raise self._truncated(count, end - start)
                 self._f.seek(start + self.header.frame_size)
                 count += 1
             return count

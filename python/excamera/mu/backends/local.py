@@ -30,6 +30,48 @@ from .base import Backend, Cost, WorkerProcess
 
 STDERR_KEEP = 16 * 1024
 
+# The environment a worker gets is built from these names only, never the coordinator's whole
+# environment, so an unrelated secret (a token, a password in some variable) does not reach
+# code that runs jobs' operations and tools. Each name and why a worker needs it:
+WORKER_ENV = (
+    "PATH",  # the tools a worker runs by name: vpxenc, vpxdec, ffmpeg
+    "HOME",  # tools' and Python's per-user files; botocore finds ~/.aws through it
+    "LANG", "LANGUAGE",  # (and every LC_* below) the text encoding of tools' output
+    "TZ",  # log timestamps in the coordinator's time zone
+    "LD_LIBRARY_PATH",  # shared libraries of tools installed outside the system prefix
+    "SSL_CERT_FILE", "SSL_CERT_DIR",  # a site's trust store for HTTPS (to S3); no secret
+    "PYTHONHOME",  # the interpreter's own files when it was started with one
+    "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8", "PYTHONIOENCODING",  # as the user runs Python
+)
+WORKER_ENV_PREFIXES = ("LC_",)
+# What botocore reads to reach S3: credentials, their files and providers, region, endpoint,
+# trust store, proxy. They go to a local worker only when the job's storage is S3. A local
+# worker is a child process of the same user on the same machine, able to read ~/.aws itself,
+# so handing it the user's credentials moves no secret anywhere it was not already; the rule
+# that no long-lived secret leaves the coordinator is about workers elsewhere (Lambda, Ray),
+# whose backends must not forward any of these.
+S3_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_CA_BUNDLE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+
+
+def worker_environment(source: Mapping[str, str], storage_url: str) -> dict[str, str]:
+    """The allowed part of ``source`` for a worker whose job stores its data at ``storage_url``."""
+    names = set(WORKER_ENV)
+    if storage_url.startswith("s3://"):
+        names.update(S3_ENV)
+    return {k: v for k, v in source.items()
+            if k in names or k.startswith(WORKER_ENV_PREFIXES)}
+
 
 class LocalProcess(WorkerProcess):
     def __init__(
@@ -106,6 +148,7 @@ class LocalBackend(Backend):
     ``command``: the worker's argv (``python -m excamera.mu.worker`` by default).
     ``stderr_dir``: if given, each worker's full stderr is also written to
     ``worker-<id>.stderr`` there.
+    ``env``: the environment to pass through :func:`worker_environment` (``os.environ``).
     """
 
     name = "local"
@@ -146,8 +189,8 @@ class LocalBackend(Backend):
     def cost(self, worker_cpu_s: float | None) -> Cost:
         return Cost(self.name, worker_cpu_s=round(_children_cpu() - self._children_cpu0, 3))
 
-    def _child_env(self, tmpdir: Path) -> dict[str, str]:
-        env = dict(os.environ if self.env is None else self.env)
+    def _child_env(self, tmpdir: Path, storage_url: str) -> dict[str, str]:
+        env = worker_environment(os.environ if self.env is None else self.env, storage_url)
         env["TMPDIR"] = str(tmpdir)
         # The child must import the same excamera package as this coordinator.
         pkg_root = str(Path(excamera.__file__).resolve().parent.parent)
@@ -169,7 +212,7 @@ class LocalBackend(Backend):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=self._child_env(tmpdir),
+            env=self._child_env(tmpdir, payload.storage_url),
             start_new_session=True,
         )
         assert proc.stdin is not None

@@ -5,32 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import uuid
 from pathlib import Path
 
+from ...atomicfile import atomic_output
 from .base import RESERVED_PREFIX, KeyNotFound, Storage, StorageError, check_key
 
 _COPY_CHUNK = 1 << 20
 
 
 def _atomic_write(dest: Path, fill) -> None:
-    """Create ``dest`` by writing a temporary file beside it and renaming it into place.
+    """Create ``dest`` through a temporary file beside it, fsynced, then renamed into place.
 
-    rename() within one directory is atomic on POSIX, so a concurrent reader of ``dest`` sees
-    either the previous file or the complete new one. The data is fsynced first so that a crash
-    cannot leave a renamed but empty file behind.
+    A concurrent reader of ``dest`` sees the previous file or the complete new one; the
+    temporary name carries the reserved prefix, so listings never show an upload in flight.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f"{RESERVED_PREFIX}{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(dest, prefix=RESERVED_PREFIX, fsync=True) as tmp, open(tmp, "wb") as out:
+        fill(out)
 
 
 class LocalStorage(Storage):
