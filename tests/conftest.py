@@ -16,7 +16,15 @@ import urllib.request
 
 import pytest
 
-from lambda_fixtures import lambda_emulator, lambda_emulator_factory  # noqa: F401
+from lambda_fixtures import (  # noqa: F401
+    lambda_build,
+    lambda_emulator,
+    lambda_emulator_factory,
+    lambda_runtime_dir,
+    lambda_task_root,
+    lambda_zip,
+    python312,
+)
 
 BUCKET = "excamera-test"
 
