@@ -47,6 +47,7 @@ GLIBC_LIBRARIES = frozenset(
         "librt.so.1",
         "libutil.so.1",
         "libresolv.so.2",
+        "libmvec.so.1",  # glibc's vector math library (x86-64), in the same package as libm
         "ld-linux-x86-64.so.2",
         "ld-linux-aarch64.so.1",
     }
