@@ -54,11 +54,14 @@ def child_cpu(argv: list[str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def vpxenc(exe: str, clip: Path, out: Path, passes: int, runs: int) -> tuple[bytes, float]:
+def vpxenc(exe: str, clip: Path, out: Path, passes: int, runs: int) -> tuple[bytes, float, int]:
+    """The output, the best CPU time of ``runs`` runs, and how many distinct outputs they made."""
     settings = [s if s != "--passes=2" else f"--passes={passes}" for s in VPXENC_SETTINGS]
-    cpu = min(child_cpu([exe, *settings, f"--cq-level={CQ}", "-o", str(out), str(clip)])
-              for _ in range(runs))
-    return out.read_bytes(), cpu
+    cpu, seen = float("inf"), set()
+    for _ in range(runs):
+        cpu = min(cpu, child_cpu([exe, *settings, f"--cq-level={CQ}", "-o", str(out), str(clip)]))
+        seen.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    return out.read_bytes(), cpu, len(seen)
 
 
 def pyav_context(width: int, height: int, fps: tuple[int, int]) -> av.CodecContext:
@@ -203,17 +206,19 @@ def main() -> int:
         tmp = Path(tmp_s)
         for name in CLIPS:
             clip = shared_dir() / "clips" / name
-            deb2, deb2_cpu = vpxenc(SYSTEM_VPXENC, clip, tmp / "d2.ivf", 2, args.runs)
-            st2, st2_cpu = vpxenc(str(static), clip, tmp / "s2.ivf", 2, args.runs)
-            deb1, deb1_cpu = vpxenc(SYSTEM_VPXENC, clip, tmp / "d1.ivf", 1, args.runs)
+            deb2, deb2_cpu, deb2_n = vpxenc(SYSTEM_VPXENC, clip, tmp / "d2.ivf", 2, args.runs)
+            st2, st2_cpu, st2_n = vpxenc(str(static), clip, tmp / "s2.ivf", 2, args.runs)
+            deb1, deb1_cpu, deb1_n = vpxenc(SYSTEM_VPXENC, clip, tmp / "d1.ivf", 1, args.runs)
             deb1_frames = [f.data for f in read_ivf(tmp / "d1.ivf")[1]]
             histories = pyav_histories(clip, deb1_frames)
             results["clips"][name] = {
                 "frames": len(deb1_frames),
                 "two_pass": {"identical": deb2 == st2, "bytes": len(deb2),
+                             "distinct_outputs_over_runs": {"debian": deb2_n, "static": st2_n},
                              "debian_cpu_s": round(deb2_cpu, 3),
                              "static_cpu_s": round(st2_cpu, 3)},
                 "one_pass": {"debian_bytes": sum(map(len, deb1_frames)),
+                             "debian_distinct_outputs_over_runs": deb1_n,
                              "debian_cpu_s": round(deb1_cpu, 3),
                              "pyav_runs": histories,
                              "pyav_distinct_outputs": len({h["sha256"] for h in histories}),

@@ -28,7 +28,9 @@ from pathlib import Path
 import pytest
 
 from _shared_paths import shared_dir
-from excamera.awslambda import HANDLER, build, elf
+from excamera import identity
+from excamera.awslambda import build, elf
+from excamera.awslambda.deploy import CODE_FILE, HANDLER
 from excamera.errors import CommandError
 from excamera.mu.backends.base import Backend, WorkerProcess
 from excamera.mu.coordinator import Coordinator
@@ -66,6 +68,7 @@ def test_zip_contents_sizes_and_modes(lambda_build) -> None:
         assert zf.testzip() is None
         unzipped = sum(i.file_size for i in infos)
         manifest = json.loads(zf.read(build.MANIFEST))
+        code = json.loads(zf.read(CODE_FILE))
     assert unzipped == lambda_build.unzipped <= build.MAX_UNZIPPED
     names = [i.filename for i in infos]
     assert names == sorted(names) and len(set(names)) == len(names)
@@ -91,6 +94,8 @@ def test_zip_contents_sizes_and_modes(lambda_build) -> None:
     assert modes["bin/vpxenc"] == 0o100755
     assert modes["excamera/awslambda/handler.py"] == 0o100644
 
+    # The zip's code is this checkout's: a coordinator run from here accepts its workers.
+    assert code == identity.code_identity()
     assert manifest["handler"] == HANDLER
     assert manifest["runtime"] == "python3.12"
     assert manifest["vpxenc"]["source"].startswith("libvpx 1.12.0-1+deb12u")

@@ -7,6 +7,8 @@ The zip holds, at its root (Lambda's task root):
 - the worker's Python dependencies, pip-installed for cp312 / manylinux2014_x86_64 from the
   pinned, hashed ``requirements.txt`` beside this file;
 - ``bin/vpxenc``, static, from ``packaging/vpxenc/build.sh`` (or ``--vpxenc``);
+- ``excamera_code.json``, the code identity of what it holds (``excamera.identity``), which
+  ``excamera lambda deploy`` writes into the function's description;
 - ``excamera-lambda.json``, what went in (versions and hashes).
 
 The same inputs give the same bytes: entries sorted, one fixed timestamp, modes normalised to
@@ -36,16 +38,18 @@ from pathlib import Path
 
 from excamera.errors import CommandError
 
-from . import ARCHITECTURE, HANDLER, RUNTIME, elf
+from . import elf
+from .deploy import CODE_FILE, DIRECT_UPLOAD_LIMIT, HANDLER, RUNTIME
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+ARCHITECTURE = "x86_64"
 PYTHON_VERSION = "3.12"
 PIP_PLATFORM = "manylinux2014_x86_64"
 WHEEL_POLICY = "manylinux_2_34"  # Amazon Linux 2023's glibc
 
 # Lambda's quotas as its API states them (GetAccountSettings: AccountLimit.CodeSizeZipped and
 # CodeSizeUnzipped): a direct upload of at most 50 MiB, at most 250 MiB unpacked.
-MAX_ZIPPED = 52_428_800
+MAX_ZIPPED = DIRECT_UPLOAD_LIMIT
 MAX_UNZIPPED = 262_144_000
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -256,6 +260,27 @@ def vpxenc_entry(vpxenc: Path) -> tuple[Entry, dict[str, object]]:
     return Entry("bin/vpxenc", data, True), about
 
 
+def code_identity_of(entries: list[Entry]) -> dict[str, str]:
+    """The code identity the zip's own excamera package reports, computed by that package in
+    a separate interpreter whose first path is the zip's files (not this checkout's)."""
+    with tempfile.TemporaryDirectory(prefix="excamera-identity-") as tmp:
+        for e in entries:
+            top = e.name.split("/")[0]
+            if top == "excamera" or (top.startswith("excamera-") and top.endswith(".dist-info")):
+                target = Path(tmp) / e.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(e.data)
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]);"
+                " from excamera.identity import code_identity;"
+                " print(json.dumps(code_identity(), sort_keys=True))")
+        out = _run([sys.executable, "-I", "-c", code, tmp], "reading the package's code identity")
+    identity = json.loads(out)
+    if identity.get("xc_build") in (None, "none", "unknown"):
+        raise CommandError("the package's extension reports no build hash (is the wheel"
+                           " built from this source tree?)")
+    return identity
+
+
 # --- the zip ----------------------------------------------------------------------------------
 
 
@@ -348,6 +373,8 @@ def build(
         }
         entries.append(Entry(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True)
                                         + "\n").encode()))
+        entries.append(Entry(CODE_FILE, (json.dumps(code_identity_of(entries), sort_keys=True)
+                                         + "\n").encode()))
         log("checking every ELF and writing the zip")
         report = assemble(entries, out)
     report.seconds = time.monotonic() - started
