@@ -37,11 +37,7 @@ from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
 from excamera.mu.machines import JobContext, WorkerHandle
 from excamera.mu.payload import LaunchPayload
-
-try:  # the pipeline's pass-0 settings, wherever the xcenc split put them
-    from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
-except ImportError:
-    from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.pipelines.xcenc_job import VPXENC_SETTINGS  # mu's pass-0 settings
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_VPXENC = Path("/usr/bin/vpxenc")
