@@ -36,7 +36,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from _common import REPO, shared_dir
+from _common import REPO, settings, shared_dir
 from excamera.awslambda import build, elf
 from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
 from excamera.xc.ivf import read_ivf
@@ -195,7 +195,7 @@ def main() -> int:
     if args.pyav_child:
         pyav_child(Path(args.pyav_child[0]), args.pyav_child[1])
         return 0
-    results: dict = {"cq": CQ, "clips": {}}
+    results: dict = {"settings": settings(args), "cq": CQ, "clips": {}}
     static = static_vpxenc()
     av_libs = Path(av.__file__).parent.parent / "av.libs"
     results["libvpx"] = {"debian": subprocess.run(

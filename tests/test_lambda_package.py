@@ -178,6 +178,22 @@ def test_build_refuses_elf_needing_newer_glibc(tmp_path: Path, lambda_build) -> 
     assert not out.exists() and not list(tmp_path.glob(".refused.zip.*"))
 
 
+def test_build_options_are_checked(tmp_path: Path) -> None:
+    bogus = tmp_path / "excamera-0.1.0-cp311-abi3-macosx_11_0_arm64.whl"
+    bogus.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip, for the wrong platform
+    for args, want in [
+        (["--wheel", str(tmp_path / "none.whl")], f"{tmp_path / 'none.whl'}: no such file"),
+        (["--wheel", str(bogus)], f"{bogus.name}: not a wheel for CPython 3.12 on manylinux"
+                                  " x86_64"),
+        (["--vpxenc", str(tmp_path)], f"{tmp_path}: not a file"),
+    ]:
+        proc = cli("lambda", "build", "-o", str(tmp_path / "x.zip"), *args)
+        assert proc.returncode == 1, proc.stderr
+        assert _fail_line(proc) == f"excamera lambda: error: {want}"
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.zip").exists()
+
+
 def test_refuses_libraries_the_runtime_lacks(tmp_path: Path) -> None:
     src = tmp_path / "hello.cc"
     src.write_text("#include <iostream>\nint main() { std::cout << \"hi\" << std::endl; }\n")

@@ -36,7 +36,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     for given in (args.wheel, args.vpxenc):
         if given is not None and not given.is_file():
-            raise CommandError(f"{given}: no such file")
+            raise CommandError(f"{given}: no such file" if not given.exists()
+                               else f"{given}: not a file")
     if args.output.is_dir():
         raise CommandError(f"{args.output}: is a directory; give the zip's file name")
 
