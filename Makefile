@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test test-rust test-python lint bench clean
+.PHONY: setup demo test test-rust test-python lint bench clean lambda-zip
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: setup
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-results.json
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --chain mu --json bench/excamera-mu-results.json
 	$(PY) bench/excamera.py --clip bigbuckbunny_320x180_48f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-bbb-results.json
+	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
+
+# lambda-zip: the AWS Lambda deployment package (python3.12, x86_64). Its static vpxenc and the
+# worker's dependencies are cached under ~/.cache/excamera, so only the first build is slow.
+lambda-zip: setup
+	$(VENV)/bin/excamera lambda build -o dist/excamera-lambda.zip
 
 clean:
-	rm -rf $(VENV) target $(DEMO_DIR)
+	rm -rf $(VENV) target $(DEMO_DIR) dist

@@ -2,8 +2,9 @@
 
 The S3 server is moto's standalone server, started as a real process on 127.0.0.1 and reached
 over HTTP by an unmodified boto3 client that finds it through AWS_ENDPOINT_URL, as a real
-S3-compatible store would be found. The Lambda emulator's fixtures (``lambda_emulator``,
-``lambda_emulator_factory``) live in lambda_fixtures.py.
+S3-compatible store would be found. The Lambda fixtures (the emulator, ``lambda_emulator`` and
+``lambda_emulator_factory``; the real package, ``lambda_zip`` and friends) live in
+lambda_fixtures.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import urllib.request
 
 import pytest
 
-from lambda_fixtures import lambda_emulator, lambda_emulator_factory  # noqa: F401
+from lambda_fixtures import (  # noqa: F401
+    lambda_build,
+    lambda_emulator,
+    lambda_emulator_factory,
+    lambda_runtime_dir,
+    lambda_task_root,
+    lambda_zip,
+    python312,
+)
 
 BUCKET = "excamera-test"
 

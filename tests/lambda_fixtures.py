@@ -1,4 +1,4 @@
-"""The ``lambda_emulator`` fixtures: the Lambda emulator (tests/lambda_emulator/) as a process.
+"""The Lambda fixtures: the emulator (tests/lambda_emulator/) as a process, and the real zip.
 
 The emulator is not AWS (see its package docstring); every figure it reports is emulated. It runs
 as a real subprocess on a free 127.0.0.1 port, and unmodified boto3 clients find it through
@@ -11,6 +11,16 @@ functions get as their execution role's, e.g. ``AWS_ENDPOINT_URL_S3`` of the mot
 ``account_concurrency``; ``init_timeout``; ``event_retry_delays``; ``event_throttle_backoff``;
 ``update_seconds``). Event retry delays and throttle backoff default to AWS's divided by 60
 (1 s, 2 s; 0.1 s .. 5 s) so tests do not wait minutes; pass AWS's values to get them.
+
+The deployment package, built once per session and shared (its inputs are cached across
+sessions, see excamera.awslambda.build):
+
+- ``lambda_build``: the report of one ``excamera lambda build``; ``lambda_zip``: its path;
+- ``lambda_task_root``: that zip unpacked with its file modes, as Lambda lays out /var/task;
+- ``lambda_runtime_dir``: awslambdaric for CPython 3.12, the emulator's stand-in for
+  /var/runtime; ``python312``: the CPython 3.12 the emulator runs.
+
+Missing tools (pyenv's 3.12, nasm, a deb-src entry) make these fail, never skip.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from excamera.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -183,3 +195,51 @@ def lambda_emulator_factory(tmp_path, monkeypatch):
 def lambda_emulator(lambda_emulator_factory) -> LambdaEmulator:
     """A fresh emulator with default options."""
     return lambda_emulator_factory()
+
+
+# --------------------------------------------------------------------------- the real package
+
+
+@pytest.fixture(scope="session")
+def lambda_build(tmp_path_factory):
+    from excamera.awslambda.build import build
+
+    out = tmp_path_factory.mktemp("lambda") / "excamera-lambda.zip"
+    try:
+        return build(out)
+    except CommandError as exc:
+        pytest.fail(f"excamera lambda build: {exc}")
+
+
+@pytest.fixture(scope="session")
+def lambda_zip(lambda_build) -> Path:
+    return lambda_build.path
+
+
+@pytest.fixture(scope="session")
+def lambda_task_root(lambda_zip, tmp_path_factory) -> Path:
+    from lambda_emulator.runtime import unpack_zip
+
+    root = tmp_path_factory.mktemp("task")
+    unpack_zip(lambda_zip.read_bytes(), root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lambda_runtime_dir() -> Path:
+    from lambda_emulator.runtime import PrerequisiteError, ensure_runtime
+
+    try:
+        return ensure_runtime().runtime
+    except PrerequisiteError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def python312() -> Path:
+    from lambda_emulator.runtime import PrerequisiteError, find_python312
+
+    try:
+        return find_python312()
+    except PrerequisiteError as exc:
+        pytest.fail(str(exc))

@@ -24,6 +24,7 @@ SUBCOMMANDS: list[str] = [
     "excamera.mu.genkeys_cmd",
     "excamera.mu.timeline_cmd",
     "excamera.xc.decode_cmd",
+    "excamera.awslambda.cmd",
 ]
 
 
