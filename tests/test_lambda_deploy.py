@@ -123,3 +123,28 @@ def test_bad_inputs_are_one_line(tmp_path: Path, role: str, s3_env) -> None:
     big.write_bytes(b"\0" * (50 * 1024 * 1024 + 1))
     with pytest.raises(DeployError, match="over Lambda's 50 MB limit"):
         deploy(DeployOptions(big, role, ["us-east-1"]), say=lambda _: None)
+
+
+def test_deploy_command_prints_the_function_name(tmp_path: Path, role: str, s3_env) -> None:
+    import os
+    import subprocess
+    import sys
+
+    z = make_zip(tmp_path / "a.zip", "cli")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "python")
+    run = [sys.executable, "-m", "excamera.cli", "lambda", "deploy", str(z), "--role", role,
+           "-r", "us-west-2", "--memory", "1024"]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.strip()
+    assert name == read_package(z).function_name
+    assert f"us-west-2: created {name}" in done.stderr
+    cfg = boto3.client("lambda", region_name="us-west-2").get_function_configuration(
+        FunctionName=name)
+    assert cfg["MemorySize"] == 1024
+    bad = subprocess.run([*run[:-1], "99999"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("excamera lambda: error: --memory 99999: Lambda allows "
+                                  "128..10240 MB")

@@ -101,11 +101,23 @@ def test_bind_all_without_advertise_is_refused() -> None:
 def test_workers_dial_the_advertised_address(tmp_path: Path) -> None:
     # Bind 127.0.0.1, advertise "localhost": the payload names localhost, the worker dials it
     # and checks the coordinator's certificate against that name.
-    coord = Coordinator("adv", 2, LocalBackend(tmp_root=tmp_path / "w"), "", pid_machine,
-                        host="127.0.0.1", advertise="localhost", connect_timeout=30)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        relay_port = probe.getsockname()[1]
+
+    async def relay_machine(w: WorkerHandle, ctx: JobContext) -> dict:
+        await w.connect(1 - w.id)  # through the embedded relay, on its fixed port
+        await w.close_connect()
+        return await pid_machine(w, ctx)
+
+    coord = Coordinator("adv", 2, LocalBackend(tmp_root=tmp_path / "w"), "", relay_machine,
+                        host="127.0.0.1", advertise="localhost", connect_timeout=30,
+                        embedded_relay=True, relay_port=relay_port)
     result = asyncio.run(coord.run())
     assert sorted(result.outputs) == [0, 1]
-    assert coord.advertise == "localhost"
+    assert coord.relay_addr == ("localhost", relay_port)
 
 
 def test_payload_carries_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,7 +52,54 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [add_build]
+def add_deploy(actions: argparse._SubParsersAction) -> None:
+    from .deploy import DeployOptions
+
+    d = DeployOptions
+    p = actions.add_parser(
+        "deploy",
+        help="create or update the worker function from a zip and wait until it is Active",
+        description="Create (or update) the Lambda function that runs the workers, named after "
+        "the zip's hash so that two versions never mix, in one or several regions; wait until "
+        "it is Active; turn Lambda's own retries of asynchronous invocations off. Prints the "
+        "function's name, which jobs take with -l.",
+    )
+    p.add_argument("zip", type=Path, metavar="FUNCTION.zip", help="made by excamera lambda build")
+    p.add_argument("--role", required=True, metavar="ARN",
+                   help="the execution role's ARN (the README lists what it must allow)")
+    p.add_argument("-r", "--regions", default=None, metavar="r1,r2,...",
+                   help="regions to deploy to (AWS_REGION or us-east-1)")
+    p.add_argument("--memory", type=int, default=d.memory_mb, metavar="MB",
+                   help=f"memory size; Lambda gives one vCPU per 1,769 MB ({d.memory_mb})")
+    p.add_argument("--timeout", type=int, default=d.timeout_s, metavar="SECONDS",
+                   help=f"longest a worker may run, at most 900 ({d.timeout_s})")
+    p.add_argument("--name", default=None,
+                   help="function name (default: excamera-<the zip's hash>)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="reserve this much concurrency for the function (none)")
+    p.set_defaults(func=run_deploy)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    import os
+
+    from .deploy import DeployError, DeployOptions, deploy
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    regions = [r.strip() for r in (args.regions or region).split(",") if r.strip()]
+    opts = DeployOptions(args.zip, args.role, regions, memory_mb=args.memory,
+                         timeout_s=args.timeout, name=args.name,
+                         reserved_concurrency=args.concurrency)
+    try:
+        name = deploy(opts, say=lambda msg: print(f"excamera lambda deploy: {msg}",
+                                                  file=sys.stderr))
+    except DeployError as exc:
+        raise CommandError(str(exc)) from None
+    print(name)
+    return 0
+
+
+ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [add_build, add_deploy]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -121,8 +121,9 @@ class Coordinator:
     certificate under that CA (else one is issued for the advertised host). ``host``: the
     address to listen on; ``advertise``: the address workers dial (default ``host``).
     ``relay``: the (host, port) workers dial for ``connect``; ``embedded_relay=True`` runs one
-    in this process with credentials from the job CA, on ``host`` and advertised as
-    ``advertise``. ``spares``: extra workers launched to stand in for slow or failed launches.
+    in this process with credentials from the job CA, on ``host`` (port ``relay_port``, 0 for
+    any free one) and advertised as ``advertise``. ``spares``: extra workers launched to stand
+    in for slow or failed launches.
     ``params`` reach every machine as ``ctx.params``.
     """
 
@@ -146,6 +147,7 @@ class Coordinator:
         server_key: Path | None = None,
         relay: tuple[str, int] | None = None,
         embedded_relay: bool = False,
+        relay_port: int = 0,
         retries: int = 0,
         command_timeout: float | None = None,
         connect_timeout: float = 60.0,
@@ -188,6 +190,7 @@ class Coordinator:
         self.server_cert, self.server_key = server_cert, server_key
         self.relay_addr = relay
         self.embedded_relay = embedded_relay
+        self.embedded_relay_port = relay_port
         self.retries = retries
         self.command_timeout = command_timeout
         self.connect_timeout = connect_timeout
@@ -233,6 +236,10 @@ class Coordinator:
                 raise ProtocolError("expected a hello frame")
             pending = self._pending.get(str(hello.get("token", "")))
             if pending is None or pending.worker != ident.worker_id:
+                # A late start or a second delivery of the same launch (Lambda may deliver an
+                # event twice): tell it, so it ends at once and says why.
+                await self._refuse(writer, f"no launch of worker {ident.worker_id} awaits this "
+                                   "token (a duplicate or late start)")
                 raise ProtocolError(f"no launch of worker {ident.worker_id} awaits this token")
             if hello.get("worker") != ident.worker_id or hello.get("job") != self.job_id:
                 raise ProtocolError("hello does not match the certificate")
@@ -242,13 +249,13 @@ class Coordinator:
             return
         del self._pending[str(hello["token"])]
         if pending.future.done():  # the launch gave up on this worker meanwhile
+            await self._refuse(writer, f"worker {ident.worker_id}'s launch was abandoned")
             writer.close()
             return
         why = identity.mismatch(self.code, hello.get("code"))
         if why is not None:
             log.warning("refused worker %d from %s: %s", ident.worker_id, peer, why)
-            with contextlib.suppress(ConnectionError, OSError):
-                await write_message(writer, Message("refused", {"reason": why}))
+            await self._refuse(writer, why)
             writer.close()
             pending.future.set_exception(CodeMismatch(why))
             return
@@ -256,6 +263,12 @@ class Coordinator:
         # Keep this handler alive as long as the worker's machine uses the connection.
         with contextlib.suppress(asyncio.CancelledError):
             await pending.done
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
+        """Tell an authenticated worker why it is turned away (best effort)."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await write_message(writer, Message("refused", {"reason": reason}))
 
     # --- one worker -------------------------------------------------------------------------
 
@@ -483,7 +496,8 @@ class Coordinator:
             from .relay import Relay
 
             relay = Relay(self._authority.issue_server(self._server_hosts()))
-            self.relay_addr = (self.advertise, await relay.start(self.host, 0))
+            port = await relay.start(self.host, self.embedded_relay_port)
+            self.relay_addr = (self.advertise, port)
         log.info("job %s: coordinator on %s:%d (advertised as %s), %d workers", self.job_id,
                  self.host, self.bound_port, self.advertise, self.n_workers)
         first_spare = max(self.worker_ids) + 1

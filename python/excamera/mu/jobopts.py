@@ -44,6 +44,9 @@ def add_job_options(parser: argparse.ArgumentParser, *, default_workers: int = 1
     g.add_argument("--advertise", default=None, metavar="HOST",
                    help="address workers dial to reach the coordinator and its relay, when "
                    "it differs from --host (a public address for Lambda workers)")
+    g.add_argument("--relay-port", type=int, default=0, metavar="PORT",
+                   help="port of the relay the coordinator runs itself (0: any free port); "
+                   "fix it to let remote workers through a firewall")
     g.add_argument("--spares", type=int, default=0, metavar="N",
                    help="launch N spare workers that stand in for slow or failed launches and "
                    "retries, mu's overprovisioning (0)")
@@ -82,6 +85,7 @@ def check_job_options(args: argparse.Namespace) -> None:
     check_port("-t", args.port)
     check_int("--retries", args.retries, minimum=0)
     check_int("--spares", args.spares, minimum=0)
+    check_port("--relay-port", args.relay_port)
     if args.timeout is not None:
         check_number("--timeout", args.timeout, above_minimum=True)
     check_number("--connect-timeout", args.connect_timeout, above_minimum=True)
@@ -101,6 +105,7 @@ def coordinator_kwargs(args: argparse.Namespace) -> dict:
         "port": args.port,
         "advertise": args.advertise,
         "spares": args.spares,
+        "relay_port": args.relay_port,
         "ca_cert": args.ca_cert,
         "ca_key": args.ca_key,
         "server_cert": args.srv_cert,

@@ -183,7 +183,10 @@ def write_webm(s: Stitched, fps: tuple[int, int], path: Path) -> None:
 
     tb = Fraction(fps[1], fps[0])
     try:
-        with av.open(str(path), "w", format="webm") as out:
+        # bitexact: no random segment/track UIDs or muxer version, so the same frames give the
+        # same file (a job on another backend must be byte-identical to a local one).
+        with av.open(str(path), "w", format="webm",
+                     container_options={"fflags": "+bitexact"}) as out:
             stream = out.add_stream("vp8", rate=Fraction(fps[0], fps[1]))
             stream.width, stream.height = s.width, s.height
             stream.time_base = tb
