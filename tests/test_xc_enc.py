@@ -312,9 +312,9 @@ def test_ivf_header_unused_field_round_trips(tmp_path: Path) -> None:
         assert r.header.unused == 0xDEADBEEF
 
 
-# mu's pass-0 vpxenc settings (xcenc_job.VPXENC_SETTINGS), alt-refs included.
+# mu's pass-0 vpxenc settings (xcenc.plan.VPXENC_SETTINGS), alt-refs included.
 def vpxenc_chunk(src: Path, out: Path, cq: int = 20) -> None:
-    from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+    from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 
     subprocess.run(["vpxenc", *VPXENC_SETTINGS, f"--cq-level={cq}", "-o", str(out), str(src)],
                    check=True, capture_output=True, timeout=300)

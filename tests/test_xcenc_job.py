@@ -22,16 +22,9 @@ from excamera.mu.backends import LocalBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
 from excamera.mu.machines import JobContext, WorkerHandle
-from excamera.pipelines.xcenc_job import (
-    OPERATION_MODULE,
-    Need,
-    PassPlan,
-    PlanError,
-    XcencParams,
-    job_params,
-    reencode_argv,
-    xcenc_machine,
-)
+from excamera.pipelines.xcenc.machine import job_params, xcenc_machine
+from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+from excamera.pipelines.xcenc.plan import Need, PassPlan, PlanError, XcencParams, reencode_argv
 from excamera.xc.ivf import read_ivf
 from excamera.xc.tools_main import entry_point
 from excamera.xc.y4m import Y4MReader, Y4MWriter
@@ -117,6 +110,29 @@ def test_wavefront_and_batch_plans() -> None:
     assert plans[1].out_tags == {0: 0, 1: 1} and plans[1].send_tags == {0, 1}
     assert plans[3].send_tags == frozenset()  # last of its batch: the next chunk is a key frame
     assert not any(w.enforce_convergence for w in plans)
+
+
+def test_worker_imports_only_the_operations() -> None:
+    """A worker imports the job's operation module alone: nothing of the coordinator's side
+    (its machine, mu's machines and coordinator) and not the plan; the plan imports no asyncio
+    and nothing of mu."""
+    probe = ("import json, sys, importlib; importlib.import_module(sys.argv[1]); "
+             "print(json.dumps(sorted(m for m in sys.modules "
+             "if m.startswith('excamera') or m == 'asyncio')))")
+
+    def loaded(module: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe, module], env=child_env(),
+                              capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    assert OPERATION_MODULE == "excamera.pipelines.xcenc.ops"
+    ops = loaded(OPERATION_MODULE)
+    assert OPERATION_MODULE in ops
+    for coordinator_side in ("excamera.pipelines.xcenc.machine", "excamera.pipelines.xcenc.plan",
+                             "excamera.mu.machines", "excamera.mu.coordinator"):
+        assert coordinator_side not in ops, ops
+    plan = loaded("excamera.pipelines.xcenc.plan")
+    assert "asyncio" not in plan and not [m for m in plan if m.startswith("excamera.mu")], plan
 
 
 # --- pass 0 only, through the CLI ---------------------------------------------------------

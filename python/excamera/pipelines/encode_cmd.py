@@ -45,8 +45,8 @@ from .media import (
     write_ivf,
     write_webm,
 )
+from .xcenc.machine import clean_handoff
 from .xcenc_cmd import add_xcenc_options, make_coordinator, make_params
-from .xcenc_job import clean_handoff
 
 FULL_PASSES = "7"
 

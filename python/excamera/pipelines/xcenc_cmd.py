@@ -13,15 +13,9 @@ from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import Coordinator, JobResult
 from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
-from .xcenc_job import (
-    OPERATION_MODULE,
-    PassPlan,
-    PlanError,
-    XcencParams,
-    clean_handoff,
-    job_params,
-    xcenc_machine,
-)
+from .xcenc.machine import clean_handoff, job_params, xcenc_machine
+from .xcenc.ops import OPERATION_MODULE
+from .xcenc.plan import PassPlan, PlanError, XcencParams
 
 
 def add_xcenc_options(p: argparse.ArgumentParser) -> None:

@@ -265,7 +265,7 @@ class Encoder:
 
 @dataclass(frozen=True)
 class ReencodeOptions:
-    """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``xcenc_job``)."""
+    """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``pipelines.xcenc``)."""
 
     # -w: alfalfa's weighted first-frame quantizer, w*kf_q + (1-w)*next_q. None (the default)
     # instead picks the coarsest quantizer whose first frame is within 0.25 dB of the
@@ -279,7 +279,7 @@ class ReencodeOptions:
     # --last-keeps-refs stops the last frame from refreshing all three references, so the
     # chunk's boosted first frame stays a reference for the next chunk, and --choose-refs lets
     # rebased macroblocks pick their best reference. The pipeline's batch mode uses the last two
-    # (xcenc_job.EXCAMERA_CHAIN_FLAGS); --keep-golden measured worse there.
+    # (xcenc.plan.EXCAMERA_CHAIN_FLAGS); --keep-golden measured worse there.
     keep_golden: bool = False
     last_refreshes_all: bool = True
     choose_refs: bool = False
