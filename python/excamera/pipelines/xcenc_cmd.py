@@ -65,8 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="relay host (default: the coordinator runs its own relay)")
     p.add_argument("-T", dest="relay_port", type=int, default=13337, metavar="stHostPort",
                    help="relay port, with -H (13337)")
-    p.add_argument("--reencode", choices=("xc-enc", "copy"), default="xc-enc",
-                   help=argparse.SUPPRESS)  # "copy": test the hand-off without xc-enc
     p.set_defaults(func=main)
 
 
@@ -89,7 +87,6 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
             pass0=args.pass0,
             chain=args.chain,
             tools=args.tools,
-            reencode=getattr(args, "reencode", "xc-enc"),
             handoff_storage=args.retries > 0,
             cpu_slots=cpu_slots,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...mu.machines import JobContext, RunResult, WorkerHandle
-from .plan import VPXENC_SETTINGS, XcencParams, plan_w, reencode_argv
+from .plan import VPXENC_SETTINGS, XcencParams, reencode_argv
 
 
 class CpuSlots:
@@ -94,13 +94,6 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     w.state = "setup"
     probe = await w.run_op("xcenc_probe")
     py = str(probe["python"])
-    needs_xcenc = (plan.passes > plan_w(p) and p.reencode == "xc-enc") or p.pass0 == "xc"
-    if needs_xcenc and not probe["xc_enc"]:
-        raise RuntimeError(
-            f"worker {k}: xc-enc is not available (excamera.xc.enc is not built); "
-            f"this plan needs it for {'pass 0' if p.pass0 == 'xc' else 're-encode passes'}"
-            " (use -p 1 for pass 0 with vpxenc only)"
-        )
     if p.pass0 == "vpxenc" and not probe["vpxenc"]:
         raise RuntimeError(f"worker {k}: vpxenc is not installed on the worker")
     needs_relay = bool(plan.needs) or bool(plan.send_tags)
@@ -140,12 +133,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                 if tag is not None:
                     await _receive(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
-            if p.reencode == "xc-enc":
-                res = await _tool(w, slots, p, py,
-                                  reencode_argv(["xc-enc"], need, p.pass_flags(n)))
-            else:  # test mode: the hand-off and comparison run, the stream stays pass 0's
-                await w.run_op("xcenc_copy", pairs=[["prev.ivf", "output.ivf"]])
-                res = await _tool(w, slots, p, py, ["xc-dump", "output.ivf", "final.state"])
+            res = await _tool(w, slots, p, py, reencode_argv(["xc-enc"], need, p.pass_flags(n)))
             runs.append({"pass": n, "step": w.state, "seconds": res.seconds,
                          "input_state": have[need.inp],
                          "prev_state": have[need.prev] if need.prev is not None else None})

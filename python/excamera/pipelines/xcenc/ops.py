@@ -18,16 +18,8 @@ STATE_MAGIC = b"STATE("
 
 
 def _probe_op(ctx: OpContext) -> dict[str, Any]:
-    """Where the worker's tools are: its Python (for tools_main), xc-enc and vpxenc presence."""
-    import sys
-
-    from excamera.xc.tools_main import entry_point
-
-    return {
-        "python": sys.executable,
-        "xc_enc": entry_point("xc-enc") is not None,
-        "vpxenc": shutil.which("vpxenc") is not None,
-    }
+    """The worker's Python (it runs tools_main) and whether it has vpxenc."""
+    return {"python": sys.executable, "vpxenc": shutil.which("vpxenc") is not None}
 
 
 def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str) -> dict[str, Any]:

@@ -109,7 +109,6 @@ class XcencParams:
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
     pass0: str = "vpxenc"  # or "xc": xc-enc -y Y
-    reencode: str = "xc-enc"  # "copy": test mode, exercise hand-off/compare, keep pass-0 stream
     handoff_storage: bool = False  # also store handed-off states (on with --retries)
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
     # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
@@ -139,8 +138,6 @@ class XcencParams:
             raise PlanError(f"tools {self.tools!r}: expected one of {', '.join(TOOL_MODES)}")
         if self.chain not in CHAINS:
             raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
-        if self.reencode not in ("xc-enc", "copy"):
-            raise PlanError(f"re-encode mode {self.reencode!r}: expected xc-enc or copy")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.y_ac_qi <= 127 or not 0 <= self.s_ac_qi <= 127:
@@ -244,13 +241,8 @@ class XcencParams:
             out_tags=self._out_tags(k),
             send_tags=frozenset(send),
             enforce_convergence=(self.kf_dist is None and passes >= 2 and has_successor
-                                 and k >= self.plan.total - 1 and self.reencode == "xc-enc"),
+                                 and k >= self.plan.total - 1),
         )
-
-
-def plan_w(p: XcencParams) -> int:
-    """Passes of phase 1 (the independent encodes)."""
-    return p.plan.phases[0] if p.kf_dist is None else 1
 
 
 def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
