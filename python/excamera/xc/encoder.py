@@ -304,11 +304,8 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
     """
     from excamera import _xc
 
-    fn = getattr(_xc, "reencode_chunk", None)
-    if fn is None:
-        raise EncodeError("re-encode (rebase) is not in this build of excamera._xc")
     o = opts or ReencodeOptions()
-    frames, state, input_hash = fn(
+    frames, state, input_hash = _xc.reencode_chunk(
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
         reencode_first_frame=o.reencode_first_frame, refine_sw=o.refine_sw,
