@@ -364,12 +364,13 @@ def test_reencode_vpxenc_chunk_onto_other_state(two_chunks: Path, tmp_path: Path
 
 def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: Path) -> None:
     """A second rebase of the re-encoded chunk (-p it, -S the state it was encoded from) with
-    mu's S-phase and refinement flags still decodes identically in vpxdec."""
+    mu's S-phase and closing-phase flags still decodes identically in vpxdec. alfalfa's
+    --refine-sw is not implemented, so it is refused rather than accepted and ignored."""
     d = two_chunks
     run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "--s-ac-qi", 30,
             "--reencode-first-frame", "-o", tmp_path / "p1.ivf", d / "c1.y4m")
     run_enc("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf", "-S", d / "v0.state",
-            "--refine-sw", "--fix-prob-tables", "-O", tmp_path / "p2.state",
+            "--fix-prob-tables", "-O", tmp_path / "p2.state",
             "-o", tmp_path / "p2.ivf", d / "c1.y4m")
     joined = tmp_path / "joined.ivf"
     with IvfWriter(joined, 176, 144) as w:
@@ -378,6 +379,11 @@ def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: P
     pics, final = our_decode(joined)
     assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
     assert final.to_bytes() == (tmp_path / "p2.state").read_bytes()
+    refused = run_enc("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf", "-S",
+                      d / "v0.state", "--refine-sw", "-o", tmp_path / "r.ivf", d / "c1.y4m",
+                      check=False)
+    assert refused.returncode == 2 and "unrecognized arguments: --refine-sw" in refused.stderr
+    assert not (tmp_path / "r.ivf").exists()
     # The rebase's own errors (here: -S missing for a stream that does not start with a key
     # frame) are one line naming the input.
     msg = _error("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf",

@@ -66,8 +66,8 @@ def test_pass_plan_phases_and_flags() -> None:
         ["--s-ac-qi", "127"],
         ["--s-ac-qi", "127", "--reencode-first-frame"],
         ["--s-ac-qi", "127"],
-        ["--refine-sw"],
-        ["--refine-sw", "--fix-prob-tables"],
+        [],
+        ["--fix-prob-tables"],
     ]
     assert PassPlan.parse("1,2,1,1").flags(1, 9) == []  # phase 2: a plain rebase
     for bad in ("0", "x", "1,2", "0,0,3,2", "1,-1,3,2"):
@@ -78,9 +78,9 @@ def test_pass_plan_phases_and_flags() -> None:
 
 
 def test_reencode_command_line_is_alfalfas() -> None:
-    argv = reencode_argv(["xc-enc"], Need(2, 1), ["-w", "0.75", "--refine-sw"])
+    argv = reencode_argv(["xc-enc"], Need(2, 1), ["-w", "0.75", "--fix-prob-tables"])
     assert " ".join(argv) == (
-        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --refine-sw -i y4m "
+        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --fix-prob-tables -i y4m "
         "-O final.state -o output.ivf input.y4m")
     assert "-S" not in reencode_argv(["xc-enc"], Need(0, None), [])
 

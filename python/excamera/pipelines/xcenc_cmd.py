@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", dest="offset", type=int, default=0, metavar="nOffset",
                    help="input chunks to skip (0)")
     p.add_argument("-p", dest="passes", default="7", metavar="nPasses|w,x,y,z",
-                   help="passes in all (7 = pass 0, 4 S-phase, 2 refine), or passes per phase "
+                   help="passes in all (7 = pass 0, 4 S-phase, 2 closing), or passes per phase "
                    "w,x,y,z as in mu (1,0,3,2); 1 = pass 0 only, chunks independent")
     p.add_argument("-K", dest="kf_dist", type=int, default=None, metavar="kfDist",
                    help="batch mode: a key frame every kfDist chunks, at most 3 passes "

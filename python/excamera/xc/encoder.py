@@ -273,7 +273,6 @@ class ReencodeOptions:
     kf_q_weight: float | None = None
     s_ac_qi: int | None = None  # --s-ac-qi: the S phase's quantizer index
     reencode_first_frame: bool = False  # --reencode-first-frame
-    refine_sw: bool = False  # --refine-sw
     fix_prob_tables: bool = False  # --fix-prob-tables
     # excamera's, not alfalfa's: --keep-golden leaves golden alone in the converted first frame,
     # --last-keeps-refs stops the last frame from refreshing all three references, so the
@@ -308,7 +307,7 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
     frames, state, input_hash = _xc.reencode_chunk(
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
-        reencode_first_frame=o.reencode_first_frame, refine_sw=o.refine_sw,
-        fix_prob_tables=o.fix_prob_tables, speed=o.speed, keep_golden=o.keep_golden,
-        last_refreshes_all=o.last_refreshes_all, choose_refs=o.choose_refs)
+        reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
+        speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
+        choose_refs=o.choose_refs)
     return ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))

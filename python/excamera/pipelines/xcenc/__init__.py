@@ -36,10 +36,13 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
 Passes and phases (``-p``). mu's code takes ``w,x,y,z`` passes per phase (default 1,0,3,2):
 phase 1 is pass 0 (vpxenc; w > 1 repeats it, pointlessly but as mu did), phase 2 plain rebases
-(no extra flag), phase 3 the S phase (``--s-ac-qi S``), phase 4 refinement (``--refine-sw``, and
-``--fix-prob-tables`` on the very last pass). The run right after the first S-phase pass adds
-``--reencode-first-frame``. The guide's integer form ``-p N`` (default 7) is read as N passes in
-all: pass 0, then an S phase of N-3 passes and the refinement's 2 (``1,0,N-3,2``); ``-p 3`` is
+(no extra flag), phase 3 the S phase (``--s-ac-qi S``), phase 4 the closing rebases: plain
+ones again, the very last pass of the plan with ``--fix-prob-tables``. (mu's phase 4 also
+passed alfalfa's ``--refine-sw``, a refinement of the motion search window; xc-enc does not
+implement it, so it is neither passed nor accepted.) The run right after the first S-phase pass
+adds ``--reencode-first-frame``. The guide's integer form ``-p N`` (default 7) is read as N
+passes in all: pass 0, then an S phase of N-3 passes and the closing phase's 2
+(``1,0,N-3,2``); ``-p 3`` is
 ``1,0,1,1``, ``-p 2`` is ``1,0,1,0`` and ``-p 1`` is pass 0 alone: every chunk independent,
 each starting with a key frame.
 
@@ -49,6 +52,9 @@ exact. A worker k >= P ends on worker k-1's *second-to-last* state, so it is exa
 k-1 converged (its last two passes gave identical states). That is checked as mu did, with
 ``comp-states``: a worker P-1 <= k < n-1 whose states differ fails the job, since its successor's
 output would not decode to what was encoded. (The last worker has no successor to mislead.)
+xc-enc's rebases onto different states do not give identical states (on carphone about 69,000
+bits differ between a worker's last two, whatever P), so in practice the wavefront runs with
+n <= P; batch mode, which ``excamera encode`` runs, never relies on convergence.
 
 Batch mode (``-K x``, ExCamera[n,x]): chunk k is number ``k mod x`` of its batch. The first
 chunk of each batch keeps its key frame (1 pass); the second rebases once onto the first's final

@@ -71,10 +71,8 @@ class PassPlan:
         out: list[str] = []
         if phase == 3:
             out += ["--s-ac-qi", str(s_ac_qi)]
-        elif phase == 4:
-            out.append("--refine-sw")
-            if p == self.total - 1:
-                out.append("--fix-prob-tables")
+        elif phase == 4 and p == self.total - 1:
+            out.append("--fix-prob-tables")
         if y >= 1 and p == w + x + 1:
             out.append("--reencode-first-frame")
         return out
