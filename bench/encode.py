@@ -13,7 +13,7 @@ Q, no alt-ref, no lag, one key frame, one thread, as our encoder runs) and ``--g
    frame, best of ``--runs`` runs of the whole clip. vpxenc's time includes its process start
    and Y4M reading (about 1 ms in all).
 2. **Rebase**: the clip cut in chunks of ``--chunk`` frames (6, ExCamera's), each chunk encoded
-   by vpxenc with mu's pass-0 settings (``xcenc_job.VPXENC_SETTINGS``: two-pass, ``--good
+   by vpxenc with mu's pass-0 settings (``xcenc.plan.VPXENC_SETTINGS``: two-pass, ``--good
    --cpu-used=0``, constrained quality, auto alt-ref, ``--tune=ssim``; ``--cq-level=20``), then
    rebased onto the previous chunk's final state (``reencode_chunk``, in process, default
    options: the first key frame becomes a fully encoded inter frame, as ``xc-enc -r`` does).
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from _common import VPX_COMMON, best_of, need_tool, run, settings, shared_dir
 from excamera.metrics import QualityMeter, bd_rate, ssim_db
-from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import Encoder, ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
@@ -153,7 +153,7 @@ def batch_mode_passes(chunks: list[list[Picture]], streams: list[list[bytes]], s
                 runs: int, weight: float, vpx_times: list[float]) -> dict[str, dict[str, float]]:
     """Batch mode's two re-encodes, timed separately, per frame against the same chunks'
     vpxenc pass-0 time, with the ``excamera`` chain's flags
-    (``xcenc_job.EXCAMERA_CHAIN_FLAGS``), over chunks k >= 2 (chunk 1 rebases once):
+    (``xcenc.plan.EXCAMERA_CHAIN_FLAGS``), over chunks k >= 2 (chunk 1 rebases once):
 
     - pass 1: chunk k re-encoded onto chunk k-1's pass-0 state, its key frame converted at
       best effort. Every chunk does this at once, in parallel, right after pass 0;

@@ -6,7 +6,7 @@ For each quality (mu's -Y, vpxenc's cq level) the clip is encoded twice:
   processes, TLS, the relay, pass 0 by vpxenc with mu's settings, xc-enc rebases);
 - by one serial ``vpxenc`` run of the whole clip with mu's pass-0 settings (two-pass,
   ``--good --cpu-used=0``, constrained quality at cq level Q, auto alt-ref, ``--tune=ssim``:
-  ``xcenc_job.VPXENC_SETTINGS``; the JSON's ``settings.baseline`` is the exact command).
+  ``xcenc.plan.VPXENC_SETTINGS``; the JSON's ``settings.baseline`` is the exact command).
 
 Both outputs are decoded with xc (bit-exact) and measured against the source: luma SSIM
 (:mod:`excamera.metrics`) in dB and Y-PSNR. The BD-rate of ExCamera against vpxenc is
@@ -32,7 +32,7 @@ from pathlib import Path
 from _common import need_tool, settings, shared_dir
 from excamera.metrics import bd_rate, ssim_db
 from excamera.pipelines.encode_cmd import measure
-from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 from excamera.xc.ivf import IvfReader
 
 QUALITIES = (12, 20, 28, 36, 44)

@@ -38,7 +38,7 @@ import numpy as np
 
 from _common import REPO, settings, shared_dir
 from excamera.awslambda import build, elf
-from excamera.pipelines.xcenc_job import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _shared_paths import shared_dir
+from _shared_paths import vectors_dir
 from excamera.xc.codec import DecodeError, Decoder, State, decode_frame
 from excamera.xc.ivf import IvfWriter, read_ivf
 
@@ -31,7 +31,7 @@ def child_env() -> dict[str, str]:
 
 
 def vectors() -> Path:
-    return shared_dir() / "vp8-test-vectors"
+    return vectors_dir()
 
 
 @pytest.fixture(scope="module")

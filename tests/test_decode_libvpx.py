@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _shared_paths import shared_dir
+from _shared_paths import shared_dir, vectors_dir
 from excamera.xc.codec import State, decode_frame
 from excamera.xc.ivf import IvfWriter, read_ivf
 from excamera.xc.y4m import Picture, Y4MReader, Y4MWriter, chroma_size
@@ -445,7 +445,7 @@ DAMAGED = [
 def test_damaged_streams_decode_like_vpxdec(ws: Workspace, vector: str, mode: str) -> None:
     """20 damaged copies of a vector: xc refuses the same packet vpxdec refuses (first failure),
     and every picture before it is identical, damaged frames included."""
-    frames = [f.data for f in read_ivf(shared_dir() / "vp8-test-vectors" / f"{vector}.ivf")[1]]
+    frames = [f.data for f in read_ivf(vectors_dir() / f"{vector}.ivf")[1]]
     refused = damaged_shown = 0
     for seed in range(20):
         bad = damage(frames, seed, mode)
@@ -467,7 +467,7 @@ def test_damaged_streams_decode_like_vpxdec(ws: Workspace, vector: str, mode: st
 
 def decode_damaged(ws: Workspace, vector: str, mode: str, seed: int) -> bool:
     """Whether xc and vpxdec agree on one damaged copy of a vector (refusal and pictures)."""
-    frames = [f.data for f in read_ivf(shared_dir() / "vp8-test-vectors" / f"{vector}.ivf")[1]]
+    frames = [f.data for f in read_ivf(vectors_dir() / f"{vector}.ivf")[1]]
     bad = damage(frames, seed, mode)
     ivf = ws.root / f"one-{vector}-{mode}-{seed}.ivf"
     with IvfWriter(ivf, 176, 144) as w:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _shared_paths import shared_dir
+from _shared_paths import vectors_dir
 from excamera.xc.codec import Decoder
 from excamera.xc.ivf import read_ivf
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def conformance_vectors() -> list[Path]:
-    root = shared_dir() / "vp8-test-vectors"
+    root = vectors_dir()
     found = sorted(p for p in root.glob("*.ivf") if Path(f"{p}.md5").exists())
     found.append(root / "libvpx-test-data-extra" / "vp80-06-smallsize.ivf")
     return found

@@ -13,7 +13,6 @@ import pytest
 
 from _shared_paths import shared_dir
 from excamera.metrics import QualityMeter, ssim
-from excamera.xc.tools_main import entry_point
 from excamera.xc.y4m import Picture, read_y4m
 
 PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
@@ -112,8 +111,6 @@ def test_encode_bad_input_one_line_no_output(tmp_path: Path) -> None:
     assert done.returncode == 1 and ".ivf or .webm" in done.stderr
 
 
-@pytest.mark.skipif(entry_point("xc-enc") is None,
-                    reason="needs the encoder xc-enc (excamera.xc.enc not built)")
 def test_encode_full_excamera_default(tmp_path: Path) -> None:
     src = shared_dir() / "clips" / "carphone_qcif_120f.y4m"
     out = tmp_path / "out.webm"
@@ -124,8 +121,6 @@ def test_encode_full_excamera_default(tmp_path: Path) -> None:
     assert vpxdec_raw(out, tmp_path / "dec.yuv") == FRAMES
 
 
-@pytest.mark.skipif(entry_point("xc-enc") is None,
-                    reason="needs the encoder xc-enc (excamera.xc.enc not built)")
 def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
     """``--tools worker`` (the default: xc-enc, xc-dump, comp-states run in the worker's own
     Python) and ``--tools subprocess`` (a process per step, as mu ran them) write the same
@@ -142,8 +137,6 @@ def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
         assert outs[0] == outs[1], chain
 
 
-@pytest.mark.skipif(entry_point("xc-enc") is None,
-                    reason="needs the encoder xc-enc (excamera.xc.enc not built)")
 def test_pass0_xc_over_several_batches(tmp_path: Path) -> None:
     """With ``--pass0 xc`` every chunk records the state it was encoded from, a fresh one for
     the key-frame chunks that start batches; those decode from any state, so the join check

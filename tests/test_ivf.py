@@ -8,17 +8,13 @@ import subprocess
 
 import pytest
 
-from _shared_paths import shared_dir
+from _shared_paths import shared_dir, vectors_dir
 from excamera.xc.ivf import IvfError, IvfReader, IvfWriter, count_frames, read_ivf
 
 
 def manifest() -> list[dict[str, str]]:
-    with open(shared_dir() / "vp8-test-vectors" / "MANIFEST.tsv", newline="") as f:
+    with open(vectors_dir() / "MANIFEST.tsv", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
-
-
-def vectors_dir():
-    return shared_dir() / "vp8-test-vectors"
 
 
 def test_round_trip_and_frame_count_fixup(tmp_path):

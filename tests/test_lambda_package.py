@@ -37,7 +37,8 @@ from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
 from excamera.mu.machines import JobContext, WorkerHandle
 from excamera.mu.payload import LaunchPayload
-from excamera.pipelines.xcenc_job import VPXENC_SETTINGS  # mu's pass-0 settings
+from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS  # mu's pass-0 settings
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_VPXENC = Path("/usr/bin/vpxenc")
@@ -335,11 +336,10 @@ def test_handler_reports_failures_clearly(tmp_path: Path) -> None:
     with pytest.raises(h.PayloadError, match=r"^launch event: launch payload has unknown"
                        r" fields: \['secret'\]"):
         h.handler({**_unreachable_event(tmp_path), "secret": "x"}, None)
-    t0 = time.monotonic()
+    # A refused connection ends in this error, not a hang (pytest's timeout would catch one).
     with pytest.raises(h.WorkerFailed, match=r"^worker 5 of job lambdatest-00000000: cannot"
                        r" reach coordinator 127\.0\.0\.1:\d+"):
         h.handler(_unreachable_event(tmp_path), None)
-    assert time.monotonic() - t0 < 30  # the payload's 1 s connect timeout, not a hang
     path = os.environ["PATH"].split(os.pathsep)
     assert path.count(str(h.task_root() / "bin")) == 1
     h.prepare_environment()  # idempotent under warm reuse
@@ -523,7 +523,7 @@ def test_handler_runs_under_awslambdaric(lambda_environment, lambda_task_root: P
         backend = RuntimeBackend(api, proc)
         coord = Coordinator("lambdasmoke", 1, backend, str(store), lambda_smoke_machine,
                             params={"tag": tag}, connect_timeout=60,
-                            operation_modules=["excamera.pipelines.xcenc_job"])
+                            operation_modules=[OPERATION_MODULE])
         try:
             result = asyncio.run(coord.run())
         except JobFailed as exc:
@@ -540,7 +540,7 @@ def test_handler_runs_under_awslambdaric(lambda_environment, lambda_task_root: P
         assert (report["init_s"] > 0) is (not warm)
         # The worker ran in the isolated 3.12 with the zip's tools.
         assert out["probe"]["python"].endswith("python3.12")
-        assert out["probe"]["vpxenc"] and out["probe"]["xc_enc"]
+        assert out["probe"]["vpxenc"]
         assert out["vpxenc"] == str(lambda_task_root / "bin" / "vpxenc")
         assert not Path(out["tmpdir"]).exists()  # its directory went with the invocation
     assert results[0][0]["tmpdir"] != results[1][0]["tmpdir"]

@@ -17,7 +17,7 @@ import pytest
 from excamera.mu.backends import InProcessBackend, LocalBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
-from excamera.mu.machines import Cmd, JobContext, WorkerHandle
+from excamera.mu.machines import Cmd, JobContext, Transition, WorkerHandle
 from excamera.mu.observe import JsonLinesRecorder
 from excamera.mu.timeline import load_transitions, plot_timeline
 
@@ -50,27 +50,30 @@ async def feature_machine(w: WorkerHandle, ctx: JobContext) -> dict:
     for i in range(3):
         w.state = f"loop{i}"
         lines.append((await w.run(f"echo {i} >> log.txt && wc -l < log.txt")).stdout.strip())
-    # if/else on a worker's answer; worker 0 is slow before announcing phase1.
+    # if/else on a worker's answer. Worker 0 reaches phase1_done only after worker 1 has, so
+    # worker 1's wait for worker 0 below is a real wait, however fast or loaded the machine.
     if w.id == 0:
-        await w.run_op("sleep", seconds=0.4)
-        branch = "slow"
+        await ctx.progress.wait_for(worker=1, state="phase1_done")
+        branch = "waited"
     else:
-        branch = "fast"
+        branch = "went on"
     w.state = "phase1_done"
     if w.id > 0:
         await ctx.progress.wait_for(worker=w.id - 1, state="phase1_done")
     w.state = "after_wait"
-    # Background command: the worker keeps answering while it runs, then reports an event.
-    bg = await w.start(Cmd.op_("sleep", seconds=0.5))
-    t0 = time.monotonic()
-    echo = await w.echo("ping", b"body")
-    echo_latency = time.monotonic() - t0
-    assert not bg.done()
+    # Background command: the worker keeps answering while it runs, then reports an event. The
+    # command cannot end before the file `go` exists, which is made only after the echo is
+    # answered, so the echo was answered while it ran (a worker that served one command at a
+    # time would never answer: the 60 s bound turns that hang into a failure).
+    bg = await w.start(Cmd.run("while [ ! -e go ]; do sleep 0.01; done; echo went"))
+    echo = await asyncio.wait_for(w.echo("ping", b"body"), 60)
+    still_running = not bg.done()
+    await w.run("touch go")
     done = await bg.result()
     return {
         "tag": tag, "tmpdir": tmpdir, "cwd": cwd, "lines": lines, "branch": branch,
-        "echo": (echo["text"], echo.body), "echo_latency": echo_latency,
-        "bg_slept": done["slept"],
+        "echo": (echo["text"], echo.body), "bg_running_at_echo": still_running,
+        "bg_out": done["stdout"].strip(),
     }
 
 
@@ -89,10 +92,9 @@ def test_machine_features_and_transitions(tmp_path: Path) -> None:
         assert o["tmpdir"] == o["cwd"]
         assert o["tmpdir"].startswith(str(root))  # the backend's per-worker TMPDIR
         assert o["lines"] == ["1", "2", "3"]
-        assert o["branch"] == ("slow" if k == 0 else "fast")
+        assert o["branch"] == ("waited" if k == 0 else "went on")
         assert o["echo"] == ("ping", b"body")
-        assert o["echo_latency"] < 0.4  # answered while the background sleep ran
-        assert o["bg_slept"] == 0.5
+        assert o["bg_running_at_echo"] and o["bg_out"] == "went"
         assert result.workers[k].final_state == "done"
         assert not Path(o["tmpdir"]).exists()
     assert list(root.iterdir()) == []  # every worker's directory is gone
@@ -105,11 +107,12 @@ def test_machine_features_and_transitions(tmp_path: Path) -> None:
         states = [r["state"] for r in recs if r["worker"] == k]
         assert states == ["launching", "connected", "setup", "loop0", "loop1", "loop2",
                           "phase1_done", "after_wait", "done"]
-    t = {(r["worker"], r["state"]): r["t"] for r in recs}
+    at = {(r["worker"], r["state"]): i for i, r in enumerate(recs)}  # order of the records
     for k in (1, 2):
         # The wait really waited: worker k went on only after worker k-1 reached phase1_done.
-        assert t[(k, "after_wait")] >= t[(k - 1, "phase1_done")]
-    assert t[(1, "after_wait")] - t[(1, "phase1_done")] > 0.2  # worker 0 was slower
+        assert at[(k, "after_wait")] > at[(k - 1, "phase1_done")]
+    # Worker 1 was at phase1_done before worker 0 got there, and went on only after.
+    assert at[(1, "phase1_done")] < at[(0, "phase1_done")] < at[(1, "after_wait")]
 
     # The timeline of this real run: one bar row per worker, a valid non-trivial PNG.
     png = tmp_path / "timeline.png"
@@ -126,20 +129,50 @@ def test_machine_features_and_transitions(tmp_path: Path) -> None:
     assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
 
 
-async def failing_machine(w: WorkerHandle, ctx: JobContext) -> None:
-    w.state = "about_to_fail"
-    if w.id == 1:
-        await w.run("echo first line >&2; echo 'decoder exploded at frame 7' >&2; exit 3")
-    else:
-        await w.run_op("sleep", seconds=5)
+class TransitionList:
+    """An observer keeping every transition, in order."""
+
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+
+    def on_transition(self, tr: Transition) -> None:
+        self.transitions.append(tr)
+
+    def states(self, worker: int) -> list[str]:
+        return [tr.state for tr in self.transitions if tr.worker == worker]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a killed orphan may linger as a zombie until its
+    new parent reaps it; that does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_failing_command_reports_stderr(tmp_path: Path) -> None:
-    coord = Coordinator("failing", 2, LocalBackend(tmp_root=tmp_path), "", failing_machine)
-    t0 = time.monotonic()
+    pids: dict[int, int] = {}
+
+    async def failing_machine(w: WorkerHandle, ctx: JobContext) -> None:
+        pids[w.id] = w.pid
+        w.state = "about_to_fail"
+        if w.id == 1:
+            await w.run("echo first line >&2; echo 'decoder exploded at frame 7' >&2; exit 3")
+        else:
+            await w.run_op("sleep", seconds=60)
+            w.state = "slept"
+
+    seen = TransitionList()
+    coord = Coordinator("failing", 2, LocalBackend(tmp_root=tmp_path), "", failing_machine,
+                        observers=[seen])
     with pytest.raises(JobFailed) as info:
         asyncio.run(coord.run())
-    assert time.monotonic() - t0 < 4.5  # the other worker was stopped, not waited for
+    # The other worker was stopped, not waited for: its sleep never ended, and its process
+    # is gone.
+    assert "about_to_fail" in seen.states(0) and "slept" not in seen.states(0)
+    assert not alive(pids[0])
     msg = str(info.value)
     assert "worker 1" in msg and "exited with 3" in msg
     assert "decoder exploded at frame 7" in msg
@@ -185,6 +218,22 @@ def test_relay_blobs_between_workers(tmp_path: Path) -> None:
     assert result.outputs == {0: "sent", 1: "state of chunk 0"}
 
 
+def children(pid: int, program: bytes) -> list[int]:
+    """The processes whose parent is ``pid`` and whose command is ``program``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == pid and argv0 == program:
+            found.append(int(entry.name))
+    return found
+
+
 def run_slow_job(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
@@ -197,11 +246,12 @@ def run_slow_job(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProce
     )
     pid_file = pid_dir / "worker-2.pid"
     deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
+    # Kill worker 2 once its slow command is running: when its `sleep` child exists.
+    while not pid_file.exists() or not pid_file.read_text() or not children(
+            int(pid_file.read_text()), b"sleep"):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "worker 2 never reached its slow command"
         time.sleep(0.05)
-    time.sleep(0.3)  # let it get well inside `sleep`
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), root
@@ -234,16 +284,23 @@ def test_worker_that_never_connects(tmp_path: Path) -> None:
     async def machine(w: WorkerHandle, ctx: JobContext) -> None:
         raise AssertionError("never reached")
 
+    # Each stuck worker notes its process id, then would note that it woke after 60 s.
+    marks = tmp_path / "marks"
+    marks.mkdir()
     backend = LocalBackend(
-        tmp_root=tmp_path,
-        command=[sys.executable, "-c", "import sys, time; sys.stdin.read(); "
-                 "print('stuck in cold start', file=sys.stderr, flush=True); time.sleep(60)"],
+        tmp_root=tmp_path / "tmp",
+        command=[sys.executable, "-c", "import os, sys, time; sys.stdin.read(); "
+                 f"d = {str(marks)!r}; open(os.path.join(d, str(os.getpid())), 'w').close(); "
+                 "print('stuck in cold start', file=sys.stderr, flush=True); time.sleep(60); "
+                 "open(os.path.join(d, 'woke'), 'w').close()"],
     )
     coord = Coordinator("silent", 2, backend, "", machine, connect_timeout=1.5)
-    t0 = time.monotonic()
     with pytest.raises(JobFailed) as info:
         asyncio.run(coord.run())
-    assert time.monotonic() - t0 < 10
+    # The job gave up on them instead of waiting: none woke, and their processes are gone.
+    pids = [int(p.name) for p in marks.iterdir() if p.name != "woke"]
+    assert pids and not (marks / "woke").exists()
+    assert not any(alive(pid) for pid in pids)
     msg = str(info.value)
     assert "did not connect within 1.5 s" in msg
     assert "stuck in cold start" in msg
@@ -251,16 +308,18 @@ def test_worker_that_never_connects(tmp_path: Path) -> None:
 
 
 def test_command_timeout_loses_worker(tmp_path: Path) -> None:
+    pid_file, finished = tmp_path / "command.pid", tmp_path / "finished"
+
     async def machine(w: WorkerHandle, ctx: JobContext) -> None:
         w.state = "hanging"
-        await w.run("sleep 30")
+        await w.run(f"echo $$ > {pid_file}; sleep 60; touch {finished}")
 
-    coord = Coordinator("hang", 1, LocalBackend(tmp_root=tmp_path), "", machine,
+    coord = Coordinator("hang", 1, LocalBackend(tmp_root=tmp_path / "tmp"), "", machine,
                         command_timeout=1.0)
-    t0 = time.monotonic()
     with pytest.raises(JobFailed) as info:
         asyncio.run(coord.run())
-    assert time.monotonic() - t0 < 10
+    # The command was stopped at its timeout, not waited for.
+    assert not finished.exists() and not alive(int(pid_file.read_text()))
     assert "command 'run' timed out after 1 s" in str(info.value)
     assert "'hanging'" in str(info.value)
 
@@ -316,7 +375,6 @@ def test_long_lived_ca_issues_job_intermediate(tmp_path: Path) -> None:
 
 def test_timeline_colours_by_phase() -> None:
     """Per-pass states share their phase's colour (and legend entry), as in ExCamera's plots."""
-    from excamera.mu.machines import Transition
     from excamera.mu.timeline import phase_of
 
     assert [phase_of(s) for s in ("reencode_p1", "reencode_p12", "sent_s0", "pass0", "xcdump")] \

@@ -1,8 +1,4 @@
-"""The xcenc job: real worker processes, TLS, the relay, vpxenc and the xc tools.
-
-Tests that need the encoder xc-enc are skipped, with the reason naming it, until
-``excamera.xc.enc`` exists; they then run unchanged.
-"""
+"""The xcenc job: real worker processes, TLS, the relay, vpxenc and the xc tools."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,24 +19,14 @@ from excamera.mu.backends import LocalBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
 from excamera.mu.machines import JobContext, WorkerHandle
-from excamera.pipelines.xcenc_job import (
-    OPERATION_MODULE,
-    Need,
-    PassPlan,
-    PlanError,
-    XcencParams,
-    job_params,
-    reencode_argv,
-    xcenc_machine,
-)
+from excamera.pipelines.xcenc.machine import job_params, xcenc_machine
+from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+from excamera.pipelines.xcenc.plan import Need, PassPlan, PlanError, XcencParams, reencode_argv
+from excamera.xc.codec import Decoder, State
 from excamera.xc.ivf import read_ivf
-from excamera.xc.tools_main import entry_point
 from excamera.xc.y4m import Y4MReader, Y4MWriter
 
 PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
-HAS_XCENC = entry_point("xc-enc") is not None
-needs_xcenc = pytest.mark.skipif(not HAS_XCENC,
-                                 reason="needs the encoder xc-enc (excamera.xc.enc not built)")
 
 
 def child_env() -> dict[str, str]:
@@ -79,8 +66,8 @@ def test_pass_plan_phases_and_flags() -> None:
         ["--s-ac-qi", "127"],
         ["--s-ac-qi", "127", "--reencode-first-frame"],
         ["--s-ac-qi", "127"],
-        ["--refine-sw"],
-        ["--refine-sw", "--fix-prob-tables"],
+        [],
+        ["--fix-prob-tables"],
     ]
     assert PassPlan.parse("1,2,1,1").flags(1, 9) == []  # phase 2: a plain rebase
     for bad in ("0", "x", "1,2", "0,0,3,2", "1,-1,3,2"):
@@ -91,9 +78,9 @@ def test_pass_plan_phases_and_flags() -> None:
 
 
 def test_reencode_command_line_is_alfalfas() -> None:
-    argv = reencode_argv(["xc-enc"], Need(2, 1), ["-w", "0.75", "--refine-sw"])
+    argv = reencode_argv(["xc-enc"], Need(2, 1), ["-w", "0.75", "--fix-prob-tables"])
     assert " ".join(argv) == (
-        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --refine-sw -i y4m "
+        "xc-enc -r -I in_2.state -p prev.ivf -S in_1.state -w 0.75 --fix-prob-tables -i y4m "
         "-O final.state -o output.ivf input.y4m")
     assert "-S" not in reencode_argv(["xc-enc"], Need(0, None), [])
 
@@ -117,6 +104,40 @@ def test_wavefront_and_batch_plans() -> None:
     assert plans[1].out_tags == {0: 0, 1: 1} and plans[1].send_tags == {0, 1}
     assert plans[3].send_tags == frozenset()  # last of its batch: the next chunk is a key frame
     assert not any(w.enforce_convergence for w in plans)
+
+
+def test_worker_imports_only_the_operations() -> None:
+    """A worker imports the job's operation module alone: nothing of the coordinator's side
+    (its machine, mu's machines and coordinator) and not the plan; the plan imports no asyncio
+    and nothing of mu."""
+    probe = ("import json, sys, importlib; importlib.import_module(sys.argv[1]); "
+             "print(json.dumps(sorted(m for m in sys.modules "
+             "if m.startswith('excamera') or m == 'asyncio')))")
+
+    def loaded(module: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe, module], env=child_env(),
+                              capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    assert OPERATION_MODULE == "excamera.pipelines.xcenc.ops"
+    ops = loaded(OPERATION_MODULE)
+    assert OPERATION_MODULE in ops
+    for coordinator_side in ("excamera.pipelines.xcenc.machine", "excamera.pipelines.xcenc.plan",
+                             "excamera.mu.machines", "excamera.mu.coordinator"):
+        assert coordinator_side not in ops, ops
+    plan = loaded("excamera.pipelines.xcenc.plan")
+    assert "asyncio" not in plan and not [m for m in plan if m.startswith("excamera.mu")], plan
+
+
+def test_cli_runs_the_encoder_and_has_no_test_mode(capsys: pytest.CaptureFixture) -> None:
+    """``excamera encode`` runs the full plan by default (it once fell back to pass 0 when
+    xc-enc was missing), and ``xcenc`` has no hidden re-encode mode that copies pass 0."""
+    from excamera.cli import build_parser
+
+    assert build_parser().parse_args(["encode", "in.y4m", "-o", "out.webm"]).passes == "7"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["xcenc", "-b", "store", "--reencode", "copy"])
+    assert "unrecognized arguments: --reencode copy" in capsys.readouterr().err
 
 
 # --- pass 0 only, through the CLI ---------------------------------------------------------
@@ -168,19 +189,6 @@ def test_xcenc_missing_chunk_fails_clearly(tmp_path: Path) -> None:
     assert not (store / "carphone" / "out" / "00000002.ivf").exists()
 
 
-@pytest.mark.skipif(HAS_XCENC, reason="checks the message shown while xc-enc is missing")
-def test_multi_pass_without_xcenc_names_the_tool(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    make_chunks(store, "carphone", 2)
-    done = subprocess.run(
-        [sys.executable, "-m", "excamera.cli", "xcenc", "-n", "2", "-p", "3", "-v", "carphone",
-         "-b", str(store), "-t", "0"],
-        env=child_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 1
-    assert "xc-enc is not available" in done.stderr and "Traceback" not in done.stderr
-
-
 # --- the state hand-off through the real relay ---------------------------------------------
 
 
@@ -194,59 +202,66 @@ def run_job(store: Path, tmp: Path, params: XcencParams, machine=xcenc_machine,
     return asyncio.run(coord.run())
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def stored_state(path: Path) -> bytes:
+    """The raw state in a stored hand-off message (``STATE(<tag>):`` + zlib)."""
+    return zlib.decompress(path.read_bytes().partition(b"):")[2])
 
 
-def dump_state(ivf: Path, out: Path) -> str:
-    subprocess.run([sys.executable, "-m", "excamera.xc.tools_main", "xc-dump", str(ivf),
-                    str(out)], env=child_env(), check=True, timeout=60)
-    return sha(out)
-
-
-@pytest.mark.parametrize("batch", [None, 3])
-def test_state_handoff_through_relay(tmp_path: Path, batch: int | None) -> None:
-    """Re-encode replaced by a copy: every pass >= 1 must receive exactly the state its
-    predecessor computed (checked against xc-dump of the predecessor's own stream)."""
+def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
+    """Batch mode (-K 3, 5 chunks): every re-encode rebases onto exactly the states its
+    predecessor sent for that pass, delivered through the relay and stored for retries
+    unchanged, and a sent state is the one a decoder reaches on the sender's stream (checked
+    where that stream is the output: the sender's final pass). The wavefront's hand-offs:
+    test_wavefront_handoffs_and_convergence_verdicts_with_xcenc."""
     store = tmp_path / "store"
     n = 5
     make_chunks(store, "carphone", n)
-    params = XcencParams("carphone", n, plan=PassPlan.parse("3" if batch is None else "7"),
-                         kf_dist=batch, reencode="copy")
+    params = XcencParams("carphone", n, plan=PassPlan.parse("7"), kf_dist=3,
+                         handoff_storage=True)
     result = run_job(store, tmp_path / "tmp", params)
     outs = result.outputs
-    final = {k: dump_state(store / "carphone" / "out" / f"{k:08d}.ivf",
-                           tmp_path / f"{k}.state") for k in range(n)}
+    handoff = store / "carphone" / "handoff"
     for k in range(n):
         plan = params.worker_plan(k)
         assert outs[k]["passes"] == plan.passes
-        reencodes = [r for r in outs[k]["runs"] if r["step"].startswith("reencode_p")]
-        assert len(reencodes) == len(plan.needs)
-        for r in reencodes:
-            # copy mode: the predecessor's state of every pass is its pass-0 stream's state
-            assert r["input_state"] == final[k - 1]
+        assert set(outs[k]["sent"]) == plan.send_tags
+        reencodes = {r["pass"]: r for r in outs[k]["runs"] if r["step"].startswith("reencode_p")}
+        assert set(reencodes) == set(plan.needs)
+        for p, need in plan.needs.items():
+            sent = outs[k - 1]["sent"]
+            assert reencodes[p]["input_state"] == sent[need.inp] == outs[k]["received"][need.inp]
+            if need.prev is not None:
+                assert reencodes[p]["prev_state"] == sent[need.prev]
         for tag, digest in outs[k]["sent"].items():
-            assert digest == final[k]
-            assert outs[k + 1]["received"][tag] == digest
+            assert hashlib.sha256(stored_state(handoff / f"{k:08d}.{tag}.state.z")).hexdigest() \
+                == digest == outs[k + 1]["received"][tag]
+        last = plan.passes - 1
+        if plan.out_tags.get(last) in plan.send_tags:
+            need = plan.needs.get(last)
+            start = State() if need is None else \
+                State.from_bytes(stored_state(handoff / f"{k - 1:08d}.{need.inp}.state.z"))
+            dec = Decoder(start)
+            _, frames = read_ivf(store / "carphone" / "out" / f"{k:08d}.ivf")
+            for _ in dec.decode_all(f.data for f in frames):
+                pass
+            digest = hashlib.sha256(dec.state.to_bytes()).hexdigest()
+            assert digest == outs[k]["sent"][plan.out_tags[last]]
         comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
         if plan.passes >= 2:
-            assert comp.strip() == "0" and outs[k]["converged"] is True
+            assert outs[k]["converged"] is (comp.splitlines()[0] == "0")
         else:
-            assert comp == ""
-    if batch is None:
-        assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 3, 3]
-        assert set(outs[2]["received"]) == {0, 1}
-    else:
-        assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
-        assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
-        assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
+            assert comp == "" and outs[k]["converged"] is None
+    assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
+    assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
+    assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
     # The wait really waited: worker 2's pass-1 state wait ended only after worker 1 began
-    # sending that state. (Not after "sent_s0": the coordinator records that when worker 1's
-    # reply arrives, which may be after the relay has already delivered to worker 2.)
-    t = {}
-    for tr in result.transitions:
-        t.setdefault((tr.worker, tr.state), tr.t)
-    assert t[(2, "reencode_p1")] >= t[(1, "send_p0")]
+    # sending that state (in the order the transitions were recorded). Not after "sent_s0":
+    # the coordinator records that when worker 1's reply arrives, which may be after the relay
+    # has already delivered to worker 2.
+    at: dict[tuple[int, str], int] = {}
+    for i, tr in enumerate(result.transitions):
+        at.setdefault((tr.worker, tr.state), i)
+    assert at[(2, "reencode_p1")] > at[(1, "send_p0")]
 
 
 def killing_machine(victim: int, in_state: str):
@@ -300,8 +315,7 @@ def test_killed_worker_retried_gives_identical_output(tmp_path: Path, victim_sta
                            ("killed", killing_machine(2, victim_state))):
         store = tmp_path / label
         make_chunks(store, "carphone", n)
-        params = XcencParams("carphone", n, plan=PassPlan.parse("3"), reencode="copy",
-                             handoff_storage=True)
+        params = XcencParams("carphone", n, plan=PassPlan.parse("4"), handoff_storage=True)
         result = run_job(store, tmp_path / f"tmp-{label}", params, machine, retries=1)
         attempts = {k: w.attempts for k, w in result.workers.items()}
         assert attempts[2] == (2 if label == "killed" else 1)
@@ -316,7 +330,6 @@ def test_killed_worker_retried_gives_identical_output(tmp_path: Path, victim_sta
 # --- with the encoder ----------------------------------------------------------------------
 
 
-@needs_xcenc
 def test_wavefront_reencode_with_xcenc(tmp_path: Path) -> None:
     store = tmp_path / "store"
     n = 4

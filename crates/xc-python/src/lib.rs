@@ -265,9 +265,9 @@ type PlaneTriple<'py> =
 /// Runs with the GIL released.
 #[pyfunction]
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
-                    s_ac_qi = None, reencode_first_frame = false, refine_sw = false,
-                    fix_prob_tables = false, speed = "rt", keep_golden = false,
-                    last_refreshes_all = true, choose_refs = false))]
+                    s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
+                    speed = "rt", keep_golden = false, last_refreshes_all = true,
+                    choose_refs = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -278,7 +278,6 @@ fn reencode_chunk<'py>(
     kf_q_weight: Option<f64>,
     s_ac_qi: Option<u8>,
     reencode_first_frame: bool,
-    refine_sw: bool,
     fix_prob_tables: bool,
     speed: &str,
     keep_golden: bool,
@@ -296,7 +295,6 @@ fn reencode_chunk<'py>(
         },
         s_ac_qi,
         reencode_first_frame,
-        refine_sw,
         fix_prob_tables,
         first_frame_speed: parse_speed(speed)?,
         first_frame_keeps_golden: keep_golden,

@@ -23,6 +23,13 @@ pub mod tables;
 pub mod tokens;
 pub mod transform;
 
+// The tests' outside material (clips, vectors, vpxenc/vpxdec), one file shared with the
+// integration tests' `common`; compiled for the unit tests only.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/common/material.rs"]
+pub(crate) mod test_material;
+
 pub use decoder::decode_frame;
 pub use error::DecodeError;
 pub use state::DecoderState;

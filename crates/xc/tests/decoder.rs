@@ -9,16 +9,9 @@ use xc::header::{parse_frame_header, parse_uncompressed_chunk};
 use xc::state::{EntropyProbs, LfAdjust, Segmentation};
 use xc::{decode_frame, DecodeError, DecoderState};
 
-fn frames_of(name: &str) -> Option<Vec<Vec<u8>>> {
-    let dir = vectors_dir()?;
-    let data = std::fs::read(dir.join(name)).ok()?;
-    let (_, frames) = xc::ivf::parse_ivf(&data).unwrap();
-    Some(frames.iter().map(|f| f.data.to_vec()).collect())
-}
-
 #[test]
 fn parses_key_frame_header_of_vector_001() {
-    let Some(frames) = frames_of("vp80-00-comprehensive-001.ivf") else { return };
+    let Some(frames) = vector_frames("vp80-00-comprehensive-001.ivf") else { return };
     let c = parse_uncompressed_chunk(&frames[0]).unwrap();
     assert!(c.tag.key_frame && c.tag.show_frame);
     assert_eq!(c.tag.version, 0);
@@ -44,7 +37,7 @@ fn parses_key_frame_header_of_vector_001() {
 
 #[test]
 fn inter_frame_without_key_frame_is_an_error() {
-    let Some(frames) = frames_of("vp80-00-comprehensive-001.ivf") else { return };
+    let Some(frames) = vector_frames("vp80-00-comprehensive-001.ivf") else { return };
     let e = decode_frame(&DecoderState::default(), &frames[1]).unwrap_err();
     assert_eq!(e, DecodeError::NoReferenceFrame);
     assert!(e.to_string().contains("key frame"));
@@ -67,7 +60,7 @@ fn empty_and_garbage_frames_are_errors() {
 /// Truncating or corrupting frames gives an error or a frame, never a panic.
 #[test]
 fn damaged_frames_never_panic() {
-    let Some(frames) = frames_of("vp80-00-comprehensive-007.ivf") else { return };
+    let Some(frames) = vector_frames("vp80-00-comprehensive-007.ivf") else { return };
     let mut state = DecoderState::default();
     let mut seed = 0x1234_5678u64;
     let mut rnd = move || {
@@ -129,7 +122,7 @@ fn state_round_trip_mid_stream() {
 /// decode_frame leaves its input state untouched and is deterministic.
 #[test]
 fn input_state_is_not_modified() {
-    let Some(frames) = frames_of("vp80-00-comprehensive-002.ivf") else { return };
+    let Some(frames) = vector_frames("vp80-00-comprehensive-002.ivf") else { return };
     let (s1, _) = decode_frame(&DecoderState::default(), &frames[0]).unwrap();
     let before = s1.content_hash();
     let (a, fa) = decode_frame(&s1, &frames[1]).unwrap();

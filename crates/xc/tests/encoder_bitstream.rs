@@ -2,6 +2,9 @@
 //! decisions are written, parsed back with `inspect::parse_frame` and compared field by field;
 //! written streams decode identically with libvpx's `vpxdec`; probability updates pay off.
 
+mod common;
+
+use common::*;
 use xc::bool_decoder::BoolDecoder;
 use xc::encoder::bitstream::{write_frame, write_frame_with, EncodeError, WriteOptions};
 use xc::encoder::bool_encoder::BoolEncoder;
@@ -480,52 +483,6 @@ fn n_mbs(d: &FrameDecisions) -> usize {
     (d.width as usize).div_ceil(16) * (d.height as usize).div_ceil(16)
 }
 
-fn ivf(width: u16, height: u16, frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(b"DKIF");
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&32u16.to_le_bytes());
-    out.extend_from_slice(b"VP80");
-    out.extend_from_slice(&width.to_le_bytes());
-    out.extend_from_slice(&height.to_le_bytes());
-    out.extend_from_slice(&30u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(i as u64).to_le_bytes());
-        out.extend_from_slice(f);
-    }
-    out
-}
-
-/// Decode an IVF file with vpxdec; None when vpxdec is not installed.
-fn vpxdec_i420(ivf: &[u8], tag: &str) -> Option<Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!("xc-enc-bitstream-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let input = dir.join("in.ivf");
-    let output = dir.join("out.i420");
-    std::fs::write(&input, ivf).unwrap();
-    let run = std::process::Command::new("vpxdec")
-        .arg("--i420")
-        .arg("-o")
-        .arg(&output)
-        .arg(&input)
-        .output();
-    let out = match run {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("SKIP: vpxdec not runnable: {e}");
-            return None;
-        }
-    };
-    assert!(out.status.success(), "vpxdec failed: {}", String::from_utf8_lossy(&out.stderr));
-    let data = std::fs::read(&output).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    Some(data)
-}
-
 /// Limit levels so every dequantized coefficient is at most 2048 (Y2: 1024) in magnitude, the
 /// range real residuals occupy. Beyond it the 16-bit inverse transforms overflow, and libvpx's
 /// SIMD transforms wrap differently from the spec's C arithmetic (which xc follows), so such
@@ -569,6 +526,10 @@ fn tame_levels(state: &DecoderState, d: &mut FrameDecisions) {
 /// Written streams are valid VP8: libvpx decodes every frame to exactly what our decoder does.
 #[test]
 fn vpxdec_decodes_written_streams_like_our_decoder() {
+    if !tools(&["vpxdec"]) {
+        return;
+    }
+    let dir = work_dir("bitstream");
     let g = Gen { max_level: 2114, density: 10, empty_mbs: 25, odd_header: false };
     let mut rng = Rng(0x5eed_0000_aaaa_5555);
     for (run, size) in [(176u16, 144u16), (72, 40), (30, 50)].iter().enumerate() {
@@ -602,9 +563,9 @@ fn vpxdec_decodes_written_streams_like_our_decoder() {
             state = next;
             frames.push(data);
         }
-        let Some(theirs) = vpxdec_i420(&ivf(size.0, size.1, &frames), &run.to_string()) else {
-            return;
-        };
+        let path = dir.join(format!("{run}.ivf"));
+        std::fs::write(&path, ivf_file(size.0 as usize, size.1 as usize, &frames)).unwrap();
+        let theirs = vpxdec_i420(&path);
         let ours: Vec<u8> = ours.concat();
         assert_eq!(theirs.len(), ours.len(), "run {run}: vpxdec output size");
         let frame_len = ours.len() / 9;
@@ -630,6 +591,7 @@ fn vpxdec_decodes_written_streams_like_our_decoder() {
             }
         }
     }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A frame whose tokens are far from the default statistics: every block holds the same

@@ -12,19 +12,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use common::*;
 
 use xc::encoder::next_state::{state_difference, verify_by_decoding};
 use xc::encoder::rebase::{
     rebase_frame, reencode_chunk, FirstFrameQuality, LoopFilterChoice, RebaseParams, ReencodeOpts,
 };
-use xc::encoder::{encode_frame, source_from_i420, EncodeError, EncodeParams, EncodedFrame, Speed};
+use xc::encoder::{encode_frame, EncodeError, EncodeParams, EncodedFrame, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
 use xc::{decode_frame, DecoderState};
-
-const CLIPS: &str = "/work/shared/clips";
 
 /// Decode `e.data` from `before` and require the decoder's state to be `e.state` and its
 /// picture (shown, else the refreshed buffer) to be `e.recon`.
@@ -89,9 +88,9 @@ impl Coverage {
 /// stream's decoded pictures as sources), with the rebase options varying from frame to frame.
 #[test]
 fn rebased_test_vectors_build_the_decoders_state() {
-    let Some(dir) = common::vectors_dir() else { return };
+    let Some(dir) = vectors_dir() else { return };
     let mut cov = Coverage::default();
-    for path in common::conformance_vectors(&dir) {
+    for path in conformance_vectors(&dir) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let data = std::fs::read(&path).expect("read vector");
         let (_, frames) = xc::ivf::parse_ivf(&data).expect("parse ivf");
@@ -154,82 +153,24 @@ fn rebased_test_vectors_build_the_decoders_state() {
     }
 }
 
-/// A Y4M clip's frames as sources, and its header to write chunks with.
-struct Clip {
-    header: String,
-    width: usize,
-    height: usize,
-    frames: Vec<Vec<u8>>,
-}
-
-impl Clip {
-    fn read(name: &str) -> Option<Clip> {
-        let data = std::fs::read(format!("{CLIPS}/{name}")).ok()?;
-        let nl = data.iter().position(|&b| b == b'\n')?;
-        let header = String::from_utf8(data[..nl].to_vec()).ok()?;
-        let field = |c: char| -> Option<usize> {
-            header.split(' ').find_map(|t| t.strip_prefix(c)).and_then(|v| v.parse().ok())
-        };
-        let (width, height) = (field('W')?, field('H')?);
-        let size = width * height + 2 * width.div_ceil(2) * height.div_ceil(2);
-        let mut pos = nl + 1;
-        let mut frames = Vec::new();
-        while pos < data.len() {
-            pos += data[pos..].iter().position(|&b| b == b'\n')? + 1;
-            frames.push(data.get(pos..pos + size)?.to_vec());
-            pos += size;
-        }
-        Some(Clip { header, width, height, frames })
-    }
-
-    fn source(&self, i: usize) -> Frame {
-        source_from_i420(self.width, self.height, &self.frames[i]).expect("source frame")
-    }
-
-    /// vpxenc (mu's pass-0 settings plus `extra`) on frames `range`.
-    fn vpxenc(&self, range: std::ops::Range<usize>, dir: &Path, extra: &[&str]) -> Vec<Vec<u8>> {
-        let tag = format!("{}-{}", range.start, extra.join("").replace(['-', '='], ""));
-        let (y4m, ivf) = (dir.join(format!("{tag}.y4m")), dir.join(format!("{tag}.ivf")));
-        let mut out = self.header.as_bytes().to_vec();
-        out.push(b'\n');
-        for f in &self.frames[range] {
-            out.extend_from_slice(b"FRAME\n");
-            out.extend_from_slice(f);
-        }
-        std::fs::write(&y4m, out).expect("write y4m");
-        let mut args: Vec<String> = "--ivf --codec=vp8 --good --cpu-used=0 --end-usage=cq \
-             --min-q=0 --max-q=63 --cq-level=24 --passes=2 --auto-alt-ref=1 --threads=1 \
-             --tune=ssim --target-bitrate=4294967295 -q"
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let out = Command::new("vpxenc")
-            .args(&args)
-            .arg("-o")
-            .arg(&ivf)
-            .arg(&y4m)
-            .output()
-            .expect("run vpxenc");
-        assert!(out.status.success(), "vpxenc: {}", String::from_utf8_lossy(&out.stderr));
-        let data = std::fs::read(&ivf).expect("read ivf");
-        let (_, frames) = xc::ivf::parse_ivf(&data).expect("parse ivf");
-        frames.iter().map(|f| f.data.to_vec()).collect()
-    }
-}
-
-fn have_vpxenc() -> bool {
-    let ok = Command::new("vpxenc").arg("--help").output().is_ok();
-    if !ok {
-        eprintln!("SKIP: vpxenc not found");
-    }
-    ok
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xc-next-state-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+/// vpxenc (two-pass at cq 24, plus `extra`) on frames `range` of `clip`.
+fn vpxenc_chunk(
+    clip: &Y4m,
+    range: std::ops::Range<usize>,
+    dir: &Path,
+    extra: &[&str],
+) -> Vec<Vec<u8>> {
+    let tag = format!("{}-{}", range.start, extra.join("").replace(['-', '='], ""));
+    let (y4m, ivf) = (dir.join(format!("{tag}.y4m")), dir.join(format!("{tag}.ivf")));
+    clip.write(range, &y4m);
+    let mut settings: Vec<&str> = "--ivf --codec=vp8 --good --cpu-used=0 --end-usage=cq \
+         --min-q=0 --max-q=63 --cq-level=24 --passes=2 --auto-alt-ref=1 --threads=1 \
+         --tune=ssim --target-bitrate=4294967295 -q"
+        .split_whitespace()
+        .collect();
+    settings.extend(extra);
+    vpxenc(&settings, &y4m, &ivf);
+    read_ivf(&ivf)
 }
 
 /// The pictures each prediction frame codes toward: the source for shown frames, the
@@ -259,7 +200,7 @@ fn targets(pred: &[Vec<u8>], sources: &[Frame]) -> Vec<Frame> {
 /// each option set, and its final state must be the decoder's after its frames.
 #[test]
 fn rebased_clip_chunks_build_the_decoders_state() {
-    if !have_vpxenc() {
+    if !tools(&["vpxenc"]) {
         return;
     }
     let cases: [(&str, usize, &[&str]); 5] = [
@@ -269,16 +210,15 @@ fn rebased_clip_chunks_build_the_decoders_state() {
         ("park_joy_160x90_10f.y4m", 5, &["--token-parts=3"]),
         ("bigbuckbunny_320x180_48f.y4m", 16, &["--lag-in-frames=16", "--auto-alt-ref=1"]),
     ];
+    let Some(clips) = cases.iter().map(|c| Y4m::clip(c.0)).collect::<Option<Vec<Y4m>>>() else {
+        return;
+    };
     let mut cov = Coverage::default();
-    for (name, len, extra) in cases {
-        let Some(clip) = Clip::read(name) else {
-            eprintln!("SKIP: {name} not found");
-            continue;
-        };
-        let dir = work_dir(&name[..4]);
-        let chunk0 = clip.vpxenc(0..len, &dir, extra);
-        let chunk1 = clip.vpxenc(len..2 * len, &dir, extra);
-        let sources: Vec<Frame> = (len..2 * len).map(|i| clip.source(i)).collect();
+    for ((name, len, extra), clip) in cases.into_iter().zip(&clips) {
+        let dir = work_dir(&format!("next-state-{}", &name[..4]));
+        let chunk0 = vpxenc_chunk(clip, 0..len, &dir, extra);
+        let chunk1 = vpxenc_chunk(clip, len..2 * len, &dir, extra);
+        let sources: Vec<Frame> = (len..2 * len).map(|i| source(clip, i)).collect();
         let mut input = DecoderState::default();
         for f in &chunk0 {
             input = decode_frame(&input, f).expect("decode chunk 0").0;
@@ -287,7 +227,7 @@ fn rebased_clip_chunks_build_the_decoders_state() {
 
         // The rebase of chunk 0 itself from a fresh state: a key frame, then inter frames.
         let mut st = DecoderState::default();
-        let src0: Vec<Frame> = (0..len).map(|i| clip.source(i)).collect();
+        let src0: Vec<Frame> = (0..len).map(|i| source(clip, i)).collect();
         for (k, (f, t)) in chunk0.iter().zip(targets(&chunk0, &src0)).enumerate() {
             let parsed = parse_frame(&st, f).expect("parse");
             let params = RebaseParams { refresh_all: k + 1 == chunk0.len(), ..Default::default() };
@@ -381,10 +321,7 @@ fn rebased_clip_chunks_build_the_decoders_state() {
 /// and a key frame after inter frames.
 #[test]
 fn encoded_frames_build_the_decoders_state() {
-    let Some(clip) = Clip::read("park_joy_160x90_10f.y4m") else {
-        eprintln!("SKIP: park_joy clip not found");
-        return;
-    };
+    let Some(clip) = Y4m::clip("park_joy_160x90_10f.y4m") else { return };
     let mut st = DecoderState::default();
     let mut cov = Coverage::default();
     for i in 0..10 {
@@ -405,9 +342,9 @@ fn encoded_frames_build_the_decoders_state() {
         };
         let what = format!("park_joy frame {i}");
         let e =
-            encode_frame(&st, &clip.source(i), &params).unwrap_or_else(|e| panic!("{what}: {e}"));
+            encode_frame(&st, &source(&clip, i), &params).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_built_state_is_decoded(&st, &e, &what);
-        let v = encode_frame(&st, &clip.source(i), &EncodeParams { verify: true, ..params })
+        let v = encode_frame(&st, &source(&clip, i), &EncodeParams { verify: true, ..params })
             .unwrap_or_else(|e| panic!("{what} verified: {e}"));
         assert_eq!(v.data, e.data, "{what}: verifying changes nothing");
         cov.note(&st, &e.data);
@@ -421,15 +358,12 @@ fn encoded_frames_build_the_decoders_state() {
 /// what differs.
 #[test]
 fn verification_rejects_a_wrong_state_or_picture() {
-    let Some(clip) = Clip::read("park_joy_160x90_10f.y4m") else {
-        eprintln!("SKIP: park_joy clip not found");
-        return;
-    };
-    let key = encode_frame(&DecoderState::default(), &clip.source(0), &EncodeParams::key(40))
+    let Some(clip) = Y4m::clip("park_joy_160x90_10f.y4m") else { return };
+    let key = encode_frame(&DecoderState::default(), &source(&clip, 0), &EncodeParams::key(40))
         .expect("key frame");
     let st = key.state;
     let (decisions, recon) =
-        xc::encoder::analyze_frame(&st, &clip.source(1), &EncodeParams::inter(40)).unwrap();
+        xc::encoder::analyze_frame(&st, &source(&clip, 1), &EncodeParams::inter(40)).unwrap();
     let e = xc::encoder::next_state::finish_frame(
         &st,
         &decisions,

@@ -11,9 +11,8 @@
    :mod:`excamera.metrics`). Only then is the temporary file renamed to OUTPUT, so a
    failure never leaves a partial output under the final name.
 
-``--passes`` defaults to the full ExCamera plan (7, capped at 3 per worker in batch mode) when
-the encoder xc-enc is built, and to 1 (pass 0 only: independent chunks, a key frame each)
-until then, with a note on stderr saying so.
+``--passes`` defaults to the full ExCamera plan (7, capped at 3 per worker in batch mode);
+``--passes 1`` is pass 0 alone (independent chunks, a key frame each).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,8 +43,8 @@ from .media import (
     write_ivf,
     write_webm,
 )
+from .xcenc.machine import clean_handoff
 from .xcenc_cmd import add_xcenc_options, make_coordinator, make_params
-from .xcenc_job import clean_handoff
 
 FULL_PASSES = "7"
 
@@ -68,9 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="chunks per key frame, ExCamera[n,x]'s x (16)")
     p.add_argument("--quality", dest="y_ac_qi", type=int, default=None, metavar="Q",
                    help="quality: vpxenc --cq-level (0..63), i.e. mu's -Y (30)")
-    p.add_argument("--passes", default=None,
-                   help="passes, an integer or w,x,y,z as xcenc -p (7 when xc-enc is built, "
-                   "else 1)")
+    p.add_argument("--passes", default=FULL_PASSES,
+                   help="passes, an integer or w,x,y,z as xcenc -p (7; at most 3 run per "
+                   "worker in batch mode)")
     p.add_argument("--bucket", default=None,
                    help="storage for chunks and outputs (a temporary local directory, removed)")
     add_xcenc_options(p)
@@ -122,15 +120,6 @@ class Summary:
         ]
 
 
-def _default_passes() -> tuple[str, str | None]:
-    from excamera.xc.tools_main import entry_point
-
-    if entry_point("xc-enc") is not None:
-        return FULL_PASSES, None
-    return "1", ("note: xc-enc is not built yet: running pass 0 only "
-                 "(independent chunks, each starting with a key frame)")
-
-
 def _stem(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "video"
 
@@ -149,9 +138,6 @@ def main(args: argparse.Namespace) -> int:
     # Every number is checked before the input is split, not after.
     check_int("--quality", args.y_ac_qi, minimum=0, maximum=63 if args.pass0 == "vpxenc" else 127)
     check_job_options(args)
-    note = None
-    if args.passes is None:
-        args.passes, note = _default_passes()
     out_dir = args.output.resolve().parent
     if not out_dir.is_dir():
         raise CommandError(f"{args.output}: directory {out_dir} does not exist")
@@ -159,8 +145,6 @@ def main(args: argparse.Namespace) -> int:
         info = probe(args.input)
     except (MediaError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    if note:
-        print(note, file=sys.stderr)
 
     own_bucket = args.bucket is None
     bucket = args.bucket or tempfile.mkdtemp(prefix="excamera-encode-")

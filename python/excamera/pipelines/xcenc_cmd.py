@@ -13,15 +13,9 @@ from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import Coordinator, JobResult
 from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
-from .xcenc_job import (
-    OPERATION_MODULE,
-    PassPlan,
-    PlanError,
-    XcencParams,
-    clean_handoff,
-    job_params,
-    xcenc_machine,
-)
+from .xcenc.machine import clean_handoff, job_params, xcenc_machine
+from .xcenc.ops import OPERATION_MODULE
+from .xcenc.plan import PassPlan, PlanError, XcencParams
 
 
 def add_xcenc_options(p: argparse.ArgumentParser) -> None:
@@ -57,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", dest="offset", type=int, default=0, metavar="nOffset",
                    help="input chunks to skip (0)")
     p.add_argument("-p", dest="passes", default="7", metavar="nPasses|w,x,y,z",
-                   help="passes in all (7 = pass 0, 4 S-phase, 2 refine), or passes per phase "
+                   help="passes in all (7 = pass 0, 4 S-phase, 2 closing), or passes per phase "
                    "w,x,y,z as in mu (1,0,3,2); 1 = pass 0 only, chunks independent")
     p.add_argument("-K", dest="kf_dist", type=int, default=None, metavar="kfDist",
                    help="batch mode: a key frame every kfDist chunks, at most 3 passes "
@@ -71,8 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="relay host (default: the coordinator runs its own relay)")
     p.add_argument("-T", dest="relay_port", type=int, default=13337, metavar="stHostPort",
                    help="relay port, with -H (13337)")
-    p.add_argument("--reencode", choices=("xc-enc", "copy"), default="xc-enc",
-                   help=argparse.SUPPRESS)  # "copy": test the hand-off without xc-enc
     p.set_defaults(func=main)
 
 
@@ -95,7 +87,6 @@ def make_params(args: argparse.Namespace, *, vid_name: str | None = None,
             pass0=args.pass0,
             chain=args.chain,
             tools=args.tools,
-            reencode=getattr(args, "reencode", "xc-enc"),
             handoff_storage=args.retries > 0,
             cpu_slots=cpu_slots,
         )

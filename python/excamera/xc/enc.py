@@ -17,10 +17,10 @@ Two modes, as in alfalfa:
   previous encode ``-p PRED.ivf``, which was decoded from ``-S STATE`` (or, without ``-S``,
   starts with a key frame). ``-e``: ``PRED.ivf`` starts with one extra frame that is dropped.
   ``-w`` weights the key frame's quantizer, and mu's phase flags ``--s-ac-qi``,
-  ``--refine-sw``, ``--fix-prob-tables`` and ``--reencode-first-frame`` go to the rebase
-  unchanged. Without ``-W`` a re-encode first waits for end-of-file on standard input, before
-  it reads any file: mu starts the process early and closes its stdin once the predecessor's
-  state (the ``-I`` file) has arrived.
+  ``--fix-prob-tables`` and ``--reencode-first-frame`` go to the rebase unchanged (alfalfa's
+  ``--refine-sw`` is not implemented, so it is not accepted). Without ``-W`` a re-encode first
+  waits for end-of-file on standard input, before it reads any file: mu starts the process
+  early and closes its stdin once the predecessor's state (the ``-I`` file) has arrived.
 
 Output: an IVF whose header's unused field (bytes 28..32, little-endian) holds the low 32 bits
 of the *entry* state's content hash (the state the first frame is decoded from: a fresh state,
@@ -89,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-W", "--no-wait", action="store_true",
                    help="re-encode: do not wait for EOF on stdin before starting")
     p.add_argument("--s-ac-qi", type=int, default=None, help="re-encode: the S phase's qindex")
-    p.add_argument("--refine-sw", action="store_true", help="re-encode: refinement phase")
     p.add_argument("--fix-prob-tables", action="store_true",
                    help="re-encode: keep the entry state's probability tables")
     p.add_argument("--reencode-first-frame", action="store_true",
@@ -307,7 +306,7 @@ def reencode(args: argparse.Namespace) -> int:
                        f"{args.input} is {width}x{height}")
     opts = ReencodeOptions(kf_q_weight=args.kf_q_weight, s_ac_qi=args.s_ac_qi,
                            reencode_first_frame=args.reencode_first_frame,
-                           refine_sw=args.refine_sw, fix_prob_tables=args.fix_prob_tables,
+                           fix_prob_tables=args.fix_prob_tables,
                            keep_golden=args.keep_golden,
                            last_refreshes_all=not args.last_keeps_refs,
                            choose_refs=args.choose_refs, speed=args.quality or "rt")

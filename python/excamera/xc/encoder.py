@@ -265,7 +265,7 @@ class Encoder:
 
 @dataclass(frozen=True)
 class ReencodeOptions:
-    """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``xcenc_job``)."""
+    """The rebase's knobs, as mu passes them to ``xc-enc -r`` (see ``pipelines.xcenc``)."""
 
     # -w: alfalfa's weighted first-frame quantizer, w*kf_q + (1-w)*next_q. None (the default)
     # instead picks the coarsest quantizer whose first frame is within 0.25 dB of the
@@ -273,13 +273,12 @@ class ReencodeOptions:
     kf_q_weight: float | None = None
     s_ac_qi: int | None = None  # --s-ac-qi: the S phase's quantizer index
     reencode_first_frame: bool = False  # --reencode-first-frame
-    refine_sw: bool = False  # --refine-sw
     fix_prob_tables: bool = False  # --fix-prob-tables
     # excamera's, not alfalfa's: --keep-golden leaves golden alone in the converted first frame,
     # --last-keeps-refs stops the last frame from refreshing all three references, so the
     # chunk's boosted first frame stays a reference for the next chunk, and --choose-refs lets
     # rebased macroblocks pick their best reference. The pipeline's batch mode uses the last two
-    # (xcenc_job.EXCAMERA_CHAIN_FLAGS); --keep-golden measured worse there.
+    # (xcenc.plan.EXCAMERA_CHAIN_FLAGS); --keep-golden measured worse there.
     keep_golden: bool = False
     last_refreshes_all: bool = True
     choose_refs: bool = False
@@ -304,14 +303,11 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
     """
     from excamera import _xc
 
-    fn = getattr(_xc, "reencode_chunk", None)
-    if fn is None:
-        raise EncodeError("re-encode (rebase) is not in this build of excamera._xc")
     o = opts or ReencodeOptions()
-    frames, state, input_hash = fn(
+    frames, state, input_hash = _xc.reencode_chunk(
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
-        reencode_first_frame=o.reencode_first_frame, refine_sw=o.refine_sw,
-        fix_prob_tables=o.fix_prob_tables, speed=o.speed, keep_golden=o.keep_golden,
-        last_refreshes_all=o.last_refreshes_all, choose_refs=o.choose_refs)
+        reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
+        speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
+        choose_refs=o.choose_refs)
     return ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))

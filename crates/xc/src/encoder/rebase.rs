@@ -547,9 +547,6 @@ pub struct ReencodeOpts {
     /// mu's S phase (`--s-ac-qi`): the first frame, when a key frame in the prediction
     /// stream, uses this qindex instead.
     pub s_ac_qi: Option<u8>,
-    /// `--refine-sw`: accepted, currently a no-op (motion vectors are kept exactly; changing a
-    /// vector changes its neighbours' near/nearest derivation).
-    pub refine_sw: bool,
     /// `--fix-prob-tables`: rebased frames write no probability updates.
     pub fix_prob_tables: bool,
     /// Loop filter level of rebased frames.
@@ -585,7 +582,6 @@ impl Default for ReencodeOpts {
             first_frame_quality: FirstFrameQuality::default(),
             quant: QuantMode::default(),
             s_ac_qi: None,
-            refine_sw: false,
             fix_prob_tables: false,
             loop_filter: LoopFilterChoice::Keep,
             first_frame_speed: Speed::Realtime,

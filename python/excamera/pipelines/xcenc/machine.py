@@ -1,0 +1,202 @@
+"""The xcenc job's coordinator side: one coroutine per worker (``xcenc_machine``) driving the
+operations of ``ops`` as ``plan`` says, and the CPU bound shared by the job's encodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ...mu.machines import JobContext, RunResult, WorkerHandle
+from .plan import VPXENC_SETTINGS, XcencParams, reencode_argv
+
+
+class CpuSlots:
+    """Bounds how many encodes run at once on one machine; created lazily in the job's loop.
+
+    Only the compute commands hold a slot, never a wait for a state, so a bound cannot
+    deadlock the wavefront.
+    """
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self._sem: asyncio.Semaphore | None = None
+
+    def get(self) -> asyncio.Semaphore | None:
+        if self.n is None:
+            return None
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.n)
+        return self._sem
+
+    def held(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with slots.held():`` holds a slot (nothing to hold without a bound)."""
+        sem = self.get()
+        return sem if sem is not None else contextlib.nullcontext()
+
+
+class NotConverged(Exception):
+    """A worker's last two states differ where the wavefront needs them identical."""
+
+
+async def _compute(w: WorkerHandle, slots: CpuSlots, argv: list[str] | str,
+                   check: bool = True) -> RunResult:
+    """Run a command on the worker, holding a CPU slot."""
+    async with slots.held():
+        return await w.run(argv, check=check)
+
+
+async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
+                argv: list[str], check: bool = True, append_stdout: str | None = None
+                ) -> RunResult:
+    """Run ``TOOL ARGS...`` (xc-enc, xc-dump, comp-states) on the worker as ``p.tools`` says,
+    holding a CPU slot."""
+    if p.tools == "subprocess":
+        cmd: list[str] | str = [python, "-m", "excamera.xc.tools_main", *argv]
+        if append_stdout:
+            line = " ".join(shlex.quote(a) for a in cmd)
+            out = shlex.quote(append_stdout)
+            cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
+        return await _compute(w, slots, cmd, check=check)
+    async with slots.held():
+        f = await w.run_op("xcenc_tool", argv=argv, check=check, append_stdout=append_stdout)
+    return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
+                     float(f["seconds"]))
+
+
+async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
+                   tag: int) -> None:
+    """Make ``in_<tag>.state`` present on the worker: from the relay, or on a retry from
+    storage once the predecessor has announced it."""
+    if tag in have:
+        return
+    if w.attempt > 0 and p.handoff_storage:
+        await ctx.progress.wait_for(w.id - 1, f"sent_s{tag}")
+        await w.retrieve(p.handoff_key(w.id - 1, tag), "handoff.blob")
+        info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
+        have[int(info["tag"])] = str(info["sha256"])
+        return
+    while tag not in have:
+        await w.recv_blob("handoff.blob")
+        info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
+        # A restarted predecessor sends its states again: the same bytes, skipped here.
+        have.setdefault(int(info["tag"]), str(info["sha256"]))
+
+
+async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
+    p: XcencParams = ctx.params["xcenc"]
+    slots: CpuSlots = ctx.params["xcenc_slots"]
+    plan = p.worker_plan(w.id)
+    k = w.id
+
+    w.state = "setup"
+    probe = await w.run_op("xcenc_probe")
+    py = str(probe["python"])
+    if p.pass0 == "vpxenc" and not probe["vpxenc"]:
+        raise RuntimeError(f"worker {k}: vpxenc is not installed on the worker")
+    needs_relay = bool(plan.needs) or bool(plan.send_tags)
+    if needs_relay:
+        await w.connect(k + 1)
+    w.state = "retrieving"
+    await w.retrieve(p.input_key(k), "input.y4m")
+
+    have: dict[int, str] = {}  # received tag -> sha256
+    sent: dict[int, str] = {}
+    runs: list[dict[str, Any]] = []
+    for n in range(plan.passes):
+        if n > 0:
+            await w.run_op("xcenc_copy", pairs=[["output.ivf", "prev.ivf"],
+                                                ["final.state", "prev.state"]])
+        if n not in plan.needs:  # phase 1: an independent encode
+            w.state = "pass0" if n == 0 else f"pass0_p{n}"
+            if p.pass0 == "vpxenc":
+                res = await _compute(w, slots, ["vpxenc", *VPXENC_SETTINGS,
+                                                f"--cq-level={p.y_ac_qi}", "-o", "output.ivf",
+                                                "input.y4m"])
+            else:
+                res = await _tool(w, slots, p, py, ["xc-enc", "-y", str(p.y_ac_qi), "-i", "y4m",
+                                                    "-O", "final.state", "-o", "output.ivf",
+                                                    "input.y4m"])
+            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+            # The decoder state is only needed to hand on or to rebase from (mu also skipped
+            # xc-dump when every chunk stands alone).
+            if plan.passes > 1 or plan.out_tags.get(n) in plan.send_tags:
+                w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
+                res = await _tool(w, slots, p, py, ["xc-dump", "output.ivf", "final.state"])
+                runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+        else:
+            need = plan.needs[n]
+            w.state = f"wait_state_p{n}"
+            for tag in (need.inp, need.prev):
+                if tag is not None:
+                    await _receive(w, ctx, p, have, tag)
+            w.state = f"reencode_p{n}"
+            res = await _tool(w, slots, p, py, reencode_argv(["xc-enc"], need, p.pass_flags(n)))
+            runs.append({"pass": n, "step": w.state, "seconds": res.seconds,
+                         "input_state": have[need.inp],
+                         "prev_state": have[need.prev] if need.prev is not None else None})
+        tag = plan.out_tags.get(n)
+        if tag is not None and tag in plan.send_tags:
+            w.state = f"send_p{n}"
+            info = await w.run_op("xcenc_pack_state", src="final.state", tag=tag,
+                                  out="send.blob")
+            if p.handoff_storage:
+                await w.upload("send.blob", p.handoff_key(k, tag))
+            await w.send_blob("send.blob")
+            sent[tag] = str(info["sha256"])
+            w.state = f"sent_s{tag}"
+
+    await w.run_op("xcenc_touch", path="comp.txt")
+    converged: bool | None = None
+    comp = ""
+    if plan.passes >= 2:
+        w.state = "compare"
+        # comp-states' report goes to comp.txt and back here; its exit code is the verdict.
+        res = await _tool(w, slots, p, py, ["comp-states", "prev.state", "final.state"],
+                          check=False, append_stdout="comp.txt")
+        if res.exit_code not in (0, 1):
+            raise RuntimeError(f"worker {k}: comp-states failed: {res.stderr_tail.strip()}")
+        converged = res.exit_code == 0
+        comp = res.stdout.strip()
+        if plan.enforce_convergence and not converged:
+            raise NotConverged(
+                f"worker {k}: states did not converge after {plan.passes} passes "
+                f"(comp-states: {comp.splitlines()[0] if comp else '?'} bits differ)"
+            )
+    w.state = "upload"
+    await w.upload_many(["output.ivf", "comp.txt"], [p.output_key(k), p.comp_key(k)])
+    w.state = "uploaded"
+    if needs_relay:
+        await w.close_connect()
+    return {
+        "chunk": k + p.offset,
+        "passes": plan.passes,
+        "output": p.output_key(k),
+        "comp_txt": p.comp_key(k),
+        "converged": converged,
+        "comp": comp,
+        "received": have,
+        "sent": sent,
+        "runs": runs,
+    }
+
+
+def job_params(p: XcencParams) -> dict[str, Any]:
+    """The Coordinator ``params`` for this job."""
+    return {"xcenc": p, "xcenc_slots": CpuSlots(p.cpu_slots)}
+
+
+def clean_handoff(p: XcencParams, storage_url: str) -> None:
+    """Remove the ``<vid>/handoff/`` states of this job's chunks (they only serve retries)."""
+    from ..mu.storage import open_storage
+
+    async def go() -> None:
+        st = open_storage(storage_url)
+        chunks = {p.chunk(k) for k in range(p.n_parts)}
+        for key in await st.list(f"{p.vid_name}/handoff/"):
+            if Path(key).name.split(".")[0] in chunks:
+                await st.delete(key)
+
+    asyncio.run(go())

@@ -1,0 +1,95 @@
+"""The xcenc job's worker-side operations. A worker imports only this module (it is the job's
+``OPERATION_MODULE``), so it imports nothing of the coordinator's side."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import zlib
+from typing import Any
+
+from ...mu.operations import OpContext, OperationRegistry
+
+OPERATION_MODULE = __name__
+
+# mu's hand-off message: ``STATE(<tag>):`` + zlib(state).
+STATE_MAGIC = b"STATE("
+
+
+def _probe_op(ctx: OpContext) -> dict[str, Any]:
+    """The worker's Python (it runs tools_main) and whether it has vpxenc."""
+    return {"python": sys.executable, "vpxenc": shutil.which("vpxenc") is not None}
+
+
+def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str) -> dict[str, Any]:
+    """``STATE(<tag>):`` + zlib(state), mu's hand-off message; returns the raw state's hash."""
+    raw = ctx.path(src).read_bytes()
+    ctx.path(out).write_bytes(STATE_MAGIC + str(int(tag)).encode() + b"):" + zlib.compress(raw))
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+
+
+def _unpack_state_op(ctx: OpContext, blob: str, out_dir: str = ".") -> dict[str, Any]:
+    """Check and unpack a hand-off message into ``in_<tag>.state``; returns tag and hash."""
+    data = ctx.path(blob).read_bytes()
+    head, sep, body = data.partition(b"):")
+    if not sep or not head.startswith(STATE_MAGIC) or not head[len(STATE_MAGIC):].isdigit():
+        raise ValueError(f"hand-off message does not start with STATE(<pass>): ({data[:16]!r})")
+    tag = int(head[len(STATE_MAGIC):])
+    try:
+        raw = zlib.decompress(body)
+    except zlib.error as exc:
+        raise ValueError(f"hand-off state {tag} is not valid zlib data: {exc}") from None
+    from excamera.xc.codec import State, StateError
+
+    try:
+        State.from_bytes(raw)
+    except StateError as exc:
+        raise ValueError(f"hand-off state {tag} is not a valid xc state: {exc}") from None
+    target = ctx.path(out_dir) / f"in_{tag}.state"
+    target.write_bytes(raw)
+    return {"tag": tag, "sha256": hashlib.sha256(raw).hexdigest(), "file": target.name}
+
+
+def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
+    for src, dst in pairs:
+        shutil.copyfile(ctx.path(src), ctx.path(dst))
+    return {}
+
+
+def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
+             append_stdout: str | None = None) -> dict[str, Any]:
+    """Run an xc tool's command line in this worker's interpreter (``XcencParams.tools``);
+    the fields are a ``run`` command's. ``append_stdout`` also appends what it printed to
+    that file (comp-states' report to comp.txt)."""
+    import time
+
+    from excamera.xc.tools_main import run_in_process
+
+    started = time.monotonic()
+    res = run_in_process([str(a) for a in argv], ctx.workdir)
+    if res.stderr:
+        sys.stderr.write(res.stderr[-1024:])
+    if append_stdout:
+        with ctx.path(append_stdout).open("a") as f:
+            f.write(res.stdout)
+    if check and res.exit_code != 0:
+        last = res.stderr.strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv)} exited with {res.exit_code}: "
+                           f"{last[-1] if last else 'no stderr'}")
+    return {"exit_code": res.exit_code, "stdout": res.stdout[-4096:],
+            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6)}
+
+
+def _touch_op(ctx: OpContext, path: str) -> dict[str, Any]:
+    ctx.path(path).touch()
+    return {}
+
+
+def register_operations(registry: OperationRegistry) -> None:
+    registry.register("xcenc_probe", _probe_op)
+    registry.register("xcenc_pack_state", _pack_state_op)
+    registry.register("xcenc_unpack_state", _unpack_state_op)
+    registry.register("xcenc_copy", _copy_op)
+    registry.register("xcenc_touch", _touch_op)
+    registry.register("xcenc_tool", _tool_op)

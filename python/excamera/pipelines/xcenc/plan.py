@@ -1,0 +1,254 @@
+"""The xcenc job's plan: which passes each worker runs, what it needs and sends, and the command
+lines it runs. Pure: no I/O, no asyncio (the specification is the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# mu's pass-0 vpxenc settings, with --cq-level=<Y> appended (-q only silences progress output).
+VPXENC_SETTINGS = [
+    "--ivf", "-q", "--codec=vp8", "--good", "--cpu-used=0", "--end-usage=cq", "--min-q=0",
+    "--max-q=63", "--buf-initial-sz=10000", "--buf-optimal-sz=20000", "--buf-sz=40000",
+    "--undershoot-pct=100", "--passes=2", "--auto-alt-ref=1", "--threads=1", "--token-parts=0",
+    "--tune=ssim", "--target-bitrate=4294967295",
+]
+CHAINS = ("excamera", "mu")
+TOOL_MODES = ("worker", "subprocess")
+EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs"]
+
+
+class PlanError(ValueError):
+    """Options that do not make a runnable plan (named in the message)."""
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """Passes per phase (mu's ``w,x,y,z``); pass indices start at 0 (the vpxenc pass)."""
+
+    phases: tuple[int, int, int, int] = (1, 0, 4, 2)
+
+    @classmethod
+    def parse(cls, text: str | int) -> PassPlan:
+        s = str(text).replace(" ", "")
+        try:
+            parts = [int(v) for v in s.split(",")]
+        except ValueError:
+            raise PlanError(f"-p {text!r}: expected an integer or w,x,y,z") from None
+        if len(parts) == 1:
+            n = parts[0]
+            if n < 1:
+                raise PlanError(f"-p {n}: at least 1 pass (pass 0)")
+            if n == 1:
+                return cls((1, 0, 0, 0))
+            if n == 2:
+                return cls((1, 0, 1, 0))
+            if n == 3:
+                return cls((1, 0, 1, 1))
+            return cls((1, 0, n - 3, 2))
+        if len(parts) != 4:
+            raise PlanError(f"-p {text!r}: expected an integer or four numbers w,x,y,z")
+        if parts[0] < 1 or min(parts) < 0:
+            raise PlanError(f"-p {text!r}: phase 1 (pass 0) needs at least 1 pass, none < 0")
+        return cls((parts[0], parts[1], parts[2], parts[3]))
+
+    @property
+    def total(self) -> int:
+        return sum(self.phases)
+
+    def phase(self, p: int) -> int:
+        """1..4: which phase pass ``p`` belongs to."""
+        edge = 0
+        for i, n in enumerate(self.phases):
+            edge += n
+            if p < edge:
+                return i + 1
+        raise PlanError(f"pass {p} is beyond the plan's {self.total} passes")
+
+    def flags(self, p: int, s_ac_qi: int) -> list[str]:
+        """The extra xc-enc flags of re-encode pass ``p`` (p >= 1 and not in phase 1)."""
+        w, x, y, _ = self.phases
+        phase = self.phase(p)
+        out: list[str] = []
+        if phase == 3:
+            out += ["--s-ac-qi", str(s_ac_qi)]
+        elif phase == 4 and p == self.total - 1:
+            out.append("--fix-prob-tables")
+        if y >= 1 and p == w + x + 1:
+            out.append("--reencode-first-frame")
+        return out
+
+
+@dataclass(frozen=True)
+class Need:
+    """What re-encode pass ``p`` needs from the predecessor: -I state tag and -S state tag."""
+
+    inp: int
+    prev: int | None
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    passes: int
+    needs: dict[int, Need]  # pass -> states it rebases with
+    out_tags: dict[int, int]  # pass -> tag its final.state carries when sent
+    send_tags: frozenset[int]  # tags the successor needs
+    enforce_convergence: bool
+
+
+@dataclass(frozen=True)
+class XcencParams:
+    vid_name: str
+    n_parts: int
+    offset: int = 0
+    plan: PassPlan = field(default_factory=PassPlan)
+    s_ac_qi: int = 127
+    y_ac_qi: int = 30
+    # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
+    kf_weight: float | None = 0.75
+    kf_dist: int | None = None
+    pass0: str = "vpxenc"  # or "xc": xc-enc -y Y
+    handoff_storage: bool = False  # also store handed-off states (on with --retries)
+    cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
+    # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
+    # across chunk joins and lets rebased macroblocks choose among them, and gives the
+    # converted first frame the encoder's best effort; "mu" runs xc-enc as mu did. See
+    # ``pass_flags``.
+    chain: str = "excamera"
+    # Where the xc tools (xc-enc, xc-dump, comp-states) run: "worker" in the worker's own
+    # interpreter (an ``xcenc_tool`` operation, same command lines), or "subprocess", a new
+    # Python per step as mu ran its binaries. A Python start-up costs about 0.2 s, which on
+    # small chunks is more than the rebase itself and adds up along the serial pass.
+    tools: str = "worker"
+
+    def __post_init__(self) -> None:
+        if self.n_parts < 1:
+            raise PlanError("-n must be at least 1")
+        if self.offset < 0:
+            raise PlanError("-o must be >= 0")
+        if self.kf_dist is not None:
+            if self.kf_dist < 1:
+                raise PlanError("-K must be at least 1")
+            if self.plan.total == 2:
+                raise PlanError("batch mode (-K) needs -p 1 or at least 3 passes")
+        if self.pass0 not in ("vpxenc", "xc"):
+            raise PlanError(f"pass 0 encoder {self.pass0!r}: expected vpxenc or xc")
+        if self.tools not in TOOL_MODES:
+            raise PlanError(f"tools {self.tools!r}: expected one of {', '.join(TOOL_MODES)}")
+        if self.chain not in CHAINS:
+            raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
+        if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
+            raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
+        if not 0 <= self.y_ac_qi <= 127 or not 0 <= self.s_ac_qi <= 127:
+            raise PlanError("-Y and -S are quantizer indices 0..127")
+        if self.pass0 == "vpxenc" and self.y_ac_qi > 63:
+            raise PlanError(f"-Y {self.y_ac_qi}: vpxenc's --cq-level takes 0..63")
+
+    def chunk(self, k: int) -> str:
+        return f"{k + self.offset:08d}"
+
+    def input_key(self, k: int) -> str:
+        return f"{self.vid_name}/{self.chunk(k)}.y4m"
+
+    def output_key(self, k: int) -> str:
+        return f"{self.vid_name}/out/{self.chunk(k)}.ivf"
+
+    def comp_key(self, k: int) -> str:
+        return f"{self.vid_name}/comp_txt/{self.chunk(k)}.txt"
+
+    def handoff_key(self, k: int, tag: int) -> str:
+        return f"{self.vid_name}/handoff/{self.chunk(k)}.{tag}.state.z"
+
+    def eff(self, k: int) -> int:
+        return k % self.kf_dist if self.kf_dist is not None else k
+
+    def _passes(self, k: int) -> int:
+        total = self.plan.total
+        if self.kf_dist is None:
+            return min(total, k + 1)
+        return 1 if total == 1 else min(3, self.eff(k) + 1)
+
+    def _needs(self, k: int) -> dict[int, Need]:
+        n = self._passes(k)
+        w = self.plan.phases[0]
+        if self.kf_dist is None:
+            # pass p rebases onto pred's pass p-1; -S is pred's pass p-2 when prev.ivf was
+            # itself a rebase (pass 0..w-1 outputs start with key frames).
+            return {p: Need(p - 1, p - 2 if p - 1 >= w else None) for p in range(w, n)}
+        e = self.eff(k)
+        needs: dict[int, Need] = {}
+        if n >= 2:
+            needs[1] = Need(0, None)
+        if n >= 3:
+            needs[2] = Need(e - 1, 0)
+        return needs
+
+    def _out_tags(self, k: int) -> dict[int, int]:
+        n = self._passes(k)
+        if self.kf_dist is None:
+            return {p: p for p in range(n)}
+        e = self.eff(k)
+        tags = {0: 0}
+        if n >= 2:
+            tags[n - 1] = e  # the final pass carries the chunk's position in its batch
+        return tags
+
+    def pass_flags(self, n: int) -> list[str]:
+        """xc-enc's phase flags for re-encode pass ``n``.
+
+        In batch mode both re-encodes are plain rebases: pass 2's output is the final stream and
+        a rebase keeps the first frame's quantizer, so an S-phase first frame (``--s-ac-qi``,
+        127 by default) would end up in the output at the coarsest quantizer. The wavefront keeps
+        mu's phases.
+
+        Batch mode's ``excamera`` chain adds ``EXCAMERA_CHAIN_FLAGS``:
+
+        - ``-q best``: the converted first frame (pass 1, in parallel) is encoded at the
+          encoder's best effort. At ``-w 0.75`` it is a boosted frame carrying a quarter of the
+          chunk's bits, and realtime effort wasted them.
+        - ``--last-keeps-refs``: a chunk's last frame no longer refreshes all three
+          references, so the next chunk's first frame can still predict from this chunk's
+          boosted first frame (golden and alt-ref), as a serial encoder's frames use a golden.
+        - ``--choose-refs``: pass 2 rebases pass 1's decisions, made against the predecessor's
+          pass-0 state, onto its final state, whose golden and alt-ref pictures differ; each
+          macroblock may take whichever reference predicts it best with its own vectors.
+
+        Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
+        vpxenc run): mu's chain +32.1%, these three +12.2% (+12.0% after the encoder's
+        SPLITMV work); without ``--last-keeps-refs`` and ``--choose-refs`` (best effort alone)
+        +32.9%; with realtime effort +21.7%.
+        """
+        weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
+        if self.kf_dist is not None:
+            return weight + (EXCAMERA_CHAIN_FLAGS if self.chain == "excamera" else [])
+        return weight + self.plan.flags(n, self.s_ac_qi)
+
+    def worker_plan(self, k: int) -> WorkerPlan:
+        has_successor = k + 1 < self.n_parts and (
+            self.kf_dist is None or self.eff(k + 1) != 0
+        )
+        send: set[int] = set()
+        if has_successor:
+            for need in self._needs(k + 1).values():
+                send.add(need.inp)
+                if need.prev is not None:
+                    send.add(need.prev)
+        passes = self._passes(k)
+        return WorkerPlan(
+            passes=passes,
+            needs=self._needs(k),
+            out_tags=self._out_tags(k),
+            send_tags=frozenset(send),
+            enforce_convergence=(self.kf_dist is None and passes >= 2 and has_successor
+                                 and k >= self.plan.total - 1),
+        )
+
+
+def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
+    """alfalfa's re-encode command line as mu ran it; ``flags`` are ``-w`` and the phase flags
+    (``XcencParams.pass_flags``)."""
+    argv = [*tool, "-r", "-I", f"in_{need.inp}.state", "-p", "prev.ivf"]
+    if need.prev is not None:
+        argv += ["-S", f"in_{need.prev}.state"]
+    argv += [*flags, "-i", "y4m", "-O", "final.state",
+             "-o", "output.ivf", "input.y4m"]
+    return argv
