@@ -646,3 +646,20 @@ def test_many_concurrent_environments(lambda_emulator):
           f"connected after {t_all_connected:.2f} s; emulator CPU {peak['emulator_cpu_s']} s, "
           f"max RSS {peak['emulator_max_rss_mb']} MB; environments' RSS "
           f"{peak['environments_rss_mb']} MB", file=sys.stderr)
+
+
+def test_environment_cap_reuses_idle_environments(lambda_emulator_factory):
+    """At --max-environments, invocations wait for an idle environment instead of starting more
+    (a deviation from AWS for this host's memory, off by default)."""
+    emu = lambda_emulator_factory(max_environments=2)
+    client = emu.client(max_pool_connections=8)
+    create(client, Timeout=60)
+    payload = json.dumps({"action": "sleep", "seconds": 0.5}).encode()
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: client.invoke(FunctionName="fn", Payload=payload),
+                                range(6)))
+    assert all(r["StatusCode"] == 200 and "FunctionError" not in r for r in results)
+    stats = emu.stats()
+    assert stats["cold_starts"] == 2 and stats["warm_starts"] == 4
+    assert stats["waited_at_environment_cap"] >= 1
+    assert stats["environments"] <= 2

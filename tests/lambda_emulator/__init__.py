@@ -31,10 +31,13 @@ memory and CPU limits (MemorySize is reported, never enforced: the host's 2 core
 every environment, so durations under load are not AWS's), burst scaling (1,000 environments per
 10 s per function on AWS), a read-only task root and a private root filesystem (the host's
 /usr/bin is visible; /tmp is private only through TMPDIR), the sandbox user, and the
-"suppressed init" re-run of a timed-out INIT. Environments of one code version share one
-unpacked task root; the runtime runs with ``-B`` so no bytecode is written into it. AWS's
-python3.12 image also ships boto3; this one ships only awslambdaric, so a zip must bring its
-own dependencies.
+"suppressed init" re-run of a timed-out INIT. With ``--max-environments M`` (off by default) no
+more than M environments live at once: past that an invocation waits for an idle environment of
+its function and reuses it, where AWS would start a new one (this host's memory holds a few
+hundred real workers, not thousands); ``waited_at_environment_cap`` counts those.
+Environments of one code version share one unpacked task root; the runtime runs with ``-B`` so
+no bytecode is written into it. AWS's python3.12 image also ships boto3; this one ships only
+awslambdaric, so a zip must bring its own dependencies.
 
 Emulator-only control routes (no authentication; 127.0.0.1 only), JSON:
 - ``POST /_emulator/faults`` ``{"kind": K, "count": N, "function": NAME?, "after_s": S?,

@@ -58,9 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="how long a create stays Pending and an update InProgress")
     ap.add_argument("--max-starting", type=int, default=2 * (os.cpu_count() or 1),
                     help="environments in INIT at once; further cold starts wait their turn")
+    ap.add_argument("--max-environments", type=int, default=0,
+                    help="environments alive at once, 0 for no cap; at the cap an invocation "
+                    "waits for an idle environment of its function (AWS would start a new one; "
+                    "this host's memory cannot hold thousands)")
     args = ap.parse_args(argv)
     if (args.account_concurrency < 0 or args.init_timeout <= 0 or args.update_seconds < 0
-            or args.max_starting < 1):
+            or args.max_starting < 1 or args.max_environments < 0):
         ap.error("--account-concurrency, --init-timeout, --update-seconds and --max-starting "
                  "must be positive")
     return args
@@ -76,7 +80,7 @@ async def serve(args: argparse.Namespace) -> int:
         account_concurrency=args.account_concurrency, role_env=dict(args.role_env),
         init_timeout_s=args.init_timeout, event_retry_delays=args.event_retry_delays,
         event_throttle_backoff=args.event_throttle_backoff, update_seconds=args.update_seconds,
-        max_starting=args.max_starting,
+        max_starting=args.max_starting, max_environments=args.max_environments,
     )
     args.state_dir.mkdir(parents=True, exist_ok=True)
     service = LambdaService(settings, layout, args.state_dir.resolve())

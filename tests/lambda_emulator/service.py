@@ -103,6 +103,10 @@ class Settings:
     event_throttle_backoff: tuple = (1.0, 300.0)  # throttled Event invokes: 1 s .. 5 min
     update_seconds: float = 0.0  # how long a create/update stays Pending/InProgress
     max_starting: int = 2 * (os.cpu_count() or 1)  # environments in INIT at once
+    # Environments alive at once (0: no cap). This host's memory holds a few hundred real
+    # workers' environments, not thousands; at the cap an invocation waits for one of its
+    # function's environments to become idle and reuses it, where AWS would start a new one.
+    max_environments: int = 0
     account_id: str = "123456789012"
 
 
@@ -159,6 +163,7 @@ class LambdaService:
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self._start_slots = asyncio.Semaphore(settings.max_starting)
+        self._env_change = asyncio.Event()  # set (and replaced) when an environment frees up
         self._queued_starts = 0
 
     # ------------------------------------------------------------------ dispatch
@@ -599,11 +604,21 @@ class LambdaService:
         inv.fault = self._take_fault(("crash", "timeout"), fn)
         env = None
         try:
-            while fn.idle:
-                candidate = fn.idle.pop()
-                if candidate.state == "idle" and not candidate.doomed:
-                    env = candidate
+            waited_for_env = False
+            while True:
+                while fn.idle:
+                    candidate = fn.idle.pop()
+                    if candidate.state == "idle" and not candidate.doomed:
+                        env = candidate
+                        break
+                cap = self.settings.max_environments
+                # Cold starts still waiting for a start slot count: they will be environments.
+                if env is not None or not cap or len(self.envs) + self._queued_starts < cap:
                     break
+                if not waited_for_env:
+                    waited_for_env = True
+                    self.counts["waited_at_environment_cap"] += 1
+                await self._env_change.wait()
             if env is not None:
                 env.assign(inv)
                 self.counts["warm_starts"] += 1
@@ -617,6 +632,7 @@ class LambdaService:
             fn.idle.append(env)
         elif env.state != "dead":
             env.kill()
+        self._environment_changed()
         self.counts["invocations"] += 1
         self.counts[{"ok": "ok", "timeout": "timeouts", "crash": "crashes"}.get(
             outcome.status, "function_errors")] += 1
@@ -694,8 +710,14 @@ class LambdaService:
             await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
             attempt += 1
 
+    def _environment_changed(self) -> None:
+        """Wake invocations waiting at the environment cap."""
+        self._env_change.set()
+        self._env_change = asyncio.Event()
+
     def _env_dead(self, env: Environment) -> None:
         self.envs.discard(env)
+        self._environment_changed()
         functions = self.regions.get(env.spec.region, {})
         fn = functions.get(env.spec.name)
         for owner in [fn] if fn is not None else []:
@@ -732,7 +754,8 @@ class LambdaService:
             "emulated": True,
             **{k: self.counts[k] for k in (
                 "invocations", "ok", "function_errors", "timeouts", "crashes", "throttles",
-                "event_throttles", "events_dropped", "cold_starts", "warm_starts")},
+                "event_throttles", "events_dropped", "cold_starts", "warm_starts",
+                "waited_at_environment_cap")},
             "faults_applied": {k: self.counts[f"faults_{k}"] for k in FAULT_KINDS},
             "environments": len(self.envs),
             "environments_busy": busy,
