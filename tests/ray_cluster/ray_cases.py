@@ -71,6 +71,11 @@ def test_encode_on_ray_is_byte_identical(ray_cluster: Cluster, clip: Path,
     hello = {r["worker"]: r["t"] for r in rows if r.get("state") == "connected"}
     ray_cluster.metrics["first_job_launch_to_hello_s"] = sorted(
         round(hello[k] - launched[k], 2) for k in hello)
+    start = cost["details"]["task_start_s"]
+    ray_cluster.metrics["first_job_task_start_s"] = start
+    # A task body starts after its submission and before its worker says hello.
+    assert 0 < start["min"] <= start["median"] <= start["max"] < max(
+        hello[k] - launched[k] for k in hello)
 
     # A second job on the same cluster: the wheel comes from the cache, and the output again
     # matches (a cached wheel is still checked against the coordinator's code).
@@ -104,9 +109,13 @@ def test_workers_run_the_shipped_wheel(ray_cluster: Cluster, tmp_path: Path,
                                        monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(ray_cluster.tmp / "cache"))
     backend = RayBackend(ray_cluster.address, shared_storage=True)
+    # Bound to every interface without --advertise: the workers dial the address Ray knows
+    # this node by (here the namespace's only one), for the coordinator and its relay.
     coord = Coordinator("where", 2, backend, str(tmp_path), where_machine, embedded_relay=True,
-                        connect_timeout=120)
+                        host="0.0.0.0", connect_timeout=120)
+    assert coord.advertise == "127.0.0.1"
     result = asyncio.run(coord.run())
+    assert coord.relay_addr is not None and coord.relay_addr[0] == "127.0.0.1"
     assert result.outputs[1]["got"] == len(b"state from 0" * 1000)
     want = identity.code_identity()
     for k, task in enumerate(backend.tasks):
@@ -119,6 +128,8 @@ def test_workers_run_the_shipped_wheel(ray_cluster: Cluster, tmp_path: Path,
         assert res["pid"] == result.outputs[k]["hello_pid"] != os.getpid()
         assert result.outputs[k]["title"] == f"ray::excamera-{coord.job_id}-worker-{k}"
     ray_cluster.metrics["worker_process_rss_mb"] = [result.outputs[k]["rss_mb"] for k in (0, 1)]
+    # This process was the Ray driver and the coordinator (and runs pytest).
+    ray_cluster.metrics["driver_process_rss_mb"] = rss_mb([os.getpid()])
     assert not any(t.alive() for t in backend.tasks)
 
 

@@ -59,6 +59,8 @@ INSTALL_HINT = "pip install 'excamera[ray]'"
 DEFAULT_PLACEMENT_TIMEOUT = 60.0
 #: What a task keeps of its worker's log for the coordinator's failure report.
 LOG_TAIL = 4096
+#: How long a force-cancelled task may take to be reported ended (Ray reports it in ms).
+CANCEL_WAIT_S = 30.0
 LOOPBACK = ("127.", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")
 
@@ -225,6 +227,7 @@ def run_task(payload_json: str) -> dict[str, Any]:
     from ..protocol import ProtocolError
     from ..worker import _cpu_seconds, run_worker
 
+    started = time.time()
     cpu0 = _cpu_seconds()
     payload = LaunchPayload.from_json(payload_json)
     tail = _Tail(LOG_TAIL)
@@ -249,6 +252,7 @@ def run_task(payload_json: str) -> dict[str, Any]:
         "cpu_s": round(_cpu_seconds() - cpu0, 3),
         "log": tail.text() + (error + "\n" if error else ""),
         "pid": os.getpid(),
+        "started": started,
         "excamera": excamera.__file__,
         "code": code_identity(),
     }
@@ -263,6 +267,7 @@ class RayTask(WorkerProcess):
     def __init__(self, worker_id: int, ref: Any) -> None:
         self.worker_id = worker_id
         self.ref = ref
+        self.submitted = time.time()
         self.result: dict[str, Any] | None = None
         self._tail = ""
         self._done = asyncio.ensure_future(self._watch())
@@ -279,20 +284,39 @@ class RayTask(WorkerProcess):
         code = result.get("exit", 1)
         return code if isinstance(code, int) else 1
 
+    @property
+    def start_latency(self) -> float | None:
+        """Seconds from submitting the task to its body running (wall clocks of two machines
+        on a real cluster, so only as good as their synchronisation)."""
+        if self.result is None or not isinstance(self.result.get("started"), (int, float)):
+            return None
+        return float(self.result["started"]) - self.submitted
+
     def alive(self) -> bool:
         return not self._done.done()
 
     async def wait(self) -> int | None:
-        return await asyncio.shield(self._done)
+        try:
+            return await asyncio.shield(self._done)
+        except asyncio.CancelledError:
+            if self._done.cancelled():  # abandoned by kill(): Ray never answered
+                return None
+            raise
 
     async def kill(self) -> None:
-        if not self._done.done():
-            import ray
+        if self._done.done():
+            return
+        import ray
 
-            # force: end the task's process; a task still waiting for its bundle is dropped.
-            with contextlib.suppress(Exception):
-                ray.cancel(self.ref, force=True)
-        await self.wait()
+        # force: end the task's process; a task still waiting for its bundle is dropped.
+        with contextlib.suppress(Exception):
+            ray.cancel(self.ref, force=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._done), CANCEL_WAIT_S)
+        if not self._done.done():
+            # A lost head node or driver connection: stop waiting rather than hang the job.
+            self._done.cancel()
+            self._tail += f"\nRay did not confirm the cancellation within {CANCEL_WAIT_S:g} s"
 
     def stderr_tail(self) -> str:
         return self._tail
@@ -448,6 +472,7 @@ class RayBackend(Backend):
     def cost(self, worker_cpu_s: float | None) -> Cost:
         reported = [t.result["cpu_s"] for t in self.tasks
                     if t.result and isinstance(t.result.get("cpu_s"), (int, float))]
+        starts = sorted(s for t in self.tasks if (s := t.start_latency) is not None)
         return Cost(
             self.name,
             worker_cpu_s=round(sum(reported), 3) if reported else worker_cpu_s,
@@ -458,6 +483,11 @@ class RayBackend(Backend):
                 "reserved_cpu_s": round(self._reserved_s * self._bundles * self.cpus, 3),
                 "cpus_per_worker": self.cpus,
                 "nodes": self.nodes,
+                # Submission to the task body running: scheduling, the job's worker
+                # processes starting with the shipped code, Ray's own imports.
+                "task_start_s": {"min": round(starts[0], 3),
+                                 "median": round(starts[len(starts) // 2], 3),
+                                 "max": round(starts[-1], 3)} if starts else None,
             },
         )
 
