@@ -28,6 +28,10 @@ from excamera.mu.backends.ray import RayBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.machines import JobContext, WorkerHandle
 
+#: The shared cluster and clip (not a conftest.py: that module name would shadow
+#: tests/conftest.py for the rest of a pytest run).
+pytest_plugins = ["_fixtures"]
+
 
 def read_transitions(path: Path) -> list[dict]:
     if not path.exists():

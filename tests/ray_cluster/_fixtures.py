@@ -1,4 +1,5 @@
-"""The real Ray cluster that the tests in this folder share: a head and a second node.
+"""The fixtures of the Ray cluster tests: the real cluster they share (a head and a second
+node), the clip, and the local backend's encode of it.
 
 These tests run only inside the network, PID and mount namespaces that
 ``tests/test_ray_backend.py::test_ray_cluster_in_its_own_namespaces`` creates (``unshare``
