@@ -71,8 +71,11 @@ def test_ray_options_select_the_ray_backend() -> None:
         make_backend("local", vars(parse("--backend", "local", "--ray-address", "h:1")))
     with pytest.raises(BackendError, match="options of several backends"):
         make_backend(None, vars(parse("--shared-storage", "-l", "fn")))
-    with pytest.raises(BackendError, match="--ray-placement-timeout must be positive"):
+    with pytest.raises(BackendError, match="--ray-placement-timeout 0: must be a finite number "
+                       "more than 0"):
         make_backend(None, vars(parse("--ray-placement-timeout", "0")))
+    with pytest.raises(BackendError, match="--ray-worker-cpus nan: must be a finite number"):
+        make_backend(None, vars(parse("--ray-worker-cpus", "nan")))
     with pytest.raises(BackendError, match="--ray-wheel /nonexistent.whl: no such file"):
         make_backend(None, vars(parse("--ray-wheel", "/nonexistent.whl")))
 

@@ -187,7 +187,16 @@ def shipped_code(wheel: Path | None = None) -> list[Path]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     entries = sorted(done.iterdir(), key=lambda p: p.name != "excamera")
-    check_shipped(entries, want)
+    try:
+        check_shipped(entries, want)
+    except BackendError as exc:
+        if wheel is not None:
+            raise
+        # Built from this checkout, yet not what this process runs: the sources changed
+        # since the extension was last built here. Drop the entry, which is not this key's.
+        shutil.rmtree(entry, ignore_errors=True)
+        raise BackendError(f"{exc}; the checkout's sources differ from the extension this "
+                           "coordinator loaded: rebuild it (make setup) and run again") from None
     return entries
 
 
@@ -332,11 +341,15 @@ class RayBackend(Backend):
                  shared_storage: bool = False,
                  placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT,
                  cpus_per_worker: float = 1.0) -> None:
+        from ...argcheck import check_number
+        from ...errors import CommandError
+
         import_ray()  # fail at once, in one line, when the extra is not installed
-        if not placement_timeout > 0:
-            raise BackendError("--ray-placement-timeout must be positive")
-        if not cpus_per_worker > 0:
-            raise BackendError("--ray-worker-cpus must be positive")
+        try:
+            check_number("--ray-placement-timeout", placement_timeout, above_minimum=True)
+            check_number("--ray-worker-cpus", cpus_per_worker, above_minimum=True)
+        except CommandError as exc:
+            raise BackendError(str(exc)) from None
         if wheel is not None and not wheel.is_file():
             raise BackendError(f"--ray-wheel {wheel}: no such file")
         self.address = address
