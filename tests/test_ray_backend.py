@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from _shared_paths import REPO, shared_dir
+from conftest import free_port
 from excamera.mu.backends import BackendError, backends, make_backend
 from excamera.mu.backends.ray import (
     RayBackend,
@@ -87,6 +88,26 @@ def test_local_bucket_needs_shared_storage(tmp_path: Path) -> None:
     assert coord.storage_url == str(tmp_path)
     # Loopback needs no other default than itself; only a wildcard bind asks Ray.
     assert coord.advertise == "127.0.0.1"
+
+
+def test_bad_or_dead_cluster_address_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="expected HOST:PORT of the head node"):
+        make_backend(None, vars(parse("--ray-address", "headnode")))
+    with pytest.raises(BackendError, match="Ray Client addresses are not supported"):
+        make_backend(None, vars(parse("--ray-address", "ray://head:10001")))
+    # Nothing listens there: the job fails at once instead of ray.init retrying for minutes.
+    port = free_port()
+    clip = shared_dir() / "clips" / "carphone_qcif_120f.y4m"
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "encode", str(clip), "-o",
+         str(tmp_path / "o.ivf"), "--ray-address", f"127.0.0.1:{port}", "--shared-storage",
+         "--bucket", str(tmp_path / "b")],
+        env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"no Ray cluster at 127.0.0.1:{port}: cannot connect (Connection refused)" in lines[0]
+    assert not (tmp_path / "o.ivf").exists()
 
 
 def test_remote_nodes_cannot_dial_a_loopback_coordinator() -> None:
@@ -170,13 +191,15 @@ def test_ray_cluster_in_its_own_namespaces(tmp_path: Path) -> None:
         [unshare, "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "bash", "-c",
          script], cwd=REPO, env=env, capture_output=True, text=True, timeout=1400)
     out = done.stdout + done.stderr
+    (tmp_path / "inner.log").write_text(out)
     print(out[-6000:])
+    failed = "\n".join(ln for ln in out.splitlines() if ln.startswith(("FAILED", "ERROR")))
     if metrics.exists():
         print("ray cluster metrics:", json.dumps(json.loads(metrics.read_text())))
     assert "Operation not permitted" not in done.stderr, \
         f"cannot create the namespaces (run as root): {done.stderr.strip()}"
     assert done.returncode != 97, f"cannot bring lo up in the namespace: {out[-2000:]}"
-    assert done.returncode == 0, out[-6000:]
+    assert done.returncode == 0, f"{failed}\n{out[-6000:]}"
     summary = out.strip().splitlines()[-1]
     assert re.search(rf"\b{CLUSTER_TEST_COUNT} passed\b", summary), summary
     assert not re.search(r"failed|error|skipped", summary), summary

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -176,8 +177,10 @@ def test_killed_worker_fails_the_job_clearly(ray_cluster: Cluster, clip: Path,
     assert stderr.startswith("excamera encode: error: job xcenc-"), done.stderr
     assert "1 worker(s) failed, outputs are incomplete" in stderr
     assert "worker 3 (attempt 0) failed" in stderr
-    # Ray's own account of the task's end, as the worker's last words.
-    assert "WorkerCrashedError" in stderr.split("worker 3 (attempt 0) failed", 1)[1], stderr
+    # Ray's own account of the task's end, as the worker's last words: the process died, or
+    # (when Ray had not noticed yet) the coordinator's force-cancel ended the task.
+    assert re.search(r"WorkerCrashedError|TaskCancelledError",
+                     stderr.split("worker 3 (attempt 0) failed", 1)[1]), stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "out.ivf").exists()
     assert [r["state"] for r in rows if r.get("worker") == 3][-1] == "lost"
@@ -209,8 +212,9 @@ def test_too_large_job_fails_at_the_placement_timeout(ray_cluster: Cluster, clip
     assert len(lines) == 1, done.stderr
     assert "within 3 s (--ray-placement-timeout)" in lines[0]
     assert "4 worker(s) x 1.5 CPU = 6 CPUs at once" in lines[0]
-    assert f"the Ray cluster has {ray_cluster.cpus} CPUs ({ray_cluster.cpus} available) on 2 " \
-        "node(s)" in lines[0]
+    # What is available right now depends on how soon Ray released the previous job's group.
+    assert re.search(rf"the Ray cluster has {ray_cluster.cpus} CPUs \([\d.]+ available\) on 2 "
+                     r"node\(s\)$", lines[0]), lines[0]
     assert waited >= timeout  # it waited for the cluster, then gave up
     assert not (tmp_path / "out.ivf").exists()
     assert task_pid(0) is None  # no task was started

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,8 @@ DEFAULT_PLACEMENT_TIMEOUT = 60.0
 LOG_TAIL = 4096
 #: How long a force-cancelled task may take to be reported ended (Ray reports it in ms).
 CANCEL_WAIT_S = 30.0
+#: How long the head's address may take to accept a TCP connection before the job fails.
+CONNECT_PROBE_S = 10.0
 LOOPBACK = ("127.", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")
 
@@ -352,6 +355,8 @@ class RayBackend(Backend):
             raise BackendError(str(exc)) from None
         if wheel is not None and not wheel.is_file():
             raise BackendError(f"--ray-wheel {wheel}: no such file")
+        if address is not None:
+            split_address(address)
         self.address = address
         self.wheel = wheel
         self.shared_storage = shared_storage
@@ -411,6 +416,8 @@ class RayBackend(Backend):
 
     async def prepare(self, n_workers: int, advertised_host: str) -> None:
         ray = import_ray()
+        if self.address is not None:
+            await asyncio.to_thread(check_reachable, self.address)
         entries = await asyncio.to_thread(shipped_code, self.wheel)
         self._connect(ray, [str(p) for p in entries])
         alive = [n for n in ray.nodes() if n.get("Alive")]
@@ -422,7 +429,13 @@ class RayBackend(Backend):
                 f"{advertised_host}: listen with --host 0.0.0.0 (it then advertises this "
                 "node's Ray address) or give the address they should use with --advertise")
         await self._reserve(ray, n_workers)
-        self._remote = ray.remote(run_task)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # Any bundle of the group: a relaunched worker takes the one its killed attempt freed.
+        strategy = PlacementGroupSchedulingStrategy(placement_group=self._pg,
+                                                    placement_group_bundle_index=-1)
+        self._remote = ray.remote(num_cpus=self.cpus, max_retries=0, retry_exceptions=False,
+                                  scheduling_strategy=strategy)(run_task)
 
     def _connect(self, ray: Any, py_modules: list[str]) -> None:
         """Join the cluster as a driver whose tasks see the shipped code first on sys.path."""
@@ -466,17 +479,10 @@ class RayBackend(Backend):
     # --- workers ----------------------------------------------------------------------------
 
     async def launch(self, payload: LaunchPayload) -> WorkerProcess:
-        if self._pg is None or self._remote is None:
+        if self._remote is None:
             raise BackendError("the ray backend was not prepared")
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        # Any bundle of the group: a relaunched worker takes the one its killed attempt freed.
-        strategy = PlacementGroupSchedulingStrategy(placement_group=self._pg,
-                                                    placement_group_bundle_index=-1)
         ref = self._remote.options(
             name=f"excamera-{payload.job_id}-worker-{payload.worker_id}",
-            num_cpus=self.cpus, max_retries=0, retry_exceptions=False,
-            scheduling_strategy=strategy,
         ).remote(payload.to_json())
         task = RayTask(payload.worker_id, ref)
         self.tasks.append(task)
@@ -520,6 +526,35 @@ class RayBackend(Backend):
                 self._pg = None
             ray.shutdown()
             self._connected = False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` of a cluster's head (its GCS), or BackendError."""
+    if address.startswith("ray://"):
+        raise BackendError(f"--ray-address {address}: Ray Client addresses are not supported; "
+                           "run excamera where it reaches the head's GCS port and give "
+                           "HOST:PORT")
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BackendError(f"--ray-address {address}: expected HOST:PORT of the head node")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_PROBE_S) -> None:
+    """BackendError unless something accepts connections at ``address``.
+
+    ray.init keeps retrying an address where nothing listens for minutes; a plain TCP
+    connect answers at once (refused) or within ``timeout`` (filtered).
+    """
+    host, port = split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise BackendError(f"no Ray cluster at {address}: cannot connect ({why}); start one "
+                           "with ray start --head, or give its head's address") from None
 
 
 def unreachable_nodes(advertised: str, node_ips: list[str]) -> list[str]:
