@@ -24,14 +24,9 @@ import pytest
 
 from _shared_paths import REPO, shared_dir
 from conftest import free_port
+from excamera.awslambda.build import build_wheel, source_checkout
 from excamera.mu.backends import BackendError, backends, make_backend
-from excamera.mu.backends.ray import (
-    RayBackend,
-    build_wheel,
-    shipped_code,
-    source_checkout,
-    unreachable_nodes,
-)
+from excamera.mu.backends.ray import RayBackend, shipped_code, unreachable_nodes
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.jobopts import add_job_options
 
@@ -148,9 +143,17 @@ def test_shipped_wheel_is_this_code_and_other_code_is_refused(tmp_path: Path,
     assert pkg.name == "excamera" and (pkg / "mu" / "backends" / "ray.py").is_file()
     assert info.name.startswith("excamera-") and info.name.endswith(".dist-info")
     assert any(pkg.glob("_xc*.so"))
+    assert not pkg.is_relative_to(REPO)
     # Cached: the same wheel is not unpacked again.
     stamp = pkg.stat().st_mtime_ns
     assert shipped_code(wheel)[0].stat().st_mtime_ns == stamp
+    # Without a wheel: this checkout's, built once and cached under its code identity.
+    from excamera import identity
+
+    built = shipped_code()
+    key = "-".join(identity.code_identity()[k] for k in ("version", "xc_build", "python"))
+    assert built[0] == tmp_path / "cache" / "excamera" / "ray" / key / "unpacked" / "excamera"
+    assert [p.name for p in built] == [pkg.name, info.name]
 
     # The same wheel with one line of Python changed is other code.
     other = tmp_path / "other" / wheel.name
@@ -165,7 +168,7 @@ def test_shipped_wheel_is_this_code_and_other_code_is_refused(tmp_path: Path,
                        r"excamera .* \(differs in python\)"):
         shipped_code(other)
 
-    not_a_wheel = tmp_path / "x.whl"
+    not_a_wheel = tmp_path / wheel.name
     not_a_wheel.write_bytes(b"not a zip")
     with pytest.raises(BackendError, match="cannot read the wheel"):
         shipped_code(not_a_wheel)

@@ -37,16 +37,14 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import traceback
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,128 +77,102 @@ def import_ray() -> Any:
 
 
 # --- the code the workers run -----------------------------------------------------------------
+# The wheel is built, read and identified by excamera.awslambda.build, which makes the Lambda
+# package from the same wheel; this backend unpacks it for Ray instead of zipping it.
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "excamera" / "ray"
+    from ...awslambda import build
+
+    return build.cache_root() / "ray"
 
 
-def source_checkout() -> Path | None:
-    """The repository this package runs from, when it is a checkout that can build a wheel."""
-    import excamera
+def _build(staging: Path) -> Path:
+    """This checkout's wheel, built into ``staging``."""
+    from ...awslambda import build
+    from ...errors import CommandError
 
-    root = Path(excamera.__file__).resolve().parents[2]
-    if (root / "pyproject.toml").is_file() and (root / "crates" / "xc-python").is_dir():
-        return root
-    return None
-
-
-def build_wheel(repo: Path, out_dir: Path) -> Path:
-    """``maturin build --release`` of ``repo`` into ``out_dir``; the one wheel it made.
-
-    ``-i`` names this interpreter, the one ``make setup`` built the extension for, so cargo
-    reuses that build instead of compiling the PyO3 crates again.
-    """
-    bindir = Path(sys.executable).parent
-    maturin = shutil.which("maturin", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    if maturin is None:
-        raise BackendError("building the workers' wheel needs maturin (pip install "
-                           "'maturin>=1.7,<2'), or give one with --ray-wheel")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    argv = [maturin, "build", "--release", "-q", "-i", sys.executable, "-o", str(out_dir)]
-    done = subprocess.run(argv, cwd=repo, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        raise BackendError("maturin build failed: "
-                           + (lines[-1] if lines else f"exit {done.returncode}"))
-    wheels = sorted(out_dir.glob("excamera-*.whl"))
-    if len(wheels) != 1:
-        raise BackendError(f"maturin build left {len(wheels)} wheels in {out_dir}, expected one")
-    return wheels[0]
-
-
-def unpack_wheel(wheel: Path, dest: Path) -> list[Path]:
-    """Unpack ``wheel`` into ``dest``; the entries to ship: the package and its .dist-info
-    (without it the worker would report the version of whatever excamera the node has)."""
+    repo = build.source_checkout()
+    if repo is None:
+        raise BackendError("excamera is not running from a source checkout, so it cannot "
+                           "build the workers' wheel: give the wheel it was installed from "
+                           "with --ray-wheel")
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = zf.namelist()
-            tops = {n.split("/", 1)[0] for n in names}
-            info = sorted(t for t in tops if t.startswith("excamera-") and t.endswith(".dist-info"))
-            if "excamera" not in tops or len(info) != 1:
-                raise BackendError(f"{wheel}: not an excamera wheel (no excamera/ package and "
-                                   "one excamera-*.dist-info)")
-            for n in names:  # a wheel is data: no entry may leave dest
-                if n.startswith("/") or ".." in Path(n).parts:
-                    raise BackendError(f"{wheel}: entry {n!r} points outside the wheel")
-            zf.extractall(dest)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise BackendError(f"{wheel}: cannot read the wheel: {exc}") from None
-    return [dest / "excamera", dest / info[0]]
+        return build.build_wheel(repo, staging)
+    except CommandError as exc:
+        raise BackendError(f"{exc} (or give a wheel with --ray-wheel)") from None
 
 
-def check_shipped(entries: list[Path], want: dict[str, str]) -> None:
-    """BackendError unless the unpacked wheel is the code this coordinator runs."""
-    from ... import identity
+def _unpack(wheel: Path, dest: Path) -> dict[str, str]:
+    """Write the wheel's package and .dist-info (without it a worker would report the version
+    of whatever excamera its node has) under ``dest``; the code identity they report."""
+    from ...awslambda import build
+    from ...errors import CommandError
 
-    pkg, info = entries
-    version = info.name[len("excamera-"):-len(".dist-info")]
-    python = identity.python_source_hash(pkg)[:identity.HASH_CHARS]
-    # The extension carries its source hash as a string constant (crates/xc-python/build.rs).
-    ext = sorted(pkg.glob("_xc*.so"))
-    xc = want["xc_build"] if ext and want["xc_build"].encode() in ext[0].read_bytes() else "?"
-    got = {"version": version, "xc_build": xc, "python": python}
-    why = identity.mismatch(want, got)
-    if why is not None:
-        raise BackendError(f"the workers' wheel is not this coordinator's code: "
-                           f"{why.replace('the worker runs', 'the wheel holds')}")
+    try:
+        entries = [e for e in build.wheel_entries(wheel)
+                   if e.name.split("/", 1)[0] == "excamera"
+                   or e.name.split("/", 1)[0].startswith("excamera-")]
+        if not any(e.name.endswith(".dist-info/METADATA") for e in entries):
+            raise CommandError(f"{wheel}: not an excamera wheel (no excamera-*.dist-info)")
+        got = build.code_identity_of(entries)
+    except CommandError as exc:
+        raise BackendError(str(exc)) from None
+    for e in entries:
+        parts = Path(e.name).parts
+        if Path(e.name).is_absolute() or ".." in parts:
+            raise BackendError(f"{wheel}: entry {e.name!r} points outside the wheel")
+        target = dest.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(e.data)
+        target.chmod(0o755 if e.executable else 0o644)
+    return got
 
 
 def shipped_code(wheel: Path | None = None) -> list[Path]:
-    """The ``py_modules`` entries that carry this coordinator's code to the Ray workers.
-
-    ``wheel``: a wheel to use; by default this checkout's own, built once per code identity
-    and kept under :func:`cache_root`.
-    """
+    """The ``py_modules`` entries that carry this coordinator's code to the Ray workers: the
+    package and its .dist-info, unpacked from ``wheel`` (by default this checkout's own,
+    built once per code identity), kept under :func:`cache_root` with the identity they
+    report, and checked against this coordinator's."""
     from ... import identity
 
     want = identity.code_identity()
     if wheel is not None:
-        key = "wheel-" + hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
+        try:
+            key = "wheel-" + hashlib.sha256(wheel.read_bytes()).hexdigest()[:16]
+        except OSError as exc:
+            raise BackendError(f"--ray-wheel {wheel}: {exc.strerror}") from None
     else:
         key = "-".join(want[k] for k in ("version", "xc_build", "python"))
     entry = cache_root() / key
-    done = entry / "unpacked"
-    if not done.is_dir():
-        if wheel is None:
-            repo = source_checkout()
-            if repo is None:
-                raise BackendError("excamera is not running from a source checkout, so it "
-                                   "cannot build the workers' wheel: give the wheel it was "
-                                   "installed from with --ray-wheel")
+    if not (entry / "identity.json").is_file():
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
         try:
-            built = wheel if wheel is not None else build_wheel(repo, staging / "wheel")
-            unpack_wheel(built, staging / "unpacked")
-            entry.mkdir(exist_ok=True)
+            got = _unpack(wheel or _build(staging / "wheel"), staging / "unpacked")
+            shutil.rmtree(staging / "wheel", ignore_errors=True)
+            (staging / "identity.json").write_text(json.dumps(got))
+            if entry.exists():  # never a half-written one (they appear by rename): stale
+                shutil.rmtree(entry, ignore_errors=True)
             with contextlib.suppress(OSError):  # another coordinator filled it meanwhile
-                os.rename(staging / "unpacked", done)
+                os.rename(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    entries = sorted(done.iterdir(), key=lambda p: p.name != "excamera")
-    try:
-        check_shipped(entries, want)
-    except BackendError as exc:
+    got = json.loads((entry / "identity.json").read_text())
+    why = identity.mismatch(want, got)
+    if why is not None:
+        why = why.replace("the worker runs", "the wheel holds")
         if wheel is not None:
-            raise
+            raise BackendError(f"the workers' wheel is not this coordinator's code: {why}")
         # Built from this checkout, yet not what this process runs: the sources changed
         # since the extension was last built here. Drop the entry, which is not this key's.
         shutil.rmtree(entry, ignore_errors=True)
-        raise BackendError(f"{exc}; the checkout's sources differ from the extension this "
-                           "coordinator loaded: rebuild it (make setup) and run again") from None
-    return entries
+        raise BackendError(f"the workers' wheel is not this coordinator's code: {why}; the "
+                           "checkout's sources differ from the extension this coordinator "
+                           "loaded: rebuild it (make setup) and run again")
+    unpacked = entry / "unpacked"
+    info = sorted(unpacked.glob("excamera-*.dist-info"))
+    return [unpacked / "excamera", *info[:1]]
 
 
 # --- the task -------------------------------------------------------------------------------
