@@ -27,7 +27,9 @@
   no ``--advertise`` this backend advertises the address Ray knows this node by; a coordinator
   on loopback is refused when the cluster has nodes that are not on this machine's loopback.
 - **Cost.** Worker CPU-seconds as each task measured them (its process and the children it
-  waited for), and the CPU-seconds the placement group held.
+  waited for), the CPU-seconds the placement group held, and how long tasks took to start.
+- **Before connecting**, a ``--ray-address`` where nothing listens fails at once (ray.init
+  would retry it for minutes).
 """
 
 from __future__ import annotations
@@ -51,8 +53,6 @@ from typing import Any
 
 from ..payload import LaunchPayload
 from .base import Backend, BackendError, Cost, WorkerProcess
-
-log = logging.getLogger("excamera.mu.backends.ray")
 
 INSTALL_HINT = "pip install 'excamera[ray]'"
 DEFAULT_PLACEMENT_TIMEOUT = 60.0
