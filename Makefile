@@ -11,7 +11,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q 'maturin>=1.7,<2'
-	$(VENV)/bin/maturin develop --release -q -E dev
+	$(VENV)/bin/maturin develop --release -q -E dev,ray
 	touch $@
 
 # setup: the venv with every dependency, plus a release build of the Rust extension

@@ -456,3 +456,16 @@ def test_wavefront_refuses_a_chunk_whose_predecessor_did_not_converge(tmp_path: 
     bits = int(msg.split("comp-states: ")[1].split(" bits differ")[0])
     assert bits > 0
     assert not (store / "carphone" / "out" / "00000003.ivf").exists()
+
+
+def test_clean_handoff_removes_only_this_jobs_states(tmp_path: Path) -> None:
+    from excamera.pipelines.xcenc.machine import clean_handoff
+
+    p = XcencParams(vid_name="v", n_parts=2, plan=PassPlan.parse("1"), handoff_storage=True)
+    mine = [tmp_path / p.handoff_key(k, 0) for k in range(2)]
+    other = tmp_path / "v" / "handoff" / "00000007.0.state.z"  # another job's chunk
+    for f in [*mine, other]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"state")
+    clean_handoff(p, str(tmp_path))
+    assert not any(f.exists() for f in mine) and other.exists()

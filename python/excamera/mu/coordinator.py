@@ -161,7 +161,7 @@ class Coordinator:
             raise ValueError("retries must be >= 0")
         if spares < 0:
             raise ValueError("spares must be >= 0")
-        advertised = advertise or host
+        advertised = advertise or backend.default_advertise(host) or host
         if advertised in ("0.0.0.0", "::", ""):
             raise ValueError(f"workers cannot dial {host or 'an empty address'!r}: give the "
                              "address they should use with --advertise")

@@ -110,6 +110,11 @@ class Backend(ABC):
         """Build the backend from the parsed command-line values."""
         return cls()
 
+    def default_advertise(self, host: str) -> str | None:
+        """The address workers dial when no ``--advertise`` was given and the coordinator
+        listens on ``host``; None: ``host`` itself."""
+        return None
+
     async def prepare(self, n_workers: int, advertised_host: str) -> None:
         """Check (and reserve) capacity for ``n_workers`` simultaneous workers before any is
         launched; BackendError naming what was asked for and what exists if it cannot."""

@@ -190,7 +190,7 @@ def job_params(p: XcencParams) -> dict[str, Any]:
 
 def clean_handoff(p: XcencParams, storage_url: str) -> None:
     """Remove the ``<vid>/handoff/`` states of this job's chunks (they only serve retries)."""
-    from ..mu.storage import open_storage
+    from ...mu.storage import open_storage
 
     async def go() -> None:
         st = open_storage(storage_url)
