@@ -31,9 +31,10 @@ worker cannot feed forged data to any other. Rules, and why:
   in memory for ``hold_timeout`` seconds (default 600). Memory is allocated as the bytes
   arrive, never from the announced length, and charged against three quotas: the relay's
   ``max_held_bytes`` (default 1 GiB), the job's ``max_held_job_bytes`` (default a quarter of
-  it) and the sender's ``max_held_sender_bytes`` (default an eighth). A frame is admitted
-  only if its announced size fits all three (the size is reserved then, so concurrent frames
-  cannot overshoot); otherwise its body is read and discarded and the sender receives
+  it) and the sender's ``max_held_sender_bytes`` (default half the job's); 0 holds nothing.
+  A frame is admitted only if its announced size fits all three (the size is reserved then, so
+  concurrent frames cannot overshoot); otherwise its body is read and discarded and the sender
+  receives
   ``relay_error`` code ``held_full`` naming the quota, so no message disappears silently,
   older accepted messages are never dropped to make room, and one job cannot fill the relay
   for the others. An expired frame is dropped with a log line and the sender, if still
@@ -194,9 +195,10 @@ def _is_reserved(kind: str) -> bool:
     return kind in RESERVED or kind.startswith("relay_")
 
 
-def _positive(name: str, value: float, top: float) -> None:
-    if not 0 < value <= top:  # also refuses NaN
-        raise ValueError(f"{name} must be more than 0 and at most {top}, not {value}")
+def _bounded(name: str, value: float, top: float, *, zero_ok: bool = False) -> None:
+    if not ((0 <= value if zero_ok else 0 < value) and value <= top):  # also refuses NaN
+        low = "at least 0" if zero_ok else "more than 0"
+        raise ValueError(f"{name} must be {low} and at most {top}, not {value}")
 
 
 class Relay:
@@ -219,17 +221,18 @@ class Relay:
         max_handshakes: int = MAX_HANDSHAKES,
         max_handshakes_per_address: int = MAX_PER_ADDRESS,
     ) -> None:
-        _positive("max_held_bytes", max_held_bytes, 1 << 40)
+        # quotas of 0 hold nothing: every frame for an absent receiver is refused at once
+        _bounded("max_held_bytes", max_held_bytes, 1 << 40, zero_ok=True)
         job = max_held_bytes // 4 if max_held_job_bytes is None else max_held_job_bytes
-        sender = max_held_bytes // 8 if max_held_sender_bytes is None else max_held_sender_bytes
-        _positive("max_held_job_bytes", job, max_held_bytes)
-        _positive("max_held_sender_bytes", sender, job)
-        _positive("hold_timeout", hold_timeout, 7 * 86400)
-        _positive("stall_timeout", stall_timeout, 3600)
-        _positive("hello_timeout", hello_timeout, 3600)
-        _positive("max_connections", max_connections, 1 << 20)
-        _positive("max_handshakes", max_handshakes, 1 << 16)
-        _positive("max_handshakes_per_address", max_handshakes_per_address, max_handshakes)
+        sender = job // 2 if max_held_sender_bytes is None else max_held_sender_bytes
+        _bounded("max_held_job_bytes", job, max_held_bytes, zero_ok=True)
+        _bounded("max_held_sender_bytes", sender, job, zero_ok=True)
+        _bounded("hold_timeout", hold_timeout, 7 * 86400)
+        _bounded("stall_timeout", stall_timeout, 3600)
+        _bounded("hello_timeout", hello_timeout, 3600)
+        _bounded("max_connections", max_connections, 1 << 20)
+        _bounded("max_handshakes", max_handshakes, 1 << 16)
+        _bounded("max_handshakes_per_address", max_handshakes_per_address, max_handshakes)
         self._ssl = creds if isinstance(creds, ssl.SSLContext) else server_context(creds)
         self.max_held_bytes = max_held_bytes
         self.max_held_job_bytes = job

@@ -57,8 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-held-job-mb", type=float, default=None,
                    help="held-message quota of one job (MiB; default a quarter of --max-held-mb)")
     p.add_argument("--max-held-sender-mb", type=float, default=None,
-                   help="held-message quota of one sender (MiB; default an eighth of "
-                   "--max-held-mb)")
+                   help="held-message quota of one sender (MiB; default half the job's)")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="seconds a started frame may go without a byte before its sender is "
                    "cut off (60)")
@@ -126,6 +125,15 @@ def check_options(args: argparse.Namespace) -> None:
     check_port("-t", args.port)
     check_number("--max-held-mb", args.max_held_mb)  # 0: hold nothing, refuse at once
     check_number("--hold-timeout", args.hold_timeout, above_minimum=True)
+    job_mb = args.max_held_mb / 4 if args.max_held_job_mb is None else args.max_held_job_mb
+    if args.max_held_job_mb is not None:
+        check_number("--max-held-job-mb", job_mb, maximum=args.max_held_mb)
+    if args.max_held_sender_mb is not None:
+        check_number("--max-held-sender-mb", args.max_held_sender_mb, maximum=job_mb)
+    check_number("--stall-timeout", args.stall_timeout, above_minimum=True, maximum=3600)
+    check_int("--max-handshakes", args.max_handshakes, minimum=1, maximum=1 << 16)
+    check_int("--max-handshakes-per-address", args.max_handshakes_per_address, minimum=1,
+              maximum=args.max_handshakes)
     if args.ssl_buffer_kib != 0:
         check_int("--ssl-buffer-kib", args.ssl_buffer_kib, minimum=16, maximum=MAX_SSL_BUFFER_KIB)
 
