@@ -154,7 +154,9 @@ def test_job_and_sender_quotas_keep_one_job_from_starving_another(caplog) -> Non
 # --- unauthenticated connections --------------------------------------------------------------
 async def _flood_and_measure(server: ServerProcess, count: int,
                              legit) -> tuple[float, float, int]:
-    """RSS growth with ``count`` raw connections open, and how many the server closed."""
+    """RSS growth with ``count`` raw connections open, the most it grew after they were
+    closed (the queued ones then fail their handshakes in a rush), and how many the server
+    closed itself."""
     await asyncio.sleep(0.5)
     before = server.rss_mb()
     socks = flood(server.port, count)
@@ -174,7 +176,11 @@ async def _flood_and_measure(server: ServerProcess, count: int,
     finally:
         for s in socks:
             s.close()
-    return before, grown, closed
+    for _ in range(30):  # bounded: a few seconds for the server to see every close
+        await asyncio.sleep(0.1)
+        grown = max(grown, server.rss_mb() - before)
+    await legit()
+    return before, max(grown, server.rss_mb() - before), closed
 
 
 def test_raw_connections_cannot_exhaust_the_relay(tmp_path: Path) -> None:
@@ -189,7 +195,7 @@ def test_raw_connections_cannot_exhaust_the_relay(tmp_path: Path) -> None:
         out = relay.output()
     finally:
         relay.stop()
-    assert grown < 40, f"relay RSS grew {grown:.0f} MB for 2,000 raw connections"
+    assert grown < 40, f"relay RSS grew {grown:.0f} MB for 2,000 raw connections (or after)"
     assert closed >= 1000  # beyond the per-address cap and its queue: closed at once
     assert re.search(r"refused handshake from 127\.0\.0\.2:\d+: 32 handshakes from this "
                      r"address are in flight and 256 more wait", out), out[-3000:]
@@ -212,7 +218,8 @@ def test_raw_connections_cannot_exhaust_the_coordinator() -> None:
         out = coord.output()
     finally:
         coord.stop()
-    assert grown < 40, f"coordinator RSS grew {grown:.0f} MB for 2,000 raw connections"
+    assert grown < 40, f"coordinator RSS grew {grown:.0f} MB for 2,000 raw connections " \
+        "(or after)"
     # its backlog is small (128 for one worker): the kernel holds back the rest, so fewer
     # reach the per-address cap than at the relay
     assert closed > 0

@@ -254,6 +254,10 @@ class TLSListener:
             except OSError as exc:  # ssl.SSLError, resets and the handshake timeout included
                 conn.close()
                 self.refusals.refused(peer, _reason(exc))
+                # The exception's traceback holds the frame whose future holds the exception:
+                # a cycle that would keep this handshake's TLS buffer (256 KiB) alive until
+                # the cyclic collector runs, hundreds of them under a flood.
+                exc.__traceback__ = None
                 return
             except BaseException:
                 conn.close()

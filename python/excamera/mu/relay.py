@@ -105,28 +105,33 @@ class _Stalled(Exception):
 class _Guard:
     """The stall timer of one connection's frame in progress.
 
-    One timer per frame, re-armed only while bytes keep moving, instead of one per read (a
-    timer per read cost ~10 us, several times per small frame). ``waiting`` says whom the frame
-    waits on: the sender (None), whose reader then fails with _Stalled, or a receiver, whose
-    connection is then aborted (its pending drain fails and the sender is told ``lost``).
+    One timer per frame, which when it fires re-arms itself for what is left of the period
+    since the last byte moved (``moved()`` only records the time), instead of one timer per
+    read (~10 us each, several per small frame). ``waiting`` says whom the frame waits on: the
+    sender (None), whose reader then fails with _Stalled, or a receiver, whose connection is
+    then aborted (its pending drain fails and the sender is told ``lost``).
     """
 
-    __slots__ = ("limit", "reader", "moved", "queued", "waiting", "blen", "got", "_handle",
+    __slots__ = ("limit", "reader", "last", "queued", "waiting", "blen", "got", "_handle",
                  "_loop")
 
     def __init__(self, limit: float, reader: asyncio.StreamReader) -> None:
         self.limit = limit
         self.reader = reader
-        self.moved = False
+        self._loop = asyncio.get_running_loop()
+        self.last = 0.0  # loop time of the last byte moved
         self.queued = False  # waiting for another sender's frame to the same receiver
         self.waiting: _Endpoint | None = None
         self.blen = self.got = 0
         self._handle: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
 
     def arm(self, blen: int) -> None:
-        self.blen, self.got, self.moved, self.waiting = blen, 0, False, None
-        self._handle = self._loop.call_later(self.limit, self._check)
+        self.blen, self.got, self.waiting = blen, 0, None
+        self.last = self._loop.time()
+        self._handle = self._loop.call_at(self.last + self.limit, self._check)
+
+    def moved(self) -> None:
+        self.last = self._loop.time()
 
     def disarm(self) -> None:
         if self._handle is not None:
@@ -134,9 +139,11 @@ class _Guard:
             self._handle = None
 
     def _check(self) -> None:
-        if self.moved or self.queued:
-            self.moved = False
-            self._handle = self._loop.call_later(self.limit, self._check)
+        if self.queued:
+            self.last = self._loop.time()
+        due = self.last + self.limit
+        if due > self._loop.time():
+            self._handle = self._loop.call_at(due, self._check)
             return
         self._handle = None
         dest = self.waiting
@@ -406,7 +413,7 @@ class Relay:
         chunk = await reader.read(n)
         if not chunk:
             raise ProtocolError("connection closed inside a frame body")
-        guard.moved = True
+        guard.moved()
         guard.got += len(chunk)
         return chunk
 
@@ -438,7 +445,7 @@ class Relay:
             guard.waiting = None
         if not dest.writable():  # aborted meanwhile: drain returns quietly after an abort
             return False
-        guard.moved = True
+        guard.moved()
         return True
 
     # --- forwarding -----------------------------------------------------------------------
@@ -457,7 +464,8 @@ class Relay:
                     raw = await reader.readexactly(hlen)
                 except asyncio.IncompleteReadError:
                     raise ProtocolError("connection closed inside a frame header") from None
-                guard.moved, guard.blen = True, blen
+                guard.moved()
+                guard.blen = blen
                 kind, fields = decode_header(raw)
                 if _is_reserved(kind):
                     await self._discard(reader, guard, blen)
