@@ -205,7 +205,7 @@ async def relay_machine(w: WorkerHandle, ctx: JobContext) -> str:
         await w.run_op("write_text", path="state.bin", text="state of chunk 0")
         await w.send_blob(file="state.bin")
         return "sent"
-    await w.recv_blob(file="got.bin")
+    await w.recv_blob(file="got.bin", sender=0)
     data = (await w.run_op("read_text", path="got.bin"))["text"]
     await w.send_blob(data=b"ack")
     return data

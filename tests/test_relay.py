@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import os
 import re
 import ssl
@@ -13,6 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from excamera.mu import tls
 from excamera.mu.protocol import PREFIX
@@ -272,7 +277,9 @@ def test_held_messages_expire_and_the_sender_is_told():
 
 def test_held_memory_bound_rejects_new_messages_with_an_error():
     async def main():
-        async with Setup(max_held_bytes=1 << 20) as s:
+        # the relay-wide bound alone: the job and sender quotas are as large
+        async with Setup(max_held_bytes=1 << 20, max_held_job_bytes=1 << 20,
+                         max_held_sender_bytes=1 << 20) as s:
             a = await s.client("j", 0, 1)
             await a.send(b"x" * 600_000, n=1)
             await a.send(b"y" * 600_000, n=2)  # would exceed 1 MiB held: refused
@@ -352,6 +359,83 @@ def test_relay_trusting_only_long_lived_ca_accepts_job_intermediate_workers(tmp_
                     "jobA", 5, 6)
         finally:
             await relay.close()
+
+    run(main())
+
+
+def _unbound_intermediate(root: CertificateAuthority, job: str) -> CertificateAuthority:
+    """A per-job CA as coordinators issued them before issue 11: pathlen 0 and nothing else
+    (no name constraints, no key-usage limit)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        root._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"old {job} CA")]),
+                      key.public_key(), now - dt.timedelta(minutes=5),
+                      now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(tls._ca_key_usage(), critical=True)
+        .sign(root.key, hashes.SHA256())
+    )
+    return CertificateAuthority(cert, key, [root.cert, *root.issuers])
+
+
+def test_a_job_intermediate_cannot_act_for_another_job(tmp_path, caplog):
+    """Issue 11: a certificate signed by job B's intermediate naming jobA/worker/5 got hello_ok."""
+    caplog.set_level(logging.INFO, logger="excamera.mu.relay")
+    paths = tls.genkeys(tmp_path)
+    root = CertificateAuthority.load(paths["ca_cert"], paths["ca_key"])
+
+    async def main():
+        relay = Relay(Credentials.from_files(paths["server_cert"], paths["server_key"],
+                                             paths["ca_cert"]))
+        port = await relay.start("127.0.0.1", 0)
+        try:
+            victim = await RelayClient.connect("127.0.0.1", port,
+                                               root.issue_intermediate("jobA").issue_worker(
+                                                   "jobA", 6), "jobA", 6, 5)
+            # job B's intermediate signs a certificate for job A's worker 5: name constraints
+            # make the handshake fail
+            forged = root.issue_intermediate("jobB").issue_worker("jobA", 5)
+            with pytest.raises(RelayError) as err:
+                await RelayClient.connect("127.0.0.1", port, forged, "jobA", 5, 6)
+            assert err.value.code == "tls"
+            # an intermediate without constraints (an older coordinator's) passes TLS, but the
+            # relay checks that the issuer belongs to the certificate's job
+            old = _unbound_intermediate(root, "jobB").issue_worker("jobA", 5)
+            with pytest.raises(RelayError, match="not bound to any job") as err:
+                await RelayClient.connect("127.0.0.1", port, old, "jobA", 5, 6)
+            assert err.value.code == "identity"
+            assert relay.stats().forwarded_messages == 0
+            await victim.close()
+        finally:
+            await relay.close()
+
+    run(main())
+    refused = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO
+               and r.getMessage().startswith("refused")]
+    assert any("subtree violation" in m and "127.0.0.1:" in m for m in refused), refused
+    assert any("not bound to any job" in m for m in refused), refused
+
+
+# --- who sent a frame -----------------------------------------------------------------------
+def test_forwarded_frames_carry_the_senders_certified_id():
+    async def main():
+        async with Setup() as s:
+            real = await s.client("j", 0, 2)  # the receiver's expected predecessor
+            other = await s.client("j", 1, 2)  # another worker of the job, e.g. a leaked one
+            await real.send(b"held", n=1)  # held: worker 2 is not connected yet
+            for _ in range(500):
+                if s.relay.stats().held_messages == 1:
+                    break
+                await asyncio.sleep(0.01)
+            b = await s.client("j", 2, 0)
+            await other.send(b"forged", n=2, **{"from": 0})  # claims to be worker 0
+            await real.send(b"live", n=3)
+            got = [await b.recv() for _ in range(3)]
+            by_n = {m["n"]: m for m in got}
+            assert (by_n[1]["from"], by_n[1].body) == (0, b"held")
+            assert (by_n[2]["from"], by_n[2].body) == (1, b"forged")  # the relay's word wins
+            assert (by_n[3]["from"], by_n[3].body) == (0, b"live")
 
     run(main())
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,40 @@ def state_blob() -> bytes:
     return state.to_bytes()
 
 
+def reseal(data: bytes | bytearray) -> bytes:
+    """Recompute the format's trailing CRC-32 (zlib's, independent of xc's own) over the rest:
+    damage that keeps the checksum valid reaches the field checks behind it."""
+    body = bytes(data[:-4])
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def test_state_ends_with_zlib_crc32_of_the_rest(state_blob: bytes) -> None:
+    assert int.from_bytes(state_blob[-4:], "little") == zlib.crc32(state_blob[:-4])
+    assert state_blob[4:6] == (2).to_bytes(2, "little")  # format version 2
+
+
+@pytest.mark.parametrize("where", ["header", "probabilities", "segment map", "pixel", "checksum"])
+def test_a_flipped_byte_is_refused_by_the_checksum(state_blob: bytes, where: str) -> None:
+    map_len = int.from_bytes(state_blob[1130:1134], "little")
+    offset = {"header": 12, "probabilities": 600, "segment map": 1134 + map_len // 2,
+              "pixel": 1134 + map_len + 1 + 8 + 100, "checksum": len(state_blob) - 2}[where]
+    data = bytearray(state_blob)
+    data[offset] ^= 0x04
+    with pytest.raises(StateError) as err:
+        State.from_bytes(bytes(data))
+    msg = str(err.value)
+    assert "checksum mismatch" in msg and "\n" not in msg, msg
+    assert State.from_bytes(state_blob).hash  # the undamaged one still loads
+
+
+def test_version_1_states_are_refused_by_version(state_blob: bytes) -> None:
+    # version 1 was this format without the checksum
+    old = bytearray(state_blob[:-4])
+    old[4:6] = (1).to_bytes(2, "little")
+    with pytest.raises(StateError, match="unsupported version 1"):
+        State.from_bytes(bytes(old))
+
+
 @pytest.mark.parametrize("cut", [0, 1, 4, 6, 12, 500, 1130, 1134, -1000, -1])
 def test_truncated_state_is_refused(state_blob: bytes, cut: int) -> None:
     data = state_blob[:cut]
@@ -160,16 +195,16 @@ def test_corrupted_state_names_the_problem(state_blob: bytes, offset: int, value
     data = bytearray(state_blob)
     data[offset : offset + len(value)] = value
     with pytest.raises(StateError, match=words):
-        State.from_bytes(bytes(data))
+        State.from_bytes(reseal(data) if offset >= 6 else bytes(data))
 
 
 def test_trailing_bytes_and_bad_segment_ids_are_refused(state_blob: bytes) -> None:
     with pytest.raises(StateError, match="trailing"):
-        State.from_bytes(state_blob + b"\0")
+        State.from_bytes(reseal(state_blob[:-4] + b"\0" + state_blob[-4:]))
     data = bytearray(state_blob)
     data[1134] = 4  # the first segment id: only 0..3 exist
     with pytest.raises(StateError, match="segment id"):
-        State.from_bytes(bytes(data))
+        State.from_bytes(reseal(data))
 
 
 def test_state_error_is_a_value_error_and_not_a_decode_error() -> None:
@@ -190,7 +225,9 @@ def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def bit_difference(a: bytes, b: bytes) -> int:
-    """Differing bits over the common length, plus every bit of the longer one's excess."""
+    """Differing bits over the common length, plus every bit of the longer one's excess (the
+    trailing checksum is not state: comp-states leaves it out)."""
+    a, b = a[:-4], b[:-4]
     n = min(len(a), len(b))
     common = sum(bin(x ^ y).count("1") for x, y in zip(a[:n], b[:n], strict=True))
     return common + 8 * abs(len(a) - len(b))
@@ -251,7 +288,7 @@ def test_comp_states_counts_a_single_flipped_pixel_bit(dumped: dict[str, Path],
     map_len = int.from_bytes(data[1130:1134], "little")
     data[1134 + map_len + 1 + 8 + 100] ^= 0x10
     flipped = tmp_path / "flipped.state"
-    flipped.write_bytes(bytes(data))
+    flipped.write_bytes(reseal(data))
     done = tool("comp_states_main", str(dumped["a"]), str(flipped))
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines()[0] == "1"

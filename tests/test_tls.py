@@ -141,7 +141,7 @@ def test_intermediate_chain_is_accepted_by_a_server_trusting_only_the_root(tmp_p
     assert key == paths["ca_key"]  # found beside the certificate
     job_ca = tls.job_authority("jobA", paths["ca_cert"], key)
     assert not job_ca.is_root
-    bc = job_ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    bc = job_ca.worker_ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert bc.ca and bc.path_length == 0
     worker = job_ca.issue_worker("jobA", 3)
     assert len(x509.load_pem_x509_certificates(worker.cert_pem)) == 2  # leaf + intermediate
@@ -165,3 +165,73 @@ def test_find_ca_key_precedence_and_missing_key(tmp_path):
     with pytest.raises(tls.TLSSetupError, match="--ca-key"):
         tls.job_authority("j", cert, None)
     assert tls.job_authority("j").is_root  # no long-lived CA: a fresh root for the job
+
+
+# --- per-job intermediates act for their job only (issue 11) ----------------------------------
+def test_job_intermediate_is_bound_to_its_job_client_only_and_short_lived(tmp_path):
+    paths = tls.genkeys(tmp_path)
+    job = tls.job_authority("jobA", paths["ca_cert"], paths["ca_key"])
+    inter = job.worker_ca.cert
+    bc = inter.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    eku = inter.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    nc = inter.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical
+    assert nc.value.permitted_subtrees == [x509.UniformResourceIdentifier("jobA.jobs.excamera")]
+    assert tls.job_of_issuer(inter) == "jobA"
+    # valid for one worker certificate's lifetime plus the margin, not a day
+    life = inter.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    assert life <= dt.timedelta(seconds=tls.WORKER_TTL + tls.ISSUER_MARGIN)
+    assert life > dt.timedelta(seconds=tls.WORKER_TTL)
+    leaf = _leaf(job.issue_worker("jobA", 3))
+    assert leaf.not_valid_after_utc <= inter.not_valid_after_utc
+    with pytest.raises(tls.TLSSetupError, match="not 'jobB'"):
+        job.issue_worker("jobB", 3)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_job_intermediate_cannot_sign_a_server_a_worker_accepts(tmp_path, host):
+    paths = tls.genkeys(tmp_path)
+    root = CertificateAuthority.load(paths["ca_cert"], paths["ca_key"])
+    rogue_server = root.issue_intermediate("jobA").issue_server([host])
+    worker = root.issue_intermediate("jobA").issue_worker("jobA", 1)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_handshake(rogue_server, worker, server_hostname=host))
+    # what the coordinator does instead: servers from the long-lived CA, which workers accept
+    job = tls.job_authority("jobA", paths["ca_cert"], paths["ca_key"])
+    server = job.issue_server([host])
+    assert len(x509.load_pem_x509_certificates(server.cert_pem)) == 1  # signed by the root
+    seen = asyncio.run(_handshake(server, job.issue_worker("jobA", 1), server_hostname=host))
+    assert seen == WorkerIdentity("jobA", 1)
+
+
+def test_a_job_intermediate_cannot_sign_for_another_job(tmp_path):
+    paths = tls.genkeys(tmp_path)
+    root = CertificateAuthority.load(paths["ca_cert"], paths["ca_key"])
+    server = Credentials.from_files(paths["server_cert"], paths["server_key"], paths["ca_cert"])
+    forged = root.issue_intermediate("jobB").issue_worker("jobA", 5)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        asyncio.run(_handshake(server, forged))
+    own = root.issue_intermediate("jobA").issue_worker("jobA", 5)
+    assert asyncio.run(_handshake(server, own)) == WorkerIdentity("jobA", 5)
+    # job names differing only in case pass name constraints (hosts compare caselessly); the
+    # issuer check that relay and coordinator run compares exactly
+    chain = x509.load_pem_x509_certificates(
+        root.issue_intermediate("joba").issue_worker("jobA", 5).cert_pem) + [root.cert]
+    with pytest.raises(tls.IdentityRefused, match="bound to job 'joba'"):
+        tls.worker_of_chain(chain)
+
+
+def test_job_authority_replaces_its_intermediate_before_a_worker_would_outlive_it(tmp_path):
+    paths = tls.genkeys(tmp_path)
+    job = tls.job_authority("jobA", paths["ca_cert"], paths["ca_key"])
+    first = job.worker_ca.cert
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=tls.ISSUER_MARGIN + 60)
+    creds = job.issue_worker("jobA", 2, now=later)
+    leaf, second = x509.load_pem_x509_certificates(creds.cert_pem)
+    assert second != first and second.public_key() != first.public_key()
+    assert leaf.not_valid_after_utc <= second.not_valid_after_utc
+    assert job.issued(first) and job.issued(second)
+    other = tls.job_authority("jobA", paths["ca_cert"], paths["ca_key"])
+    assert not job.issued(other.worker_ca.cert)  # same root, same job name, other coordinator

@@ -104,7 +104,7 @@ async def where_machine(w: WorkerHandle, ctx: JobContext) -> dict:
         await w.send_blob(data=b"state from 0" * 1000)
         got = b""
     else:
-        got = await w.recv_blob()
+        got = await w.recv_blob(sender=0)
     await w.close_connect()
     return {"hello_pid": w.pid, "title": title, "got": len(got),
             "rss_mb": rss_mb([w.pid]) if w.pid else 0.0}

@@ -4,12 +4,12 @@
 //! next, so a state can be saved with [`DecoderState::serialize`], shipped elsewhere, restored with
 //! [`DecoderState::deserialize`] and decoding continued there with identical output.
 //!
-//! # Serialized format, version 1 (all integers little-endian)
+//! # Serialized format, version 2 (all integers little-endian)
 //!
 //! ```text
 //! offset size  field
 //!      0    4  magic "XCST"
-//!      4    2  version (u16) = 1
+//!      4    2  version (u16) = 2
 //!      6    2  width (u16, 0 = no key frame seen yet)
 //!      8    2  height (u16)
 //!     10    1  horizontal_scale (u8)
@@ -30,9 +30,13 @@
 //!          1  tag: 0 = absent, 1 = stored here, 2 = same as last, 3 = same as golden
 //!          if tag == 1: display width (u32), display height (u32), then the Y, U and V planes at
 //!          macroblock-aligned size (Y: 16*ceil(w/16) x 16*ceil(h/16), U and V half that), row-major
+//!   last    4  CRC-32 (u32) of every byte before it: IEEE 802.3, reflected, as zlib's crc32
 //! ```
-//! The total length must match exactly. Loading checks magic, version, field ranges, sizes and
-//! length, and names what is wrong.
+//! The total length must match exactly. Loading checks magic, version and the checksum, then
+//! field ranges, sizes and length, and names what is wrong in one line. The checksum is what
+//! catches damage that leaves a well-formed state (a flipped pixel would otherwise load
+//! silently and every frame decoded from it would drift). Version 1 was the same without the
+//! checksum; it is refused by version.
 
 use std::sync::Arc;
 
@@ -45,7 +49,9 @@ use crate::tables::{
 /// Magic bytes of a serialized state.
 pub const STATE_MAGIC: &[u8; 4] = b"XCST";
 /// Current serialization version.
-pub const STATE_VERSION: u16 = 1;
+pub const STATE_VERSION: u16 = 2;
+/// Size of the CRC-32 that ends a serialized state.
+const CHECKSUM_LEN: usize = 4;
 
 /// The probability tables that persist across frames (reset to these defaults on key frames).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +127,8 @@ impl DecoderState {
             .filter_map(|f| f.as_ref())
             .map(|f| 8 + f.y.data.len() + f.u.data.len() + f.v.data.len())
             .sum();
-        let mut out = Vec::with_capacity(1140 + self.segment_map.len() + frame_bytes);
+        let mut out =
+            Vec::with_capacity(1140 + self.segment_map.len() + frame_bytes + CHECKSUM_LEN);
         out.extend_from_slice(STATE_MAGIC);
         out.extend_from_slice(&STATE_VERSION.to_le_bytes());
         out.extend_from_slice(&self.width.to_le_bytes());
@@ -171,6 +178,8 @@ impl DecoderState {
                 }
             }
         }
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -186,6 +195,22 @@ impl DecoderState {
                 "unsupported version {version} (this build reads {STATE_VERSION})"
             )));
         }
+        if data.len() < r.pos + CHECKSUM_LEN {
+            r.take(CHECKSUM_LEN, "checksum")?;
+        }
+        let (content, tail) = data.split_at(data.len() - CHECKSUM_LEN);
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let computed = crc32(content);
+        if stored != computed {
+            return Err(DecodeError::BadState(format!(
+                "checksum mismatch (stored {stored:08x}, computed {computed:08x} over {} bytes): \
+                 the state is damaged or truncated",
+                content.len()
+            )));
+        }
+        // Everything below reads the checksummed content only.
+        let data = content;
+        let mut r = Reader { data, pos: r.pos };
         let mut s = DecoderState {
             width: r.u16("width")?,
             height: r.u16("height")?,
@@ -305,6 +330,60 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     h
 }
 
+/// CRC-32 tables for slicing by 8: `CRC_TABLES[k][b]` is the CRC of byte `b` followed by `k`
+/// zero bytes, so eight input bytes fold in with eight lookups (states are megabytes).
+static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
+
+const fn crc_tables() -> [[u32; 256]; 8] {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        t[0][i] = c;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let mut k = 1;
+        while k < 8 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// CRC-32 (IEEE 802.3, reflected, initial and final value all ones): what zlib's `crc32`
+/// computes, so the checksum can be checked with any zlib.
+pub(crate) fn crc32(data: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
+    let mut crc = !0u32;
+    let mut blocks = data.chunks_exact(8);
+    for b in &mut blocks {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) ^ crc;
+        let hi = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        crc = t[7][(lo & 0xFF) as usize]
+            ^ t[6][((lo >> 8) & 0xFF) as usize]
+            ^ t[5][((lo >> 16) & 0xFF) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xFF) as usize]
+            ^ t[2][((hi >> 8) & 0xFF) as usize]
+            ^ t[1][((hi >> 16) & 0xFF) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &b in blocks.remainder() {
+        crc = (crc >> 8) ^ t[0][((crc ^ b as u32) & 0xFF) as usize];
+    }
+    !crc
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -392,11 +471,62 @@ mod tests {
         let mut b = bytes.clone();
         b[4] = 9;
         assert!(DecoderState::deserialize(&b).unwrap_err().to_string().contains("version"));
+        // Damage past the header that keeps the checksum valid reaches the field checks.
         let mut b = bytes.clone();
+        b.truncate(b.len() - CHECKSUM_LEN);
         b.push(0);
+        reseal(&mut b);
         assert!(DecoderState::deserialize(&b).unwrap_err().to_string().contains("trailing"));
-        let mut b = bytes;
+        let mut b = bytes.clone();
         b[6] = 200; // width no longer matches the frames / map
-        assert!(DecoderState::deserialize(&b).is_err());
+        reseal_in_place(&mut b);
+        assert!(DecoderState::deserialize(&b).unwrap_err().to_string().contains("frame"));
+    }
+
+    /// Replace the last four bytes' checksum over the rest (after damaging the content).
+    fn reseal_in_place(b: &mut [u8]) {
+        let n = b.len() - CHECKSUM_LEN;
+        let crc = crc32(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Append a checksum to content without one.
+    fn reseal(b: &mut Vec<u8>) {
+        let crc = crc32(b);
+        b.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn crc32_known_answers() {
+        // the CRC-32 check value (the catalogue's "123456789") and a few lengths around the
+        // 8-byte blocks, against a bit-by-bit reference
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
+        for n in [1, 7, 8, 9, 15, 16, 17, 100] {
+            let mut slow = !0u32;
+            for &byte in &data[..n] {
+                slow ^= byte as u32;
+                for _ in 0..8 {
+                    slow = if slow & 1 != 0 { 0xEDB8_8320 ^ (slow >> 1) } else { slow >> 1 };
+                }
+            }
+            assert_eq!(crc32(&data[..n]), !slow, "length {n}");
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_is_refused() {
+        let bytes = sample().serialize();
+        assert_eq!(DecoderState::deserialize(&bytes).unwrap(), sample());
+        // every byte after the version, pixels and the checksum itself included; the magic and
+        // version have their own messages
+        for i in 6..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            let e = DecoderState::deserialize(&b).unwrap_err().to_string();
+            assert!(e.contains("checksum mismatch"), "byte {i}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 }

@@ -472,7 +472,8 @@ fn mutated_states_never_panic() {
     for iter in 0..iters {
         let s = &streams[rng.below(streams.len())];
         let k = 1 + rng.below(s.frames.len() - 1);
-        let mut bytes = s.states[k].serialize();
+        let original = s.states[k].serialize();
+        let mut bytes = original.clone();
         match rng.below(5) {
             0 => {
                 for _ in 0..1 + rng.below(4) {
@@ -496,11 +497,27 @@ fn mutated_states_never_panic() {
             }
             _ => bytes.extend((0..1 + rng.below(8)).map(|_| rng.byte())),
         }
+        // Most damage gets a valid checksum again, so that the field checks behind it are
+        // fuzzed too; the rest must be caught by the checksum (or the magic/version/length
+        // checks before it).
+        let sealed = rng.below(4) != 0;
+        if sealed {
+            reseal(&mut bytes);
+        }
         match DecoderState::deserialize(&bytes) {
             Err(e) => {
                 rejected += 1;
                 let text = e.to_string();
                 assert!(text.starts_with("bad decoder state: ") && !text.contains('\n'), "{text}");
+                if !sealed && bytes.len() >= 10 && bytes[..6] == original[..6] {
+                    assert!(text.contains("checksum mismatch"), "{text}");
+                }
+            }
+            Ok(_) if !sealed && bytes != original => {
+                failures.push(Failure {
+                    what: format!("seed {seed:#x} state iteration {iter}: damaged state loaded"),
+                    frame: bytes.clone(),
+                });
             }
             Ok(state) => {
                 loaded += 1;
@@ -513,6 +530,23 @@ fn mutated_states_never_panic() {
     println!("{iters} damaged states: {loaded} loaded and decoded from, {rejected} rejected");
     report(&failures, seed);
     assert!(rejected > 0 && loaded > 0);
+}
+
+/// Overwrite a serialized state's trailing CRC-32 with that of the bytes before it (a bitwise
+/// CRC-32 as zlib computes it, independent of the crate's table-driven one).
+fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < 4 {
+        return;
+    }
+    let n = bytes.len() - 4;
+    let mut crc = !0u32;
+    for &b in &bytes[..n] {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
+        }
+    }
+    bytes[n..].copy_from_slice(&(!crc).to_le_bytes());
 }
 
 /// A state whose segment map was dropped (length 0) while it has a frame size and references
@@ -528,6 +562,7 @@ fn state_without_segment_map_is_rejected() {
     let mut cut = bytes[..map_at].to_vec();
     cut.extend_from_slice(&0u32.to_le_bytes());
     cut.extend_from_slice(&bytes[map_at + 4 + map_len..]);
+    reseal(&mut cut);
     let e =
         catch_unwind(|| DecoderState::deserialize(&cut).map(|st| decode_frame(&st, &s.frames[3])));
     match e {

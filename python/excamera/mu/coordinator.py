@@ -40,6 +40,7 @@ from .. import identity
 from . import tls
 from .backends.base import Backend, BackendError, Cost, WorkerProcess
 from .errors import CommandFailed, JobFailed, MuError, WorkerFailure, WorkerLost
+from .listener import TLSListener
 from .machines import (
     Cmd,
     JobContext,
@@ -200,7 +201,7 @@ class Coordinator:
         self.progress = Progress()
         self.log = StateLog(self.progress)
         self._pending: dict[str, _Pending] = {}
-        self._authority: tls.CertificateAuthority | None = None
+        self._authority: tls.JobAuthority | None = None
         self.bound_port: int | None = None
         self._idle: list[_Connected] = []
         self._spare_tasks: list[asyncio.Task[None]] = []
@@ -227,10 +228,16 @@ class Coordinator:
     ) -> None:
         """Match a new connection to the launch that is waiting for it, by identity and token."""
         peer = writer.get_extra_info("peername")
-        ident = tls.peer_identity(writer.get_extra_info("ssl_object"))
         try:
-            if ident is None or ident.job != self.job_id:
+            chain = tls.verified_chain(writer.get_extra_info("ssl_object"))
+            ident = tls.worker_of_chain(chain)
+            if ident.job != self.job_id:
                 raise ProtocolError(f"certificate names no worker of job {self.job_id}")
+            # Only a CA this coordinator created signs its workers: a certificate for this job
+            # from any other CA under the same long-lived root is refused here too.
+            assert self._authority is not None
+            if not self._authority.issued(chain[1] if len(chain) > 1 else chain[0]):
+                raise ProtocolError(f"certificate was not issued by job {self.job_id}'s CA")
             hello = await asyncio.wait_for(read_message(reader), HELLO_TIMEOUT)
             if hello is None or hello.type != "hello":
                 raise ProtocolError("expected a hello frame")
@@ -243,8 +250,9 @@ class Coordinator:
                 raise ProtocolError(f"no launch of worker {ident.worker_id} awaits this token")
             if hello.get("worker") != ident.worker_id or hello.get("job") != self.job_id:
                 raise ProtocolError("hello does not match the certificate")
-        except (TimeoutError, ProtocolError, ConnectionError, OSError) as exc:
-            log.warning("refused connection from %s: %s", peer, exc)
+        except (TimeoutError, ProtocolError, ConnectionError, OSError,
+                tls.IdentityRefused) as exc:
+            log.info("refused connection from %s: %s", peer, exc or type(exc).__name__)
             writer.close()
             return
         del self._pending[str(hello["token"])]
@@ -486,11 +494,11 @@ class Coordinator:
         except BackendError as exc:
             await self.backend.close()
             raise JobFailed(f"job {self.job_id}: backend {self.backend.name}: {exc}") from None
-        server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=server_ctx,
-            backlog=max(128, min(self.n_workers, 4096)), ssl_handshake_timeout=HELLO_TIMEOUT,
-        )
-        self.bound_port = server.sockets[0].getsockname()[1]
+        # Handshakes in flight are capped (per listener and per address); see mu/listener.py.
+        server = TLSListener(server_ctx, self._on_connect, log=log,
+                             handshake_timeout=HELLO_TIMEOUT,
+                             backlog=max(128, min(self.n_workers, 4096)))
+        self.bound_port = await server.start(self.host, self.port)
         relay = None
         if self.embedded_relay:
             from .relay import Relay
@@ -532,7 +540,7 @@ class Coordinator:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._dismiss_spares()
-            server.close()
+            await server.close()
             if relay is not None:
                 await relay.close()
             await self.backend.close()

@@ -161,8 +161,10 @@ class Cmd:
         return cls("send_blob", {"file": file} if file else {}, data)
 
     @classmethod
-    def recv_blob(cls, file: str | None = None) -> Cmd:
-        return cls("recv_blob", {"file": file} if file else {})
+    def recv_blob(cls, sender: int, file: str | None = None) -> Cmd:
+        """Receive the next blob, which must come from worker ``sender`` (the relay says who
+        sent each frame; the worker refuses any other)."""
+        return cls("recv_blob", {"from": sender, **({"file": file} if file else {})})
 
     @classmethod
     def close_connect(cls) -> Cmd:
@@ -429,9 +431,11 @@ class WorkerHandle:
     async def send_blob(self, file: str | None = None, data: bytes = b"") -> None:
         await self.call(Cmd.send_blob(file, data))
 
-    async def recv_blob(self, file: str | None = None, timeout: float | None = None) -> bytes:
-        """Receive the next blob from the peer: into ``file`` on the worker, or returned."""
-        return (await self.call(Cmd.recv_blob(file), timeout)).body
+    async def recv_blob(self, file: str | None = None, *, sender: int,
+                        timeout: float | None = None) -> bytes:
+        """Receive the next blob, sent by worker ``sender``: into ``file`` on the worker, or
+        returned. A blob from any other worker fails the command (CommandFailed)."""
+        return (await self.call(Cmd.recv_blob(sender, file), timeout)).body
 
     async def close_connect(self) -> None:
         await self.call(Cmd.close_connect())

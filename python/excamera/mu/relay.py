@@ -4,12 +4,23 @@ mu's ``lambda_state_server`` did this job. Each worker dials out over TLS and sa
 
     Message("hello", {"job": J, "id": I, "peer": P})
 
-and from then on every frame it sends is forwarded, header and body unchanged, to the
-connection registered as ``(J, P)``. Rules, and why:
+and from then on every frame it sends is forwarded to the connection registered as ``(J, P)``,
+body unchanged and header with one field set by the relay: ``"from": I``, the sender's worker
+id as its certificate proves it (any ``from`` the sender wrote is replaced). A receiver thus
+knows which worker of its job sent each frame and refuses one from a worker it does not expect
+(the worker's ``recv_blob`` command names the expected sender), so a leaked credential of one
+worker cannot feed forged data to any other. Rules, and why:
 
 * **Identity.** The worker's client certificate (see :mod:`excamera.mu.tls`) must name exactly
-  ``(J, I)``; otherwise the relay answers ``relay_error`` (code ``identity``) and closes. A
-  worker therefore cannot read another worker's traffic, nor join another job.
+  ``(J, I)`` and be signed by a CA bound to job J (the trust anchor, or an intermediate whose
+  name constraints permit only J); otherwise the relay answers ``relay_error`` (code
+  ``identity``) and closes. A worker therefore cannot read another worker's traffic, nor join
+  another job, nor can one job's CA act for another job. Every refusal, in the TLS handshake
+  or at hello, is logged at info level with the peer's address and the reason.
+* **Handshakes.** Unauthenticated peers are bounded by :class:`~excamera.mu.listener.TLSListener`:
+  at most ``max_handshakes`` in flight (beyond that connections wait in the kernel's backlog),
+  ``max_handshakes_per_address`` from one address (beyond that they are closed at once), each
+  within ``hello_timeout`` seconds. Established connections are bounded by ``max_connections``.
 * **Duplicates.** A second ``hello`` for a ``(J, I)`` that is still connected is *refused*
   (code ``duplicate``); the connection already registered keeps its slot. Replacing would let
   a copy of a leaked credential silently steal an established session; refusing makes the
@@ -17,16 +28,27 @@ connection registered as ``(J, P)``. Rules, and why:
 * **Order.** Frames from one sender reach the receiver in the order sent; held frames for a
   receiver are delivered, in order, before anything live once it registers.
 * **Held messages** ("tombstones" in mu): frames for a peer that is not connected yet are kept
-  in memory for ``hold_timeout`` seconds (default 600). The total is bounded by
-  ``max_held_bytes`` (default 1 GiB). A frame that would exceed the bound is *not* kept: its
-  body is read and discarded and the sender receives ``relay_error`` code ``held_full``, so no
-  message disappears silently and older, already accepted messages are never dropped to make
-  room. An expired frame is dropped with a log line and the sender, if still connected, gets
-  ``relay_error`` code ``expired``.
+  in memory for ``hold_timeout`` seconds (default 600). Memory is allocated as the bytes
+  arrive, never from the announced length, and charged against three quotas: the relay's
+  ``max_held_bytes`` (default 1 GiB), the job's ``max_held_job_bytes`` (default a quarter of
+  it) and the sender's ``max_held_sender_bytes`` (default half the job's); 0 holds nothing.
+  A frame is admitted only if its announced size fits all three (the size is reserved then, so
+  concurrent frames cannot overshoot); otherwise its body is read and discarded and the sender
+  receives
+  ``relay_error`` code ``held_full`` naming the quota, so no message disappears silently,
+  older accepted messages are never dropped to make room, and one job cannot fill the relay
+  for the others. An expired frame is dropped with a log line and the sender, if still
+  connected, gets ``relay_error`` code ``expired``.
+* **Stalls.** Once a frame's length prefix has arrived, its header and body must keep coming:
+  a sender that sends no byte of it for ``stall_timeout`` seconds (default 60) is told
+  ``relay_error`` code ``stalled``, cut off and logged, and its reservation released. Likewise
+  a receiver that takes no byte for that long while a frame is written to it is dropped (the
+  sender gets ``lost``). Waiting *between* frames is not a stall.
 * **Big bodies.** When the receiver is connected a body is streamed in chunks straight from the
   sender's stream to the receiver's, awaiting ``drain()`` after each chunk, so a 64 MB state
   costs at most a chunk or two of relay memory and a slow receiver slows its sender down
-  (TCP back-pressure) instead of filling the relay.
+  (TCP back-pressure) instead of filling the relay. If either side fails in the middle of a
+  frame the receiver's connection is closed, since it holds a partial frame.
 * **Scale.** One asyncio task per connection, no threads, no polling: held-message expiry uses
   one timer per frame. Many jobs share one relay; connections are keyed by ``(job, id)``.
 
@@ -39,11 +61,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, TLSListener
 from .protocol import (
     MAX_HEADER,
     PREFIX,
@@ -54,7 +78,7 @@ from .protocol import (
     read_prefix,
     write_message,
 )
-from .tls import Credentials, client_context, peer_identity, server_context
+from .tls import Credentials, IdentityRefused, check_worker, client_context, server_context
 
 log = logging.getLogger("excamera.mu.relay")
 
@@ -62,6 +86,7 @@ Key = tuple[str, int]
 CHUNK = 1 << 20  # bytes moved per read/write step when streaming a body
 STREAM_LIMIT = 1 << 18  # StreamReader buffer: pauses the socket beyond twice this
 RESERVED = ("hello", "hello_ok")
+SENDER_FIELD = "from"  # set by the relay on every forwarded frame
 
 
 class RelayError(Exception):
@@ -71,6 +96,67 @@ class RelayError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class _Stalled(Exception):
+    """The sender sent no byte of a started frame for ``stall_timeout`` seconds."""
+
+
+class _Guard:
+    """The stall timer of one connection's frame in progress.
+
+    One timer per frame, which when it fires re-arms itself for what is left of the period
+    since the last byte moved (``moved()`` only records the time), instead of one timer per
+    read (~10 us each, several per small frame). ``waiting`` says whom the frame waits on: the
+    sender (None), whose reader then fails with _Stalled, or a receiver, whose connection is
+    then aborted (its pending drain fails and the sender is told ``lost``).
+    """
+
+    __slots__ = ("limit", "reader", "last", "queued", "waiting", "blen", "got", "_handle",
+                 "_loop")
+
+    def __init__(self, limit: float, reader: asyncio.StreamReader) -> None:
+        self.limit = limit
+        self.reader = reader
+        self._loop = asyncio.get_running_loop()
+        self.last = 0.0  # loop time of the last byte moved
+        self.queued = False  # waiting for another sender's frame to the same receiver
+        self.waiting: _Endpoint | None = None
+        self.blen = self.got = 0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, blen: int) -> None:
+        self.blen, self.got, self.waiting = blen, 0, None
+        self.last = self._loop.time()
+        self._handle = self._loop.call_at(self.last + self.limit, self._check)
+
+    def moved(self) -> None:
+        self.last = self._loop.time()
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        if self.queued:
+            self.last = self._loop.time()
+        due = self.last + self.limit
+        if due > self._loop.time():
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._handle = None
+        dest = self.waiting
+        if dest is not None:
+            log.warning("dropping receiver %s/%d: it took no byte for %g s", dest.key[0],
+                        dest.key[1], self.limit)
+            dest.alive = False
+            dest.writer.transport.abort()
+        else:
+            self.reader.set_exception(_Stalled(
+                f"no byte of a {self.blen}-byte body for {self.limit:g} s "
+                f"({self.got} bytes received)" if self.got or self.blen else
+                f"no complete frame header within {self.limit:g} s"))
 
 
 @dataclass(eq=False)
@@ -88,16 +174,13 @@ class _Endpoint:
 
 @dataclass(eq=False)
 class _Held:
-    """A frame waiting for its receiver to connect."""
+    """A frame waiting for its receiver to connect; ``size`` stays charged to ``sender``."""
 
     sender: Key
-    head: bytes  # length prefix + header, exactly as received
-    body: bytes | bytearray
+    head: bytes  # length prefix + stamped header
+    body: list[bytes]  # as received, chunk by chunk
+    size: int
     timer: asyncio.TimerHandle | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.head) + len(self.body)
 
 
 @dataclass
@@ -108,36 +191,74 @@ class RelayStats:
     forwarded_messages: int = 0
     forwarded_bytes: int = 0
     held_messages: int = 0
-    held_bytes: int = 0
+    held_bytes: int = 0  # charged against the quotas: held frames plus bodies being read
     expired: int = 0
     rejected_full: int = 0
+    stalled: int = 0
+    handshakes_refused: int = 0
 
 
 def _is_reserved(kind: str) -> bool:
     return kind in RESERVED or kind.startswith("relay_")
 
 
+def _bounded(name: str, value: float, top: float, *, zero_ok: bool = False) -> None:
+    if not ((0 <= value if zero_ok else 0 < value) and value <= top):  # also refuses NaN
+        low = "at least 0" if zero_ok else "more than 0"
+        raise ValueError(f"{name} must be {low} and at most {top}, not {value}")
+
+
 class Relay:
-    """An asyncio TLS relay; run it in-process (coordinator) or via ``excamera relay``."""
+    """An asyncio TLS relay; run it in-process (coordinator) or via ``excamera relay``.
+
+    Every limit is bounded and checked here (ValueError names the one that is not).
+    """
 
     def __init__(
         self,
         creds: Credentials | ssl.SSLContext,
         *,
         max_held_bytes: int = 1 << 30,
+        max_held_job_bytes: int | None = None,
+        max_held_sender_bytes: int | None = None,
         hold_timeout: float = 600.0,
+        stall_timeout: float = 60.0,
         max_connections: int = 2048,
         hello_timeout: float = 30.0,
+        max_handshakes: int = MAX_HANDSHAKES,
+        max_handshakes_per_address: int = MAX_PER_ADDRESS,
     ) -> None:
+        # quotas of 0 hold nothing: every frame for an absent receiver is refused at once
+        _bounded("max_held_bytes", max_held_bytes, 1 << 40, zero_ok=True)
+        job = max_held_bytes // 4 if max_held_job_bytes is None else max_held_job_bytes
+        sender = job // 2 if max_held_sender_bytes is None else max_held_sender_bytes
+        _bounded("max_held_job_bytes", job, max_held_bytes, zero_ok=True)
+        _bounded("max_held_sender_bytes", sender, job, zero_ok=True)
+        _bounded("hold_timeout", hold_timeout, 7 * 86400)
+        _bounded("stall_timeout", stall_timeout, 3600)
+        _bounded("hello_timeout", hello_timeout, 3600)
+        _bounded("max_connections", max_connections, 1 << 20)
+        _bounded("max_handshakes", max_handshakes, 1 << 16)
+        _bounded("max_handshakes_per_address", max_handshakes_per_address, max_handshakes)
         self._ssl = creds if isinstance(creds, ssl.SSLContext) else server_context(creds)
         self.max_held_bytes = max_held_bytes
+        self.max_held_job_bytes = job
+        self.max_held_sender_bytes = sender
         self.hold_timeout = hold_timeout
+        self.stall_timeout = stall_timeout
         self.max_connections = max_connections
         self.hello_timeout = hello_timeout
-        self._server: asyncio.Server | None = None
+        self._listener = TLSListener(
+            self._ssl, self._handle, log=log, max_handshakes=max_handshakes,
+            max_per_address=max_handshakes_per_address, handshake_timeout=hello_timeout,
+            limit=STREAM_LIMIT,
+        )
+        self._started = False
         self._conns: dict[Key, _Endpoint] = {}
         self._held: dict[Key, collections.deque[_Held]] = {}
         self._held_bytes = 0  # includes reservations for bodies still being read
+        self._job_bytes: collections.Counter[str] = collections.Counter()
+        self._sender_bytes: collections.Counter[Key] = collections.Counter()
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats = RelayStats()
@@ -145,16 +266,15 @@ class Relay:
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port (useful with ``port=0``)."""
-        self._server = await asyncio.start_server(
-            self._handle, host, port, ssl=self._ssl, limit=STREAM_LIMIT,
-            ssl_handshake_timeout=self.hello_timeout, backlog=4096,
-        )
-        return self._server.sockets[0].getsockname()[1]
+        bound = await self._listener.start(host, port)
+        self._started = True
+        return bound
 
     async def close(self) -> None:
         """Stop listening, drop every connection and every held message."""
-        if self._server is not None:
-            self._server.close()
+        if self._started:
+            await self._listener.close()
+            self._started = False
         for w in list(self._writers):
             w.transport.abort()
         for queue in self._held.values():
@@ -163,19 +283,23 @@ class Relay:
                     item.timer.cancel()
         self._held.clear()
         self._held_bytes = 0
+        self._job_bytes.clear()
+        self._sender_bytes.clear()
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
 
     def stats(self) -> RelayStats:
         s = self._stats
         s.registered = len(self._conns)
         s.held_messages = sum(len(q) for q in self._held.values())
         s.held_bytes = self._held_bytes
+        s.handshakes_refused = self._listener.refusals.count
         return RelayStats(**vars(s))
+
+    def held_by_job(self, job: str) -> int:
+        """Bytes charged to ``job``'s quota (held frames and bodies being read)."""
+        return self._job_bytes.get(job, 0)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -204,10 +328,16 @@ class Relay:
                 await self._flush_held(ep)
             log.debug("registered %s/%d -> peer %d from %s", key[0], key[1], peer, peername)
             await self._pump(reader, ep, (key[0], peer))
+        except _Stalled as exc:
+            self._stats.stalled += 1
+            assert ep is not None
+            log.warning("cut off %s/%d from %s: %s", ep.key[0], ep.key[1], peername, exc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send_error_to(writer, ep, "stalled", str(exc)), 5)
         except ProtocolError as exc:
             log.info("closing %s: %s", ep.key if ep else peername, exc)
             with contextlib.suppress(Exception):
-                await self._send_error_to(writer, ep, "protocol", str(exc))
+                await asyncio.wait_for(self._send_error_to(writer, ep, "protocol", str(exc)), 5)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.debug("connection %s ended: %r", ep.key if ep else peername, exc)
         finally:
@@ -254,9 +384,10 @@ class Relay:
         ):
             await self._refuse(writer, "protocol", "hello needs job (str), id (int), peer (int)")
             return None
-        ident = peer_identity(writer.get_extra_info("ssl_object"))
-        if ident is None:
-            await self._refuse(writer, "identity", "client certificate names no worker")
+        try:
+            ident = check_worker(writer.get_extra_info("ssl_object"))
+        except IdentityRefused as exc:
+            await self._refuse(writer, "identity", str(exc))
             return None
         if (ident.job, ident.worker_id) != (job, wid):
             await self._refuse(
@@ -276,149 +407,241 @@ class Relay:
             return None
         return key, peer
 
+    # --- reading under the frame's stall guard ----------------------------------------------
+    @staticmethod
+    async def _read_chunk(reader: asyncio.StreamReader, guard: _Guard, n: int) -> bytes:
+        chunk = await reader.read(n)
+        if not chunk:
+            raise ProtocolError("connection closed inside a frame body")
+        guard.moved()
+        guard.got += len(chunk)
+        return chunk
+
+    async def _drain(self, dest: _Endpoint) -> bool:
+        """Wait until ``dest`` took what was written; False (and ``dest`` dropped) if it failed
+        or took nothing for ``stall_timeout`` seconds. For frames outside a pump's guard."""
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                await dest.writer.drain()
+            if dest.writable():  # drain returns quietly after an abort
+                return True
+        except (ConnectionError, RuntimeError):
+            pass
+        except TimeoutError:
+            log.warning("dropping receiver %s/%d: it took no byte for %g s", dest.key[0],
+                        dest.key[1], self.stall_timeout)
+        self._drop(dest)
+        dest.writer.transport.abort()
+        return False
+
+    @staticmethod
+    async def _drain_guarded(dest: _Endpoint, guard: _Guard) -> bool:
+        guard.waiting = dest
+        try:
+            await dest.writer.drain()
+        except (ConnectionError, RuntimeError):
+            return False
+        finally:
+            guard.waiting = None
+        if not dest.writable():  # aborted meanwhile: drain returns quietly after an abort
+            return False
+        guard.moved()
+        return True
+
+    # --- forwarding -----------------------------------------------------------------------
     async def _pump(self, reader: asyncio.StreamReader, src: _Endpoint, dst: Key) -> None:
         """Forward every frame from ``src`` to ``dst`` until EOF."""
+        guard = _Guard(self.stall_timeout, reader)
+        stamp = b',"%s":%d}' % (SENDER_FIELD.encode(), src.key[1])
         while True:
-            prefix = await read_prefix(reader)
+            prefix = await read_prefix(reader)  # waiting between frames is not a stall
             if prefix is None:
                 return
             hlen, blen = prefix
+            guard.arm(0)
             try:
-                header = await reader.readexactly(hlen)
-            except asyncio.IncompleteReadError:
-                raise ProtocolError("connection closed inside a frame header") from None
-            kind, _ = decode_header(header)
-            if _is_reserved(kind):
-                await self._discard(reader, blen)
-                self._spawn(self._send_error(src.key, "reserved", f"type {kind!r} is reserved"))
-                continue
-            head = PREFIX.pack(hlen, blen) + header
-            dest = self._conns.get(dst)
-            if dest is not None:
-                outcome = await self._stream(reader, dest, head, blen)
-                if outcome == "delivered":
+                try:
+                    raw = await reader.readexactly(hlen)
+                except asyncio.IncompleteReadError:
+                    raise ProtocolError("connection closed inside a frame header") from None
+                guard.moved()
+                guard.blen = blen
+                kind, fields = decode_header(raw)
+                if _is_reserved(kind):
+                    await self._discard(reader, guard, blen)
+                    self._spawn(self._send_error(src.key, "reserved",
+                                                 f"type {kind!r} is reserved"))
                     continue
-                if outcome == "lost":
-                    self._spawn(self._send_error(
-                        src.key, "lost",
-                        f"worker {dst[1]} disconnected while a {blen}-byte message was forwarded",
-                    ))
+                if SENDER_FIELD in fields:  # the relay's word replaces the sender's
+                    fields[SENDER_FIELD] = src.key[1]
+                    header = json.dumps({"type": kind, **fields}, separators=(",", ":")).encode()
+                else:  # a JSON object ends in "}": append the field (cheaper than re-encoding)
+                    header = raw.rstrip()[:-1] + stamp
+                if len(header) > MAX_HEADER:
+                    await self._discard(reader, guard, blen)
+                    self._spawn(self._send_error(src.key, "protocol", "frame header too long"))
                     continue
-                # "absent": the receiver was gone before the first byte; hold it instead
-            await self._hold(reader, src, dst, head, blen)
+                head = PREFIX.pack(len(header), blen) + header
+                dest = self._conns.get(dst)
+                if dest is not None:
+                    outcome = await self._stream(reader, guard, dest, head, blen)
+                    if outcome == "delivered":
+                        continue
+                    if outcome == "lost":
+                        self._spawn(self._send_error(
+                            src.key, "lost", f"worker {dst[1]} disconnected while a "
+                            f"{blen}-byte message was forwarded",
+                        ))
+                        continue
+                    # "absent": the receiver was gone before the first byte; hold it instead
+                await self._hold(reader, guard, src, dst, head, blen)
+            finally:
+                guard.disarm()
 
-    async def _stream(self, reader: asyncio.StreamReader, dest: _Endpoint, head: bytes,
-                      blen: int) -> str:
+    async def _stream(self, reader: asyncio.StreamReader, guard: _Guard, dest: _Endpoint,
+                      head: bytes, blen: int) -> str:
         """Copy one frame to ``dest`` chunk by chunk, draining after each chunk.
 
         Returns "delivered"; "absent" when ``dest`` was already unusable (nothing of the body
         has been read, so the caller can hold the frame); or "lost" when ``dest`` failed
         part-way (the rest of the body is still consumed so the sender's stream stays in sync).
+        If the *sender* fails part-way, ``dest`` holds a partial frame and is closed.
         """
-        async with dest.lock:
+        guard.queued = True
+        try:
+            await dest.lock.acquire()
+        finally:
+            guard.queued = False
+        try:
             if not dest.writable():
                 self._drop(dest)
                 return "absent"
-            ok = True
-            remaining = blen
             try:
                 dest.writer.write(head)
-                if not blen:
-                    await dest.writer.drain()
             except (ConnectionError, RuntimeError):
-                ok = False
-            while remaining:
-                chunk = await reader.read(min(remaining, CHUNK))
-                if not chunk:
-                    raise ProtocolError("connection closed inside a frame body")
-                remaining -= len(chunk)
-                if ok:
-                    try:
-                        dest.writer.write(chunk)
-                        await dest.writer.drain()
-                    except (ConnectionError, RuntimeError):
-                        ok = False
+                self._drop(dest)
+                return "absent"
+            ok = await self._drain_guarded(dest, guard) if not blen else True
+            got = 0
+            try:
+                while got < blen:
+                    chunk = await self._read_chunk(reader, guard, min(blen - got, CHUNK))
+                    got += len(chunk)
+                    if ok:
+                        try:
+                            dest.writer.write(chunk)
+                        except (ConnectionError, RuntimeError):
+                            ok = False
+                        else:
+                            ok = await self._drain_guarded(dest, guard)
+            except BaseException:
+                # the receiver holds a partial frame: its connection is unusable
+                self._drop(dest)
+                dest.writer.transport.abort()
+                raise
             if not ok:
-                # the receiver may hold a partial frame: its connection is unusable
                 self._drop(dest)
                 dest.writer.transport.abort()
                 return "lost"
             self._stats.forwarded_messages += 1
             self._stats.forwarded_bytes += blen
             return "delivered"
+        finally:
+            dest.lock.release()
 
     def _drop(self, ep: _Endpoint) -> None:
         ep.alive = False
         if self._conns.get(ep.key) is ep:
             del self._conns[ep.key]
 
-    async def _discard(self, reader: asyncio.StreamReader, blen: int) -> None:
-        remaining = blen
-        while remaining:
-            chunk = await reader.read(min(remaining, CHUNK))
-            if not chunk:
-                raise ProtocolError("connection closed inside a frame body")
-            remaining -= len(chunk)
+    async def _discard(self, reader: asyncio.StreamReader, guard: _Guard, blen: int) -> None:
+        got = 0
+        while got < blen:
+            got += len(await self._read_chunk(reader, guard, min(blen - got, CHUNK)))
 
-    async def _read_body(self, reader: asyncio.StreamReader, blen: int) -> bytearray:
-        body = bytearray(blen)
-        view = memoryview(body)
-        pos = 0
-        while pos < blen:
-            chunk = await reader.read(min(blen - pos, CHUNK))
-            if not chunk:
-                raise ProtocolError("connection closed inside a frame body")
-            view[pos:pos + len(chunk)] = chunk
-            pos += len(chunk)
-        return body
-
-    async def _hold(self, reader: asyncio.StreamReader, src: _Endpoint, dst: Key, head: bytes,
-                    blen: int) -> None:
-        size = len(head) + blen
+    # --- held messages and their quotas -----------------------------------------------------
+    def _over_quota(self, sender: Key, size: int) -> str | None:
+        """Which quota ``size`` more bytes from ``sender`` would exceed, or None."""
+        if self._sender_bytes[sender] + size > self.max_held_sender_bytes:
+            return f"the sender's {self.max_held_sender_bytes}-byte hold quota"
+        if self._job_bytes[sender[0]] + size > self.max_held_job_bytes:
+            return f"job {sender[0]!r}'s {self.max_held_job_bytes}-byte hold quota"
         if self._held_bytes + size > self.max_held_bytes:
-            await self._discard(reader, blen)
+            return f"the relay's {self.max_held_bytes}-byte hold space"
+        return None
+
+    def _charge(self, sender: Key, size: int) -> None:
+        self._held_bytes += size
+        self._job_bytes[sender[0]] += size
+        self._sender_bytes[sender] += size
+
+    def _release(self, sender: Key, size: int) -> None:
+        self._held_bytes -= size
+        for counter, key in ((self._job_bytes, sender[0]), (self._sender_bytes, sender)):
+            left = counter[key] - size
+            if left > 0:
+                counter[key] = left
+            else:
+                del counter[key]
+
+    async def _hold(self, reader: asyncio.StreamReader, guard: _Guard, src: _Endpoint, dst: Key,
+                    head: bytes, blen: int) -> None:
+        size = len(head) + blen
+        full = self._over_quota(src.key, size)
+        if full is not None:
             self._stats.rejected_full += 1
-            log.warning("held-message memory full: rejected %d bytes from %s for %s",
-                        size, src.key, dst)
+            log.warning("hold quota full: rejected %d bytes from %s/%d for worker %d (%s)",
+                        size, src.key[0], src.key[1], dst[1], full)
             self._spawn(self._send_error(
                 src.key, "held_full",
-                f"worker {dst[1]} is not connected and the relay's {self.max_held_bytes}-byte "
-                f"hold space is full; message of {size} bytes dropped",
+                f"worker {dst[1]} is not connected and {full} is full; "
+                f"message of {size} bytes dropped",
             ))
+            await self._discard(reader, guard, blen)
             return
-        self._held_bytes += size  # reserve before awaiting so concurrent holds cannot overshoot
+        # Reserve the announced size (accounting only: memory is taken as bytes arrive) so
+        # concurrent frames cannot overshoot a quota.
+        self._charge(src.key, size)
+        body: list[bytes] = []
+        got = 0
         try:
-            body = await self._read_body(reader, blen)
-        finally:
-            self._held_bytes -= size
-        await self._hold_or_deliver(src.key, dst, head, body)
+            while got < blen:
+                chunk = await self._read_chunk(reader, guard, min(blen - got, CHUNK))
+                body.append(chunk)
+                got += len(chunk)
+        except BaseException:
+            self._release(src.key, size)
+            raise
+        guard.disarm()  # the frame is in; delivering it waits on the receiver, not the sender
+        await self._hold_or_deliver(src.key, dst, head, body, size)
 
-    async def _hold_or_deliver(self, sender: Key, dst: Key, head: bytes,
-                               body: bytes | bytearray) -> None:
-        """Deliver a fully read frame if ``dst`` is there now, else queue it."""
+    async def _hold_or_deliver(self, sender: Key, dst: Key, head: bytes, body: list[bytes],
+                               size: int) -> None:
+        """Deliver a fully read frame if ``dst`` is there now, else queue it (``size`` is
+        already charged to ``sender`` and stays so while the frame is held)."""
         while (dest := self._conns.get(dst)) is not None:
             async with dest.lock:
                 if dest.writable() and await self._write_frame(dest, head, body):
+                    self._release(sender, size)
                     return
             self._drop(dest)
-        item = _Held(sender, head, body)
+        item = _Held(sender, head, body, size)
         self._held.setdefault(dst, collections.deque()).append(item)
-        self._held_bytes += item.size
         item.timer = asyncio.get_running_loop().call_later(
             self.hold_timeout, self._expire, dst, item
         )
 
-    async def _write_frame(self, dest: _Endpoint, head: bytes, body: bytes | bytearray) -> bool:
+    async def _write_frame(self, dest: _Endpoint, head: bytes, body: list[bytes]) -> bool:
         try:
             dest.writer.write(head)
-            if body:
-                dest.writer.write(body)
-            await dest.writer.drain()
+            dest.writer.writelines(body)
         except (ConnectionError, RuntimeError):
             dest.alive = False
             return False
+        if not await self._drain(dest):
+            return False
         self._stats.forwarded_messages += 1
-        self._stats.forwarded_bytes += len(body)
+        self._stats.forwarded_bytes += sum(len(b) for b in body)
         return True
 
     async def _flush_held(self, ep: _Endpoint) -> None:
@@ -431,7 +654,7 @@ class Relay:
             queue.popleft()
             if item.timer:
                 item.timer.cancel()
-            self._held_bytes -= item.size
+            self._release(item.sender, item.size)
         self._held.pop(ep.key, None)
 
     def _expire(self, dst: Key, item: _Held) -> None:
@@ -441,7 +664,7 @@ class Relay:
         queue.remove(item)
         if not queue:
             del self._held[dst]
-        self._held_bytes -= item.size
+        self._release(item.sender, item.size)
         self._stats.expired += 1
         log.warning("dropped a %d-byte message from %s/%d for worker %d: not connected within "
                     "%g s", item.size, item.sender[0], item.sender[1], dst[1], self.hold_timeout)
@@ -460,8 +683,9 @@ class Relay:
                                                           {"code": code, "error": message}))
 
     async def _write_frame_quiet(self, ep: _Endpoint, msg: Message) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await write_message(ep.writer, msg)
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(self.stall_timeout):
+                await write_message(ep.writer, msg)
 
     async def _send_error_to(self, writer: asyncio.StreamWriter, ep: _Endpoint | None,
                              code: str, message: str) -> None:
@@ -498,10 +722,7 @@ class RelayClient:
         ctx = creds if isinstance(creds, ssl.SSLContext) else client_context(creds)
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=ctx, server_hostname=server_hostname or host,
-                    limit=STREAM_LIMIT,
-                )
+                reader, writer = await cls._open(host, port, ctx, server_hostname or host)
                 try:
                     await write_message(writer, Message("hello",
                                                         {"job": job, "id": my_id, "peer": peer_id}))
@@ -525,6 +746,22 @@ class RelayClient:
             writer.close()
             raise RelayError("protocol", f"expected hello_ok, got {reply.type!r}")
         return cls(reader, writer, job, my_id, peer_id)
+
+    @staticmethod
+    async def _open(host: str, port: int, ctx: ssl.SSLContext,
+                    server_hostname: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect and handshake, retrying (until the caller's timeout) while the relay cuts
+        the handshake short: that is how it sheds handshakes beyond its per-address cap."""
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.open_connection(
+                    host, port, ssl=ctx, server_hostname=server_hostname, limit=STREAM_LIMIT)
+            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                    ssl.SSLEOFError) as exc:
+                log.debug("relay %s:%d cut the handshake short (%r); retrying", host, port, exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def _read_loop(self) -> None:
         try:

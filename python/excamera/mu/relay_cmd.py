@@ -20,6 +20,7 @@ import sys
 
 from ..argcheck import check_int, check_number, check_port
 from ..errors import CommandError
+from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_WAITING_PER_ADDRESS
 from .relay import Relay
 from .tls import Credentials, TLSSetupError, server_context
 
@@ -52,6 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "0 holds none)")
     p.add_argument("--hold-timeout", type=float, default=600.0,
                    help="seconds a message waits for its receiver before it is dropped (600)")
+    # abuse bounds (see excamera.mu.relay and excamera.mu.listener)
+    p.add_argument("--max-held-job-mb", type=float, default=None,
+                   help="held-message quota of one job (MiB; default a quarter of --max-held-mb)")
+    p.add_argument("--max-held-sender-mb", type=float, default=None,
+                   help="held-message quota of one sender (MiB; default half the job's)")
+    p.add_argument("--stall-timeout", type=float, default=60.0,
+                   help="seconds a started frame may go without a byte before its sender is "
+                   "cut off (60)")
+    p.add_argument("--max-handshakes", type=int, default=MAX_HANDSHAKES,
+                   help=f"TLS handshakes in flight; more wait in the backlog ({MAX_HANDSHAKES})")
+    p.add_argument("--max-handshakes-per-address", type=int, default=MAX_PER_ADDRESS,
+                   help=f"TLS handshakes in flight from one address; more wait (up to "
+                   f"{MAX_WAITING_PER_ADDRESS}), then are closed ({MAX_PER_ADDRESS})")
     p.add_argument("--ssl-buffer-kib", type=int, default=64,
                    help="asyncio's per-connection TLS read buffer (KiB, 16..4096, 64; 0 keeps "
                    "asyncio's 256): it is most of a connection's memory")
@@ -70,13 +84,25 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+def _mib(value: float | None) -> int | None:
+    return None if value is None else int(value * (1 << 20))
+
+
 async def serve(args: argparse.Namespace, creds: Credentials | ssl.SSLContext) -> None:
-    relay = Relay(
-        creds,
-        max_held_bytes=int(args.max_held_mb * (1 << 20)),
-        hold_timeout=args.hold_timeout,
-        max_connections=2 * args.n_parts,
-    )
+    try:
+        relay = Relay(
+            creds,
+            max_held_bytes=_mib(args.max_held_mb),
+            max_held_job_bytes=_mib(args.max_held_job_mb),
+            max_held_sender_bytes=_mib(args.max_held_sender_mb),
+            hold_timeout=args.hold_timeout,
+            stall_timeout=args.stall_timeout,
+            max_connections=2 * args.n_parts,
+            max_handshakes=args.max_handshakes,
+            max_handshakes_per_address=args.max_handshakes_per_address,
+        )
+    except ValueError as exc:
+        raise CommandError(f"relay: {exc}") from None
     try:
         port = await relay.start(args.host, args.port)
     except OSError as exc:
@@ -99,6 +125,15 @@ def check_options(args: argparse.Namespace) -> None:
     check_port("-t", args.port)
     check_number("--max-held-mb", args.max_held_mb)  # 0: hold nothing, refuse at once
     check_number("--hold-timeout", args.hold_timeout, above_minimum=True)
+    job_mb = args.max_held_mb / 4 if args.max_held_job_mb is None else args.max_held_job_mb
+    if args.max_held_job_mb is not None:
+        check_number("--max-held-job-mb", job_mb, maximum=args.max_held_mb)
+    if args.max_held_sender_mb is not None:
+        check_number("--max-held-sender-mb", args.max_held_sender_mb, maximum=job_mb)
+    check_number("--stall-timeout", args.stall_timeout, above_minimum=True, maximum=3600)
+    check_int("--max-handshakes", args.max_handshakes, minimum=1, maximum=1 << 16)
+    check_int("--max-handshakes-per-address", args.max_handshakes_per_address, minimum=1,
+              maximum=args.max_handshakes)
     if args.ssl_buffer_kib != 0:
         check_int("--ssl-buffer-kib", args.ssl_buffer_kib, minimum=16, maximum=MAX_SSL_BUFFER_KIB)
 

@@ -5,31 +5,47 @@ Why this exists
 mu shipped the server's private key to every worker, so any worker (or anyone who read a launch
 payload) could impersonate the coordinator. Here every endpoint has its own key, every
 connection is TLS 1.3 with *mutual* authentication, and a worker's certificate names exactly
-one ``(job, worker_id)`` in a URI subjectAltName ``excamera://job/<job>/worker/<id>``. A
-worker's certificate is short-lived and only good for client authentication, so a leaked launch
-payload is worth one worker slot of one job for about an hour, and nothing else.
+one ``(job, worker_id)`` in a URI subjectAltName ``excamera://<job>.jobs.excamera/worker/<id>``.
+The job is the URI's host because X.509 name constraints on URIs apply to the host only: that
+is what lets a per-job CA be limited to its own job (below). A worker's certificate is
+short-lived and only good for client authentication, so a leaked launch payload is worth one
+worker slot of one job for about an hour, and nothing else.
 
-The per-job flow
-----------------
+The per-job flow (:class:`JobAuthority`)
+----------------------------------------
 * **No long-lived CA** (the simple, default case): the coordinator calls
   :func:`job_authority` without paths, which creates a fresh root CA just for this job. It
-  issues its own server certificate (:meth:`CertificateAuthority.issue_server`) and one
-  certificate per worker (:meth:`CertificateAuthority.issue_worker`). An in-process relay uses
-  the same job CA. Nothing is written to disk; when the job ends the CA key is gone.
+  issues the coordinator's server certificate and one certificate per worker. An in-process
+  relay uses the same job CA. Nothing is written to disk; when the job ends the CA key is gone.
 * **A long-lived CA** (``excamera genkeys DIR`` writes ``ca_cert.pem``, ``ca_key.pem``,
   ``server_cert.pem``, ``server_key.pem``): the coordinator is given ``-c/-s/-k`` (CA cert,
   server cert, server key) *plus* the CA key (flag ``--ca-key``, env ``CA_KEY``, or
-  ``ca_key.pem`` beside the CA certificate, found by :func:`find_ca_key`). It then issues a
-  per-job *intermediate* CA (path length 0, valid for the job's duration) from the long-lived
-  CA and signs worker certificates with that intermediate. Workers present
-  ``leaf + intermediate``, so a separately-run ``excamera relay`` that trusts only the
-  long-lived CA (``-c ca_cert.pem``) verifies them without ever learning about the job, and a
-  job's intermediate key never outlives the job.
+  ``ca_key.pem`` beside the CA certificate, found by :func:`find_ca_key`). Worker certificates
+  are signed by a per-job *intermediate*, and workers present ``leaf + intermediate``, so a
+  separately-run ``excamera relay`` that trusts only the long-lived CA (``-c ca_cert.pem``)
+  verifies them without ever learning about the job. The intermediate can act for its job
+  only:
 
-Worker identity is enforced by whoever accepts the connection: :func:`peer_identity` reads the
-URI SAN from the verified peer certificate, and the relay (or coordinator) compares it with
-the identity the worker *claims*. A certificate without that SAN (the coordinator's server
-certificate) has no worker identity.
+  - path length 0 (it cannot mint CAs), extended key usage clientAuth only (OpenSSL refuses a
+    server certificate whose chain has a CA without serverAuth, so it cannot sign a server a
+    worker would accept), and critical name constraints: permitted URI host
+    ``<job>.jobs.excamera`` only, every IP address and DNS name excluded. A certificate it
+    signs for another job's URI fails verification;
+  - it is valid for one worker certificate's lifetime plus a margin, and the coordinator
+    replaces it with a fresh one (new key) whenever less than a worker certificate's lifetime
+    is left: the job's last intermediate expires at most that long after the job's last
+    certificate was issued, however long the job runs;
+  - server certificates (the coordinator's own when it has none, an embedded relay's) are
+    signed by the long-lived CA itself, which the coordinator holds anyway.
+
+Worker identity is enforced by whoever accepts the connection: :func:`check_worker` reads the
+URI SAN from the verified peer certificate and also requires that the CA which signed it
+belongs to the same job: either the trust anchor itself (a per-job root, or a long-lived CA
+signing workers directly) or an intermediate whose name constraints permit exactly that job.
+An unconstrained intermediate (as older coordinators issued) is refused even when it chains
+to a trusted root. The relay (or coordinator) then compares the identity with the one the
+worker *claims*; the coordinator further requires the issuer to be one of the CAs it created.
+A certificate without that SAN (a server certificate) has no worker identity.
 
 All keys are EC P-256: generating one takes well under a millisecond, which matters when a
 coordinator issues thousands of worker certificates at launch.
@@ -56,14 +72,28 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..atomicfile import write_files_atomically
 
-URI_PREFIX = "excamera://job/"
+URI_SUFFIX = ".jobs.excamera"  # the job is the URI's host: <job>.jobs.excamera
 CLOCK_SKEW = dt.timedelta(minutes=5)  # backdating so a worker whose clock is a bit behind accepts
 JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_URI_RE = re.compile(r"^excamera://job/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/worker/(0|[1-9][0-9]{0,9})$")
+_URI_RE = re.compile(
+    r"^excamera://([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.jobs\.excamera/worker/(0|[1-9][0-9]{0,9})$"
+)
+_HOST_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.jobs\.excamera$")
+WORKER_TTL = 3600.0  # seconds a worker certificate is valid
+ISSUER_MARGIN = 600.0  # a job intermediate outlives the newest worker certificate by this much
 
 
 class TLSSetupError(Exception):
     """Certificates or keys could not be created, loaded or used (one-line message)."""
+
+
+class IdentityRefused(Exception):
+    """A verified peer certificate does not prove a worker identity (one-line reason)."""
+
+
+def job_host(job: str) -> str:
+    """The URI host that names ``job`` in worker certificates and job name constraints."""
+    return f"{job}{URI_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,7 @@ class WorkerIdentity:
 
     @property
     def uri(self) -> str:
-        return f"{URI_PREFIX}{self.job}/worker/{self.worker_id}"
+        return f"excamera://{job_host(self.job)}/worker/{self.worker_id}"
 
 
 @dataclass(frozen=True)
@@ -273,24 +303,38 @@ class CertificateAuthority:
             )
         )
 
-    def issue_intermediate(self, job: str, ttl_seconds: float = 86400,
+    def issue_intermediate(self, job: str, ttl_seconds: float = WORKER_TTL + ISSUER_MARGIN,
                            now: dt.datetime | None = None) -> CertificateAuthority:
-        """A per-job CA that can sign worker certificates but no further CAs (pathlen 0)."""
+        """A per-job CA that can sign worker certificates of ``job`` and nothing else.
+
+        Path length 0, clientAuth only, name constraints: URI host ``<job>.jobs.excamera``
+        permitted, every IP address and DNS name excluded (see the module docstring).
+        """
         _check_job(job)
         now = now or _now()
         key = _new_key()
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera"),
             # a unique name: a same-named child would count as "self-issued" and slip past
-            # pathlen 0 (RFC 5280 4.2.1.9)
+            # pathlen 0 (RFC 5280 4.2.1.9). The job is shortened to fit the CN's 64
+            # characters; the name constraints, not the CN, bind the CA to its job.
             x509.NameAttribute(NameOID.COMMON_NAME,
-                               f"excamera job {job} CA {secrets.token_hex(4)}"),
+                               f"excamera job {job[:32]} CA {secrets.token_hex(4)}"),
         ])
+        constraints = x509.NameConstraints(
+            permitted_subtrees=[x509.UniformResourceIdentifier(job_host(job))],
+            excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+                               x509.IPAddress(ipaddress.ip_network("::/0")),
+                               x509.DNSName("")],
+        )
         cert = (
             self._builder(subject, key.public_key(), now - CLOCK_SKEW,
                           now + dt.timedelta(seconds=ttl_seconds))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(constraints, critical=True)
             .sign(self.key, hashes.SHA256())
         )
         return CertificateAuthority(cert, key, [self.cert, *self.issuers])
@@ -332,7 +376,7 @@ class CertificateAuthority:
         )
         return Credentials(self._leaf_chain_pem(cert), _key_pem(key), self.root_pem)
 
-    def issue_worker(self, job: str, worker_id: int, ttl_seconds: float = 3600,
+    def issue_worker(self, job: str, worker_id: int, ttl_seconds: float = WORKER_TTL,
                      now: dt.datetime | None = None) -> Credentials:
         """A short-lived client certificate bound to exactly one ``(job, worker_id)``.
 
@@ -445,22 +489,78 @@ def identity_of_certificate(cert: x509.Certificate) -> WorkerIdentity | None:
     return WorkerIdentity(found[0].group(1), int(found[0].group(2)))
 
 
-def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> WorkerIdentity | None:
-    """``(job, worker_id)`` from the *verified* peer certificate of a TLS connection.
+def job_of_issuer(cert: x509.Certificate) -> str | None:
+    """The job a CA certificate is bound to by its name constraints, or None.
 
-    Pass ``writer.get_extra_info("ssl_object")``. None when there is no TLS, no peer
-    certificate, or a certificate without a worker URI (such as the coordinator's).
+    Bound means: the permitted subtrees are exactly one URI host ``<job>.jobs.excamera``.
     """
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return None
     try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+        nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
         return None
-    return identity_of_certificate(cert)
+    permitted = list(nc.permitted_subtrees or [])
+    if len(permitted) != 1 or not isinstance(permitted[0], x509.UniformResourceIdentifier):
+        return None
+    m = _HOST_RE.match(permitted[0].value)
+    return m.group(1) if m else None
+
+
+def verified_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[x509.Certificate]:
+    """The peer's verified chain, leaf first and trust anchor last; empty without one."""
+    if ssl_object is None:
+        return []
+    getter = getattr(ssl_object, "get_verified_chain", None)  # public from Python 3.13
+    if getter is None:
+        # 3.11 and 3.12 have it on the wrapped _ssl object only
+        getter = ssl_object._sslobj.get_verified_chain  # type: ignore[union-attr]
+    try:
+        # 3.13 gives DER bytes; 3.11/3.12 give _ssl.Certificate objects (PEM by default)
+        return [x509.load_der_x509_certificate(c) if isinstance(c, bytes)
+                else x509.load_pem_x509_certificate(c.public_bytes().encode("ascii"))
+                for c in getter() or []]
+    except (ValueError, ssl.SSLError):
+        return []
+
+
+def worker_of_chain(chain: list[x509.Certificate]) -> WorkerIdentity:
+    """The worker a verified chain proves; IdentityRefused names why it proves none.
+
+    The leaf must name one worker, and the CA that signed it must be the trust anchor itself
+    or an intermediate bound (by name constraints) to the leaf's job.
+    """
+    if not chain:
+        raise IdentityRefused("no verified client certificate")
+    ident = identity_of_certificate(chain[0])
+    if ident is None:
+        raise IdentityRefused("client certificate names no worker")
+    if len(chain) > 2:
+        issuer = chain[1]
+        bound = job_of_issuer(issuer)
+        if bound != ident.job:
+            names = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            who = str(names[0].value) if names else issuer.subject.rfc4514_string()
+            what = f"bound to job {bound!r}" if bound else "not bound to any job"
+            raise IdentityRefused(
+                f"certificate for job {ident.job!r} worker {ident.worker_id} was issued by "
+                f"{who!r}, a CA {what}"
+            )
+    return ident
+
+
+def check_worker(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> WorkerIdentity:
+    """``(job, worker_id)`` proved by a TLS connection's verified peer chain, or IdentityRefused.
+
+    Pass ``writer.get_extra_info("ssl_object")``.
+    """
+    return worker_of_chain(verified_chain(ssl_object))
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> WorkerIdentity | None:
+    """Like :func:`check_worker`, but None instead of a reason."""
+    try:
+        return check_worker(ssl_object)
+    except IdentityRefused:
+        return None
 
 
 # --- long-lived keys and the per-job flow ---------------------------------------------------
@@ -542,20 +642,92 @@ def find_ca_key(ca_cert_path: os.PathLike | str | None, ca_key: os.PathLike | st
     return None
 
 
+class JobAuthority:
+    """The certificates of one job (see "The per-job flow" in the module docstring).
+
+    ``parent`` is the long-lived CA, or None for a fresh per-job root. Worker certificates come
+    from :attr:`worker_ca` (the per-job root, or the current job intermediate, replaced when
+    less than a worker certificate's lifetime is left); server certificates from the root or
+    ``parent``, never from a client-only intermediate.
+    """
+
+    def __init__(self, job: str, parent: CertificateAuthority | None = None, *,
+                 worker_ttl: float = WORKER_TTL, margin: float = ISSUER_MARGIN,
+                 root_ttl: float = 86400) -> None:
+        _check_job(job)
+        if not (0 < worker_ttl and 0 <= margin):
+            raise TLSSetupError("worker certificate lifetime must be > 0 and the margin >= 0")
+        self.job = job
+        self.worker_ttl = worker_ttl
+        self.margin = margin
+        self.parent = parent
+        self._servers = parent or CertificateAuthority.create(
+            f"excamera job {job[:32]} root", days=root_ttl / 86400)
+        self._current: CertificateAuthority | None = None if parent else self._servers
+        self._issuers: set[bytes] = set()  # DER of every CA that signed this job's workers
+        if parent is None:
+            self._issuers.add(self._servers.cert.public_bytes(serialization.Encoding.DER))
+
+    @property
+    def is_root(self) -> bool:
+        """True when workers are signed by a per-job root (no long-lived CA)."""
+        return self.parent is None
+
+    @property
+    def root_pem(self) -> bytes:
+        return self._servers.root_pem
+
+    @property
+    def worker_ca(self) -> CertificateAuthority:
+        """The CA that signs the next worker certificate (issues a fresh one if due)."""
+        return self._worker_ca(_now(), self.worker_ttl)
+
+    def _worker_ca(self, now: dt.datetime, ttl: float) -> CertificateAuthority:
+        ca = self._current
+        if self.parent is not None and (
+            ca is None or ca.cert.not_valid_after_utc - now < dt.timedelta(seconds=ttl)
+        ):
+            ca = self.parent.issue_intermediate(
+                self.job, max(ttl, self.worker_ttl) + self.margin, now)
+            self._current = ca
+            self._issuers.add(ca.cert.public_bytes(serialization.Encoding.DER))
+        assert ca is not None
+        return ca
+
+    def issue_worker(self, job: str, worker_id: int, ttl_seconds: float | None = None,
+                     now: dt.datetime | None = None) -> Credentials:
+        """A worker certificate of this job (``job`` must be this job's name)."""
+        if job != self.job:
+            raise TLSSetupError(f"this authority issues for job {self.job!r}, not {job!r}")
+        ttl = self.worker_ttl if ttl_seconds is None else ttl_seconds
+        now = now or _now()
+        return self._worker_ca(now, ttl).issue_worker(job, worker_id, ttl, now)
+
+    def issue_server(self, hosts: Iterable[str] = ("127.0.0.1", "localhost"),
+                     days: float = 1.0) -> Credentials:
+        """A server certificate (coordinator, embedded relay) from the root or long-lived CA."""
+        return self._servers.issue_server(hosts, days=days)
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` is one of the CAs this authority signed worker certificates with."""
+        return cert.public_bytes(serialization.Encoding.DER) in self._issuers
+
+
 def job_authority(job: str, ca_cert_path: os.PathLike | str | None = None,
                   ca_key_path: os.PathLike | str | None = None,
-                  ttl_seconds: float = 86400) -> CertificateAuthority:
-    """The CA that signs this job's worker certificates.
+                  ttl_seconds: float = 86400) -> JobAuthority:
+    """The authority that issues this job's certificates.
 
-    Without a long-lived CA: a fresh root for this job only. With one (cert + key): a per-job
-    intermediate, so relays trusting the long-lived CA accept this job's workers.
+    Without a long-lived CA: a fresh root for this job only (valid ``ttl_seconds``). With one
+    (cert + key): per-job intermediates under it, so relays trusting the long-lived CA accept
+    this job's workers and no other job's certificates pass for this job's.
     """
     _check_job(job)
     if ca_cert_path is None:
-        return CertificateAuthority.create(f"excamera job {job} root", days=ttl_seconds / 86400)
+        return JobAuthority(job, root_ttl=ttl_seconds)
     if ca_key_path is None:
         raise TLSSetupError(
             f"issuing worker certificates under {ca_cert_path} needs its key: pass --ca-key, "
             "set CA_KEY, or put ca_key.pem beside the CA certificate"
         )
-    return CertificateAuthority.load(ca_cert_path, ca_key_path).issue_intermediate(job, ttl_seconds)
+    return JobAuthority(job, CertificateAuthority.load(ca_cert_path, ca_key_path))

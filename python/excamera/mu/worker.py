@@ -20,6 +20,10 @@ the running command is cancelled, its child processes killed, and the worker end
 
 A worker launched as a spare waits idle until the coordinator sends ``adopt`` with the identity
 (worker id, certificate, key) of the worker it is to stand in for.
+
+Peer hand-offs go through the relay (``connect``, ``send_blob``, ``recv_blob``). ``recv_blob``
+must name the worker the blob has to come from (field ``from``); the relay stamps every frame
+with its sender's certified id, and a blob from any other worker fails the command.
 """
 
 from __future__ import annotations
@@ -300,8 +304,12 @@ class WorkerSession:
         return {"bytes": len(data)}, b""
 
     async def cmd_recv_blob(self, msg: Message) -> tuple[dict, bytes]:
+        expected = msg.get("from")
+        if not isinstance(expected, int) or isinstance(expected, bool):
+            raise CommandError("recv_blob: 'from', the worker id the blob must come from, "
+                               "is required")
         relay = self._need_relay("recv_blob")
-        from .relay import RelayError
+        from .relay import SENDER_FIELD, RelayError
 
         try:
             frame = await relay.recv()
@@ -309,6 +317,13 @@ class WorkerSession:
             raise CommandError("recv_blob: the relay closed the connection") from None
         except RelayError as exc:
             raise CommandError(f"recv_blob: {exc}") from None
+        # The relay stamps each frame with its sender's certified id: a frame from any other
+        # worker of the job (one with a leaked credential, say) is refused, not used.
+        sender = frame.get(SENDER_FIELD)
+        if sender != expected:
+            who = "no sender (a relay too old to say?)" if sender is None else f"worker {sender}"
+            raise CommandError(f"recv_blob: refused a {len(frame.body)}-byte blob from {who}; "
+                               f"expected one from worker {expected}")
         data = frame.body
         if msg.get("file"):
             target = self.path(str(msg["file"]))

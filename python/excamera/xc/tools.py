@@ -115,7 +115,9 @@ def _comp_states(args: argparse.Namespace, out: TextIO) -> int:
     # Both must be states, even when byte-identical: two copies of the same damaged file are
     # an error to report, not a convergence.
     a, b = load_state(args.a), load_state(args.b)
-    # Differing bits over the common length, plus every bit of any excess length.
+    # Differing bits over the common length, plus every bit of any excess length. The last
+    # four bytes are the format's CRC-32 (state.rs), not state: left out of the count.
+    a_bytes, b_bytes = a_bytes[:-4], b_bytes[:-4]
     n = min(len(a_bytes), len(b_bytes))
     x = np.bitwise_xor(np.frombuffer(a_bytes, np.uint8, n), np.frombuffer(b_bytes, np.uint8, n))
     diff_bits = int(np.unpackbits(x).sum()) + 8 * abs(len(a_bytes) - len(b_bytes))

@@ -79,7 +79,7 @@ async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[
         have[int(info["tag"])] = str(info["sha256"])
         return
     while tag not in have:
-        await w.recv_blob("handoff.blob")
+        await w.recv_blob("handoff.blob", sender=w.id - 1)
         info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
         # A restarted predecessor sends its states again: the same bytes, skipped here.
         have.setdefault(int(info["tag"]), str(info["sha256"]))
