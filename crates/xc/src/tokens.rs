@@ -22,6 +22,9 @@ pub struct MbCoeffs {
     pub blocks: [[i16; 16]; 25],
     /// Bit b set when block b had at least one token before end-of-block.
     pub nonzero: u32,
+    /// Bit b set when block b had a token past its first scan position (an AC coefficient,
+    /// possibly zero): the others need only the DC-only inverse transform.
+    pub ac: u32,
 }
 
 impl MbCoeffs {
@@ -34,6 +37,7 @@ impl MbCoeffs {
             m &= m - 1;
         }
         self.nonzero = 0;
+        self.ac = 0;
     }
 }
 
@@ -128,6 +132,7 @@ pub fn decode_mb_tokens(
     out: &mut MbCoeffs,
 ) -> bool {
     let mut nonzero = 0u32;
+    let mut ac = 0u32;
     let (y_type, y_first) = if has_y2 {
         let ctx = (above[8] + left[8]) as usize;
         let eob = decode_block(d, &probs[TYPE_Y2], ctx, 0, dq.y2, &mut out.blocks[Y2_BLOCK]);
@@ -147,6 +152,7 @@ pub fn decode_mb_tokens(
         above[x] = nz;
         left[y] = nz;
         nonzero |= (nz as u32) << b;
+        ac |= ((eob > 1) as u32) << b;
     }
     for plane in 0..2 {
         for b in 0..4 {
@@ -158,9 +164,11 @@ pub fn decode_mb_tokens(
             above[x] = nz;
             left[y] = nz;
             nonzero |= (nz as u32) << blk;
+            ac |= ((eob > 1) as u32) << blk;
         }
     }
     out.nonzero = nonzero;
+    out.ac = ac;
     nonzero != 0
 }
 

@@ -107,6 +107,28 @@ pub fn idct4x4_add(coeffs: &[i16; 16], data: &mut [u8], offset: usize, stride: u
     }
 }
 
+/// [`idct4x4_add`] for a caller that knows whether the block has AC coefficients: the
+/// decoder does (a token past the first scan position), as libvpx's `eob > 1`. The DC-only
+/// path gives exactly what the full transform gives for a block without AC coefficients, so
+/// `has_ac` may also be true for a block whose AC tokens were all zero. Skipping the scan of
+/// fifteen coefficients per block: 1.9% fewer instructions in a 640x272 decode.
+pub(crate) fn idct4x4_add_known(
+    coeffs: &[i16; 16],
+    has_ac: bool,
+    data: &mut [u8],
+    offset: usize,
+    stride: usize,
+) {
+    if has_ac {
+        #[cfg(target_arch = "x86_64")]
+        sse2::idct4x4_add(coeffs, data, offset, stride);
+        #[cfg(not(target_arch = "x86_64"))]
+        add_residue(&idct4x4(coeffs), data, offset, stride);
+    } else {
+        add_constant((coeffs[0] as i32 + 4) >> 3, data, offset, stride);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[path = "transform_sse2.rs"]
 mod sse2;

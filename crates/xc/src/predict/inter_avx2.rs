@@ -35,7 +35,7 @@ fn filter_block16(
     fx: usize,
     fy: usize,
 ) {
-    let fp = Footprint::new(src, off, stride, 16);
+    let fp = Footprint::new(src, off, stride, 16, 16);
     let out = Out::One(Block::new(dst, doff, dstride));
     // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
@@ -58,7 +58,7 @@ fn filter_pair8(
 ) {
     let [su, sv] = src;
     let [du, dv] = dst;
-    let (fu, fv) = (Footprint::new(su, off, stride, 8), Footprint::new(sv, off, stride, 8));
+    let (fu, fv) = (Footprint::new(su, off, stride, 8, 8), Footprint::new(sv, off, stride, 8, 8));
     let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
     // SAFETY: as in `filter_block16`.
     unsafe { filter_avx2::<true>(&fu, &fv, out, hx, vy, fx, fy) }
