@@ -53,7 +53,11 @@ fn read_extra(d: &mut BoolDecoder, probs: &[u8]) -> i32 {
 
 /// Decode one block's tokens into `out` (dequantized, de-zigzagged). Returns the scan position
 /// after the last decoded token, or `first` when the block ends immediately.
-#[inline]
+///
+/// Inlined into each of its three loops in [`decode_mb_tokens`]: most blocks end at once, and
+/// the call around them cost 6% of the token decoding's instructions (462 M -> 435 M in a
+/// 640x272 decode, callgrind; one loop over all blocks with one call site cost more).
+#[inline(always)]
 fn decode_block(
     d: &mut BoolDecoder,
     probs: &[[[u8; 11]; 3]; 8],
