@@ -3,7 +3,7 @@
 //!
 //! The arithmetic is that of the SSE2 kernels (see `inter_sse2.rs`: wrapping 16-bit sums
 //! biased by 8096, then a saturating subtraction, `>> 7` and a clamp to 255). Horizontally
-//! filtered rows stay in 16-bit form in a window of six registers for the vertical pass.
+//! filtered rows stay in 16-bit form, each computed once, for the vertical pass.
 //! Selected once at run time when the CPU has AVX2 (see [`kernel`]).
 
 // Index loops over constant tap ranges unroll fully.
@@ -168,17 +168,16 @@ fn interpolate<
         }
         return;
     }
-    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
-    let mut win = [_mm256_setzero_si256(); 6];
-    for i in VA..VB - 1 {
-        win[i] = source_row::<PAIR, H, HA, HB>(fa, fb, i, kh);
+    // Every source row the taps in use reach, once (footprint row r is source row r - 2),
+    // then each output row from six of them by constant index: a sliding window of registers
+    // made the compiler move all six through the stack for every row.
+    let mut src = [_mm256_setzero_si256(); 21];
+    for r in VA..rows + VB - 1 {
+        src[r] = source_row::<PAIR, H, HA, HB>(fa, fb, r, kh);
     }
     for y in 0..rows {
-        win[VB - 1] = source_row::<PAIR, H, HA, HB>(fa, fb, y + VB - 1, kh);
+        let win: [__m256i; 6] = std::array::from_fn(|i| src[y + i]);
         store_row(out, y, combine::<VA, VB>(&win, kv));
-        for i in VA..VB - 1 {
-            win[i] = win[i + 1];
-        }
     }
 }
 

@@ -104,8 +104,7 @@ fn source_row<const W: usize, const H: bool, const A: usize, const B: usize>(
 }
 
 /// Interpolate a `W` x `R` block: horizontal taps `HA..HB` when `H`, vertical taps `VA..VB`
-/// when `V`. Vertical filtering keeps the six source rows of an output row in a window of
-/// registers, so the horizontally filtered rows never go through memory.
+/// when `V`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "sse2")]
@@ -130,17 +129,15 @@ fn interpolate<
         }
         return;
     }
-    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
-    let mut win = [_mm_setzero_si128(); 6];
-    for i in VA..VB - 1 {
-        win[i] = source_row::<W, H, HA, HB>(fp, i, kh);
+    // Every source row the taps in use reach, once, then each output row from six of them by
+    // constant index (see the AVX2 kernel: a sliding window went through the stack).
+    let mut src = [_mm_setzero_si128(); 21];
+    for r in VA..R + VB - 1 {
+        src[r] = source_row::<W, H, HA, HB>(fp, r, kh);
     }
     for y in 0..R {
-        win[VB - 1] = source_row::<W, H, HA, HB>(fp, y + VB - 1, kh);
+        let win: [__m128i; 6] = std::array::from_fn(|i| src[y + i]);
         out.store(y, combine::<W, VA, VB>(&win, kv));
-        for i in VA..VB - 1 {
-            win[i] = win[i + 1];
-        }
     }
 }
 
