@@ -150,6 +150,9 @@ impl PyStreamDecoder {
     }
 }
 
+/// A shown frame's display (width, height) and, when asked for, its Y4M frame record.
+type ShownRecord<'py> = (usize, usize, Option<Bound<'py, PyBytes>>);
+
 /// What starts each frame of a Y4M stream.
 const Y4M_FRAME: &[u8] = b"FRAME\n";
 
@@ -202,7 +205,7 @@ impl PyStreamDecoder {
         py: Python<'py>,
         data: &[u8],
         record: bool,
-    ) -> PyResult<Option<(usize, usize, Option<Bound<'py, PyBytes>>)>> {
+    ) -> PyResult<Option<ShownRecord<'py>>> {
         let Some(frame) = self.decode_frame(py, data)? else {
             return Ok(None);
         };

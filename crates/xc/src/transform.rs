@@ -330,9 +330,9 @@ mod tests {
         let mut rng = Rng(0xdc0);
         for round in 0..20000 {
             let v = match round % 4 {
-                0 => rng.range(-300, 300) as i32,
-                1 => rng.range(-4096, 4096) as i32,
-                _ => rng.range(-20, 20) as i32,
+                0 => rng.range(-300, 300),
+                1 => rng.range(-4096, 4096),
+                _ => rng.range(-20, 20),
             };
             let mut data = [0u8; 8 * 5];
             for p in data.iter_mut() {
