@@ -171,10 +171,13 @@ fn interpolate<
     // Every source row the taps in use reach, once (footprint row r is source row r - 2),
     // then each output row from six of them by constant index: a sliding window of registers
     // made the compiler move all six through the stack for every row.
-    let mut src = [_mm256_setzero_si256(); 21];
-    for r in VA..rows + VB - 1 {
-        src[r] = source_row::<PAIR, H, HA, HB>(fa, fb, r, kh);
-    }
+    let src: [__m256i; 21] = std::array::from_fn(|r| {
+        if (VA..rows + VB - 1).contains(&r) {
+            source_row::<PAIR, H, HA, HB>(fa, fb, r, kh)
+        } else {
+            _mm256_setzero_si256() // never read
+        }
+    });
     for y in 0..rows {
         let win: [__m256i; 6] = std::array::from_fn(|i| src[y + i]);
         store_row(out, y, combine::<VA, VB>(&win, kv));

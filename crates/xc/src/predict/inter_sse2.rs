@@ -131,10 +131,13 @@ fn interpolate<
     }
     // Every source row the taps in use reach, once, then each output row from six of them by
     // constant index (see the AVX2 kernel: a sliding window went through the stack).
-    let mut src = [_mm_setzero_si128(); 21];
-    for r in VA..R + VB - 1 {
-        src[r] = source_row::<W, H, HA, HB>(fp, r, kh);
-    }
+    let src: [__m128i; 21] = std::array::from_fn(|r| {
+        if (VA..R + VB - 1).contains(&r) {
+            source_row::<W, H, HA, HB>(fp, r, kh)
+        } else {
+            _mm_setzero_si128() // never read
+        }
+    });
     for y in 0..R {
         let win: [__m128i; 6] = std::array::from_fn(|i| src[y + i]);
         out.store(y, combine::<W, VA, VB>(&win, kv));
