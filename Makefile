@@ -40,7 +40,7 @@ lint: setup
 # recipe). About ten minutes on this 2-core machine.
 bench: setup
 	$(PY) bench/relay.py --json bench/relay-results.json
-	$(PY) bench/decode.py --runs 3 --json bench/decode-results.json
+	$(PY) bench/decode.py --runs 5 --json bench/decode-results.json
 	$(PY) bench/encode.py --bus --chunk 6 --runs 2 --json bench/encode-results.json
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-results.json
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --chain mu --json bench/excamera-mu-results.json

@@ -21,18 +21,17 @@ it replaces the link, so that no planted link can make a key land somewhere else
 
 from __future__ import annotations
 
+import io
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 _EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_exclusive(path: str | os.PathLike[str], perms: int = 0o666) -> BinaryIO:
+def open_exclusive(path: str | os.PathLike[str], perms: int = 0o666) -> io.BufferedWriter:
     """Create ``path`` for writing; fail if any file, symlink included, already has the name.
 
     ``perms`` passes through the umask, like any new file's mode.
@@ -49,14 +48,14 @@ def is_special(path: str | os.PathLike[str]) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _temp_beside(dest: Path, perms: int, prefix: str | None) -> tuple[Path, BinaryIO]:
+def _temp_beside(dest: Path, perms: int, prefix: str | None) -> tuple[Path, io.BufferedWriter]:
     """Create a fresh temporary file in ``dest``'s directory; its path and the open file.
 
     The name is ``prefix`` (default ``.<dest name>.partial-``) and random hex, so concurrent
     writers of one destination never share a temporary file.
     """
     name = f".{dest.name}.partial-" if prefix is None else prefix
-    tmp = dest.parent / f"{name}{secrets.token_hex(8)}"
+    tmp = dest.parent / f"{name}{os.urandom(8).hex()}"
     try:
         return tmp, open_exclusive(tmp, perms)
     except OSError as exc:

@@ -2,7 +2,10 @@
 
 Each subcommand lives in its own module that exposes ``register(subparsers)``; that function
 adds an argparse parser whose ``func`` default takes the parsed namespace and returns an exit
-code. Keeping the table here makes ``excamera --help`` list everything in one place.
+code. The table here names every subcommand with its one-line help, so ``excamera --help``
+lists everything without importing any of them, and a command line imports only the module of
+the subcommand it names (the others pull in asyncio, numpy, cryptography: tens of milliseconds
+each, which every short command and every worker would otherwise pay at start-up).
 """
 
 from __future__ import annotations
@@ -13,34 +16,55 @@ import sys
 
 from excamera.errors import CommandError
 
-__all__ = ["CommandError", "build_parser", "main"]
+__all__ = ["CommandError", "SUBCOMMANDS", "build_parser", "main"]
 
-# (module, description) in the order `excamera --help` shows them.
-SUBCOMMANDS: list[str] = [
-    "excamera.pipelines.png2y4m_cmd",
-    "excamera.pipelines.xcenc_cmd",
-    "excamera.pipelines.encode_cmd",
-    "excamera.mu.relay_cmd",
-    "excamera.mu.genkeys_cmd",
-    "excamera.mu.timeline_cmd",
-    "excamera.xc.decode_cmd",
-    "excamera.awslambda.cmd",
-]
+# name -> (module, the help line `excamera --help` shows), in the order it shows them. Each
+# module's own `add_parser(name, help=...)` says the same (tests/test_cli.py holds them equal).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "png2y4m": ("excamera.pipelines.png2y4m_cmd",
+                "convert numbered PNG frames into Y4M chunks with many workers"),
+    "xcenc": ("excamera.pipelines.xcenc_cmd",
+              "ExCamera: encode Y4M chunks in parallel, rebasing each onto its predecessor"),
+    "encode": ("excamera.pipelines.encode_cmd",
+               "encode a video to VP8 (IVF or WebM) with ExCamera's parallel workers"),
+    "relay": ("excamera.mu.relay_cmd",
+              "run a TLS relay that pairs workers which cannot accept connections"),
+    "genkeys": ("excamera.mu.genkeys_cmd",
+                "create a long-lived CA and a server certificate for relays and coordinators"),
+    "timeline": ("excamera.mu.timeline_cmd", "plot a job's -O state-transitions file"),
+    "decode": ("excamera.xc.decode_cmd", "decode a VP8 IVF file to Y4M"),
+    "lambda": ("excamera.awslambda.cmd", "build (and deploy) the AWS Lambda function for workers"),
+}
+
+ALL = object()
+"""``build_parser(ALL)`` registers every subcommand's full parser."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand a command line names: its first argument, unless that is an option (the
+    top-level parser has only ``-h``, so anything else first is a subcommand or an error)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
+def build_parser(command: str | object | None = ALL) -> argparse.ArgumentParser:
+    """The parser, with the full parser of ``command`` (a name, ``ALL`` or None) and, for the
+    other subcommands, placeholders that carry only their help line."""
     parser = argparse.ArgumentParser(
         prog="excamera",
         description="Parallel VP8 encoding with many small workers that hand state to each other.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).register(sub)
+    for name, (module_name, help_line) in SUBCOMMANDS.items():
+        if command is ALL or command == name:
+            importlib.import_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

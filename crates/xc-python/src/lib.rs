@@ -137,6 +137,48 @@ struct PyStreamDecoder {
     inner: Option<XcDecoder>,
 }
 
+impl PyStreamDecoder {
+    /// Decode one frame with the GIL released; on an error the decoder keeps its state.
+    fn decode_frame(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<Option<Arc<Frame>>> {
+        let mut dec = self.inner.take().expect("decoder present between calls");
+        let (dec, result) = py.allow_threads(move || {
+            let r = dec.decode(data);
+            (dec, r)
+        });
+        self.inner = Some(dec);
+        result.map_err(|e| DecodeError::new_err(e.to_string()))
+    }
+}
+
+/// A shown frame's display (width, height) and, when asked for, its Y4M frame record.
+type ShownRecord<'py> = (usize, usize, Option<Bound<'py, PyBytes>>);
+
+/// What starts each frame of a Y4M stream.
+const Y4M_FRAME: &[u8] = b"FRAME\n";
+
+/// Bytes of a display-size I420 picture (chroma rounded up, as `Frame::to_i420` lays it out).
+fn i420_len(w: usize, h: usize) -> usize {
+    w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
+}
+
+/// `Frame::to_i420` into `out` (exactly `i420_len` bytes), without an intermediate vector.
+fn write_i420(f: &Frame, out: &mut [u8]) {
+    let (w, h) = (f.display_width, f.display_height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut at = 0;
+    for (p, pw, ph) in [(&f.y, w, h), (&f.u, cw, ch), (&f.v, cw, ch)] {
+        if p.stride == pw {
+            out[at..at + pw * ph].copy_from_slice(&p.data[..pw * ph]);
+            at += pw * ph;
+            continue;
+        }
+        for row in p.data.chunks(p.stride).take(ph) {
+            out[at..at + pw].copy_from_slice(&row[..pw]);
+            at += pw;
+        }
+    }
+}
+
 #[pymethods]
 impl PyStreamDecoder {
     #[new]
@@ -149,15 +191,33 @@ impl PyStreamDecoder {
     /// Decode the next frame: its planes, or None when it is not shown. On an error the
     /// decoder keeps the state it had before the frame.
     fn decode<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Option<Planes<'py>>> {
-        let mut dec = self.inner.take().expect("decoder present between calls");
-        let data = data.to_vec();
-        let (dec, result) = py.allow_threads(move || {
-            let r = dec.decode(&data);
-            (dec, r)
-        });
-        self.inner = Some(dec);
-        let shown = result.map_err(|e| DecodeError::new_err(e.to_string()))?;
+        let shown = self.decode_frame(py, data)?;
         Ok(shown.as_deref().map(|f| frame_to_numpy(py, f)))
+    }
+
+    /// Decode the next frame for writing it out: None when it is not shown, else its display
+    /// (width, height) and, with `record`, its Y4M frame record (`FRAME\n` and the display-size
+    /// I420 planes) as bytes, else None. The planes go straight from the decoder's buffer into
+    /// the bytes object: no numpy arrays, one copy, as a writer of the frame must make anyway.
+    #[pyo3(signature = (data, record = true))]
+    fn decode_y4m<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        record: bool,
+    ) -> PyResult<Option<ShownRecord<'py>>> {
+        let Some(frame) = self.decode_frame(py, data)? else {
+            return Ok(None);
+        };
+        let (w, h) = (frame.display_width, frame.display_height);
+        let bytes = record.then(|| {
+            PyBytes::new_with(py, Y4M_FRAME.len() + i420_len(w, h), |out| {
+                out[..Y4M_FRAME.len()].copy_from_slice(Y4M_FRAME);
+                write_i420(&frame, &mut out[Y4M_FRAME.len()..]);
+                Ok(())
+            })
+        });
+        Ok(Some((w, h, bytes.transpose()?)))
     }
 
     /// The current state (a snapshot: later decodes do not change it).

@@ -30,7 +30,9 @@ impl<'a> BoolDecoder<'a> {
         d
     }
 
-    #[inline]
+    /// Out of line: it runs about once per eight bools, and inlined at every read it made the
+    /// token and mode parsers several times larger.
+    #[inline(never)]
     fn fill(&mut self) {
         // Fast path: eight bytes available, load as many whole bytes as fit below the valid bits.
         if self.pos + 8 <= self.data.len() {

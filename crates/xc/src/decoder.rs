@@ -17,7 +17,7 @@ use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
 use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, Y2_BLOCK};
-use crate::transform::{idct4x4_add, iwht4x4};
+use crate::transform::{idct4x4_add_known, iwht4x4};
 
 /// Decode one compressed frame. The input state is not modified; the returned state is the
 /// one to decode the next frame with. The frame is returned when `show_frame` is set.
@@ -355,6 +355,7 @@ fn reconstruct_mb(
         coeffs.nonzero |= y_mask;
     }
     let stride = frame.y.stride;
+    let ac = coeffs.ac;
     match (info.ref_frame, reference) {
         (RefFrame::Intra, _) | (_, None) => {
             if info.y_mode == MbMode::BPred {
@@ -362,7 +363,13 @@ fn reconstruct_mb(
                     predict_luma4(&mut frame.y, mbx, mby, b, info.b_modes[b]);
                     if y_mask & (1 << b) != 0 {
                         let off = (mby * 16 + (b >> 2) * 4) * stride + mbx * 16 + (b & 3) * 4;
-                        idct4x4_add(&coeffs.blocks[b], &mut frame.y.data, off, stride);
+                        idct4x4_add_known(
+                            &coeffs.blocks[b],
+                            ac & (1 << b) != 0,
+                            &mut frame.y.data,
+                            off,
+                            stride,
+                        );
                     }
                 }
                 y_mask = 0;
@@ -378,7 +385,7 @@ fn reconstruct_mb(
         let b = y_mask.trailing_zeros() as usize;
         y_mask &= y_mask - 1;
         let off = (mby * 16 + (b >> 2) * 4) * stride + mbx * 16 + (b & 3) * 4;
-        idct4x4_add(&coeffs.blocks[b], &mut frame.y.data, off, stride);
+        idct4x4_add_known(&coeffs.blocks[b], ac & (1 << b) != 0, &mut frame.y.data, off, stride);
     }
     let mut uv_mask = (coeffs.nonzero >> 16) & 0xFF;
     let cstride = frame.u.stride;
@@ -388,7 +395,8 @@ fn reconstruct_mb(
         let plane = if b < 4 { &mut frame.u } else { &mut frame.v };
         let k = b & 3;
         let off = (mby * 8 + (k >> 1) * 4) * cstride + mbx * 8 + (k & 1) * 4;
-        idct4x4_add(&coeffs.blocks[16 + b], &mut plane.data, off, cstride);
+        let has_ac = ac & (1 << (16 + b)) != 0;
+        idct4x4_add_known(&coeffs.blocks[16 + b], has_ac, &mut plane.data, off, cstride);
     }
 }
 

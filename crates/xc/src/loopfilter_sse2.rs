@@ -190,12 +190,12 @@ fn filter_rows<const K: u8>(px: &mut [__m128i; 8], t: Thresholds) {
 }
 
 /// Edge kinds as const parameters.
-const MB: u8 = 0;
-const SUB: u8 = 1;
-const SIMPLE: u8 = 2;
+pub(crate) const MB: u8 = 0;
+pub(crate) const SUB: u8 = 1;
+pub(crate) const SIMPLE: u8 = 2;
 
 #[inline(always)]
-const fn kind_of<const K: u8>() -> EdgeKind {
+pub(crate) const fn kind_of<const K: u8>() -> EdgeKind {
     match K {
         MB => EdgeKind::NormalMb,
         SUB => EdgeKind::NormalSub,
@@ -232,7 +232,7 @@ fn filter_h8x2<const K: u8>(a: &mut [u8], b: &mut [u8], pos: usize, stride: usiz
 /// Transpose sixteen 8-byte rows (low halves of `r`) into eight 16-byte columns.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn transpose_16x8(r: &[__m128i; 16]) -> [__m128i; 8] {
+pub(crate) fn transpose_16x8(r: &[__m128i; 16]) -> [__m128i; 8] {
     // Pairs of rows interleaved bytewise: a[i] holds rows 2i, 2i+1.
     let a: [__m128i; 8] = std::array::from_fn(|i| _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]));
     // b[2j] = columns 0..4 of rows 4j..4j+4, b[2j+1] = columns 4..8.
@@ -268,7 +268,7 @@ fn transpose_16x8(r: &[__m128i; 16]) -> [__m128i; 8] {
 /// result holds rows 2i (low half) and 2i+1 (high half).
 #[inline]
 #[target_feature(enable = "sse2")]
-fn transpose_8x16(c: &[__m128i; 8]) -> [__m128i; 8] {
+pub(crate) fn transpose_8x16(c: &[__m128i; 8]) -> [__m128i; 8] {
     // a[2j] / a[2j+1]: columns 2j, 2j+1 interleaved, rows 0..8 / 8..16.
     let a: [__m128i; 8] = std::array::from_fn(|i| {
         let (x, y) = (c[(i / 2) * 2], c[(i / 2) * 2 + 1]);

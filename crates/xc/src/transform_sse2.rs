@@ -36,7 +36,7 @@ fn widen(x: __m128i) -> __m128i {
 #[inline]
 #[target_feature(enable = "sse2")]
 fn load4(data: &[u8], at: usize) -> __m128i {
-    let b: [u8; 4] = [data[at], data[at + 1], data[at + 2], data[at + 3]];
+    let b: [u8; 4] = data[at..at + 4].try_into().expect("four bytes");
     _mm_cvtsi32_si128(i32::from_le_bytes(b))
 }
 
@@ -89,14 +89,40 @@ fn idct4x4_add_sse2(c: &[i16; 16], data: &mut [u8], offset: usize, stride: usize
     let hi = _mm_unpackhi_epi16(p01, p23);
     let rows01 = _mm_unpacklo_epi16(lo, hi);
     let rows23 = _mm_unpackhi_epi16(lo, hi);
-    // Add to the prediction with saturation.
+    // Add to the prediction with saturation (one bounds check for the block's rows).
     let zero = _mm_setzero_si128();
-    let at = |r: usize| offset + r * stride;
+    let data = &mut data[offset..offset + 3 * stride + 4];
+    let at = |r: usize| r * stride;
     let pred01 = _mm_unpacklo_epi32(load4(data, at(0)), load4(data, at(1)));
     let pred23 = _mm_unpacklo_epi32(load4(data, at(2)), load4(data, at(3)));
     let s01 = _mm_adds_epi16(_mm_unpacklo_epi8(pred01, zero), rows01);
     let s23 = _mm_adds_epi16(_mm_unpacklo_epi8(pred23, zero), rows23);
     let px = _mm_packus_epi16(s01, s23);
+    store4(data, at(0), px);
+    store4(data, at(1), _mm_srli_si128::<4>(px));
+    store4(data, at(2), _mm_srli_si128::<8>(px));
+    store4(data, at(3), _mm_srli_si128::<12>(px));
+}
+
+/// Add `v` to the 4x4 block at `data[offset..]` with saturation, as
+/// [`super::add_constant_scalar`]: a saturating unsigned byte add of `v` (or subtract of
+/// `-v`), with `|v|` capped at 255, which saturates every pixel exactly as the clamp does.
+pub fn add_constant(v: i32, data: &mut [u8], offset: usize, stride: usize) {
+    // SAFETY: SSE2 is part of the x86_64 baseline, so the target feature is always present.
+    unsafe { add_constant_sse2(v, data, offset, stride) }
+}
+
+#[target_feature(enable = "sse2")]
+fn add_constant_sse2(v: i32, data: &mut [u8], offset: usize, stride: usize) {
+    let k = _mm_set1_epi8(v.unsigned_abs().min(255) as u8 as i8);
+    // One bounds check for the block; the row accesses below are then provably inside.
+    let data = &mut data[offset..offset + 3 * stride + 4];
+    let at = |r: usize| r * stride;
+    let px = _mm_unpacklo_epi64(
+        _mm_unpacklo_epi32(load4(data, at(0)), load4(data, at(1))),
+        _mm_unpacklo_epi32(load4(data, at(2)), load4(data, at(3))),
+    );
+    let px = if v >= 0 { _mm_adds_epu8(px, k) } else { _mm_subs_epu8(px, k) };
     store4(data, at(0), px);
     store4(data, at(1), _mm_srli_si128::<4>(px));
     store4(data, at(2), _mm_srli_si128::<8>(px));

@@ -57,6 +57,17 @@ class Decoder:
         self.frames_decoded += 1
         return Picture(*planes) if planes is not None else None
 
+    def decode_y4m(self, data: bytes, record: bool = True) -> tuple[int, int, bytes | None] | None:
+        """Decode one frame for writing it out: None when it is hidden, else its display
+        ``(width, height, record)``, where ``record`` is the frame's Y4M frame record
+        (``FRAME\\n`` and the I420 planes, made in Rust without numpy), or None if not asked for."""
+        try:
+            shown = self._dec.decode_y4m(data, record)
+        except DecodeError as exc:
+            raise DecodeError(f"frame {self.frames_decoded}: {exc}") from None
+        self.frames_decoded += 1
+        return shown
+
     def decode_all(self, frames: Iterable[bytes]) -> Iterator[Picture]:
         """Yield every shown picture; hidden frames (e.g. alt-ref) only update the state."""
         for data in frames:

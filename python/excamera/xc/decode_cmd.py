@@ -63,16 +63,16 @@ def _decode(args: argparse.Namespace, out: str | os.PathLike[str], name: str,
     writer: Y4MWriter | None = None
     shown = 0
 
-    def write(picture) -> None:
+    def write(width: int, height: int, record: bytes) -> None:
         nonlocal writer, shown
         if writer is None:
-            writer = Y4MWriter(out, picture.width, picture.height, fps)
-        elif (picture.width, picture.height) != (writer.header.width, writer.header.height):
+            writer = Y4MWriter(out, width, height, fps)
+        elif (width, height) != (writer.header.width, writer.header.height):
             raise ToolError(f"{args.input}: the frame size changes mid-stream "
                             f"({writer.header.width}x{writer.header.height} -> "
-                            f"{picture.width}x{picture.height}); Y4M cannot hold that")
+                            f"{width}x{height}); Y4M cannot hold that")
         try:
-            writer.write(picture)
+            writer.write_record(record)
         except OSError as exc:
             raise _WriteFailed(exc) from None
         shown += 1

@@ -21,12 +21,12 @@ payload is an error naming the frame, never a silently shorter stream.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 MAGIC = b"DKIF"
 FILE_HEADER = struct.Struct("<4sHH4sHHIIII")
@@ -43,15 +43,17 @@ class IvfError(ValueError):
     """The file is not a well-formed IVF; the message names the file and, if any, the frame."""
 
 
-@dataclass(frozen=True)
-class IvfHeader:
-    fourcc: str
-    width: int
-    height: int
-    rate: int
-    scale: int
-    frame_count: int  # as the header states it; see IvfReader.count_frames for the real one
-    unused: int = 0  # bytes 28..32; xc-enc: low 32 bits of the entry state's hash
+class IvfHeader(namedtuple("IvfHeader", "fourcc width height rate scale frame_count unused",
+                            defaults=(0,))):
+    """The file header: ``fourcc`` (str), ``width``, ``height``, ``rate`` and ``scale`` (the
+    timebase ``scale/rate``), ``frame_count`` as the header states it (see
+    :meth:`IvfReader.count_frames` for the real one), ``unused`` (bytes 28..32; xc-enc: low 32
+    bits of the entry state's hash).
+
+    A named tuple, not a dataclass: `excamera decode` reads IVF, and a dataclass costs its
+    start-up the import of ``inspect``."""
+
+    __slots__ = ()
 
     def encode(self) -> bytes:
         return FILE_HEADER.pack(
@@ -68,10 +70,10 @@ class IvfHeader:
         )
 
 
-@dataclass(frozen=True)
-class IvfFrame:
-    data: bytes
-    pts: int
+class IvfFrame(namedtuple("IvfFrame", "data pts")):
+    """One frame: its payload ``data`` (bytes) and presentation timestamp ``pts``."""
+
+    __slots__ = ()
 
 
 class IvfReader:
@@ -80,7 +82,7 @@ class IvfReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._f: BinaryIO = open(self.path, "rb")
+            self._f: io.BufferedReader = open(self.path, "rb")
         except OSError as exc:
             raise IvfError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         try:
@@ -199,7 +201,7 @@ class IvfWriter:
             raise IvfError(f"{path}: header field 'unused' {unused} does not fit 32 bits")
         self.header = IvfHeader(fourcc, width, height, rate, scale, 0, unused)
         self.frames_written = 0
-        self._f: BinaryIO = open(self.path, "wb")
+        self._f: io.BufferedWriter = open(self.path, "wb")
         self._f.write(self.header.encode())
 
     def write(self, data: bytes, pts: int | None = None) -> None:

@@ -12,36 +12,43 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
-
-import numpy as np
 
 from excamera.xc.ivf import IvfError, IvfReader
+
+# Only for annotations: numpy and typing cost `excamera decode` and xc-dump their start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    import numpy as np
 
 
 class ToolError(Exception):
     """A one-line failure for a tool to print before exiting non-zero."""
 
 
-def decode_ivf(path: Path, on_picture: Callable[[object], None] | None = None):
-    """Decode every frame of an IVF file; returns the final State. Errors name file and frame."""
-    from excamera.xc.codec import DecodeError, State, decode_frame
+def decode_ivf(path: Path, on_frame: Callable[[int, int, bytes], None] | None = None):
+    """Decode every frame of an IVF file; returns the final State. Errors name file and frame.
 
-    state = State()
+    ``on_frame(width, height, record)`` receives each shown frame as its Y4M frame record
+    (see :meth:`Decoder.decode_y4m`)."""
+    from excamera.xc.codec import DecodeError, Decoder
+
+    decoder = Decoder()
     index = -1
     try:
         with IvfReader(path) as reader:
             for index, frame in enumerate(reader):  # noqa: B007 (named in errors)
-                state, picture = decode_frame(state, frame.data)
-                if picture is not None and on_picture is not None:
-                    on_picture(picture)
+                shown = decoder.decode_y4m(frame.data, on_frame is not None)
+                if shown is not None and on_frame is not None:
+                    on_frame(*shown)
     except DecodeError as exc:
-        raise ToolError(f"{path}: frame {index}: {exc}") from None
+        raise ToolError(f"{path}: {exc}") from None
     except (IvfError, OSError) as exc:
         raise ToolError(str(exc)) from None
     if index < 0:
         raise ToolError(f"{path}: no frames")
-    return state
+    return decoder.state
 
 
 def load_state(path: Path):
@@ -104,10 +111,12 @@ def xc_dump_main(argv: list[str] | None = None, *, cwd: Path | None = None,
 
 def _planes(state, which: str) -> list[np.ndarray] | None:
     planes = state.reference(which)
-    return None if planes is None else [np.asarray(p) for p in planes]
+    return None if planes is None else list(planes)
 
 
 def _comp_states(args: argparse.Namespace, out: TextIO) -> int:
+    import numpy as np  # here, not at import: xc-dump and `excamera decode` share this module
+
     try:
         a_bytes, b_bytes = args.a.read_bytes(), args.b.read_bytes()
     except OSError as exc:

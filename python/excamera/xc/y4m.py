@@ -14,14 +14,18 @@ wrongly. Chroma planes are ``(w+1)//2 x (h+1)//2``, so odd sizes work.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-import numpy as np
+# numpy is imported where pictures are made, not here: `excamera decode` writes Y4M without it
+# and should not pay its import (tens of milliseconds) at start-up; nor typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"YUV4MPEG2"
 FRAME = b"FRAME"
@@ -53,15 +57,15 @@ def frame_bytes(width: int, height: int) -> int:
     return width * height + 2 * cw * ch
 
 
-@dataclass
 class Picture:
     """One 4:2:0 8-bit picture: ``y`` is (height, width), ``u`` and ``v`` are the chroma size."""
 
-    y: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
+    __slots__ = ("y", "u", "v")
 
-    def __post_init__(self) -> None:
+    def __init__(self, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+        import numpy as np
+
+        self.y, self.u, self.v = y, u, v
         for name in ("y", "u", "v"):
             plane = getattr(self, name)
             if not isinstance(plane, np.ndarray) or plane.dtype != np.uint8 or plane.ndim != 2:
@@ -73,6 +77,9 @@ class Picture:
                 f"for a {self.width}x{self.height} picture"
             )
 
+    def __repr__(self) -> str:
+        return f"Picture({self.width}x{self.height})"
+
     @property
     def width(self) -> int:
         return int(self.y.shape[1])
@@ -83,6 +90,8 @@ class Picture:
 
     @classmethod
     def blank(cls, width: int, height: int, luma: int = 0, chroma: int = 128) -> Picture:
+        import numpy as np
+
         cw, ch = chroma_size(width, height)
         return cls(
             np.full((height, width), luma, np.uint8),
@@ -93,6 +102,8 @@ class Picture:
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, width: int, height: int) -> Picture:
         """Split a packed I420 buffer into planes (views of ``data``, no copy)."""
+        import numpy as np
+
         cw, ch = chroma_size(width, height)
         if len(data) != frame_bytes(width, height):
             raise ValueError(
@@ -109,9 +120,13 @@ class Picture:
 
     def to_bytes(self) -> bytes:
         """The packed I420 layout: Y, then U, then V, rows without padding."""
+        import numpy as np
+
         return b"".join(np.ascontiguousarray(p).tobytes() for p in (self.y, self.u, self.v))
 
     def __eq__(self, other: object) -> bool:
+        import numpy as np
+
         if not isinstance(other, Picture):
             return NotImplemented
         return all(
@@ -120,17 +135,13 @@ class Picture:
         )
 
 
-@dataclass(frozen=True)
-class Y4MHeader:
-    """The stream header's tags. ``fps`` is (num, den), None when the file gives none."""
+class Y4MHeader(namedtuple("Y4MHeader", "width height fps interlace aspect colorspace extras",
+                            defaults=((24, 1), "p", (1, 1), "420jpeg", ()))):
+    """The stream header's tags: ``width``, ``height``, ``fps`` as (num, den) or None when the
+    file gives none, ``interlace``, ``aspect`` (num, den), ``colorspace`` and ``extras`` (the X
+    tags, kept but not interpreted). A named tuple, as :class:`excamera.xc.ivf.IvfHeader` is."""
 
-    width: int
-    height: int
-    fps: tuple[int, int] | None = (24, 1)
-    interlace: str = "p"
-    aspect: tuple[int, int] = (1, 1)
-    colorspace: str = "420jpeg"
-    extras: tuple[str, ...] = field(default=())  # X tags, kept but not interpreted
+    __slots__ = ()
 
     @property
     def frame_size(self) -> int:
@@ -206,7 +217,7 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
     return Y4MHeader(width, height, fps, interlace, aspect, colorspace, tuple(extras))
 
 
-def _read_line(f: BinaryIO, where: str, what: str, start: bytes = b"") -> bytes:
+def _read_line(f: io.BufferedReader, where: str, what: str, start: bytes = b"") -> bytes:
     """Read one '\\n'-terminated line (returned without it); b'' at a clean end of file.
 
     ``start``: the line's first bytes, already consumed; they count toward the length limit.
@@ -236,7 +247,7 @@ class Y4MReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._f: BinaryIO = open(self.path, "rb")
+            self._f: io.BufferedReader = open(self.path, "rb")
         except OSError as exc:
             raise Y4MError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         try:
@@ -370,7 +381,7 @@ class Y4MWriter:
             width, height, (int(fps[0]), int(fps[1])), interlace, aspect, colorspace
         )
         self.frames_written = 0
-        self._f: BinaryIO = open(self.path, "wb")
+        self._f: io.BufferedWriter = open(self.path, "wb")
         self._f.write(self.header.encode())
 
     def write(self, picture: Picture) -> None:
@@ -379,9 +390,23 @@ class Y4MWriter:
                 f"{self.path}: frame {self.frames_written} is {picture.width}x{picture.height}, "
                 f"the stream is {self.header.width}x{self.header.height}"
             )
+        import numpy as np
+
         self._f.write(FRAME + b"\n")
         for plane in (picture.y, picture.u, picture.v):
             self._f.write(np.ascontiguousarray(plane).data)
+        self.frames_written += 1
+
+    def write_record(self, record: bytes) -> None:
+        """Write a frame record made elsewhere: ``FRAME\\n`` and the I420 planes of a picture of
+        the stream's size, as :meth:`excamera.xc.codec.Decoder.decode_y4m` makes it."""
+        head = FRAME + b"\n"
+        if len(record) != len(head) + self.header.frame_size or not record.startswith(head):
+            raise Y4MError(
+                f"{self.path}: frame {self.frames_written}: a {len(record)}-byte record is not "
+                f"one {self.header.width}x{self.header.height} frame"
+            )
+        self._f.write(record)
         self.frames_written += 1
 
     def close(self) -> None:

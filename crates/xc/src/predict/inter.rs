@@ -140,19 +140,16 @@ pub fn predict_inter_mb(
                     filter,
                 );
             } else {
-                for b in quad {
-                    let mv = mvs[b];
+                // As libvpx does: two side-by-side subblocks with the same vector are one 8x4
+                // block (each output pixel depends only on its own footprint and vector).
+                for b in [first, first + 4] {
                     let (x, y) = (lx + (b % 4) * 4, ly + (b / 4) * 4);
-                    predict_block(
-                        &reference.y,
-                        &mut dst.y,
-                        x,
-                        y,
-                        4,
-                        2 * mv.row as i32,
-                        2 * mv.col as i32,
-                        filter,
-                    );
+                    let pair = mvs[b] == mvs[b + 1];
+                    for (k, w) in if pair { [(0, 8)].as_slice() } else { &[(0, 4), (1, 4)] } {
+                        let mv = mvs[b + k];
+                        let (r, c) = (2 * mv.row as i32, 2 * mv.col as i32);
+                        predict_rect(&reference.y, &mut dst.y, x + 4 * k, y, *w, 4, r, c, filter);
+                    }
                 }
             }
         }
@@ -225,7 +222,23 @@ pub fn predict_block(
     mv_col: i32,
     filter: InterFilter,
 ) {
-    debug_assert!(size <= MAX_BLOCK);
+    predict_rect(src, dst, x, y, size, size, mv_row, mv_col, filter);
+}
+
+/// [`predict_block`] for a `w` x `h` block.
+#[allow(clippy::too_many_arguments)]
+fn predict_rect(
+    src: &Plane,
+    dst: &mut Plane,
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    mv_row: i32,
+    mv_col: i32,
+    filter: InterFilter,
+) {
+    debug_assert!(w <= MAX_BLOCK && h <= MAX_BLOCK);
     let sx = x as isize + (mv_col >> 3) as isize;
     let sy = y as isize + (mv_row >> 3) as isize;
     let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
@@ -233,55 +246,66 @@ pub fn predict_block(
     let (b, a) = (BEFORE as isize, AFTER as isize);
     let inside = sx - b >= 0
         && sy - b >= 0
-        && sx + size as isize + a <= src.width as isize
-        && sy + size as isize + a <= src.height as isize;
+        && sx + w as isize + a <= src.width as isize
+        && sy + h as isize + a <= src.height as isize;
     if inside {
         let off = sy as usize * src.stride + sx as usize;
-        filter_block(
-            &src.data,
-            off,
-            src.stride,
-            &mut dst.data,
-            doff,
-            dst.stride,
-            size,
-            fx,
-            fy,
-            filter,
-        );
+        let (s, d) = (&src.data[..], &mut dst.data[..]);
+        filter_rect(s, off, src.stride, d, doff, dst.stride, w, h, fx, fy, filter);
     } else {
-        let foot = size + BEFORE + AFTER;
-        let mut buf = [0u8; MAX_FOOT * MAX_FOOT];
-        let x_first = sx - b;
-        let x_inside = x_first >= 0 && x_first + foot as isize <= src.width as isize;
-        for (r, row) in buf.chunks_exact_mut(foot).take(foot).enumerate() {
-            let yy = (sy - b + r as isize).clamp(0, src.height as isize - 1) as usize;
-            let line = &src.data[yy * src.stride..yy * src.stride + src.width];
-            if x_inside {
-                row.copy_from_slice(&line[x_first as usize..x_first as usize + foot]);
-            } else {
-                for (c, px) in row.iter_mut().enumerate() {
-                    let xx = (x_first + c as isize).clamp(0, src.width as isize - 1);
-                    *px = line[xx as usize];
-                }
-            }
-        }
+        // Constant sizes for the block sizes the decoder uses, so that the row copies of
+        // `clamped_footprint` compile to fixed moves instead of calls (this path runs for a
+        // quarter of the blocks of a 640x272 stream).
+        let buf = match (w, h) {
+            (16, 16) => clamped_footprint(src, sx, sy, 16, 16),
+            (8, 8) => clamped_footprint(src, sx, sy, 8, 8),
+            (8, 4) => clamped_footprint(src, sx, sy, 8, 4),
+            (4, 4) => clamped_footprint(src, sx, sy, 4, 4),
+            _ => clamped_footprint(src, sx, sy, w, h),
+        };
+        let foot = w + BEFORE + AFTER;
         let off = BEFORE * foot + BEFORE;
-        filter_block(&buf, off, foot, &mut dst.data, doff, dst.stride, size, fx, fy, filter);
+        filter_rect(&buf, off, foot, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
     }
 }
 
-/// Dispatch point for block interpolation: `size` x `size` output at `dst[doff..]` from the
-/// source whose block origin is `src[off..]`; the source must hold 2 pixels before and 3
-/// after the block in both directions.
-///
-/// On x86_64, 16- and 8-wide blocks go to the SSE2 kernels of `inter_sse2.rs` (SSE2 is
-/// baseline there): measured on a 1280x720 stream, interpolation went from 30% of the decode
-/// time with the auto-vectorized [`lanes`] kernels to about 12%, a 1.22x faster decode.
-/// 16x16 blocks use the AVX2 kernel of `inter_avx2.rs` when the CPU has AVX2 (chosen once,
-/// see `kernel16`): a further 3% faster decode on the same stream. 4x4 blocks and other
-/// architectures use [`lanes`]. [`scalar`] is the plain reference both
-/// are tested against.
+/// The filter footprint of the `w` x `h` block whose origin is (`sx`, `sy`) in `src`, with
+/// coordinates clamped to the plane, as rows of `w + 5` pixels.
+#[inline(always)]
+fn clamped_footprint(
+    src: &Plane,
+    sx: isize,
+    sy: isize,
+    w: usize,
+    h: usize,
+) -> [u8; MAX_FOOT * MAX_FOOT] {
+    let (b, foot) = (BEFORE as isize, w + BEFORE + AFTER);
+    let mut buf = [0u8; MAX_FOOT * MAX_FOOT];
+    let x_first = sx - b;
+    let x_inside = x_first >= 0 && x_first + foot as isize <= src.width as isize;
+    for (r, row) in buf.chunks_exact_mut(foot).take(h + BEFORE + AFTER).enumerate() {
+        let yy = (sy - b + r as isize).clamp(0, src.height as isize - 1) as usize;
+        let line = &src.data[yy * src.stride..yy * src.stride + src.width];
+        if x_inside {
+            row.copy_from_slice(&line[x_first as usize..x_first as usize + foot]);
+        } else {
+            // Clamped columns: the edge pixel repeated left of the plane, the row inside
+            // it, the edge pixel repeated right of it (per pixel, the clamps cost 2.7% of
+            // a 640x272 decode's instructions).
+            let width = src.width as isize;
+            let left = (-x_first).clamp(0, foot as isize) as usize;
+            let right = (x_first + foot as isize - width).clamp(0, foot as isize) as usize;
+            let mid = foot - left - right.min(foot - left);
+            let start = x_first.clamp(0, width - 1) as usize;
+            row[..left].fill(line[0]);
+            row[left..left + mid].copy_from_slice(&line[start..start + mid]);
+            row[left + mid..].fill(line[src.width - 1]);
+        }
+    }
+    buf
+}
+
+/// Block interpolation of a `size` x `size` block: [`filter_rect`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn filter_block(
@@ -296,18 +320,62 @@ pub fn filter_block(
     fy: usize,
     filter: InterFilter,
 ) {
+    filter_rect(src, off, stride, dst, doff, dstride, size, size, fx, fy, filter);
+}
+
+/// Dispatch point for block interpolation: `w` x `h` output at `dst[doff..]` from the
+/// source whose block origin is `src[off..]`; the source must hold 2 pixels before and 3
+/// after the block in both directions.
+///
+/// On x86_64, 16- and 8-wide blocks go to the SSE2 kernels of `inter_sse2.rs` (SSE2 is
+/// baseline there): measured on a 1280x720 stream, interpolation went from 30% of the decode
+/// time with the auto-vectorized [`lanes`] kernels to about 12%, a 1.22x faster decode.
+/// 16x16 blocks use the AVX2 kernel of `inter_avx2.rs` when the CPU has AVX2 (chosen once,
+/// see `kernel16`): a further 3% faster decode on the same stream. 8x4 blocks (pairs of
+/// split subblocks with one vector) use the SSE2 kernel too, and so do 4x4 blocks, as the left
+/// half of an 8x4 block where the source holds its footprint: 4.6% fewer instructions in a
+/// 640x272 decode (callgrind; the machine was too loaded to time it). The rest, and other
+/// architectures, use [`lanes`]. [`scalar`] is the plain reference both are tested
+/// against.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn filter_rect(
+    src: &[u8],
+    off: usize,
+    stride: usize,
+    dst: &mut [u8],
+    doff: usize,
+    dstride: usize,
+    w: usize,
+    h: usize,
+    fx: usize,
+    fy: usize,
+    filter: InterFilter,
+) {
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
-    match size {
+    match (w, h) {
         #[cfg(target_arch = "x86_64")]
-        16 => kernels().0(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (16, 16) => kernels().0(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(target_arch = "x86_64")]
-        8 => sse2::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (8, 8) => sse2::filter_block::<8, 8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        #[cfg(target_arch = "x86_64")]
+        (8, 4) => sse2::filter_block::<8, 4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
-        16 => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (16, 16) => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
-        8 => lanes::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
-        4 => lanes::filter_block::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
-        _ => scalar::filter_block(src, off, stride, dst, doff, dstride, size, hx, vy, fx, fy),
+        (8, 8) => lanes::filter_block::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        // A 4x4 block as the left half of an 8x4 one, when the source holds the wider
+        // footprint (the right half's pixels past a row's end are read but not kept).
+        #[cfg(target_arch = "x86_64")]
+        (4, 4) if off + 6 * stride + 11 <= src.len() => {
+            let mut tmp = [0u8; 8 * 4];
+            sse2::filter_block::<8, 4>(src, off, stride, &mut tmp, 0, 8, hx, vy, fx, fy);
+            for (r, row) in tmp.chunks_exact(8).enumerate() {
+                dst[doff + r * dstride..doff + r * dstride + 4].copy_from_slice(&row[..4]);
+            }
+        }
+        (4, 4) => lanes::filter_block::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        _ => scalar::filter_block(src, off, stride, dst, doff, dstride, w, h, hx, vy, fx, fy),
     }
 }
 
@@ -332,7 +400,7 @@ type PairKernel =
 #[cfg(target_arch = "x86_64")]
 fn kernels() -> (Kernel, PairKernel) {
     static KERNELS: std::sync::OnceLock<(Kernel, PairKernel)> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| avx2::kernels().unwrap_or((sse2::filter_block::<16>, pair_of_8)))
+    *KERNELS.get_or_init(|| avx2::kernels().unwrap_or((sse2::filter_block::<16, 16>, pair_of_8)))
 }
 
 /// [`filter_block_pair`] as two 8x8 blocks.
@@ -351,7 +419,7 @@ fn pair_of_8(
 ) {
     for (s, d) in src.into_iter().zip(dst) {
         #[cfg(target_arch = "x86_64")]
-        sse2::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        sse2::filter_block::<8, 8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
         #[cfg(not(target_arch = "x86_64"))]
         lanes::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
     }
@@ -517,7 +585,8 @@ pub mod scalar {
         dst: &mut [u8],
         doff: usize,
         dstride: usize,
-        size: usize,
+        w: usize,
+        h: usize,
         hx: &[i32; 6],
         vy: &[i32; 6],
         fx: usize,
@@ -525,20 +594,19 @@ pub mod scalar {
     ) {
         match (fx, fy) {
             (0, 0) => {
-                for r in 0..size {
+                for r in 0..h {
                     let s = off + r * stride;
-                    dst[doff + r * dstride..doff + r * dstride + size]
-                        .copy_from_slice(&src[s..s + size]);
+                    dst[doff + r * dstride..doff + r * dstride + w].copy_from_slice(&src[s..s + w]);
                 }
             }
-            (_, 0) => pass(src, off, stride, 1, dst, doff, dstride, size, size, hx),
-            (0, _) => pass(src, off, stride, stride, dst, doff, dstride, size, size, vy),
+            (_, 0) => pass(src, off, stride, 1, dst, doff, dstride, h, w, hx),
+            (0, _) => pass(src, off, stride, stride, dst, doff, dstride, h, w, vy),
             _ => {
                 const T: usize = super::MAX_BLOCK;
                 let mut tmp = [0u8; super::MAX_FOOT * T];
-                // Rows -2 ..= size + 2 of the horizontally filtered block.
-                pass(src, off - 2 * stride, stride, 1, &mut tmp, 0, T, size + 5, size, hx);
-                pass(&tmp, 2 * T, T, T, dst, doff, dstride, size, size, vy);
+                // Rows -2 ..= h + 2 of the horizontally filtered block.
+                pass(src, off - 2 * stride, stride, 1, &mut tmp, 0, T, h + 5, w, hx);
+                pass(&tmp, 2 * T, T, T, dst, doff, dstride, h, w, vy);
             }
         }
     }
@@ -763,7 +831,7 @@ mod tests {
                 let mut want = vec![0u8; 16 * 16];
                 filter_block(&src, off, w, &mut got, 0, 16, size, fx, fy, filter);
                 let (hx, vy) = (filter.taps(fx), filter.taps(fy));
-                scalar::filter_block(&src, off, w, &mut want, 0, 16, size, hx, vy, fx, fy);
+                scalar::filter_block(&src, off, w, &mut want, 0, 16, size, size, hx, vy, fx, fy);
                 assert_eq!(got, want, "round {round} size {size} frac ({fx},{fy})");
                 // The portable kernels (the dispatch target on other architectures).
                 let mut lanes_out = vec![0u8; 16 * 16];
@@ -778,8 +846,8 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 {
                     let mut kernels: Vec<(&str, Kernel)> = match size {
-                        16 => vec![("sse2", sse2::filter_block::<16>)],
-                        8 => vec![("sse2", sse2::filter_block::<8>)],
+                        16 => vec![("sse2", sse2::filter_block::<16, 16>)],
+                        8 => vec![("sse2", sse2::filter_block::<8, 8>)],
                         _ => vec![],
                     };
                     if let (16, Some((k, _))) = (size, avx2::kernels()) {
@@ -790,7 +858,9 @@ mod tests {
                         // reversed, so its data differs).
                         let src2: Vec<u8> = src.iter().rev().copied().collect();
                         let mut want2 = vec![0u8; 16 * 16];
-                        scalar::filter_block(&src2, off, w, &mut want2, 0, 16, 8, hx, vy, fx, fy);
+                        scalar::filter_block(
+                            &src2, off, w, &mut want2, 0, 16, 8, 8, hx, vy, fx, fy,
+                        );
                         let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of_8)];
                         if let Some((_, k)) = avx2::kernels() {
                             pairs.push(("avx2 pair", k));
@@ -807,6 +877,43 @@ mod tests {
                         assert_eq!(out, want, "{name}: round {round} size {size} ({fx},{fy})");
                     }
                 }
+            }
+        }
+    }
+
+    /// The 8x4 and 4x4 blocks of split macroblocks: the dispatch (SSE2 on x86_64, 4x4 as the
+    /// half of an 8x4 block where the source allows) against the scalar reference, on random
+    /// and extreme pixels, with both filters and every fraction.
+    #[test]
+    fn rect_8x4_and_4x4_match_scalar() {
+        let mut rng = Rng(0x8a4);
+        let (w, h) = (40, 40);
+        for round in 0..400 {
+            let src: Vec<u8> = (0..w * h)
+                .map(|_| match (round % 3, rng.below(256) as u8) {
+                    (0, v) => (v & 1) * 255,
+                    (_, v) => v,
+                })
+                .collect();
+            let filter = if round % 2 == 0 { InterFilter::SixTap } else { InterFilter::Bilinear };
+            for bw in [8, 4] {
+                let (fx, fy) = (rng.below(8) as usize, rng.below(8) as usize);
+                // Anywhere the block's own footprint fits: for 4x4 blocks also at the end of
+                // the source, where the 8x4 footprint does not.
+                let row = 2 + rng.below(h as u64 - 8) as usize;
+                let col = 2 + rng.below((w - bw - 4) as u64) as usize;
+                let off = row * w + col;
+                let (mut got, mut want) = (vec![7u8; 16 * 16], vec![7u8; 16 * 16]);
+                filter_rect(&src, off, w, &mut got, 3, 16, bw, 4, fx, fy, filter);
+                let (hx, vy) = (filter.taps(fx), filter.taps(fy));
+                scalar::filter_block(&src, off, w, &mut want, 3, 16, bw, 4, hx, vy, fx, fy);
+                assert_eq!(got, want, "round {round} {bw}x4 at {off} frac ({fx},{fy})");
+                // The last position of the source, too.
+                let end = (h - 7) * w + w - bw - 3;
+                let (mut got, mut want) = (vec![7u8; 16 * 16], vec![7u8; 16 * 16]);
+                filter_rect(&src, end, w, &mut got, 3, 16, bw, 4, fx, fy, filter);
+                scalar::filter_block(&src, end, w, &mut want, 3, 16, bw, 4, hx, vy, fx, fy);
+                assert_eq!(got, want, "round {round} {bw}x4 at the end, frac ({fx},{fy})");
             }
         }
     }

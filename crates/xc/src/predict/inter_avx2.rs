@@ -3,7 +3,7 @@
 //!
 //! The arithmetic is that of the SSE2 kernels (see `inter_sse2.rs`: wrapping 16-bit sums
 //! biased by 8096, then a saturating subtraction, `>> 7` and a clamp to 255). Horizontally
-//! filtered rows stay in 16-bit form in a window of six registers for the vertical pass.
+//! filtered rows stay in 16-bit form, each computed once, for the vertical pass.
 //! Selected once at run time when the CPU has AVX2 (see [`kernel`]).
 
 // Index loops over constant tap ranges unroll fully.
@@ -35,7 +35,7 @@ fn filter_block16(
     fx: usize,
     fy: usize,
 ) {
-    let fp = Footprint::new(src, off, stride, 16);
+    let fp = Footprint::new(src, off, stride, 16, 16);
     let out = Out::One(Block::new(dst, doff, dstride));
     // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
@@ -58,7 +58,7 @@ fn filter_pair8(
 ) {
     let [su, sv] = src;
     let [du, dv] = dst;
-    let (fu, fv) = (Footprint::new(su, off, stride, 8), Footprint::new(sv, off, stride, 8));
+    let (fu, fv) = (Footprint::new(su, off, stride, 8, 8), Footprint::new(sv, off, stride, 8, 8));
     let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
     // SAFETY: as in `filter_block16`.
     unsafe { filter_avx2::<true>(&fu, &fv, out, hx, vy, fx, fy) }
@@ -168,17 +168,19 @@ fn interpolate<
         }
         return;
     }
-    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
-    let mut win = [_mm256_setzero_si256(); 6];
-    for i in VA..VB - 1 {
-        win[i] = source_row::<PAIR, H, HA, HB>(fa, fb, i, kh);
-    }
-    for y in 0..rows {
-        win[VB - 1] = source_row::<PAIR, H, HA, HB>(fa, fb, y + VB - 1, kh);
-        store_row(out, y, combine::<VA, VB>(&win, kv));
-        for i in VA..VB - 1 {
-            win[i] = win[i + 1];
+    // Every source row the taps in use reach, once (footprint row r is source row r - 2),
+    // then each output row from six of them by constant index: a sliding window of registers
+    // made the compiler move all six through the stack for every row.
+    let src: [__m256i; 21] = std::array::from_fn(|r| {
+        if (VA..rows + VB - 1).contains(&r) {
+            source_row::<PAIR, H, HA, HB>(fa, fb, r, kh)
+        } else {
+            _mm256_setzero_si256() // never read
         }
+    });
+    for y in 0..rows {
+        let win: [__m256i; 6] = std::array::from_fn(|i| src[y + i]);
+        store_row(out, y, combine::<VA, VB>(&win, kv));
     }
 }
 

@@ -30,13 +30,13 @@ pub(super) struct Footprint<'a> {
 }
 
 impl<'a> Footprint<'a> {
-    /// The `size + 5` square footprint of the block whose origin is `src[off]`.
+    /// The `(w + 5) x (h + 5)` footprint of the `w` x `h` block whose origin is `src[off]`.
     ///
     /// # Panics
     /// If the footprint is not inside `src`.
     #[inline(always)]
-    pub(super) fn new(src: &'a [u8], off: usize, stride: usize, size: usize) -> Self {
-        let (rows, cols) = (size + 5, size + 5);
+    pub(super) fn new(src: &'a [u8], off: usize, stride: usize, w: usize, h: usize) -> Self {
+        let (rows, cols) = (h + 5, w + 5);
         let start = off - 2 * stride - 2;
         let s = &src[start..start + (rows - 1) * stride + cols];
         Footprint { ptr: s.as_ptr(), stride, rows, cols, _data: std::marker::PhantomData }
@@ -103,14 +103,14 @@ fn source_row<const W: usize, const H: bool, const A: usize, const B: usize>(
     }
 }
 
-/// Interpolate a `W` x `W` block: horizontal taps `HA..HB` when `H`, vertical taps `VA..VB`
-/// when `V`. Vertical filtering keeps the six source rows of an output row in a window of
-/// registers, so the horizontally filtered rows never go through memory.
+/// Interpolate a `W` x `R` block: horizontal taps `HA..HB` when `H`, vertical taps `VA..VB`
+/// when `V`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "sse2")]
 fn interpolate<
     const W: usize,
+    const R: usize,
     const H: bool,
     const HA: usize,
     const HB: usize,
@@ -119,27 +119,28 @@ fn interpolate<
     const VB: usize,
 >(
     fp: &Footprint,
-    out: &mut Block<W, W>,
+    out: &mut Block<R, W>,
     kh: &[__m128i; 6],
     kv: &[__m128i; 6],
 ) {
     if !V {
-        for y in 0..W {
+        for y in 0..R {
             out.store(y, source_row::<W, H, HA, HB>(fp, y + 2, kh));
         }
         return;
     }
-    // win[i] holds source row y - 2 + i (footprint row y + i) for the taps in use.
-    let mut win = [_mm_setzero_si128(); 6];
-    for i in VA..VB - 1 {
-        win[i] = source_row::<W, H, HA, HB>(fp, i, kh);
-    }
-    for y in 0..W {
-        win[VB - 1] = source_row::<W, H, HA, HB>(fp, y + VB - 1, kh);
-        out.store(y, combine::<W, VA, VB>(&win, kv));
-        for i in VA..VB - 1 {
-            win[i] = win[i + 1];
+    // Every source row the taps in use reach, once, then each output row from six of them by
+    // constant index (see the AVX2 kernel: a sliding window went through the stack).
+    let src: [__m128i; 21] = std::array::from_fn(|r| {
+        if (VA..R + VB - 1).contains(&r) {
+            source_row::<W, H, HA, HB>(fp, r, kh)
+        } else {
+            _mm_setzero_si128() // never read
         }
+    });
+    for y in 0..R {
+        let win: [__m128i; 6] = std::array::from_fn(|i| src[y + i]);
+        out.store(y, combine::<W, VA, VB>(&win, kv));
     }
 }
 
@@ -165,25 +166,31 @@ pub(super) fn shape(t: &[i32; 6]) -> Shape {
 /// Select the vertical shape for a given horizontal one.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn with_vertical<const W: usize, const H: bool, const HA: usize, const HB: usize>(
+fn with_vertical<
+    const W: usize,
+    const R: usize,
+    const H: bool,
+    const HA: usize,
+    const HB: usize,
+>(
     fp: &Footprint,
-    out: &mut Block<W, W>,
+    out: &mut Block<R, W>,
     kh: &[__m128i; 6],
     kv: &[__m128i; 6],
     v: Option<Shape>,
 ) {
     match v {
-        None => interpolate::<W, H, HA, HB, false, 2, 3>(fp, out, kh, kv),
-        Some(Shape::Six) => interpolate::<W, H, HA, HB, true, 0, 6>(fp, out, kh, kv),
-        Some(Shape::Four) => interpolate::<W, H, HA, HB, true, 1, 5>(fp, out, kh, kv),
-        Some(Shape::Two) => interpolate::<W, H, HA, HB, true, 2, 4>(fp, out, kh, kv),
+        None => interpolate::<W, R, H, HA, HB, false, 2, 3>(fp, out, kh, kv),
+        Some(Shape::Six) => interpolate::<W, R, H, HA, HB, true, 0, 6>(fp, out, kh, kv),
+        Some(Shape::Four) => interpolate::<W, R, H, HA, HB, true, 1, 5>(fp, out, kh, kv),
+        Some(Shape::Two) => interpolate::<W, R, H, HA, HB, true, 2, 4>(fp, out, kh, kv),
     }
 }
 
-/// Same contract as [`super::scalar::filter_block`] for `W` x `W` blocks, `W` 8 or 16.
+/// Same contract as [`super::scalar::filter_block`] for `W` x `R` blocks, `W` 8 or 16.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn filter_block<const W: usize>(
+pub fn filter_block<const W: usize, const R: usize>(
     src: &[u8],
     off: usize,
     stride: usize,
@@ -197,13 +204,13 @@ pub fn filter_block<const W: usize>(
 ) {
     debug_assert!(W == 8 || W == 16);
     // SAFETY: SSE2 is part of the x86_64 baseline, so the target feature is always present.
-    unsafe { filter_block_sse2::<W>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy) }
+    unsafe { filter_block_sse2::<W, R>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy) }
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_block_sse2<const W: usize>(
+fn filter_block_sse2<const W: usize, const R: usize>(
     src: &[u8],
     off: usize,
     stride: usize,
@@ -215,16 +222,16 @@ fn filter_block_sse2<const W: usize>(
     fx: usize,
     fy: usize,
 ) {
-    let fp = Footprint::new(src, off, stride, W);
-    let mut out = Block::<W, W>::new(dst, doff, dstride);
+    let fp = Footprint::new(src, off, stride, W, R);
+    let mut out = Block::<R, W>::new(dst, doff, dstride);
     let kh = hx.map(|k| _mm_set1_epi16(k as i16));
     let kv = vy.map(|k| _mm_set1_epi16(k as i16));
     let v = (fy != 0).then(|| shape(vy));
     let (fp, o) = (&fp, &mut out);
     match (fx != 0).then(|| shape(hx)) {
-        None => with_vertical::<W, false, 2, 3>(fp, o, &kh, &kv, v),
-        Some(Shape::Six) => with_vertical::<W, true, 0, 6>(fp, o, &kh, &kv, v),
-        Some(Shape::Four) => with_vertical::<W, true, 1, 5>(fp, o, &kh, &kv, v),
-        Some(Shape::Two) => with_vertical::<W, true, 2, 4>(fp, o, &kh, &kv, v),
+        None => with_vertical::<W, R, false, 2, 3>(fp, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<W, R, true, 0, 6>(fp, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<W, R, true, 1, 5>(fp, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<W, R, true, 2, 4>(fp, o, &kh, &kv, v),
     }
 }

@@ -1,0 +1,79 @@
+"""The ``excamera`` command's table and what its start-up imports.
+
+``excamera --help`` lists every subcommand from the table in ``excamera.cli`` without importing
+their modules, and a command line imports only the module it names. These tests hold the
+table's help lines equal to what each module registers, and check, in fresh interpreters, which
+modules the quick commands load: start-up time is mostly imports (numpy, cryptography, asyncio
+and importlib.metadata cost tens of milliseconds each), and the sets of modules, unlike
+timings, do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _shared_paths import vectors_dir
+from excamera.cli import ALL, SUBCOMMANDS, build_parser
+
+PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
+HEAVY = ["numpy", "cryptography", "asyncio", "importlib.metadata", "excamera.mu",
+         "excamera.pipelines", "excamera.metrics", "dataclasses", "typing"]
+
+
+def loaded_by(code: str, argv: list[str]) -> set[str]:
+    """Modules loaded by ``code`` (which sets ``rc``) in a fresh interpreter given ``argv``."""
+    code += "\nprint(json.dumps([rc, sorted(sys.modules)]), file=sys.stderr)\n"
+    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
+    done = subprocess.run([sys.executable, "-c", f"import json, sys\n{code}", *argv],
+                          capture_output=True, text=True, env=env, timeout=120)
+    rc, modules = json.loads(done.stderr.strip().splitlines()[-1])
+    assert rc == 0, done.stderr
+    return set(modules)
+
+
+def loaded_after(argv: list[str]) -> set[str]:
+    """Modules loaded by running ``excamera ARGV`` (exit code 0)."""
+    return loaded_by("from excamera.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+                     "except SystemExit as e:\n    rc = e.code", argv)
+
+
+def registered_help(name: str) -> str:
+    parser = build_parser(ALL)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return next(c.help for c in sub._choices_actions if c.dest == name)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_table_help_is_what_the_module_registers(name: str) -> None:
+    assert SUBCOMMANDS[name][1] == registered_help(name)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_a_command_builds_only_its_own_parser(name: str) -> None:
+    """Running it loads no other subcommand's module than its own module imports itself."""
+    module = SUBCOMMANDS[name][0]
+    loaded = loaded_after([name, "--help"])
+    assert module in loaded
+    own = loaded_by(f"import {module}\nrc = 0", [])
+    assert not (loaded - own) & {m for m, _ in SUBCOMMANDS.values()}
+
+
+def test_help_imports_no_subcommand_and_nothing_heavy() -> None:
+    loaded = loaded_after(["--help"])
+    assert not loaded & {m for m, _ in SUBCOMMANDS.values()}
+    assert not [m for m in loaded if m.startswith(tuple(HEAVY))]
+
+
+def test_decode_imports_nothing_heavy(tmp_path: Path) -> None:
+    vector = vectors_dir() / "vp80-00-comprehensive-001.ivf"
+    loaded = loaded_after(["decode", str(vector), "-o", str(tmp_path / "out.y4m")])
+    assert "excamera._xc" in loaded  # it did decode
+    assert (tmp_path / "out.y4m").stat().st_size > 0
+    assert not [m for m in loaded if m.startswith(tuple(HEAVY))]
