@@ -55,6 +55,11 @@ def build_wheel(repo: Path, out_dir: Path) -> Path:
     cargo sees the same PyO3 configuration. zig comes from the ``ziglang`` package (``python-zig``
     beside the interpreter), named to maturin through ``CARGO_ZIGBUILD_ZIG_PATH``: maturin's own
     search runs ``python3 -m ziglang`` from PATH, which need not be this interpreter.
+
+    The linker wrappers maturin writes, and zig's own cache, live under the checkout's
+    ``target/`` rather than the caller's ``XDG_CACHE_HOME``: cargo rebuilds every crate when
+    the linker's path changes (1m44 here), so a caller with another cache directory (a test
+    that isolates its own) must not move them.
     """
     maturin = _tool("maturin")
     zig = _tool("python-zig")
@@ -63,7 +68,9 @@ def build_wheel(repo: Path, out_dir: Path) -> Path:
                            "'maturin[zig]>=1.7,<2' (make setup installs both)")
     argv = [maturin, "build", "--release", "-q", "-i", sys.executable, "--zig",
             "--compatibility", POLICY, "--auditwheel", "check", "-o", str(out_dir)]
-    env = {**os.environ, "CARGO_ZIGBUILD_ZIG_PATH": zig}
+    cache = repo / "target" / "zig-cache"
+    env = {**os.environ, "CARGO_ZIGBUILD_ZIG_PATH": zig, "XDG_CACHE_HOME": str(cache),
+           "ZIG_GLOBAL_CACHE_DIR": str(cache / "zig")}
     try:
         proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)
     except OSError as exc:
