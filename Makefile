@@ -5,22 +5,23 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DEMO_DIR ?= demo-out
 
-.PHONY: setup demo test test-rust test-python lint bench clean lambda-zip
+.PHONY: setup demo test test-rust test-python lint bench clean lambda-zip wheel
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q 'maturin>=1.7,<2'
-	$(VENV)/bin/maturin develop --release -q -E dev,ray
+	$(VENV)/bin/maturin develop --release -q -E dev
 	touch $@
 
-# setup: the venv with every dependency, plus a release build of the Rust extension
+# setup: the venv with every dependency (the dev extra: every other extra and the test and lint
+# tools), plus a release build of the Rust extension
 # (cargo makes the rebuild incremental, so this is cheap when nothing changed).
 setup: $(VENV)/.deps
 	$(VENV)/bin/maturin develop --release -q --skip-install 2>/dev/null || $(VENV)/bin/maturin develop --release -q
 
 demo: setup
-	$(PY) -m excamera.demo $(DEMO_DIR)
+	$(PY) -m excamera demo $(DEMO_DIR)
 
 test: setup test-rust test-python
 
@@ -52,6 +53,11 @@ bench: setup
 # worker's dependencies are cached under ~/.cache/excamera, so only the first build is slow.
 lambda-zip: setup
 	$(VENV)/bin/excamera lambda build -o dist/excamera-lambda.zip
+
+# wheel: dist/excamera-*.whl, abi3 (CPython 3.11+), manylinux_2_17 x86_64, by excamera.wheel
+# (maturin with zig, and maturin's manylinux check); it replaces any excamera wheel in dist/.
+wheel: setup
+	$(PY) -m excamera.wheel -o dist
 
 clean:
 	rm -rf $(VENV) target $(DEMO_DIR) dist

@@ -24,11 +24,11 @@ import pytest
 
 from _shared_paths import REPO, shared_dir
 from conftest import free_port
-from excamera.awslambda.build import build_wheel, source_checkout
 from excamera.mu.backends import BackendError, backends, make_backend
 from excamera.mu.backends.ray import RayBackend, shipped_code, unreachable_nodes
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.jobopts import add_job_options
+from excamera.wheel import build_wheel, source_checkout
 
 CLUSTER_TESTS = REPO / "tests" / "ray_cluster"
 #: How many tests ray_cluster/ holds: the driver checks that every one of them ran and passed.
@@ -125,7 +125,7 @@ def test_without_ray_one_line_says_what_to_install(tmp_path: Path) -> None:
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "the ray backend needs Ray, which is not installed: pip install 'excamera[ray]'" \
+    assert "the ray backend needs ray, which is not installed: pip install 'excamera[ray]'" \
         in lines[0]
     assert not (tmp_path / "o.ivf").exists()
 

@@ -292,6 +292,23 @@ def killing_machine(victim: int, in_state: str):
     return machine
 
 
+def test_worker_without_vpxenc_names_its_package_and_xc(tmp_path: Path, monkeypatch) -> None:
+    # A worker elsewhere (a Ray node, say) may lack the vpxenc the coordinator has; a local
+    # worker whose PATH lacks it stands in for one. (The command line refuses a local job
+    # without vpxenc before launching: tests/test_wheel.py.)
+    store = tmp_path / "store"
+    make_chunks(store, "carphone", 1)
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "vpxenc").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    params = XcencParams("carphone", 1, plan=PassPlan.parse("1"))
+    with pytest.raises(JobFailed) as info:
+        run_job(store, tmp_path / "tmp", params)
+    msg = str(info.value)
+    assert "worker 0 (attempt 0) failed in state 'setup'" in msg
+    assert ("libvpx's vpxenc is not installed on the worker: install it (Debian and Ubuntu: "
+            "apt-get install vpx-tools), or encode pass 0 with xc instead (--pass0 xc)") in msg
+
+
 def test_killed_worker_fails_job_clearly(tmp_path: Path) -> None:
     store = tmp_path / "store"
     make_chunks(store, "carphone", 4)

@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "timeline": ("excamera.mu.timeline_cmd", "plot a job's -O state-transitions file"),
     "decode": ("excamera.xc.decode_cmd", "decode a VP8 IVF file to Y4M"),
     "lambda": ("excamera.awslambda.cmd", "build (and deploy) the AWS Lambda function for workers"),
+    "demo": ("excamera.demo", "encode the bundled 30-frame sample with five local workers"),
 }
 
 ALL = object()

@@ -2,8 +2,8 @@
 
 The zip holds, at its root (Lambda's task root):
 
-- ``excamera/`` with the Rust extension, unpacked from a manylinux wheel (maturin builds it
-  with its manylinux_2_34 compliance check, or ``--wheel`` supplies one);
+- ``excamera/`` with the Rust extension, unpacked from the project's manylinux wheel
+  (``excamera.wheel`` builds it, or ``--wheel`` supplies one);
 - the worker's Python dependencies, pip-installed for cp312 / manylinux2014_x86_64 from the
   pinned, hashed ``requirements.txt`` beside this file;
 - ``bin/vpxenc``, static, from ``packaging/vpxenc/build.sh`` (or ``--vpxenc``);
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from excamera.errors import CommandError
 
+from ..wheel import build_wheel, source_checkout
 from . import elf
 from .deploy import CODE_FILE, DIRECT_UPLOAD_LIMIT, HANDLER, RUNTIME
 
@@ -45,7 +46,6 @@ REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 ARCHITECTURE = "x86_64"
 PYTHON_VERSION = "3.12"
 PIP_PLATFORM = "manylinux2014_x86_64"
-WHEEL_POLICY = "manylinux_2_34"  # Amazon Linux 2023's glibc
 
 # Lambda's quotas as its API states them (GetAccountSettings: AccountLimit.CodeSizeZipped and
 # CodeSizeUnzipped): a direct upload of at most 50 MiB, at most 250 MiB unpacked.
@@ -83,15 +83,6 @@ def cache_root() -> Path:
     return Path(base) / "excamera"
 
 
-def source_checkout() -> Path | None:
-    """The repository this package runs from, if it is a checkout (the build needs one to
-    make the extension wheel and vpxenc)."""
-    root = Path(__file__).resolve().parents[3]
-    if (root / "Cargo.toml").is_file() and (root / "packaging" / "vpxenc" / "build.sh").is_file():
-        return root
-    return None
-
-
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
     try:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
@@ -116,29 +107,12 @@ def _locked(path: Path) -> Iterator[None]:
 # --- the inputs -------------------------------------------------------------------------------
 
 
-def build_wheel(repo: Path, out_dir: Path) -> Path:
-    """``maturin build --release`` with its manylinux compliance check at Lambda's policy.
-
-    ``-i`` names the running interpreter, the one ``make setup``'s ``maturin develop`` used,
-    so cargo sees the same configuration and reuses the target directory instead of
-    rebuilding the PyO3 crates.
-    """
-    maturin = shutil.which("maturin", path=f"{Path(sys.executable).parent}{os.pathsep}"
-                           f"{os.environ.get('PATH', '')}")
-    if maturin is None:
-        raise CommandError("building the extension needs maturin (pip install 'maturin>=1.7,<2')"
-                           " or give --wheel")
-    _run([maturin, "build", "--release", "-q", "-i", sys.executable, "--compatibility",
-          WHEEL_POLICY, "--auditwheel", "check", "-o", str(out_dir)], "maturin build", repo)
-    wheels = sorted(out_dir.glob("excamera-*.whl"))
-    if len(wheels) != 1:
-        raise CommandError(f"maturin build left {len(wheels)} wheels in {out_dir}, expected one")
-    return wheels[0]
-
-
 def build_vpxenc(repo: Path) -> Path:
     """The static vpxenc from the recipe (built once per Debian version and recipe, cached)."""
-    out = _run(["sh", str(repo / "packaging" / "vpxenc" / "build.sh")], "the vpxenc recipe")
+    recipe = repo / "packaging" / "vpxenc" / "build.sh"
+    if not recipe.is_file():
+        raise CommandError(f"{recipe}: the vpxenc recipe is missing (or give --vpxenc)")
+    out = _run(["sh", str(recipe)], "the vpxenc recipe")
     lines = out.strip().splitlines()
     if not lines or not Path(lines[-1]).is_file():
         raise CommandError("the vpxenc recipe printed no binary path")
@@ -353,7 +327,7 @@ def build(
         raise CommandError("not running from a source checkout: give --wheel and --vpxenc")
     with tempfile.TemporaryDirectory(prefix="excamera-lambda-") as tmp:
         if wheel is None:
-            log("building the extension wheel (maturin build --release)")
+            log("building the extension wheel (excamera.wheel: maturin build --release)")
             wheel = build_wheel(repo, Path(tmp))  # type: ignore[arg-type]
         if vpxenc is None:
             log("building or reusing the static vpxenc (packaging/vpxenc/build.sh)")

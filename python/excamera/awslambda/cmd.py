@@ -83,8 +83,10 @@ def add_deploy(actions: argparse._SubParsersAction) -> None:
 def run_deploy(args: argparse.Namespace) -> int:
     import os
 
+    from .. import needs
     from .deploy import DeployError, DeployOptions, deploy
 
+    needs.module("boto3", "lambda", "excamera lambda deploy")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     regions = [r.strip() for r in (args.regions or region).split(",") if r.strip()]
     opts = DeployOptions(args.zip, args.role, regions, memory_mb=args.memory,

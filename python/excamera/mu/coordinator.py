@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import identity
+from .. import identity, needs
 from . import tls
 from .backends.base import Backend, BackendError, Cost, WorkerProcess
 from .errors import CommandFailed, JobFailed, MuError, WorkerFailure, WorkerLost
@@ -172,6 +172,9 @@ class Coordinator:
                 f"local storage {storage_url!r}: use s3://bucket[/prefix]"
                 + (" (or vouch that every node shares the path with --shared-storage)"
                    if backend.name == "ray" else ""))
+        if storage_url.startswith("s3://") and not backend.remote:
+            # Local workers run this machine's Python: without boto3 each would fail alike.
+            needs.module("boto3", "s3", "s3:// storage")
         self.job_id = f"{job_name}-{secrets.token_hex(4)}"
         tls._check_job(self.job_id)
         self.n_workers = n_workers

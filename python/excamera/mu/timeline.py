@@ -61,7 +61,9 @@ def phase_of(state: str) -> str:
 def plot_timeline(transitions: list[Transition], out_path: Path | None = None,
                   title: str = "") -> object:
     """Draw the timeline; saves a PNG if ``out_path`` is given; returns the matplotlib Figure."""
-    import matplotlib
+    from .. import needs
+
+    matplotlib = needs.module("matplotlib", "plot", "the timeline plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -16,10 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .. import needs
     from ..atomicfile import atomic_output
     from ..errors import CommandError
     from .timeline import load_transitions, plot_timeline
 
+    needs.module("matplotlib", "plot", "the timeline plot")  # before reading the input
     # The plot is always a PNG. A name with another suffix (or none) would get a PNG under a
     # misleading name, or, left to matplotlib, a different format or an added ".png".
     if args.out.suffix.lower() != ".png":

@@ -43,7 +43,7 @@ from .media import (
     write_ivf,
     write_webm,
 )
-from .xcenc.machine import clean_handoff
+from .xcenc.machine import clean_handoff, require_pass0_encoder
 from .xcenc_cmd import add_xcenc_options, make_coordinator, make_params
 
 FULL_PASSES = "7"
@@ -138,6 +138,7 @@ def main(args: argparse.Namespace) -> int:
     # Every number is checked before the input is split, not after.
     check_int("--quality", args.y_ac_qi, minimum=0, maximum=63 if args.pass0 == "vpxenc" else 127)
     check_job_options(args)
+    require_pass0_encoder(args.pass0, args.backend, vars(args))
     out_dir = args.output.resolve().parent
     if not out_dir.is_dir():
         raise CommandError(f"{args.output}: directory {out_dir} does not exist")

@@ -13,7 +13,7 @@ from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import Coordinator, JobResult
 from ..mu.jobopts import add_job_options, coordinator_kwargs, job_backend, run_job
-from .xcenc.machine import clean_handoff, job_params, xcenc_machine
+from .xcenc.machine import clean_handoff, job_params, require_pass0_encoder, xcenc_machine
 from .xcenc.ops import OPERATION_MODULE
 from .xcenc.plan import PassPlan, PlanError, XcencParams
 
@@ -114,6 +114,7 @@ def make_coordinator(args: argparse.Namespace, params: XcencParams, storage: str
 
 def main(args: argparse.Namespace) -> int:
     params = make_params(args)
+    require_pass0_encoder(args.pass0, args.backend, vars(args))
 
     def report(result: JobResult) -> None:
         outs = [result.outputs[k] for k in sorted(result.outputs)]

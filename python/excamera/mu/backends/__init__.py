@@ -19,7 +19,7 @@ from .local import LocalBackend
 
 __all__ = [
     "Backend", "BackendError", "Cost", "InProcessBackend", "LocalBackend", "WorkerProcess",
-    "add_backend_options", "backend_class", "backends", "make_backend",
+    "add_backend_options", "backend_class", "backends", "chosen_backend", "make_backend",
 ]
 
 DEFAULT = "local"
@@ -94,6 +94,12 @@ def _given(options: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def make_backend(name: str | None, options: Mapping[str, Any]) -> Backend:
     """The backend ``name`` (or the one whose own options were given), built from ``options``."""
+    return chosen_backend(name, options).from_options(options)
+
+
+def chosen_backend(name: str | None, options: Mapping[str, Any]) -> type[Backend]:
+    """The class :func:`make_backend` builds, without building it (which may import a heavy
+    package or reach a cluster)."""
     given = _given(options)
     if name is None:
         if len(given) > 1:
@@ -104,4 +110,4 @@ def make_backend(name: str | None, options: Mapping[str, Any]) -> Backend:
         if other != name:
             raise BackendError(f"{', '.join(opts)} belong(s) to the {other} backend, not "
                                f"--backend {name}")
-    return backend_class(name).from_options(options)
+    return backend_class(name)

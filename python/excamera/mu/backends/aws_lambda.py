@@ -177,6 +177,9 @@ class LambdaBackend(Backend):
             raise BackendError("the lambda backend needs the function's name (-l/--function)")
         if invocation not in ("sync", "event"):
             raise BackendError(f"invocation {invocation!r}: expected sync or event")
+        from ... import needs
+
+        needs.module("boto3", "lambda", "the lambda backend")  # before any job starts
         self.function = function
         self.regions = regions or [_default_region()]
         self.invocation = "RequestResponse" if invocation == "sync" else "Event"

@@ -54,7 +54,6 @@ from typing import Any
 from ..payload import LaunchPayload
 from .base import Backend, BackendError, Cost, WorkerProcess
 
-INSTALL_HINT = "pip install 'excamera[ray]'"
 DEFAULT_PLACEMENT_TIMEOUT = 60.0
 #: What a task keeps of its worker's log for the coordinator's failure report.
 LOG_TAIL = 4096
@@ -67,18 +66,15 @@ WILDCARD = ("0.0.0.0", "::", "")
 
 
 def import_ray() -> Any:
-    """The ray module, or BackendError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise BackendError(f"the ray backend needs Ray, which is not installed: {INSTALL_HINT}"
-                           ) from None
-    return ray
+    """The ray module, or MissingDependency saying how to install it."""
+    from ... import needs
+
+    return needs.module("ray", "ray", "the ray backend")
 
 
 # --- the code the workers run -----------------------------------------------------------------
-# The wheel is built, read and identified by excamera.awslambda.build, which makes the Lambda
-# package from the same wheel; this backend unpacks it for Ray instead of zipping it.
+# The wheel is built by excamera.wheel, read and identified by excamera.awslambda.build, which
+# makes the Lambda package from the same wheel; this backend unpacks it for Ray instead.
 
 
 def cache_root() -> Path:
@@ -89,16 +85,16 @@ def cache_root() -> Path:
 
 def _build(staging: Path) -> Path:
     """This checkout's wheel, built into ``staging``."""
-    from ...awslambda import build
     from ...errors import CommandError
+    from ...wheel import build_wheel, source_checkout
 
-    repo = build.source_checkout()
+    repo = source_checkout()
     if repo is None:
         raise BackendError("excamera is not running from a source checkout, so it cannot "
                            "build the workers' wheel: give the wheel it was installed from "
                            "with --ray-wheel")
     try:
-        return build.build_wheel(repo, staging)
+        return build_wheel(repo, staging)
     except CommandError as exc:
         raise BackendError(f"{exc} (or give a wheel with --ray-wheel)") from None
 

@@ -52,7 +52,9 @@ class S3Storage(Storage):
         endpoint_url: str | None = None,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
     ) -> None:
-        import boto3
+        from ... import needs
+
+        boto3 = needs.module("boto3", "s3", "s3:// storage")
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 

@@ -6,11 +6,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ... import needs
 from ...mu.machines import JobContext, RunResult, WorkerHandle
 from .plan import VPXENC_SETTINGS, XcencParams, reencode_argv
+
+
+def require_pass0_encoder(pass0: str, backend: str | None, options: Mapping[str, Any]) -> None:
+    """With pass 0 by vpxenc on local workers, which run this machine's vpxenc: one line now if
+    it is missing, rather than a failed worker per chunk later. Remote workers bring their own
+    (the Lambda zip's static vpxenc, a Ray node's), which each checks when it starts."""
+    from ...mu.backends import BackendError, chosen_backend
+
+    if pass0 != "vpxenc":
+        return
+    try:
+        remote = chosen_backend(backend, options).remote
+    except BackendError:
+        return  # building the backend reports it
+    if not remote:
+        needs.vpxenc()
 
 
 class CpuSlots:
@@ -95,7 +113,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     probe = await w.run_op("xcenc_probe")
     py = str(probe["python"])
     if p.pass0 == "vpxenc" and not probe["vpxenc"]:
-        raise RuntimeError(f"worker {k}: vpxenc is not installed on the worker")
+        raise RuntimeError(f"worker {k}: {needs.vpxenc_missing_message('on the worker')}")
     needs_relay = bool(plan.needs) or bool(plan.send_tags)
     if needs_relay:
         await w.connect(k + 1)
