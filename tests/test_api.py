@@ -207,3 +207,16 @@ def test_import_excamera_stays_light() -> None:
     heavy = {m for m in loaded | set(timed)
              if m.split(".")[0] in ("numpy", "av", "boto3", "botocore", "cryptography")}
     assert heavy == set()
+
+
+def test_mu_stands_alone() -> None:
+    """mu's typed job runner and its command-line half import nothing of the pipelines."""
+    code = ("import sys\n"
+            "import excamera.mu.jobopts, excamera.mu.jobs, excamera.mu.backends\n"
+            "print(' '.join(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert "excamera.mu.jobs" in loaded
+    assert [m for m in loaded if m.startswith("excamera.pipelines")] == []
