@@ -59,10 +59,15 @@ def vpxdec_md5s(path: Path, cwd: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> tuple[Path, excamera.EncodeResult, list]:
     """One encode through the API: 10 frames in 5 chunks of 2, batches of 3, 2 at once."""
-    out = tmp_path_factory.mktemp("api") / "out.ivf"
+    base = tmp_path_factory.mktemp("api")
+    out = base / "out.ivf"
     seen: list = []
     result = excamera.encode(shared_dir() / "clips" / CLIP, out, quality=30, workers=2,
-                             chunk=2, batch=3, progress=seen.append)
+                             chunk=2, batch=3, progress=seen.append, backend="local",
+                             backend_options={"stderr_dir": str(base / "stderr")})
+    # The backend's own option reached it: each worker's stderr is kept.
+    assert sorted(p.name for p in (base / "stderr").iterdir()) == [
+        f"worker-{k}.stderr" for k in range(5)]
     return out, result, seen
 
 
@@ -220,3 +225,33 @@ def test_mu_stands_alone() -> None:
     loaded = done.stdout.split()
     assert "excamera.mu.jobs" in loaded
     assert [m for m in loaded if m.startswith("excamera.pipelines")] == []
+
+
+def test_backend_options_take_python_values(tmp_path: Path) -> None:
+    """``backend_options`` are keyed as the flags' dests and take the flags' parsed types or
+    plain Python ones (a list of regions, a str path)."""
+    from excamera.mu.backends import BackendSpec, resolve_backend
+    from excamera.mu.backends.aws_lambda import LambdaBackend
+
+    lam = resolve_backend("lambda", {"lambda_function": "f",
+                                     "lambda_regions": ["us-east-1", "eu-west-1"]})
+    assert isinstance(lam, LambdaBackend) and lam.regions == ["us-east-1", "eu-west-1"]
+    assert resolve_backend("lambda", {"lambda_function": "f",
+                                      "lambda_regions": "us-east-1,eu-west-1"}).regions == [
+        "us-east-1", "eu-west-1"]
+    # With no name, the owner of the options is chosen, as on the command line.
+    assert isinstance(resolve_backend(None, {"lambda_function": "f"}), LambdaBackend)
+    local = resolve_backend(BackendSpec("local", {"stderr_dir": str(tmp_path)}))
+    assert isinstance(local, LocalBackend) and local.stderr_dir == tmp_path
+    # A built backend serves one call and is closed when it ends, even when it was refused.
+    root = local.tmp_root
+    assert root.is_dir()
+    with pytest.raises(ExcameraError, match="backend_options go with a backend's name"):
+        excamera.encode(tmp_path / "x.y4m", tmp_path / "x.ivf", backend=local,
+                        backend_options={"stderr_dir": "x"})
+    assert not root.exists()
+    for bad in ({"quality": 99}, {}):  # a refused setting; an input that does not exist
+        local = LocalBackend()
+        with pytest.raises(ExcameraError):
+            excamera.encode(tmp_path / "x.y4m", tmp_path / "x.ivf", backend=local, **bad)
+        assert not local.tmp_root.exists()

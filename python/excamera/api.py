@@ -50,9 +50,10 @@ def encode(
     - ``workers``: encodes running at once (default: this machine's CPU count).
     - ``backend``: where workers run: ``"local"`` (the default), ``"lambda"``, ``"ray"``, a
       :class:`~excamera.mu.backends.BackendSpec`, or a built Backend (which serves this one
-      job and is closed after it). ``backend_options`` go with a name, keyed as the backend's
-      ``from_options`` reads them, e.g. ``{"lambda_function": "excamera-0123",
-      "lambda_regions": "us-east-1"}`` or ``{"ray_address": "head:6379"}``.
+      call and is closed when it ends, whether the call succeeded or not).
+      ``backend_options`` go with a name, keyed as the backend's ``from_options`` reads them
+      (its flags' dests), e.g. ``{"lambda_function": "excamera-0123", "lambda_regions":
+      ["us-east-1"]}`` or ``{"ray_address": "head:6379"}``.
     - ``progress``: True for the live terminal view on stderr, or a callable handed each
       worker state change (an ``excamera.mu.machines.Transition``: worker, attempt, state,
       seconds since the job started).
@@ -74,17 +75,33 @@ def encode(
     from .pipelines.encode.settings import EncodeSettings, default_workers
 
     if backend_options and not isinstance(backend, str | None):
+        _close_if_built(backend)
         raise ExcameraError("backend_options go with a backend's name, not with "
                             f"{type(backend).__name__}")
     if isinstance(backend, str | None):
         backend = BackendSpec(backend, dict(backend_options or {}))
-    settings = EncodeSettings(
-        source=Path(source), output=Path(output), quality=quality,
-        workers=default_workers() if workers is None else workers, chunk=chunk, batch=batch,
-        passes=passes, pass0=pass0, chain=chain, tools=tools, kf_weight=kf_weight,
-        bucket=bucket, backend=backend, job=job or JobSettings(), progress=progress,
-    )
+    try:
+        settings = EncodeSettings(
+            source=Path(source), output=Path(output), quality=quality,
+            workers=default_workers() if workers is None else workers, chunk=chunk,
+            batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
+            kf_weight=kf_weight, bucket=bucket, backend=backend, job=job or JobSettings(),
+            progress=progress,
+        )
+    except BaseException:
+        _close_if_built(backend)
+        raise
     return run_encode(settings)
+
+
+def _close_if_built(backend: object) -> None:
+    """A built Backend handed to :func:`encode` serves that one call, refused or not."""
+    from .mu.backends import Backend
+
+    if isinstance(backend, Backend):
+        import asyncio
+
+        asyncio.run(backend.close())
 
 
 def decode(source: str | os.PathLike[str]) -> Iterator[Picture]:

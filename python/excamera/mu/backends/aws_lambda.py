@@ -217,7 +217,9 @@ class LambdaBackend(Backend):
         regions = options.get("lambda_regions")
         return cls(
             str(options.get("lambda_function") or ""),
-            regions=[r.strip() for r in regions.split(",") if r.strip()] if regions else None,
+            # "r1,r2" as the flag gives it, or a list from the Python API.
+            regions=[r.strip() for r in (regions.split(",") if isinstance(regions, str)
+                                         else regions) if r.strip()] if regions else None,
             invocation=str(options.get("lambda_invocation") or "sync"),
         )
 

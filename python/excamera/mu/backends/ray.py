@@ -366,7 +366,7 @@ class RayBackend(Backend):
 
         return cls(
             options.get("ray_address"),
-            wheel=options.get("ray_wheel"),
+            wheel=None if options.get("ray_wheel") is None else Path(options["ray_wheel"]),
             shared_storage=bool(options.get("ray_shared_storage")),
             placement_timeout=number("ray_placement_timeout", DEFAULT_PLACEMENT_TIMEOUT),
             cpus_per_worker=number("ray_worker_cpus", 1.0),

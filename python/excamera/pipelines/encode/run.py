@@ -50,15 +50,16 @@ def encode(settings: EncodeSettings) -> EncodeResult:
     """Run every stage; the output appears only when the whole encode checked out, and a
     failure raises :class:`ExcameraError` and leaves no output and no temporary files."""
     t0 = time.monotonic()
-    info = read_input(settings.source)
-    backend = build_backend(settings)
+    backend: Backend | None = build_backend(settings)
     try:
         require_pass0_encoder(settings.pass0, backend)
+        info = read_input(settings.source)
         with _workspace(settings.bucket) as (bucket, work):
             chunks = split(settings.source, info, settings.chunk, bucket, work)
             t_split = time.monotonic()
             params = plan(settings, chunks)
             handed, backend = backend, None  # the job closes it from here on
+            assert handed is not None
             job = run_encode_job(params, handed, chunks, settings)
             t_job = time.monotonic()
             with atomic_output(settings.output) as tmp:
@@ -86,6 +87,8 @@ def read_input(source: Path) -> VideoInfo:
 
 
 def build_backend(settings: EncodeSettings) -> Backend:
+    """The backend to run on; it is closed when the encode ends, whether its job ran or not
+    (so a built Backend handed over serves one encode)."""
     try:
         return resolve_backend(settings.backend)
     except BackendError as exc:
