@@ -1,4 +1,5 @@
-"""The one exception type that excamera's commands and its Python API raise.
+"""The one exception type that excamera's commands and its Python API raise (no imports
+beyond the standard library's cheapest: every command's start-up loads this module).
 
 :class:`ExcameraError` says what failed in one line (``str(exc)``); anything longer, such as
 each failed worker of a job with its stderr tail, goes to ``exc.details``. The command line
@@ -9,7 +10,6 @@ the commands' code uses.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 
 class ExcameraError(Exception):
@@ -23,7 +23,7 @@ class ExcameraError(Exception):
         head, _, rest = str(message).partition("\n")
         super().__init__(head)
         self.details = "\n".join(part for part in (rest, details) if part)
-        self.cost: Any = None
+        self.cost: object = None
 
     def report(self) -> str:
         """The message and its details, as the command line prints them."""
