@@ -31,7 +31,7 @@ from pathlib import Path
 # _common first: it puts the real `excamera` package ahead of this folder on the import path
 from _common import need_tool, settings, shared_dir
 from excamera.metrics import bd_rate, ssim_db
-from excamera.pipelines.encode_cmd import measure
+from excamera.pipelines.encode.run import measure
 from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 from excamera.xc.ivf import IvfReader
 
@@ -76,7 +76,7 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "excamera.cli", "encode", str(clip), "-o",
                             str(out), "--chunk", str(args.chunk), "--batch", str(args.batch),
                             "--quality", str(q), "--workers", str(args.workers), "-t", "0",
-                            "-w", args.kf_weight, "--chain", args.chain],
+                            "--kf-weight", args.kf_weight, "--chain", args.chain],
                            check=True, capture_output=True, cwd=tmpd)  # not beside this file
             ex = point(clip, out, time.perf_counter() - t0)
             single = tmpd / f"vpx-{q}.ivf"

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     try:
         return run_job(args, make, lambda r: print(f"ok {sorted(r.outputs)}"))
     except CommandError as exc:
-        print(f"mu_test_job: error: {exc}", file=sys.stderr)
+        print(f"mu_test_job: error: {exc.report()}", file=sys.stderr)
         return 1
 
 

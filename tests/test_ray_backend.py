@@ -24,7 +24,7 @@ import pytest
 
 from _shared_paths import REPO, shared_dir
 from conftest import free_port
-from excamera.mu.backends import BackendError, backends, make_backend
+from excamera.mu.backends import BackendError, backends, given_options, make_backend
 from excamera.mu.backends.ray import RayBackend, shipped_code, unreachable_nodes
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.jobopts import add_job_options
@@ -40,7 +40,8 @@ def parse(*argv: str):
 
     p = argparse.ArgumentParser()
     add_job_options(p)
-    return p.parse_args(list(argv))
+    # What the command line hands the registry: the backend options that were given.
+    return argparse.Namespace(**given_options(vars(p.parse_args(list(argv)))))
 
 
 def child_env() -> dict[str, str]:

@@ -22,7 +22,13 @@ from pathlib import Path
 import pytest
 
 import excamera
-from excamera.mu.backends import BackendError, LocalBackend, backends, make_backend
+from excamera.mu.backends import (
+    BackendError,
+    LocalBackend,
+    backends,
+    given_options,
+    make_backend,
+)
 from excamera.mu.backends.aws_lambda import LambdaBackend
 from excamera.mu.backends.local import LocalProcess
 from excamera.mu.coordinator import Coordinator
@@ -60,7 +66,8 @@ def parse(*argv: str):
 
     p = argparse.ArgumentParser()
     add_job_options(p)
-    return p.parse_args(list(argv))
+    # What the command line hands the registry: the backend options that were given.
+    return argparse.Namespace(**given_options(vars(p.parse_args(list(argv)))))
 
 
 def test_a_backends_own_option_selects_it() -> None:

@@ -134,7 +134,7 @@ def test_cli_runs_the_encoder_and_has_no_test_mode(capsys: pytest.CaptureFixture
     xc-enc was missing), and ``xcenc`` has no hidden re-encode mode that copies pass 0."""
     from excamera.cli import build_parser
 
-    assert build_parser().parse_args(["encode", "in.y4m", "-o", "out.webm"]).passes == "7"
+    assert build_parser().parse_args(["encode", "in.y4m", "-o", "out.webm"]).passes == 3
     with pytest.raises(SystemExit):
         build_parser().parse_args(["xcenc", "-b", "store", "--reencode", "copy"])
     assert "unrecognized arguments: --reencode copy" in capsys.readouterr().err
@@ -365,7 +365,7 @@ def test_wavefront_reencode_with_xcenc(tmp_path: Path) -> None:
     # exactly: at each join the stream reaches the state the chunk's IVF header says it was
     # encoded against. No worker needs to converge for that.
     assert len(s.entry_hashes) == n - 1
-    from excamera.pipelines.encode_cmd import measure
+    from excamera.pipelines.encode.run import measure
 
     src = tmp_path / "src.y4m"
     with Y4MReader(shared_dir() / "clips" / "carphone_qcif_120f.y4m") as r, \

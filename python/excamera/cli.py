@@ -6,6 +6,10 @@ code. The table here names every subcommand with its one-line help, so ``excamer
 lists everything without importing any of them, and a command line imports only the module of
 the subcommand it names (the others pull in asyncio, numpy, cryptography: tens of milliseconds
 each, which every short command and every worker would otherwise pay at start-up).
+
+Every failure is an :class:`~excamera.errors.ExcameraError`: its line, then its details, on
+stderr, and exit 1. A setting refused by a typed settings object names the field (``port``);
+here it is shown with the flag whose dest is that field (``-t``).
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import argparse
 import importlib
 import sys
 
-from excamera.errors import CommandError
+from excamera.errors import CommandError, ExcameraError, SettingsError
 
-__all__ = ["CommandError", "SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["CommandError", "SUBCOMMANDS", "build_parser", "flag_names", "main"]
 
 # name -> (module, the help line `excamera --help` shows), in the order it shows them. Each
 # module's own `add_parser(name, help=...)` says the same (tests/test_cli.py holds them equal).
@@ -60,7 +64,14 @@ def build_parser(command: str | object | None = ALL) -> argparse.ArgumentParser:
             importlib.import_module(module_name).register(sub)
         else:
             sub.add_parser(name, help=help_line, add_help=False)
+    for registered in sub.choices.values():
+        registered.set_defaults(_flags=flag_names(registered))
     return parser
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's dest -> the flag a user types for it (its first option string)."""
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except CommandError as exc:
-        print(f"excamera {args.command}: error: {exc}", file=sys.stderr)
+    except ExcameraError as exc:
+        flags = getattr(args, "_flags", {})
+        line = exc.render(flags) if isinstance(exc, SettingsError) else str(exc)
+        print(f"excamera {args.command}: error: {line}", file=sys.stderr)
+        if exc.details:
+            print(exc.details, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"excamera {args.command}: interrupted", file=sys.stderr)

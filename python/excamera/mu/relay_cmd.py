@@ -37,11 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Certificates: -c/-s/-k or env CA_CERT, SRV_CERT, SRV_KEY (see `excamera genkeys`).",
     )
     p.add_argument("-n", dest="n_parts", type=int, default=1024, metavar="nParts",
-                   help="capacity: at most this many worker pairs (2*nParts connections)")
+                   help="capacity: at most this many worker pairs, 2*nParts connections "
+                   "(%(default)s)")
     p.add_argument("-t", dest="port", type=int, default=13337, metavar="port",
-                   help="TCP port to listen on (0 picks a free one; default 13337)")
+                   help="TCP port to listen on (0 picks a free one; %(default)s)")
     p.add_argument("--host", default="0.0.0.0",
-                   help="address to listen on (default 0.0.0.0: workers dial in from outside)")
+                   help="address to listen on (%(default)s: workers dial in from outside)")
     p.add_argument("-c", dest="ca_cert", default=os.environ.get("CA_CERT"), metavar="CA_CERT",
                    help="CA certificate that worker certificates chain to (env CA_CERT)")
     p.add_argument("-s", dest="srv_cert", default=os.environ.get("SRV_CERT"), metavar="SRV_CERT",
@@ -49,10 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-k", dest="srv_key", default=os.environ.get("SRV_KEY"), metavar="SRV_KEY",
                    help="server private key (env SRV_KEY)")
     p.add_argument("--max-held-mb", type=float, default=1024.0,
-                   help="memory for messages whose receiver is not connected yet (MiB, 1024; "
-                   "0 holds none)")
+                   help="memory for messages whose receiver is not connected yet "
+                   "(MiB, %(default)g; 0 holds none)")
     p.add_argument("--hold-timeout", type=float, default=600.0,
-                   help="seconds a message waits for its receiver before it is dropped (600)")
+                   help="seconds a message waits for its receiver before it is dropped "
+                   "(%(default)g)")
     # abuse bounds (see excamera.mu.relay and excamera.mu.listener)
     p.add_argument("--max-held-job-mb", type=float, default=None,
                    help="held-message quota of one job (MiB; default a quarter of --max-held-mb)")
@@ -60,15 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="held-message quota of one sender (MiB; default half the job's)")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="seconds a started frame may go without a byte before its sender is "
-                   "cut off (60)")
+                   "cut off (%(default)g)")
     p.add_argument("--max-handshakes", type=int, default=MAX_HANDSHAKES,
-                   help=f"TLS handshakes in flight; more wait in the backlog ({MAX_HANDSHAKES})")
+                   help="TLS handshakes in flight; more wait in the backlog (%(default)s)")
     p.add_argument("--max-handshakes-per-address", type=int, default=MAX_PER_ADDRESS,
                    help=f"TLS handshakes in flight from one address; more wait (up to "
-                   f"{MAX_WAITING_PER_ADDRESS}), then are closed ({MAX_PER_ADDRESS})")
+                   f"{MAX_WAITING_PER_ADDRESS}), then are closed (%(default)s)")
     p.add_argument("--ssl-buffer-kib", type=int, default=64,
-                   help="asyncio's per-connection TLS read buffer (KiB, 16..4096, 64; 0 keeps "
-                   "asyncio's 256): it is most of a connection's memory")
+                   help="asyncio's per-connection TLS read buffer (KiB, 16..4096, "
+                   "%(default)s; 0 keeps asyncio's 256): it is most of a connection's memory")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)

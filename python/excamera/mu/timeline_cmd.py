@@ -10,7 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("timeline", help="plot a job's -O state-transitions file")
     p.add_argument("file", type=Path, help="JSON-lines file written by a job's -O option")
     p.add_argument("-o", dest="out", type=Path, default=Path("timeline.png"),
-                   help="output PNG, a name ending in .png (timeline.png)")
+                   help="output PNG, a name ending in .png (%(default)s)")
     p.add_argument("--title", default="", help="plot title")
     p.set_defaults(func=main)
 

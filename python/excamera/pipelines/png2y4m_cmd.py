@@ -1,4 +1,4 @@
-"""``excamera png2y4m``: mu's png2y4m_server.py as a subcommand, on the local backend."""
+"""``excamera png2y4m``: mu's png2y4m_server.py as a subcommand, with mu's letters."""
 
 from __future__ import annotations
 
@@ -15,23 +15,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "png2y4m",
         help="convert numbered PNG frames into Y4M chunks with many workers",
-        description="Each worker k converts nFrames PNGs <vid>-<inFormat>/%%08d.png (from "
-        "1 + nFrames*(k+offset)) into <vid>-y4m_<nFrames>/%%08d.y4m (number k+offset).",
+        description="Each worker k converts nFrames PNGs <vid>-<inFormat>/%08d.png (from "
+        "1 + nFrames*(k+offset)) into <vid>-y4m_<nFrames>/%08d.y4m (number k+offset).",
     )
     add_job_options(p)
     p.add_argument("-f", dest="n_frames", type=int, default=6, metavar="nFrames",
-                   help="frames per chunk (6)")
+                   help="frames per chunk (%(default)s)")
     p.add_argument("-o", dest="offset", type=int, default=0, metavar="nOffset",
-                   help="input chunks to skip (0)")
+                   help="input chunks to skip (%(default)s)")
     p.add_argument("-v", dest="vid_name", default="sintel-1k", metavar="vidName",
-                   help="video name ('sintel-1k')")
+                   help="video name (%(default)s)")
     p.add_argument("-b", dest="bucket", required=True, metavar="bucket",
                    help="storage: a local directory, file://DIR or s3://bucket[/prefix]")
     p.add_argument("-i", dest="in_format", default="png16", metavar="inFormat",
-                   help="input format, the key prefix suffix ('png16')")
+                   help="input format, the key prefix suffix (%(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse a PNG with more than N pixels (width x height) before decoding "
-                   f"it: a worker needs about 80 bytes per pixel ({DEFAULT_MAX_PIXELS}, 4K UHD)")
+                   "it: a worker needs about 80 bytes per pixel (%(default)s, 4K UHD)")
     p.set_defaults(func=main)
 
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import pkgutil
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Backend, BackendError, Cost, WorkerProcess
@@ -18,8 +19,9 @@ from .inprocess import InProcessBackend
 from .local import LocalBackend
 
 __all__ = [
-    "Backend", "BackendError", "Cost", "InProcessBackend", "LocalBackend", "WorkerProcess",
-    "add_backend_options", "backend_class", "backends", "chosen_backend", "make_backend",
+    "Backend", "BackendError", "BackendSpec", "Cost", "InProcessBackend", "LocalBackend",
+    "WorkerProcess", "add_backend_choice", "add_backend_options", "backend_class", "backends",
+    "chosen_backend", "given_options", "make_backend", "option_actions", "resolve_backend",
 ]
 
 DEFAULT = "local"
@@ -47,67 +49,125 @@ def backend_class(name: str) -> type[Backend]:
     return table[name]
 
 
-class _Recorder:
-    """Passes ``add_argument`` through to a group and remembers which options it added."""
-
-    def __init__(self, group: argparse._ArgumentGroup, owned: list[argparse.Action]) -> None:
-        self._group = group
-        self._owned = owned
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = self._group.add_argument(*args, **kwargs)
-        self._owned.append(action)
-        return action
+def option_actions(name: str) -> list[argparse.Action]:
+    """The options backend ``name`` declares (``add_arguments``), as argparse actions."""
+    if name not in _ACTIONS:
+        scratch = argparse.ArgumentParser(add_help=False)
+        backend_class(name).add_arguments(scratch.add_argument_group(name))
+        _ACTIONS[name] = [a for a in scratch._actions if a.option_strings]
+    return _ACTIONS[name]
 
 
-#: Each backend's own options, as the parser that ``add_backend_options`` built holds them.
-_OPTIONS: dict[str, list[argparse.Action]] = {}
+_ACTIONS: dict[str, list[argparse.Action]] = {}
 
 
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend NAME`` and every backend's own options, in one group each.
+def add_backend_options(parser: argparse.ArgumentParser, *, choice: bool = True) -> None:
+    """``--backend NAME`` (in a group of its own; ``choice=False`` leaves it to the caller,
+    see :func:`add_backend_choice`) and every backend's own options, in one group per backend.
 
     Giving a backend's own option selects that backend (mu's ``-l FUNCTION`` means Lambda), and
     giving one that belongs to another backend than ``--backend`` is an error, so no option is
-    ever silently ignored.
+    ever silently ignored (see :func:`make_backend`).
     """
-    table = {k: v for k, v in backends().items() if v.cli}
-    g = parser.add_argument_group("backend")
-    g.add_argument("--backend", choices=sorted(table), default=None,
-                   help=f"where workers run ({DEFAULT}; a backend's own option selects it)")
-    for name in sorted(table):
-        owned: list[argparse.Action] = []
-        table[name].add_arguments(
-            _Recorder(parser.add_argument_group(f"{name} backend"), owned))  # type: ignore[arg-type]
-        _OPTIONS[name] = owned
+    if choice:
+        add_backend_choice(parser.add_argument_group("backend"))
+    for name, cls in backends().items():
+        if cls.cli:
+            cls.add_arguments(parser.add_argument_group(f"{name} backend"))
 
 
-def _given(options: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Per backend, its own options that were given a value other than their default."""
-    out: dict[str, list[str]] = {}
-    for name, actions in _OPTIONS.items():
-        for a in actions:
-            if a.dest in options and options[a.dest] != a.default:
-                out.setdefault(name, []).append("/".join(a.option_strings))
+def add_backend_choice(container: argparse._ActionsContainer) -> None:
+    """``--backend NAME``, into ``container`` (a parser or one of its groups)."""
+    names = sorted(k for k, v in backends().items() if v.cli)
+    container.add_argument("--backend", choices=names, default=None,
+                           help=f"where workers run ({DEFAULT}; a backend's own option "
+                           "selects it)")
+
+
+def given_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The backends' options among ``values`` (parsed flags by dest) that were given a value
+    other than their default: what the command line passes to :func:`make_backend`."""
+    out: dict[str, Any] = {}
+    for name, cls in backends().items():
+        if not cls.cli:
+            continue
+        for a in option_actions(name):
+            if a.dest in values and values[a.dest] != a.default:
+                out[a.dest] = values[a.dest]
     return out
 
 
-def make_backend(name: str | None, options: Mapping[str, Any]) -> Backend:
-    """The backend ``name`` (or the one whose own options were given), built from ``options``."""
+def _owners(options: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per backend, which of ``options`` (by key) are its own; unknown keys are an error."""
+    owner: dict[str, str] = {}
+    flags: dict[str, str] = {}
+    for name in backends():
+        for a in option_actions(name):
+            owner[a.dest] = name
+            flags[a.dest] = "/".join(a.option_strings)
+    out: dict[str, list[str]] = {}
+    for key in options:
+        if key not in owner:
+            raise BackendError(f"{key!r} is no backend's option (have: {', '.join(sorted(owner))})")
+        out.setdefault(owner[key], []).append(flags[key])
+    return out
+
+
+def make_backend(name: str | None, options: Mapping[str, Any] | None = None) -> Backend:
+    """The backend ``name``, or when None the one whose options are given (else the default),
+    built with its ``from_options(options)``.
+
+    ``options`` are keyed by the options' dests (``lambda_function``, ``ray_address``, ...) and
+    hold only values that were chosen, so an option of another backend than ``name``, or of
+    several backends at once, or of none, is an error rather than silently ignored.
+    """
+    options = dict(options or {})
     return chosen_backend(name, options).from_options(options)
 
 
-def chosen_backend(name: str | None, options: Mapping[str, Any]) -> type[Backend]:
+def chosen_backend(name: str | None, options: Mapping[str, Any] | None = None) -> type[Backend]:
     """The class :func:`make_backend` builds, without building it (which may import a heavy
     package or reach a cluster)."""
-    given = _given(options)
+    given = _owners(options or {})
     if name is None:
         if len(given) > 1:
             raise BackendError("options of several backends given: " + "; ".join(
                 f"{', '.join(opts)} ({b})" for b, opts in sorted(given.items())))
         name = next(iter(given), DEFAULT)
+    cls = backend_class(name)
     for other, opts in given.items():
         if other != name:
             raise BackendError(f"{', '.join(opts)} belong(s) to the {other} backend, not "
                                f"--backend {name}")
-    return backend_class(name)
+    return cls
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend not built yet: its name (None: chosen by its options, else the default) and
+    the chosen values of its own options, keyed by dest."""
+
+    name: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Backend:
+        return make_backend(self.name, self.options)
+
+
+def resolve_backend(backend: Backend | BackendSpec | str | None,
+                    options: Mapping[str, Any] | None = None) -> Backend:
+    """A built backend from what a caller may hand over: an instance (used as it is, for one
+    job), a :class:`BackendSpec`, or a name with its options."""
+    if isinstance(backend, Backend):
+        if options:
+            raise BackendError("backend options go with a backend's name, not with a built "
+                               f"{backend.name} backend")
+        return backend
+    if isinstance(backend, BackendSpec):
+        if options:
+            raise BackendError("backend options go with a backend's name, not with a "
+                               "BackendSpec (which holds its own)")
+        return backend.build()
+    if backend is not None and not isinstance(backend, str):
+        raise BackendError(f"backend {backend!r}: expected a name, a BackendSpec or a Backend")
+    return make_backend(backend, options)

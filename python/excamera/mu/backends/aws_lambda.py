@@ -70,6 +70,8 @@ class LambdaInvocation(WorkerProcess):
         self.backend = backend
         self.region = region
         self._body = body
+        # Invocations are retried until the worker would have had to connect anyway.
+        self._launch_deadline = backend.launch_deadline or payload.connect_timeout
         self._tail = ""
         self._code: int | None = None
         self._stopped = asyncio.Event()
@@ -79,7 +81,7 @@ class LambdaInvocation(WorkerProcess):
     async def _run(self) -> int:
         b = self.backend
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + b.launch_deadline
+        deadline = loop.time() + self._launch_deadline
         attempt = 0
         sync = b.invocation == "RequestResponse"
         while True:
@@ -107,7 +109,7 @@ class LambdaInvocation(WorkerProcess):
             delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt))
             if loop.time() + delay > deadline:
                 self._tail = (f"invoke gave up after {attempt} attempt(s) over "
-                              f"{b.launch_deadline:g} s; last: {why}")
+                              f"{self._launch_deadline:g} s; last: {why}")
                 return 1
             log.info("worker %d: invoke %s; retrying in %.2f s", self.worker_id, why, delay)
             await asyncio.sleep(delay)
@@ -172,7 +174,7 @@ class LambdaBackend(Backend):
     remote = True
 
     def __init__(self, function: str, *, regions: list[str] | None = None,
-                 invocation: str = "sync", launch_deadline: float = 60.0) -> None:
+                 invocation: str = "sync", launch_deadline: float | None = None) -> None:
         if not function:
             raise BackendError("the lambda backend needs the function's name (-l/--function)")
         if invocation not in ("sync", "event"):
@@ -183,6 +185,7 @@ class LambdaBackend(Backend):
         self.function = function
         self.regions = regions or [_default_region()]
         self.invocation = "RequestResponse" if invocation == "sync" else "Event"
+        #: How long a throttled invocation is retried; None: the job's connect timeout.
         self.launch_deadline = launch_deadline
         self.endpoints: dict[str, LambdaEndpoint] = {}
         self.memory_mb: dict[str, int] = {}
@@ -207,16 +210,17 @@ class LambdaBackend(Backend):
         group.add_argument("--invocation", dest="lambda_invocation", default="sync",
                            choices=("sync", "event"),
                            help="synchronous invocations report each worker's end, error and "
-                           "log tail; event is mu's fire-and-forget (sync)")
+                           "log tail; event is mu's fire-and-forget (%(default)s)")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LambdaBackend:
         regions = options.get("lambda_regions")
         return cls(
             str(options.get("lambda_function") or ""),
-            regions=[r.strip() for r in regions.split(",") if r.strip()] if regions else None,
+            # "r1,r2" as the flag gives it, or a list from the Python API.
+            regions=[r.strip() for r in (regions.split(",") if isinstance(regions, str)
+                                         else regions) if r.strip()] if regions else None,
             invocation=str(options.get("lambda_invocation") or "sync"),
-            launch_deadline=float(options.get("connect_timeout") or 60.0),
         )
 
     def region_of(self, worker_id: int) -> str:

@@ -184,7 +184,8 @@ class LocalBackend(Backend):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LocalBackend:
-        return cls(stderr_dir=options.get("stderr_dir"))
+        stderr_dir = options.get("stderr_dir")
+        return cls(stderr_dir=None if stderr_dir is None else Path(stderr_dir))
 
     def cost(self, worker_cpu_s: float | None) -> Cost:
         return Cost(self.name, worker_cpu_s=round(_children_cpu() - self._children_cpu0, 3))

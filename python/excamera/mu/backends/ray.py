@@ -351,9 +351,9 @@ class RayBackend(Backend):
         group.add_argument("--ray-placement-timeout", type=float,
                            default=DEFAULT_PLACEMENT_TIMEOUT, metavar="SECONDS",
                            help="how long to wait for the cluster to place every worker at "
-                           f"once ({DEFAULT_PLACEMENT_TIMEOUT:g}); selects the ray backend")
+                           "once (%(default)g); selects the ray backend")
         group.add_argument("--ray-worker-cpus", type=float, default=1.0, metavar="C",
-                           help="CPUs reserved per worker (1); selects the ray backend")
+                           help="CPUs reserved per worker (%(default)g); selects the ray backend")
         group.add_argument("--shared-storage", dest="ray_shared_storage", action="store_true",
                            help="vouch that the local --bucket path is the same shared "
                            "directory on every Ray node; selects the ray backend")
@@ -366,7 +366,7 @@ class RayBackend(Backend):
 
         return cls(
             options.get("ray_address"),
-            wheel=options.get("ray_wheel"),
+            wheel=None if options.get("ray_wheel") is None else Path(options["ray_wheel"]),
             shared_storage=bool(options.get("ray_shared_storage")),
             placement_timeout=number("ray_placement_timeout", DEFAULT_PLACEMENT_TIMEOUT),
             cpus_per_worker=number("ray_worker_cpus", 1.0),

@@ -1,32 +1,37 @@
 """The xcenc job's coordinator side: one coroutine per worker (``xcenc_machine``) driving the
-operations of ``ops`` as ``plan`` says, and the CPU bound shared by the job's encodes."""
+operations of ``ops`` as ``plan`` says, the CPU bound shared by the job's encodes, and
+``xcenc_coordinator``, the job built from typed values (the plan, a backend, mu's settings)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ... import needs
+from ...mu.backends import Backend, BackendError, BackendSpec, chosen_backend
+from ...mu.coordinator import Coordinator
+from ...mu.jobs import JobSettings
 from ...mu.machines import JobContext, RunResult, WorkerHandle
+from .ops import OPERATION_MODULE
 from .plan import VPXENC_SETTINGS, XcencParams, reencode_argv
 
 
-def require_pass0_encoder(pass0: str, backend: str | None, options: Mapping[str, Any]) -> None:
+def require_pass0_encoder(pass0: str, backend: Backend | BackendSpec) -> None:
     """With pass 0 by vpxenc on local workers, which run this machine's vpxenc: one line now if
     it is missing, rather than a failed worker per chunk later. Remote workers bring their own
     (the Lambda zip's static vpxenc, a Ray node's), which each checks when it starts."""
-    from ...mu.backends import BackendError, chosen_backend
-
     if pass0 != "vpxenc":
         return
-    try:
-        remote = chosen_backend(backend, options).remote
-    except BackendError:
-        return  # building the backend reports it
+    if isinstance(backend, Backend):
+        remote = backend.remote
+    else:
+        try:
+            remote = chosen_backend(backend.name, backend.options).remote
+        except BackendError:
+            return  # building the backend reports it
     if not remote:
         needs.vpxenc()
 
@@ -204,6 +209,26 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
 def job_params(p: XcencParams) -> dict[str, Any]:
     """The Coordinator ``params`` for this job."""
     return {"xcenc": p, "xcenc_slots": CpuSlots(p.cpu_slots)}
+
+
+def xcenc_coordinator(params: XcencParams, backend: Backend, storage_url: str,
+                      settings: JobSettings, relay: tuple[str, int] | None = None
+                      ) -> Coordinator:
+    """The xcenc job as a coordinator: one worker per chunk of ``params``, its outputs in
+    ``storage_url``; workers pair through ``relay`` (host, port), or through a relay the
+    coordinator runs itself when None."""
+    return Coordinator(
+        "xcenc",
+        params.n_parts,
+        backend,
+        storage_url,
+        xcenc_machine,
+        params=job_params(params),
+        operation_modules=[OPERATION_MODULE],
+        relay=relay,
+        embedded_relay=relay is None,
+        **settings.coordinator_kwargs(),
+    )
 
 
 def clean_handoff(p: XcencParams, storage_url: str) -> None:

@@ -13,6 +13,7 @@ VPXENC_SETTINGS = [
     "--tune=ssim", "--target-bitrate=4294967295",
 ]
 CHAINS = ("excamera", "mu")
+PASS0_ENCODERS = ("vpxenc", "xc")
 TOOL_MODES = ("worker", "subprocess")
 EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs"]
 
@@ -130,7 +131,7 @@ class XcencParams:
                 raise PlanError("-K must be at least 1")
             if self.plan.total == 2:
                 raise PlanError("batch mode (-K) needs -p 1 or at least 3 passes")
-        if self.pass0 not in ("vpxenc", "xc"):
+        if self.pass0 not in PASS0_ENCODERS:
             raise PlanError(f"pass 0 encoder {self.pass0!r}: expected vpxenc or xc")
         if self.tools not in TOOL_MODES:
             raise PlanError(f"tools {self.tools!r}: expected one of {', '.join(TOOL_MODES)}")

@@ -1,0 +1,143 @@
+"""excamera's Python API: :func:`encode` a video with parallel workers, :func:`decode` VP8.
+
+Both are importable from ``excamera`` itself, which loads this module on first use; this
+module imports nothing heavy until a function is called, so ``from excamera import encode``
+stays cheap (no numpy, PyAV, boto3 or cryptography). Every failure raises
+:class:`~excamera.errors.ExcameraError`, whose ``str`` is one line saying what failed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ExcameraError
+
+if TYPE_CHECKING:
+    from .mu.backends import Backend, BackendSpec
+    from .mu.jobs import JobSettings, ProgressArg
+    from .pipelines.encode.result import EncodeResult
+    from .xc.y4m import Picture
+
+__all__ = ["decode", "encode"]
+
+
+def encode(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    quality: int = 30,
+    workers: int | None = None,
+    backend: str | Backend | BackendSpec | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+    progress: ProgressArg = None,
+    chunk: int = 6,
+    batch: int = 16,
+    passes: int = 3,
+    pass0: str = "vpxenc",
+    chain: str = "excamera",
+    tools: str = "worker",
+    kf_weight: float | None = 0.75,
+    bucket: str | None = None,
+    job: JobSettings | None = None,
+) -> EncodeResult:
+    """Encode ``source`` (Y4M, or any video PyAV reads) to ``output`` (``.ivf`` or ``.webm``)
+    with ExCamera's parallel workers; returns an :class:`~excamera.EncodeResult`.
+
+    - ``quality``: vpxenc's ``--cq-level`` for pass 0, 0 (best) .. 63.
+    - ``workers``: encodes running at once (default: this machine's CPU count).
+    - ``backend``: where workers run: ``"local"`` (the default), ``"lambda"``, ``"ray"``, a
+      :class:`~excamera.mu.backends.BackendSpec`, or a built Backend (which serves this one
+      call and is closed when it ends, whether the call succeeded or not).
+      ``backend_options`` go with a name, keyed as the backend's ``from_options`` reads them
+      (its flags' dests), e.g. ``{"lambda_function": "excamera-0123", "lambda_regions":
+      ["us-east-1"]}`` or ``{"ray_address": "head:6379"}``.
+    - ``progress``: True for the live terminal view on stderr, or a callable handed each
+      worker state change (an ``excamera.mu.machines.Transition``: worker, attempt, state,
+      seconds since the job started).
+    - ``chunk`` frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk,
+      batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
+      ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, quality 0..127); ``chain``,
+      ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
+    - ``bucket``: where chunks and outputs go, a directory or ``s3://bucket/prefix`` (default:
+      a temporary directory, removed afterwards); remote backends need S3.
+    - ``job``: mu's knobs (:class:`~excamera.mu.jobs.JobSettings`: listening address, retries,
+      spares, timeouts, certificates, the transitions file).
+
+    The output appears only once the encode is complete and checked; on failure
+    :class:`~excamera.ExcameraError` is raised and no output is left behind.
+    """
+    from .mu.backends import BackendSpec
+    from .mu.jobs import JobSettings
+    from .pipelines.encode.run import encode as run_encode
+    from .pipelines.encode.settings import EncodeSettings, default_workers
+
+    if backend_options and not isinstance(backend, str | None):
+        _close_if_built(backend)
+        raise ExcameraError("backend_options go with a backend's name, not with "
+                            f"{type(backend).__name__}")
+    if isinstance(backend, str | None):
+        backend = BackendSpec(backend, dict(backend_options or {}))
+    try:
+        settings = EncodeSettings(
+            source=Path(source), output=Path(output), quality=quality,
+            workers=default_workers() if workers is None else workers, chunk=chunk,
+            batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
+            kf_weight=kf_weight, bucket=bucket, backend=backend, job=job or JobSettings(),
+            progress=progress,
+        )
+    except BaseException:
+        _close_if_built(backend)
+        raise
+    return run_encode(settings)
+
+
+def _close_if_built(backend: object) -> None:
+    """A built Backend handed to :func:`encode` serves that one call, refused or not."""
+    from .mu.backends import Backend
+
+    if isinstance(backend, Backend):
+        import asyncio
+
+        asyncio.run(backend.close())
+
+
+def decode(source: str | os.PathLike[str]) -> Iterator[Picture]:
+    """The shown pictures of a VP8 stream in an IVF file, in order, decoded with xc
+    (bit-exact with libvpx). Each is a :class:`~excamera.xc.y4m.Picture`: numpy planes
+    ``y``, ``u``, ``v`` (8-bit 4:2:0), ``width``, ``height``, ``to_bytes()`` (I420).
+
+    The file header is checked at once; a frame that does not decode raises
+    :class:`~excamera.ExcameraError` naming the file and frame when the iteration reaches it.
+    """
+    from .xc.ivf import IvfError, IvfReader
+
+    path = Path(source)
+    try:
+        reader = IvfReader(path)
+    except IvfError as exc:
+        raise ExcameraError(str(exc)) from None
+    return _pictures(reader, path)
+
+
+def _pictures(reader: Any, path: Path) -> Iterator[Picture]:
+    from .xc.codec import DecodeError, Decoder
+    from .xc.ivf import IvfError
+
+    decoder = Decoder()
+    with reader:
+        try:
+            for frame in reader:
+                picture = decoder.decode(frame.data)
+                if picture is not None:
+                    yield picture
+        except DecodeError as exc:
+            raise ExcameraError(f"{path}: {exc}") from None
+        except IvfError as exc:
+            raise ExcameraError(str(exc)) from None
+        except OSError as exc:
+            raise ExcameraError(f"{path}: {exc.strerror or exc}") from None
+    if decoder.frames_decoded == 0:
+        raise ExcameraError(f"{path}: no frames")

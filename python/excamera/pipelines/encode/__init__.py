@@ -1,0 +1,29 @@
+"""``excamera.encode``: the whole ExCamera encode of one file, as stages with typed seams.
+
+:class:`~.settings.EncodeSettings` says what to do; :func:`~.run.encode` does it, one stage
+after the other, each a function of the previous stages' values (``run.py``):
+
+1. **input** (``read_input``, ``split``): probe the source (Y4M, or anything PyAV decodes),
+   split it into Y4M chunks of ``chunk`` frames (the last may be shorter) and put them in the
+   job's storage under ``<stem>-y4m_<chunk>/%08d.y4m`` -> :class:`~.run.Chunks`.
+2. **plan** (``plan``): the xcenc job's :class:`~excamera.pipelines.xcenc.plan.XcencParams`:
+   one worker per chunk, batch mode with a key frame every ``batch`` chunks, at most
+   ``workers`` encodes at once (``cpu_slots``). Pure.
+3. **job** (``run_encode_job``): the xcenc job on the backend (``build_backend``: a name with
+   its options, a spec, or a built Backend) with mu's :class:`~excamera.mu.jobs.JobSettings`
+   -> mu's ``JobResult`` (per-worker outputs, attempts, CPU-seconds, state times, cost).
+4. **stitch** (``fetch_and_stitch``, ``write_container``): fetch the chunk IVFs, join them into
+   one stream (one header, continuous timestamps) and write it as IVF or, for ``.webm``, mux
+   it with PyAV without re-encoding, to a temporary file beside the output.
+5. **check and measure** (``check_and_measure``): decode the stream with xc; every chunk must
+   join at exactly the state it was encoded against and the stream must show exactly the
+   input's frames; PSNR and SSIM against the source (:mod:`excamera.metrics`). Only then is
+   the temporary file renamed to the output, so a failure never leaves a partial output.
+6. **result** (``result``): :class:`~.result.EncodeResult`.
+
+Every failure is an :class:`~excamera.errors.ExcameraError`. Nothing here knows the command
+line: ``excamera encode`` (``pipelines/encode_cmd.py``) calls the Python API
+(``excamera.encode``, in ``excamera/api.py``), which builds the settings and calls
+:func:`~.run.encode`. This package's ``__init__`` imports nothing, so that
+``excamera.EncodeResult`` (``result.py``) loads without the stages' numpy and PyAV.
+"""

@@ -1,0 +1,93 @@
+"""What an encode produced: :class:`EncodeResult`, with one :class:`WorkerRecord` per worker."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One worker of the job: the chunk it encoded, how many passes it ran, how often it was
+    launched (``attempts``), the CPU-seconds its process reported at quit (None if it did not
+    quit cleanly) and, for its last attempt, the seconds after the job's start at which it
+    first reached each state (``launching``, ``pass0``, ``reencode_p1``, ``upload``, ``done``,
+    ... as ``excamera.pipelines.xcenc`` names them)."""
+
+    worker: int
+    chunk: int
+    passes: int
+    attempts: int
+    cpu_seconds: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """The published ``output`` and what was measured on it.
+
+    ``frames`` shown frames of ``width`` x ``height`` at ``fps`` (num, den), in ``chunks``
+    chunks; ``payload_bytes`` of VP8 frames in a ``file_bytes`` file; ``bitrate_kbps`` from the
+    VP8 frames and the duration. ``psnr_y``/``psnr_all`` (dB; infinite when identical) and
+    ``ssim`` (luma, 11x11 Gaussian window; None when the picture is smaller than the window)
+    compare the decoded output with the source (:mod:`excamera.metrics`). ``wall_seconds`` is
+    the whole call, split into ``split_seconds`` (reading the input, writing chunks),
+    ``job_seconds`` (the workers) and ``finish_seconds`` (stitching, checking, measuring).
+    ``cost`` is what the backend reports (a :class:`~excamera.mu.backends.Cost`); ``workers``
+    the per-worker record, in worker order.
+    """
+
+    output: Path
+    job_id: str
+    frames: int
+    width: int
+    height: int
+    fps: tuple[int, int]
+    chunks: int
+    payload_bytes: int
+    file_bytes: int
+    psnr_y: float
+    psnr_all: float
+    ssim: float | None
+    wall_seconds: float
+    split_seconds: float
+    job_seconds: float
+    finish_seconds: float
+    cost: Any
+    workers: tuple[WorkerRecord, ...]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video."""
+        return self.frames * self.fps[1] / self.fps[0]
+
+    @property
+    def bitrate_kbps(self) -> float:
+        return self.payload_bytes * 8 / self.duration / 1000
+
+    def summary(self) -> list[str]:
+        """The report ``excamera encode`` prints."""
+        fps = self.fps[0] / self.fps[1]
+        passes = [w.passes for w in self.workers]
+
+        def db(v: float) -> str:
+            return "inf" if math.isinf(v) else f"{v:.2f}"
+
+        lines = [
+            f"encode: {self.output} ({self.file_bytes} bytes)",
+            f"  frames    {self.frames} ({self.width}x{self.height} at {fps:.3f} fps), "
+            f"{self.chunks} chunk(s), passes per worker {min(passes)}..{max(passes)}",
+            f"  wall time {self.wall_seconds:.2f} s (split {self.split_seconds:.2f}, "
+            f"encode {self.job_seconds:.2f}, stitch+check {self.finish_seconds:.2f})",
+            f"  bitrate   {self.bitrate_kbps:.1f} kbit/s ({self.payload_bytes} bytes of VP8 "
+            "frames)",
+            f"  PSNR      Y {db(self.psnr_y)} dB, YUV {db(self.psnr_all)} dB",
+            f"  SSIM      {self.ssim:.4f} (luma, 11x11 Gaussian window)" if self.ssim is not None
+            else f"  SSIM      not measured: {self.width}x{self.height} is smaller than its "
+            "11x11 window",
+        ]
+        if self.cost is not None:
+            lines.append(self.cost.line())
+        return lines

@@ -1,0 +1,266 @@
+"""The encode's stages, each a function from typed values to typed values (see the package
+docstring): input -> plan -> job -> stitch -> result."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...atomicfile import atomic_output
+from ...errors import ExcameraError
+from ...metrics import QualityMeter
+from ...mu.backends import Backend, BackendError, resolve_backend
+from ...mu.coordinator import JobResult
+from ...mu.jobs import run_job
+from ..media import (
+    MediaError,
+    Stitched,
+    VideoInfo,
+    probe,
+    read_pictures,
+    stitch,
+    write_chunks,
+    write_ivf,
+    write_webm,
+)
+from ..xcenc.machine import clean_handoff, require_pass0_encoder, xcenc_coordinator
+from ..xcenc.plan import PassPlan, PlanError, XcencParams
+from .result import EncodeResult, WorkerRecord
+from .settings import EncodeSettings
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """The input, split: ``count`` Y4M chunks under ``<vid>/%08d.y4m`` in ``storage_url``."""
+
+    vid: str
+    count: int
+    storage_url: str
+    info: VideoInfo
+
+
+def encode(settings: EncodeSettings) -> EncodeResult:
+    """Run every stage; the output appears only when the whole encode checked out, and a
+    failure raises :class:`ExcameraError` and leaves no output and no temporary files."""
+    t0 = time.monotonic()
+    backend: Backend | None = build_backend(settings)
+    try:
+        require_pass0_encoder(settings.pass0, backend)
+        info = read_input(settings.source)
+        with _workspace(settings.bucket) as (bucket, work):
+            chunks = split(settings.source, info, settings.chunk, bucket, work)
+            t_split = time.monotonic()
+            params = plan(settings, chunks)
+            handed, backend = backend, None  # the job closes it from here on
+            assert handed is not None
+            job = run_encode_job(params, handed, chunks, settings)
+            t_job = time.monotonic()
+            with atomic_output(settings.output) as tmp:
+                stitched = fetch_and_stitch(params, chunks, work)
+                write_container(stitched, info, tmp, webm=settings.webm)
+                meter = check_and_measure(settings.source, stitched)
+            t_end = time.monotonic()
+    except OSError as exc:
+        raise ExcameraError(f"{exc.filename or settings.output}: {exc.strerror or exc}") from None
+    finally:
+        if backend is not None:  # never handed to a job, which would have closed it
+            asyncio.run(backend.close())
+    return result(settings, info, chunks, job, stitched, meter,
+                  (t0, t_split, t_job, t_end))
+
+
+# --- input ---------------------------------------------------------------------------------
+
+def read_input(source: Path) -> VideoInfo:
+    """Size, rate and kind of the input, before anything is written."""
+    try:
+        return probe(source)
+    except (MediaError, ValueError) as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+def build_backend(settings: EncodeSettings) -> Backend:
+    """The backend to run on; it is closed when the encode ends, whether its job ran or not
+    (so a built Backend handed over serves one encode)."""
+    try:
+        return resolve_backend(settings.backend)
+    except BackendError as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+@contextmanager
+def _workspace(bucket: str | None) -> Iterator[tuple[str, Path]]:
+    """The storage URL the job uses (a temporary directory unless ``bucket`` is given) and a
+    local working directory; both temporary ones are removed afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="excamera-encode-work-"))
+    own = bucket is None
+    url = tempfile.mkdtemp(prefix="excamera-encode-") if own else str(bucket)
+    try:
+        yield url, work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if own:
+            shutil.rmtree(url, ignore_errors=True)
+
+
+def _stem(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "video"
+
+
+def split(source: Path, info: VideoInfo, chunk: int, storage_url: str, work: Path) -> Chunks:
+    """Write the input as Y4M chunks of ``chunk`` frames and put them in storage."""
+    from ...mu.storage import StorageError, open_storage
+
+    vid = f"{_stem(source)}-y4m_{chunk:02d}"
+    try:
+        files = write_chunks(source, info, chunk, work / "chunks")
+    except (MediaError, ValueError) as exc:
+        raise ExcameraError(str(exc)) from None
+    storage = open_storage(storage_url)
+
+    async def upload() -> None:
+        await asyncio.gather(*(storage.put(f, f"{vid}/{i:08d}.y4m")
+                               for i, f in enumerate(files)))
+
+    try:
+        asyncio.run(upload())
+    except StorageError as exc:
+        raise ExcameraError(f"uploading chunks: {exc}") from None
+    return Chunks(vid, len(files), storage_url, info)
+
+
+# --- plan and job ----------------------------------------------------------------------------
+
+def plan(settings: EncodeSettings, chunks: Chunks) -> XcencParams:
+    """The xcenc job's plan: one worker per chunk, batch mode (a key frame every ``batch``
+    chunks), at most ``workers`` encodes at once."""
+    try:
+        return XcencParams(
+            vid_name=chunks.vid,
+            n_parts=chunks.count,
+            plan=PassPlan.parse(settings.passes),
+            y_ac_qi=settings.quality,
+            kf_weight=settings.kf_weight,
+            kf_dist=settings.batch,
+            pass0=settings.pass0,
+            chain=settings.chain,
+            tools=settings.tools,
+            handoff_storage=settings.job.retries > 0,
+            cpu_slots=settings.workers,
+        )
+    except PlanError as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+def run_encode_job(params: XcencParams, backend: Backend, chunks: Chunks,
+                   settings: EncodeSettings) -> JobResult:
+    """The workers: the xcenc job on ``backend``, which it closes when it ends."""
+    try:
+        coord = xcenc_coordinator(params, backend, chunks.storage_url, settings.job)
+    except ValueError as exc:
+        asyncio.run(backend.close())
+        raise ExcameraError(str(exc)) from None
+    job = run_job(coord, settings.job, settings.progress)
+    if params.handoff_storage:
+        clean_handoff(params, chunks.storage_url)
+    return job
+
+
+# --- stitch ----------------------------------------------------------------------------------
+
+def fetch_and_stitch(params: XcencParams, chunks: Chunks, work: Path) -> Stitched:
+    """The chunks' IVFs from storage, joined into one stream."""
+    from ...mu.storage import StorageError, open_storage
+
+    storage = open_storage(chunks.storage_url)
+    local = [work / "out" / f"{k:08d}.ivf" for k in range(chunks.count)]
+
+    async def fetch() -> None:
+        await asyncio.gather(*(storage.get(params.output_key(k), local[k])
+                               for k in range(chunks.count)))
+
+    try:
+        asyncio.run(fetch())
+        return stitch(local, chunks.info.fps)
+    except (MediaError, StorageError) as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+def write_container(stitched: Stitched, info: VideoInfo, path: Path, *, webm: bool) -> None:
+    try:
+        (write_webm if webm else write_ivf)(stitched, info.fps, path)
+    except MediaError as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+def check_and_measure(source: Path, stitched: Stitched) -> QualityMeter:
+    """Decode the stitched stream with xc: it must join exactly and show the input's frames;
+    PSNR and SSIM against the source."""
+    try:
+        meter = measure(source, stitched.frames, dict(stitched.entry_hashes))
+    except (MediaError, ValueError) as exc:
+        raise ExcameraError(str(exc)) from None
+    if stitched.shown != meter.frames:
+        raise ExcameraError(f"the stitched stream shows {stitched.shown} frames, "
+                            f"decoded {meter.frames}")
+    return meter
+
+
+def measure(source: Path, frames: list[bytes], entry_hashes: dict[int, int] | None = None
+            ) -> QualityMeter:
+    """Decode ``frames`` with xc and compare every shown picture with the source's.
+
+    ``entry_hashes`` maps a frame index to the (32-bit) hash of the state its chunk was encoded
+    against; reaching any other state there means the chunk would drift, so it is an error.
+    """
+    from excamera.xc.codec import DecodeError, Decoder
+
+    meter = QualityMeter()
+    dec = Decoder()
+    src = read_pictures(source)
+    for i, data in enumerate(frames):
+        want = (entry_hashes or {}).get(i)
+        if want is not None and int(dec.state.hash, 16) & 0xFFFFFFFF != want:
+            raise MediaError(f"frame {i} starts a chunk encoded against state {want:08x}, but "
+                             f"the stream reaches {int(dec.state.hash, 16) & 0xFFFFFFFF:08x} "
+                             "there: the chunks do not join exactly")
+        try:
+            pic = dec.decode(data)
+        except DecodeError as exc:
+            raise MediaError(f"the stitched stream does not decode: frame {i}: {exc}") from None
+        if pic is None:
+            continue
+        ref = next(src, None)
+        if ref is None:
+            raise MediaError(f"the encode shows more frames than the input's {meter.frames}")
+        meter.add(ref, pic)
+    if next(src, None) is not None:
+        raise MediaError(f"the encode shows {meter.frames} frames, the input has more")
+    return meter
+
+
+# --- result ----------------------------------------------------------------------------------
+
+def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobResult,
+           stitched: Stitched, meter: QualityMeter,
+           times: tuple[float, float, float, float]) -> EncodeResult:
+    t0, t_split, t_job, t_end = times
+    workers = tuple(
+        WorkerRecord(worker=k, chunk=int(w.output["chunk"]), passes=int(w.output["passes"]),
+                     attempts=w.attempts, cpu_seconds=w.cpu_s, timings=dict(w.timings))
+        for k, w in sorted(job.workers.items()))
+    return EncodeResult(
+        output=settings.output, job_id=job.job_id, frames=meter.frames, width=info.width,
+        height=info.height, fps=info.fps, chunks=chunks.count,
+        payload_bytes=stitched.payload_bytes, file_bytes=settings.output.stat().st_size,
+        psnr_y=meter.psnr_y, psnr_all=meter.psnr_all, ssim=meter.ssim,
+        wall_seconds=t_end - t0, split_seconds=t_split - t0, job_seconds=t_job - t_split,
+        finish_seconds=t_end - t_job, cost=job.cost, workers=workers,
+    )
