@@ -135,9 +135,14 @@ def test_throttled_invokes_are_retried(tmp_path, cloud, local_reference):
     assert emu.stats()["throttles"] >= 3
 
 
+# A worker logs each operation as it starts it; faults fire at its first one, so the worker is
+# certain to be mid-job (connected, with work still to do) however fast the machine is.
+MID_JOB = ": op: "
+
+
 def test_crash_fails_clearly_or_recovers_with_retries(tmp_path, cloud, local_reference):
     emu, name = cloud()
-    emu.fault("crash", count=1, after_s=1.0)
+    emu.fault("crash", count=1, after_log=MID_JOB)
     done, out, _ = lambda_encode(tmp_path / "a", name, 12)
     assert done.returncode == 1
     assert not out.exists()
@@ -147,7 +152,7 @@ def test_crash_fails_clearly_or_recovers_with_retries(tmp_path, cloud, local_ref
     assert "Runtime.ExitError" in err and "(attempt 0) failed" in err
     assert "Traceback" not in err.split("stderr tail")[0]
 
-    emu.fault("crash", count=1, after_s=1.0)
+    emu.fault("crash", count=1, after_log=MID_JOB)
     done, out, _ = lambda_encode(tmp_path / "b", name, 12, "--retries", "1")
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == local_reference(12)
@@ -155,7 +160,7 @@ def test_crash_fails_clearly_or_recovers_with_retries(tmp_path, cloud, local_ref
 
 def test_timed_out_invocation_fails_naming_the_worker(tmp_path, cloud):
     emu, name = cloud(timeout_s=8)
-    emu.fault("timeout", count=1, after_s=1.0)
+    emu.fault("timeout", count=1, after_log=MID_JOB)
     done, out, _ = lambda_encode(tmp_path, name, 12)
     assert done.returncode == 1
     assert not out.exists()

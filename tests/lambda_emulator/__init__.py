@@ -41,11 +41,13 @@ awslambdaric, so a zip must bring its own dependencies.
 
 Emulator-only control routes (no authentication; 127.0.0.1 only), JSON:
 - ``POST /_emulator/faults`` ``{"kind": K, "count": N, "function": NAME?, "after_s": S?,
-  "reason": R?}`` with K one of: ``throttle`` (the next N Invoke requests get 429, Reason R,
-  default ConcurrentInvocationLimitExceeded), ``crash`` (the next N invocations' environments
-  are SIGKILLed ``after_s`` after the runtime received the event), ``timeout`` (their runtimes
-  are frozen with SIGSTOP ``after_s`` after receiving it, so the function's real timeout ends
-  them), ``duplicate`` (the next N Event invocations are delivered twice, same request id);
+  "after_log": TEXT?, "reason": R?}`` with K one of: ``throttle`` (the next N Invoke requests
+  get 429, Reason R, default ConcurrentInvocationLimitExceeded), ``crash`` (the next N
+  invocations' environments are SIGKILLed ``after_s`` after the runtime received the event, or,
+  with ``after_log``, as soon as the invocation's log shows TEXT, which ties the fault to the
+  function's progress rather than to a clock), ``timeout`` (their runtimes are frozen with
+  SIGSTOP at the same moments, so the function's real timeout ends them), ``duplicate`` (the
+  next N Event invocations are delivered twice, same request id);
   ``GET`` lists pending faults, ``DELETE`` clears them;
 - ``GET /_emulator/records?since=I``: one record per invocation attempt (request id, function,
   cold/warm, init/duration/billed ms, memory, max memory used, status, error type), plus

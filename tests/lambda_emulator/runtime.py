@@ -478,6 +478,8 @@ class Environment:
             return
         sig = signal.SIGKILL if inv.fault["kind"] == "crash" else signal.SIGSTOP
         delay = inv.fault.get("after_s") or 0.0
+        if inv.fault.get("after_log"):
+            return  # _log fires it
         if delay <= 0:
             self._signal_if_current(inv, sig)
         else:
@@ -634,9 +636,18 @@ class Environment:
             return
         if not self._logfile.closed:
             self._logfile.write(data)
-        if self.current is not None:
-            log = self.current.log
+        inv = self.current
+        if inv is not None:
+            log = inv.log
+            seen = len(log)
             log += data
+            trigger = (inv.fault or {}).get("after_log")
+            if trigger and inv.started_at:
+                needle = trigger.encode()
+                if log.find(needle, max(0, seen - len(needle))) >= 0:
+                    inv.fault = dict(inv.fault, after_log=None)
+                    sig = signal.SIGKILL if inv.fault["kind"] == "crash" else signal.SIGSTOP
+                    self._signal_if_current(inv, sig)
             if len(log) > 2 * LOG_KEEP_BYTES:
                 del log[:-LOG_KEEP_BYTES]
 

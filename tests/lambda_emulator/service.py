@@ -804,18 +804,24 @@ class LambdaService:
             raise ApiError(400, "", f"fault kind must be one of {', '.join(FAULT_KINDS)}")
         count = body.get("count", 1)
         after = body.get("after_s", 0.0)
+        after_log = body.get("after_log")
         reason = body.get("reason")
         if not isinstance(count, int) or count < 1:
             raise ApiError(400, "", "count must be an integer >= 1")
         if not isinstance(after, int | float) or not 0 <= after < math.inf:
             raise ApiError(400, "", "after_s must be a number >= 0")
+        if after_log is not None and (kind not in ("crash", "timeout") or not isinstance(
+                after_log, str) or not 0 < len(after_log) <= 200):
+            raise ApiError(400, "", "after_log applies to crash and timeout faults: "
+                           "a string of 1 to 200 characters")
         if reason is not None and (kind != "throttle" or reason not in THROTTLE_REASONS):
             raise ApiError(400, "", f"reason applies to throttle faults: {THROTTLE_REASONS}")
-        unknown = set(body) - {"kind", "count", "function", "after_s", "reason"}
+        unknown = set(body) - {"kind", "count", "function", "after_s", "after_log", "reason"}
         if unknown:
             raise ApiError(400, "", f"unknown fault fields: {sorted(unknown)}")
         self.faults.append({"kind": kind, "remaining": count, "function": body.get("function"),
-                            "after_s": float(after), "reason": reason})
+                            "after_s": float(after), "after_log": after_log,
+                            "reason": reason})
         return self.faults
 
     # ------------------------------------------------------------------ shutdown
