@@ -43,13 +43,14 @@ def sine(seconds: float, rate: int = 44100) -> list[str]:
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """``aac``: mp4, H.264 + AAC, both 0.4 s. ``late``: the same with the audio 0.1 s late
     (as muxed: ffmpeg's AAC priming moves it). ``opus`` and ``vorbis``: Matroska, H.264 + 0.6 s
-    of Opus or Vorbis, longer than the video, so that the copy must be cut at its end."""
+    of Opus or Vorbis, longer than the video, so that the copy must be cut at its end. ``pcm``:
+    0.6 s of packed 16-bit stereo, the right channel at half the left's level."""
     d = tmp_path_factory.mktemp("audio-inputs")
     video = d / "video.mp4"
     ffmpeg("-i", str(shared_dir() / "clips" / "carphone_qcif_120f.mp4"), "-frames:v",
            str(FRAMES), "-an", "-c:v", "libx264", str(video))
     made = {"aac": d / "aac.mp4", "late": d / "late.mp4", "opus": d / "opus.mkv",
-            "vorbis": d / "vorbis.mkv"}
+            "vorbis": d / "vorbis.mkv", "pcm": d / "pcm.mkv"}
     ffmpeg("-i", str(video), *sine(0.4004), "-c:v", "copy", "-c:a", "aac", str(made["aac"]))
     ffmpeg("-i", str(video), "-itsoffset", "0.1", *sine(0.4), "-map", "0:v", "-map", "1:a",
            "-c:v", "copy", "-c:a", "aac", str(made["late"]))
@@ -57,6 +58,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
            str(made["opus"]))
     ffmpeg("-i", str(video), *sine(0.6), "-c:v", "copy", "-c:a", "libvorbis",
            str(made["vorbis"]))
+    ffmpeg("-i", str(video), *sine(0.6), "-filter_complex", "[1:a]pan=stereo|c0=c0|c1=0.5*c0[a]",
+           "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "pcm_s16le", str(made["pcm"]))
     return made
 
 
@@ -107,6 +110,13 @@ def audio_packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in c.demux(audio=0) if p.size]
 
 
+def decoded_pcm(path: Path, channels: int) -> bytes:
+    """The output's audio as ffmpeg decodes it: 48 kHz float samples, interleaved."""
+    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-f",
+                           "f32le", "-ac", str(channels), "-ar", "48000", "-"],
+                          capture_output=True, check=True, timeout=60).stdout
+
+
 def test_mp4_to_webm_transcodes_the_audio_to_opus_in_sync(inputs, aac_webm) -> None:
     out, done = aac_webm
     assert "audio     aac, 1 ch, 44100 Hz: transcoded to Opus (1 ch, 48000 Hz" in done.stdout
@@ -120,10 +130,7 @@ def test_mp4_to_webm_transcodes_the_audio_to_opus_in_sync(inputs, aac_webm) -> N
     assert a0 == pytest.approx(i0, abs=0.002) and a1 == pytest.approx(min(i1, v1), abs=0.002)
 
     # It is the input's tone, at the input's level: lavfi's sine has amplitude 1/8.
-    pcm = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-map", "0:a", "-f", "f32le",
-                          "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True,
-                         timeout=60).stdout
-    x = np.frombuffer(pcm, np.float32)
+    x = np.frombuffer(decoded_pcm(out, 1), np.float32)
     assert len(x) == pytest.approx(0.4004 * 48000, abs=48)
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     assert np.argmax(spectrum) * 48000 / len(x) == pytest.approx(TONE, abs=5)
@@ -149,6 +156,21 @@ def test_late_audio_keeps_its_place(inputs, tmp_path: Path) -> None:
     a0, a1 = audio_span(out)
     assert a0 == pytest.approx(i0, abs=0.002)
     assert a1 == pytest.approx(video_span(out)[1], abs=FRAME)
+
+
+def test_packed_stereo_is_cut_to_the_sample_and_keeps_its_channels(inputs,
+                                                                    tmp_path: Path) -> None:
+    """PCM (packed samples) transcoded: stereo Opus, exactly the video's length, each
+    channel at its own level."""
+    out = tmp_path / "pcm.webm"
+    done = encode(str(inputs["pcm"]), "-o", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "pcm_s16le, 2 ch, 44100 Hz: transcoded to Opus (2 ch" in done.stdout
+    x = np.frombuffer(decoded_pcm(out, 2), np.float32).reshape(-1, 2)
+    assert len(x) == pytest.approx(VIDEO_END * 48000, abs=48)  # 0.6 s in, 0.4004 s out
+    left, right = (np.sqrt(np.mean(c[len(c) // 4: 3 * len(c) // 4] ** 2)) for c in x.T)
+    assert left == pytest.approx(0.125 / np.sqrt(2), rel=0.1)
+    assert right == pytest.approx(left / 2, rel=0.1)
 
 
 @pytest.mark.parametrize("codec", ["opus", "vorbis"])

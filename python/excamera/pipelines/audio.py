@@ -132,10 +132,16 @@ def audio_packets(plan: AudioPlan, source: Any, stream: Any, video_end: Fraction
                   ) -> Iterator[Any]:
     """The output's audio packets in order, on the output's clock (``stream`` set on each):
     those of the input's audio within ``[0, video_end)`` seconds of the output."""
-    if plan.action == COPY:
-        yield from _copied(plan, source, stream, video_end)
-    else:
-        yield from _transcoded(plan, source, stream, video_end)
+    import av
+
+    try:
+        if plan.action == COPY:
+            yield from _copied(plan, source, stream, video_end)
+        else:
+            yield from _transcoded(plan, source, stream, video_end)
+    except av.error.FFmpegError as exc:
+        what = "copying" if plan.action == COPY else "transcoding"
+        raise MediaError(f"{plan.source}: {what} its audio ({plan.codec}) failed: {exc}") from None
 
 
 def _copied(plan: AudioPlan, source: Any, stream: Any, video_end: Fraction) -> Iterator[Any]:
