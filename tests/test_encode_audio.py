@@ -43,14 +43,15 @@ def sine(seconds: float, rate: int = 44100) -> list[str]:
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """``aac``: mp4, H.264 + AAC, both 0.4 s. ``late``: the same with the audio 0.1 s late
     (as muxed: ffmpeg's AAC priming moves it). ``opus`` and ``vorbis``: Matroska, H.264 + 0.6 s
-    of Opus or Vorbis, longer than the video, so that the copy must be cut at its end. ``pcm``:
+    of Opus or Vorbis, longer than the video, so that the copy must be cut at its end; ``early``:
+0.9 s of Opus that starts 0.3 s before the video, cut at both ends. ``pcm``:
     0.6 s of packed 16-bit stereo, the right channel at half the left's level."""
     d = tmp_path_factory.mktemp("audio-inputs")
     video = d / "video.mp4"
     ffmpeg("-i", str(shared_dir() / "clips" / "carphone_qcif_120f.mp4"), "-frames:v",
            str(FRAMES), "-an", "-c:v", "libx264", str(video))
     made = {"aac": d / "aac.mp4", "late": d / "late.mp4", "opus": d / "opus.mkv",
-            "vorbis": d / "vorbis.mkv", "pcm": d / "pcm.mkv"}
+            "vorbis": d / "vorbis.mkv", "pcm": d / "pcm.mkv", "early": d / "early.mkv"}
     ffmpeg("-i", str(video), *sine(0.4004), "-c:v", "copy", "-c:a", "aac", str(made["aac"]))
     ffmpeg("-i", str(video), "-itsoffset", "0.1", *sine(0.4), "-map", "0:v", "-map", "1:a",
            "-c:v", "copy", "-c:a", "aac", str(made["late"]))
@@ -58,6 +59,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
            str(made["opus"]))
     ffmpeg("-i", str(video), *sine(0.6), "-c:v", "copy", "-c:a", "libvorbis",
            str(made["vorbis"]))
+    ffmpeg("-itsoffset", "0.3", "-i", str(video), *sine(0.9, 48000), "-map", "0:v", "-map",
+           "1:a", "-c:v", "copy", "-c:a", "libopus", str(made["early"]))
     ffmpeg("-i", str(video), *sine(0.6), "-filter_complex", "[1:a]pan=stereo|c0=c0|c1=0.5*c0[a]",
            "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "pcm_s16le", str(made["pcm"]))
     return made
@@ -173,18 +176,22 @@ def test_packed_stereo_is_cut_to_the_sample_and_keeps_its_channels(inputs,
     assert right == pytest.approx(left / 2, rel=0.1)
 
 
-@pytest.mark.parametrize("codec", ["opus", "vorbis"])
-def test_opus_and_vorbis_are_copied_and_cut_at_the_video_end(inputs, tmp_path: Path,
-                                                               codec: str) -> None:
-    src = inputs[codec]
+@pytest.mark.parametrize("name,codec", [("opus", "opus"), ("vorbis", "vorbis"),
+                                        ("early", "opus")])
+def test_opus_and_vorbis_are_copied_and_cut_to_the_video(inputs, tmp_path: Path, name: str,
+                                                         codec: str) -> None:
+    src = inputs[name]
     out = tmp_path / "out.webm"
     done = encode(str(src), "-o", str(out), *FAST)
     assert done.returncode == 0, done.stderr
     assert f"audio     {codec}, 1 ch" in done.stdout and "copied as it is" in done.stdout
     assert codecs(out) == [("video", "vp8"), ("audio", codec)]
-    # Packet for packet the input's, up to the video's end: 0.6 s of audio, 0.4 s of video.
+    # Packet for packet a run of the input's: the audio outside the video's 0.4 s is left out.
     got, had = audio_packets(out), audio_packets(src)
-    assert 0 < len(got) < len(had) and got == had[:len(got)]
+    first = had.index(got[0])
+    assert got == had[first:first + len(got)] and first + len(got) < len(had)
+    if name == "early":
+        assert first >= 10  # 0.3 s of 20 ms packets before the video, less what overlaps it
     v0, v1 = video_span(out)
     a0, a1 = audio_span(out)
     assert a0 == pytest.approx(v0, abs=FRAME) and a1 == pytest.approx(v1, abs=FRAME)

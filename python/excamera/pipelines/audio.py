@@ -4,9 +4,12 @@ Opus and Vorbis packets are copied as they are (WebM holds both); anything else 
 encoded to Opus (libopus, through PyAV). Either way the audio keeps its place against the video:
 the input's first video frame becomes time 0 of the output, every audio timestamp moves by the
 same amount, and audio outside the video's span is left out (transcoded audio is cut to the
-sample; copied packets are kept whole where they overlap an edge, and up to 80 ms of them
-before the video's start, which decoders need), so both streams start and end together when
-they did in the input. ``excamera encode`` has no option that trims or skips
+sample, copied packets are kept whole where they overlap an edge), so both streams start and
+end together when they did in the input. A copy that starts mid-stream starts as a stream-copy
+by ffmpeg does: its first packet only primes the decoder (Vorbis's overlap, Opus's pre-skip),
+so the audio is heard from at most one packet (20 ms for Opus, typically 23 ms for Vorbis at
+44.1 kHz) after the video's start; a pre-roll kept before the video would instead start the
+audio up to 80 ms early, more than a frame. ``excamera encode`` has no option that trims or skips
 video frames; if one is added, it must move these bounds too.
 
 :func:`audio_plan` decides what happens, before the encode starts, so that an input whose audio
@@ -31,11 +34,6 @@ OPUS_ENCODER = "libopus"
 OPUS_RATE = 48000
 OPUS_FRAME = 960  # 20 ms, libopus's default frame
 OPUS_BITRATE = {1: 64_000, 2: 128_000}
-
-#: Copied packets that end before the video starts are left out, but for the last ones within
-#: this many seconds: a decoder needs them to produce the first samples right (Opus's seek
-#: pre-roll is 80 ms; a Vorbis packet overlaps the one before it).
-PREROLL = Fraction(80, 1000)
 
 #: What a plan does with the input's audio.
 COPY, TRANSCODE, DROP = "copy", "transcode", "drop"
@@ -148,12 +146,12 @@ def _copied(plan: AudioPlan, source: Any, stream: Any, video_end: Fraction) -> I
     a = source.streams[plan.index]
     tb = a.time_base
     shift = round(plan.video_start / tb)
-    end, preroll = video_end / tb, -PREROLL / tb
+    end = video_end / tb
     for pkt in source.demux(a):
         if pkt.pts is None or not pkt.size:  # the demuxer's end-of-stream marker
             continue
         pts = pkt.pts - shift
-        if pkt.duration and pts + pkt.duration <= preroll:  # long before the video
+        if pkt.duration and pts + pkt.duration <= 0:  # wholly before the video
             continue
         if pts >= end:
             break
