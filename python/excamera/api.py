@@ -40,6 +40,7 @@ def encode(
     chain: str = "excamera",
     tools: str = "worker",
     kf_weight: float | None = 0.75,
+    audio: bool = True,
     bucket: str | None = None,
     job: JobSettings | None = None,
 ) -> EncodeResult:
@@ -61,6 +62,11 @@ def encode(
       batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
       ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, quality 0..127); ``chain``,
       ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
+    - ``audio``: keep the input's audio in a ``.webm`` output (the command line's
+      ``--no-audio`` is ``audio=False``): Opus and Vorbis are copied as they are, anything else
+      is transcoded to Opus; the audio keeps its place against the video and is cut to the
+      video's length. An ``.ivf`` output holds video only: the audio is dropped and the
+      result says so (``result.audio``, ``result.audio_dropped``).
     - ``bucket``: where chunks and outputs go, a directory or ``s3://bucket/prefix`` (default:
       a temporary directory, removed afterwards); remote backends need S3.
     - ``job``: mu's knobs (:class:`~excamera.mu.jobs.JobSettings`: listening address, retries,
@@ -85,8 +91,8 @@ def encode(
             source=Path(source), output=Path(output), quality=quality,
             workers=default_workers() if workers is None else workers, chunk=chunk,
             batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
-            kf_weight=kf_weight, bucket=bucket, backend=backend, job=job or JobSettings(),
-            progress=progress,
+            kf_weight=kf_weight, audio=audio, bucket=bucket, backend=backend,
+            job=job or JobSettings(), progress=progress,
         )
     except BaseException:
         _close_if_built(backend)

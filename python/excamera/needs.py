@@ -11,6 +11,7 @@ no Python package provides.
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from types import ModuleType
 
@@ -42,6 +43,33 @@ def module(name: str, extra: str, purpose: str) -> ModuleType:
         raise MissingDependency(
             f"{purpose} needs {missing}, which is not installed: {install_hint(extra)}"
         ) from None
+
+
+def core_module(name: str, purpose: str) -> ModuleType:
+    """Import ``name``, one of excamera's own dependencies, or raise MissingDependency naming
+    the requirement excamera was installed with (an install made with ``--no-deps``, or a
+    package removed since, can lack it)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or name
+        raise MissingDependency(f"{purpose} needs {missing}, which is not installed: pip install "
+                                f"'{_requirement(missing)}'") from None
+
+
+def _requirement(name: str) -> str:
+    """excamera's requirement on ``name`` as its installed metadata states it (with the
+    version bounds), else the bare name."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("excamera") or []
+    except metadata.PackageNotFoundError:
+        return name
+    for req in requires:
+        if ";" not in req and re.match(rf"{re.escape(name)}\b(?![-.])", req):
+            return req.replace(" ", "")
+    return name
 
 
 def vpxenc_missing_message(where: str = "on PATH") -> str:

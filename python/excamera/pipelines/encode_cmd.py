@@ -11,6 +11,7 @@ is described in :mod:`excamera.pipelines.encode`.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..mu.backends import add_backend_choice
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="encode a video to VP8 (IVF or WebM) with ExCamera's parallel workers",
         description="Split INPUT into chunks, encode them in parallel (pass 0 by vpxenc, then "
         "each chunk rebased onto its predecessor's state with xc-enc), stitch the result into "
-        "OUTPUT (.ivf or .webm) and report size, bitrate, PSNR, SSIM and cost.",
+        "OUTPUT (.ivf, or .webm with the input's audio) and report size, bitrate, PSNR, SSIM "
+        "and cost.",
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="Y4M, or any video PyAV decodes")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
@@ -48,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bucket", default=None, metavar="URL",
                    help="storage for chunks and outputs: a directory or s3://bucket/prefix "
                    "(default: a temporary directory, removed afterwards)")
+    p.add_argument("--no-audio", action="store_true",
+                   help="leave the input's audio out (by default a .webm output keeps it: Opus "
+                   "and Vorbis copied, anything else transcoded to Opus)")
     add_progress_option(p)
 
     enc = p.add_argument_group("encoder (ExCamera[chunk,batch])")
@@ -76,7 +81,10 @@ def main(args: argparse.Namespace) -> int:
         backend=backend_spec(args), progress=show_progress(args), chunk=args.chunk,
         batch=args.batch, passes=args.passes, pass0=args.pass0, chain=args.chain,
         tools=args.tools, kf_weight=None if args.kf_weight == -1 else args.kf_weight,
-        bucket=args.bucket, job=settings,
+        audio=not args.no_audio, bucket=args.bucket, job=settings,
     )
+    if result.audio_dropped and not args.no_audio:  # not asked for: the output cannot hold it
+        print(f"excamera encode: note: {args.output} holds video only, the input's audio was "
+              "dropped (write .webm to keep it)", file=sys.stderr)
     print("\n".join(result.summary()))
     return 0

@@ -7,16 +7,22 @@ through PyAV (FFmpeg's demuxers and decoders), converted to 8-bit 4:2:0 when it 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from excamera.xc.ivf import IvfReader, IvfWriter
 from excamera.xc.y4m import MAGIC as Y4M_MAGIC
 from excamera.xc.y4m import Picture, Y4MReader, Y4MWriter
+
+if TYPE_CHECKING:
+    from .audio import AudioPlan
 
 
 class MediaError(ValueError):
@@ -31,7 +37,7 @@ class VideoInfo:
     kind: str  # "y4m" or the container's name
 
 
-def _is_y4m(path: Path) -> bool:
+def is_y4m(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(len(Y4M_MAGIC)) == Y4M_MAGIC
 
@@ -53,11 +59,10 @@ def probe(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file, not a video")
-    if _is_y4m(path):
+    if is_y4m(path):
         with Y4MReader(path) as r:
             return VideoInfo(r.width, r.height, r.fps or (30, 1), "y4m")
-    import av
-
+    av = require_av()
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -72,12 +77,11 @@ def probe(path: Path) -> VideoInfo:
 
 def read_pictures(path: Path) -> Iterator[Picture]:
     """Every frame of ``path`` in display order, as 8-bit 4:2:0 pictures."""
-    if _is_y4m(path):
+    if is_y4m(path):
         with Y4MReader(path) as r:
             yield from r
         return
-    import av
-
+    av = require_av()
     try:
         with av.open(str(path)) as c:
             stream = c.streams.video[0]
@@ -177,25 +181,56 @@ def write_ivf(s: Stitched, fps: tuple[int, int], path: Path) -> None:
             w.write(data, pts)
 
 
-def write_webm(s: Stitched, fps: tuple[int, int], path: Path) -> None:
-    """Mux the VP8 frames into WebM as they are: no re-encode, key flags from the frame tags."""
-    import av
+def write_webm(s: Stitched, fps: tuple[int, int], path: Path,
+               audio: AudioPlan | None = None) -> None:
+    """Mux the VP8 frames into WebM as they are: no re-encode, key flags from the frame tags;
+    with the input's audio, copied or transcoded, when ``audio`` says so."""
+    from contextlib import ExitStack
 
+    from .audio import COPY, TRANSCODE, add_audio_stream, audio_packets
+
+    av = require_av()
     tb = Fraction(fps[1], fps[0])
     try:
-        # bitexact: no random segment/track UIDs or muxer version, so the same frames give the
-        # same file (a job on another backend must be byte-identical to a local one).
-        with av.open(str(path), "w", format="webm",
-                     container_options={"fflags": "+bitexact"}) as out:
+        with ExitStack() as stack:
+            # bitexact: no random segment/track UIDs or muxer version, so the same input gives
+            # the same file (a job on another backend must be byte-identical to a local one).
+            out = stack.enter_context(av.open(str(path), "w", format="webm",
+                                              container_options={"fflags": "+bitexact"}))
             stream = out.add_stream("vp8", rate=Fraction(fps[0], fps[1]))
             stream.width, stream.height = s.width, s.height
             stream.time_base = tb
-            for data, pts in zip(s.frames, s.pts, strict=True):
-                pkt = av.Packet(data)
-                pkt.pts = pkt.dts = pts
-                pkt.time_base = tb
-                pkt.is_keyframe = is_key(data)
-                pkt.stream = stream
+
+            def video() -> Iterator[object]:
+                for data, pts in zip(s.frames, s.pts, strict=True):
+                    pkt = av.Packet(data)
+                    pkt.pts = pkt.dts = pts
+                    pkt.time_base = tb
+                    pkt.is_keyframe = is_key(data)
+                    pkt.stream = stream
+                    yield pkt
+
+            packets: Iterator[object] = video()
+            if audio is not None and audio.action in (COPY, TRANSCODE):
+                source = stack.enter_context(av.open(str(audio.source)))
+                a_stream = add_audio_stream(out, audio, source)
+                a_packets = audio_packets(audio, source, a_stream, s.shown * tb)
+                # Interleaved by time ourselves: the muxer's own interleaving would buffer
+                # all the video while waiting for audio, then give up after 10 s of it.
+                packets = heapq.merge(packets, a_packets, key=_seconds)
+            for pkt in packets:
                 out.mux(pkt)
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: WebM muxing failed: {exc}") from None
+
+
+def _seconds(pkt: object) -> Fraction:
+    return Fraction(pkt.pts) * pkt.time_base  # type: ignore[attr-defined]
+
+
+def require_av() -> ModuleType:
+    """PyAV, or one line saying how to install it: excamera depends on it, but an install made
+    without dependencies (``pip install --no-deps``) can still lack it."""
+    from ..needs import core_module
+
+    return core_module("av", "reading this input or writing WebM")

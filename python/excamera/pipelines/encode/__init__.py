@@ -3,7 +3,9 @@
 :class:`~.settings.EncodeSettings` says what to do; :func:`~.run.encode` does it, one stage
 after the other, each a function of the previous stages' values (``run.py``):
 
-1. **input** (``read_input``, ``split``): probe the source (Y4M, or anything PyAV decodes),
+1. **input** (``read_input``, ``read_audio``, ``split``): probe the source (Y4M, or anything
+   PyAV decodes) and decide what becomes of its audio (:class:`~..audio.AudioPlan`: copied,
+   transcoded to Opus, or dropped for ``audio=False`` and for IVF output),
    split it into Y4M chunks of ``chunk`` frames (the last may be shorter) and put them in the
    job's storage under ``<stem>-y4m_<chunk>/%08d.y4m`` -> :class:`~.run.Chunks`.
 2. **plan** (``plan``): the xcenc job's :class:`~excamera.pipelines.xcenc.plan.XcencParams`:
@@ -14,7 +16,8 @@ after the other, each a function of the previous stages' values (``run.py``):
    -> mu's ``JobResult`` (per-worker outputs, attempts, CPU-seconds, state times, cost).
 4. **stitch** (``fetch_and_stitch``, ``write_container``): fetch the chunk IVFs, join them into
    one stream (one header, continuous timestamps) and write it as IVF or, for ``.webm``, mux
-   it with PyAV without re-encoding, to a temporary file beside the output.
+   it with PyAV without re-encoding, beside the input's audio, to a temporary file beside the
+   output.
 5. **check and measure** (``check_and_measure``): decode the stream with xc; every chunk must
    join at exactly the state it was encoded against and the stream must show exactly the
    input's frames; PSNR and SSIM against the source (:mod:`excamera.metrics`). Only then is

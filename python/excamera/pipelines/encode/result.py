@@ -36,7 +36,8 @@ class EncodeResult:
     the whole call, split into ``split_seconds`` (reading the input, writing chunks),
     ``job_seconds`` (the workers) and ``finish_seconds`` (stitching, checking, measuring).
     ``cost`` is what the backend reports (a :class:`~excamera.mu.backends.Cost`); ``workers``
-    the per-worker record, in worker order.
+    the per-worker record, in worker order. ``audio`` says what became of the input's audio
+    (None: it had none), ``audio_dropped`` whether the output is without it.
     """
 
     output: Path
@@ -57,6 +58,8 @@ class EncodeResult:
     finish_seconds: float
     cost: Any
     workers: tuple[WorkerRecord, ...]
+    audio: str | None = None
+    audio_dropped: bool = False
 
     @property
     def duration(self) -> float:
@@ -88,6 +91,8 @@ class EncodeResult:
             else f"  SSIM      not measured: {self.width}x{self.height} is smaller than its "
             "11x11 window",
         ]
+        if self.audio is not None:
+            lines.append(f"  audio     {self.audio}")
         if self.cost is not None:
             lines.append(self.cost.line())
         return lines

@@ -19,12 +19,14 @@ from ...metrics import QualityMeter
 from ...mu.backends import Backend, BackendError, resolve_backend
 from ...mu.coordinator import JobResult
 from ...mu.jobs import run_job
+from ..audio import DROP, AudioPlan, audio_plan
 from ..media import (
     MediaError,
     Stitched,
     VideoInfo,
     probe,
     read_pictures,
+    require_av,
     stitch,
     write_chunks,
     write_ivf,
@@ -54,6 +56,7 @@ def encode(settings: EncodeSettings) -> EncodeResult:
     try:
         require_pass0_encoder(settings.pass0, backend)
         info = read_input(settings.source)
+        audio = read_audio(settings)
         with _workspace(settings.bucket) as (bucket, work):
             chunks = split(settings.source, info, settings.chunk, bucket, work)
             t_split = time.monotonic()
@@ -64,7 +67,7 @@ def encode(settings: EncodeSettings) -> EncodeResult:
             t_job = time.monotonic()
             with atomic_output(settings.output) as tmp:
                 stitched = fetch_and_stitch(params, chunks, work)
-                write_container(stitched, info, tmp, webm=settings.webm)
+                write_container(stitched, info, tmp, webm=settings.webm, audio=audio)
                 meter = check_and_measure(settings.source, stitched)
             t_end = time.monotonic()
     except OSError as exc:
@@ -72,7 +75,7 @@ def encode(settings: EncodeSettings) -> EncodeResult:
     finally:
         if backend is not None:  # never handed to a job, which would have closed it
             asyncio.run(backend.close())
-    return result(settings, info, chunks, job, stitched, meter,
+    return result(settings, info, chunks, job, stitched, meter, audio,
                   (t0, t_split, t_job, t_end))
 
 
@@ -83,6 +86,18 @@ def read_input(source: Path) -> VideoInfo:
     try:
         return probe(source)
     except (MediaError, ValueError) as exc:
+        raise ExcameraError(str(exc)) from None
+
+
+def read_audio(settings: EncodeSettings) -> AudioPlan | None:
+    """What the output gets of the input's audio (None: the input has none), decided before
+    the workers start so that audio that cannot be kept, or a WebM output without PyAV to
+    write it, fails the encode at once."""
+    if settings.webm:
+        require_av()
+    try:
+        return audio_plan(settings.source, keep=settings.audio, webm=settings.webm)
+    except MediaError as exc:
         raise ExcameraError(str(exc)) from None
 
 
@@ -193,9 +208,13 @@ def fetch_and_stitch(params: XcencParams, chunks: Chunks, work: Path) -> Stitche
         raise ExcameraError(str(exc)) from None
 
 
-def write_container(stitched: Stitched, info: VideoInfo, path: Path, *, webm: bool) -> None:
+def write_container(stitched: Stitched, info: VideoInfo, path: Path, *, webm: bool,
+                    audio: AudioPlan | None = None) -> None:
     try:
-        (write_webm if webm else write_ivf)(stitched, info.fps, path)
+        if webm:
+            write_webm(stitched, info.fps, path, audio)
+        else:
+            write_ivf(stitched, info.fps, path)
     except MediaError as exc:
         raise ExcameraError(str(exc)) from None
 
@@ -249,7 +268,7 @@ def measure(source: Path, frames: list[bytes], entry_hashes: dict[int, int] | No
 # --- result ----------------------------------------------------------------------------------
 
 def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobResult,
-           stitched: Stitched, meter: QualityMeter,
+           stitched: Stitched, meter: QualityMeter, audio: AudioPlan | None,
            times: tuple[float, float, float, float]) -> EncodeResult:
     t0, t_split, t_job, t_end = times
     workers = tuple(
@@ -263,4 +282,6 @@ def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobRe
         psnr_y=meter.psnr_y, psnr_all=meter.psnr_all, ssim=meter.ssim,
         wall_seconds=t_end - t0, split_seconds=t_split - t0, job_seconds=t_job - t_split,
         finish_seconds=t_end - t_job, cost=job.cost, workers=workers,
+        audio=None if audio is None else audio.describe(),
+        audio_dropped=audio is not None and audio.action == DROP,
     )

@@ -31,6 +31,10 @@ class EncodeSettings:
     ``chain``, ``tools`` and ``kf_weight`` as ``excamera.pipelines.xcenc`` describes them
     (``kf_weight=None``: xc-enc matches the prediction's key-frame quality).
 
+    ``audio``: keep the input's audio in a WebM output (Opus and Vorbis copied, anything else
+    transcoded to Opus; see :mod:`excamera.pipelines.audio`); False drops it. An IVF output
+    holds video only, whatever this says.
+
     Where it runs: at most ``workers`` encodes at once; chunks and outputs in ``bucket`` (a
     local directory or ``s3://bucket/prefix``; None: a temporary directory, removed after);
     workers started by ``backend`` with mu's ``job`` settings; ``progress`` as
@@ -48,6 +52,7 @@ class EncodeSettings:
     chain: str = "excamera"
     tools: str = "worker"
     kf_weight: float | None = 0.75
+    audio: bool = True
     bucket: str | None = None
     backend: Backend | BackendSpec = field(default_factory=BackendSpec)
     job: JobSettings = field(default_factory=JobSettings)
@@ -65,6 +70,8 @@ class EncodeSettings:
         if self.passes not in PASSES:
             raise SettingsError.value("passes", self.passes, "must be 1 (pass 0 alone) or 3 "
                                       "(ExCamera's rebases)")
+        if not isinstance(self.audio, bool):
+            raise SettingsError.value("audio", self.audio, "must be True or False")
         if self.kf_weight is not None:
             check_number("kf_weight", self.kf_weight, maximum=1.0)
         if self.output.suffix.lower() not in OUTPUT_SUFFIXES:
