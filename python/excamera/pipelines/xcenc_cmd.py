@@ -9,11 +9,13 @@ one given with ``-c``). The flags become an :class:`~.xcenc.plan.XcencParams`, m
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import JobResult
 from ..mu.jobopts import add_job_options, backend_spec, job_backend, job_settings, run_job
+from .xcenc.joins import Joins, judge_joins
 from .xcenc.machine import clean_handoff, require_pass0_encoder, xcenc_coordinator
 from .xcenc.plan import CHAINS, PASS0_ENCODERS, TOOL_MODES, PassPlan, PlanError, XcencParams
 
@@ -106,6 +108,10 @@ def main(args: argparse.Namespace) -> int:
     relay = (args.relay_host, args.relay_host_port) if args.relay_host else None
     if relay is not None:
         check_port("-T", args.relay_host_port, zero_picks=False)
+    warning = params.wavefront_warning()
+    if warning:
+        print(f"excamera xcenc: warning: {warning}", file=sys.stderr, flush=True)
+    verdict: list[Joins] = []
 
     def report(result: JobResult) -> None:
         outs = [result.outputs[k] for k in sorted(result.outputs)]
@@ -115,8 +121,16 @@ def main(args: argparse.Namespace) -> int:
               f"({outs[0]['output']} .. {outs[-1]['output']}); passes per worker "
               f"{min(passes)}..{max(passes)}; comp-states identical for "
               f"{sum(conv)} of {len(conv)} compared")
+        joins = judge_joins(params, result.outputs)
+        print(joins.summary())
+        verdict.append(joins)
         if params.handoff_storage:
             clean_handoff(params, args.bucket)
 
-    return run_job(args, lambda: xcenc_coordinator(params, job_backend(args), args.bucket,
-                                                   job_settings(args), relay), report)
+    rc = run_job(args, lambda: xcenc_coordinator(params, job_backend(args), args.bucket,
+                                                 job_settings(args), relay), report)
+    error = verdict[0].error() if verdict else None
+    if error:
+        # Every output is uploaded, yet the chunks do not form one stream: not a complete job.
+        raise CommandError(error)
+    return rc
