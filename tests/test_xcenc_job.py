@@ -666,17 +666,29 @@ def test_guide_wavefront_over_s3_with_a_separate_relay(tmp_path: Path, s3_env: s
     reaches = stream_reaches_entry_states(ivfs)
     out = done.stdout.splitlines()
     assert out[0].startswith("xcenc: 4 chunk(s) encoded in ")
-    assert out[2].startswith("cost (local): ")
+    assert out[1].startswith("cost (local): ") and len(out) == 3  # the joins' summary last
     if clip == "flat":
         assert bits == [0, 0, 0] and reaches == [True, True, True]
-        assert out[1] == "xcenc: joins exact 0|1..2|3 (3 of 3)"
+        assert out[2] == "xcenc: joins exact 0|1..2|3 (3 of 3)"
         assert done.returncode == 0 and len(err) == 1, done.stderr
         return
     assert min(bits) > 0 and reaches == [True, False, False]
-    assert out[1] == ("xcenc: joins exact 0|1 (1 of 3); NOT exact 1|2..2|3 (2 of 3; comp-states "
+    assert out[2] == ("xcenc: joins exact 0|1 (1 of 3); NOT exact 1|2..2|3 (2 of 3; comp-states "
                       f"bits differing in the predecessor: 1: {bits[0]}, 2: {bits[1]})")
     assert done.returncode == 1
     assert err[1:] == [
         f"excamera xcenc: error: joins 1|2..2|3 are not exact: rebased states did not converge "
         f"(see {clip}/comp_txt/); every chunk is uploaded, but chunks after 1 do not decode as "
         "encoded when stitched"]
+
+
+def test_a_refused_value_comes_before_the_wavefront_warning(tmp_path: Path) -> None:
+    """A risky wavefront with a bad value: the one error line, no warning about a job that
+    will not run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "xcenc", "-n", "4", "-p", "2", "-b",
+         str(tmp_path), "-v", "none", "--retries", "-1"],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["excamera xcenc: error: --retries -1: must be at least 0"]

@@ -108,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
     relay = (args.relay_host, args.relay_host_port) if args.relay_host else None
     if relay is not None:
         check_port("-T", args.relay_host_port, zero_picks=False)
+    settings = job_settings(args)  # every value checked before the warning below
     warning = params.wavefront_warning()
     if warning:
         print(f"excamera xcenc: warning: {warning}", file=sys.stderr, flush=True)
@@ -121,15 +122,15 @@ def main(args: argparse.Namespace) -> int:
               f"({outs[0]['output']} .. {outs[-1]['output']}); passes per worker "
               f"{min(passes)}..{max(passes)}; comp-states identical for "
               f"{sum(conv)} of {len(conv)} compared")
-        joins = judge_joins(params, result.outputs)
-        print(joins.summary())
-        verdict.append(joins)
+        verdict.append(judge_joins(params, result.outputs))
         if params.handoff_storage:
             clean_handoff(params, args.bucket)
 
     rc = run_job(args, lambda: xcenc_coordinator(params, job_backend(args), args.bucket,
-                                                 job_settings(args), relay), report)
-    error = verdict[0].error() if verdict else None
+                                                 settings, relay), report)
+    # The job ends with its verdict on the joins, after the cost.
+    print(verdict[0].summary(), flush=True)
+    error = verdict[0].error()
     if error:
         # Every output is uploaded, yet the chunks do not form one stream: not a complete job.
         raise CommandError(error)
