@@ -34,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-p", dest="passes", default="7", metavar="nPasses|w,x,y,z",
                    help="passes in all, or passes per phase w,x,y,z as mu took them (7 is "
                    "1,0,4,2: pass 0, 4 S-phase, 2 closing); 1 = pass 0 only, chunks "
-                   "independent (%(default)s)")
+                   "independent; with fewer passes than workers and no -K, later joins are "
+                   "exact only if rebased states converge (%(default)s)")
     p.add_argument("-K", dest="kf_dist", type=int, default=None, metavar="kfDist",
-                   help="batch mode: a key frame every kfDist chunks, at most 3 passes "
-                   "(ExCamera[n,x]'s x; default: one wavefront over all chunks)")
+                   help="batch mode: a key frame every kfDist chunks, at most 3 passes, "
+                   "every join exact by construction (ExCamera[n,x]'s x; default: one "
+                   "wavefront over all chunks)")
     p.add_argument("-S", dest="s_ac_qi", type=int, default=127, metavar="s_ac_qi",
                    help="quantizer index of the S phase, xc-enc --s-ac-qi (%(default)s)")
     p.add_argument("-Y", dest="y_ac_qi", type=int, default=30, metavar="y_ac_qi",
