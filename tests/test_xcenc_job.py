@@ -19,9 +19,21 @@ from excamera.mu.backends import LocalBackend
 from excamera.mu.coordinator import Coordinator
 from excamera.mu.errors import JobFailed
 from excamera.mu.machines import JobContext, WorkerHandle
+from excamera.pipelines.xcenc.joins import judge_joins
 from excamera.pipelines.xcenc.machine import job_params, xcenc_machine
 from excamera.pipelines.xcenc.ops import OPERATION_MODULE
-from excamera.pipelines.xcenc.plan import Need, PassPlan, PlanError, XcencParams, reencode_argv
+from excamera.pipelines.xcenc.plan import (
+    JOIN_EARLIER,
+    JOIN_FINAL,
+    JOIN_KEY,
+    Join,
+    Need,
+    PassPlan,
+    PlanError,
+    XcencParams,
+    join_names,
+    reencode_argv,
+)
 from excamera.xc.codec import Decoder, State
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import Y4MReader, Y4MWriter
@@ -44,6 +56,21 @@ def make_chunks(store: Path, vid: str, n: int, frames: int = 6) -> None:
                            r.fps or (30, 1)) as w:
                 for _ in range(frames):
                     w.write(r.read_frame())
+
+
+def make_flat_chunks(store: Path, vid: str, n: int, frames: int = 3) -> None:
+    """A flat grey 64x64 clip: every encode of it reconstructs the same pictures and the same
+    state, so rebased states converge."""
+    import numpy as np
+
+    from excamera.xc.y4m import Picture
+
+    grey = Picture(*(np.full(shape, 128, np.uint8) for shape in ((64, 64), (32, 32), (32, 32))))
+    (store / vid).mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        with Y4MWriter(store / vid / f"{k:08d}.y4m", 64, 64, (30, 1)) as w:
+            for _ in range(frames):
+                w.write(grey)
 
 
 def vpxdec_frames(path: Path) -> int:
@@ -94,7 +121,21 @@ def test_wavefront_and_batch_plans() -> None:
     assert plans[5].send_tags == {0, 1, 2}  # its pass-3 state is never needed
     assert plans[7].send_tags == frozenset()
     # Workers 3..6 feed a successor that ends on their second-to-last state; 7 is the last.
-    assert [w.enforce_convergence for w in plans] == [False] * 3 + [True] * 4 + [False]
+    assert [w.successor_needs_convergence for w in plans] == [False] * 3 + [True] * 4 + [False]
+    assert [p.join(k).kind for k in range(1, 8)] == [JOIN_FINAL] * 3 + [JOIN_EARLIER] * 4
+    assert p.join(4) == Join(4, JOIN_EARLIER, inp=2, pred_final=3)
+    assert p.join(3) == Join(3, JOIN_FINAL, inp=2, pred_final=2)
+    warning = p.wavefront_warning()
+    assert warning is not None and "joins 3|4..6|7 are exact only if rebased states converge" \
+        in warning and "batch mode (-K) or -p 8" in warning
+    assert XcencParams("v", 4, plan=PassPlan.parse("4")).wavefront_warning() is None
+    assert XcencParams("v", 9, plan=PassPlan.parse("1")).wavefront_warning() is None
+    assert [XcencParams("v", 3, plan=PassPlan.parse("1")).join(k).kind for k in (1, 2)] == [
+        JOIN_KEY] * 2
+    # Chunk numbers, not worker numbers, name the joins; runs are shortened.
+    off = XcencParams("v", 5, offset=10, plan=PassPlan.parse("3"))
+    assert "joins 12|13..13|14 are" in off.wavefront_warning()
+    assert join_names(off, [1, 3, 4]) == "10|11, 12|13..13|14"
 
     b = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
     plans = [b.worker_plan(k) for k in range(8)]
@@ -103,7 +144,10 @@ def test_wavefront_and_batch_plans() -> None:
     assert plans[3].needs == {1: Need(0, None), 2: Need(2, 0)}
     assert plans[1].out_tags == {0: 0, 1: 1} and plans[1].send_tags == {0, 1}
     assert plans[3].send_tags == frozenset()  # last of its batch: the next chunk is a key frame
-    assert not any(w.enforce_convergence for w in plans)
+    assert not any(w.successor_needs_convergence for w in plans)
+    assert [b.join(k).kind for k in range(1, 8)] == [JOIN_FINAL] * 3 + [JOIN_KEY] + [
+        JOIN_FINAL] * 3
+    assert b.wavefront_warning() is None
 
 
 def test_worker_imports_only_the_operations() -> None:
@@ -399,6 +443,31 @@ def test_pass_flags_weight_and_batch() -> None:
         XcencParams("v", 8, chain="x")
 
 
+def stitched_frames(ivfs: list[Path], joined: Path) -> int:
+    """The chunks joined into one IVF, decoded by vpxdec: the frames it decoded."""
+    from excamera.pipelines.media import stitch, write_ivf
+
+    write_ivf(stitch(ivfs, (30, 1)), (30, 1), joined)
+    return vpxdec_frames(joined)
+
+
+def stream_reaches_entry_states(ivfs: list[Path]) -> list[bool]:
+    """For each join k-1|k: whether decoding the chunks in order reaches, at chunk k's first
+    frame, the state chunk k was encoded against (the 32-bit hash xc-enc records in its IVF
+    header). Independent of anything the job reports."""
+    from excamera.xc.codec import Decoder
+
+    dec, out = Decoder(), []
+    for k, ivf in enumerate(ivfs):
+        header, frames = read_ivf(ivf)
+        if k > 0:
+            assert frames[0].data[0] & 1 == 1 and header.unused, f"chunk {k} is not a rebase"
+            out.append(int(dec.state.hash, 16) & 0xFFFFFFFF == header.unused)
+        for f in frames:
+            dec.decode(f.data)
+    return out
+
+
 def stream_states(ivfs: list[Path]) -> list[str]:
     """sha256 of the decoder state at the end of each chunk when the chunks are decoded one
     after another, as a player decodes the stitched stream (computed here, not by the job)."""
@@ -420,7 +489,7 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
     must be comp-states' own: converged exactly when its last two states are identical (their
     hashes are the last two it sent), comp.txt holding comp-states' output. (On this clip they
     do not converge, tens of thousands of bits apart, so n == passes keeps every join exact;
-    the next test runs one worker more.)"""
+    ``test_wavefront_judges_each_join_against_the_decoded_stream`` runs more workers.)"""
     store = tmp_path / "store"
     n = 4
     make_chunks(store, "carphone", n)
@@ -431,7 +500,7 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
     for k in range(n):
         plan = params.worker_plan(k)
         assert outs[k]["passes"] == plan.passes == k + 1
-        assert not plan.enforce_convergence
+        assert not plan.successor_needs_convergence
         reencodes = [r for r in outs[k]["runs"] if r["step"].startswith("reencode_p")]
         assert [r["step"] for r in reencodes] == [f"reencode_p{p}" for p in range(1, k + 1)]
         for p, r in enumerate(reencodes, start=1):
@@ -455,24 +524,55 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
             assert outs[k]["converged"] is same
 
 
-def test_wavefront_refuses_a_chunk_whose_predecessor_did_not_converge(tmp_path: Path) -> None:
-    """5 workers with 4 passes: worker 4 ends on worker 3's second-to-last state, correct only
-    if worker 3's last two states are identical. With real re-encodes of this clip they are not
-    (about 69,000 bits differ today), so the job must fail, naming worker 3 and comp-states'
-    count, rather than publish a chunk that would not decode to what was encoded. (Should the
-    rebase ever converge here, this test fails and the wavefront gets a passing case.)"""
+@pytest.mark.parametrize("clip", ["carphone", "flat"])
+def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, clip: str) -> None:
+    """4 workers with 3 passes: worker 3 ends on worker 2's second-to-last state, so join 2|3
+    is exact only if worker 2's last two states are identical. On carphone they are not (a few
+    thousand bits differ today): the job still uploads every chunk and comp-states text, as
+    mu's did, and judges join 2|3 inexact. On a flat grey clip every rebase ends on the same
+    state, a real convergence, and every join is exact. The verdicts are checked against the
+    states reached by decoding the uploaded chunks one after another, computed here."""
     store = tmp_path / "store"
-    make_chunks(store, "carphone", 5)
-    params = XcencParams("carphone", 5, plan=PassPlan.parse("4"))
-    assert [params.worker_plan(k).enforce_convergence for k in range(5)] == [False] * 3 + [
-        True, False]
-    with pytest.raises(JobFailed) as info:
-        run_job(store, tmp_path / "tmp", params)
-    msg = str(info.value)
-    assert "worker 3 (attempt 0) failed in state 'compare'" in msg
-    bits = int(msg.split("comp-states: ")[1].split(" bits differ")[0])
-    assert bits > 0
-    assert not (store / "carphone" / "out" / "00000003.ivf").exists()
+    if clip == "flat":
+        make_flat_chunks(store, clip, 4)
+    else:
+        make_chunks(store, clip, 4, frames=3)
+    params = XcencParams(clip, 4, plan=PassPlan.parse("3"))
+    assert [params.worker_plan(k).successor_needs_convergence for k in range(4)] == [
+        False, False, True, False]
+    result = run_job(store, tmp_path / "tmp", params)
+    outs = result.outputs
+    ivfs = [store / clip / "out" / f"{k:08d}.ivf" for k in range(4)]
+    for k in range(4):
+        comp = (store / clip / "comp_txt" / f"{k:08d}.txt").read_text()
+        assert comp.strip() == outs[k]["comp"] and (comp == "") is (k == 0)
+    converged = outs[2]["converged"]
+    assert converged is (clip == "flat")
+    assert (int(outs[2]["comp"].split()[0]) == 0) is converged  # comp-states' own count
+    stream = stream_states(ivfs)
+    # The chunks' own headers agree: each records the state it was encoded against.
+    assert stream_reaches_entry_states(ivfs) == [True, True, converged]
+    joins = judge_joins(params, outs)
+    # Worker 3 rebased onto worker 2's second-to-last state...
+    assert outs[3]["last_input"] == outs[2]["sent"][1]
+    # ...which is the state the stream reaches there exactly when worker 2 converged.
+    assert (outs[3]["last_input"] == stream[2]) is converged
+    assert joins.exact == ([1, 2, 3] if converged else [1, 2])
+    assert joins.inexact == ([] if converged else [3])
+    for k in range(4):
+        # The stream decodes as encoded through the last chunk before the first inexact join.
+        assert (stream[k] == outs[k]["final_state"]) is (k <= joins.stitchable_through)
+    # vpxdec decodes the chunks up to there, joined, without complaint.
+    through = joins.stitchable_through
+    assert stitched_frames(ivfs[:through + 1], tmp_path / "joined.ivf") == 3 * (through + 1)
+    if converged:
+        assert joins.error() is None and joins.summary() == "xcenc: joins exact 0|1..2|3 (3 of 3)"
+    else:
+        assert joins.bits == {3: outs[2]["comp"].split()[0]}
+        assert joins.error().startswith("joins 2|3 are not exact:")
+        assert joins.summary() == (f"xcenc: joins exact 0|1..1|2 (2 of 3); NOT exact 2|3 (1 of "
+                                   f"3; comp-states bits differing in the predecessor: 2: "
+                                   f"{joins.bits[3]})")
 
 
 def test_clean_handoff_removes_only_this_jobs_states(tmp_path: Path) -> None:
@@ -486,3 +586,109 @@ def test_clean_handoff_removes_only_this_jobs_states(tmp_path: Path) -> None:
         f.write_bytes(b"state")
     clean_handoff(p, str(tmp_path))
     assert not any(f.exists() for f in mine) and other.exists()
+
+
+# --- the seed guide's command lines: a separate relay, genkeys keys, chunks on S3 -------------
+
+
+@pytest.fixture(scope="module")
+def guide_relay(tmp_path_factory):
+    """``excamera genkeys`` then ``excamera relay`` with those keys, both real processes, as
+    the guide starts its traversal server; yields the keys' directory and the relay's port."""
+    from _mu_servers import relay_process
+
+    keys = tmp_path_factory.mktemp("guide") / "ssl"
+    done = subprocess.run([sys.executable, "-m", "excamera.cli", "genkeys", str(keys)],
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    relay = relay_process(keys)
+    try:
+        yield keys, relay.port
+    finally:
+        relay.stop()
+
+
+@pytest.mark.parametrize("clip", ["carphone", "flat"])
+def test_guide_wavefront_over_s3_with_a_separate_relay(tmp_path: Path, s3_env: str,
+                                                       guide_relay, clip: str) -> None:
+    """The guide's ``xcenc -n N -p P -H host -T port -b bucket -v vid -c -s -k`` with more
+    workers than passes (4 and 2), chunks in moto's S3. Before launching it warns that joins
+    1|2 and 2|3 hang on convergence. On carphone worker 1's and 2's states do not converge:
+    every chunk and every comp-states text is still uploaded, the summary names the exact
+    join (0|1) and the inexact ones, and the job fails with one line naming those. On a flat
+    grey clip they converge and the job succeeds. The verdicts are checked against the
+    uploaded chunks themselves: decoded in order, does the stream reach the state each chunk
+    records it was encoded against?"""
+    import boto3
+
+    from conftest import BUCKET
+
+    keys, port = guide_relay
+    local = tmp_path / "local"
+    if clip == "flat":
+        make_flat_chunks(local, clip, 4)
+    else:
+        make_chunks(local, clip, 4, frames=3)
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    prefix = f"guide-{clip}"
+    for f in sorted((local / clip).iterdir()):
+        s3.upload_file(str(f), BUCKET, f"{prefix}/{clip}/{f.name}")
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "xcenc", "-n", "4", "-p", "2",
+         "-H", "127.0.0.1", "-T", str(port), "-b", f"s3://{BUCKET}/{prefix}", "-v", clip,
+         "-c", str(keys / "ca_cert.pem"), "-s", str(keys / "server_cert.pem"),
+         "-k", str(keys / "server_key.pem"), "-t", "0"],
+        env=child_env(), capture_output=True, text=True, timeout=300,
+    )
+    err = done.stderr.splitlines()
+    assert err[0] == (
+        "excamera xcenc: warning: a wavefront of 4 workers with 2 passes: joins 1|2..2|3 are "
+        "exact only if rebased states converge (a worker ending where it was one pass "
+        "before), which they rarely do; for joins exact by construction use batch mode (-K) "
+        "or -p 4"), done.stderr
+
+    # Every chunk and every comp-states text is there, converged or not.
+    got = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert got == {f"{prefix}/{clip}/{d}{k:08d}.{ext}" for k in range(4)
+                   for d, ext in (("", "y4m"), ("out/", "ivf"), ("comp_txt/", "txt"))}
+    ivfs, bits = [], []
+    for k in range(4):
+        ivfs.append(tmp_path / f"{k:08d}.ivf")
+        s3.download_file(BUCKET, f"{prefix}/{clip}/out/{k:08d}.ivf", str(ivfs[-1]))
+        header, frames = read_ivf(ivfs[-1])
+        assert len(frames) == 3 and (frames[0].data[0] & 1 == 0) is (k == 0)
+        comp = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{clip}/comp_txt/{k:08d}.txt")[
+            "Body"].read().decode()
+        if k == 0:
+            assert comp == ""  # one pass: nothing to compare
+        else:
+            bits.append(int(comp.split()[0]))
+    reaches = stream_reaches_entry_states(ivfs)
+    out = done.stdout.splitlines()
+    assert out[0].startswith("xcenc: 4 chunk(s) encoded in ")
+    assert out[1].startswith("cost (local): ") and len(out) == 3  # the joins' summary last
+    if clip == "flat":
+        assert bits == [0, 0, 0] and reaches == [True, True, True]
+        assert out[2] == "xcenc: joins exact 0|1..2|3 (3 of 3)"
+        assert done.returncode == 0 and len(err) == 1, done.stderr
+        return
+    assert min(bits) > 0 and reaches == [True, False, False]
+    assert out[2] == ("xcenc: joins exact 0|1 (1 of 3); NOT exact 1|2..2|3 (2 of 3; comp-states "
+                      f"bits differing in the predecessor: 1: {bits[0]}, 2: {bits[1]})")
+    assert done.returncode == 1
+    assert err[1:] == [
+        f"excamera xcenc: error: joins 1|2..2|3 are not exact: rebased states did not converge "
+        f"(see {clip}/comp_txt/); every chunk is uploaded, but chunks after 1 do not decode as "
+        "encoded when stitched"]
+
+
+def test_a_refused_value_comes_before_the_wavefront_warning(tmp_path: Path) -> None:
+    """A risky wavefront with a bad value: the one error line, no warning about a job that
+    will not run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "excamera.cli", "xcenc", "-n", "4", "-p", "2", "-b",
+         str(tmp_path), "-v", "none", "--retries", "-1"],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["excamera xcenc: error: --retries -1: must be at least 0"]

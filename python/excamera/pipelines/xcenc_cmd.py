@@ -9,11 +9,13 @@ one given with ``-c``). The flags become an :class:`~.xcenc.plan.XcencParams`, m
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..argcheck import check_port
 from ..errors import CommandError
 from ..mu.coordinator import JobResult
 from ..mu.jobopts import add_job_options, backend_spec, job_backend, job_settings, run_job
+from .xcenc.joins import Joins, judge_joins
 from .xcenc.machine import clean_handoff, require_pass0_encoder, xcenc_coordinator
 from .xcenc.plan import CHAINS, PASS0_ENCODERS, TOOL_MODES, PassPlan, PlanError, XcencParams
 
@@ -32,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-p", dest="passes", default="7", metavar="nPasses|w,x,y,z",
                    help="passes in all, or passes per phase w,x,y,z as mu took them (7 is "
                    "1,0,4,2: pass 0, 4 S-phase, 2 closing); 1 = pass 0 only, chunks "
-                   "independent (%(default)s)")
+                   "independent; with fewer passes than workers and no -K, later joins are "
+                   "exact only if rebased states converge (%(default)s)")
     p.add_argument("-K", dest="kf_dist", type=int, default=None, metavar="kfDist",
-                   help="batch mode: a key frame every kfDist chunks, at most 3 passes "
-                   "(ExCamera[n,x]'s x; default: one wavefront over all chunks)")
+                   help="batch mode: a key frame every kfDist chunks, at most 3 passes, "
+                   "every join exact by construction (ExCamera[n,x]'s x; default: one "
+                   "wavefront over all chunks)")
     p.add_argument("-S", dest="s_ac_qi", type=int, default=127, metavar="s_ac_qi",
                    help="quantizer index of the S phase, xc-enc --s-ac-qi (%(default)s)")
     p.add_argument("-Y", dest="y_ac_qi", type=int, default=30, metavar="y_ac_qi",
@@ -106,6 +110,11 @@ def main(args: argparse.Namespace) -> int:
     relay = (args.relay_host, args.relay_host_port) if args.relay_host else None
     if relay is not None:
         check_port("-T", args.relay_host_port, zero_picks=False)
+    settings = job_settings(args)  # every value checked before the warning below
+    warning = params.wavefront_warning()
+    if warning:
+        print(f"excamera xcenc: warning: {warning}", file=sys.stderr, flush=True)
+    verdict: list[Joins] = []
 
     def report(result: JobResult) -> None:
         outs = [result.outputs[k] for k in sorted(result.outputs)]
@@ -115,8 +124,16 @@ def main(args: argparse.Namespace) -> int:
               f"({outs[0]['output']} .. {outs[-1]['output']}); passes per worker "
               f"{min(passes)}..{max(passes)}; comp-states identical for "
               f"{sum(conv)} of {len(conv)} compared")
+        verdict.append(judge_joins(params, result.outputs))
         if params.handoff_storage:
             clean_handoff(params, args.bucket)
 
-    return run_job(args, lambda: xcenc_coordinator(params, job_backend(args), args.bucket,
-                                                   job_settings(args), relay), report)
+    rc = run_job(args, lambda: xcenc_coordinator(params, job_backend(args), args.bucket,
+                                                 settings, relay), report)
+    # The job ends with its verdict on the joins, after the cost.
+    print(verdict[0].summary(), flush=True)
+    error = verdict[0].error()
+    if error:
+        # Every output is uploaded, yet the chunks do not form one stream: not a complete job.
+        raise CommandError(error)
+    return rc

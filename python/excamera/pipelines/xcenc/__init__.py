@@ -30,8 +30,8 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
    zlib-compressed state, and sends it to k+1 through the relay.
 4. ``compare``: when the worker ran two passes or more, ``comp-states prev.state final.state``
    is appended to ``comp.txt`` (its own last two states; identical means the successor, which
-   rebased onto the older one, decodes exactly). ``comp.txt`` is uploaded for every worker, empty
-   when there was nothing to compare.
+   rebased onto the older one, decodes exactly). ``comp.txt`` is uploaded for every worker,
+   converged or not, empty when there was nothing to compare.
 5. ``upload`` ``output.ivf`` and ``comp.txt``; quit.
 
 Passes and phases (``-p``). mu's code takes ``w,x,y,z`` passes per phase (default 1,0,3,2):
@@ -48,13 +48,16 @@ each starting with a key frame.
 
 Wavefront (no ``-K``): worker k runs ``min(P, k+1)`` passes; its pass p rebases onto worker
 k-1's pass p-1 state. Workers k <= P-1 therefore end on their predecessor's final state and are
-exact. A worker k >= P ends on worker k-1's *second-to-last* state, so it is exact only if worker
-k-1 converged (its last two passes gave identical states). That is checked as mu did, with
-``comp-states``: a worker P-1 <= k < n-1 whose states differ fails the job, since its successor's
-output would not decode to what was encoded. (The last worker has no successor to mislead.)
-xc-enc's rebases onto different states do not give identical states (on carphone about 69,000
-bits differ between a worker's last two, whatever P), so in practice the wavefront runs with
-n <= P; batch mode, which ``excamera encode`` runs, never relies on convergence.
+exact. A worker k >= P ends on worker k-1's *second-to-last* state, so the join k-1|k is exact
+only if worker k-1 converged (its last two passes gave identical states), which comp-states
+reports as mu's did. xc-enc's rebases onto different states do not give identical states (on
+carphone about 69,000 bits differ between a worker's last two, whatever P), so with n > P the
+command warns before launching (``XcencParams.wavefront_warning``). Every worker uploads its
+chunk and its comp-states text either way, as mu's did; the job then judges each join from the
+workers' state hashes (``joins``): the state a chunk's final pass rebased onto against the
+state its predecessor ended on. It prints which joins are exact and, if any is not, fails with
+one line naming them: the chunks are there to inspect, but they do not form one stream and
+nothing stitches them. Batch mode, which ``excamera encode`` runs, never relies on convergence.
 
 Batch mode (``-K x``, ExCamera[n,x]): chunk k is number ``k mod x`` of its batch. The first
 chunk of each batch keeps its key frame (1 pass); the second rebases once onto the first's final

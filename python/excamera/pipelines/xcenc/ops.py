@@ -86,10 +86,19 @@ def _touch_op(ctx: OpContext, path: str) -> dict[str, Any]:
     return {}
 
 
+def _digest_op(ctx: OpContext, path: str) -> dict[str, Any]:
+    """The sha256 of ``path`` (None when there is no such file)."""
+    target = ctx.path(path)
+    if not target.exists():
+        return {"sha256": None}
+    return {"sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+
+
 def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_probe", _probe_op)
     registry.register("xcenc_pack_state", _pack_state_op)
     registry.register("xcenc_unpack_state", _unpack_state_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
+    registry.register("xcenc_digest", _digest_op)
     registry.register("xcenc_tool", _tool_op)

@@ -93,7 +93,27 @@ class WorkerPlan:
     needs: dict[int, Need]  # pass -> states it rebases with
     out_tags: dict[int, int]  # pass -> tag its final.state carries when sent
     send_tags: frozenset[int]  # tags the successor needs
-    enforce_convergence: bool
+    # The successor ends on one of this worker's earlier states, so its join is exact only if
+    # this worker's states converge (ends where it was before).
+    successor_needs_convergence: bool
+
+
+#: How a chunk's final output meets its predecessor's (``XcencParams.join``).
+JOIN_KEY = "key frame"  # it starts with a key frame: decodes whatever came before
+JOIN_FINAL = "final"  # rebased onto the predecessor's final state: exact by construction
+JOIN_EARLIER = "earlier"  # onto an earlier state: exact only if the predecessor converged
+
+
+@dataclass(frozen=True)
+class Join:
+    """The join of chunk ``k - 1`` and chunk ``k`` (worker numbers): ``kind`` is one of the
+    ``JOIN_*``, ``inp`` the predecessor's state tag that chunk k's final pass rebased onto and
+    ``pred_final`` the tag of the state the predecessor ended on (None for a key frame)."""
+
+    k: int
+    kind: str
+    inp: int | None = None
+    pred_final: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,15 +253,55 @@ class XcencParams:
                 send.add(need.inp)
                 if need.prev is not None:
                     send.add(need.prev)
-        passes = self._passes(k)
         return WorkerPlan(
-            passes=passes,
+            passes=self._passes(k),
             needs=self._needs(k),
             out_tags=self._out_tags(k),
             send_tags=frozenset(send),
-            enforce_convergence=(self.kf_dist is None and passes >= 2 and has_successor
-                                 and k >= self.plan.total - 1),
+            successor_needs_convergence=(k + 1 < self.n_parts
+                                         and self.join(k + 1).kind == JOIN_EARLIER),
         )
+
+    def join(self, k: int) -> Join:
+        """How chunk ``k``'s final output (k >= 1) was encoded against chunk ``k - 1``'s."""
+        if not 1 <= k < self.n_parts:
+            raise PlanError(f"join {k}: workers 1..{self.n_parts - 1} have a predecessor")
+        last = self._passes(k) - 1
+        need = self._needs(k).get(last)
+        if need is None:
+            return Join(k, JOIN_KEY)
+        pred_final = self._out_tags(k - 1)[self._passes(k - 1) - 1]
+        kind = JOIN_FINAL if need.inp == pred_final else JOIN_EARLIER
+        return Join(k, kind, need.inp, pred_final)
+
+    def wavefront_warning(self) -> str | None:
+        """One line, before launching, when some join can only be exact if a worker's rebased
+        states converge (a wavefront of more workers than passes); None when every join is exact
+        by construction."""
+        risky = [k for k in range(1, self.n_parts) if self.join(k).kind == JOIN_EARLIER]
+        if not risky:
+            return None
+        joins = join_names(self, risky)
+        return (f"a wavefront of {self.n_parts} workers with {self.plan.total} passes: joins "
+                f"{joins} are exact only if rebased states converge (a worker ending where it "
+                "was one pass before), which they rarely do; for joins exact "
+                f"by construction use batch mode (-K) or -p {self.n_parts}")
+
+
+def join_names(params: XcencParams, ks: list[int]) -> str:
+    """Joins named by their chunk numbers, ``a|b``, runs of consecutive ones as ``a|b..y|z``."""
+    runs: list[list[int]] = []
+    for k in ks:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+
+    def name(k: int) -> str:
+        return f"{k - 1 + params.offset}|{k + params.offset}"
+
+    return ", ".join(name(r[0]) if len(r) == 1 else f"{name(r[0])}..{name(r[-1])}"
+                     for r in runs)
 
 
 def reencode_argv(tool: list[str], need: Need, flags: list[str]) -> list[str]:
