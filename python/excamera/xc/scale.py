@@ -1,0 +1,172 @@
+"""``excamera decode --scale``: resize each shown picture to one output size, as vpxdec does.
+
+vpxdec (libvpx 1.12, built with libyuv as Debian builds it) resizes with libyuv's
+``I420Scale(..., kFilterBox)``. For the bytes to match, this module reproduces what that call
+does for the resizes a VP8 stream needs, in integer arithmetic (16.16 fixed-point positions),
+written from libyuv's documented behaviour and checked against vpxdec's output:
+
+- libyuv first simplifies the filter: "box" becomes bilinear unless an axis shrinks below one
+  half; bilinear becomes linear (horizontal only) when the source is one row high or the height
+  is unchanged (or exactly a third); linear becomes point sampling when the width is unchanged
+  (or a third), or the source is one column wide.
+- Same size: a copy. Same width: rows are blended (``ScalePlaneVertical``).
+- Taller output (``ScalePlaneBilinearUp``), or a general reduction (``ScalePlaneBilinearDown``):
+  columns are blended with a 7-bit weight (``(a*(128-f) + b*f + 64) >> 7``, the arithmetic of
+  libyuv's x86 code), rows with an 8-bit weight (``(a*(256-f) + b*f + 128) >> 8``), the last
+  source row repeated at the bottom.
+- No filter left (``ScalePlaneSimple``): nearest pixel at the centre of each step.
+
+libyuv's special reductions (exactly 3/4, 1/2, 3/8, 1/4 of both sides, and the box filter for
+reductions below one half) have their own filters; they are refused with an error rather than
+approximated, since an output that differs from vpxdec's would defeat the option's purpose. A
+stream only needs them when a frame is larger than the size it is scaled to; VP8's own resizing
+(key frames coded smaller, as vpxenc's ``--resize-allowed`` does) always scales up.
+
+Each plane is done as whole-array numpy operations: per output row and column one source index
+and one weight, computed once per pair of sizes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from excamera.xc.y4m import Picture, chroma_size
+
+BOX, BILINEAR, LINEAR, NONE = "box", "bilinear", "linear", "none"
+ONE = 1 << 16
+
+
+class ScaleError(ValueError):
+    """A resize this module does not reproduce bit-exactly."""
+
+
+def reduce_filter(sw: int, sh: int, dw: int, dh: int) -> str:
+    """The filter libyuv really uses when asked for its box filter at these sizes."""
+    f = BOX
+    if dw * 2 >= sw and dh * 2 >= sh:
+        f = BILINEAR
+    if f == BILINEAR:
+        if sh == 1 or dh == sh or dh * 3 == sh:
+            f = LINEAR
+        if sw == 1:
+            f = NONE
+    if f == LINEAR and (sw == 1 or dw == sw or dw * 3 == sw):
+        f = NONE
+    return f
+
+
+def _div(num: int, den: int) -> int:
+    """num/den in 16.16 fixed point, truncated like C's integer division (both positive)."""
+    return (num << 16) // den
+
+
+def _div1(num: int, den: int) -> int:
+    """The step that lands the last of ``den`` outputs just inside the last of ``num`` inputs."""
+    return ((num << 16) - 0x10001) // (den - 1)
+
+
+def _slope(sw: int, sh: int, dw: int, dh: int, f: str) -> tuple[int, int, int, int]:
+    """Start and step (16.16) of the source position across and down: x, y, dx, dy."""
+    x = y = dx = dy = 0
+    if f == BOX:
+        # Reached only when one side still grows or shrinks by less than half: plain steps.
+        dx, dy = _div(sw, dw), _div(sh, dh)
+    elif f in (BILINEAR, LINEAR):
+        if dw <= sw:
+            dx = _div(sw, dw)
+            x = (dx >> 1) - 32768  # sample at the centre of each step, minus half a pixel
+        elif dw > 1:
+            dx = _div1(sw, dw)
+        if f == LINEAR:
+            dy = _div(sh, dh)
+            y = dy >> 1
+        elif dh <= sh:
+            dy = _div(sh, dh)
+            y = (dy >> 1) - 32768
+        elif dh > 1:
+            dy = _div1(sh, dh)
+    else:
+        dx, dy = _div(sw, dw), _div(sh, dh)
+        x, y = dx >> 1, dy >> 1  # the centre of each step
+    return x, y, dx, dy
+
+
+def _blend_rows(top: np.ndarray, bottom: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Rows blended with an 8-bit weight per output row (``frac`` has one entry per row)."""
+    f = frac.astype(np.int32)[:, None]
+    return ((top.astype(np.int32) * (256 - f) + bottom.astype(np.int32) * f + 128) >> 8)
+
+
+@lru_cache(maxsize=8)
+def _columns(sw: int, dw: int, x: int, dx: int, filtered: bool):
+    """Per output column: source index, and the 7-bit weight of the next one (or None)."""
+    pos = x + dx * np.arange(dw, dtype=np.int64)
+    index = (pos >> 16).astype(np.intp)
+    if not filtered:
+        return index, None
+    return index, ((pos >> 9) & 0x7F).astype(np.int32)
+
+
+def _filter_columns(rows: np.ndarray, sw: int, dw: int, x: int, dx: int,
+                    filtered: bool) -> np.ndarray:
+    index, weight = _columns(sw, dw, x, dx, filtered)
+    if weight is None:
+        return rows[:, index].astype(np.int32)
+    # libyuv reads the pixel after the last one with a zero weight; repeat the edge for it.
+    padded = np.concatenate([rows, rows[:, -1:]], axis=1).astype(np.int32)
+    a, b = padded[:, index], padded[:, index + 1]
+    return (a * (128 - weight) + b * weight + 64) >> 7
+
+
+def scale_plane(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
+    """One 8-bit plane resized to ``dw`` x ``dh`` as libyuv's box-filter request does it."""
+    sh, sw = src.shape
+    if (sw, sh) == (dw, dh):
+        return src.copy()
+    f = reduce_filter(sw, sh, dw, dh)
+    j = np.arange(dh, dtype=np.int64)
+    if dw == sw and f != BOX:
+        # Rows only: positions from the top edge, the last blend just short of the last row.
+        dy = _div(sh, dh)
+        max_y = ((sh - 1) << 16) - 1 if sh > 1 else 0
+        pos = np.minimum(j * dy, max_y)
+        yi = (pos >> 16).astype(np.intp)
+        frac = (pos >> 8) & 255 if f != NONE else np.zeros(dh, np.int64)
+        bottom = np.minimum(yi + 1, sh - 1)
+        return _blend_rows(src[yi], src[bottom], frac).astype(np.uint8)
+    if dw <= sw and dh <= sh:
+        special = (4 * dw == 3 * sw and 4 * dh == 3 * sh) or (2 * dw == sw and 2 * dh == sh) \
+            or (8 * dw == 3 * sw and 8 * dh == 3 * sh) \
+            or (4 * dw == sw and 4 * dh == sh and f in (BOX, NONE))
+        if special:
+            raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} uses one of libyuv's fixed-ratio "
+                             "reductions, which this decoder does not reproduce")
+    if f == BOX and dh * 2 < sh:
+        raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} uses libyuv's box filter, which this "
+                         "decoder does not reproduce")
+    x, y, dx, dy = _slope(sw, sh, dw, dh, f)
+    max_y = (sh - 1) << 16
+    pos = np.minimum(y + j * dy, max_y)
+    yi = (pos >> 16).astype(np.intp)
+    if f == NONE:
+        # Nearest pixel, no clamping needed: the centred steps stay inside the picture.
+        return _filter_columns(src[(y + j * dy) >> 16], sw, dw, x, dx, False).astype(np.uint8)
+    frac = (pos >> 8) & 255 if f != LINEAR else np.zeros(dh, np.int64)
+    bottom = np.minimum(yi + 1, sh - 1)
+    if dh > sh:
+        # Taller: each source row is filtered across first, then neighbouring rows blended.
+        cols = _filter_columns(src, sw, dw, x, dx, True)
+        return _blend_rows(cols[yi], cols[bottom], frac).astype(np.uint8)
+    # Shorter or as tall: rows are blended first (at the source width), then columns.
+    rows = src[yi] if f == LINEAR else _blend_rows(src[yi], src[bottom], frac)
+    return _filter_columns(rows, sw, dw, x, dx, True).astype(np.uint8)
+
+
+def scale_picture(picture: Picture, width: int, height: int) -> Picture:
+    """A picture resized to ``width`` x ``height``: luma, then each chroma plane to the chroma
+    size (half, rounded up), as ``I420Scale`` does."""
+    cw, ch = chroma_size(width, height)
+    return Picture(scale_plane(picture.y, width, height), scale_plane(picture.u, cw, ch),
+                   scale_plane(picture.v, cw, ch))
