@@ -70,10 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--md5", action="store_true",
                    help="write nothing; print the MD5 of what would be written and its name")
     p.add_argument("--limit", type=_count, default=0, metavar="N",
-                   help="decode at most N frames (packets, hidden ones included); 0: all")
+                   help="decode at most N frames (packets, hidden ones included); "
+                   "default %(default)s: all")
     p.add_argument("--skip", type=_count, default=0, metavar="N",
                    help="skip the first N frames without decoding them (decoding must then "
-                   "start at a key frame)")
+                   "start at a key frame; default %(default)s)")
     p.add_argument("-S", "--scale", action="store_true",
                    help="scale every picture to the container's size (the first picture's if "
                    "the container gives none) with vpxdec's scaler, so that a stream whose size "
