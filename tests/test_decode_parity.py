@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from _shared_paths import shared_dir, vectors_dir
+from _shared_paths import conformance_vectors, shared_dir, vectors_dir
 from excamera.xc.ivf import IvfWriter, read_ivf
 from vp8_headers import parse_frame
 
@@ -31,13 +31,6 @@ SIZE_CHANGING = {"vp80-03-segmentation-1425", "vp80-03-segmentation-1436"}
 PER_FRAME = ["--md5", "--i420", "-o", "%wx%h-%4.i420"]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def conformance_vectors() -> list[Path]:
-    root = vectors_dir()
-    found = sorted(p for p in root.glob("*.ivf") if Path(f"{p}.md5").exists())
-    found.append(root / "libvpx-test-data-extra" / "vp80-06-smallsize.ivf")
-    return found
 
 
 def child_env() -> dict[str, str]:
