@@ -16,11 +16,15 @@ written from libyuv's documented behaviour and checked against vpxdec's output:
   source row repeated at the bottom.
 - No filter left (``ScalePlaneSimple``): nearest pixel at the centre of each step.
 
-libyuv's special reductions (exactly 3/4, 1/2, 3/8, 1/4 of both sides, and the box filter for
-reductions below one half) have their own filters; they are refused with an error rather than
-approximated, since an output that differs from vpxdec's would defeat the option's purpose. A
-stream only needs them when a frame is larger than the size it is scaled to; VP8's own resizing
-(key frames coded smaller, as vpxenc's ``--resize-allowed`` does) always scales up.
+- Reductions to exactly 1/2 or 1/4 of both sides: the rounded mean of each 2x2 or 4x4 block.
+  A height reduced below one half (``ScalePlaneBox``): the mean of each box of source pixels
+  a step covers, computed as libyuv does (16-bit row sums, a truncated reciprocal).
+
+libyuv's reductions to exactly 3/4 and 3/8 of both sides use x86 code whose rounding differs
+from its C code; they are refused with an error rather than approximated, since an output that
+differs from vpxdec's would defeat the option's purpose. A stream only needs any reduction when
+a frame is larger than the size it is scaled to; VP8's own resizing (key frames coded smaller,
+as vpxenc's ``--resize-allowed`` does) always scales up.
 
 Each plane is done as whole-array numpy operations: per output row and column one source index
 and one weight, computed once per pair of sizes.
@@ -137,15 +141,15 @@ def scale_plane(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
         bottom = np.minimum(yi + 1, sh - 1)
         return _blend_rows(src[yi], src[bottom], frac).astype(np.uint8)
     if dw <= sw and dh <= sh:
-        special = (4 * dw == 3 * sw and 4 * dh == 3 * sh) or (2 * dw == sw and 2 * dh == sh) \
-            or (8 * dw == 3 * sw and 8 * dh == 3 * sh) \
-            or (4 * dw == sw and 4 * dh == sh and f in (BOX, NONE))
-        if special:
-            raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} uses one of libyuv's fixed-ratio "
-                             "reductions, which this decoder does not reproduce")
+        if (4 * dw == 3 * sw and 4 * dh == 3 * sh) or (8 * dw == 3 * sw and 8 * dh == 3 * sh):
+            raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} takes libyuv's 3/4 or 3/8 "
+                             "reduction, which this decoder does not reproduce")
+        if 2 * dw == sw and 2 * dh == sh:
+            return _block_mean(src, 2)
+        if 4 * dw == sw and 4 * dh == sh and f == BOX:
+            return _block_mean(src, 4)
     if f == BOX and dh * 2 < sh:
-        raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} uses libyuv's box filter, which this "
-                         "decoder does not reproduce")
+        return _box(src, dw, dh)
     x, y, dx, dy = _slope(sw, sh, dw, dh, f)
     max_y = (sh - 1) << 16
     pos = np.minimum(y + j * dy, max_y)
@@ -162,6 +166,34 @@ def scale_plane(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
     # Shorter or as tall: rows are blended first (at the source width), then columns.
     rows = src[yi] if f == LINEAR else _blend_rows(src[yi], src[bottom], frac)
     return _filter_columns(rows, sw, dw, x, dx, True).astype(np.uint8)
+
+
+def _block_mean(src: np.ndarray, n: int) -> np.ndarray:
+    """Exact reduction by ``n`` on both sides: the rounded mean of each n x n block."""
+    h, w = src.shape[0] // n, src.shape[1] // n
+    blocks = src[: h * n, : w * n].astype(np.int32).reshape(h, n, w, n)
+    return ((blocks.sum(axis=(1, 3)) + n * n // 2) // (n * n)).astype(np.uint8)
+
+
+def _box(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
+    """``ScalePlaneBox``: each output pixel the mean of the source box its step covers (at
+    least one pixel), divided by multiplying with a truncated 16-bit reciprocal."""
+    sh, sw = src.shape
+    dx, dy = _div(sw, dw), _div(sh, dh)
+    y0 = np.arange(dh, dtype=np.int64) * dy
+    top = y0 >> 16
+    heights = np.maximum(1, (np.minimum(y0 + dy, sh << 16) >> 16) - top)
+    x0 = np.arange(dw + 1, dtype=np.int64) * dx
+    left = x0[:-1] >> 16
+    widths = np.maximum(1, (x0[1:] >> 16) - left)
+    # Sums of whole rows, then of columns, by differences of running sums. The row sums are
+    # 16-bit in libyuv.
+    rows = np.concatenate([np.zeros((1, sw), np.int64), np.cumsum(src, 0, dtype=np.int64)])
+    rows = (rows[top + heights] - rows[top]) & 0xFFFF
+    cols = np.concatenate([np.zeros((dh, 1), np.int64), np.cumsum(rows, 1)], axis=1)
+    sums = cols[:, left + widths] - cols[:, left]
+    scale = 65536 // (widths[None, :] * heights[:, None])
+    return ((sums * scale) >> 16).astype(np.uint8)
 
 
 def scale_picture(picture: Picture, width: int, height: int) -> Picture:
