@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import resource
 import subprocess
 import sys
 from functools import cache
@@ -261,10 +262,26 @@ def test_webm_without_vp8_or_without_pyav(made: Path) -> None:
     assert str(garbage) in one_error_line(excamera(["--md5", str(garbage)], made))
 
 
-def test_huge_container_size_is_one_line(made: Path) -> None:
+def limit_memory() -> None:
+    """In the child: 1 GiB of address space, less than a 16383x16383 picture and its three
+    references (1.6 GB; vpxdec takes 850 MB to refuse the key frame below)."""
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def test_huge_sizes_are_one_line_and_cheap(made: Path) -> None:
     ivf = rewrap([encoded(made, "odd", "--codec=vp8", frames=3)], made / "huge.ivf",
                  65535, 65535)
     line = one_error_line(excamera(["--md5", "--scale", str(ivf)], made))
     assert "65535x65535" in line and "at most 16383x16383" in line
     assert "size changes" in one_error_line(excamera(["-o", "out.y4m", str(ivf)], made))
     assert not (made / "out.y4m").exists()
+    # A key frame that claims 16383x16383 in a few kilobytes.
+    key = bytearray(read_ivf(vectors_dir() / "vp80-00-comprehensive-001.ivf")[1][0].data)
+    key[6:10] = (16383).to_bytes(2, "little") * 2
+    claims = made / "claims.ivf"
+    with IvfWriter(claims, 176, 144) as w:
+        w.write(bytes(key))
+    done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", "--md5", "--scale",
+                           str(claims)], cwd=made, env=child_env(), capture_output=True,
+                          timeout=90, preexec_fn=limit_memory)
+    assert "frame 0: corrupt key frame" in one_error_line(done)
