@@ -186,7 +186,7 @@ def _decode(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN
 def _scaled(planes, stream: Stream, target: tuple[int, int] | None):  # noqa: ANN001, ANN202
     """(width, height, Y4M record) of a decoded picture scaled to the output size, which is
     fixed by the first picture: the container's size, or that picture's if it gives none."""
-    from excamera.xc.scale import ScaleError, scale_picture
+    from excamera.xc.scale import scale_picture
     from excamera.xc.y4m import Picture
 
     picture = Picture(*planes)
@@ -199,8 +199,5 @@ def _scaled(planes, stream: Stream, target: tuple[int, int] | None):  # noqa: AN
                                f"{target[0]}x{target[1]}: VP8 pictures are at most "
                                f"{MAX_DIMENSION}x{MAX_DIMENSION}")
     if (picture.width, picture.height) != target:
-        try:
-            picture = scale_picture(picture, *target)
-        except ScaleError as exc:
-            raise CommandError(f"{stream.name}: --scale: {exc}") from None
+        picture = scale_picture(picture, *target)
     return picture.width, picture.height, b"FRAME\n" + picture.to_bytes()

@@ -2,8 +2,9 @@
 
 vpxdec (libvpx 1.12, built with libyuv as Debian builds it) resizes with libyuv's
 ``I420Scale(..., kFilterBox)``. For the bytes to match, this module reproduces what that call
-does for the resizes a VP8 stream needs, in integer arithmetic (16.16 fixed-point positions),
-written from libyuv's documented behaviour and checked against vpxdec's output:
+does to 8-bit planes, in integer arithmetic (16.16 fixed-point positions): written here from
+how libyuv behaves (its algorithms and rounding, read, not its code), and checked against
+vpxdec's output (tests/test_decode_parity.py).
 
 - libyuv first simplifies the filter: "box" becomes bilinear unless an axis shrinks below one
   half; bilinear becomes linear (horizontal only) when the source is one row high or the height
@@ -15,16 +16,16 @@ written from libyuv's documented behaviour and checked against vpxdec's output:
   libyuv's x86 code), rows with an 8-bit weight (``(a*(256-f) + b*f + 128) >> 8``), the last
   source row repeated at the bottom.
 - No filter left (``ScalePlaneSimple``): nearest pixel at the centre of each step.
-
 - Reductions to exactly 1/2 or 1/4 of both sides: the rounded mean of each 2x2 or 4x4 block.
   A height reduced below one half (``ScalePlaneBox``): the mean of each box of source pixels
   a step covers, computed as libyuv does (16-bit row sums, a truncated reciprocal).
+- Reductions to exactly 3/4 and 3/8 of both sides: libyuv's fixed kernels. Its x86 code,
+  which vpxdec runs on the columns that fill whole groups of SIMD outputs, rounds differently
+  from its C code, which does the remaining columns; both are reproduced, each on its columns.
 
-libyuv's reductions to exactly 3/4 and 3/8 of both sides use x86 code whose rounding differs
-from its C code; they are refused with an error rather than approximated, since an output that
-differs from vpxdec's would defeat the option's purpose. A stream only needs any reduction when
-a frame is larger than the size it is scaled to; VP8's own resizing (key frames coded smaller,
-as vpxenc's ``--resize-allowed`` does) always scales up.
+A stream only needs a reduction when a frame is larger than the size it is scaled to; VP8's
+own resizing (key frames coded smaller, as vpxenc's ``--resize-allowed`` does) always scales
+up.
 
 Each plane is done as whole-array numpy operations: per output row and column one source index
 and one weight, computed once per pair of sizes.
@@ -40,10 +41,6 @@ from excamera.xc.y4m import Picture, chroma_size
 
 BOX, BILINEAR, LINEAR, NONE = "box", "bilinear", "linear", "none"
 ONE = 1 << 16
-
-
-class ScaleError(ValueError):
-    """A resize this module does not reproduce bit-exactly."""
 
 
 def reduce_filter(sw: int, sh: int, dw: int, dh: int) -> str:
@@ -141,9 +138,10 @@ def scale_plane(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
         bottom = np.minimum(yi + 1, sh - 1)
         return _blend_rows(src[yi], src[bottom], frac).astype(np.uint8)
     if dw <= sw and dh <= sh:
-        if (4 * dw == 3 * sw and 4 * dh == 3 * sh) or (8 * dw == 3 * sw and 8 * dh == 3 * sh):
-            raise ScaleError(f"reducing {sw}x{sh} to {dw}x{dh} takes libyuv's 3/4 or 3/8 "
-                             "reduction, which this decoder does not reproduce")
+        if 4 * dw == 3 * sw and 4 * dh == 3 * sh:
+            return _three_quarters(src, dw)
+        if 8 * dw == 3 * sw and 8 * dh == 3 * sh:
+            return _three_eighths(src, dw)
         if 2 * dw == sw and 2 * dh == sh:
             return _block_mean(src, 2)
         if 4 * dw == sw and 4 * dh == sh and f == BOX:
@@ -173,6 +171,66 @@ def _block_mean(src: np.ndarray, n: int) -> np.ndarray:
     h, w = src.shape[0] // n, src.shape[1] // n
     blocks = src[: h * n, : w * n].astype(np.int32).reshape(h, n, w, n)
     return ((blocks.sum(axis=(1, 3)) + n * n // 2) // (n * n)).astype(np.uint8)
+
+
+def _three_quarters(src: np.ndarray, dw: int) -> np.ndarray:
+    """Exactly 3/4 of both sides: each 4x4 block gives 3x3 pixels, blending neighbours 3:1,
+    1:1 and 1:3 across and down. libyuv's x86 code does the columns that fill whole groups of
+    24 outputs, blending rows first with byte averages; its C code does the rest, blending
+    columns first with exact rounding. Both are reproduced, each for its columns."""
+    s = src.astype(np.int32)
+    top, mid, low = s[0::4], s[1::4], s[3::4]  # rows 0, 1 and 3 of each group of 4
+    nxt1, nxt2 = s[1::4], s[2::4]
+    # Rows first (x86): row 0 leans on its own row, row 1 averages, row 2 leans on row 3.
+    def avg(a, b):  # noqa: ANN001, ANN202
+        return (a + b + 1) >> 1
+
+    simd_rows = [avg(top, avg(nxt1, top)), avg(mid, nxt2), avg(low, avg(nxt2, low))]
+
+    def across(r):  # noqa: ANN001, ANN202
+        q = r.reshape(r.shape[0], -1, 4)
+        return ((3 * q[..., 0] + q[..., 1] + 2) >> 2, (q[..., 1] + q[..., 2] + 1) >> 1,
+                (q[..., 2] + 3 * q[..., 3] + 2) >> 2)
+
+    def interleave(parts, rows):  # noqa: ANN001, ANN202
+        out = np.empty((rows[0].shape[0], 3, parts[0][0].shape[1] * 3), np.int32)
+        for k, (a, b, c) in enumerate(parts):
+            out[:, k, 0::3], out[:, k, 1::3], out[:, k, 2::3] = a, b, c
+        return out.reshape(-1, out.shape[2])
+
+    simd = interleave([across(r) for r in simd_rows], simd_rows)
+    # Columns first (C), then rows 3:1, 1:1, 1:3 with exact rounding.
+    a, b, c, d = (np.stack(across(r), axis=-1) for r in (top, nxt1, nxt2, low))
+    c_rows = [(3 * a + b + 2) >> 2, (b + c + 1) >> 1, (3 * d + c + 2) >> 2]
+    exact = np.stack(c_rows, axis=1).reshape(-1, dw)
+    n = dw - dw % 24
+    return np.concatenate([simd[:, :n], exact[:, n:]], axis=1).astype(np.uint8)
+
+
+def _three_eighths(src: np.ndarray, dw: int) -> np.ndarray:
+    """Exactly 3/8 of both sides: each 8x8 block gives 3x3 pixels, means of boxes 3, 3 and 2
+    wide and high, each sum multiplied by a truncated 16-bit reciprocal. In the pair of rows
+    that closes each block, libyuv's x86 code (whole groups of 6 outputs) first averages the
+    two rows with rounding and divides by 3 or 2; its C code (the rest) divides by 6 or 4."""
+    s = src.astype(np.int64)
+    h = s.shape[0] // 8
+
+    def across(rows: np.ndarray, recips: tuple[int, int]) -> np.ndarray:
+        q = rows.reshape(rows.shape[0], -1, 8)
+        sums = (q[..., 0:3].sum(-1), q[..., 3:6].sum(-1), q[..., 6:8].sum(-1))
+        out = np.empty((rows.shape[0], q.shape[1] * 3), np.int64)
+        for k, total in enumerate(sums):
+            out[:, k::3] = (total * recips[k == 2]) >> 16
+        return out
+
+    g = s.reshape(h, 8, -1)
+    three = [across(g[:, 0:3].sum(1), (65536 // 9, 65536 // 6)),
+             across(g[:, 3:6].sum(1), (65536 // 9, 65536 // 6))]
+    simd_two = across((g[:, 6] + g[:, 7] + 1) >> 1, (65536 // 3, 65536 // 2))
+    c_two = across(g[:, 6] + g[:, 7], (65536 // 6, 65536 // 4))
+    n = dw - dw % 6
+    two = np.concatenate([simd_two[:, :n], c_two[:, n:]], axis=1)
+    return np.stack([*three, two], axis=1).reshape(-1, dw).astype(np.uint8)
 
 
 def _box(src: np.ndarray, dw: int, dh: int) -> np.ndarray:
