@@ -228,6 +228,12 @@ def test_webm_through_pyav(made: Path) -> None:
     piped = excamera(["--md5", "-"], made, stdin=webm.read_bytes())
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == vpxdec(["--md5", str(webm)], made).stdout
+    # Hidden alt-ref frames in their own blocks: numbered as vpxdec numbers them.
+    alt = encoded(made, "altref", "--codec=vp8", "--auto-alt-ref=1", "--lag-in-frames=16",
+                  "--passes=2", frames=20, ext="webm")
+    lines = same_output(PER_FRAME + [str(alt)], made).decode().splitlines()
+    numbers = [int(line.rsplit("-", 1)[1].split(".")[0]) for line in lines]
+    assert len(numbers) == 20 and numbers[-1] > 20, "no hidden frame"
     # Shorter than a second: the guess stops at the last frame.
     short = encoded(made, "short", "--codec=vp8", frames=5, ext="webm")
     assert same_output(["-o", "-", str(short)], made).startswith(b"YUV4MPEG2 W176 H144 F4000000:")
