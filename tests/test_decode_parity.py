@@ -248,6 +248,9 @@ def test_bad_patterns_and_flags_are_one_line(tmp_path: Path) -> None:
         assert words in one_error_line(excamera(["--i420", "-o", pattern, vector], tmp_path))
     line = one_error_line(excamera(["-o", "f-%4.y4m", vector], tmp_path))
     assert "needs --i420 or --rawvideo" in line
+    for flag in ("--limit", "--skip"):
+        line = one_error_line(excamera([f"{flag}=-1", "--md5", vector], tmp_path))
+        assert line == f"excamera decode: error: {flag} -1: must be at least 0"
     assert list(tmp_path.iterdir()) == []
 
 

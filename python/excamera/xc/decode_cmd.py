@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from excamera.argcheck import check_int
 from excamera.atomicfile import atomic_output, write_atomically
 from excamera.errors import CommandError
 from excamera.xc.decode_input import Stream, open_stream
@@ -36,16 +37,6 @@ class _WriteFailed(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(error)
         self.error = error
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="write raw planes, not Y4M (I420: all VP8 has)")
     p.add_argument("--md5", action="store_true",
                    help="write nothing; print the MD5 of what would be written and its name")
-    p.add_argument("--limit", type=_count, default=0, metavar="N",
+    p.add_argument("--limit", type=int, default=0, metavar="N",
                    help="decode at most N frames (packets, hidden ones included); "
                    "default %(default)s: all")
-    p.add_argument("--skip", type=_count, default=0, metavar="N",
+    p.add_argument("--skip", type=int, default=0, metavar="N",
                    help="skip the first N frames without decoding them (decoding must then "
                    "start at a key frame; default %(default)s)")
     p.add_argument("-S", "--scale", action="store_true",
@@ -85,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_int("limit", args.limit, minimum=0)
+    check_int("skip", args.skip, minimum=0)
     pattern = args.output if args.output is not None else "-"
     check_pattern(pattern)
     y4m = not (args.i420 or args.rawvideo)
