@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decode a VP8 stream (IVF, or WebM through PyAV) with xc. The options are "
         "vpxdec's, and so are the output bytes and --md5's digests. Hidden frames (alt-ref) "
         "update the state but are not written.",
-        epilog="Output patterns: -o may hold %%w and %%h (the picture's width and height) and "
-        "%%1 to %%9 (the frame number, zero-padded to that many digits). With a frame number, "
+        epilog="Output patterns: -o may hold %w and %h (the picture's width and height) and "
+        "%1 to %9 (the frame number, zero-padded to that many digits). With a frame number, "
         "each shown frame goes to its own file (--i420 or --rawvideo only).",
     )
     p.add_argument("input", metavar="IN", help="an IVF or WebM file; '-' for standard input")
