@@ -4,7 +4,9 @@ vpxdec (libvpx 1.12, built with libyuv as Debian builds it) resizes with libyuv'
 ``I420Scale(..., kFilterBox)``. For the bytes to match, this module reproduces what that call
 does to 8-bit planes, in integer arithmetic (16.16 fixed-point positions): written here from
 how libyuv behaves (its algorithms and rounding, read, not its code), and checked against
-vpxdec's output (tests/test_decode_parity.py).
+vpxdec's output (tests/test_decode_parity.py). Where libyuv's x86 and C code round
+differently, this follows what vpxdec runs on x86-64; libyuv's ARM code blends columns with a
+16-bit weight instead, so vpxdec on ARM can differ from both in the last bit.
 
 - libyuv first simplifies the filter: "box" becomes bilinear unless an axis shrinks below one
   half; bilinear becomes linear (horizontal only) when the source is one row high or the height
