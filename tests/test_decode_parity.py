@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import pty
 import resource
 import subprocess
 import sys
@@ -127,6 +128,17 @@ def test_standard_input_and_output(tmp_path: Path) -> None:
     y4m = same_output(["-o", "-", "-"], tmp_path, stdin=data)
     assert y4m.startswith(b"YUV4MPEG2 W176 H144 F30:1 Ip C420jpeg\n")
     same_output(["--i420", "-o", "-", "--limit=9", "-"], tmp_path, stdin=data)
+    # No -o: standard output too, unless it is a terminal.
+    same_output(["--limit=2", "-"], tmp_path, stdin=data)
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", "-"], input=data,
+                              stdout=terminal, stderr=subprocess.PIPE, env=child_env(),
+                              timeout=90)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert "not writing video to a terminal" in one_error_line(done)
     # Cut inside frame 3, through a pipe: one line naming standard input and the frame.
     cut = data[: 32 + sum(12 + len(f.data) for f in read_ivf(
         vectors_dir() / "vp80-00-comprehensive-007.ivf")[1][:3]) + 20]
