@@ -266,9 +266,12 @@ def test_bad_patterns_and_flags_are_one_line(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_webm_without_vp8_or_without_pyav(made: Path) -> None:
+def test_not_vp8_or_webm_without_pyav(made: Path) -> None:
     vp9 = encoded(made, "vp9", "--codec=vp9", frames=2, ext="webm")
     assert "no VP8 video track" in one_error_line(excamera(["--md5", str(vp9)], made))
+    vp9 = encoded(made, "vp9", "--codec=vp9", frames=2, ext="ivf")
+    line = one_error_line(excamera(["--md5", str(vp9)], made))
+    assert line.endswith("vp9.ivf: the IVF header says VP90 (VP9); excamera decodes VP8 only")
     vp8 = encoded(made, "short", "--codec=vp8", frames=5, ext="webm")
     no_av = "import sys\nsys.modules['av'] = None\n"  # what an install without PyAV sees
     line = one_error_line(excamera(["--md5", str(vp8)], made, code=no_av))
