@@ -43,3 +43,11 @@ def vectors_dir() -> Path:
     if not path.is_dir():
         missing(f"VP8 test vectors at {path}: set XC_TEST_VECTORS or EXCAMERA_SHARED")
     return path
+
+
+def conformance_vectors() -> list[Path]:
+    """The 61 conformance vectors that come with a per-frame ``.md5`` file, and smallsize."""
+    root = vectors_dir()
+    found = sorted(p for p in root.glob("*.ivf") if Path(f"{p}.md5").exists())
+    found.append(root / "libvpx-test-data-extra" / "vp80-06-smallsize.ivf")
+    return found

@@ -134,6 +134,13 @@ def test_decode_yields_vpxdec_pictures(encoded, tmp_path: Path) -> None:
     ivf = sorted(vectors_dir().glob("*.ivf"))[0]
     got = [hashlib.md5(p.to_bytes()).hexdigest() for p in excamera.decode(ivf)]
     assert got == vpxdec_md5s(ivf, tmp_path)
+    # WebM, demuxed with PyAV.
+    webm = tmp_path / "clip.webm"
+    subprocess.run(["vpxenc", "--codec=vp8", "--webm", "--quiet", "--limit=6", "-o", str(webm),
+                    str(shared_dir() / "clips" / CLIP)], check=True, timeout=120,
+                   capture_output=True)
+    got = [hashlib.md5(p.to_bytes()).hexdigest() for p in excamera.decode(webm)]
+    assert got == vpxdec_md5s(webm, tmp_path) and len(got) == 6
 
 
 def test_decode_errors_name_the_file_and_frame(encoded, tmp_path: Path) -> None:

@@ -77,3 +77,13 @@ def test_decode_imports_nothing_heavy(tmp_path: Path) -> None:
     assert "excamera._xc" in loaded  # it did decode
     assert (tmp_path / "out.y4m").stat().st_size > 0
     assert not [m for m in loaded if m.startswith(tuple(HEAVY))]
+    # PyAV only for a WebM input, numpy only to --scale, hashlib only for --md5.
+    assert not {"av", "hashlib", "excamera.xc.scale"} & loaded
+
+
+def test_decode_md5_of_frames_imports_nothing_heavy() -> None:
+    vector = vectors_dir() / "vp80-00-comprehensive-001.ivf"
+    loaded = loaded_after(["decode", "--md5", "--i420", "-o", "%wx%h-%4", str(vector)])
+    assert "hashlib" in loaded  # it did hash
+    assert "av" not in loaded
+    assert not [m for m in loaded if m.startswith(tuple(HEAVY))]

@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from _shared_paths import vectors_dir
+from _shared_paths import conformance_vectors
 from excamera.xc.codec import Decoder
 from excamera.xc.ivf import read_ivf
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def conformance_vectors() -> list[Path]:
-    root = vectors_dir()
-    found = sorted(p for p in root.glob("*.ivf") if Path(f"{p}.md5").exists())
-    found.append(root / "libvpx-test-data-extra" / "vp80-06-smallsize.ivf")
-    return found
 
 
 def test_all_62_vectors_are_present() -> None:

@@ -111,39 +111,33 @@ def _close_if_built(backend: object) -> None:
 
 
 def decode(source: str | os.PathLike[str]) -> Iterator[Picture]:
-    """The shown pictures of a VP8 stream in an IVF file, in order, decoded with xc
-    (bit-exact with libvpx). Each is a :class:`~excamera.xc.y4m.Picture`: numpy planes
-    ``y``, ``u``, ``v`` (8-bit 4:2:0), ``width``, ``height``, ``to_bytes()`` (I420).
+    """The shown pictures of a VP8 stream in an IVF or WebM file (``-``: standard input), in
+    order, decoded with xc (bit-exact with libvpx). Each is a
+    :class:`~excamera.xc.y4m.Picture`: numpy planes ``y``, ``u``, ``v`` (8-bit 4:2:0),
+    ``width``, ``height``, ``to_bytes()`` (I420).
 
-    The file header is checked at once; a frame that does not decode raises
-    :class:`~excamera.ExcameraError` naming the file and frame when the iteration reaches it.
+    The container is checked at once (WebM is read with PyAV); a frame that does not decode
+    raises :class:`~excamera.ExcameraError` naming the file and frame when the iteration
+    reaches it.
     """
-    from .xc.ivf import IvfError, IvfReader
+    from .xc.decode_input import open_stream
 
-    path = Path(source)
-    try:
-        reader = IvfReader(path)
-    except IvfError as exc:
-        raise ExcameraError(str(exc)) from None
-    return _pictures(reader, path)
+    return _pictures(open_stream(source))
 
 
-def _pictures(reader: Any, path: Path) -> Iterator[Picture]:
+def _pictures(stream: Any) -> Iterator[Picture]:
     from .xc.codec import DecodeError, Decoder
-    from .xc.ivf import IvfError
 
     decoder = Decoder()
-    with reader:
+    with stream:
         try:
-            for frame in reader:
-                picture = decoder.decode(frame.data)
+            for data in stream.packets():
+                picture = decoder.decode(data)
                 if picture is not None:
                     yield picture
         except DecodeError as exc:
-            raise ExcameraError(f"{path}: {exc}") from None
-        except IvfError as exc:
-            raise ExcameraError(str(exc)) from None
+            raise ExcameraError(f"{stream.name}: {exc}") from None
         except OSError as exc:
-            raise ExcameraError(f"{path}: {exc.strerror or exc}") from None
+            raise ExcameraError(f"{stream.name}: {exc.strerror or exc}") from None
     if decoder.frames_decoded == 0:
-        raise ExcameraError(f"{path}: no frames")
+        raise ExcameraError(f"{stream.name}: no frames")

@@ -36,7 +36,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "genkeys": ("excamera.mu.genkeys_cmd",
                 "create a long-lived CA and a server certificate for relays and coordinators"),
     "timeline": ("excamera.mu.timeline_cmd", "plot a job's -O state-transitions file"),
-    "decode": ("excamera.xc.decode_cmd", "decode a VP8 IVF file to Y4M"),
+    "decode": ("excamera.xc.decode_cmd",
+               "decode a VP8 IVF or WebM stream to Y4M or I420, as vpxdec does"),
     "lambda": ("excamera.awslambda.cmd", "build (and deploy) the AWS Lambda function for workers"),
     "demo": ("excamera.demo", "encode the bundled 30-frame sample with five local workers"),
 }

@@ -1,4 +1,16 @@
-"""``excamera decode IN.ivf -o OUT.y4m``: decode a VP8 stream with xc."""
+"""``excamera decode IN -o OUT``: decode a VP8 stream with xc, speaking vpxdec's flags.
+
+The flags, names and output bytes are vpxdec's (libvpx 1.12), so a script written for vpxdec
+runs unchanged and ``--md5`` prints the same digests; tests/test_decode_parity.py holds them
+equal on every conformance vector. Where vpxdec would write something that is not what it
+claims to be, this command stops with an error instead:
+
+- a Y4M output whose frames are not the size its header declares (the container's size: a
+  stream whose size changes needs ``--scale`` or ``--i420``);
+- the output of a stream that fails to decode part-way: the single output file is not left
+  behind, and no MD5 of the part is printed (vpxdec keeps both);
+- a stream with no frames to show (vpxdec writes an empty output and exits 0).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +19,15 @@ import os
 import sys
 from pathlib import Path
 
+from excamera.argcheck import check_int
 from excamera.atomicfile import atomic_output, write_atomically
 from excamera.errors import CommandError
-from excamera.xc.ivf import IvfError, IvfReader
-from excamera.xc.tools import ToolError, decode_ivf
-from excamera.xc.y4m import Y4MWriter
+from excamera.xc.decode_input import Stream, open_stream
+from excamera.xc.decode_output import Output, check_pattern
+
+# VP8 codes a picture's width and height in 14 bits: a container declaring more is damaged, and
+# scaling to it would allocate for a picture no VP8 frame can have.
+MAX_DIMENSION = 16383
 
 
 class _WriteFailed(Exception):
@@ -26,79 +42,155 @@ class _WriteFailed(Exception):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decode",
-        help="decode a VP8 IVF file to Y4M",
-        description="Decode every frame of a VP8 IVF file with xc and write the shown frames as "
-        "Y4M (C420jpeg). Hidden frames (alt-ref) update the state but are not written.",
+        help="decode a VP8 IVF or WebM stream to Y4M or I420, as vpxdec does",
+        description="Decode a VP8 stream (IVF, or WebM through PyAV) with xc. The options are "
+        "vpxdec's, and so are the output bytes and --md5's digests. Hidden frames (alt-ref) "
+        "update the state but are not written.",
+        epilog="Output patterns: -o may hold %w and %h (the picture's width and height) and "
+        "%1 to %9 (the frame number, zero-padded to that many digits). With a frame number, "
+        "each shown frame goes to its own file (--i420 or --rawvideo only).",
     )
-    p.add_argument("input", type=Path, metavar="IN.ivf")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.y4m",
-                   help="output file; '-' for standard output, /dev/null to only check")
+    p.add_argument("input", metavar="IN", help="an IVF or WebM file; '-' for standard input")
+    p.add_argument("-o", "--output", metavar="PATTERN",
+                   help="output file or name pattern (default: standard output, not a "
+                   "terminal); '-' for standard output, /dev/null to only check")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--i420", action="store_true", help="write raw I420 planes, not Y4M")
+    form.add_argument("--rawvideo", action="store_true",
+                      help="write raw planes, not Y4M (I420: all VP8 has)")
+    p.add_argument("--md5", action="store_true",
+                   help="write nothing; print the MD5 of what would be written and its name")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="decode at most N frames (packets, hidden ones included); "
+                   "default %(default)s: all")
+    p.add_argument("--skip", type=int, default=0, metavar="N",
+                   help="skip the first N frames without decoding them (decoding must then "
+                   "start at a key frame; default %(default)s)")
+    p.add_argument("-S", "--scale", action="store_true",
+                   help="scale every picture to the container's size (the first picture's if "
+                   "the container gives none) with vpxdec's scaler, so that a stream whose size "
+                   "changes fits one Y4M file")
     p.add_argument("--state", type=Path, metavar="OUT.state",
                    help="also write the final decoder state (as xc-dump does)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        with IvfReader(args.input) as reader:
-            fps = (reader.header.rate, reader.header.scale)
-    except (IvfError, OSError) as exc:
-        raise CommandError(str(exc)) from None
-    if args.output == "-":
-        # Standard output is whatever the shell connected, never a name to rename over.
-        return _decode(args, "/dev/stdout", "standard output", fps)
-    # A regular output file appears only once every frame decoded: a cut or invalid stream
-    # must not leave a Y4M behind that looks complete.
-    try:
-        with atomic_output(args.output) as tmp:
-            return _decode(args, tmp, args.output, fps)
-    except OSError as exc:
-        raise CommandError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
-
-
-def _decode(args: argparse.Namespace, out: str | os.PathLike[str], name: str,
-            fps: tuple[int, int]) -> int:
-    """Decode ``args.input`` into the Y4M file ``out`` (called ``name`` in errors); 0, or 141
-    when the reader of a pipe went away."""
-    writer: Y4MWriter | None = None
-    shown = 0
-
-    def write(width: int, height: int, record: bytes) -> None:
-        nonlocal writer, shown
-        if writer is None:
-            writer = Y4MWriter(out, width, height, fps)
-        elif (width, height) != (writer.header.width, writer.header.height):
-            raise ToolError(f"{args.input}: the frame size changes mid-stream "
-                            f"({writer.header.width}x{writer.header.height} -> "
-                            f"{width}x{height}); Y4M cannot hold that")
+    check_int("limit", args.limit, minimum=0)
+    check_int("skip", args.skip, minimum=0)
+    pattern = args.output if args.output is not None else "-"
+    check_pattern(pattern)
+    y4m = not (args.i420 or args.rawvideo)
+    if args.output is None and not args.md5 and sys.stdout.isatty():
+        raise CommandError("not writing video to a terminal: give -o FILE, or -o - to insist")
+    with open_stream(args.input) as stream:
+        out = Output(pattern, y4m=y4m, md5=args.md5, size=(stream.width, stream.height),
+                     rate=None)
+        if y4m and not out.single:
+            raise CommandError(f"output pattern {pattern!r}: a frame number (one file per "
+                               "frame) needs --i420 or --rawvideo; Y4M is one file")
+        if y4m:
+            out.rate = stream.y4m_rate()
         try:
-            writer.write_record(record)
+            state = _write(args, stream, out)
         except OSError as exc:
-            raise _WriteFailed(exc) from None
-        shown += 1
-
-    try:
-        try:
-            state = decode_ivf(args.input, write)
-        except _WriteFailed as failed:
-            raise failed.error from None
-        finally:
-            if writer is not None:
-                writer.close()  # the last data is flushed here: a full disk may show only now
-        if shown == 0:
-            raise ToolError(f"{args.input}: no shown frames to write")
-    except ToolError as exc:
-        raise CommandError(str(exc)) from None
-    except BrokenPipeError:
-        # The reader went away (`excamera decode IN -o - | head`): stop quietly, as cat does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            where = "standard output" if out.name == "-" else out.name
+            raise CommandError(f"{exc.filename or where}: {exc.strerror or exc}") from None
+    if state is None:
         return 141
-    except OSError as exc:
-        where = exc.filename if exc.filename not in (None, str(out)) else name
-        raise CommandError(f"{where}: {exc.strerror or exc}") from None
     if args.state:
         try:
             write_atomically(args.state, state.to_bytes())
         except OSError as exc:
             raise CommandError(f"{exc.filename or args.state}: {exc.strerror or exc}") from None
     return 0
+
+
+def _write(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN202
+    """Decode into ``out``'s destination; the final state, or None (the reader left)."""
+    if args.md5 or not out.single:
+        return _decode(args, stream, out)
+    if out.name == "-":
+        out.open(None)
+        return _decode(args, stream, out)
+    # A regular output file appears only once every frame decoded: a cut or invalid stream
+    # must not leave a file behind that looks complete.
+    with atomic_output(out.name) as tmp:
+        out.open(tmp)
+        try:
+            return _decode(args, stream, out)
+        finally:
+            out.close()
+
+
+def _decode(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN202
+    """Decode into ``out``; the final decoder state, or None when the reader of a pipe left."""
+    from excamera._xc import DecodeError, StreamDecoder
+
+    decoder = StreamDecoder(None)
+    packets = stream.packets()
+    skipped = sum(1 for _ in zip(range(args.skip), packets, strict=False))
+    target: tuple[int, int] | None = None
+    number = 0
+    try:
+        for number, data in enumerate(packets, start=1):
+            index = skipped + number - 1  # in the file, for errors (as xc-dump counts)
+            try:
+                if args.scale:
+                    planes = decoder.decode(data)
+                    shown = None if planes is None else _scaled(planes, stream, target)
+                    if shown is not None:
+                        target = shown[:2]
+                else:
+                    shown = decoder.decode_y4m(data, True)
+            except DecodeError as exc:
+                raise CommandError(f"{stream.name}: frame {index}: {exc}") from None
+            if shown is not None:
+                width, height, record = shown
+                if out.y4m and out.single and (width, height) != out.size:
+                    raise CommandError(
+                        f"{stream.name}: frame {index}: the size changes to {width}x{height} "
+                        f"from the {out.size[0]}x{out.size[1]} the container declares, and a "
+                        "Y4M file holds one size: use --scale, or --i420")
+                try:
+                    out.frame(number, width, height, memoryview(record)[6:], record)
+                except OSError as exc:
+                    raise _WriteFailed(exc) from None
+            if number == args.limit:
+                break
+        if number == 0:
+            raise CommandError(f"{stream.name}: no frames"
+                               + (f" after the {args.skip} skipped" if args.skip else ""))
+        if out.frames == 0:
+            raise CommandError(f"{stream.name}: no shown frames to write")
+        try:
+            out.finish()
+        except OSError as exc:
+            raise _WriteFailed(exc) from None
+    except _WriteFailed as failed:
+        if isinstance(failed.error, BrokenPipeError):
+            # The reader went away (`excamera decode IN -o - | head`): stop quietly, as cat does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return None
+        raise failed.error from None
+    return decoder.state
+
+
+def _scaled(planes, stream: Stream, target: tuple[int, int] | None):  # noqa: ANN001, ANN202
+    """(width, height, Y4M record) of a decoded picture scaled to the output size, which is
+    fixed by the first picture: the container's size, or that picture's if it gives none."""
+    from excamera.xc.scale import scale_picture
+    from excamera.xc.y4m import Picture
+
+    picture = Picture(*planes)
+    if target is None:
+        target = (stream.width, stream.height)
+        if not (stream.width and stream.height):
+            target = (picture.width, picture.height)
+        if max(target) > MAX_DIMENSION:
+            raise CommandError(f"{stream.name}: cannot scale to the container's size "
+                               f"{target[0]}x{target[1]}: VP8 pictures are at most "
+                               f"{MAX_DIMENSION}x{MAX_DIMENSION}")
+    if (picture.width, picture.height) != target:
+        picture = scale_picture(picture, *target)
+    return picture.width, picture.height, b"FRAME\n" + picture.to_bytes()

@@ -77,12 +77,14 @@ class IvfFrame(namedtuple("IvfFrame", "data pts")):
 
 
 class IvfReader:
-    """Iterate an IVF file's frames as :class:`IvfFrame` objects."""
+    """Iterate an IVF file's frames as :class:`IvfFrame` objects. With ``stream`` (an open
+    binary file, such as standard input), frames are read from it and ``path`` only names it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], stream: io.BufferedIOBase | None = None
+                 ) -> None:
         self.path = Path(path)
         try:
-            self._f: io.BufferedReader = open(self.path, "rb")
+            self._f: io.BufferedIOBase = open(self.path, "rb") if stream is None else stream
         except OSError as exc:
             raise IvfError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         try:
