@@ -185,10 +185,12 @@ class Simulation:
                     self._tokens[g] = min(lm.burst, self._tokens[g] + gained)
                     self._refilled[g] = now
                 f = max(range(lm.functions), key=lambda g: self._tokens[g])
-                if self._tokens[f] < 1:
-                    self._retry(now + (1 - self._tokens[f]) / lm.refill_per_s)
+                # (A token a rounding error short of whole counts: waiting for the rest
+                # could schedule a retry at this very time, for ever.)
+                if self._tokens[f] < 1 - 1e-9:
+                    self._retry(now + max(1e-6, (1 - self._tokens[f]) / lm.refill_per_s))
                     return
-                self._tokens[f] -= 1
+                self._tokens[f] = max(0.0, self._tokens[f] - 1)
             else:
                 self._idle[f] -= 1
             w = self._pending.popleft()
@@ -281,9 +283,11 @@ class Simulation:
     def critical_path(self) -> dict[str, float]:
         """Seconds of the makespan by cause, walking back from the last task to time 0:
         each task's kind; "latency" for edge latencies; "queue:<server>" for the other
-        messages a server forwarded while one on the path waited; "cold start" / "warm start"; "launch: burst scaling" / "launch: invoke rate"
-        for an invocation held back by Lambda's scaling or the coordinator. The parts add up
-        to the makespan."""
+        messages a server forwarded while one on the path waited; "cold start" / "warm
+        start"; "launch: waiting for a free worker" (concurrency); "launch: burst scaling" /
+        "launch: invoke rate" for the whole wait before an invocation, named by the limit
+        that held it last (Lambda's scaling, or the coordinator). The parts add up to the
+        makespan."""
         out: dict[str, float] = defaultdict(float)
         ends = [t for t in self.tasks if t.end is not None]
         if not ends:

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 
 import pytest
+
 from _shared_paths import REPO
 
 
@@ -75,6 +76,18 @@ def test_burst_scaling_limits_launches_per_function() -> None:
         path = s.critical_path()
         assert path["launch: burst scaling"] == pytest.approx(last_invoke)
         assert path["cold start"] == 0.5
+
+
+def test_lambdas_documented_rate_over_2500_workers() -> None:
+    """1,000 new environments at once, then 100 per second: the 2,500th goes out at 15 s.
+    (Tokens refilled in fractions must not leave the launcher retrying at one instant.)"""
+    s = sim(10_000, burst=1000, refill_per_s=100.0)
+    ws = [s.worker(f"w{i}") for i in range(2500)]
+    for w in ws:
+        s.task(f"{w.name}:t", "x", w, 100.0)
+    assert s.run() == pytest.approx(115.0)
+    assert ws[999].invoked_at == 0.0 and ws[1000].invoked_at > 0.0
+    assert ws[-1].invoked_at == pytest.approx(15.0)
 
 
 def test_the_coordinators_invoke_rate_spaces_invocations() -> None:
