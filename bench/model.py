@@ -24,12 +24,12 @@ Inputs, and where each comes from:
 - **Lambda's speed:** every CPU cost is divided by ``--lambda-speed`` (a Lambda vCPU's speed
   relative to one core of this machine; default 1.0). A worker is single-threaded throughout
   (vpxenc ``--threads=1``, the rebase), so one vCPU (1,769 MB, AWS's memory table) is what it
-  uses. A second scenario calibrates the speed to the paper's own Lambda figure instead: vpxenc
-  took 10.1 s per 6-frame 4K chunk there (``--paper-calibrated``: speed = this model's pass-0
-  cost / 10.1).
+  uses. One scenario calibrates the speed to the paper's own Lambda figure instead: vpxenc
+  took 10.1 s per 6-frame 4K chunk there, so speed = this model's 4K pass-0 cost / 10.1.
 - **Hand-offs:** the relay forwards ``bench/relay-results.json``'s measured throughput per relay
-  (``--relays`` of them, first come first served); its idle latency and a network latency of
-  ``--net-latency-ms`` each way (assumed) sit on either side of it.
+  (``--relays`` of them, first come first served; further scenarios run 16 and as many as
+  there are chunks); its idle latency and a network latency of ``--net-latency-ms`` each way
+  (assumed) sit on either side of it.
 - **Launch:** Lambda's concurrency scaling rate, 1,000 new execution environments per 10 s per
   function, refilled continuously, not banked (docs.aws.amazon.com/lambda/latest/dg/
   scaling-behavior.html), over ``--functions`` functions; the account concurrency is the

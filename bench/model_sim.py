@@ -381,7 +381,7 @@ def excamera_graph(sim: Simulation, chunks: int, batch: int, c: ChunkCosts,
             if not last:
                 my_final = send("final", dump)
         else:
-            if not last and p >= 1:
+            if not last:
                 my_p0 = send("p0", dump)
             if p == 1:
                 got = sim.task(f"{k}:unpack_final", "unpack", w, c.unpack, [(final_msg, lat)])
