@@ -231,6 +231,7 @@ def simulate(chunks: int, workers: int, costs: ChunkCosts, launch: dict, relays:
             "critical_path_s": path, "terms_s": terms,
             "dominant_term": max(terms, key=terms.get), "largest_cause": next(iter(path)),
             "last_launch_s": max(w.invoked_at for w in sim.workers),
+            "state_messages": sum(t.kind == "relay" for t in sim.tasks),
             "cold_starts": sum(not w.warm for w in sim.workers),
             "simulated_in_s": round(time.perf_counter() - t0, 2)}
 
@@ -318,10 +319,7 @@ def main() -> int:
                             lm["functions"], "relays": "unbounded" if relays == unbounded
                             else relays, **r})
     c1 = costs(1.0)
-    # Every chunk but a batch's last hands on its final state, and every p >= 1 but the last
-    # its pass-0 state as well.
-    messages = sum((p < BATCH - 1 and k < chunks - 1) + (1 <= p < BATCH - 1 and k < chunks - 1)
-                   for k in range(chunks) for p in [k % BATCH])
+    messages = results[0]["state_messages"]
     out = {
         "settings": settings(args),
         "film": {**FILM, "chunk": CHUNK, "batch": BATCH, "chunks": chunks,
