@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/excamera.py --clip bigbuckbunny_320x180_48f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-bbb-results.json
 	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
+	$(PY) bench/model.py --runs 3 --json bench/model-results.json
 
 # lambda-zip: the AWS Lambda deployment package (python3.12, x86_64). Its static vpxenc and the
 # worker's dependencies are cached under ~/.cache/excamera, so only the first build is slow.
