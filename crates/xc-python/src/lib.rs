@@ -161,22 +161,44 @@ fn i420_len(w: usize, h: usize) -> usize {
     w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
 }
 
-/// `Frame::to_i420` into `out` (exactly `i420_len` bytes), without an intermediate vector.
-fn write_i420(f: &Frame, out: &mut [u8]) {
+/// The rows of `Frame::to_i420`, in order: display-size Y, then U, then V.
+fn i420_rows(f: &Frame) -> impl Iterator<Item = &[u8]> {
     let (w, h) = (f.display_width, f.display_height);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    [(&f.y, w, h), (&f.u, cw, ch), (&f.v, cw, ch)]
+        .into_iter()
+        .flat_map(|(p, pw, ph)| p.data.chunks(p.stride).take(ph).map(move |row| &row[..pw]))
+}
+
+/// A Y4M frame record (`FRAME\n` and `Frame::to_i420`) as a new bytes object, written once.
+///
+/// pyo3's `PyBytes::new_with` zero-fills the buffer before handing it out, a second pass
+/// over every output byte (1.4 MB a frame at 1280x720); this writes each byte once instead.
+fn y4m_record<'py>(py: Python<'py>, f: &Frame) -> PyResult<Bound<'py, PyBytes>> {
+    let len = Y4M_FRAME.len() + i420_len(f.display_width, f.display_height);
+    // SAFETY: with a null source, PyBytes_FromStringAndSize allocates an uninitialized bytes
+    // object of `len` bytes and returns a new (owned) reference, or null with the error set,
+    // which `from_owned_ptr_or_err` turns into `Err`. The GIL is held (`py`).
+    let obj = unsafe {
+        let size = len as pyo3::ffi::Py_ssize_t;
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        Bound::from_owned_ptr_or_err(py, ptr)?.downcast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object was just made (nothing else can see it yet) and is a bytes object,
+    // whose buffer holds `len` bytes.
+    let buf: *mut u8 = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()).cast() };
     let mut at = 0;
-    for (p, pw, ph) in [(&f.y, w, h), (&f.u, cw, ch), (&f.v, cw, ch)] {
-        if p.stride == pw {
-            out[at..at + pw * ph].copy_from_slice(&p.data[..pw * ph]);
-            at += pw * ph;
-            continue;
-        }
-        for row in p.data.chunks(p.stride).take(ph) {
-            out[at..at + pw].copy_from_slice(&row[..pw]);
-            at += pw;
-        }
+    for part in std::iter::once(Y4M_FRAME).chain(i420_rows(f)) {
+        // `i420_len` counts exactly these rows; checked so a mistake panics, never overruns.
+        assert!(at + part.len() <= len, "Y4M record longer than its buffer");
+        // SAFETY: `at + part.len() <= len` (checked above); `part` is an initialized slice of
+        // a frame owned elsewhere, so it cannot overlap the new buffer.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), buf.add(at), part.len()) };
+        at += part.len();
     }
+    // Every byte written, so the object is never handed out with uninitialized bytes.
+    assert_eq!(at, len, "Y4M record shorter than its buffer");
+    Ok(obj)
 }
 
 #[pymethods]
@@ -210,13 +232,7 @@ impl PyStreamDecoder {
             return Ok(None);
         };
         let (w, h) = (frame.display_width, frame.display_height);
-        let bytes = record.then(|| {
-            PyBytes::new_with(py, Y4M_FRAME.len() + i420_len(w, h), |out| {
-                out[..Y4M_FRAME.len()].copy_from_slice(Y4M_FRAME);
-                write_i420(&frame, &mut out[Y4M_FRAME.len()..]);
-                Ok(())
-            })
-        });
+        let bytes = record.then(|| y4m_record(py, &frame));
         Ok(Some((w, h, bytes.transpose()?)))
     }
 
