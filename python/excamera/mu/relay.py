@@ -722,12 +722,12 @@ class RelayClient:
         """Dial the relay, say hello, and wait for ``hello_ok``; RelayError if refused.
 
         ``dial_slots`` is held while the connection and its handshake are in progress (many
-        workers of one host share it, so they do not all knock at once)."""
+        workers of one host share it, so they do not all knock at once); ``timeout`` runs
+        from when a slot is free."""
         ctx = creds if isinstance(creds, ssl.SSLContext) else client_context(creds)
         try:
-            async with asyncio.timeout(timeout):
-                async with dial_slots or contextlib.nullcontext():
-                    reader, writer = await cls._open(host, port, ctx, server_hostname or host)
+            async with dial_slots or contextlib.nullcontext(), asyncio.timeout(timeout):
+                reader, writer = await cls._open(host, port, ctx, server_hostname or host)
                 try:
                     await write_message(writer, Message("hello",
                                                         {"job": job, "id": my_id, "peer": peer_id}))

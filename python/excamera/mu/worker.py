@@ -30,7 +30,8 @@ with its sender's certified id, and a blob from any other worker fails the comma
 Many workers may share one process (a *worker host*, :mod:`excamera.mu.workerhost`): each is
 a ``run_worker`` task with its own directory, certificate and connections. ``shared=True``
 says so (a worker then reports no CPU time of its own: the process's is everyone's), and
-``dial_slots`` bounds how many of them open a connection at once.
+``dial_slots`` (:class:`DialSlots`) bounds how many of them open a connection to one server
+at once.
 
 Fault injection (for tests and benchmarks only): a payload whose ``options["inject_slow"]``
 maps this worker's id to a factor F makes every command take F times as long (the worker
@@ -87,6 +88,28 @@ def _cpu_seconds() -> float:
     return total
 
 
+class DialSlots:
+    """Connection attempts in flight, per server, shared by the workers of one process.
+
+    The servers admit a bounded number of handshakes per source address (see
+    :mod:`excamera.mu.listener`), and every worker of a host shares its address. One queue
+    per server: a worker waiting to reach the relay must not queue behind thousands that
+    wait to reach the coordinator.
+    """
+
+    def __init__(self, per_server: int) -> None:
+        if per_server < 1:
+            raise ValueError("dial slots must be at least 1")
+        self.per_server = per_server
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def server(self, host: str, port: int) -> asyncio.Semaphore:
+        sem = self._slots.get((host, port))
+        if sem is None:
+            sem = self._slots[(host, port)] = asyncio.Semaphore(self.per_server)
+        return sem
+
+
 class WorkerSession:
     """One connected worker: its directory, variables, relay link and command handlers."""
 
@@ -106,7 +129,7 @@ class WorkerSession:
         self.cpu0 = _cpu_seconds()
         self.adopted = False
         self.shared = False  # other workers share this process (a worker host)
-        self.dial_slots: asyncio.Semaphore | None = None
+        self.dial_slots: DialSlots | None = None
         self._ctx: ssl.SSLContext | None = None
         self.running: asyncio.Task[tuple[bool, dict, bytes]] | None = None  # the command
         self.handlers: dict[str, Callable[[Message], Awaitable[tuple[dict, bytes]]]] = {
@@ -300,7 +323,9 @@ class WorkerSession:
                 self.payload.job_id,
                 self.payload.worker_id,
                 peer,
-                dial_slots=self.dial_slots,
+                dial_slots=self.dial_slots.server(self.payload.relay_host,
+                                                  self.payload.relay_port)
+                if self.dial_slots else None,
             )
         except RelayError as exc:
             raise CommandError(f"connect to relay as peer of {peer}: {exc}") from None
@@ -629,13 +654,15 @@ def _senders(what: str, expected: Any) -> list[int]:
 
 
 async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext,
-                   dial_slots: asyncio.Semaphore | None = None) -> tuple[Any, Any]:
+                   dial_slots: DialSlots | None = None) -> tuple[Any, Any]:
     """Connect to the coordinator, retrying briefly: on a cold start the network may lag."""
     deadline = time.monotonic() + payload.connect_timeout
     delay = 0.05
+    slot = (dial_slots.server(payload.coordinator_host, payload.coordinator_port)
+            if dial_slots else contextlib.nullcontext())
     while True:
         try:
-            async with dial_slots or contextlib.nullcontext():
+            async with slot:
                 return await asyncio.wait_for(
                     asyncio.open_connection(
                         payload.coordinator_host,
@@ -657,7 +684,7 @@ async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext,
 
 async def run_worker(
     payload: LaunchPayload, registry: OperationRegistry | None = None, *,
-    shared: bool = False, dial_slots: asyncio.Semaphore | None = None,
+    shared: bool = False, dial_slots: DialSlots | None = None,
     session_hook: Callable[[WorkerSession], None] | None = None,
 ) -> None:
     """Run one worker to completion: connect, obey commands until quit, clean up.

@@ -24,9 +24,9 @@ child processes' complaints) go to a bounded tail of its own, reported with its 
 lost worker's report quotes that worker, not its neighbours; the host's own stderr gets only
 what concerns the host.
 
-Connection attempts of the host's workers are paced (``--dial-slots``, held from the TCP
-connect to the end of the TLS handshake): the servers take a bounded number of handshakes
-per source address, and a host of thousands of workers is one address.
+Connection attempts of the host's workers are paced (``--dial-slots`` per server, held from
+the TCP connect to the end of the TLS handshake): the servers take a bounded number of
+handshakes per source address, and a host of thousands of workers is one address.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from .operations import OperationRegistry, builtin_operations
 from .payload import LaunchPayload
 from .protocol import ProtocolError
 from .relay_cmd import raise_fd_limit
-from .worker import WorkerSession, run_worker
+from .worker import DialSlots, WorkerSession, run_worker
 
 DIAL_SLOTS = 64
 TAIL_BYTES = 8 * 1024
@@ -100,7 +100,7 @@ class WorkerHost:
 
     def __init__(self, out: asyncio.StreamWriter | None, dial_slots: int) -> None:
         self.out = out
-        self.dial_slots = asyncio.Semaphore(dial_slots)
+        self.dial_slots = DialSlots(dial_slots)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.tails: dict[int, _Tail] = {}
         self.killed: set[int] = set()
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m excamera.mu.workerhost",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--dial-slots", type=int, default=DIAL_SLOTS,
-                   help=f"connections being opened at once by this host's workers ({DIAL_SLOTS})")
+                   help="connections to one server being opened at once by this host's "
+                   f"workers ({DIAL_SLOTS})")
     p.add_argument("--loop", choices=LOOPS, default="auto",
                    help="event loop: uvloop when installed (auto), or asyncio's")
     p.add_argument("--tls-buffer-kib", type=int, default=64,
