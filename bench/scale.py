@@ -10,8 +10,9 @@ Three processes kinds, so each one's memory and CPU is measured apart:
   its own TLS connection to the coordinator and to the relay;
 * the worker hosts, started by that backend.
 
-Every worker runs a short machine: connect to the relay as one of a pair (2i <-> 2i+1), make a
-100 KB state (the ``blob`` operation), and wait for everyone. Phases, timed by the coordinator:
+Every worker runs a short machine: connect to the relay as one of a pair (2i <-> 2i+1), wait
+for everyone, make a 100 KB state (the ``blob`` operation), wait for everyone. Phases, timed by
+the coordinator:
 
 1. **connect**: from the job's start until every worker is connected to the coordinator and to
    the relay (``connect_all_s``);
@@ -109,6 +110,8 @@ async def scale_machine(w: WorkerHandle, ctx: JobContext) -> bool:
         b.times["connect_all_s"] = time.monotonic() - b.t0
         b.on_phase("connected")
         b.all_joined.set()
+    w.state = "waiting_all"
+    await b.all_joined.wait()  # so the connect phase is only connecting
     w.state = "making_state"
     made = await w.run_op("blob", path="state.bin", size=b.size, seed=w.id)
     b.digests[w.id] = str(made["sha256"])
@@ -116,7 +119,7 @@ async def scale_machine(w: WorkerHandle, ctx: JobContext) -> bool:
     if b.ready == b.n:
         b.on_phase("ready")
         b.all_ready.set()
-    w.state = "waiting_all"
+    w.state = "waiting_ready"
     await b.all_ready.wait()
     if w.id == 0:
         w.state = "pinging"
