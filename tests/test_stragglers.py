@@ -286,7 +286,8 @@ def test_a_slowed_worker_is_duplicated_and_the_encode_is_byte_identical(tmp_path
 def test_inject_slow_is_checked_in_one_line(tmp_path: Path) -> None:
     src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
     for bad, why in (("2", "expected WORKER:FACTOR"), ("x:3", "expected WORKER:FACTOR"),
-                     ("2:0.5", "--inject-slow FACTOR 0.5"), ("-1:3", "--inject-slow WORKER -1")):
+                     ("2:0.5", "--inject-slow 2:0.5: a worker id"),
+                     ("-1:3", "--inject-slow -1:3: a worker id")):
         done = encode(str(src), "-o", str(tmp_path / "x.ivf"), f"--inject-slow={bad}")
         assert done.returncode == 1 and why in done.stderr, (bad, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1

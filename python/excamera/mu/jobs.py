@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,9 @@ class JobSettings:
         check_int("max_handshakes_per_address", self.max_handshakes_per_address, minimum=1,
                   maximum=self.max_handshakes)
         for worker, factor in self.inject_slow.items():
-            check_int("inject_slow", worker, minimum=0)
-            check_number("inject_slow", factor, minimum=1, maximum=1000)
+            if not (worker >= 0 and math.isfinite(factor) and 1 <= factor <= 1000):
+                raise SettingsError("{} " + f"{worker}:{factor:g}: a worker id (at least 0) "
+                                    "and a slowdown factor 1..1000", "inject_slow")
 
     @property
     def rereads_inputs(self) -> bool:
