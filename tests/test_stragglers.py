@@ -121,8 +121,26 @@ def test_live_status_counts_retries_duplicates_and_shows_the_slowest_phase() -> 
     assert (live.retries, live.duplicates, live.duplicates_won) == (1, 1, 1)
     assert live.states[2] == "done"
     assert live.counts()["done"] == 1
+    # worker 0 is the only instance in a phase: upload, which worker 1 left (lost) after 0.1 s
+    assert live.slowest_line().startswith("slowest phase: worker 0 in upload for ")
+    assert live.slowest_line().endswith("x its median 0.10 s (1 done)")
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(live.render())
+    shown = console.export_text()
+    assert "retries 1" in shown and "duplicates 1 (won 1)" in shown
+    assert "slowest phase: worker 0 in upload" in shown
+
+
+def test_slowest_line_compares_the_phase_with_its_median() -> None:
+    live = LiveStatus(3)
+    for t in (tr(0, "pass0", 0.0), tr(1, "pass0", 0.0), tr(2, "pass0", 0.0),
+              tr(0, "upload", 0.5), tr(1, "upload", 1.5)):
+        live.on_transition(t)
     line = live.slowest_line()
-    assert line.startswith("slowest phase: worker 0 in upload") or "worker 1" in line
+    assert line.startswith("slowest phase: worker 2 in pass0 for "), line
+    assert line.endswith("x its median 1.00 s (2 done)"), line
 
 
 # --- the coordinator, on real TLS connections and the relay ----------------------------------
@@ -144,8 +162,12 @@ def run(coord: Coordinator):
 
 
 def test_a_duplicate_of_the_straggler_wins_and_the_original_is_killed() -> None:
-    coord = Coordinator("strag", 8, InProcessBackend(), "", slow_one, straggler=FAST)
+    live = LiveStatus(8)  # the live view, fed by the coordinator (not started: no terminal)
+    coord = Coordinator("strag", 8, InProcessBackend(), "", slow_one, straggler=FAST,
+                        observers=[live])
     result = run(coord)
+    assert (live.duplicates, live.duplicates_won, live.retries) == (1, 1, 0)
+    assert live.states[3] == "done" and live.attempts[3] == 1
     assert result.outputs == {k: (k, 1 if k == 3 else 0) for k in range(8)}
     w3 = result.workers[3]
     assert (w3.winner, w3.attempts, w3.duplicated) == (1, 2, True)
@@ -271,8 +293,10 @@ def test_a_slowed_worker_is_duplicated_and_the_encode_is_byte_identical(tmp_path
     assert calm.returncode == 0, calm.stderr
     log = tmp_path / "slow.jsonl"
     slow = encode(str(src), "-o", str(tmp_path / "slow.ivf"), *common,
-                  "--inject-slow", "2:50", "-O", str(log))
+                  "--inject-slow", "2:50", "-O", str(log), "--progress")
     assert slow.returncode == 0, slow.stderr
+    # the live view's last frame (--progress: stderr is no terminal here)
+    assert "retries 0" in slow.stderr and "duplicates 1 (won 1)" in slow.stderr, slow.stderr
     assert (tmp_path / "slow.ivf").read_bytes() == (tmp_path / "calm.ivf").read_bytes()
     records = [json.loads(line) for line in log.read_text().splitlines()]
     w2 = [(r["attempt"], r["state"]) for r in records if r.get("worker") == 2]

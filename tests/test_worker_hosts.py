@@ -105,22 +105,30 @@ def test_a_host_that_dies_loses_its_workers_and_retries_place_them_on_the_other(
     assert backend.hosts[0].proc.returncode == -signal.SIGKILL
 
 
-def test_scale_bench_runs_500_workers_through_the_same_path(tmp_path: Path) -> None:
-    """bench/scale.py at 500 workers: a separate relay, the coordinator, two worker hosts;
-    every worker connects and every hand-off arrives intact (timings are the bench's)."""
+#: The keys issue 10 asks bench/scale.py for, each run.
+SCALE_KEYS = ("workers", "connected", "handoffs_ok", "connect_all_s", "pair_rtt_p50_ms",
+              "pair_rtt_p99_ms", "storm_s", "coordinator_rss_mb", "relay_rss_mb", "fds")
+
+
+def test_scale_bench_runs_200_workers_through_the_same_path(tmp_path: Path) -> None:
+    """bench/scale.py at 200 workers: a separate relay, the coordinator, two worker hosts;
+    every worker connects and every hand-off arrives intact (timings are the bench's). It
+    prints what it writes, with the issue's keys."""
     out = tmp_path / "scale.json"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "scale.py"), "--workers", "500",
-                           "--rounds", "200", "--json", str(out)],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "scale.py"), "--workers", "200",
+                           "--rounds", "100", "--json", str(out)],
                           env=child_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert (res["workers"], res["connected"], res["handoffs_ok"]) == (500, 500, 500)
+    assert json.loads(done.stdout) == res
+    assert set(SCALE_KEYS) <= set(res) and set(res) - set(SCALE_KEYS) == {"settings", "detail"}
+    assert (res["workers"], res["connected"], res["handoffs_ok"]) == (200, 200, 200)
     for key in ("connect_all_s", "pair_rtt_p50_ms", "pair_rtt_p99_ms", "storm_s",
                 "coordinator_rss_mb", "relay_rss_mb"):
         assert res[key] > 0, key
     assert res["pair_rtt_p50_ms"] <= res["pair_rtt_p99_ms"]
     # each server holds a connection per worker, and the hosts two per worker between them
     fds = res["detail"]["fds_connected"]
-    assert fds["coordinator"] >= 500 and fds["relay"] >= 500
-    assert fds["host0"] + fds["host1"] >= 1000
+    assert fds["coordinator"] >= 200 and fds["relay"] >= 200
+    assert fds["host0"] + fds["host1"] >= 400
     assert res["fds"] == fds["coordinator"] + fds["relay"]

@@ -97,7 +97,7 @@ def add_job_options(parser: argparse.ArgumentParser, *, workers: int | None = 1,
     g.add_argument("--max-handshakes-per-address", type=int, default=MAX_PER_ADDRESS,
                    metavar="N", help="of those, from one address (workers behind one NAT or "
                    "on one host share theirs) (%(default)s)")
-    g.add_argument("--inject-slow", action="append", default=[], metavar="WORKER:FACTOR",
+    g.add_argument("--inject-slow", action="append", default=None, metavar="WORKER:FACTOR",
                    help="fault injection, for tests and benchmarks: worker WORKER's commands "
                    "take FACTOR times as long (not its duplicate's); repeatable")
     if user_options:
@@ -120,7 +120,7 @@ def job_settings(args: argparse.Namespace) -> JobSettings:
         transitions_file=args.transitions_file, profile_file=args.profile_file,
         debug=args.debug, straggler_k=args.straggler_k, max_handshakes=args.max_handshakes,
         max_handshakes_per_address=args.max_handshakes_per_address,
-        inject_slow=parse_inject_slow(args.inject_slow),
+        inject_slow=parse_inject_slow(args.inject_slow or []),
     )
 
 

@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="asyncio's per-connection TLS read buffer (KiB, 16..4096, "
                    "%(default)s; 0 keeps asyncio's 256): it is most of a connection's memory")
     p.add_argument("--loop", choices=LOOPS, default="asyncio",
-                   help="event loop: asyncio's (the default), uvloop (the scale extra), or auto "
-                   "(uvloop when installed)")
+                   help="event loop: asyncio's, uvloop (the scale extra), or auto (uvloop when "
+                   "installed) (%(default)s)")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)

@@ -327,7 +327,7 @@ class LocalBackend(Backend):
                            help="also keep each worker's full stderr in this directory")
         group.add_argument("--worker-processes", type=int, default=0, metavar="K",
                            help="run the workers as asyncio tasks in K long-lived processes "
-                           "(one per core, say) instead of a process each (0)")
+                           "(one per core, say) instead of a process each (%(default)s)")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LocalBackend:
