@@ -317,7 +317,9 @@ def run_parent(args: argparse.Namespace, n: int) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 relay.kill()
     out = summarize(one, child)
+    # other users of the machine show here: 1-minute load averages around the run
     out["detail"]["load_average_at_start"] = load
+    out["detail"]["load_average_at_end"] = os.getloadavg()[0]
     return out
 
 
