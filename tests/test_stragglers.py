@@ -307,14 +307,40 @@ def test_a_slowed_worker_is_duplicated_and_the_encode_is_byte_identical(tmp_path
     assert "lost" not in {r.get("state") for r in records}
 
 
-def test_inject_slow_is_checked_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags,why", [
+    (["--inject-slow=2"], "--inject-slow 2: expected WORKER:FACTOR"),
+    (["--inject-slow=x:3"], "--inject-slow x:3: expected WORKER:FACTOR"),
+    (["--inject-slow=2:0.5"], "--inject-slow 2:0.5: a worker id (at least 0) and a slowdown"),
+    (["--inject-slow=-1:3"], "--inject-slow -1:3: a worker id"),
+    (["--straggler-k", "0.5"], "--straggler-k 0.5: must be a finite number more than 1"),
+    (["--straggler-k", "nan"], "--straggler-k nan: must be a finite number"),
+    (["--max-handshakes", "0"], "--max-handshakes 0: must be 1..65536"),
+    (["--max-handshakes", "8", "--max-handshakes-per-address", "9"],
+     "--max-handshakes-per-address 9: must be 1..8"),
+    (["--worker-processes", "-1"], "--worker-processes -1: must be 0..1024"),
+])
+def test_straggler_and_scale_flags_are_checked_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], why: str) -> None:
+    from excamera.cli import main
+
     src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
-    for bad, why in (("2", "expected WORKER:FACTOR"), ("x:3", "expected WORKER:FACTOR"),
-                     ("2:0.5", "--inject-slow 2:0.5: a worker id"),
-                     ("-1:3", "--inject-slow -1:3: a worker id")):
-        done = encode(str(src), "-o", str(tmp_path / "x.ivf"), f"--inject-slow={bad}")
-        assert done.returncode == 1 and why in done.stderr, (bad, done.stderr)
-        assert len(done.stderr.strip().splitlines()) == 1
-    done = encode(str(src), "-o", str(tmp_path / "x.ivf"), "--straggler-k", "0.5")
-    assert done.returncode == 1 and "--straggler-k 0.5" in done.stderr
+    assert main(["encode", str(src), "-o", str(tmp_path / "x.ivf"), *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"excamera encode: error: {why}") and err.count("\n") == 1, err
     assert not (tmp_path / "x.ivf").exists()
+
+
+def test_job_settings_carry_the_straggler_rule_to_the_coordinator() -> None:
+    """The Python API's path: JobSettings, not flags."""
+    from excamera.errors import SettingsError
+    from excamera.mu.jobs import JobSettings
+
+    default = JobSettings()
+    assert default.coordinator_kwargs()["straggler"] == StragglerPolicy(k=3.0)
+    # a duplicate, like a retry, reads its inputs from storage: they must be stored
+    assert default.rereads_inputs and JobSettings(straggler_k=0, retries=1).rereads_inputs
+    assert not JobSettings(straggler_k=0).rereads_inputs
+    slow = JobSettings(inject_slow={2: 10.0}).coordinator_kwargs()["inject_slow"]
+    assert slow == {2: 10.0}
+    with pytest.raises(SettingsError, match="straggler_k 0.5"):
+        JobSettings(straggler_k=0.5)
