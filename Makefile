@@ -38,7 +38,8 @@ lint: setup
 
 # bench: regenerates every committed bench/*-results.json with the settings the README quotes
 # (each file records the command that wrote it; tests/test_bench_results.py holds them to this
-# recipe). About ten minutes on this 2-core machine.
+# recipe). About twenty minutes on this 2-core machine; scale.py's 10,000 workers need about
+# 12 GB of memory at their peak.
 bench: setup
 	$(PY) bench/relay.py --json bench/relay-results.json
 	$(PY) bench/decode.py --runs 5 --json bench/decode-results.json
@@ -49,6 +50,8 @@ bench: setup
 	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
 	$(PY) bench/model.py --runs 3 --json bench/model-results.json
+	$(PY) bench/scale.py --workers 1000,5000,10000 --json bench/scale-results.json
+	$(PY) bench/stragglers.py --runs 3 --json bench/stragglers-results.json
 
 # lambda-zip: the AWS Lambda deployment package (python3.12, x86_64). Its static vpxenc and the
 # worker's dependencies are cached under ~/.cache/excamera, so only the first build is slow.

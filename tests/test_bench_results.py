@@ -96,6 +96,20 @@ def test_readme_quotes_the_committed_figures() -> None:
         f"measures {ex('bench/excamera-mu-results.json')} here with `--chain mu`",
         f"bigbuckbunny clip {ex('bench/excamera-bbb-results.json')}",
     ]
+    scale = {r["workers"]: r for r in res["bench/scale-results.json"]["rows"]}
+    top = scale[10000]
+    cpu = top["detail"]["cpu_s_by_phase"]
+    strag = res["bench/stragglers-results.json"]["results"]
+    expected += [
+        f"{top['connected']:,} connected and {top['handoffs_ok']:,} hand-offs arrived intact",
+        f"connecting took {top['connect_all_s']} s, the pair's round-trip p99 was "
+        f"{top['pair_rtt_p99_ms']} ms and the storm {top['storm_s']} s",
+        f"{sum(cpu['connect'].values()):.1f} and {sum(cpu['storm'].values()):.1f} CPU seconds",
+        f"{strag['straggler_k0']['makespan_s']} s without mitigation "
+        f"({strag['straggler_k0']['vs_calm']:.2f}x the calm run's "
+        f"{strag['calm']['makespan_s']} s) and {strag['straggler_k3']['makespan_s']} s with it "
+        f"({strag['straggler_k3']['vs_calm']:.2f}x)",
+    ]
     for text in expected:
         assert text.replace("+-", "-") in readme, text
 

@@ -159,6 +159,9 @@ def test_failing_command_reports_stderr(tmp_path: Path) -> None:
         pids[w.id] = w.pid
         w.state = "about_to_fail"
         if w.id == 1:
+            # only once worker 0 is in its sleep, which the failure must then cut short (a
+            # loaded machine may start worker 0 after worker 1 has failed already)
+            await ctx.progress.wait_for(0, "about_to_fail")
             await w.run("echo first line >&2; echo 'decoder exploded at frame 7' >&2; exit 3")
         else:
             await w.run_op("sleep", seconds=60)

@@ -159,15 +159,16 @@ def test_installed_metadata_core_extras_and_dev(venv) -> None:
     for r in reqs:
         if r.marker is None:
             continue
-        for extra in ("s3", "plot", "lambda", "ray", "dev"):
+        for extra in ("s3", "plot", "lambda", "ray", "scale", "dev"):
             if r.marker.evaluate({"extra": extra}):
                 extras.setdefault(extra, set()).add(str(r).split(";")[0].strip())
     assert extras["s3"] == {"boto3>=1.34"}
     assert extras["plot"] == {"matplotlib>=3.8"}
     assert extras["lambda"] == {"boto3>=1.34"}
     assert extras["ray"] == {"ray[default]==2.60.0"}
+    assert extras["scale"] == {"uvloop>=0.19"}
     # dev is what make setup installs for make test: every extra, with the same specifiers.
-    for extra in ("s3", "plot", "lambda", "ray"):
+    for extra in ("s3", "plot", "lambda", "ray", "scale"):
         assert extras[extra] <= extras["dev"], (extra, extras[extra] - extras["dev"])
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv.python), "check"],
                           cwd=venv.home, env=venv.env(), capture_output=True, text=True,

@@ -19,9 +19,19 @@ coordinator refuses a worker whose hello reports other code (a bit-exact hand-of
 codec on both sides), which fails the job at once since a relaunch would run the same code.
 
 Spares (mu's overprovisioning): with ``spares=S`` the coordinator launches S extra workers that
-connect and wait. A worker launch (the first, a retry) takes an idle spare when there is one
-and hands it the worker's identity (a fresh certificate for that worker id), so a slow or
-failed cold start costs nothing; spares never used are told to quit at the end.
+connect and wait. A worker launch (the first, a retry, a duplicate) takes an idle spare when
+there is one and hands it the worker's identity (a fresh certificate for that worker id), so a
+slow or failed cold start costs nothing; spares never used are told to quit at the end.
+
+Stragglers (``straggler=StragglerPolicy(k)``, see :mod:`excamera.mu.stragglers`): a worker
+that has spent k times its peers' median in a phase gets a duplicate, a concurrent attempt of
+the same machine; the first instance to finish wins, the other is killed and recorded as
+``superseded``. One instance lost while the other runs is not retried; both lost count as one
+loss of the worker. Machines must be restartable (as for retries) for this to be on.
+
+Scale: the listener's handshake caps (``max_handshakes``, ``max_handshakes_per_address``; see
+:mod:`excamera.mu.listener`) are the coordinator's to set, and its embedded relay takes every
+worker, spare and duplicate of the job.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from .. import identity, needs
 from . import tls
 from .backends.base import Backend, BackendError, Cost, WorkerProcess
 from .errors import CommandFailed, JobFailed, MuError, WorkerFailure, WorkerLost
-from .listener import TLSListener
+from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, TLSListener
 from .machines import (
     Cmd,
     JobContext,
@@ -53,6 +63,11 @@ from .machines import (
 )
 from .payload import LaunchPayload
 from .protocol import Message, ProtocolError, read_message, write_message
+from .stragglers import PhaseClock, Straggler, StragglerPolicy
+
+#: How often the coordinator looks for stragglers (each look costs a few microseconds per
+#: phase, not per worker: see PhaseClock.stragglers).
+STRAGGLER_TICK = 0.25
 
 log = logging.getLogger("excamera.mu.coordinator")
 
@@ -69,8 +84,13 @@ class WorkerResult:
     attempts: int
     output: Any
     timings: dict[str, float]
-    #: CPU-seconds the worker's process reported at quit (None if it did not quit cleanly).
+    #: CPU-seconds the worker's process reported at quit (None if it did not quit cleanly,
+    #: or shared its process with other workers).
     cpu_s: float | None = None
+    #: The attempt whose output this is (a retry's or a duplicate's when that one finished).
+    winner: int = 0
+    #: Whether a duplicate of this worker was launched (whichever instance won).
+    duplicated: bool = False
 
 
 @dataclass
@@ -80,6 +100,9 @@ class JobResult:
     workers: dict[int, WorkerResult]
     transitions: list[Transition] = field(default_factory=list)
     cost: Cost | None = None
+    #: Duplicates launched for stragglers, and how many of them finished first.
+    duplicates: int = 0
+    duplicates_won: int = 0
 
     @property
     def outputs(self) -> dict[int, Any]:
@@ -114,6 +137,18 @@ class _Failed(Exception):
         self.failure = failure
 
 
+@dataclass
+class _Line:
+    """One worker's instances: attempts numbered in launch order, at most one duplicate."""
+
+    worker: int
+    next_attempt: int = 0
+    duplicate_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    duplicated: bool = False
+    #: attempt -> whether that instance is the duplicate
+    running: dict[int, bool] = field(default_factory=dict)
+
+
 class Coordinator:
     """Run ``machine`` on ``n_workers`` workers started by ``backend``.
 
@@ -124,7 +159,12 @@ class Coordinator:
     ``relay``: the (host, port) workers dial for ``connect``; ``embedded_relay=True`` runs one
     in this process with credentials from the job CA, on ``host`` (port ``relay_port``, 0 for
     any free one) and advertised as ``advertise``. ``spares``: extra workers launched to stand
-    in for slow or failed launches.
+    in for slow or failed launches. ``straggler``: when to duplicate a slow worker (off by
+    default: the machine must be restartable). ``max_handshakes`` and
+    ``max_handshakes_per_address``: the TLS handshakes in flight that the coordinator (and its
+    embedded relay) accept at once, in all and from one address. ``inject_slow``: fault
+    injection for tests and benchmarks, worker id -> factor by which that worker's commands
+    are slowed (its duplicate's are not).
     ``params`` reach every machine as ``ctx.params``.
     """
 
@@ -155,6 +195,10 @@ class Coordinator:
         operation_modules: Iterable[str] = (),
         observers: Iterable[Observer] = (),
         debug: bool = False,
+        straggler: StragglerPolicy | None = None,
+        max_handshakes: int = MAX_HANDSHAKES,
+        max_handshakes_per_address: int = MAX_PER_ADDRESS,
+        inject_slow: dict[int, float] | None = None,
     ) -> None:
         if n_workers < 1:
             raise ValueError("a job needs at least one worker")
@@ -162,6 +206,11 @@ class Coordinator:
             raise ValueError("retries must be >= 0")
         if spares < 0:
             raise ValueError("spares must be >= 0")
+        if not (1 <= max_handshakes_per_address <= max_handshakes <= 1 << 16):
+            raise ValueError("handshake caps: 1 <= per address <= in all <= 65536")
+        for wid, factor in (inject_slow or {}).items():
+            if not (isinstance(factor, (int, float)) and 1 <= factor <= 1000):
+                raise ValueError(f"inject_slow: worker {wid}'s factor must be 1..1000")
         advertised = advertise or backend.default_advertise(host) or host
         if advertised in ("0.0.0.0", "::", ""):
             raise ValueError(f"workers cannot dial {host or 'an empty address'!r}: give the "
@@ -210,6 +259,18 @@ class Coordinator:
         self._spare_tasks: list[asyncio.Task[None]] = []
         self._cpu: dict[tuple[int, int], float] = {}
         self.cost: Cost | None = None
+        self.straggler = straggler or StragglerPolicy(k=0)
+        self.max_handshakes = max_handshakes
+        self.max_handshakes_per_address = max_handshakes_per_address
+        self.inject_slow = {int(k): float(v) for k, v in (inject_slow or {}).items()}
+        self.phases = PhaseClock()
+        self._lines: dict[int, _Line] = {}
+        self._index = {k: i for i, k in enumerate(self.worker_ids)}
+        # Relay ids of duplicates: one per worker, after the workers' and the spares' ids.
+        self._dup_base = max(self.worker_ids) + 1 + spares
+        self.duplicates = 0
+        self.duplicates_won = 0
+        self.retried = 0
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -308,10 +369,24 @@ class Coordinator:
             pending.worker, f"did not connect within {self.connect_timeout:g} s"
         )
 
+    def duplicate_id(self, k: int) -> int:
+        """The id under which worker ``k``'s duplicate connects (to the relay, in its
+        certificate): the relay refuses a second connection of a connected id."""
+        return self._dup_base + self._index[k]
+
+    def senders(self, k: int) -> list[int]:
+        """The relay ids whose frames count as worker ``k``'s."""
+        if self.straggler.enabled and k in self._index:
+            return [k, self.duplicate_id(k)]
+        return [k]
+
     def _payload(self, k: int, token: str) -> LaunchPayload:
         assert self._authority is not None and self.bound_port is not None
         creds = self._authority.issue_worker(self.job_id, k)
         relay_host, relay_port = self.relay_addr or ("", 0)
+        options: dict[str, Any] = {}
+        if self.inject_slow:
+            options["inject_slow"] = {str(w): f for w, f in self.inject_slow.items()}
         return LaunchPayload(
             coordinator_host=self.advertise,
             coordinator_port=self.bound_port,
@@ -327,6 +402,7 @@ class Coordinator:
             operation_modules=self.operation_modules,
             connect_timeout=self.connect_timeout,
             debug=self.debug,
+            options=options,
             code=dict(self.code),
         )
 
@@ -378,36 +454,40 @@ class Coordinator:
             return
         self._idle.append(conn)
 
-    async def _adopt(self, spare: _Connected, k: int, attempt: int) -> WorkerHandle:
-        """Give an idle spare the identity of worker ``k``."""
+    def _handle(self, k: int, attempt: int, conn: _Connected) -> WorkerHandle:
+        return WorkerHandle(k, attempt, conn.reader, conn.writer, self.log,
+                            pid=conn.hello.get("pid"), command_timeout=self.command_timeout,
+                            senders=self.senders)
+
+    async def _adopt(self, spare: _Connected, k: int, attempt: int, relay_id: int
+                     ) -> WorkerHandle:
+        """Give an idle spare the identity of worker ``k`` (``relay_id`` in its certificate)."""
         assert self._authority is not None
-        creds = self._authority.issue_worker(self.job_id, k)
-        handle = WorkerHandle(
-            k, attempt, spare.reader, spare.writer, self.log,
-            pid=spare.hello.get("pid"), command_timeout=self.command_timeout,
-        )
-        await handle.call(Cmd("adopt", {"worker": k, "cert_pem": creds.cert_pem.decode(),
+        creds = self._authority.issue_worker(self.job_id, relay_id)
+        handle = self._handle(k, attempt, spare)
+        await handle.call(Cmd("adopt", {"worker": relay_id,
+                                        "cert_pem": creds.cert_pem.decode(),
                                         "key_pem": creds.key_pem.decode()}))
         return handle
 
-    async def _attempt(self, k: int, attempt: int, ctx: JobContext) -> Any:
+    async def _attempt(self, k: int, attempt: int, ctx: JobContext,
+                       relay_id: int | None = None) -> Any:
+        """One instance of worker ``k``'s machine; ``relay_id`` names a duplicate."""
         self.log.record(k, attempt, "launching")
         holder: list[WorkerProcess] = []
         conn: _Connected | None = None
         handle: WorkerHandle | None = None
         finished = False
+        rid = k if relay_id is None else relay_id
         try:
             spare = self._take_spare()
             if spare is not None:
                 conn = spare
                 holder.append(spare.proc)
-                handle = await self._adopt(spare, k, attempt)
+                handle = await self._adopt(spare, k, attempt, rid)
             else:
-                conn = await self._launch(k, holder)
-                handle = WorkerHandle(
-                    k, attempt, conn.reader, conn.writer, self.log,
-                    pid=conn.hello.get("pid"), command_timeout=self.command_timeout,
-                )
+                conn = await self._launch(rid, holder)
+                handle = self._handle(k, attempt, conn)
             handle.state = "connected"
             output = await self.machine(handle, ctx)
             bye = await handle.quit()
@@ -417,7 +497,7 @@ class Coordinator:
             finished = True
             return output
         except (WorkerLost, CommandFailed, Exception) as exc:
-            last = self.log.last.get(k, "")
+            last = handle.state if handle is not None else "launching"
             is_lost = isinstance(exc, WorkerLost)
             self.log.record(k, attempt, "lost" if is_lost else "error")
             if isinstance(exc, WorkerLost):
@@ -461,28 +541,109 @@ class Coordinator:
         await proc.kill()
         return await proc.wait()
 
-    async def _drive(self, k: int, ctx: JobContext) -> tuple[Any, int]:
-        for attempt in range(self.retries + 1):
-            try:
-                return await self._attempt(k, attempt, ctx), attempt + 1
-            except _Lost as lost:
-                if attempt >= self.retries:
-                    raise _Failed(lost.failure) from None
-                log.warning("%s; relaunching (retry %d of %d)", lost.failure.describe(),
-                            attempt + 1, self.retries)
-        raise AssertionError("unreachable")
+    async def _drive(self, k: int, ctx: JobContext) -> tuple[Any, int, int]:
+        """Worker ``k``'s machine to completion: its first attempt, retries of lost ones, and
+        a duplicate when the straggler watch asks for one. Returns (output, attempts
+        launched, the winning attempt)."""
+        line = self._lines[k] = _Line(k)
+        tasks: dict[asyncio.Task[Any], int] = {}
+        retries_left = self.retries
+
+        def start(duplicate: bool) -> None:
+            attempt = line.next_attempt
+            line.next_attempt += 1
+            relay_id = self.duplicate_id(k) if duplicate else None
+            task = asyncio.create_task(self._attempt(k, attempt, ctx, relay_id),
+                                       name=f"worker-{k}-attempt-{attempt}")
+            tasks[task] = attempt
+            line.running[attempt] = duplicate
+
+        async def stop_others(reason: str) -> None:
+            for task, attempt in list(tasks.items()):
+                task.cancel()
+                self.log.record(k, attempt, reason)
+                self.phases.forget(k, attempt)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks.clear()
+
+        start(False)
+        wanted = asyncio.create_task(line.duplicate_wanted.wait())
+        try:
+            while True:
+                waiting: set[asyncio.Task[Any]] = set(tasks)
+                if not wanted.done():
+                    waiting.add(wanted)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if wanted in done and not line.duplicated and tasks:
+                    line.duplicated = True
+                    start(True)
+                for task in done:
+                    if task is wanted:
+                        continue
+                    attempt = tasks.pop(task)
+                    duplicate = line.running.pop(attempt)
+                    exc = task.exception()
+                    if exc is None:
+                        if tasks:
+                            await stop_others("superseded")
+                        if duplicate:
+                            self.duplicates_won += 1
+                        return task.result(), line.next_attempt, attempt
+                    if isinstance(exc, _Lost) and tasks:
+                        log.warning("%s; worker %d's other instance goes on",
+                                    exc.failure.describe(), k)
+                        continue
+                    if isinstance(exc, _Lost) and retries_left > 0:
+                        retries_left -= 1
+                        self.retried += 1
+                        log.warning("%s; relaunching (retry %d of %d)", exc.failure.describe(),
+                                    self.retries - retries_left, self.retries)
+                        start(False)
+                        continue
+                    await stop_others("error")
+                    if isinstance(exc, _Lost):
+                        raise _Failed(exc.failure) from None
+                    raise exc
+        finally:
+            wanted.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(wanted, *tasks, return_exceptions=True)
+
+    async def _watch_stragglers(self) -> None:
+        """Ask for a duplicate of each instance the policy judges slow, within the budget."""
+        budget = self.straggler.budget(self.n_workers)
+        while self.duplicates < budget:
+            await asyncio.sleep(STRAGGLER_TICK)
+            now = time.monotonic() - self.log.t0
+            for slow in self.phases.stragglers(now, self.straggler):
+                line = self._lines.get(slow.worker)
+                if (line is None or line.duplicated or line.running.get(slow.attempt)
+                        or len(line.running) != 1):
+                    continue  # already duplicated, a duplicate itself, or being retried
+                self._duplicate(line, slow)
+                if self.duplicates >= budget:
+                    return
+
+    def _duplicate(self, line: _Line, slow: Straggler) -> None:
+        self.duplicates += 1
+        log.warning("%s: launching a duplicate (%d of at most %d)", slow.describe(),
+                    self.duplicates, self.straggler.budget(self.n_workers))
+        line.duplicate_wanted.set()
 
     # --- the job ----------------------------------------------------------------------------
 
     async def run(self) -> JobResult:
         """Run the job to completion; JobFailed if any worker's machine could not finish."""
-        self.log = StateLog(self.progress, self.observers)
+        self.phases = PhaseClock()
+        self.log = StateLog(self.progress, [self.phases, *self.observers])
         job_t0 = time.monotonic()
         from .relay_cmd import raise_fd_limit
 
         # Per worker: its command connection, its relay connection (when the relay is
         # embedded) and, on Lambda, its invoke request.
-        raise_fd_limit(4 * (self.n_workers + self.spares) + 256)
+        raise_fd_limit(4 * (self.n_workers + self.spares + self.straggler.budget(
+            self.n_workers)) + 256)
         try:
             self._authority = tls.job_authority(
                 self.job_id, self.ca_cert,
@@ -500,13 +661,21 @@ class Coordinator:
         # Handshakes in flight are capped (per listener and per address); see mu/listener.py.
         server = TLSListener(server_ctx, self._on_connect, log=log,
                              handshake_timeout=HELLO_TIMEOUT,
+                             max_handshakes=self.max_handshakes,
+                             max_per_address=self.max_handshakes_per_address,
                              backlog=max(128, min(self.n_workers, 4096)))
         self.bound_port = await server.start(self.host, self.port)
         relay = None
         if self.embedded_relay:
             from .relay import Relay
 
-            relay = Relay(self._authority.issue_server(self._server_hosts()))
+            # every worker, spare and duplicate may be connected at once
+            everyone = (self.n_workers + self.spares
+                        + self.straggler.budget(self.n_workers))
+            relay = Relay(self._authority.issue_server(self._server_hosts()),
+                          max_connections=max(2048, everyone),
+                          max_handshakes=self.max_handshakes,
+                          max_handshakes_per_address=self.max_handshakes_per_address)
             port = await relay.start(self.host, self.embedded_relay_port)
             self.relay_addr = (self.advertise, port)
         log.info("job %s: coordinator on %s:%d (advertised as %s), %d workers", self.job_id,
@@ -518,6 +687,8 @@ class Coordinator:
                          self.params)
         tasks = {asyncio.create_task(self._drive(k, ctx), name=f"worker-{k}"): k
                  for k in self.worker_ids}
+        watch = (asyncio.create_task(self._watch_stragglers())
+                 if self.straggler.enabled else None)
         failures: list[WorkerFailure] = []
         try:
             pending = set(tasks)
@@ -539,9 +710,11 @@ class Coordinator:
                     failures.append(WorkerFailure(k, -1, self.log.last.get(k, ""),
                                                   f"{type(exc).__name__}: {exc}", ""))
         finally:
+            if watch is not None:
+                watch.cancel()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *([watch] if watch else []), return_exceptions=True)
             await self._dismiss_spares()
             await server.close()
             if relay is not None:
@@ -549,6 +722,8 @@ class Coordinator:
             await self.backend.close()
             reported = list(self._cpu.values())
             self.cost = self.backend.cost(round(sum(reported), 3) if reported else None)
+            if self.duplicates:
+                self.cost.details["duplicates"] = self.duplicates
         elapsed = time.monotonic() - job_t0
         if failures:
             failures.sort(key=lambda f: f.worker)
@@ -558,15 +733,16 @@ class Coordinator:
             err.cost = self.cost
             raise err
         results: dict[int, WorkerResult] = {}
+        timings: dict[tuple[int, int], dict[str, float]] = {}
+        for tr in self.log.transitions:
+            timings.setdefault((tr.worker, tr.attempt), {}).setdefault(tr.state, tr.t)
         for t, k in tasks.items():
-            output, attempts = t.result()
-            timings: dict[str, float] = {}
-            for tr in self.log.transitions:
-                if tr.worker == k and tr.attempt == attempts - 1:
-                    timings.setdefault(tr.state, tr.t)
-            results[k] = WorkerResult(k, self.log.last.get(k, ""), attempts, output, timings,
-                                      self._cpu.get((k, attempts - 1)))
-        return JobResult(self.job_id, elapsed, results, list(self.log.transitions), self.cost)
+            output, attempts, winner = t.result()
+            results[k] = WorkerResult(k, "done", attempts, output, timings.get((k, winner), {}),
+                                      self._cpu.get((k, winner)), winner,
+                                      self._lines[k].duplicated)
+        return JobResult(self.job_id, elapsed, results, list(self.log.transitions), self.cost,
+                         self.duplicates, self.duplicates_won)
 
     async def _dismiss_spares(self) -> None:
         """Stop spares still launching, and tell idle ones to quit (their CPU counts too)."""

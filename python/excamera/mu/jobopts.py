@@ -2,8 +2,9 @@
 
 ``add_job_options(parser)`` adds mu's familiar switches (``-n -O -P -D -c -s -k -t``) plus
 ``--retries``, ``--timeout``, ``--connect-timeout``, ``--progress``, ``--host``/``--advertise``,
-``--relay-port``, ``--spares`` and the backends' (``--backend`` and each backend's own
-options). The flags' dests are the fields of :class:`~excamera.mu.jobs.JobSettings`, so a
+``--relay-port``, ``--spares``, ``--straggler-k``, the handshake caps, the fault injection
+``--inject-slow`` and the backends' (``--backend`` and each backend's own options). The
+flags' dests are the fields of :class:`~excamera.mu.jobs.JobSettings`, so a
 setting refused there is shown with its flag. ``job_settings(args)`` and ``backend_spec(args)``
 turn the parsed flags into typed values; below them nothing sees argparse. ``run_job(args,
 make)`` is the run loop of a job command: it builds the coordinator, runs it with
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..argcheck import check_int
-from ..errors import ExcameraError
+from ..errors import CommandError, ExcameraError
 from .backends import (
     Backend,
     BackendError,
@@ -32,6 +33,7 @@ from .backends import (
 from .coordinator import Coordinator, JobResult
 from .jobs import JobSettings
 from .jobs import run_job as run_settled_job
+from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS
 
 JOB_GROUP = "mu job options"
 
@@ -85,6 +87,19 @@ def add_job_options(parser: argparse.ArgumentParser, *, workers: int | None = 1,
                    help="per-command timeout; a worker exceeding it is lost (default: none)")
     g.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long a launched worker may take to connect (%(default)g)")
+    g.add_argument("--straggler-k", type=float, default=3.0, metavar="K",
+                   help="launch a duplicate of a worker that has spent K times its peers' "
+                   "median in a phase; the first to finish wins (gg's rule; 0 turns it off) "
+                   "(%(default)g)")
+    g.add_argument("--max-handshakes", type=int, default=MAX_HANDSHAKES, metavar="N",
+                   help="TLS handshakes the coordinator and its relay take at once; more wait "
+                   "in the backlog (%(default)s)")
+    g.add_argument("--max-handshakes-per-address", type=int, default=MAX_PER_ADDRESS,
+                   metavar="N", help="of those, from one address (workers behind one NAT or "
+                   "on one host share theirs) (%(default)s)")
+    g.add_argument("--inject-slow", action="append", default=None, metavar="WORKER:FACTOR",
+                   help="fault injection, for tests and benchmarks: worker WORKER's commands "
+                   "take FACTOR times as long (not its duplicate's); repeatable")
     if user_options:
         add_progress_option(g)
     add_backend_options(parser, choice=user_options)
@@ -103,8 +118,25 @@ def job_settings(args: argparse.Namespace) -> JobSettings:
         connect_timeout=args.connect_timeout, ca_cert=args.ca_cert, ca_key=args.ca_key,
         server_cert=args.server_cert, server_key=args.server_key,
         transitions_file=args.transitions_file, profile_file=args.profile_file,
-        debug=args.debug,
+        debug=args.debug, straggler_k=args.straggler_k, max_handshakes=args.max_handshakes,
+        max_handshakes_per_address=args.max_handshakes_per_address,
+        inject_slow=parse_inject_slow(args.inject_slow or []),
     )
+
+
+def parse_inject_slow(items: list[str]) -> dict[int, float]:
+    """``--inject-slow WORKER:FACTOR`` (repeated) as {worker: factor}; the ranges are
+    :class:`JobSettings`' to check."""
+    out: dict[int, float] = {}
+    for item in items:
+        worker, sep, factor = str(item).partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(worker)] = float(factor)
+        except ValueError:
+            raise CommandError(f"--inject-slow {item}: expected WORKER:FACTOR, e.g. 3:10") from None
+    return out
 
 
 def backend_spec(args: argparse.Namespace) -> BackendSpec:

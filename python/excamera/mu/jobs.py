@@ -1,7 +1,8 @@
 """Running one mu job from typed settings: what every job shares, whoever starts it.
 
 :class:`JobSettings` holds mu's knobs (where the coordinator listens, the long-lived
-certificates, retries, spares, timeouts, the ``-O`` transitions file and the ``-P`` profile);
+certificates, retries, spares, timeouts, straggler duplicates, handshake caps, the ``-O``
+transitions file and the ``-P`` profile);
 :func:`run_job` runs a built :class:`~excamera.mu.coordinator.Coordinator` with them and with a
 progress view, and turns a failed job into one :class:`~excamera.errors.ExcameraError`. Nothing
 here knows the command line: ``excamera.mu.jobopts`` turns flags into these settings, and the
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..argcheck import check_int, check_number, check_port
 from ..errors import ExcameraError, SettingsError
 from .errors import JobFailed
+from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS
 from .machines import Transition
+from .stragglers import StragglerPolicy
 
 if TYPE_CHECKING:
     from .coordinator import JobResult
@@ -44,6 +48,13 @@ class JobSettings:
     ``connect_timeout``: how long a launched worker may take to connect. ``transitions_file``:
     every state change as JSON lines, with the job's cost last; ``profile_file``: cProfile
     data of the coordinator; ``debug``: workers log at debug level too.
+
+    ``straggler_k``: gg's rule, a duplicate of a worker that has spent k times its peers'
+    median in a phase (0: off; see :mod:`excamera.mu.stragglers`). ``max_handshakes`` and
+    ``max_handshakes_per_address``: TLS handshakes the coordinator and its relay take at once,
+    in all and from one address. ``inject_slow``: fault injection for tests and benchmarks,
+    {worker id: factor}: that worker's commands take factor times as long (not its
+    duplicate's).
     """
 
     host: str = "127.0.0.1"
@@ -61,6 +72,10 @@ class JobSettings:
     transitions_file: Path | None = None
     profile_file: Path | None = None
     debug: bool = False
+    straggler_k: float = 3.0
+    max_handshakes: int = MAX_HANDSHAKES
+    max_handshakes_per_address: int = MAX_PER_ADDRESS
+    inject_slow: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_port("port", self.port)
@@ -75,6 +90,23 @@ class JobSettings:
         if self.server_cert is not None and self.ca_cert is None:
             raise SettingsError("{}/{} need the CA certificate {}", "server_cert",
                                 "server_key", "ca_cert")
+        if self.straggler_k != 0:
+            check_number("straggler_k", self.straggler_k, minimum=1, above_minimum=True,
+                         maximum=1000)
+        check_int("max_handshakes", self.max_handshakes, minimum=1, maximum=1 << 16)
+        check_int("max_handshakes_per_address", self.max_handshakes_per_address, minimum=1,
+                  maximum=self.max_handshakes)
+        for worker, factor in self.inject_slow.items():
+            if not (worker >= 0 and math.isfinite(factor) and 1 <= factor <= 1000):
+                raise SettingsError("{} " + f"{worker}:{factor:g}: a worker id (at least 0) "
+                                    "and a slowdown factor 1..1000", "inject_slow")
+
+    @property
+    def rereads_inputs(self) -> bool:
+        """Whether a worker's machine may run again (a retry, or a straggler's duplicate),
+        which then reads what it received from storage: a restartable job stores its
+        hand-offs."""
+        return self.retries > 0 or self.straggler_k > 0
 
     def coordinator_kwargs(self) -> dict[str, Any]:
         """The :class:`~excamera.mu.coordinator.Coordinator` keyword arguments these settle."""
@@ -92,6 +124,10 @@ class JobSettings:
             "command_timeout": self.command_timeout,
             "connect_timeout": self.connect_timeout,
             "debug": self.debug,
+            "straggler": StragglerPolicy(k=self.straggler_k),
+            "max_handshakes": self.max_handshakes,
+            "max_handshakes_per_address": self.max_handshakes_per_address,
+            "inject_slow": dict(self.inject_slow),
         }
 
 

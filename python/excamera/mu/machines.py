@@ -161,9 +161,10 @@ class Cmd:
         return cls("send_blob", {"file": file} if file else {}, data)
 
     @classmethod
-    def recv_blob(cls, sender: int, file: str | None = None) -> Cmd:
-        """Receive the next blob, which must come from worker ``sender`` (the relay says who
-        sent each frame; the worker refuses any other)."""
+    def recv_blob(cls, sender: int | list[int], file: str | None = None) -> Cmd:
+        """Receive the next blob, which must come from worker ``sender`` (or one of a few ids:
+        a worker's instances; the relay says who sent each frame, the worker refuses any
+        other)."""
         return cls("recv_blob", {"from": sender, **({"file": file} if file else {})})
 
     @classmethod
@@ -222,9 +223,14 @@ class WorkerHandle:
         pid: int | None = None,
         command_timeout: float | None = None,
         on_lost: Callable[[], Awaitable[str]] | None = None,
+        senders: Callable[[int], list[int]] | None = None,
     ) -> None:
         self.id = worker_id
         self.attempt = attempt
+        #: The relay ids whose frames count as worker k's: [k], plus the id its duplicate
+        #: would have when the coordinator may run one (see excamera.mu.stragglers).
+        self.senders = senders or (lambda k: [k])
+        self._state = ""
         self.pid = pid
         self.command_timeout = command_timeout
         self._reader = reader
@@ -242,10 +248,12 @@ class WorkerHandle:
 
     @property
     def state(self) -> str:
-        return self._log.last.get(self.id, "")
+        """This instance's last state (another instance of the same worker has its own)."""
+        return self._state
 
     @state.setter
     def state(self, name: str) -> None:
+        self._state = name
         self._log.record(self.id, self.attempt, name)
 
     # transport ----------------------------------------------------------------------------
@@ -434,8 +442,11 @@ class WorkerHandle:
     async def recv_blob(self, file: str | None = None, *, sender: int,
                         timeout: float | None = None) -> bytes:
         """Receive the next blob, sent by worker ``sender``: into ``file`` on the worker, or
-        returned. A blob from any other worker fails the command (CommandFailed)."""
-        return (await self.call(Cmd.recv_blob(sender, file), timeout)).body
+        returned. A blob from any other worker fails the command (CommandFailed). A
+        duplicate of ``sender`` sends under its own id, which counts as ``sender``'s."""
+        ids = self.senders(sender)
+        return (await self.call(Cmd.recv_blob(ids if len(ids) > 1 else ids[0], file),
+                                timeout)).body
 
     async def close_connect(self) -> None:
         await self.call(Cmd.close_connect())

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from .machines import Transition
+from .stragglers import PhaseClock, Straggler
 
 TERMINAL = {"done": "done", "error": "error", "lost": "lost"}
+ENDED = {"done", "error", "lost", "superseded"}
 
 
 class JsonLinesRecorder:
@@ -44,11 +46,17 @@ class JsonLinesRecorder:
 
 
 class LiveStatus:
-    """A rich Live view: per-worker state grid, counts of active/done/error, elapsed time.
+    """A rich Live view: per-worker state grid, counts of active/done/error, elapsed time,
+    retries and straggler duplicates, and the slowest phase in progress (which worker, in
+    which phase, for how long, against the median of the peers that finished it).
 
     It refreshes from an asyncio task at a fixed rate instead of on every transition, so a
     thousand transitions a second cost a thousand dict updates, not a thousand redraws, and no
     refresh thread is started.
+
+    Everything comes from the transitions: a ``launching`` of attempt > 0 is a duplicate when
+    another attempt of that worker is still running, else a retry; ``superseded`` ends the
+    instance that lost the race (its worker's state stays the winner's).
     """
 
     def __init__(self, n_workers: int, title: str = "", refresh: float = 0.25,
@@ -60,10 +68,35 @@ class LiveStatus:
         self.states: dict[int, str] = {}
         self.attempts: dict[int, int] = {}
         self.t0 = time.monotonic()
+        self.retries = 0
+        self.duplicates = 0
+        self.duplicates_won = 0
+        self.phases = PhaseClock()
+        self._running: dict[int, set[int]] = {}  # worker -> attempts not ended
+        self._duplicate: set[tuple[int, int]] = set()
+        self._log_t0: float | None = None  # the job's clock, as transitions give it
         self._task: asyncio.Task[None] | None = None
         self._live: Any = None
 
     def on_transition(self, tr: Transition) -> None:
+        if self._log_t0 is None:
+            self._log_t0 = time.monotonic() - tr.t
+        self.phases.on_transition(tr)
+        running = self._running.setdefault(tr.worker, set())
+        if tr.state == "launching" and tr.attempt > 0:
+            if running - {tr.attempt}:
+                self.duplicates += 1
+                self._duplicate.add((tr.worker, tr.attempt))
+            else:
+                self.retries += 1
+        if tr.state in ENDED:
+            running.discard(tr.attempt)
+            if tr.state == "done" and (tr.worker, tr.attempt) in self._duplicate:
+                self.duplicates_won += 1
+        else:
+            running.add(tr.attempt)
+        if tr.state == "superseded":
+            return  # the loser's end says nothing of its worker
         self.states[tr.worker] = tr.state
         self.attempts[tr.worker] = tr.attempt
 
@@ -71,6 +104,21 @@ class LiveStatus:
         c = Counter(TERMINAL.get(s, "active") for s in self.states.values())
         c["waiting"] = self.n_workers - len(self.states)
         return dict(c)
+
+    def slowest(self) -> Straggler | None:
+        """The instance furthest above its phase's median now (see PhaseClock.slowest)."""
+        if self._log_t0 is None:
+            return None
+        return self.phases.slowest(time.monotonic() - self._log_t0)
+
+    def slowest_line(self) -> str:
+        slow = self.slowest()
+        if slow is None:
+            return "slowest phase: -"
+        against = (f", {slow.ratio:.1f}x its median {slow.median:.2f} s ({slow.passed} done)"
+                   if slow.median > 0 else ", no peer has finished it yet")
+        return (f"slowest phase: worker {slow.worker} in {slow.phase} for "
+                f"{slow.elapsed:.1f} s{against}")
 
     def render(self) -> Any:
         from rich.table import Table
@@ -89,6 +137,14 @@ class LiveStatus:
         )
         outer = Table.grid()
         outer.add_row(head)
+        extra = Table.grid(padding=(0, 2))
+        extra.add_row(
+            Text(f"retries {self.retries}", style="yellow" if self.retries else ""),
+            Text(f"duplicates {self.duplicates} (won {self.duplicates_won})",
+                 style="yellow" if self.duplicates else ""),
+            self.slowest_line(),
+        )
+        outer.add_row(extra)
         if self.n_workers <= 64:
             grid = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
             grid.add_column("worker", justify="right")

@@ -10,6 +10,7 @@ passed around, not a module-level dict, so two jobs in one process never see eac
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class OpContext:
 
 
 Operation = Callable[..., Any]
+SMALL = 1 << 20
 
 
 class OperationRegistry:
@@ -98,6 +100,31 @@ def builtin_operations(registry: OperationRegistry) -> None:
     def read_text(ctx: OpContext, path: str) -> dict[str, Any]:
         return {"text": ctx.path(path).read_text()}
 
+    def make_blob(ctx: OpContext, path: str, size: int, seed: int) -> dict[str, Any]:
+        data = hashlib.shake_256(b"excamera blob %d" % seed).digest(size)
+        ctx.path(path).write_bytes(data)
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def file_digest(ctx: OpContext, path: str) -> dict[str, Any]:
+        data = ctx.path(path).read_bytes()
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    # Small ones run in the loop (a thread hop costs more than hashing 100 KB), big ones not.
+    async def blob(ctx: OpContext, path: str, size: int, seed: int) -> dict[str, Any]:
+        """``size`` bytes that depend on ``seed`` only (a stand-in state of a known digest)."""
+        if not 0 <= int(size) <= 1 << 30:
+            raise ValueError("blob: size is 0..1 GiB")
+        if int(size) <= SMALL:
+            return make_blob(ctx, path, int(size), int(seed))
+        return await asyncio.to_thread(make_blob, ctx, path, int(size), int(seed))
+
+    async def digest(ctx: OpContext, path: str) -> dict[str, Any]:
+        if ctx.path(path).stat().st_size <= SMALL:
+            return file_digest(ctx, path)
+        return await asyncio.to_thread(file_digest, ctx, path)
+
     registry.register("sleep", sleep)
     registry.register("write_text", write_text)
     registry.register("read_text", read_text)
+    registry.register("blob", blob)
+    registry.register("digest", digest)

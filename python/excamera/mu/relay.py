@@ -717,11 +717,16 @@ class RelayClient:
     @classmethod
     async def connect(cls, host: str, port: int, creds: Credentials | ssl.SSLContext, job: str,
                       my_id: int, peer_id: int, *, server_hostname: str | None = None,
-                      timeout: float = 30.0) -> RelayClient:
-        """Dial the relay, say hello, and wait for ``hello_ok``; RelayError if refused."""
+                      timeout: float = 30.0,
+                      dial_slots: asyncio.Semaphore | None = None) -> RelayClient:
+        """Dial the relay, say hello, and wait for ``hello_ok``; RelayError if refused.
+
+        ``dial_slots`` is held while the connection and its handshake are in progress (many
+        workers of one host share it, so they do not all knock at once); ``timeout`` runs
+        from when a slot is free."""
         ctx = creds if isinstance(creds, ssl.SSLContext) else client_context(creds)
         try:
-            async with asyncio.timeout(timeout):
+            async with dial_slots or contextlib.nullcontext(), asyncio.timeout(timeout):
                 reader, writer = await cls._open(host, port, ctx, server_hostname or host)
                 try:
                     await write_message(writer, Message("hello",

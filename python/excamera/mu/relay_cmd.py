@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import asyncio.sslproto
 import cProfile
 import logging
 import os
@@ -17,16 +16,19 @@ import resource
 import signal
 import ssl
 import sys
+import time
 
 from ..argcheck import check_int, check_number, check_port
 from ..errors import CommandError
+from .evloop import LOOPS, MAX_TLS_BUFFER_KIB, loop_name, set_tls_buffer
+from .evloop import run as run_loop
 from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_WAITING_PER_ADDRESS
 from .relay import Relay
 from .tls import Credentials, TLSSetupError, server_context
 
 # asyncio allocates this buffer for every connection: a bound keeps a typo from costing
 # gigabytes per worker.
-MAX_SSL_BUFFER_KIB = 4096
+MAX_SSL_BUFFER_KIB = MAX_TLS_BUFFER_KIB
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ssl-buffer-kib", type=int, default=64,
                    help="asyncio's per-connection TLS read buffer (KiB, 16..4096, "
                    "%(default)s; 0 keeps asyncio's 256): it is most of a connection's memory")
+    p.add_argument("--loop", choices=LOOPS, default="asyncio",
+                   help="event loop: asyncio's, uvloop (the scale extra), or auto (uvloop when "
+                   "installed) (%(default)s)")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)
@@ -138,6 +143,10 @@ def check_options(args: argparse.Namespace) -> None:
               maximum=args.max_handshakes)
     if args.ssl_buffer_kib != 0:
         check_int("--ssl-buffer-kib", args.ssl_buffer_kib, minimum=16, maximum=MAX_SSL_BUFFER_KIB)
+    try:
+        loop_name(args.loop)
+    except ValueError as exc:
+        raise CommandError(f"--loop {args.loop}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,12 +174,13 @@ def run(args: argparse.Namespace) -> int:
         # asyncio zero-fills this buffer for every TLS connection (256 KiB in 3.11-3.13), which
         # dominates a relay's memory per worker. This process is only the relay, so tuning the
         # class attribute here changes nothing else; the library's Relay never touches it.
-        asyncio.sslproto.SSLProtocol.max_size = args.ssl_buffer_kib * 1024
-    profiler = cProfile.Profile() if args.profile else None
+        set_tls_buffer(args.ssl_buffer_kib)
+    # CPU time, not wall time: what a relay sharing its machine costs
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
     if profiler:
         profiler.enable()
     try:
-        asyncio.run(serve(args, ctx))
+        run_loop(serve(args, ctx), args.loop)
     finally:
         if profiler:
             profiler.disable()

@@ -22,13 +22,27 @@ A worker launched as a spare waits idle until the coordinator sends ``adopt`` wi
 (worker id, certificate, key) of the worker it is to stand in for.
 
 Peer hand-offs go through the relay (``connect``, ``send_blob``, ``recv_blob``). ``recv_blob``
-must name the worker the blob has to come from (field ``from``); the relay stamps every frame
+must name the worker the blob has to come from (field ``from``: an id, or the few ids of one
+worker's instances when the coordinator runs a duplicate of it); the relay stamps every frame
 with its sender's certified id, and a blob from any other worker fails the command.
+``relay_ping``/``relay_echo`` time round trips to the peer through the relay (a latency probe).
+
+Many workers may share one process (a *worker host*, :mod:`excamera.mu.workerhost`): each is
+a ``run_worker`` task with its own directory, certificate and connections. ``shared=True``
+says so (a worker then reports no CPU time of its own: the process's is everyone's), and
+``dial_slots`` (:class:`DialSlots`) bounds how many of them open a connection to one server
+at once.
+
+Fault injection (for tests and benchmarks only): a payload whose ``options["inject_slow"]``
+maps this worker's id to a factor F makes every command take F times as long (the worker
+sleeps F-1 times the command's own time after it), a slow machine as the coordinator sees
+it. A duplicate of a worker runs under another id, so it is not slowed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -74,6 +88,28 @@ def _cpu_seconds() -> float:
     return total
 
 
+class DialSlots:
+    """Connection attempts in flight, per server, shared by the workers of one process.
+
+    The servers admit a bounded number of handshakes per source address (see
+    :mod:`excamera.mu.listener`), and every worker of a host shares its address. One queue
+    per server: a worker waiting to reach the relay must not queue behind thousands that
+    wait to reach the coordinator.
+    """
+
+    def __init__(self, per_server: int) -> None:
+        if per_server < 1:
+            raise ValueError("dial slots must be at least 1")
+        self.per_server = per_server
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def server(self, host: str, port: int) -> asyncio.Semaphore:
+        sem = self._slots.get((host, port))
+        if sem is None:
+            sem = self._slots[(host, port)] = asyncio.Semaphore(self.per_server)
+        return sem
+
+
 class WorkerSession:
     """One connected worker: its directory, variables, relay link and command handlers."""
 
@@ -92,6 +128,10 @@ class WorkerSession:
         self.prefix = f"worker {payload.worker_id}"
         self.cpu0 = _cpu_seconds()
         self.adopted = False
+        self.shared = False  # other workers share this process (a worker host)
+        self.dial_slots: DialSlots | None = None
+        self._ctx: ssl.SSLContext | None = None
+        self.running: asyncio.Task[tuple[bool, dict, bytes]] | None = None  # the command
         self.handlers: dict[str, Callable[[Message], Awaitable[tuple[dict, bytes]]]] = {
             "set": self.cmd_set,
             "get": self.cmd_get,
@@ -106,6 +146,8 @@ class WorkerSession:
             "recv_blob": self.cmd_recv_blob,
             "close_connect": self.cmd_close_connect,
             "adopt": self.cmd_adopt,
+            "relay_ping": self.cmd_relay_ping,
+            "relay_echo": self.cmd_relay_echo,
         }
         self._storage: Any = None
 
@@ -198,11 +240,11 @@ class WorkerSession:
             if not argv:
                 raise CommandError("run: empty argument list")
             shown = " ".join(argv)
-            create = asyncio.create_subprocess_exec(*argv, **self._proc_kwargs(env))
+            create = asyncio.create_subprocess_exec(*argv, **self._proc_kwargs(env, msg.body))
         else:
             line = self.substitute(str(cmd))
             shown = line
-            create = asyncio.create_subprocess_shell(line, **self._proc_kwargs(env))
+            create = asyncio.create_subprocess_shell(line, **self._proc_kwargs(env, msg.body))
         log.info("%s: run: %s", self.prefix, shown)
         started = time.monotonic()
         try:
@@ -210,9 +252,11 @@ class WorkerSession:
         except OSError as exc:
             raise CommandError(f"run {shown!r}: cannot start: {exc}") from None
         try:
-            # Always feed (possibly empty) input so stdin is closed: a tool that reads stdin to
-            # EOF (alfalfa's xc-enc waits on it unless given -W) must not hang forever.
-            out, err = await proc.communicate(bytes(msg.body))
+            # stdin is always at EOF after the input (or at once: /dev/null): a tool that reads
+            # stdin to EOF (alfalfa's xc-enc waits on it unless given -W) must not hang.
+            # (fed while the output is read, so neither side can fill its pipe and wait)
+            _, (out, err) = await asyncio.gather(_feed(proc, bytes(msg.body)),
+                                                 proc.communicate())
         except asyncio.CancelledError:
             if proc.returncode is None:
                 proc.kill()
@@ -226,9 +270,8 @@ class WorkerSession:
         }
         if err:
             # Keep the child's complaints in the worker's own stderr too, so a lost worker's
-            # report shows what it was doing.
-            sys.stderr.write(_tail(err, 1024))
-            sys.stderr.flush()
+            # report shows what it was doing (in a worker host: this worker's log tail).
+            self.stderr_note(_tail(err, 1024))
         if check and proc.returncode != 0:
             last = fields["stderr_tail"].strip().splitlines()
             why = last[-1] if last else "no stderr"
@@ -237,9 +280,9 @@ class WorkerSession:
             )
         return fields, b""
 
-    def _proc_kwargs(self, env: dict[str, str]) -> dict[str, Any]:
+    def _proc_kwargs(self, env: dict[str, str], stdin: bytes) -> dict[str, Any]:
         return {
-            "stdin": asyncio.subprocess.PIPE,
+            "stdin": asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             "stdout": asyncio.subprocess.PIPE,
             "stderr": asyncio.subprocess.PIPE,
             "cwd": str(self.workdir),
@@ -270,17 +313,19 @@ class WorkerSession:
         if self.relay is not None:
             await self.relay.close()
             self.relay = None
-        from . import tls
         from .relay import RelayClient, RelayError
 
         try:
             self.relay = await RelayClient.connect(
                 self.payload.relay_host,
                 self.payload.relay_port,
-                tls.client_context(self._credentials()),
+                self.client_context(),
                 self.payload.job_id,
                 self.payload.worker_id,
                 peer,
+                dial_slots=self.dial_slots.server(self.payload.relay_host,
+                                                  self.payload.relay_port)
+                if self.dial_slots else None,
             )
         except RelayError as exc:
             raise CommandError(f"connect to relay as peer of {peer}: {exc}") from None
@@ -297,40 +342,72 @@ class WorkerSession:
             source = self.path(str(msg["file"]))
             if not source.is_file():
                 raise CommandError(f"send_blob: no local file {source.name!r}")
-            data = await asyncio.to_thread(source.read_bytes)
+            data = await _file_io(source.stat().st_size, source.read_bytes)
         else:
             data = msg.body
         await relay.send(data, "blob")
         return {"bytes": len(data)}, b""
 
-    async def cmd_recv_blob(self, msg: Message) -> tuple[dict, bytes]:
-        expected = msg.get("from")
-        if not isinstance(expected, int) or isinstance(expected, bool):
-            raise CommandError("recv_blob: 'from', the worker id the blob must come from, "
-                               "is required")
-        relay = self._need_relay("recv_blob")
+    async def _recv_from(self, what: str, expected: Any) -> Message:
+        """The next frame from the peer, which must come from one of the ``expected`` ids."""
+        senders = _senders(what, expected)
+        relay = self._need_relay(what)
         from .relay import SENDER_FIELD, RelayError
 
         try:
             frame = await relay.recv()
         except EOFError:
-            raise CommandError("recv_blob: the relay closed the connection") from None
+            raise CommandError(f"{what}: the relay closed the connection") from None
         except RelayError as exc:
-            raise CommandError(f"recv_blob: {exc}") from None
+            raise CommandError(f"{what}: {exc}") from None
         # The relay stamps each frame with its sender's certified id: a frame from any other
         # worker of the job (one with a leaked credential, say) is refused, not used.
         sender = frame.get(SENDER_FIELD)
-        if sender != expected:
+        if sender not in senders or isinstance(sender, bool):
             who = "no sender (a relay too old to say?)" if sender is None else f"worker {sender}"
-            raise CommandError(f"recv_blob: refused a {len(frame.body)}-byte blob from {who}; "
-                               f"expected one from worker {expected}")
+            names = " or ".join(str(s) for s in senders)
+            raise CommandError(f"{what}: refused a {len(frame.body)}-byte blob from {who}; "
+                               f"expected one from worker {names}")
+        return frame
+
+    async def cmd_recv_blob(self, msg: Message) -> tuple[dict, bytes]:
+        frame = await self._recv_from("recv_blob", msg.get("from"))
         data = frame.body
         if msg.get("file"):
             target = self.path(str(msg["file"]))
             target.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(target.write_bytes, data)
+            await _file_io(len(data), target.write_bytes, data)
             return {"bytes": len(data)}, b""
         return {"bytes": len(data)}, data
+
+    async def cmd_relay_ping(self, msg: Message) -> tuple[dict, bytes]:
+        """Send ``count`` frames of ``size`` bytes to the peer one at a time, each answered
+        by the peer's ``relay_echo``; returns every round trip in microseconds."""
+        count, size = int(msg.get("count", 1)), int(msg.get("size", 64))
+        if not (1 <= count <= 100_000 and 0 <= size <= 1 << 20):
+            raise CommandError("relay_ping: count is 1..100000 and size 0..1 MiB")
+        relay = self._need_relay("relay_ping")
+        body = os.urandom(size)
+        rtts: list[int] = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await relay.send(body, "ping")
+            frame = await self._recv_from("relay_ping", msg.get("from"))
+            rtts.append(round((time.perf_counter() - t0) * 1e6))
+            if frame.body != body:
+                raise CommandError("relay_ping: the echo differs from what was sent")
+        return {"rtt_us": rtts}, b""
+
+    async def cmd_relay_echo(self, msg: Message) -> tuple[dict, bytes]:
+        """Send each of the next ``count`` frames from the peer back to it."""
+        count = int(msg.get("count", 1))
+        if not 1 <= count <= 100_000:
+            raise CommandError("relay_echo: count is 1..100000")
+        relay = self._need_relay("relay_echo")
+        for _ in range(count):
+            frame = await self._recv_from("relay_echo", msg.get("from"))
+            await relay.send(frame.body, "echo")
+        return {"echoed": count}, b""
 
     async def cmd_adopt(self, msg: Message) -> tuple[dict, bytes]:
         """Take over another worker id (a spare standing in for a launch)."""
@@ -351,6 +428,7 @@ class WorkerSession:
         self.payload = dataclasses.replace(self.payload, worker_id=worker,
                                            cert_pem=str(msg["cert_pem"]),
                                            key_pem=str(msg["key_pem"]))
+        self._ctx = None  # the next relay connection presents the new certificate
         self.prefix = f"worker {worker}"
         self.adopted = True
         return {"worker": worker}, b""
@@ -374,6 +452,28 @@ class WorkerSession:
             }
         )
 
+    def client_context(self) -> ssl.SSLContext:
+        """This worker's TLS client context, made once (about 1 ms each) for the coordinator
+        and the relay alike, and again only after ``adopt`` changes the certificate."""
+        if self._ctx is None:
+            from . import tls
+
+            self._ctx = tls.client_context(self._credentials())
+        return self._ctx
+
+    def stderr_note(self, text: str) -> None:
+        """Text for this worker's stderr (a shared worker host keeps it per worker)."""
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def slowdown(self) -> float:
+        """The injected slowdown factor for this worker's current id (1: none)."""
+        table = self.payload.options.get("inject_slow") if self.payload.options else None
+        if not isinstance(table, dict):
+            return 1.0
+        factor = table.get(str(self.payload.worker_id), 1.0)
+        return float(factor) if isinstance(factor, (int, float)) and factor > 1 else 1.0
+
     async def send(self, msg: Message) -> None:
         assert self.writer is not None
         async with self.write_lock:
@@ -381,6 +481,15 @@ class WorkerSession:
 
     async def execute(self, msg: Message) -> tuple[bool, dict, bytes]:
         """Run one command; never raises except on cancellation."""
+        started = time.monotonic()
+        try:
+            return await self._execute(msg)
+        finally:
+            factor = self.slowdown()
+            if factor > 1:  # fault injection: see the module docstring
+                await asyncio.sleep((factor - 1) * (time.monotonic() - started))
+
+    async def _execute(self, msg: Message) -> tuple[bool, dict, bytes]:
         op = str(msg.get("op", ""))
         chain = msg.get("chain")
         if chain is not None and chain in self.failed_chains:
@@ -432,7 +541,7 @@ class WorkerSession:
         )
         inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
         closed = asyncio.Event()
-        pump = asyncio.create_task(self._pump(reader, inbox, closed))
+        pump = asyncio.create_task(self._pump(reader, inbox, closed, self))
         try:
             while True:
                 item = await inbox.get()
@@ -448,9 +557,9 @@ class WorkerSession:
                 if msg.type != "cmd":
                     raise ProtocolError(f"expected a cmd frame, got {msg.type!r}")
                 if msg.get("op") == "quit":
-                    await self.send(Message("reply", {
-                        "id": msg["id"], "ok": True,
-                        "cpu_s": round(_cpu_seconds() - self.cpu0, 3)}))
+                    # In a shared process the CPU time is everyone's: report none of it.
+                    cpu = {} if self.shared else {"cpu_s": round(_cpu_seconds() - self.cpu0, 3)}
+                    await self.send(Message("reply", {"id": msg["id"], "ok": True, **cpu}))
                     return
                 if msg.get("background"):
                     await self.send(
@@ -460,21 +569,20 @@ class WorkerSession:
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
                     continue
-                current = asyncio.create_task(self.execute(msg))
-                gone = asyncio.create_task(closed.wait())
+                # The pump cancels this task if the coordinator hangs up meanwhile: the command
+                # (and its child processes) stops rather than finish work nobody will collect.
+                current = self.running = asyncio.create_task(self.execute(msg))
                 try:
-                    await asyncio.wait({current, gone}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    gone.cancel()
-                if not current.done():
-                    # The coordinator hung up mid-command: stop the command (and its child
-                    # processes) rather than finish work nobody will collect.
-                    current.cancel()
-                    await asyncio.gather(current, return_exceptions=True)
+                    ok, fields, body = await current
+                except asyncio.CancelledError:
+                    if not (closed.is_set() and current.cancelled()):
+                        current.cancel()  # this worker itself is being cancelled
+                        raise
                     log.warning("%s: coordinator closed the connection during %s", self.prefix,
                                 msg.get("op"))
                     return
-                ok, fields, body = current.result()
+                finally:
+                    self.running = None
                 await self.send(Message("reply", {"id": msg["id"], "ok": ok, **fields}, body))
         finally:
             pump.cancel()
@@ -492,8 +600,9 @@ class WorkerSession:
     @staticmethod
     async def _pump(reader: asyncio.StreamReader,
                     inbox: asyncio.Queue[Message | BaseException | None],
-                    closed: asyncio.Event) -> None:
-        """Read frames ahead of execution, so a hang-up is seen even while a command runs."""
+                    closed: asyncio.Event, session: WorkerSession) -> None:
+        """Read frames ahead of execution, so a hang-up is seen even while a command runs
+        (and stops that command)."""
         try:
             while True:
                 msg = await read_message(reader)
@@ -506,23 +615,63 @@ class WorkerSession:
             inbox.put_nowait(None)
         finally:
             closed.set()
+            if session.running is not None:
+                session.running.cancel()
 
 
-async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext) -> tuple[Any, Any]:
+INLINE_IO = 1 << 20  # bytes of file I/O done in the loop: less than a thread hop costs
+
+
+async def _file_io(size: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``: in the event loop for a small file, in a thread for a large one."""
+    if size <= INLINE_IO:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    """Write ``data`` to the child's stdin and close it; a child that exits without reading
+    it all is no error (asyncio says so with BrokenPipeError, uvloop with RuntimeError)."""
+    if proc.stdin is None:  # no input: stdin is /dev/null
+        return
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError):
+        pass
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        proc.stdin.close()
+
+
+def _senders(what: str, expected: Any) -> list[int]:
+    """``from``: one worker id, or a short list of them (one worker's instances)."""
+    ids = expected if isinstance(expected, list) else [expected]
+    if not 1 <= len(ids) <= 16 or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise CommandError(f"{what}: 'from', the worker id (or up to 16 ids) the blob must "
+                           "come from, is required")
+    return ids
+
+
+async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext,
+                   dial_slots: DialSlots | None = None) -> tuple[Any, Any]:
     """Connect to the coordinator, retrying briefly: on a cold start the network may lag."""
     deadline = time.monotonic() + payload.connect_timeout
     delay = 0.05
+    slot = (dial_slots.server(payload.coordinator_host, payload.coordinator_port)
+            if dial_slots else contextlib.nullcontext())
     while True:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(
-                    payload.coordinator_host,
-                    payload.coordinator_port,
-                    ssl=ctx,
-                    server_hostname=payload.coordinator_host,
-                ),
-                timeout=max(0.1, deadline - time.monotonic()),
-            )
+            async with slot:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(
+                        payload.coordinator_host,
+                        payload.coordinator_port,
+                        ssl=ctx,
+                        server_hostname=payload.coordinator_host,
+                    ),
+                    timeout=max(0.1, deadline - time.monotonic()),
+                )
         except (TimeoutError, OSError) as exc:
             if time.monotonic() + delay >= deadline:
                 raise ConnectionError(
@@ -534,10 +683,15 @@ async def _connect(payload: LaunchPayload, ctx: ssl.SSLContext) -> tuple[Any, An
 
 
 async def run_worker(
-    payload: LaunchPayload, registry: OperationRegistry | None = None
+    payload: LaunchPayload, registry: OperationRegistry | None = None, *,
+    shared: bool = False, dial_slots: DialSlots | None = None,
+    session_hook: Callable[[WorkerSession], None] | None = None,
 ) -> None:
     """Run one worker to completion: connect, obey commands until quit, clean up.
 
+    ``shared``: other workers run in this process too (see the module docstring);
+    ``dial_slots`` bounds their connection attempts in flight; ``session_hook`` sees the
+    session before it connects (a worker host routes its stderr notes with it).
     Raises on failure to connect or a protocol violation; the temporary directory is removed in
     every case.
     """
@@ -545,12 +699,15 @@ async def run_worker(
         registry = OperationRegistry()
         builtin_operations(registry)
         registry.load_modules(payload.operation_modules)
-    from . import tls
 
-    with tempfile.TemporaryDirectory(prefix=f"mu-{payload.job_id}-{payload.worker_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"mu-{payload.job_id}-{payload.worker_id}-",
+                                     ignore_cleanup_errors=shared) as tmp:
         session = WorkerSession(payload, Path(tmp), registry)
-        ctx = tls.client_context(session._credentials())
-        reader, writer = await _connect(payload, ctx)
+        session.shared = shared
+        session.dial_slots = dial_slots
+        if session_hook is not None:
+            session_hook(session)
+        reader, writer = await _connect(payload, session.client_context(), dial_slots)
         log.debug("worker %d: connected, working in %s", payload.worker_id, tmp)
         try:
             await session.serve(reader, writer)

@@ -98,7 +98,7 @@ def xcenc_params(args: argparse.Namespace) -> XcencParams:
             pass0=args.pass0,
             chain=args.chain,
             tools=args.tools,
-            handoff_storage=args.retries > 0,
+            handoff_storage=job_settings(args).rereads_inputs,
         )
     except PlanError as exc:
         raise CommandError(str(exc)) from None

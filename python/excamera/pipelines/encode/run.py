@@ -167,7 +167,7 @@ def plan(settings: EncodeSettings, chunks: Chunks) -> XcencParams:
             pass0=settings.pass0,
             chain=settings.chain,
             tools=settings.tools,
-            handoff_storage=settings.job.retries > 0,
+            handoff_storage=settings.job.rereads_inputs,
             cpu_slots=settings.workers,
         )
     except PlanError as exc:

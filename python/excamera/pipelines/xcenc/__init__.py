@@ -74,9 +74,13 @@ Tools (``--tools``): the xc command lines above run inside the worker's own inte
 default (the ``xcenc_tool`` operation), or as one new Python process each with ``--tools
 subprocess``, as mu ran its binaries; the output is byte-identical. vpxenc is always a process.
 
-Restartability (``--retries``): outputs go to deterministic keys. A receiver skips a state it
-already has (a restarted predecessor sends its states again, byte-identical). Because a
-restarted *receiver* cannot get back what the relay already delivered to its dead predecessor
-attempt, every handed-off state is also stored under ``<vid>/handoff/`` when retries are on,
-and a retry (attempt > 0) reads its states from there after the sender announced them.
+Restartability (``--retries``, and straggler duplicates, ``--straggler-k``): outputs go to
+deterministic keys. A receiver skips a state it already has (a restarted predecessor, or a
+duplicate of it, sends its states again, byte-identical). Because a restarted *receiver*
+cannot get back what the relay already delivered to its dead predecessor attempt, every
+handed-off state is also stored under ``<vid>/handoff/`` when retries or duplicates are on
+(after it went to the relay, so the relay's receiver does not wait for the upload), and a
+retry or a duplicate (attempt > 0) reads its states from there after the sender announced
+them. A duplicate sends through the relay under an id of its own, which its successor
+accepts as its predecessor's (see :mod:`excamera.mu.stragglers`).
 """

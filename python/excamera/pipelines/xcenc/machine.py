@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,30 @@ class CpuSlots:
             self._sem = asyncio.Semaphore(self.n)
         return self._sem
 
-    def held(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """``async with slots.held():`` holds a slot (nothing to hold without a bound)."""
+    @contextlib.asynccontextmanager
+    async def held_by(self, w: WorkerHandle) -> AsyncIterator[None]:
+        """Hold a slot for worker ``w``; while it waits for one its state is ``wait_cpu``,
+        then its phase again: time queued behind the bound is a wait, not the phase's (it
+        would make a queued worker look like a straggler)."""
         sem = self.get()
-        return sem if sem is not None else contextlib.nullcontext()
+        if sem is None:
+            yield
+            return
+        if not sem.locked():
+            async with sem:
+                yield
+            return
+        phase = w.state
+        w.state = "wait_cpu"
+        async with sem:
+            w.state = phase
+            yield
 
 
 async def _compute(w: WorkerHandle, slots: CpuSlots, argv: list[str] | str,
                    check: bool = True) -> RunResult:
     """Run a command on the worker, holding a CPU slot."""
-    async with slots.held():
+    async with slots.held_by(w):
         return await w.run(argv, check=check)
 
 
@@ -79,7 +94,7 @@ async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
             out = shlex.quote(append_stdout)
             cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
         return await _compute(w, slots, cmd, check=check)
-    async with slots.held():
+    async with slots.held_by(w):
         f = await w.run_op("xcenc_tool", argv=argv, check=check, append_stdout=append_stdout)
     return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
                      float(f["seconds"]))
@@ -163,9 +178,11 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             w.state = f"send_p{n}"
             info = await w.run_op("xcenc_pack_state", src="final.state", tag=tag,
                                   out="send.blob")
+            # The relay's receiver first: the stored copy, for retries and duplicates, is
+            # announced (sent_s<tag>) only once it is there.
+            await w.send_blob("send.blob")
             if p.handoff_storage:
                 await w.upload("send.blob", p.handoff_key(k, tag))
-            await w.send_blob("send.blob")
             sent[tag] = str(info["sha256"])
             w.state = f"sent_s{tag}"
 

@@ -128,7 +128,8 @@ class XcencParams:
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
     pass0: str = "vpxenc"  # or "xc": xc-enc -y Y
-    handoff_storage: bool = False  # also store handed-off states (on with --retries)
+    # also store handed-off states (on with --retries and with straggler duplicates)
+    handoff_storage: bool = False
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
     # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
     # across chunk joins and lets rebased macroblocks choose among them, and gives the
