@@ -47,7 +47,7 @@ def encode(
     """Encode ``source`` (Y4M, or any video PyAV reads) to ``output`` (``.ivf`` or ``.webm``)
     with ExCamera's parallel workers; returns an :class:`~excamera.EncodeResult`.
 
-    - ``quality``: vpxenc's ``--cq-level`` for pass 0, 0 (best) .. 63.
+    - ``quality``: vpxenc's ``--cq-level``, 0 (best) .. 63, whichever encoder runs pass 0.
     - ``workers``: encodes running at once (default: this machine's CPU count).
     - ``backend``: where workers run: ``"local"`` (the default), ``"lambda"``, ``"ray"``, a
       :class:`~excamera.mu.backends.BackendSpec`, or a built Backend (which serves this one
@@ -60,7 +60,7 @@ def encode(
       seconds since the job started).
     - ``chunk`` frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk,
       batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
-      ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, quality 0..127); ``chain``,
+      ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, at the same quality scale); ``chain``,
       ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
     - ``audio``: keep the input's audio in a ``.webm`` output (the command line's
       ``--no-audio`` is ``audio=False``): Opus and Vorbis are copied as they are, anything else

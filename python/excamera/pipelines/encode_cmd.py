@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
                    help="output file, .ivf or .webm; written only once the encode is checked")
     p.add_argument("--quality", type=int, default=30, metavar="Q",
-                   help="vpxenc's --cq-level for pass 0, 0 (best) .. 63; 0..127 with "
-                   "--pass0 xc (%(default)s)")
+                   help="vpxenc's --cq-level, 0 (best) .. 63, whichever encoder runs pass 0 "
+                   "(%(default)s)")
     p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                    help="encodes running at once (this machine's CPU count, %(default)s)")
     add_backend_choice(p)

@@ -10,7 +10,7 @@ from ...argcheck import check_int, check_number
 from ...errors import ExcameraError, SettingsError
 from ...mu.backends import Backend, BackendSpec
 from ...mu.jobs import JobSettings, ProgressArg
-from ..xcenc.plan import CHAINS, PASS0_ENCODERS, TOOL_MODES
+from ..xcenc.plan import CHAINS, MAX_CQ_LEVEL, PASS0_ENCODERS, TOOL_MODES
 
 OUTPUT_SUFFIXES = (".ivf", ".webm")
 #: 1: pass 0 alone (independent chunks, a key frame each); 3: ExCamera's batch mode.
@@ -25,9 +25,10 @@ def default_workers() -> int:
 class EncodeSettings:
     """One encode of ``source`` into ``output``, every value checked on construction.
 
-    The encoder: ``quality`` is vpxenc's ``--cq-level`` for pass 0 (0..63; xc-enc's ``-y``,
-    0..127, with ``pass0="xc"``); ``chunk`` frames per chunk and a key frame every ``batch``
-    chunks (ExCamera[chunk, batch]); ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
+    The encoder: ``quality`` is vpxenc's ``--cq-level`` (0..63), whichever encoder runs pass 0
+    (``pass0="xc"`` runs xc-enc at the quantizer index vpxenc maps that level to); ``chunk``
+    frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk, batch]);
+    ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
     ``chain``, ``tools`` and ``kf_weight`` as ``excamera.pipelines.xcenc`` describes them
     (``kf_weight=None``: xc-enc matches the prediction's key-frame quality).
 
@@ -62,8 +63,7 @@ class EncodeSettings:
         _choice("pass0", self.pass0, PASS0_ENCODERS)
         _choice("chain", self.chain, CHAINS)
         _choice("tools", self.tools, TOOL_MODES)
-        check_int("quality", self.quality, minimum=0, maximum=63 if self.pass0 == "vpxenc"
-                  else 127)
+        check_int("quality", self.quality, minimum=0, maximum=MAX_CQ_LEVEL)
         check_int("workers", self.workers, minimum=1)
         check_int("chunk", self.chunk, minimum=1)
         check_int("batch", self.batch, minimum=1)

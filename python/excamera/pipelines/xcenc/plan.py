@@ -14,12 +14,32 @@ VPXENC_SETTINGS = [
 ]
 CHAINS = ("excamera", "mu")
 PASS0_ENCODERS = ("vpxenc", "xc")
+
+# The quality scale every pass-0 encoder shares is vpxenc's --cq-level, 0..63. A VP8 frame header
+# carries a quantizer index, 0..127; libvpx maps level L to index CQ_LEVEL_QINDEX[L] (its q_trans
+# table: with --min-q=L --max-q=L every frame carries that index, and in mu's constrained-quality
+# mode so does every plain inter frame). Transcribed, and checked against vpxenc's headers for
+# all 64 levels by tests/test_quality_scale.py.
+CQ_LEVEL_QINDEX = (
+    0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19,
+    20, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31, 33, 35, 37, 39, 41,
+    43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 64, 67, 70, 73, 76, 79,
+    82, 85, 88, 91, 94, 97, 100, 103, 106, 109, 112, 115, 118, 121, 124, 127,
+)
+MAX_CQ_LEVEL = len(CQ_LEVEL_QINDEX) - 1
 TOOL_MODES = ("worker", "subprocess")
 EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs"]
 
 
 class PlanError(ValueError):
     """Options that do not make a runnable plan (named in the message)."""
+
+
+def cq_level_qindex(level: int) -> int:
+    """The quantizer index (0..127) of vpxenc's ``--cq-level`` ``level`` (0..63)."""
+    if not 0 <= level <= MAX_CQ_LEVEL:
+        raise PlanError(f"quality {level}: vpxenc's --cq-level takes 0..{MAX_CQ_LEVEL}")
+    return CQ_LEVEL_QINDEX[level]
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,8 @@ class XcencParams:
     offset: int = 0
     plan: PassPlan = field(default_factory=PassPlan)
     s_ac_qi: int = 127
+    # The quality, vpxenc's --cq-level (0..63) whichever encoder runs pass 0 (mu's -Y); xc-enc
+    # runs at its quantizer index (``pass0_argv``).
     y_ac_qi: int = 30
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
@@ -160,10 +182,11 @@ class XcencParams:
             raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
-        if not 0 <= self.y_ac_qi <= 127 or not 0 <= self.s_ac_qi <= 127:
-            raise PlanError("-Y and -S are quantizer indices 0..127")
-        if self.pass0 == "vpxenc" and self.y_ac_qi > 63:
-            raise PlanError(f"-Y {self.y_ac_qi}: vpxenc's --cq-level takes 0..63")
+        if not 0 <= self.s_ac_qi <= 127:
+            raise PlanError(f"-S {self.s_ac_qi}: a quantizer index 0..127")
+        if not 0 <= self.y_ac_qi <= MAX_CQ_LEVEL:
+            raise PlanError(f"-Y {self.y_ac_qi}: the quality is vpxenc's --cq-level, "
+                            f"0..{MAX_CQ_LEVEL}")
 
     def chunk(self, k: int) -> str:
         return f"{k + self.offset:08d}"
@@ -243,6 +266,15 @@ class XcencParams:
         if self.kf_dist is not None:
             return weight + (EXCAMERA_CHAIN_FLAGS if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
+
+    def pass0_argv(self, k: int) -> list[str]:
+        """Chunk ``k``'s independent encode (pass 0) into output.ivf (and, by xc-enc, its
+        final.state) at the plan's quality, on the one cq-level scale."""
+        if self.pass0 == "vpxenc":
+            return ["vpxenc", *VPXENC_SETTINGS, f"--cq-level={self.y_ac_qi}", "-o",
+                    "output.ivf", "input.y4m"]
+        return ["xc-enc", "-y", str(cq_level_qindex(self.y_ac_qi)), "-i", "y4m", "-O",
+                "final.state", "-o", "output.ivf", "input.y4m"]
 
     def worker_plan(self, k: int) -> WorkerPlan:
         has_successor = k + 1 < self.n_parts and (
