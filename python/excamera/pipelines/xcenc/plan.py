@@ -146,6 +146,9 @@ class XcencParams:
     # The quality, vpxenc's --cq-level (0..63) whichever encoder runs pass 0 (mu's -Y); xc-enc
     # runs at its quantizer index (``pass0_argv``).
     y_ac_qi: int = 30
+    # Per-chunk levels on the same scale, one per worker, instead of y_ac_qi for all (rate
+    # control by target bitrate, ``pipelines/encode/ratecontrol.py``).
+    levels: tuple[int, ...] | None = None
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -186,6 +189,10 @@ class XcencParams:
             raise PlanError(f"-S {self.s_ac_qi}: a quantizer index 0..127")
         if not 0 <= self.y_ac_qi <= MAX_CQ_LEVEL:
             raise PlanError(f"-Y {self.y_ac_qi}: the quality is vpxenc's --cq-level, "
+                            f"0..{MAX_CQ_LEVEL}")
+        if self.levels is not None and (len(self.levels) != self.n_parts or not all(
+                0 <= v <= MAX_CQ_LEVEL for v in self.levels)):
+            raise PlanError(f"per-chunk levels: expected {self.n_parts} levels in "
                             f"0..{MAX_CQ_LEVEL}")
 
     def chunk(self, k: int) -> str:
@@ -267,13 +274,17 @@ class XcencParams:
             return weight + (EXCAMERA_CHAIN_FLAGS if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
+    def level(self, k: int) -> int:
+        """Worker ``k``'s quality level (vpxenc's --cq-level)."""
+        return self.y_ac_qi if self.levels is None else self.levels[k]
+
     def pass0_argv(self, k: int) -> list[str]:
         """Chunk ``k``'s independent encode (pass 0) into output.ivf (and, by xc-enc, its
-        final.state) at the plan's quality, on the one cq-level scale."""
+        final.state) at its quality level, on the one cq-level scale."""
         if self.pass0 == "vpxenc":
-            return ["vpxenc", *VPXENC_SETTINGS, f"--cq-level={self.y_ac_qi}", "-o",
+            return ["vpxenc", *VPXENC_SETTINGS, f"--cq-level={self.level(k)}", "-o",
                     "output.ivf", "input.y4m"]
-        return ["xc-enc", "-y", str(cq_level_qindex(self.y_ac_qi)), "-i", "y4m", "-O",
+        return ["xc-enc", "-y", str(cq_level_qindex(self.level(k))), "-i", "y4m", "-O",
                 "final.state", "-o", "output.ivf", "input.y4m"]
 
     def worker_plan(self, k: int) -> WorkerPlan:
