@@ -28,7 +28,7 @@ CQ_LEVEL_QINDEX = (
 )
 MAX_CQ_LEVEL = len(CQ_LEVEL_QINDEX) - 1
 TOOL_MODES = ("worker", "subprocess")
-EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs"]
+EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs", "--key-at-cuts"]
 
 
 class PlanError(ValueError):
@@ -263,6 +263,11 @@ class XcencParams:
         - ``--choose-refs``: pass 2 rebases pass 1's decisions, made against the predecessor's
           pass-0 state, onto its final state, whose golden and alt-ref pictures differ; each
           macroblock may take whichever reference predicts it best with its own vectors.
+        - ``--key-at-cuts``: vpxenc's pass 0 need not put a key frame at a scene cut inside a
+          chunk, and an inter frame of intra macroblocks can cost more than a key frame of the
+          same quality; such a frame becomes a key frame when that is smaller
+          (tests/test_scene_cut.py). Only frames over twice the chunk's median are tried:
+          none on carphone.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run): mu's chain +32.1%, these three +12.2% (+12.0% after the encoder's
