@@ -91,6 +91,11 @@ def test_allocation_is_a_fractional_level_that_meets_the_prediction() -> None:
     # A second trial replaces the default slope by the measured one.
     two = rc.Trial((34,) * 20, (2000,) * 20)
     assert rc.slope([one, two], 60_000) == pytest.approx(math.log(2) / 4)
+    # Bracketed, the next trial stays off the bracket's ends, however flat the curve is near
+    # one of them (park_joy, 2 chunks: level 0 gave 2397 kbit/s, 18 gave 875, 22 gave 830; a
+    # plain secant crept up on the target from below, 939, 960, 965).
+    flat = [rc.Trial((0, 0), (2397, 1)), rc.Trial((18, 18), (875, 1))]
+    assert 0.2 * 18 - 0.5 <= sum(rc.allocate(flat, 1000)) / 2 <= 0.8 * 18 + 0.5  # 2 chunks
     assert rc.first_level(1, 160, 90, (30, 1)) == 63 and rc.first_level(1e6, 16, 16,
                                                                          (30, 1)) == 0
 

@@ -9,12 +9,15 @@ per-chunk sizes feed the next allocation.
 
 1. The first trial runs every chunk at one level guessed from the target's bits per pixel
    (``first_level``).
-2. Each chunk's size is modelled as ``bytes_k * exp(-slope * (level - level_k))`` around the
-   trial closest to the target; ``slope`` (log bytes per level) is the secant of the two
-   trials closest to the target, or ``DEFAULT_SLOPE`` after one trial.
-3. ``allocate`` picks the allocation whose predicted total is closest to the target among
-   "every chunk at level B, n of them (spread evenly) at B+1": a fractional level, as uniform a
-   quality as integer levels allow.
+2. Until trials lie on both sides of the target, each chunk's size is modelled as
+   ``bytes_k * exp(-slope * (level - level_k))`` around the trial closest to the target;
+   ``slope`` (log bytes per level) is the secant of the two trials closest to the target, or
+   ``DEFAULT_SLOPE`` after one trial. ``allocate`` picks the allocation whose predicted total
+   is closest to the target among "every chunk at level B, n of them (spread over the clip)
+   at B+1": a fractional level, as uniform a quality as integer levels allow.
+3. Once the target is bracketed, the next mean level is interpolated between the closest
+   trial over and the closest under it (``within``), kept off the bracket's ends so that it
+   shrinks every time.
 
 The loop (``run.encode``) stops at the first trial within ``TOLERANCE`` of the target, and fails
 if none is within ``ACCEPT`` after ``MAX_TRIALS`` or when the target lies beyond what levels
@@ -36,7 +39,7 @@ MIN_SLOPE, MAX_SLOPE = 0.01, 0.2
 REFERENCE_LEVEL, REFERENCE_BPP = 30, 0.28
 TOLERANCE = 0.03  # a trial this close ends the search
 ACCEPT = 0.05  # the promise: the file's bitrate within 5% of the target
-MAX_TRIALS = 4
+MAX_TRIALS = 6
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,31 @@ def slope(trials: list[Trial], target_bytes: float) -> float:
     ranked = sorted(trials, key=lambda t: abs(math.log(t.total / target_bytes)))
     for other in ranked[1:]:
         dl = other.mean_level - ranked[0].mean_level
-        if abs(dl) > 1e-9 and other.total > 0 and ranked[0].total > 0:
+        if abs(dl) > 1e-9:
             s = (math.log(ranked[0].total) - math.log(other.total)) / dl
             return min(MAX_SLOPE, max(MIN_SLOPE, s))
     return DEFAULT_SLOPE
+
+
+def bracket(trials: list[Trial], target_bytes: float) -> tuple[Trial, Trial] | None:
+    """The closest trials over and under the target, once there are both."""
+    over = [t for t in trials if t.total > target_bytes]
+    under = [t for t in trials if t.total <= target_bytes]
+    if not over or not under:
+        return None
+    return min(over, key=lambda t: t.total), max(under, key=lambda t: t.total)
+
+
+def within(lo: Trial, hi: Trial, target_bytes: float, n: int) -> tuple[int, ...]:
+    """Levels between a trial over the target (``lo``) and one under it (``hi``): the mean
+    level interpolated in log bytes, kept to the middle 60% of the bracket so that it shrinks
+    even where size follows level unevenly (a clip whose key frames dominate barely changes
+    over some levels, then a lot)."""
+    a, b = lo.mean_level, hi.mean_level
+    t = math.log(lo.total / target_bytes) / math.log(lo.total / hi.total)
+    m = a + min(0.8, max(0.2, t)) * (b - a)
+    base = math.floor(m)
+    return levels_at(n, base, round((m - base) * n))
 
 
 def predict(trial: Trial, levels: tuple[int, ...], s: float) -> float:
@@ -106,6 +130,9 @@ def predict(trial: Trial, levels: tuple[int, ...], s: float) -> float:
 
 def allocate(trials: list[Trial], target_bytes: float) -> tuple[int, ...]:
     """The next trial's per-chunk levels (see the module docstring)."""
+    n = len(trials[0].levels)
+    if (pair := bracket(trials, target_bytes)) is not None:
+        return within(*pair, target_bytes, n)
     best = min(trials, key=lambda t: abs(math.log(t.total / target_bytes)))
     s = slope(trials, target_bytes)
     n = len(best.levels)

@@ -238,7 +238,10 @@ def encode_to_target(settings: EncodeSettings, chunks: Chunks, backend: Backend,
         raise ExcameraError(
             f"target bitrate {settings.target_bitrate:g} kbit/s: the closest of {len(trials)} "
             f"trial encodes gave {best.total * 8 / 1000 / seconds:.1f} kbit/s (levels "
-            f"{min(best.levels)}..{max(best.levels)} of 0..63), more than {rc.ACCEPT:.0%} off")
+            f"{min(best.levels)}..{max(best.levels)} of 0..63), more than {rc.ACCEPT:.0%} off",
+            "trials (levels: kbit/s): " + "; ".join(
+                f"{','.join(map(str, t.levels))}: {t.total * 8 / 1000 / seconds:.1f}"
+                for t in trials))
     # The result reports what every trial cost, not only the kept one's job.
     return dataclasses.replace(job, cost=sum_costs(costs)), stitched, tuple(trials)
 
