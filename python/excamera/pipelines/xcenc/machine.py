@@ -144,7 +144,12 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         if n > 0:
             await w.run_op("xcenc_copy", pairs=[["output.ivf", "prev.ivf"],
                                                 ["final.state", "prev.state"]])
-        if n not in plan.needs:  # phase 1: an independent encode
+        if n == plan.rekey_pass:  # a milder batch-start key frame, from a fresh state
+            w.state = f"rekey_p{n}"
+            await w.run_op("xcenc_fresh_state", out="fresh.state")
+            res = await _tool(w, slots, p, py, p.rekey_argv(k))
+            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+        elif n not in plan.needs:  # phase 1: an independent encode
             w.state = "pass0" if n == 0 else f"pass0_p{n}"
             argv = p.pass0_argv(k)
             if p.pass0 == "vpxenc":
