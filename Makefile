@@ -47,6 +47,9 @@ bench: setup
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-results.json
 	$(PY) bench/excamera.py --clip carphone_qcif_120f.y4m --chunk 6 --batch 16 --workers 2 --chain mu --json bench/excamera-mu-results.json
 	$(PY) bench/excamera.py --clip bigbuckbunny_320x180_48f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-bbb-results.json
+	$(PY) bench/excamera.py --clip bus_cif_17f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-bus-results.json
+	$(PY) bench/excamera.py --clip park_joy_160x90_10f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-parkjoy-results.json
+	$(PY) bench/ratecontrol.py --workers 2 --json bench/ratecontrol-results.json
 	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
 	$(PY) bench/model.py --runs 3 --json bench/model-results.json

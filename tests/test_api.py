@@ -109,14 +109,16 @@ def test_encode_result_records_every_worker_and_the_cost(encoded) -> None:
     assert result.cost.backend == "local" and result.cost.worker_cpu_s > 0
     assert [w.worker for w in result.workers] == [w.chunk for w in result.workers] == [
         0, 1, 2, 3, 4]
-    # Batch mode: the first chunk of a batch keeps its key frame, the second rebases once, the
-    # rest twice.
-    assert [w.passes for w in result.workers] == [1, 2, 3, 1, 2]
+    # Batch mode: the first chunk of a batch re-encodes its key frame milder (a second pass
+    # that waits for no one), the second rebases once, the rest twice.
+    assert [w.passes for w in result.workers] == [2, 2, 3, 2, 2]
     for w in result.workers:
         assert w.attempts == 1 and w.cpu_seconds is not None and w.cpu_seconds > 0
         t = w.timings
         assert t["launching"] <= t["connected"] <= t["pass0"] <= t["upload"] <= t["done"]
-        if w.passes > 1:
+        if w.worker % 3 == 0:
+            assert t["pass0"] <= t["rekey_p1"] <= t["upload"] and "wait_state_p1" not in t
+        else:
             assert t["pass0"] <= t["wait_state_p1"] <= t["reencode_p1"] <= t["upload"]
     # The progress callable saw each worker's state changes, ending with done.
     assert {tr.worker for tr in seen} == {0, 1, 2, 3, 4}

@@ -79,6 +79,8 @@ def test_readme_quotes_the_committed_figures() -> None:
     batch = {k: r["rebase"]["pipeline_w075"]["batch_mode"] for k, r in enc.items()}
     bd = {k: r["bd_rate_percent"] for k, r in enc.items()}
 
+    rc = res["bench/ratecontrol-results.json"]["clips"]
+
     def ex(name: str) -> str:
         return f"{res[name]['bd_rate_ssim_db']:+.1f}%"
 
@@ -95,6 +97,11 @@ def test_readme_quotes_the_committed_figures() -> None:
         f"is {ex('bench/excamera-results.json')} BD-rate at equal SSIM",
         f"measures {ex('bench/excamera-mu-results.json')} here with `--chain mu`",
         f"bigbuckbunny clip {ex('bench/excamera-bbb-results.json')}",
+        f"3 chunks) {ex('bench/excamera-bus-results.json')} and on park_joy (10 frames, 2 "
+        f"chunks) {ex('bench/excamera-parkjoy-results.json')}",
+        f"lands within {100 * max(c['max_abs_error'] for c in rc.values()):.1f}% of the target",
+        "at equal SSIM " + ", ".join(
+            f"{rc[clip]['bd_rate_ssim_db']:+.1f}% ({clip.split('_')[0]})" for clip in rc),
     ]
     scale = {r["workers"]: r for r in res["bench/scale-results.json"]["rows"]}
     top = scale[10000]

@@ -62,7 +62,8 @@ def test_encode_help_puts_the_users_options_first() -> None:
     p = subcommands()["encode"]
     text = p.format_help()
     first = text.index("options:")
-    order = [text.index(s, first) for s in ("-o OUTPUT", "--quality", "--workers", "--backend",
+    order = [text.index(s, first) for s in ("-o OUTPUT", "--quality", "--target-bitrate",
+                                            "--workers", "--backend",
                                             "--bucket", "encoder (", "--chunk",
                                             "mu job options:", "-O oFile", "lambda backend:")]
     assert order == sorted(order)
@@ -70,7 +71,8 @@ def test_encode_help_puts_the_users_options_first() -> None:
     for gone in ("-Y", "-n", "-S", "-w", "-p", "-K"):
         assert gone not in {s for a in p._actions for s in a.option_strings}, gone
     usage = p.format_usage()
-    assert usage.startswith("usage: excamera encode INPUT -o OUTPUT [--quality Q]")
+    assert usage.startswith("usage: excamera encode INPUT -o OUTPUT [--quality Q | "
+                            "--target-bitrate KBPS]")
 
 
 def test_the_guides_xcenc_command_line_keeps_its_meaning() -> None:

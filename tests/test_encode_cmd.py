@@ -116,7 +116,7 @@ def test_encode_full_excamera_default(tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     done = encode(str(src), "-o", str(out), "--workers", "2", "--batch", "4")
     assert done.returncode == 0, done.stderr
-    assert "passes per worker 1..3" in done.stdout
+    assert "passes per worker 2..3" in done.stdout
     assert ffmpeg_count(out) == FRAMES
     assert vpxdec_raw(out, tmp_path / "dec.yuv") == FRAMES
 
@@ -211,14 +211,17 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
 
     - vpxdec's MD5 of every frame equals xc's decode of the WebM's packets;
     - key frames only at batch starts (frame tags read with an independent header parser);
-    - batch-start chunks keep their pass-0 encode byte for byte; every other chunk's first
-      frame, a key frame turned into an inter frame at mu's -w 0.75, is by design far coarser
-      than the key frame it replaces (7.5-8.7 dB Y-PSNR below, measured) but within 10 dB, and
+    - each batch's first chunk re-encodes its key frame at -w 0.75's quantizer (index 10 at
+      level 30, where vpxenc put 0: ``mild_batch_keys``), coarser than pass 0's but within
+      10 dB, and rebases its other frames onto it; every other chunk's first frame, a key
+      frame turned into an inter frame at mu's -w 0.75, is by design far coarser than the key
+      frame it replaces (7.5-8.7 dB Y-PSNR below, measured) but within 10 dB, and
       every later frame within 2 dB of the same frame of pass 0 (at most 1.35 dB below,
       measured); over the clip Y-PSNR within 1 dB and SSIM within 0.01 of pass 0's (0.53 dB and
       0.004 measured), for less than half of pass 0's bytes (47%)."""
     import hashlib
 
+    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX
     from excamera.xc.codec import Decoder
     from excamera.xc.ivf import read_ivf
     from vp8_headers import parse_frame
@@ -231,7 +234,7 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     done = encode(str(src), "-o", str(out), "--workers", "2", "--batch", str(batch),
                   "--bucket", str(full_bucket))
     assert done.returncode == 0, done.stderr
-    assert "passes per worker 1..3" in done.stdout
+    assert "passes per worker 2..3" in done.stdout
     done = encode(str(src), "-o", str(pass0_out), "--workers", "2", "--batch", str(batch),
                   "--passes", "1", "--bucket", str(pass0_bucket))
     assert done.returncode == 0, done.stderr
@@ -256,18 +259,17 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     full, pass0 = chunk_frames(full_bucket), chunk_frames(pass0_bucket)
     assert [f for c in full for f in c] == packets  # the file holds the job's chunks
     for k in range(0, n_chunks, batch):
-        assert full[k] == pass0[k], f"batch start {k} was re-encoded"
+        assert parse_frame(full[k][0]).y_ac_qi == round(0.25 * CQ_LEVEL_QINDEX[30]) > \
+            parse_frame(pass0[k][0]).y_ac_qi, k
     assert all(parse_frame(c[0]).key_frame for c in pass0)
 
     _, source = read_y4m(src)
     q_full, m_full = quality(full, source, chained=True)
     q_pass0, m_pass0 = quality(pass0, source, chained=False)
     for i, (p_full, p_pass0) in enumerate(zip(q_full, q_pass0, strict=True)):
-        k, j = divmod(i, chunk)
-        if k % batch == 0:
-            assert p_full == p_pass0, i
-        elif j == 0:
-            assert p_full > p_pass0 - 10, i  # the converted key frame
+        j = i % chunk
+        if j == 0:
+            assert p_full > p_pass0 - 10, i  # the converted key frame, or a milder one
         else:
             assert p_full > p_pass0 - 2, i
     assert m_full.frames == m_pass0.frames == FRAMES

@@ -28,7 +28,8 @@ def encode(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    quality: int = 30,
+    quality: int | None = None,
+    target_bitrate: float | None = None,
     workers: int | None = None,
     backend: str | Backend | BackendSpec | None = None,
     backend_options: Mapping[str, Any] | None = None,
@@ -47,7 +48,11 @@ def encode(
     """Encode ``source`` (Y4M, or any video PyAV reads) to ``output`` (``.ivf`` or ``.webm``)
     with ExCamera's parallel workers; returns an :class:`~excamera.EncodeResult`.
 
-    - ``quality``: vpxenc's ``--cq-level`` for pass 0, 0 (best) .. 63.
+    - ``quality``: constant quality, vpxenc's ``--cq-level``, 0 (best) .. 63 (default 30),
+      whichever encoder runs pass 0. Or ``target_bitrate``: the whole file's bitrate in
+      kbit/s, reached within 5% by whole trial encodes at per-chunk levels (an average: no
+      maximum bitrate or buffer model; ``backend`` must then be a name or spec, since each
+      trial runs on a new backend). The two are exclusive.
     - ``workers``: encodes running at once (default: this machine's CPU count).
     - ``backend``: where workers run: ``"local"`` (the default), ``"lambda"``, ``"ray"``, a
       :class:`~excamera.mu.backends.BackendSpec`, or a built Backend (which serves this one
@@ -60,7 +65,7 @@ def encode(
       seconds since the job started).
     - ``chunk`` frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk,
       batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
-      ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, quality 0..127); ``chain``,
+      ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, at the same quality scale); ``chain``,
       ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
     - ``audio``: keep the input's audio in a ``.webm`` output (the command line's
       ``--no-audio`` is ``audio=False``): Opus and Vorbis are copied as they are, anything else
@@ -89,6 +94,7 @@ def encode(
     try:
         settings = EncodeSettings(
             source=Path(source), output=Path(output), quality=quality,
+            target_bitrate=target_bitrate,
             workers=default_workers() if workers is None else workers, chunk=chunk,
             batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
             kf_weight=kf_weight, audio=audio, bucket=bucket, backend=backend,

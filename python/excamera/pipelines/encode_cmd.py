@@ -23,14 +23,15 @@ from ..mu.jobopts import (
     setup_logging,
     show_progress,
 )
-from .encode.settings import PASSES, default_workers
+from .encode.settings import DEFAULT_QUALITY, PASSES, default_workers
 from .xcenc_cmd import add_encoder_choices
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "encode",
-        usage="%(prog)s INPUT -o OUTPUT [--quality Q] [--workers N] [--backend NAME] "
+        usage="%(prog)s INPUT -o OUTPUT [--quality Q | --target-bitrate KBPS] [--workers N] "
+        "[--backend NAME] "
         "[options]",
         help="encode a video to VP8 (IVF or WebM) with ExCamera's parallel workers",
         description="Split INPUT into chunks, encode them in parallel (pass 0 by vpxenc, then "
@@ -41,9 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, metavar="INPUT", help="Y4M, or any video PyAV decodes")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
                    help="output file, .ivf or .webm; written only once the encode is checked")
-    p.add_argument("--quality", type=int, default=30, metavar="Q",
-                   help="vpxenc's --cq-level for pass 0, 0 (best) .. 63; 0..127 with "
-                   "--pass0 xc (%(default)s)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=int, default=None, metavar="Q",
+                      help="constant quality: vpxenc's --cq-level, 0 (best) .. 63, whichever "
+                      f"encoder runs pass 0 (default {DEFAULT_QUALITY})")
+    rate.add_argument("--target-bitrate", type=float, default=None, metavar="KBPS",
+                      help="the whole file's bitrate in kbit/s, within 5%%: whole trial "
+                      "encodes at per-chunk qualities until it lands (an average: no maximum "
+                      "bitrate or buffer model)")
     p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                    help="encodes running at once (this machine's CPU count, %(default)s)")
     add_backend_choice(p)
@@ -77,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
     settings = job_settings(args)
     setup_logging(settings.debug)
     result = encode(
-        args.input, args.output, quality=args.quality, workers=args.workers,
+        args.input, args.output, quality=args.quality, target_bitrate=args.target_bitrate,
+        workers=args.workers,
         backend=backend_spec(args), progress=show_progress(args), chunk=args.chunk,
         batch=args.batch, passes=args.passes, pass0=args.pass0, chain=args.chain,
         tools=args.tools, kf_weight=None if args.kf_weight == -1 else args.kf_weight,

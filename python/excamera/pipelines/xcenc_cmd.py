@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-S", dest="s_ac_qi", type=int, default=127, metavar="s_ac_qi",
                    help="quantizer index of the S phase, xc-enc --s-ac-qi (%(default)s)")
     p.add_argument("-Y", dest="y_ac_qi", type=int, default=30, metavar="y_ac_qi",
-                   help="quality: vpxenc --cq-level for pass 0 (xc-enc -y with --pass0 xc) "
+                   help="quality: vpxenc's --cq-level 0..63, whichever encoder runs pass 0 "
+                   "(--pass0 xc: xc-enc -y at the quantizer index vpxenc maps it to) "
                    "(%(default)s)")
     p.add_argument("-w", dest="kf_weight", type=float, default=0.75, metavar="W",
                    help="xc-enc -w: the converted first frame of a chunk at quantizer "

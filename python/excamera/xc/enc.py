@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-keeps-refs", action="store_true",
                    help="re-encode: the last frame keeps its own refresh flags instead of "
                    "refreshing all three references, so the chunk hands on its golden picture")
+    p.add_argument("--key-at-cuts", action="store_true",
+                   help="re-encode: a frame much larger than the chunk's others (a scene cut) "
+                   "becomes a key frame when a key frame of equal SSIM is smaller")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -309,7 +312,8 @@ def reencode(args: argparse.Namespace) -> int:
                            fix_prob_tables=args.fix_prob_tables,
                            keep_golden=args.keep_golden,
                            last_refreshes_all=not args.last_keeps_refs,
-                           choose_refs=args.choose_refs, speed=args.quality or "rt")
+                           choose_refs=args.choose_refs, speed=args.quality or "rt",
+                           key_at_cuts=args.key_at_cuts)
     try:
         chunk = reencode_chunk(input_state, pred, pred_state, pictures, opts)
     except EncodeError as exc:

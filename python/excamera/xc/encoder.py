@@ -283,6 +283,9 @@ class ReencodeOptions:
     last_refreshes_all: bool = True
     choose_refs: bool = False
     speed: str = "rt"  # the converted first frame's encoder effort: rt, good or best
+    # --key-at-cuts: an inter frame that a key frame of equal SSIM undercuts becomes that key
+    # frame (``key_frames_at_cuts``).
+    key_at_cuts: bool = False
 
 
 @dataclass(frozen=True)
@@ -310,4 +313,70 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
         choose_refs=o.choose_refs)
-    return ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
+    chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
+    return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
+
+
+# An inter frame this many times the median size of its chunk's other inter frames may be a
+# scene cut: a key frame is tried for it.
+CUT_SIZE_RATIO = 2.0
+
+
+def _cut_candidate(frames: Sequence[bytes], start: int) -> int | None:
+    """The first shown inter frame at or after ``start`` (never frame 0, the chunk's join)
+    much larger than the chunk's typical inter frame."""
+    inter = [i for i, f in enumerate(frames) if i > 0 and f[0] & 1 and (f[0] >> 4) & 1]
+    for i in inter:
+        others = sorted(len(frames[j]) for j in inter if j != i)
+        if i >= start and len(others) >= 2 and \
+                len(frames[i]) > CUT_SIZE_RATIO * others[len(others) // 2]:
+            return i
+    return None
+
+
+def _equal_quality_key(state: State, source: Picture, floor: float) -> EncodedFrame | None:
+    """The coarsest key frame of ``source`` whose luma SSIM is at least ``floor`` (None if
+    even the finest is below it)."""
+    key = _search(lambda q: encode_picture(state, source, key_frame=True, qindex=q),
+                  lambda r: ssim(r.recon.y, source.y) >= floor, prefer_high=True)
+    return key if ssim(key.recon.y, source.y) >= floor else None
+
+
+def key_frames_at_cuts(chunk: ReencodedChunk, input_state: State, pictures: Sequence[Picture],
+                       opts: ReencodeOptions) -> ReencodedChunk:
+    """A hard cut inside a chunk costs no more than a key frame would.
+
+    The prediction stream's encoder (vpxenc in pass 0) need not put a key frame at a cut, and
+    an inter frame made mostly of intra macroblocks can cost more than a key frame of the same
+    quality. For each frame much larger than the chunk's others (``CUT_SIZE_RATIO``), the
+    coarsest key frame of the picture whose luma SSIM is at least the inter frame's is
+    encoded; if it is smaller it replaces the frame, and the rest of the chunk is rebased onto
+    it (keeping its decisions).
+    """
+    from excamera import _xc
+    from excamera.xc.codec import Decoder
+
+    frames, state, start = list(chunk.frames), chunk.state, 1
+    while (i := _cut_candidate(frames, start)) is not None:
+        dec = Decoder(input_state)
+        shown = 0
+        for f in frames[:i]:
+            shown += dec.decode(f) is not None
+        before = dec.state
+        recon = dec.decode(frames[i])
+        after = dec.state
+        source = pictures[shown]
+        key = _equal_quality_key(before, source, ssim(recon.y, source.y))
+        start = i + 1
+        if key is None or len(key.data) >= len(frames[i]):
+            continue
+        tail, state = frames[i + 1:], key.state
+        if tail:
+            tail, state, _ = _xc.reencode_chunk(
+                key.state, tail, after, [(p.y, p.u, p.v) for p in pictures[shown + 1:]],
+                kf_q_weight=opts.kf_q_weight, s_ac_qi=None, reencode_first_frame=False,
+                fix_prob_tables=opts.fix_prob_tables, speed=opts.speed,
+                keep_golden=opts.keep_golden, last_refreshes_all=opts.last_refreshes_all,
+                choose_refs=opts.choose_refs)
+        frames = frames[:i] + [key.data] + [bytes(f) for f in tail]
+    return ReencodedChunk(frames, state, chunk.input_state_hash)

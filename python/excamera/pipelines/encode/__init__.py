@@ -14,6 +14,8 @@ after the other, each a function of the previous stages' values (``run.py``):
 3. **job** (``run_encode_job``): the xcenc job on the backend (``build_backend``: a name with
    its options, a spec, or a built Backend) with mu's :class:`~excamera.mu.jobs.JobSettings`
    -> mu's ``JobResult`` (per-worker outputs, attempts, CPU-seconds, state times, cost).
+   With ``target_bitrate``, ``encode_to_target`` runs plan, job and stitch as whole trial
+   encodes at per-chunk quality levels until the file's bitrate lands (``ratecontrol.py``).
 4. **stitch** (``fetch_and_stitch``, ``write_container``): fetch the chunk IVFs, join them into
    one stream (one header, continuous timestamps) and write it as IVF or, for ``.webm``, mux
    it with PyAV without re-encoding, beside the input's audio, to a temporary file beside the

@@ -25,6 +25,15 @@ class WorkerRecord:
 
 
 @dataclass(frozen=True)
+class TrialRecord:
+    """One whole encode of a rate-controlled run (``target_bitrate``): each chunk's quality
+    level and the bytes of VP8 frames it produced."""
+
+    levels: tuple[int, ...]
+    payload_bytes: int
+
+
+@dataclass(frozen=True)
 class EncodeResult:
     """The published ``output`` and what was measured on it.
 
@@ -35,9 +44,11 @@ class EncodeResult:
     compare the decoded output with the source (:mod:`excamera.metrics`). ``wall_seconds`` is
     the whole call, split into ``split_seconds`` (reading the input, writing chunks),
     ``job_seconds`` (the workers) and ``finish_seconds`` (stitching, checking, measuring).
-    ``cost`` is what the backend reports (a :class:`~excamera.mu.backends.Cost`); ``workers``
-    the per-worker record, in worker order. ``audio`` says what became of the input's audio
-    (None: it had none), ``audio_dropped`` whether the output is without it.
+    ``cost`` is what the backend reports (a :class:`~excamera.mu.backends.Cost`, summed over
+    the trials); ``workers`` the per-worker record (of the kept trial), in worker order. With a
+    ``target_kbps``, ``trials`` are the whole encodes rate control ran, in order; the output is
+    the one closest to the target. ``audio`` says what became of the input's audio (None: it
+    had none), ``audio_dropped`` whether the output is without it.
     """
 
     output: Path
@@ -60,6 +71,8 @@ class EncodeResult:
     workers: tuple[WorkerRecord, ...]
     audio: str | None = None
     audio_dropped: bool = False
+    target_kbps: float | None = None
+    trials: tuple[TrialRecord, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -93,6 +106,12 @@ class EncodeResult:
         ]
         if self.audio is not None:
             lines.append(f"  audio     {self.audio}")
+        if self.target_kbps is not None:
+            rates = ", ".join(f"{t.payload_bytes * 8 / self.duration / 1000:.1f}"
+                              for t in self.trials)
+            lines.append(f"  target    {self.target_kbps:g} kbit/s: "
+                         f"{self.bitrate_kbps / self.target_kbps - 1:+.1%}; trial encodes at "
+                         f"{rates} kbit/s")
         if self.cost is not None:
             lines.append(self.cost.line())
         return lines

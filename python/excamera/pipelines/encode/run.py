@@ -4,6 +4,7 @@ docstring): input -> plan -> job -> stitch -> result."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...atomicfile import atomic_output
 from ...errors import ExcameraError
@@ -19,6 +21,7 @@ from ...metrics import QualityMeter
 from ...mu.backends import Backend, BackendError, resolve_backend
 from ...mu.coordinator import JobResult
 from ...mu.jobs import run_job
+from ...xc.ivf import IvfReader
 from ..audio import DROP, AudioPlan, audio_plan
 from ..media import (
     MediaError,
@@ -34,7 +37,8 @@ from ..media import (
 )
 from ..xcenc.machine import clean_handoff, require_pass0_encoder, xcenc_coordinator
 from ..xcenc.plan import PassPlan, PlanError, XcencParams
-from .result import EncodeResult, WorkerRecord
+from . import ratecontrol as rc
+from .result import EncodeResult, TrialRecord, WorkerRecord
 from .settings import EncodeSettings
 
 
@@ -60,13 +64,17 @@ def encode(settings: EncodeSettings) -> EncodeResult:
         with _workspace(settings.bucket) as (bucket, work):
             chunks = split(settings.source, info, settings.chunk, bucket, work)
             t_split = time.monotonic()
-            params = plan(settings, chunks)
             handed, backend = backend, None  # the job closes it from here on
             assert handed is not None
-            job = run_encode_job(params, handed, chunks, settings)
+            trials: tuple[rc.Trial, ...] = ()
+            if settings.target_bitrate is None:
+                params = plan(settings, chunks)
+                job = run_encode_job(params, handed, chunks, settings)
+                stitched = fetch_and_stitch(params, chunks, work)
+            else:
+                job, stitched, trials = encode_to_target(settings, chunks, handed, work)
             t_job = time.monotonic()
             with atomic_output(settings.output) as tmp:
-                stitched = fetch_and_stitch(params, chunks, work)
                 write_container(stitched, info, tmp, webm=settings.webm, audio=audio)
                 meter = check_and_measure(settings.source, stitched)
             t_end = time.monotonic()
@@ -76,7 +84,7 @@ def encode(settings: EncodeSettings) -> EncodeResult:
         if backend is not None:  # never handed to a job, which would have closed it
             asyncio.run(backend.close())
     return result(settings, info, chunks, job, stitched, meter, audio,
-                  (t0, t_split, t_job, t_end))
+                  (t0, t_split, t_job, t_end), trials)
 
 
 # --- input ---------------------------------------------------------------------------------
@@ -153,15 +161,19 @@ def split(source: Path, info: VideoInfo, chunk: int, storage_url: str, work: Pat
 
 # --- plan and job ----------------------------------------------------------------------------
 
-def plan(settings: EncodeSettings, chunks: Chunks) -> XcencParams:
+def plan(settings: EncodeSettings, chunks: Chunks,
+         levels: tuple[int, ...] | None = None) -> XcencParams:
     """The xcenc job's plan: one worker per chunk, batch mode (a key frame every ``batch``
-    chunks), at most ``workers`` encodes at once."""
+    chunks), at most ``workers`` encodes at once; every chunk at ``settings.quality`` or at
+    its own of ``levels``."""
     try:
         return XcencParams(
             vid_name=chunks.vid,
             n_parts=chunks.count,
             plan=PassPlan.parse(settings.passes),
-            y_ac_qi=settings.quality,
+            y_ac_qi=settings.quality if levels is None else levels[0],
+            levels=levels,
+            mild_batch_keys=True,
             kf_weight=settings.kf_weight,
             kf_dist=settings.batch,
             pass0=settings.pass0,
@@ -186,6 +198,76 @@ def run_encode_job(params: XcencParams, backend: Backend, chunks: Chunks,
     if params.handoff_storage:
         clean_handoff(params, chunks.storage_url)
     return job
+
+
+def encode_to_target(settings: EncodeSettings, chunks: Chunks, backend: Backend, work: Path
+                     ) -> tuple[JobResult, Stitched, tuple[rc.Trial, ...]]:
+    """Whole encodes at per-chunk levels until the file's bitrate is within ``rc.TOLERANCE``
+    of the target (``ratecontrol``'s loop); the last job, its stream and every trial. The first
+    job runs on ``backend``, each later one on a new backend built from the settings' spec."""
+    assert settings.target_bitrate is not None
+    info = chunks.info
+    levels = (rc.first_level(settings.target_bitrate, info.width, info.height, info.fps),
+              ) * chunks.count
+    trials: list[rc.Trial] = []
+    kept: tuple[rc.Trial, JobResult, Stitched] | None = None
+    target_bytes = seconds = 0.0
+    costs = []
+    for attempt in range(rc.MAX_TRIALS):
+        params = plan(settings, chunks, levels)
+        job = run_encode_job(params, backend if attempt == 0 else build_backend(settings),
+                             chunks, settings)
+        costs.append(job.cost)
+        stitched = fetch_and_stitch(params, chunks, work)
+        seconds = stitched.shown * info.fps[1] / info.fps[0]
+        target_bytes = settings.target_bitrate * 1000 / 8 * seconds
+        trial = rc.Trial(levels, tuple(chunk_bytes(work, chunks.count)))
+        trials.append(trial)
+        if kept is None or abs(trial.error(target_bytes)) < abs(kept[0].error(target_bytes)):
+            kept = (trial, job, stitched)
+        if abs(trial.error(target_bytes)) <= rc.TOLERANCE:
+            break
+        if all(v == rc.MAX_CQ_LEVEL for v in levels) and trial.error(target_bytes) > 0 or \
+                all(v == 0 for v in levels) and trial.error(target_bytes) < 0:
+            break  # the target is beyond every level
+        levels = rc.allocate(trials, target_bytes)
+        if any(t.levels == levels for t in trials):
+            break  # the model has nothing new to try
+    assert kept is not None
+    best, job, stitched = kept
+    if abs(best.error(target_bytes)) > rc.ACCEPT:
+        raise ExcameraError(
+            f"target bitrate {settings.target_bitrate:g} kbit/s: the closest of {len(trials)} "
+            f"trial encodes gave {best.total * 8 / 1000 / seconds:.1f} kbit/s (levels "
+            f"{min(best.levels)}..{max(best.levels)} of 0..63), more than {rc.ACCEPT:.0%} off",
+            "trials (levels: kbit/s): " + "; ".join(
+                f"{','.join(map(str, t.levels))}: {t.total * 8 / 1000 / seconds:.1f}"
+                for t in trials))
+    # The result reports what every trial cost, not only the kept one's job.
+    return dataclasses.replace(job, cost=sum_costs(costs)), stitched, tuple(trials)
+
+
+def sum_costs(costs: list[Any]) -> Any:
+    """One :class:`~excamera.mu.backends.Cost` for several jobs on the same backend: every
+    figure summed (None stays None)."""
+    if any(c is None for c in costs):
+        return None
+    total = costs[0]
+    for c in costs[1:]:
+        total = dataclasses.replace(total, **{
+            k: None if getattr(total, k) is None or getattr(c, k) is None
+            else getattr(total, k) + getattr(c, k)
+            for k in ("worker_cpu_s", "requests", "gb_seconds", "usd")})
+    return total
+
+
+def chunk_bytes(work: Path, count: int) -> list[int]:
+    """Bytes of VP8 frames in each fetched chunk IVF (``fetch_and_stitch``'s files)."""
+    out = []
+    for k in range(count):
+        with IvfReader(work / "out" / f"{k:08d}.ivf") as r:
+            out.append(sum(len(f.data) for f in r))
+    return out
 
 
 # --- stitch ----------------------------------------------------------------------------------
@@ -269,7 +351,8 @@ def measure(source: Path, frames: list[bytes], entry_hashes: dict[int, int] | No
 
 def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobResult,
            stitched: Stitched, meter: QualityMeter, audio: AudioPlan | None,
-           times: tuple[float, float, float, float]) -> EncodeResult:
+           times: tuple[float, float, float, float],
+           trials: tuple[rc.Trial, ...] = ()) -> EncodeResult:
     t0, t_split, t_job, t_end = times
     workers = tuple(
         WorkerRecord(worker=k, chunk=int(w.output["chunk"]), passes=int(w.output["passes"]),
@@ -284,4 +367,6 @@ def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobRe
         finish_seconds=t_end - t_job, cost=job.cost, workers=workers,
         audio=None if audio is None else audio.describe(),
         audio_dropped=audio is not None and audio.action == DROP,
+        target_kbps=settings.target_bitrate,
+        trials=tuple(TrialRecord(t.levels, t.total) for t in trials),
     )

@@ -10,11 +10,14 @@ from ...argcheck import check_int, check_number
 from ...errors import ExcameraError, SettingsError
 from ...mu.backends import Backend, BackendSpec
 from ...mu.jobs import JobSettings, ProgressArg
-from ..xcenc.plan import CHAINS, PASS0_ENCODERS, TOOL_MODES
+from ..xcenc.plan import CHAINS, MAX_CQ_LEVEL, PASS0_ENCODERS, TOOL_MODES
 
 OUTPUT_SUFFIXES = (".ivf", ".webm")
 #: 1: pass 0 alone (independent chunks, a key frame each); 3: ExCamera's batch mode.
 PASSES = (1, 3)
+DEFAULT_QUALITY = 30
+# Bounds on --target-bitrate, kbit/s: what VP8 can reach is checked once the trials run.
+MIN_TARGET_KBPS, MAX_TARGET_KBPS = 1.0, 1_000_000.0
 
 
 def default_workers() -> int:
@@ -25,15 +28,23 @@ def default_workers() -> int:
 class EncodeSettings:
     """One encode of ``source`` into ``output``, every value checked on construction.
 
-    The encoder: ``quality`` is vpxenc's ``--cq-level`` for pass 0 (0..63; xc-enc's ``-y``,
-    0..127, with ``pass0="xc"``); ``chunk`` frames per chunk and a key frame every ``batch``
-    chunks (ExCamera[chunk, batch]); ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
+    The encoder: ``quality`` is vpxenc's ``--cq-level`` (0..63), whichever encoder runs pass 0
+    (``pass0="xc"`` runs xc-enc at the quantizer index vpxenc maps that level to); ``chunk``
+    frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk, batch]);
+    ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
     ``chain``, ``tools`` and ``kf_weight`` as ``excamera.pipelines.xcenc`` describes them
     (``kf_weight=None``: xc-enc matches the prediction's key-frame quality).
 
     ``audio``: keep the input's audio in a WebM output (Opus and Vorbis copied, anything else
     transcoded to Opus; see :mod:`excamera.pipelines.audio`); False drops it. An IVF output
     holds video only, whatever this says.
+
+    Rate: constant quality ``quality`` (default ``DEFAULT_QUALITY``), or ``target_bitrate``
+    kbit/s for the whole file (the two are exclusive): trial encodes of the whole clip at
+    per-chunk levels until the file lands within 5% (``ratecontrol``). There is no maximum
+    bitrate or buffer model (vpxenc's --max-bitrate, --buf-*): the target is the whole file's
+    average. A trial runs a new backend from the spec, so a built Backend (which serves one
+    job) is refused with a target.
 
     Where it runs: at most ``workers`` encodes at once; chunks and outputs in ``bucket`` (a
     local directory or ``s3://bucket/prefix``; None: a temporary directory, removed after);
@@ -43,7 +54,8 @@ class EncodeSettings:
 
     source: Path
     output: Path
-    quality: int = 30
+    quality: int | None = None  # None: DEFAULT_QUALITY, unless target_bitrate is given
+    target_bitrate: float | None = None
     workers: int = field(default_factory=default_workers)
     chunk: int = 6
     batch: int = 16
@@ -62,8 +74,20 @@ class EncodeSettings:
         _choice("pass0", self.pass0, PASS0_ENCODERS)
         _choice("chain", self.chain, CHAINS)
         _choice("tools", self.tools, TOOL_MODES)
-        check_int("quality", self.quality, minimum=0, maximum=63 if self.pass0 == "vpxenc"
-                  else 127)
+        if self.target_bitrate is None:
+            if self.quality is None:
+                object.__setattr__(self, "quality", DEFAULT_QUALITY)
+            check_int("quality", self.quality, minimum=0, maximum=MAX_CQ_LEVEL)
+        else:
+            if self.quality is not None:
+                raise SettingsError("{} and {} are exclusive: give one (constant quality, or "
+                                    "a bitrate for the whole file)", "quality", "target_bitrate")
+            check_number("target_bitrate", self.target_bitrate, minimum=MIN_TARGET_KBPS,
+                         maximum=MAX_TARGET_KBPS)
+            if isinstance(self.backend, Backend):
+                raise SettingsError("{} runs several encodes, each on a new backend: give the "
+                                    "backend by name or BackendSpec, not a built Backend",
+                                    "target_bitrate")
         check_int("workers", self.workers, minimum=1)
         check_int("chunk", self.chunk, minimum=1)
         check_int("batch", self.batch, minimum=1)

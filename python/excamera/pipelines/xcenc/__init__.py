@@ -9,7 +9,8 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
 1. ``connect`` to the relay as (job, k, k+1); ``retrieve`` the chunk.
 2. Pass 0 (``pass0``): vpxenc with mu's settings at ``--cq-level=Y`` (or, with
-   ``pass0="xc"``, ``xc-enc -y Y``), then ``xcdump``: ``xc-dump output.ivf final.state``.
+   ``pass0="xc"``, ``xc-enc -y q`` at the quantizer index q that vpxenc gives level Y), then
+   ``xcdump``: ``xc-dump output.ivf final.state``.
    The chunk starts with a key frame, so it decodes on its own.
 3. Passes p = 1.. (``wait_state_p<p>``, ``reencode_p<p>``): receive the predecessor's state,
    then rebase this chunk onto it with alfalfa's command line::

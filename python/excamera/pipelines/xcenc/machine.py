@@ -17,7 +17,7 @@ from ...mu.coordinator import Coordinator
 from ...mu.jobs import JobSettings
 from ...mu.machines import JobContext, RunResult, WorkerHandle
 from .ops import OPERATION_MODULE
-from .plan import VPXENC_SETTINGS, XcencParams, reencode_argv
+from .plan import XcencParams, reencode_argv
 
 
 def require_pass0_encoder(pass0: str, backend: Backend | BackendSpec) -> None:
@@ -144,16 +144,18 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         if n > 0:
             await w.run_op("xcenc_copy", pairs=[["output.ivf", "prev.ivf"],
                                                 ["final.state", "prev.state"]])
-        if n not in plan.needs:  # phase 1: an independent encode
+        if n == plan.rekey_pass:  # a milder batch-start key frame, from a fresh state
+            w.state = f"rekey_p{n}"
+            await w.run_op("xcenc_fresh_state", out="fresh.state")
+            res = await _tool(w, slots, p, py, p.rekey_argv(k))
+            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+        elif n not in plan.needs:  # phase 1: an independent encode
             w.state = "pass0" if n == 0 else f"pass0_p{n}"
+            argv = p.pass0_argv(k)
             if p.pass0 == "vpxenc":
-                res = await _compute(w, slots, ["vpxenc", *VPXENC_SETTINGS,
-                                                f"--cq-level={p.y_ac_qi}", "-o", "output.ivf",
-                                                "input.y4m"])
+                res = await _compute(w, slots, argv)
             else:
-                res = await _tool(w, slots, p, py, ["xc-enc", "-y", str(p.y_ac_qi), "-i", "y4m",
-                                                    "-O", "final.state", "-o", "output.ivf",
-                                                    "input.y4m"])
+                res = await _tool(w, slots, p, py, argv)
             runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
             # The decoder state is only needed to hand on or to rebase from (mu also skipped
             # xc-dump when every chunk stands alone).

@@ -81,6 +81,14 @@ def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
             "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6)}
 
 
+def _fresh_state_op(ctx: OpContext, out: str) -> dict[str, Any]:
+    """A decoder state before any frame (what a key frame decodes from)."""
+    from excamera.xc.codec import State
+
+    ctx.path(out).write_bytes(State().to_bytes())
+    return {}
+
+
 def _touch_op(ctx: OpContext, path: str) -> dict[str, Any]:
     ctx.path(path).touch()
     return {}
@@ -100,5 +108,6 @@ def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_unpack_state", _unpack_state_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
+    registry.register("xcenc_fresh_state", _fresh_state_op)
     registry.register("xcenc_digest", _digest_op)
     registry.register("xcenc_tool", _tool_op)
