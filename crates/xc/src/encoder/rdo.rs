@@ -1,5 +1,5 @@
-//! Rate-distortion helpers: the Lagrange multiplier, rate estimates in 1/256 bit units from
-//! the probabilities the frame will be coded with, and distortion measures.
+//! Rate-distortion helpers: the Lagrange multiplier and rate estimates in 1/256 bit units from
+//! the probabilities the frame will be coded with (distortion measures are `distortion`).
 //!
 //! Rates mirror the parser exactly (token tree with band/context switching and the "no EOB
 //! after a zero" rule, mode trees with their contexts, the MV component coding of spec 17),
@@ -372,18 +372,6 @@ impl ModeCosts {
 pub fn inter_mode_costs(cnt: &[u8; 4]) -> [u32; 5] {
     let probs: [u8; 4] = std::array::from_fn(|i| MODE_CONTEXTS[cnt[i] as usize][i]);
     std::array::from_fn(|m| tree_cost(&MV_REF_TREE, &probs, m as u8))
-}
-
-/// Sum of squared differences of two equally sized pixel runs.
-#[inline]
-pub fn sse(a: &[u8], b: &[u8]) -> u32 {
-    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).pow(2) as u32).sum()
-}
-
-/// Sum of absolute differences of two equally sized pixel runs.
-#[inline]
-pub fn sad(a: &[u8], b: &[u8]) -> u32 {
-    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).unsigned_abs()).sum()
 }
 
 #[cfg(test)]

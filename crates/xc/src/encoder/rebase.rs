@@ -19,14 +19,14 @@
 use std::sync::Arc;
 
 use crate::decoder::Decoder;
-use crate::encoder::analysis::{
-    apply_loop_filter, choose_filter_level, psnr, read_block, residual4, write_block,
-};
 use crate::encoder::bitstream::WriteOptions;
-use crate::encoder::fdct::{fdct4x4, fwht4x4};
+use crate::encoder::block::{read_block, write_block};
+use crate::encoder::distortion::{psnr, sse};
+use crate::encoder::filter_level::{apply_loop_filter, choose_filter_level};
 use crate::encoder::next_state::finish_frame;
-use crate::encoder::quantize::{dequantize_block, MbQuant, QuantMode, Quantizer};
-use crate::encoder::rdo::{bit_cost, sse, trellis_lambda, TokenCosts};
+use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
+use crate::encoder::rdo::{bit_cost, trellis_lambda, TokenCosts};
+use crate::encoder::residual::MbCoder;
 use crate::encoder::tokens::mb_tokens_cost;
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
@@ -39,10 +39,7 @@ use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::state::{DecoderState, EntropyProbs, Segmentation};
 use crate::tables::CoeffProbs;
-use crate::tokens::{
-    skip_mb_tokens, NzContext, TYPE_CHROMA, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, Y2_BLOCK,
-};
-use crate::transform::{idct4x4_add, iwht4x4};
+use crate::tokens::{skip_mb_tokens, NzContext};
 
 /// How a rebased frame's loop filter level is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -85,82 +82,6 @@ fn version_filter(version: u8) -> (InterFilter, bool) {
     (filter, version == 3)
 }
 
-/// How one macroblock's residual is quantized: the block quantizers, the level chooser and
-/// the running above/left non-zero contexts the token costs depend on.
-struct MbCoder<'a> {
-    mq: &'a MbQuant,
-    qz: Quantizer<'a>,
-    above: NzContext,
-    left: NzContext,
-}
-
-impl MbCoder<'_> {
-    /// Quantize block `blk` (context slots `x`, `y`) and record its non-zero flag.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &mut self,
-        c: &[i16; 16],
-        first: usize,
-        ty: usize,
-        x: usize,
-        y: usize,
-        blk: &mut [i16; 16],
-    ) {
-        let bq = match ty {
-            TYPE_Y2 => &self.mq.y2,
-            TYPE_CHROMA => &self.mq.uv,
-            _ => &self.mq.y,
-        };
-        let ctx = (self.above[x] + self.left[y]) as usize;
-        let nz = self.qz.block(c, first, bq, ty, ctx, blk) as u8;
-        self.above[x] = nz;
-        self.left[y] = nz;
-    }
-
-    /// A 16x16 luma residual with a Y2 block (all modes but B_PRED and SPLITMV). `recon`
-    /// holds the prediction on entry and the reconstruction on return.
-    fn luma_y2(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let mut coeffs = [[0i16; 16]; 16];
-        let mut dcs = [0i16; 16];
-        for (b, c) in coeffs.iter_mut().enumerate() {
-            *c = fdct4x4(&residual4(src, recon, 16, b & 3, b >> 2));
-            dcs[b] = c[0];
-        }
-        self.block(&fwht4x4(&dcs), 0, TYPE_Y2, 8, 8, &mut lv.blocks[Y2_BLOCK]);
-        let dc_out = iwht4x4(&dequantize_block(&lv.blocks[Y2_BLOCK], self.mq.dq.y2));
-        for b in 0..16 {
-            self.block(&coeffs[b], 1, TYPE_Y_AFTER_Y2, b & 3, b >> 2, &mut lv.blocks[b]);
-            let mut dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            dq[0] = dc_out[b];
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
-        }
-    }
-
-    /// Sixteen luma blocks with their own DCs (SPLITMV), all against one prediction.
-    fn luma_nodc(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let pred = *recon;
-        for b in 0..16 {
-            let c = fdct4x4(&residual4(src, &pred, 16, b & 3, b >> 2));
-            self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]);
-            let dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
-        }
-    }
-
-    /// One 8x8 chroma plane (`plane` 0 = U, 1 = V).
-    fn chroma(&mut self, src: &[u8; 64], recon: &mut [u8; 64], plane: usize, lv: &mut MbLevels) {
-        let pred = *recon;
-        for b in 0..4 {
-            let blk = 16 + plane * 4 + b;
-            let c = fdct4x4(&residual4(src, &pred, 8, b & 1, b >> 1));
-            let (x, y) = (4 + plane * 2 + (b & 1), 4 + plane * 2 + (b >> 1));
-            self.block(&c, 0, TYPE_CHROMA, x, y, &mut lv.blocks[blk]);
-            let dq = dequantize_block(&lv.blocks[blk], self.mq.dq.uv);
-            idct4x4_add(&dq, recon, (b >> 1) * 32 + (b & 1) * 4, 8);
-        }
-    }
-}
-
 /// Rate-distortion inputs of a rebased frame's macroblock-level skip decision.
 struct SkipRd<'a> {
     probs: &'a CoeffProbs,
@@ -197,9 +118,7 @@ fn rebase_mb(
                 predict_luma4(&mut recon.y, mbx, mby, b, info.b_modes[b]);
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
                 let s = read_block::<4, 16>(&src.y, x0, y0);
-                let res = residual4(&s, &rec, 4, 0, 0);
-                coder.block(&fdct4x4(&res), 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]);
-                idct4x4_add(&dequantize_block(&lv.blocks[b], coder.mq.dq.y), &mut rec, 0, 4);
+                coder.subblock(b, &s, &mut rec, &mut lv.blocks[b]);
                 write_block::<4>(&mut recon.y, x0, y0, &rec);
             }
         } else {
@@ -464,7 +383,7 @@ fn plan_rebase(
             QuantMode::Rd => Quantizer::Rd { costs: &costs, lambda: lambdas[seg] },
         };
         let skip_rd = SkipRd { probs, lambda: lambdas[seg] };
-        let mut coder = MbCoder { mq: &mq[seg], qz, above: above_nz[mbx], left: left_nz };
+        let mut coder = MbCoder::new(&mq[seg], qz, None, above_nz[mbx], left_nz);
         let lv = rebase_mb(
             &mut recon,
             source,

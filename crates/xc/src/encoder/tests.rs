@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::analysis::psnr;
+use super::distortion::psnr;
 use super::quantize::{dequantize_block, MbQuant};
 use super::*;
 use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
