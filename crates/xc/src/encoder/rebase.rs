@@ -31,11 +31,13 @@ use crate::encoder::tokens::mb_tokens_cost;
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
 };
-use crate::frame::Frame;
+use crate::frame::{Frame, Plane};
 use crate::header::parse_uncompressed_chunk;
 use crate::inspect::{ModeParser, ParsedFrame};
-use crate::mb::{MbInfo, MbMode, RefFrame};
-use crate::predict::inter::{predict_inter_mb, InterFilter};
+use crate::mb::{MbInfo, MbMode, Mv, RefFrame};
+use crate::predict::inter::{
+    chroma_mv_full, chroma_mv_split, predict_block, predict_inter_mb, InterFilter,
+};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::state::{DecoderState, EntropyProbs, Segmentation};
 use crate::tables::CoeffProbs;
@@ -134,10 +136,13 @@ fn rebase_mb(
         let Some(reference) = refs[info.ref_frame as usize] else {
             return Err(EncodeError::NoReference);
         };
-        predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
         if let Some(sign_bias) = choose_refs {
-            info.ref_frame =
-                best_reference(recon, &src_y, refs, info, sign_bias, (mbx, mby), filter);
+            let at = (mbx, mby);
+            info.ref_frame = best_reference(recon, &src_y, refs, info, sign_bias, at, filter.0);
+            let chosen = refs[info.ref_frame as usize].unwrap_or(reference);
+            predict_inter_chroma(chosen, recon, mbx, mby, info, filter);
+        } else {
+            predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
         }
         let mut y = read_block::<16, 256>(&recon.y, lx, ly);
         pred_y = Some(y);
@@ -185,11 +190,11 @@ fn rebase_mb(
     Ok(lv)
 }
 
-/// The reference among `refs` whose prediction of macroblock `at` with `info`'s motion vectors
-/// has the least luma error against `src_y`, among those with the sign bias of `info`'s own
-/// (so the near/nearest vectors, and with them the coded modes, are unchanged). `recon` holds
-/// the prediction from `info.ref_frame` on entry and the chosen reference's on return. Ties
-/// keep the macroblock's reference.
+/// The reference among `refs` whose luma prediction of macroblock `at` with `info`'s motion
+/// vectors has the least error against `src_y`, among those with the sign bias of `info`'s
+/// own (so the near/nearest vectors, and with them the coded modes, are unchanged). Ties keep
+/// the macroblock's reference. `recon`'s luma holds the chosen reference's prediction on
+/// return; its chroma is not touched.
 fn best_reference(
     recon: &mut Frame,
     src_y: &[u8; 256],
@@ -197,39 +202,93 @@ fn best_reference(
     info: &MbInfo,
     sign_bias: [bool; 4],
     (mbx, mby): (usize, usize),
-    filter: (InterFilter, bool),
+    filter: InterFilter,
 ) -> RefFrame {
     let own = info.ref_frame;
-    let err = |recon: &Frame| sse(src_y, &read_block::<16, 256>(&recon.y, mbx * 16, mby * 16));
-    let mut best = (err(recon), own);
+    let Some(own_pic) = refs[own as usize] else { return own };
+    let luma = |recon: &mut Frame, pic: &Frame| {
+        predict_inter_luma(&pic.y, &mut recon.y, mbx, mby, info, filter);
+        read_block::<16, 256>(&recon.y, mbx * 16, mby * 16)
+    };
+    let px = luma(recon, own_pic);
+    let mut best = (sse(src_y, &px), own, px);
     let mut current = own;
     for cand in [RefFrame::Last, RefFrame::Golden, RefFrame::AltRef] {
-        let (Some(pic), Some(own_pic)) = (refs[cand as usize], refs[own as usize]) else {
-            continue;
-        };
+        let Some(pic) = refs[cand as usize] else { continue };
         if cand == own
             || sign_bias[cand as usize] != sign_bias[own as usize]
             || std::ptr::eq(pic, own_pic)
         {
             continue;
         }
-        let mut trial = info.clone();
-        trial.ref_frame = cand;
-        predict_inter_mb(pic, recon, mbx, mby, &trial, filter.0, filter.1);
+        let px = luma(recon, pic);
         current = cand;
-        let e = err(recon);
+        let e = sse(src_y, &px);
         if e < best.0 {
-            best = (e, cand);
+            best = (e, cand, px);
         }
     }
     if current != best.1 {
-        if let Some(pic) = refs[best.1 as usize] {
-            let mut chosen = info.clone();
-            chosen.ref_frame = best.1;
-            predict_inter_mb(pic, recon, mbx, mby, &chosen, filter.0, filter.1);
-        }
+        write_block::<16>(&mut recon.y, mbx * 16, mby * 16, &best.2);
     }
     best.1
+}
+
+/// The luma part of `predict::inter::predict_inter_mb`: one 16x16 block, or for SPLITMV each
+/// 8x8 quadrant whose vectors agree at once and the others per 4x4 subblock.
+fn predict_inter_luma(
+    reference: &Plane,
+    dst: &mut Plane,
+    mbx: usize,
+    mby: usize,
+    info: &MbInfo,
+    filter: InterFilter,
+) {
+    let (lx, ly) = (mbx * 16, mby * 16);
+    let mut block = |x: usize, y: usize, size: usize, mv: Mv| {
+        let (row, col) = (2 * mv.row as i32, 2 * mv.col as i32);
+        predict_block(reference, dst, lx + x, ly + y, size, row, col, filter);
+    };
+    if info.y_mode != MbMode::Split {
+        block(0, 0, 16, info.mv);
+        return;
+    }
+    let mvs = &info.mvs;
+    for q in 0..4 {
+        let first = (q / 2) * 8 + (q % 2) * 2;
+        let quad = [first, first + 1, first + 4, first + 5];
+        if quad.iter().all(|&b| mvs[b] == mvs[first]) {
+            block((q % 2) * 8, (q / 2) * 8, 8, mvs[first]);
+        } else {
+            for b in quad {
+                block((b % 4) * 4, (b / 4) * 4, 4, mvs[b]);
+            }
+        }
+    }
+}
+
+/// The chroma part of `predict::inter::predict_inter_mb`: one 8x8 block per plane, or four
+/// 4x4 blocks per plane for SPLITMV.
+fn predict_inter_chroma(
+    reference: &Frame,
+    dst: &mut Frame,
+    mbx: usize,
+    mby: usize,
+    info: &MbInfo,
+    (filter, full_pixel): (InterFilter, bool),
+) {
+    let (cx, cy) = (mbx * 8, mby * 8);
+    let mut block = |x: usize, y: usize, size: usize, (row, col): (i32, i32)| {
+        predict_block(&reference.u, &mut dst.u, cx + x, cy + y, size, row, col, filter);
+        predict_block(&reference.v, &mut dst.v, cx + x, cy + y, size, row, col, filter);
+    };
+    if info.y_mode == MbMode::Split {
+        for (k, &mv) in chroma_mv_split(&info.mvs, full_pixel).iter().enumerate() {
+            block((k % 2) * 4, (k / 2) * 4, 4, mv);
+        }
+    } else {
+        block(0, 0, 8, chroma_mv_full(info.mv, full_pixel));
+    }
 }
 
 /// Rebased frames use half the RD quantizer's lambda. Their prediction decisions were made
