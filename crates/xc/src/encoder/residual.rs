@@ -4,7 +4,7 @@
 //! candidate prediction with it; the rebase codes its kept decisions with it.
 
 use crate::encoder::block::residual4;
-use crate::encoder::fdct::{fdct4x4, fwht4x4};
+use crate::encoder::fdct::{fdct4x4, fdct4x4_pair, fwht4x4};
 use crate::encoder::quantize::{dequantize_block, MbQuant, Quantizer};
 use crate::encoder::rdo::TokenCosts;
 use crate::encoder::MbLevels;
@@ -37,7 +37,8 @@ impl<'a> MbCoder<'a> {
     }
 
     /// Quantize block `blk` of type `ty` (context slots `x`, `y`), price it and record its
-    /// non-zero flag.
+    /// non-zero flag, which it returns. (An all-zero block's reconstruction is its prediction:
+    /// the callers skip its inverse transform.)
     fn block(
         &mut self,
         c: &[i16; 16],
@@ -46,7 +47,7 @@ impl<'a> MbCoder<'a> {
         x: usize,
         y: usize,
         blk: &mut [i16; 16],
-    ) {
+    ) -> bool {
         let bq = match ty {
             TYPE_Y2 => &self.mq.y2,
             TYPE_CHROMA => &self.mq.uv,
@@ -59,35 +60,34 @@ impl<'a> MbCoder<'a> {
         }
         self.above[x] = nz;
         self.left[y] = nz;
+        nz != 0
     }
 
     /// A 16x16 luma residual with a Y2 block (all modes but B_PRED and SPLITMV). `recon`
     /// holds the prediction on entry and the reconstruction on return.
     pub(crate) fn luma_y2(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let mut coeffs = [[0i16; 16]; 16];
-        let mut dcs = [0i16; 16];
-        for (b, c) in coeffs.iter_mut().enumerate() {
-            *c = fdct4x4(&residual4(src, recon, 16, b & 3, b >> 2));
-            dcs[b] = c[0];
-        }
+        let coeffs = luma_coeffs(src, recon);
+        let dcs: [i16; 16] = std::array::from_fn(|b| coeffs[b][0]);
         self.block(&fwht4x4(&dcs), 0, TYPE_Y2, 8, 8, &mut lv.blocks[Y2_BLOCK]);
         let dc_out = iwht4x4(&dequantize_block(&lv.blocks[Y2_BLOCK], self.mq.dq.y2));
         for b in 0..16 {
-            self.block(&coeffs[b], 1, TYPE_Y_AFTER_Y2, b & 3, b >> 2, &mut lv.blocks[b]);
-            let mut dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            dq[0] = dc_out[b];
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
+            let nz = self.block(&coeffs[b], 1, TYPE_Y_AFTER_Y2, b & 3, b >> 2, &mut lv.blocks[b]);
+            if nz || dc_out[b] != 0 {
+                let mut dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
+                dq[0] = dc_out[b];
+                idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
+            }
         }
     }
 
     /// Sixteen luma blocks with their own DCs (SPLITMV), all against one prediction.
     pub(crate) fn luma_nodc(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let pred = *recon;
-        for b in 0..16 {
-            let c = fdct4x4(&residual4(src, &pred, 16, b & 3, b >> 2));
-            self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]);
-            let dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
+        let coeffs = luma_coeffs(src, recon);
+        for (b, c) in coeffs.iter().enumerate() {
+            if self.block(c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]) {
+                let dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
+                idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
+            }
         }
     }
 
@@ -99,14 +99,15 @@ impl<'a> MbCoder<'a> {
         plane: usize,
         lv: &mut MbLevels,
     ) {
-        let pred = *recon;
-        for b in 0..4 {
+        let [c0, c1] = fdct4x4_pair(src, recon, 8, 0);
+        let [c2, c3] = fdct4x4_pair(src, recon, 8, 32);
+        for (b, c) in [c0, c1, c2, c3].iter().enumerate() {
             let blk = 16 + plane * 4 + b;
-            let c = fdct4x4(&residual4(src, &pred, 8, b & 1, b >> 1));
             let (x, y) = (4 + plane * 2 + (b & 1), 4 + plane * 2 + (b >> 1));
-            self.block(&c, 0, TYPE_CHROMA, x, y, &mut lv.blocks[blk]);
-            let dq = dequantize_block(&lv.blocks[blk], self.mq.dq.uv);
-            idct4x4_add(&dq, recon, (b >> 1) * 32 + (b & 1) * 4, 8);
+            if self.block(c, 0, TYPE_CHROMA, x, y, &mut lv.blocks[blk]) {
+                let dq = dequantize_block(&lv.blocks[blk], self.mq.dq.uv);
+                idct4x4_add(&dq, recon, (b >> 1) * 32 + (b & 1) * 4, 8);
+            }
         }
     }
 
@@ -131,7 +132,19 @@ impl<'a> MbCoder<'a> {
         lv: &mut [i16; 16],
     ) {
         let c = fdct4x4(&residual4(src, rec, 4, 0, 0));
-        self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, lv);
-        idct4x4_add(&dequantize_block(lv, self.mq.dq.y), rec, 0, 4);
+        if self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, lv) {
+            idct4x4_add(&dequantize_block(lv, self.mq.dq.y), rec, 0, 4);
+        }
     }
+}
+
+/// The DCTs of the sixteen 4x4 blocks of a 16x16 residual `src - pred`, in raster order.
+fn luma_coeffs(src: &[u8; 256], pred: &[u8; 256]) -> [[i16; 16]; 16] {
+    let mut coeffs = [[0i16; 16]; 16];
+    for (b, pair) in coeffs.chunks_exact_mut(2).enumerate() {
+        let [c0, c1] = fdct4x4_pair(src, pred, 16, (b >> 1) * 64 + (b & 1) * 8);
+        pair[0] = c0;
+        pair[1] = c1;
+    }
+    coeffs
 }
