@@ -107,7 +107,8 @@ pub fn quantize_block(
 /// orthonormal one, so a coefficient error `e` costs `e^2 / 4` of pixel SSE, and a Y2 error
 /// reaches the pixels through the WHT and sixteen DCs, `e^2 / 16`. `lambda` is SSE per bit,
 /// as in `rdo::lambda`. The search is a Viterbi pass over the scan positions whose state is
-/// the previous token's context. Returns true when any level is non-zero.
+/// the previous token's context. Returns whether any level is non-zero, and the levels' token
+/// rate (what `TokenCosts::block_cost` gives for them, found along the way).
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_block_rd(
     coeffs: &[i16; 16],
@@ -118,31 +119,37 @@ pub fn quantize_block_rd(
     costs: &TokenCosts,
     lambda: f64,
     levels: &mut [i16; 16],
-) -> bool {
+) -> (bool, u32) {
     *levels = [0; 16];
+    let eob_first = costs.eob_cost(ty, first, ctx);
+    // Most blocks of an inter frame have no coefficient that reaches half a step (nearest
+    // level 0 everywhere: `a + q / 2 < q`), and so no level: found with one maximum.
+    let half_step = |k: usize| bq.q[k] - bq.q[k] / 2;
+    let ac_max = coeffs[1..].iter().map(|c| c.unsigned_abs()).max().unwrap_or(0) as i32;
+    let dc = if first == 0 { coeffs[0].unsigned_abs() as i32 } else { 0 };
+    if ac_max < half_step(1) && dc < half_step(0) {
+        return (false, eob_first);
+    }
     let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
     let lam = lambda / BIT as f64;
-    // Magnitudes, steps and nearest levels in scan order.
+    // Magnitudes and nearest levels in scan order (the step is `bq.q[(i > 0) as usize]`).
     let mut mag = [0i32; 16];
-    let mut step = [1i32; 16];
     let mut near = [0i32; 16];
     let mut last = None;
     for i in first..16 {
-        let z = ZIGZAG[i];
-        let k = (z > 0) as usize;
-        let q = bq.q[k];
-        let a = coeffs[z].unsigned_abs() as i32;
+        let k = (i > 0) as usize;
+        let a = coeffs[ZIGZAG[i]].unsigned_abs() as i32;
         mag[i] = a;
-        step[i] = q;
-        // (a + q / 2) / q by the reciprocal: a <= 2^15 and q / 2 < 2^14, so the quotient is
-        // exact (`BlockQuant::recip`); a division here cost a quarter of the rebase's time.
-        near[i] = ((((a + q / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
-        if near[i] > 0 {
+        if a >= half_step(k) {
+            // (a + q / 2) / q by the reciprocal: a <= 2^15 and q / 2 < 2^14, so the quotient
+            // is exact (`BlockQuant::recip`), without a division.
+            let q = bq.q[k];
+            near[i] = ((((a + q / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
             last = Some(i);
         }
     }
     let Some(last) = last else {
-        return false;
+        return (false, eob_first);
     };
     // zero_dist[i]: distortion of leaving positions i.. at zero.
     let mut zero_dist = [0f64; 17];
@@ -150,13 +157,15 @@ pub fn quantize_block_rd(
         zero_dist[i] = zero_dist[i + 1] + w * (mag[i] as f64).powi(2);
     }
     const NONE: u8 = u8::MAX;
-    // back[i][state] = (previous state or NONE for the block start, level at i).
-    let mut back = [[(NONE, 0i32); 3]; 16];
+    // back[i][state] = (previous state or NONE for the block start, level at i, the rate of
+    // that step).
+    let mut back = [[(NONE, 0i32, 0u32); 3]; 16];
     let mut dp = [f64::INFINITY; 3];
-    // The all-zero block: one end-of-block token at `first`.
-    let mut best = (zero_dist[first] + lam * costs.eob_cost(ty, first, ctx) as f64, None);
+    // The all-zero block: one end-of-block token at `first`. Then the best ending so far:
+    // its cost, last position and state, and the rate of its end-of-block.
+    let mut best = (zero_dist[first] + lam * eob_first as f64, None, eob_first);
     for i in first..=last {
-        let (a, q, n) = (mag[i], step[i], near[i]);
+        let (a, q, n) = (mag[i], bq.q[(i > 0) as usize], near[i]);
         let cands = [n, n - 1, 0];
         let cands = &cands[..if n >= 2 { 3 } else { (n + 1) as usize }];
         // Per candidate: its distortion, and its rate in each context (with the not-EOB part).
@@ -185,36 +194,38 @@ pub fn quantize_block_rd(
                 let ns = m.min(2) as usize;
                 if j < next[ns] {
                     next[ns] = j;
-                    back[i][ns] = (s, m);
+                    back[i][ns] = (s, m, r);
                 }
             }
         }
         dp = next;
         for (ns, &cost) in dp.iter().enumerate().skip(1) {
-            let end = if i < 15 {
-                cost + zero_dist[i + 1] + lam * costs.eob_cost(ty, i + 1, ns) as f64
+            let (end, eob) = if i < 15 {
+                let eob = costs.eob_cost(ty, i + 1, ns);
+                (cost + zero_dist[i + 1] + lam * eob as f64, eob)
             } else {
-                cost
+                (cost, 0)
             };
             if end < best.0 {
-                best = (end, Some((i, ns as u8)));
+                best = (end, Some((i, ns as u8)), eob);
             }
         }
     }
-    let Some((mut i, mut s)) = best.1 else {
-        return false;
+    let (_, Some((mut i, mut s)), mut rate) = best else {
+        return (false, eob_first);
     };
     loop {
-        let (prev, m) = back[i][s as usize];
+        let (prev, m, r) = back[i][s as usize];
         let z = ZIGZAG[i];
         levels[z] = if coeffs[z] < 0 { -m as i16 } else { m as i16 };
+        rate += r;
         if prev == NONE {
             break;
         }
         s = prev;
         i -= 1;
     }
-    true
+    (true, rate)
 }
 
 /// Which quantizer an encoding step uses (a plain value for options structs).
@@ -236,7 +247,8 @@ pub enum Quantizer<'a> {
 }
 
 impl Quantizer<'_> {
-    /// Quantize one block of type `ty` with neighbour context `ctx`; true when non-zero.
+    /// Quantize one block of type `ty` with neighbour context `ctx`: whether it is non-zero,
+    /// and its token rate when the RD search found it (`None` from the plain quantizer).
     pub fn block(
         &self,
         coeffs: &[i16; 16],
@@ -245,11 +257,13 @@ impl Quantizer<'_> {
         ty: usize,
         ctx: usize,
         levels: &mut [i16; 16],
-    ) -> bool {
+    ) -> (bool, Option<u32>) {
         match *self {
-            Quantizer::Plain => quantize_block(coeffs, first, bq, levels),
+            Quantizer::Plain => (quantize_block(coeffs, first, bq, levels), None),
             Quantizer::Rd { costs, lambda } => {
-                quantize_block_rd(coeffs, first, bq, ty, ctx, costs, lambda, levels)
+                let (nz, rate) =
+                    quantize_block_rd(coeffs, first, bq, ty, ctx, costs, lambda, levels);
+                (nz, Some(rate))
             }
         }
     }
@@ -354,9 +368,10 @@ mod tests {
             let (ty, first, ctx) = [(3, 0, 0), (0, 1, 1), (1, 0, 2), (2, 0, 1)][n % 4];
             let lambda = [0.0, 5.0, 17.0, 60.0][n / 4 % 4];
             let (mut lr, mut lp) = ([0i16; 16], [0i16; 16]);
-            let nz = quantize_block_rd(&c, first, &bq, ty, ctx, &tc, lambda, &mut lr);
+            let (nz, rate) = quantize_block_rd(&c, first, &bq, ty, ctx, &tc, lambda, &mut lr);
             quantize_block(&c, first, &bq, &mut lp);
             assert_eq!(nz, lr.iter().any(|&v| v != 0));
+            assert_eq!(rate, tc.block_cost(&lr, ty, ctx, first), "{c:?} {lr:?}");
             // Signs kept, magnitudes never above the nearest level, DC skipped after Y2.
             for i in 0..16 {
                 assert!(lr[i] == 0 || (lr[i] > 0) == (c[i] > 0), "{c:?} {lr:?}");

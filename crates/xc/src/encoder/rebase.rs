@@ -27,7 +27,6 @@ use crate::encoder::next_state::finish_frame;
 use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
 use crate::encoder::rdo::{bit_cost, trellis_lambda, TokenCosts};
 use crate::encoder::residual::MbCoder;
-use crate::encoder::tokens::mb_tokens_cost;
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
 };
@@ -40,7 +39,6 @@ use crate::predict::inter::{
 };
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::state::{DecoderState, EntropyProbs, Segmentation};
-use crate::tables::CoeffProbs;
 use crate::tokens::{skip_mb_tokens, NzContext};
 
 /// How a rebased frame's loop filter level is chosen.
@@ -84,16 +82,10 @@ fn version_filter(version: u8) -> (InterFilter, bool) {
     (filter, version == 3)
 }
 
-/// Rate-distortion inputs of a rebased frame's macroblock-level skip decision.
-struct SkipRd<'a> {
-    probs: &'a CoeffProbs,
-    lambda: f64,
-}
-
 /// Code macroblock (mbx, mby) with `info`'s prediction into `recon`, returning its levels and
-/// updating the non-zero contexts. With `skip_rd`, a macroblock whose residual does not pay
-/// for itself (`SSE + lambda * bits`) is coded with no residual (B_PRED excepted: its
-/// subblocks predict from each other's reconstruction).
+/// updating the non-zero contexts. With `skip_lambda`, a macroblock whose residual does not
+/// pay for itself (`SSE + lambda * bits`, the bits priced by `coder`) is coded with no
+/// residual (B_PRED excepted: its subblocks predict from each other's reconstruction).
 #[allow(clippy::too_many_arguments)]
 fn rebase_mb(
     recon: &mut Frame,
@@ -101,7 +93,7 @@ fn rebase_mb(
     refs: &[Option<&Frame>; 4],
     info: &mut MbInfo,
     coder: &mut MbCoder,
-    skip_rd: Option<&SkipRd>,
+    skip_lambda: Option<f64>,
     choose_refs: Option<[bool; 4]>,
     mbx: usize,
     mby: usize,
@@ -166,16 +158,15 @@ fn rebase_mb(
         rec_c[plane] = c;
         write_block::<8>(dst, cx, cy, &c);
     }
-    if let (Some(rd), Some(py)) = (skip_rd, pred_y) {
+    if let (Some(lambda), Some(py)) = (skip_lambda, pred_y) {
         if !lv.is_zero() {
             let has_y2 = info.y_mode != MbMode::Split;
-            let (mut a, mut l) = (entry_above, entry_left);
-            let tokens = mb_tokens_cost(rd.probs, &mut a, &mut l, has_y2, &lv);
+            let tokens = coder.rate;
             let rec_y = read_block::<16, 256>(&recon.y, lx, ly);
             let d1 = sse(&src_y, &rec_y) + sse(&src_c[0], &rec_c[0]) + sse(&src_c[1], &rec_c[1]);
             let d0 = sse(&src_y, &py) + sse(&src_c[0], &pred_c[0]) + sse(&src_c[1], &pred_c[1]);
-            let j1 = d1 as f64 + rd.lambda * (tokens + bit_cost(SKIP_PROB, false)) as f64 / 256.0;
-            let j0 = d0 as f64 + rd.lambda * bit_cost(SKIP_PROB, true) as f64 / 256.0;
+            let j1 = d1 as f64 + lambda * (tokens + bit_cost(SKIP_PROB, false)) as f64 / 256.0;
+            let j0 = d0 as f64 + lambda * bit_cost(SKIP_PROB, true) as f64 / 256.0;
             if j0 < j1 {
                 write_block::<16>(&mut recon.y, lx, ly, &py);
                 write_block::<8>(&mut recon.u, cx, cy, &pred_c[0]);
@@ -437,19 +428,19 @@ fn plan_rebase(
             left_nz = [0; 9];
         }
         let seg = info.segment_id as usize & 3;
-        let qz = match params.quant {
-            QuantMode::Plain => Quantizer::Plain,
-            QuantMode::Rd => Quantizer::Rd { costs: &costs, lambda: lambdas[seg] },
+        // The RD quantizer prices its levels as it chooses them: the skip decision's rate.
+        let (qz, rate_costs) = match params.quant {
+            QuantMode::Plain => (Quantizer::Plain, None),
+            QuantMode::Rd => (Quantizer::Rd { costs: &costs, lambda: lambdas[seg] }, Some(&costs)),
         };
-        let skip_rd = SkipRd { probs, lambda: lambdas[seg] };
-        let mut coder = MbCoder::new(&mq[seg], qz, None, above_nz[mbx], left_nz);
+        let mut coder = MbCoder::new(&mq[seg], qz, rate_costs, above_nz[mbx], left_nz);
         let lv = rebase_mb(
             &mut recon,
             source,
             &refs,
             &mut info,
             &mut coder,
-            (params.quant == QuantMode::Rd).then_some(&skip_rd),
+            (params.quant == QuantMode::Rd).then_some(lambdas[seg]),
             params.choose_refs.then_some(sign_bias),
             mbx,
             mby,

@@ -54,9 +54,10 @@ impl<'a> MbCoder<'a> {
             _ => &self.mq.y,
         };
         let ctx = (self.above[x] + self.left[y]) as usize;
-        let nz = self.qz.block(c, first, bq, ty, ctx, blk) as u8;
+        let (nz, rate) = self.qz.block(c, first, bq, ty, ctx, blk);
+        let nz = nz as u8;
         if let Some(tc) = self.costs {
-            self.rate += tc.block_cost(blk, ty, ctx, first);
+            self.rate += rate.unwrap_or_else(|| tc.block_cost(blk, ty, ctx, first));
         }
         self.above[x] = nz;
         self.left[y] = nz;
