@@ -6,6 +6,7 @@ clip to hand), and cached.
   interpolation. Four different scenes keep the detail per pixel nearer a real 720p picture's
   than one clip scaled 4x would.
 - ``bbb272``: 640x272, Big Buck Bunny scaled 2x (640x360), its middle 272 rows.
+- ``bbb720``: 1280x720, Big Buck Bunny scaled 4x: smooth, so cheap for vpxenc per pixel.
 
 Every input is retimed to 25 fps and looped forward then backward (ping-pong, so a loop has no
 scene cut) up to the frame count asked for. Clips are cached under ``--cache`` (default
@@ -34,6 +35,8 @@ SOURCES: dict[str, dict] = {
                   "tile": "640:360", "layout": "0_0|w0_0|0_h0|w0_h0", "crop": None},
     "bbb272": {"clips": ["bigbuckbunny_320x180_48f.y4m"], "tile": "640:360", "layout": None,
                "crop": "640:272"},
+    "bbb720": {"clips": ["bigbuckbunny_320x180_48f.y4m"], "tile": "1280:720", "layout": None,
+               "crop": None},
 }
 DEFAULT_CACHE = REPO / ".cache" / "bench-clips"
 

@@ -133,6 +133,8 @@ pub fn quantize_block_rd(
     let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
     let lam = lambda / BIT as f64;
     // Magnitudes and nearest levels in scan order (the step is `bq.q[(i > 0) as usize]`).
+    // (a + q / 2) / q by the reciprocal: a <= 2^15 and q / 2 < 2^14, so the quotient is exact
+    // (`BlockQuant::recip`); it is 0 below half a step.
     let mut mag = [0i32; 16];
     let mut near = [0i32; 16];
     let mut last = None;
@@ -140,21 +142,21 @@ pub fn quantize_block_rd(
         let k = (i > 0) as usize;
         let a = coeffs[ZIGZAG[i]].unsigned_abs() as i32;
         mag[i] = a;
-        if a >= half_step(k) {
-            // (a + q / 2) / q by the reciprocal: a <= 2^15 and q / 2 < 2^14, so the quotient
-            // is exact (`BlockQuant::recip`), without a division.
-            let q = bq.q[k];
-            near[i] = ((((a + q / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
+        near[i] = ((((a + bq.q[k] / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
+        if near[i] > 0 {
             last = Some(i);
         }
     }
     let Some(last) = last else {
         return (false, eob_first);
     };
-    // zero_dist[i]: distortion of leaving positions i.. at zero.
+    // zero_dist[i]: distortion of leaving positions i.. at zero. Each `w * a^2` is exact in
+    // f64 (w is 1/4 or 1/16), and so are their sums: summed as integers, then scaled.
     let mut zero_dist = [0f64; 17];
+    let mut tail = 0i64;
     for i in (first..16).rev() {
-        zero_dist[i] = zero_dist[i + 1] + w * (mag[i] as f64).powi(2);
+        tail += (mag[i] as i64) * (mag[i] as i64);
+        zero_dist[i] = w * tail as f64;
     }
     const NONE: u8 = u8::MAX;
     // back[i][state] = (previous state or NONE for the block start, level at i, the rate of
