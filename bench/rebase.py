@@ -5,7 +5,7 @@ after pass 0: pass 1 (chunk k onto chunk k-1's pass-0 state, its key frame conve
 inter frame, every chunk at once) and pass 2, the serial step (pass 1's output rebased, every
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
-flags ``-w 0.75`` and ``xcenc.plan.EXCAMERA_CHAIN_FLAGS`` (``-q best --last-keeps-refs
+flags ``-w 0.75`` and ``xcenc.plan.EXCAMERA_CHAIN_FLAGS`` (``-q good --last-keeps-refs
 --choose-refs``), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
 (``xcenc.plan.VPXENC_SETTINGS``, ``--cq-level=20``).
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from _common import need_tool, settings, shared_dir
 from clips import clip as make_clip
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import PASS1_EFFORT, VPXENC_SETTINGS
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
@@ -47,7 +47,7 @@ from excamera.xc.y4m import read_y4m, write_y4m
 SHARED = {"carphone": "carphone_qcif_120f.y4m", "bus": "bus_cif_17f.y4m"}
 CQ = 20
 # The excamera chain's re-encode (xcenc.plan.EXCAMERA_CHAIN_FLAGS with -w 0.75).
-CHAIN = ReencodeOptions(kf_q_weight=0.75, speed="best", last_refreshes_all=False,
+CHAIN = ReencodeOptions(kf_q_weight=0.75, speed=PASS1_EFFORT, last_refreshes_all=False,
                         choose_refs=True)
 
 

@@ -4,8 +4,8 @@
 //!
 //! With `XC_CHAIN=1` it times batch mode's two re-encodes with the `excamera` chain's options
 //! instead (as bench/encode.py's `batch_mode_passes`): pass 1 (chunk k onto chunk k-1's pass-0
-//! state, its key frame converted at best effort, `-w 0.75`) and pass 2, the serial step (pass
-//! 1's output rebased onto chunk k-1's final state), over chunks 2...
+//! state, its key frame converted at the pipeline's effort, Good, `-w 0.75`) and pass 2, the
+//! serial step (pass 1's output rebased onto chunk k-1's final state), over chunks 2...
 //!
 //! Usage: rebase_bench DIR CHUNKS [REPEATS]
 
@@ -150,7 +150,7 @@ fn chain(
         fail("XC_CHAIN needs at least 3 chunks".into());
     }
     let opts = ReencodeOpts {
-        first_frame_speed: Speed::Best,
+        first_frame_speed: Speed::Good,
         kf_q_weight: 0.75,
         first_frame_quality: FirstFrameQuality::Weighted,
         last_frame_refresh_all: false,

@@ -41,8 +41,18 @@ pub enum Speed {
     /// the last frame when the macroblock has a residual (4x4 only where 8x8 wins).
     #[default]
     Good,
+    /// Good, with Best's SPLITMV search: every reference, all four partitionings, and the
+    /// full motion search for 4x4 partitions.
+    GoodSplit,
     /// Small motion search, 16x16 intra modes only in inter frames.
     Realtime,
+}
+
+impl Speed {
+    /// Whether SPLITMV is searched as Best searches it.
+    pub(crate) fn full_split(self) -> bool {
+        matches!(self, Speed::Best | Speed::GoodSplit)
+    }
 }
 
 /// What to encode and how.
@@ -153,7 +163,7 @@ impl FrameCtx<'_> {
     /// coding (Good: the best 2 of the 16x16 and chroma modes, 3 of the subblock modes; 25%
     /// faster for 0.2-0.5% larger clips, time spent on SPLITMV instead).
     pub(crate) fn screens_intra(&self) -> bool {
-        !self.key_frame && self.speed == Speed::Good
+        !self.key_frame && matches!(self.speed, Speed::Good | Speed::GoodSplit)
     }
 
     pub(crate) fn cost(&self, sse: u64, rate: u32) -> f64 {

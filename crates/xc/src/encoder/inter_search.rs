@@ -145,7 +145,7 @@ pub(crate) fn best_inter(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<
         // fast as before with intra screening; on every reference always: 0.7% smaller
         // still, 60% slower).
         let split_here = match fc.speed {
-            Speed::Best => true,
+            Speed::Best | Speed::GoodSplit => true,
             Speed::Good => {
                 r.which == RefFrame::Last && best.as_ref().is_none_or(|b| !b.levels.is_zero())
             }

@@ -131,7 +131,7 @@ pub(crate) fn motion_search(
         // Good's 4x4 partitions start from the 8x8 vectors and only refine them (a full
         // search found 0.15% more bytes, more slowly).
         Speed::Good if rect.w == 4 && rect.h == 4 => (2, 4),
-        Speed::Best | Speed::Good => (8, 32),
+        Speed::Best | Speed::Good | Speed::GoodSplit => (8, 32),
         Speed::Realtime => (4, 16),
     };
     let origin = c;

@@ -1,7 +1,7 @@
 //! SPLITMV search: the 16x8, 8x16 and 8x8 partitionings and 4x4 (at Good only where 8x8
 //! won), each partition's vector searched and then compared with the free neighbour vectors.
 
-use crate::encoder::analysis::{better, Choice, FrameCtx, MbCtx, RefPic, Speed};
+use crate::encoder::analysis::{better, Choice, FrameCtx, MbCtx, RefPic};
 use crate::encoder::inter_search::code_inter;
 use crate::encoder::motion_search::{motion_search, pred_sse, Limits, Rect};
 use crate::encoder::rdo::tree_cost;
@@ -32,7 +32,7 @@ pub(crate) fn best_split(
     for part in 0..4 {
         // Good tries 4x4 only where 8x8 was the best partitioning (1.3% smaller clips on
         // carphone, bus and bbb; about 5% slower).
-        if part == 3 && fc.speed != Speed::Best && best_part != 2 {
+        if part == 3 && !fc.speed.full_split() && best_part != 2 {
             break;
         }
         let map = &MV_PARTITIONS[part];
