@@ -128,15 +128,17 @@ fn rebase_mb(
         let Some(reference) = refs[info.ref_frame as usize] else {
             return Err(EncodeError::NoReference);
         };
+        let mut predicted = None;
         if let Some(sign_bias) = choose_refs {
             let at = (mbx, mby);
-            info.ref_frame = best_reference(recon, &src_y, refs, info, sign_bias, at, filter.0);
+            (info.ref_frame, predicted) =
+                best_reference(recon, &src_y, refs, info, sign_bias, at, filter.0);
             let chosen = refs[info.ref_frame as usize].unwrap_or(reference);
             predict_inter_chroma(chosen, recon, mbx, mby, info, filter);
         } else {
             predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
         }
-        let mut y = read_block::<16, 256>(&recon.y, lx, ly);
+        let mut y = predicted.unwrap_or_else(|| read_block::<16, 256>(&recon.y, lx, ly));
         pred_y = Some(y);
         if info.y_mode == MbMode::Split {
             coder.luma_nodc(&src_y, &mut y, &mut lv);
@@ -184,8 +186,9 @@ fn rebase_mb(
 /// The reference among `refs` whose luma prediction of macroblock `at` with `info`'s motion
 /// vectors has the least error against `src_y`, among those with the sign bias of `info`'s
 /// own (so the near/nearest vectors, and with them the coded modes, are unchanged). Ties keep
-/// the macroblock's reference. `recon`'s luma holds the chosen reference's prediction on
-/// return; its chroma is not touched.
+/// the macroblock's reference. Returns it and its luma prediction, which `recon`'s luma holds
+/// on return (`None` when the macroblock's own reference is missing); its chroma is not
+/// touched.
 fn best_reference(
     recon: &mut Frame,
     src_y: &[u8; 256],
@@ -194,15 +197,16 @@ fn best_reference(
     sign_bias: [bool; 4],
     (mbx, mby): (usize, usize),
     filter: InterFilter,
-) -> RefFrame {
+) -> (RefFrame, Option<[u8; 256]>) {
     let own = info.ref_frame;
-    let Some(own_pic) = refs[own as usize] else { return own };
+    let Some(own_pic) = refs[own as usize] else { return (own, None) };
     let luma = |recon: &mut Frame, pic: &Frame| {
         predict_inter_luma(&pic.y, &mut recon.y, mbx, mby, info, filter);
         read_block::<16, 256>(&recon.y, mbx * 16, mby * 16)
     };
     let px = luma(recon, own_pic);
-    let mut best = (sse(src_y, &px), own, px);
+    // The own prediction's error is found only if another reference is tried.
+    let mut best: (Option<u32>, RefFrame, [u8; 256]) = (None, own, px);
     let mut current = own;
     for cand in [RefFrame::Last, RefFrame::Golden, RefFrame::AltRef] {
         let Some(pic) = refs[cand as usize] else { continue };
@@ -212,17 +216,19 @@ fn best_reference(
         {
             continue;
         }
+        let best_e = best.0.unwrap_or_else(|| sse(src_y, &best.2));
+        best.0 = Some(best_e);
         let px = luma(recon, pic);
         current = cand;
         let e = sse(src_y, &px);
-        if e < best.0 {
-            best = (e, cand, px);
+        if e < best_e {
+            best = (Some(e), cand, px);
         }
     }
     if current != best.1 {
         write_block::<16>(&mut recon.y, mbx * 16, mby * 16, &best.2);
     }
-    best.1
+    (best.1, Some(best.2))
 }
 
 /// The luma part of `predict::inter::predict_inter_mb`: one 16x16 block, or for SPLITMV each
