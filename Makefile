@@ -51,6 +51,8 @@ bench: setup
 	$(PY) bench/excamera.py --clip park_joy_160x90_10f.y4m --chunk 6 --batch 16 --workers 2 --json bench/excamera-parkjoy-results.json
 	$(PY) bench/ratecontrol.py --workers 2 --json bench/ratecontrol-results.json
 	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
+	$(PY) bench/pass1_effort.py --json bench/pass1-effort-results.json --markdown bench/pass1-effort.md
+	$(PY) bench/rebase.py --clips bbb720:72 bbb272:120 --runs 3 --json bench/rebase-results.json
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
 	$(PY) bench/model.py --runs 3 --json bench/model-results.json
 	$(PY) bench/scale.py --workers 1000,5000,10000 --json bench/scale-results.json

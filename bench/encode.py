@@ -45,7 +45,7 @@ from pathlib import Path
 
 from _common import VPX_COMMON, best_of, need_tool, run, settings, shared_dir
 from excamera.metrics import QualityMeter, bd_rate, ssim_db
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import PASS1_EFFORT, VPXENC_SETTINGS
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import Encoder, ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
@@ -156,10 +156,11 @@ def batch_mode_passes(chunks: list[list[Picture]], streams: list[list[bytes]], s
     (``xcenc.plan.EXCAMERA_CHAIN_FLAGS``), over chunks k >= 2 (chunk 1 rebases once):
 
     - pass 1: chunk k re-encoded onto chunk k-1's pass-0 state, its key frame converted at
-      best effort. Every chunk does this at once, in parallel, right after pass 0;
+      the pipeline's effort (``PASS1_EFFORT``). Every chunk does this at once, in parallel,
+      right after pass 0;
     - pass 2, the serial step: pass 1's output rebased, every frame keeping its decisions, onto
       chunk k-1's final state. This is the hop the chain waits on, one chunk after another."""
-    chain = ReencodeOptions(kf_q_weight=weight, speed="best", last_refreshes_all=False,
+    chain = ReencodeOptions(kf_q_weight=weight, speed=PASS1_EFFORT, last_refreshes_all=False,
                             choose_refs=True)
     finals = [states[0]]
     pass1: list[list[bytes]] = [streams[0]]

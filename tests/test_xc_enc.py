@@ -390,12 +390,7 @@ def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: P
     run_enc("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf", "-S", d / "v0.state",
             "--fix-prob-tables", "-O", tmp_path / "p2.state",
             "-o", tmp_path / "p2.ivf", d / "c1.y4m")
-    joined = tmp_path / "joined.ivf"
-    with IvfWriter(joined, 176, 144) as w:
-        for f in [*read_ivf(d / "v0.ivf")[1], *read_ivf(tmp_path / "p2.ivf")[1]]:
-            w.write(f.data)
-    pics, final = our_decode(joined)
-    assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
+    final = decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "p2.ivf", tmp_path)
     assert final.to_bytes() == (tmp_path / "p2.state").read_bytes()
     refused = run_enc("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf", "-S",
                       d / "v0.state", "--refine-sw", "-o", tmp_path / "r.ivf", d / "c1.y4m",
@@ -407,6 +402,33 @@ def test_reencode_phase_flags_and_prediction_state(two_chunks: Path, tmp_path: P
     msg = _error("-r", "-W", "-I", d / "v0.state", "-p", tmp_path / "p1.ivf",
                  "-o", tmp_path / "x.ivf", d / "c1.y4m")
     assert "c1.y4m" in msg
+
+
+def decode_joined_as_vpxdec(head: Path, tail: Path, tmp_path: Path) -> State:
+    """Join two QCIF streams, check our decode of the whole against vpxdec's MD5s, and return
+    the state it ends in."""
+    joined = tmp_path / "joined.ivf"
+    with IvfWriter(joined, 176, 144) as w:
+        for f in [*read_ivf(head)[1], *read_ivf(tail)[1]]:
+            w.write(f.data)
+    pics, final = our_decode(joined)
+    assert vpxdec_md5s(joined, tmp_path) == [md5(p) for p in pics]
+    return final
+
+
+def test_reencode_first_frame_efforts(two_chunks: Path, tmp_path: Path) -> None:
+    """-q picks the converted first frame's effort: rt, good, good-split (good with best's
+    SPLITMV search) and best each encode it their own way, and good-split's chunk, joined to
+    its predecessor, decodes identically in vpxdec."""
+    d = two_chunks
+    firsts = {}
+    for effort in ("rt", "good", "good-split", "best"):
+        out = tmp_path / f"{effort}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, "-q", effort,
+                "-o", out, d / "c1.y4m")
+        firsts[effort] = read_ivf(out)[1][0].data
+    assert len(set(firsts.values())) == 4
+    decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "good-split.ivf", tmp_path)
 
 
 def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:

@@ -435,7 +435,7 @@ def test_pass_flags_weight_and_batch() -> None:
     # The default chain links chunks through their references; the wavefront keeps mu's flags.
     linked = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
     assert [linked.pass_flags(n) for n in (1, 2)] == [
-        ["-w", "0.75", "-q", "best", "--last-keeps-refs", "--choose-refs",
+        ["-w", "0.75", "-q", "good", "--last-keeps-refs", "--choose-refs",
          "--key-at-cuts"]] * 2
     assert "--choose-refs" not in wave.pass_flags(1)
     with pytest.raises(PlanError):

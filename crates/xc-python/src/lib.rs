@@ -249,10 +249,11 @@ fn parse_speed(speed: &str) -> PyResult<Speed> {
     match speed {
         "best" => Ok(Speed::Best),
         "good" => Ok(Speed::Good),
+        "good-split" => Ok(Speed::GoodSplit),
         "rt" | "realtime" => Ok(Speed::Realtime),
-        other => {
-            Err(EncodeError::new_err(format!("unknown speed {other:?}: expected best, good or rt")))
-        }
+        other => Err(EncodeError::new_err(format!(
+            "unknown speed {other:?}: expected best, good, good-split or rt"
+        ))),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use xc::encoder::analysis::psnr;
+use xc::encoder::distortion::psnr;
 use xc::encoder::quantize::QuantMode;
 use xc::encoder::{encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::DecoderState;

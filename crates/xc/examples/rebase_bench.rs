@@ -2,11 +2,16 @@
 //! prediction stream (`DIR/chunkK.ivf`, from vpxenc) is re-encoded onto the state chunk k-1's
 //! prediction stream ends in, with `DIR/chunkK.y4m` as its source pictures.
 //!
+//! With `XC_CHAIN=1` it times batch mode's two re-encodes with the `excamera` chain's options
+//! instead (as bench/encode.py's `batch_mode_passes`): pass 1 (chunk k onto chunk k-1's pass-0
+//! state, its key frame converted at the pipeline's effort, Good, `-w 0.75`) and pass 2, the
+//! serial step (pass 1's output rebased onto chunk k-1's final state), over chunks 2...
+//!
 //! Usage: rebase_bench DIR CHUNKS [REPEATS]
 
 use std::time::Instant;
 
-use xc::encoder::analysis::psnr;
+use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{reencode_chunk, FirstFrameQuality, ReencodeOpts};
 use xc::encoder::{source_from_i420, Speed};
 use xc::frame::Frame;
@@ -67,6 +72,10 @@ fn main() {
             dec.into_state()
         })
         .collect();
+    if std::env::var("XC_CHAIN").is_ok_and(|v| v == "1") {
+        chain(&streams, &states, &sources, repeats);
+        return;
+    }
     // XC_FIRST_SPEED=rt|best picks the first frame's encoder effort (default good, as the
     // Python binding's default).
     let first_frame_speed = match std::env::var("XC_FIRST_SPEED").as_deref() {
@@ -126,4 +135,76 @@ fn main() {
         all_psnr / frames as f64,
         first_psnr / (n - 1) as f64
     );
+}
+
+/// Batch mode's pass 1 and pass 2 with the `excamera` chain's options, timed separately (best
+/// of `repeats`) over chunks 2.. (chunk 1 rebases once).
+fn chain(
+    streams: &[Vec<Vec<u8>>],
+    states: &[DecoderState],
+    sources: &[Vec<Frame>],
+    repeats: usize,
+) {
+    let n = streams.len();
+    if n < 3 {
+        fail("XC_CHAIN needs at least 3 chunks".into());
+    }
+    let opts = ReencodeOpts {
+        first_frame_speed: Speed::Good,
+        kf_q_weight: 0.75,
+        first_frame_quality: FirstFrameQuality::Weighted,
+        last_frame_refresh_all: false,
+        choose_refs: true,
+        ..ReencodeOpts::default()
+    };
+    let run =
+        |k: usize, input: &DecoderState, pred: &[Vec<u8>], pred_state: Option<&DecoderState>| {
+            reencode_chunk(input, pred, pred_state, &sources[k], &opts)
+                .unwrap_or_else(|e| fail(format!("chunk {k}: {e}")))
+        };
+    let mut pass1 = vec![Vec::new(); n];
+    let mut finals = vec![states[0].clone()];
+    let mut t1 = 0.0;
+    for k in 1..n {
+        let t = Instant::now();
+        let p1 = run(k, &states[k - 1], &streams[k], None);
+        if k >= 2 {
+            t1 += t.elapsed().as_secs_f64();
+        }
+        let fin = if k == 1 {
+            p1.state.clone()
+        } else {
+            run(k, &finals[k - 1], &p1.frames, Some(&states[k - 1])).state
+        };
+        pass1[k] = p1.frames;
+        finals.push(fin);
+    }
+    let frames: usize = sources[2..].iter().map(|s| s.len()).sum();
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        let (t, c) = (Instant::now(), cpu_seconds());
+        for k in 2..n {
+            run(k, &finals[k - 1], &pass1[k], Some(&states[k - 1]));
+        }
+        wall.push(1000.0 * t.elapsed().as_secs_f64() / frames as f64);
+        cpu.push(1000.0 * (cpu_seconds() - c) / frames as f64);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "pass 1 {:.2} ms/frame (once); pass 2 (serial step) median {:.2} ms/frame CPU ({:.2} wall) over {frames} frames",
+        1000.0 * t1 / frames as f64,
+        median(&mut cpu),
+        median(&mut wall),
+    );
+}
+
+/// This thread's CPU time in seconds (Linux's scheduler statistics; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
 }

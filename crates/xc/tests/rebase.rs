@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::*;
-use xc::encoder::analysis::psnr;
+use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{
     rebase_frame, reencode_chunk, FirstFrameQuality, LoopFilterChoice, RebaseParams, ReencodeOpts,
 };

@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant quantizer index 0..127")
     p.add_argument("-F", "--frame-sizes", type=Path, default=None,
                    help="target frame sizes, one byte count per line")
-    p.add_argument("-q", "--quality", choices=("best", "rt"), default=None,
-                   help="encoder speed: best or rt (default good; with -r, the converted first "
-                   "frame's encode, default rt)")
+    # encoder.SPEEDS, spelled out: this module stays light at start-up.
+    p.add_argument("-q", "--quality", choices=("best", "good", "good-split", "rt"), default=None,
+                   help="encoder effort: best, good, good-split (good with best's SPLITMV "
+                   "search) or rt (default good; with -r, the converted first frame's "
+                   "encode, default rt)")
     p.add_argument("--two-pass", action="store_true",
                    help="search each frame's quantizer at realtime speed, then refine it")
     p.add_argument("--kf-dist", type=int, default=None,

@@ -59,7 +59,7 @@ __all__ = [
     "reencode_chunk",
 ]
 
-SPEEDS = ("best", "good", "rt")
+SPEEDS = ("best", "good", "good-split", "rt")
 MAX_QINDEX = 127
 
 
@@ -282,7 +282,7 @@ class ReencodeOptions:
     keep_golden: bool = False
     last_refreshes_all: bool = True
     choose_refs: bool = False
-    speed: str = "rt"  # the converted first frame's encoder effort: rt, good or best
+    speed: str = "rt"  # the converted first frame's encoder effort: one of SPEEDS
     # --key-at-cuts: an inter frame that a key frame of equal SSIM undercuts becomes that key
     # frame (``key_frames_at_cuts``).
     key_at_cuts: bool = False

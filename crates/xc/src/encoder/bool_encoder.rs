@@ -53,24 +53,34 @@ pub fn prob_from_counts(n0: u32, n1: u32) -> u8 {
 /// coding order; the bool at node `i` is coded with `probs[i >> 1]`. Returns the path length
 /// (0 if the leaf is not in the tree).
 pub fn tree_path(tree: &[i8], leaf: u8) -> ([(u8, bool); 16], usize) {
-    let mut path = [(0u8, false); 16];
-    let Some(mut j) = tree.iter().position(|&t| t <= 0 && -(t as i32) == leaf as i32) else {
-        return (path, 0);
-    };
-    let mut n = 0;
-    loop {
-        let node = j & !1;
-        path[n] = (node as u8, j & 1 == 1);
-        n += 1;
-        if node == 0 || n == path.len() {
-            break;
+    /// Depth-first from `node`, recording the branches taken in `path[depth..]`; the length
+    /// of the path to `leaf` when it is below `node`. One visit per entry: this runs for every
+    /// mode and MV the writer prices or writes.
+    fn walk(
+        tree: &[i8],
+        node: usize,
+        leaf: u8,
+        path: &mut [(u8, bool); 16],
+        depth: usize,
+    ) -> Option<usize> {
+        if depth == path.len() {
+            return None;
         }
-        match tree.iter().position(|&t| t > 0 && t as usize == node) {
-            Some(parent) => j = parent,
-            None => break,
+        for bit in 0..2 {
+            path[depth] = (node as u8, bit == 1);
+            let e = *tree.get(node + bit)?;
+            if e <= 0 {
+                if -(e as i32) == leaf as i32 {
+                    return Some(depth + 1);
+                }
+            } else if let Some(n) = walk(tree, e as usize, leaf, path, depth + 1) {
+                return Some(n);
+            }
         }
+        None
     }
-    path[..n].reverse();
+    let mut path = [(0u8, false); 16];
+    let n = walk(tree, 0, leaf, &mut path, 0).unwrap_or(0);
     (path, n)
 }
 
@@ -245,6 +255,36 @@ mod tests {
         let (p, n) = tree_path(&tree, 0);
         assert_eq!(&p[..n], &[(0, false)]);
         assert_eq!(tree_path(&tree, 9).1, 0);
+        // Every leaf of every spec tree: following the path from the root reaches it.
+        use crate::tables::*;
+        let trees: [&[i8]; 9] = [
+            &KF_YMODE_TREE,
+            &YMODE_TREE,
+            &UV_MODE_TREE,
+            &BMODE_TREE,
+            &SEGMENT_TREE,
+            &MV_REF_TREE,
+            &MV_PARTITION_TREE,
+            &SUB_MV_REF_TREE,
+            &SMALL_MV_TREE,
+        ];
+        for tree in trees {
+            let leaves = tree.iter().filter(|&&t| t <= 0).count();
+            for leaf in 0..leaves as u8 {
+                let (p, n) = tree_path(tree, leaf);
+                assert!(n > 0, "{tree:?} {leaf}");
+                let mut node = 0;
+                for (k, &(at, bit)) in p[..n].iter().enumerate() {
+                    assert_eq!(at as usize, node);
+                    let e = tree[node + bit as usize];
+                    if k + 1 == n {
+                        assert_eq!(-(e as i32), leaf as i32, "{tree:?} {leaf}");
+                    } else {
+                        node = e as usize;
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -46,6 +46,32 @@ pub fn fdct4x4(input: &[i16; 16]) -> [i16; 16] {
     out
 }
 
+/// The forward DCTs of the two horizontally adjacent 4x4 blocks of `src - pred` whose top-left
+/// pixel is at `off` (both arrays `stride` wide): what [`fdct4x4`] gives for each.
+///
+/// On x86_64 this is the SSE2 kernel of `fdct_sse2.rs` (both blocks at once, residuals
+/// included): with it a rebased 1280x720 frame takes 7% less time than with the scalar
+/// version (`examples/rebase_bench`, XC_CHAIN=1 on mosaic720: 26.6 -> 24.8 ms of CPU).
+pub(crate) fn fdct4x4_pair(src: &[u8], pred: &[u8], stride: usize, off: usize) -> [[i16; 16]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    return sse2::fdct4x4_pair(src, pred, stride, off);
+    #[cfg(not(target_arch = "x86_64"))]
+    fdct4x4_pair_scalar(src, pred, stride, off)
+}
+
+/// [`fdct4x4_pair`] in plain Rust: the reference the SIMD kernel is tested against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn fdct4x4_pair_scalar(src: &[u8], pred: &[u8], stride: usize, off: usize) -> [[i16; 16]; 2] {
+    std::array::from_fn(|k| {
+        let at = |i: usize| off + (i / 4) * stride + 4 * k + i % 4;
+        fdct4x4(&std::array::from_fn(|i| src[at(i)] as i16 - pred[at(i)] as i16))
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[path = "fdct_sse2.rs"]
+mod sse2;
+
 /// Forward Walsh-Hadamard transform of the sixteen luma DC coefficients (index = luma
 /// subblock number, raster order) into the Y2 block (raster order).
 pub fn fwht4x4(dcs: &[i16; 16]) -> [i16; 16] {
@@ -141,6 +167,31 @@ mod tests {
         assert!(worst <= 3, "worst error {worst}");
         eprintln!("q=4 round trip: worst {worst}, mean {mean:.3}");
         assert!(mean < 0.5, "mean error {mean}");
+    }
+
+    /// The SSE2 pair against the scalar transform, on random residuals and on the extremes
+    /// (+-255, which bound the 16-bit intermediates), at an offset inside a wider array.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_pair_matches_scalar() {
+        let mut rng = Rng(0xfdc7);
+        for round in 0..50000 {
+            let mut src = [0u8; 12 * 6];
+            let mut pred = [0u8; 12 * 6];
+            for (s, p) in src.iter_mut().zip(pred.iter_mut()) {
+                (*s, *p) = match round % 3 {
+                    0 => (rng.range(0, 255) as u8, rng.range(0, 255) as u8),
+                    1 => ([0, 255][(rng.next() % 2) as usize], [0, 255][(rng.next() % 2) as usize]),
+                    _ => {
+                        let v = rng.range(20, 230);
+                        (v as u8, (v + rng.range(-20, 20)) as u8)
+                    }
+                };
+            }
+            let off = 12 + 1 + (round % 3);
+            let got = sse2::fdct4x4_pair(&src, &pred, 12, off);
+            assert_eq!(got, fdct4x4_pair_scalar(&src, &pred, 12, off), "round {round}");
+        }
     }
 
     #[test]

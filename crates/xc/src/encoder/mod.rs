@@ -2,7 +2,8 @@
 //!
 //! Encoding a frame is three steps with plain data between them:
 //!
-//! 1. **analysis** (`analysis`, `rdo`, `fdct`, `quantize`): given the entering
+//! 1. **analysis** (`analysis` and its stages `intra_search`, `inter_search`, `motion_search`,
+//!    `split_search`, `filter_level`; `residual`, `rdo`, `fdct`, `quantize`): given the entering
 //!    [`DecoderState`] and the source picture, choose every macroblock's prediction (intra modes,
 //!    or reference frame and motion vectors) and its quantized residual. Reconstruction inside
 //!    the frame uses the decoder's own prediction, dequantization and inverse transforms, so it
@@ -15,7 +16,7 @@
 //!    as well and refuses the frame unless the decoder reaches the same state and picture.
 //!
 //! Rebase (`rebase`) reuses step 1's prediction decisions from another stream and recomputes
-//! only the residuals against a new state, then runs steps 2 and 3.
+//! only the residuals (with `residual`'s coder) against a new state, then runs steps 2 and 3.
 
 pub mod bitstream;
 pub mod bool_encoder;
@@ -67,11 +68,19 @@ pub struct FrameDecisions {
 }
 
 pub mod analysis;
+pub(crate) mod block;
+pub mod distortion;
 pub mod fdct;
+pub(crate) mod filter_level;
+pub(crate) mod inter_search;
+pub(crate) mod intra_search;
+pub(crate) mod motion_search;
 pub mod next_state;
 pub mod quantize;
 pub mod rdo;
 pub mod rebase;
+pub(crate) mod residual;
+pub(crate) mod split_search;
 
 pub use analysis::{analyze_frame, EncodeParams, Speed};
 

@@ -3,7 +3,7 @@
 //! the inter-frame tables), reference frame, inter mode with the near-MV contexts, split MVs
 //! and MV components. Also the matching rate estimates.
 
-use crate::encoder::bool_encoder::{cost_bits, tree_cost, tree_path, BoolEncoder};
+use crate::encoder::bool_encoder::{cost_bits, tree_cost, BoolEncoder};
 use crate::mb::{BMode, MbInfo, MbMode, Mv, RefFrame};
 use crate::modes::{find_near_mvs, implied_bmode, sub_mv_context, MvBounds, Neighbours};
 use crate::state::EntropyProbs;
@@ -55,9 +55,8 @@ pub fn code_mv_component<S: MvSink>(s: &mut S, comp: usize, p: &[u8; 19], v: i16
     let a = v.unsigned_abs() as u32;
     if a < 8 {
         s.mv_bit(comp, IS_SHORT, p[IS_SHORT], false);
-        let (path, n) = tree_path(&SMALL_MV_TREE, a as u8);
-        for &(node, bit) in &path[..n] {
-            let idx = SHORT + (node as usize >> 1);
+        for (node, bit) in short_mv_path(a) {
+            let idx = SHORT + (node >> 1);
             s.mv_bit(comp, idx, p[idx], bit);
         }
     } else {
@@ -72,6 +71,16 @@ pub fn code_mv_component<S: MvSink>(s: &mut S, comp: usize, p: &[u8; 19], v: i16
     if a != 0 {
         s.mv_bit(comp, SIGN, p[SIGN], v < 0);
     }
+}
+
+/// The path of magnitude `a` (0..=7) in `SMALL_MV_TREE`, a balanced three-level tree whose
+/// leaves are in order: its bits, high first, at node 0, then at the left (2) or right (8)
+/// subtree's root, then at that one's child.
+#[inline]
+fn short_mv_path(a: u32) -> [(usize, bool); 3] {
+    let (b2, b1, b0) = (a & 4 != 0, a & 2 != 0, a & 1 != 0);
+    let n1 = if b2 { 8 } else { 2 };
+    [(0, b2), (n1, b1), (n1 + 2 + 2 * b1 as usize, b0)]
 }
 
 /// A motion vector delta: row, then column.
@@ -273,6 +282,41 @@ fn mv_delta(mv: Mv, best: Mv) -> Result<Mv, String> {
     Ok(Mv { row: row as i16, col: col as i16 })
 }
 
+/// For each partitioning, the first subblock of each partition (the rest unused).
+const PARTITION_FIRSTS: [[usize; 16]; 4] = {
+    let mut out = [[0; 16]; 4];
+    let mut part = 0;
+    while part < 4 {
+        let mut b = 16;
+        while b > 0 {
+            b -= 1;
+            out[part][MV_PARTITIONS[part][b] as usize] = b;
+        }
+        part += 1;
+    }
+    out
+};
+
+/// The fixed-probability costs of SPLITMV's codes (1/256 bit).
+struct SplitCosts {
+    /// Per partitioning (`MV_PARTITION_TREE` leaf).
+    partitioning: [u32; 4],
+    /// `[context][leaf]` of `SUB_MV_REF_TREE`: LEFT, ABOVE, ZERO, NEW.
+    sub_mv_ref: [[u32; 4]; 5],
+}
+
+fn split_costs() -> &'static SplitCosts {
+    static COSTS: std::sync::OnceLock<SplitCosts> = std::sync::OnceLock::new();
+    COSTS.get_or_init(|| SplitCosts {
+        partitioning: std::array::from_fn(|p| {
+            tree_cost(&MV_PARTITION_TREE, &MV_PARTITION_PROBS, p as u8)
+        }),
+        sub_mv_ref: std::array::from_fn(|c| {
+            std::array::from_fn(|l| tree_cost(&SUB_MV_REF_TREE, &SUB_MV_REF_PROBS[c], l as u8))
+        }),
+    })
+}
+
 /// Choose how to code a SPLITMV macroblock whose per-subblock MVs are `mb.mvs`: the cheapest
 /// partitioning consistent with them and, per partition, the cheapest sub-MV reference that
 /// reproduces its MV.
@@ -284,17 +328,17 @@ fn plan_split(
 ) -> Result<SplitCode, String> {
     let mut chosen: Option<SplitCode> = None;
     let mut last_err = String::new();
+    let costs = split_costs();
     'parts: for part in 0..4usize {
         let map = &MV_PARTITIONS[part];
-        let firsts: [usize; 16] =
-            std::array::from_fn(|j| map.iter().position(|&p| p as usize == j).unwrap_or(0));
+        let firsts = &PARTITION_FIRSTS[part];
         if (0..16).any(|b| mb.mvs[b] != mb.mvs[firsts[map[b] as usize]]) {
             continue;
         }
         let mut code = SplitCode {
             partitioning: part as u8,
             subs: [SubMvCode::default(); 16],
-            cost: tree_cost(&MV_PARTITION_TREE, &MV_PARTITION_PROBS, part as u8),
+            cost: costs.partitioning[part],
         };
         for (j, &k) in firsts.iter().enumerate().take(MV_PARTITION_COUNTS[part]) {
             let mv = mb.mvs[k];
@@ -309,11 +353,10 @@ fn plan_split(
                 nb.above.map_or(Mv::default(), |a| a.mvs[k + 12])
             };
             let ctx = sub_mv_context(left, above);
-            let probs = &SUB_MV_REF_PROBS[ctx];
             let mut best_sub: Option<(u32, SubMvCode)> = None;
             for (leaf, ok) in [(0u8, mv == left), (1, mv == above), (2, mv == Mv::default())] {
                 if ok {
-                    let c = tree_cost(&SUB_MV_REF_TREE, probs, leaf);
+                    let c = costs.sub_mv_ref[ctx][leaf as usize];
                     if best_sub.is_none_or(|(bc, _)| c < bc) {
                         best_sub =
                             Some((c, SubMvCode { ctx: ctx as u8, leaf, delta: Mv::default() }));
@@ -322,7 +365,7 @@ fn plan_split(
             }
             match mv_delta(mv, best) {
                 Ok(delta) => {
-                    let c = tree_cost(&SUB_MV_REF_TREE, probs, 3) + mv_cost(mv_probs, delta);
+                    let c = costs.sub_mv_ref[ctx][3] + mv_cost(mv_probs, delta);
                     if best_sub.is_none_or(|(bc, _)| c < bc) {
                         best_sub = Some((c, SubMvCode { ctx: ctx as u8, leaf: 3, delta }));
                     }
@@ -453,6 +496,38 @@ pub fn write_inter(
 mod tests {
     use super::*;
     use crate::bool_decoder::BoolDecoder;
+
+    /// The short MV paths and the split tables are the spec trees' (read by `tree_path` and
+    /// by scanning the partition maps).
+    #[test]
+    fn short_mv_paths_and_split_tables_follow_the_trees() {
+        use crate::encoder::bool_encoder::tree_path;
+        for a in 0..8u32 {
+            let (path, n) = tree_path(&SMALL_MV_TREE, a as u8);
+            let want: Vec<(usize, bool)> =
+                path[..n].iter().map(|&(i, b)| (i as usize, b)).collect();
+            assert_eq!(short_mv_path(a).to_vec(), want, "{a}");
+        }
+        for (part, map) in MV_PARTITIONS.iter().enumerate() {
+            for (j, &got) in PARTITION_FIRSTS[part].iter().enumerate() {
+                let first = map.iter().position(|&p| p as usize == j).unwrap_or(0);
+                assert_eq!(got, first, "{part} {j}");
+            }
+        }
+        let c = split_costs();
+        for leaf in 0..4u8 {
+            assert_eq!(
+                c.partitioning[leaf as usize],
+                tree_cost(&MV_PARTITION_TREE, &MV_PARTITION_PROBS, leaf)
+            );
+            for (ctx, probs) in SUB_MV_REF_PROBS.iter().enumerate() {
+                assert_eq!(
+                    c.sub_mv_ref[ctx][leaf as usize],
+                    tree_cost(&SUB_MV_REF_TREE, probs, leaf)
+                );
+            }
+        }
+    }
 
     #[test]
     fn mv_components_round_trip_through_the_parser() {

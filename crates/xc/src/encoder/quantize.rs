@@ -14,6 +14,17 @@ use crate::state::Segmentation;
 use crate::tables::ZIGZAG;
 use crate::tokens::TYPE_Y2;
 
+/// Scan position of each raster index (the inverse of `ZIGZAG`).
+const INV_ZIGZAG: [u8; 16] = {
+    let mut inv = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        inv[ZIGZAG[i]] = i as u8;
+        i += 1;
+    }
+    inv
+};
+
 /// Largest codable coefficient magnitude: `dct_cat6` covers 67..=67 + 2^11 - 1.
 pub const MAX_LEVEL: i32 = 67 + 2047;
 
@@ -107,7 +118,8 @@ pub fn quantize_block(
 /// orthonormal one, so a coefficient error `e` costs `e^2 / 4` of pixel SSE, and a Y2 error
 /// reaches the pixels through the WHT and sixteen DCs, `e^2 / 16`. `lambda` is SSE per bit,
 /// as in `rdo::lambda`. The search is a Viterbi pass over the scan positions whose state is
-/// the previous token's context. Returns true when any level is non-zero.
+/// the previous token's context. Returns whether any level is non-zero, and the levels' token
+/// rate (what `TokenCosts::block_cost` gives for them, found along the way).
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_block_rd(
     coeffs: &[i16; 16],
@@ -118,101 +130,126 @@ pub fn quantize_block_rd(
     costs: &TokenCosts,
     lambda: f64,
     levels: &mut [i16; 16],
-) -> bool {
+) -> (bool, u32) {
     *levels = [0; 16];
+    let eob_first = costs.eob_cost(ty, first, ctx);
+    // The last scan position whose nearest level is not 0, (a + q / 2) / q >= 1: whose
+    // magnitude reaches half a step. Most blocks of an inter frame have none, and so no
+    // level. Found in raster order without a branch per position, with the squared
+    // magnitudes' total (raster index 0 is scan position 0, so `first` skips it in both).
+    let half_step = |k: usize| bq.q[k] - bq.q[k] / 2;
+    let hs_ac = half_step(1);
+    let dc = if first == 0 { coeffs[0].unsigned_abs() as u64 } else { 0 };
+    let mut last = if dc as i32 >= half_step(0) { 0 } else { -1i32 };
+    let mut total = dc * dc;
+    for j in 1..16 {
+        let a = coeffs[j].unsigned_abs() as u64;
+        last = last.max(if a as i32 >= hs_ac { INV_ZIGZAG[j] as i32 } else { -1 });
+        total += a * a;
+    }
+    let total = total as i64;
+    if last < 0 {
+        return (false, eob_first);
+    }
+    let last = last as usize;
     let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
     let lam = lambda / BIT as f64;
-    // Magnitudes, steps and nearest levels in scan order.
-    let mut mag = [0i32; 16];
-    let mut step = [1i32; 16];
-    let mut near = [0i32; 16];
-    let mut last = None;
-    for i in first..16 {
-        let z = ZIGZAG[i];
-        let q = bq.q[(z > 0) as usize];
-        let a = coeffs[z].unsigned_abs() as i32;
-        let cap = MAX_LEVEL.min(i16::MAX as i32 / q);
-        mag[i] = a;
-        step[i] = q;
-        near[i] = ((a + q / 2) / q).min(cap);
-        if near[i] > 0 {
-            last = Some(i);
-        }
-    }
-    let Some(last) = last else {
-        return false;
-    };
-    // zero_dist[i]: distortion of leaving positions i.. at zero.
-    let mut zero_dist = [0f64; 17];
-    for i in (first..16).rev() {
-        zero_dist[i] = zero_dist[i + 1] + w * (mag[i] as f64).powi(2);
-    }
-    const NONE: u8 = u8::MAX;
-    // back[i][state] = (previous state or NONE for the block start, level at i).
-    let mut back = [[(NONE, 0i32); 3]; 16];
+    // The distortion of leaving every position from `i` on at zero is `w` times the squared
+    // magnitudes' sum `tail` from `i` on: each `w * a^2` is exact in f64 (w is 1/4 or 1/16),
+    // and so are their sums, so summing integers and scaling once is the same.
+    let mut tail = total;
+    // back_*[i][state]: how the best path into `state` after position i got there (the
+    // previous state, the level at i, the rate of that step). Only reached states are read
+    // back, and the walk stops at `first`, so no entry needs a "none" marker.
+    let mut back_prev = [[0u8; 3]; 16];
+    let mut back_level = [[0i32; 3]; 16];
+    let mut back_rate = [[0u32; 3]; 16];
     let mut dp = [f64::INFINITY; 3];
-    // The all-zero block: one end-of-block token at `first`.
-    let mut best = (zero_dist[first] + lam * costs.eob_cost(ty, first, ctx) as f64, None);
+    // The all-zero block: one end-of-block token at `first`. Then the best ending so far:
+    // its cost, last position and state, and the rate of its end-of-block.
+    let mut best = (w * tail as f64 + lam * eob_first as f64, None, eob_first);
     for i in first..=last {
-        let (a, q, n) = (mag[i], step[i], near[i]);
+        // The magnitude, and its nearest level (a + q / 2) / q by the reciprocal: a <= 2^15
+        // and q / 2 < 2^14, so the quotient is exact (`BlockQuant::recip`).
+        let k = (i > 0) as usize;
+        let (a, q) = (coeffs[ZIGZAG[i]].unsigned_abs() as i32, bq.q[k]);
+        let n = ((((a + q / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
+        tail -= (a as i64) * (a as i64);
+        let zero_after = w * tail as f64;
+        // Candidates: n, n - 1 and 0 (fewer when n < 2; the unused slots are never read).
         let cands = [n, n - 1, 0];
-        let cands = &cands[..if n >= 2 { 3 } else { (n + 1) as usize }];
+        let ncand = if n >= 2 { 3 } else { (n + 1) as usize };
         // Per candidate: its distortion, and its rate in each context (with the not-EOB part).
         let mut dist = [0f64; 3];
         let mut tok = [[0u32; 3]; 3];
         let mut not_eob = [0u32; 3];
-        for (k, &m) in cands.iter().enumerate() {
-            let e = (a - m * q) as f64;
+        for k in 0..ncand {
+            let e = (a - cands[k] * q) as f64;
             dist[k] = w * e * e;
-            (tok[k], not_eob) = costs.level_costs(ty, i, m as u32);
+            (tok[k], not_eob) = costs.level_costs(ty, i, cands[k] as u32);
         }
         let mut next = [f64::INFINITY; 3];
-        let sources: &[(u8, f64)] = &if i == first {
-            [(NONE, 0.0), (NONE, f64::INFINITY), (NONE, f64::INFINITY)]
+        // One step from state `s` (context `c`) with base cost `base`; ties keep the earlier
+        // source and candidate (sources in state order, candidates as listed). A macro, so
+        // that it is inlined (a closure here was not).
+        macro_rules! step {
+            ($s:expr, $c:expr, $check_eob:expr, $base:expr) => {{
+                let (s, c, base) = ($s, $c, $base);
+                let extra = if $check_eob { not_eob[c] } else { 0 };
+                for k in 0..ncand {
+                    let r = tok[k][c] + extra;
+                    let j = base + dist[k] + lam * r as f64;
+                    let ns = cands[k].min(2) as usize;
+                    if j < next[ns] {
+                        next[ns] = j;
+                        back_prev[i][ns] = s as u8;
+                        back_level[i][ns] = cands[k];
+                        back_rate[i][ns] = r;
+                    }
+                }
+            }};
+        }
+        if i == first {
+            step!(0, ctx, true, 0.0);
         } else {
-            [(0, dp[0]), (1, dp[1]), (2, dp[2])]
-        };
-        for &(s, base) in sources {
-            if !base.is_finite() {
-                continue;
-            }
-            let (c, check_eob) = if s == NONE { (ctx, true) } else { (s as usize, s != 0) };
-            for (k, &m) in cands.iter().enumerate() {
-                let r = tok[k][c] + if check_eob { not_eob[c] } else { 0 };
-                let j = base + dist[k] + lam * r as f64;
-                let ns = m.min(2) as usize;
-                if j < next[ns] {
-                    next[ns] = j;
-                    back[i][ns] = (s, m);
+            for (s, &base) in dp.iter().enumerate() {
+                if base.is_finite() {
+                    step!(s, s, s != 0, base);
                 }
             }
         }
         dp = next;
+        // Only non-zero levels may end the block (no end-of-block after a zero).
+        if n == 0 {
+            continue;
+        }
         for (ns, &cost) in dp.iter().enumerate().skip(1) {
-            let end = if i < 15 {
-                cost + zero_dist[i + 1] + lam * costs.eob_cost(ty, i + 1, ns) as f64
+            let (end, eob) = if i < 15 {
+                let eob = costs.eob_cost(ty, i + 1, ns);
+                (cost + zero_after + lam * eob as f64, eob)
             } else {
-                cost
+                (cost, 0)
             };
             if end < best.0 {
-                best = (end, Some((i, ns as u8)));
+                best = (end, Some((i, ns)), eob);
             }
         }
     }
-    let Some((mut i, mut s)) = best.1 else {
-        return false;
+    let (_, Some((mut i, mut s)), mut rate) = best else {
+        return (false, eob_first);
     };
     loop {
-        let (prev, m) = back[i][s as usize];
+        let m = back_level[i][s];
         let z = ZIGZAG[i];
         levels[z] = if coeffs[z] < 0 { -m as i16 } else { m as i16 };
-        if prev == NONE {
+        rate += back_rate[i][s];
+        if i == first {
             break;
         }
-        s = prev;
+        s = back_prev[i][s] as usize;
         i -= 1;
     }
-    true
+    (true, rate)
 }
 
 /// Which quantizer an encoding step uses (a plain value for options structs).
@@ -234,7 +271,8 @@ pub enum Quantizer<'a> {
 }
 
 impl Quantizer<'_> {
-    /// Quantize one block of type `ty` with neighbour context `ctx`; true when non-zero.
+    /// Quantize one block of type `ty` with neighbour context `ctx`: whether it is non-zero,
+    /// and its token rate when the RD search found it (`None` from the plain quantizer).
     pub fn block(
         &self,
         coeffs: &[i16; 16],
@@ -243,11 +281,13 @@ impl Quantizer<'_> {
         ty: usize,
         ctx: usize,
         levels: &mut [i16; 16],
-    ) -> bool {
+    ) -> (bool, Option<u32>) {
         match *self {
-            Quantizer::Plain => quantize_block(coeffs, first, bq, levels),
+            Quantizer::Plain => (quantize_block(coeffs, first, bq, levels), None),
             Quantizer::Rd { costs, lambda } => {
-                quantize_block_rd(coeffs, first, bq, ty, ctx, costs, lambda, levels)
+                let (nz, rate) =
+                    quantize_block_rd(coeffs, first, bq, ty, ctx, costs, lambda, levels);
+                (nz, Some(rate))
             }
         }
     }
@@ -340,6 +380,174 @@ mod tests {
         d + lambda * tc.block_cost(l, ty, ctx, first) as f64 / BIT as f64
     }
 
+    /// The RD quantizer as first written (one Viterbi step per source and candidate through
+    /// slices, "none" markers in the back pointers): the reference the faster one must match
+    /// level for level.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_block_rd_reference(
+        coeffs: &[i16; 16],
+        first: usize,
+        bq: &BlockQuant,
+        ty: usize,
+        ctx: usize,
+        costs: &TokenCosts,
+        lambda: f64,
+        levels: &mut [i16; 16],
+    ) -> (bool, u32) {
+        *levels = [0; 16];
+        let eob_first = costs.eob_cost(ty, first, ctx);
+        // Most blocks of an inter frame have no coefficient that reaches half a step (nearest
+        // level 0 everywhere: `a + q / 2 < q`), and so no level: found with one maximum.
+        let half_step = |k: usize| bq.q[k] - bq.q[k] / 2;
+        let ac_max = coeffs[1..].iter().map(|c| c.unsigned_abs()).max().unwrap_or(0) as i32;
+        let dc = if first == 0 { coeffs[0].unsigned_abs() as i32 } else { 0 };
+        if ac_max < half_step(1) && dc < half_step(0) {
+            return (false, eob_first);
+        }
+        let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
+        let lam = lambda / BIT as f64;
+        // Magnitudes and nearest levels in scan order (the step is `bq.q[(i > 0) as usize]`).
+        // (a + q / 2) / q by the reciprocal: a <= 2^15 and q / 2 < 2^14, so the quotient is exact
+        // (`BlockQuant::recip`); it is 0 below half a step.
+        let mut mag = [0i32; 16];
+        let mut near = [0i32; 16];
+        let mut last = None;
+        for i in first..16 {
+            let k = (i > 0) as usize;
+            let a = coeffs[ZIGZAG[i]].unsigned_abs() as i32;
+            mag[i] = a;
+            near[i] = ((((a + bq.q[k] / 2) as u64 * bq.recip[k]) >> 32) as i32).min(bq.cap[k]);
+            if near[i] > 0 {
+                last = Some(i);
+            }
+        }
+        let Some(last) = last else {
+            return (false, eob_first);
+        };
+        // zero_dist[i]: distortion of leaving positions i.. at zero. Each `w * a^2` is exact in
+        // f64 (w is 1/4 or 1/16), and so are their sums: summed as integers, then scaled.
+        let mut zero_dist = [0f64; 17];
+        let mut tail = 0i64;
+        for i in (first..16).rev() {
+            tail += (mag[i] as i64) * (mag[i] as i64);
+            zero_dist[i] = w * tail as f64;
+        }
+        const NONE: u8 = u8::MAX;
+        // back[i][state] = (previous state or NONE for the block start, level at i, the rate of
+        // that step).
+        let mut back = [[(NONE, 0i32, 0u32); 3]; 16];
+        let mut dp = [f64::INFINITY; 3];
+        // The all-zero block: one end-of-block token at `first`. Then the best ending so far:
+        // its cost, last position and state, and the rate of its end-of-block.
+        let mut best = (zero_dist[first] + lam * eob_first as f64, None, eob_first);
+        for i in first..=last {
+            let (a, q, n) = (mag[i], bq.q[(i > 0) as usize], near[i]);
+            let cands = [n, n - 1, 0];
+            let cands = &cands[..if n >= 2 { 3 } else { (n + 1) as usize }];
+            // Per candidate: its distortion, and its rate in each context (with the not-EOB part).
+            let mut dist = [0f64; 3];
+            let mut tok = [[0u32; 3]; 3];
+            let mut not_eob = [0u32; 3];
+            for (k, &m) in cands.iter().enumerate() {
+                let e = (a - m * q) as f64;
+                dist[k] = w * e * e;
+                (tok[k], not_eob) = costs.level_costs(ty, i, m as u32);
+            }
+            let mut next = [f64::INFINITY; 3];
+            let sources: &[(u8, f64)] = &if i == first {
+                [(NONE, 0.0), (NONE, f64::INFINITY), (NONE, f64::INFINITY)]
+            } else {
+                [(0, dp[0]), (1, dp[1]), (2, dp[2])]
+            };
+            for &(s, base) in sources {
+                if !base.is_finite() {
+                    continue;
+                }
+                let (c, check_eob) = if s == NONE { (ctx, true) } else { (s as usize, s != 0) };
+                for (k, &m) in cands.iter().enumerate() {
+                    let r = tok[k][c] + if check_eob { not_eob[c] } else { 0 };
+                    let j = base + dist[k] + lam * r as f64;
+                    let ns = m.min(2) as usize;
+                    if j < next[ns] {
+                        next[ns] = j;
+                        back[i][ns] = (s, m, r);
+                    }
+                }
+            }
+            dp = next;
+            for (ns, &cost) in dp.iter().enumerate().skip(1) {
+                let (end, eob) = if i < 15 {
+                    let eob = costs.eob_cost(ty, i + 1, ns);
+                    (cost + zero_dist[i + 1] + lam * eob as f64, eob)
+                } else {
+                    (cost, 0)
+                };
+                if end < best.0 {
+                    best = (end, Some((i, ns as u8)), eob);
+                }
+            }
+        }
+        let (_, Some((mut i, mut s)), mut rate) = best else {
+            return (false, eob_first);
+        };
+        loop {
+            let (prev, m, r) = back[i][s as usize];
+            let z = ZIGZAG[i];
+            levels[z] = if coeffs[z] < 0 { -m as i16 } else { m as i16 };
+            rate += r;
+            if prev == NONE {
+                break;
+            }
+            s = prev;
+            i -= 1;
+        }
+        (true, rate)
+    }
+
+    #[test]
+    fn rd_quantizer_matches_its_reference() {
+        use crate::tables::DEFAULT_COEFF_PROBS;
+        // The default probabilities and a skewed set (as a frame's adapted ones are).
+        let mut skewed = DEFAULT_COEFF_PROBS;
+        let mut seed = 5u64;
+        for p in skewed.iter_mut().flatten().flatten().flatten() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *p = 1 + (seed >> 56) as u8 % 255;
+        }
+        for probs in [&DEFAULT_COEFF_PROBS, &skewed] {
+            let tc = TokenCosts::new(probs);
+            for (n, bq) in [
+                BlockQuant::new([20, 24], [56, 48]),
+                BlockQuant::new([4, 5], [48, 48]),
+                BlockQuant::new([90, 157], [64, 56]),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut seed = 17 + n as u64;
+                for t in 0..4000 {
+                    let c = lcg_block(&mut seed, [8, 60, 400, 3000][t % 4]);
+                    let (ty, first, ctx) =
+                        [(3, 0, 0), (0, 1, 1), (1, 0, 2), (2, 0, 1), (0, 1, 0), (3, 0, 2)][t % 6];
+                    let lambda = [0.0, 5.0, 17.0, 60.0, 400.0][t / 6 % 5];
+                    let (mut fast, mut reference) = ([0i16; 16], [0i16; 16]);
+                    let got = quantize_block_rd(&c, first, bq, ty, ctx, &tc, lambda, &mut fast);
+                    let want = quantize_block_rd_reference(
+                        &c,
+                        first,
+                        bq,
+                        ty,
+                        ctx,
+                        &tc,
+                        lambda,
+                        &mut reference,
+                    );
+                    assert_eq!((got, fast), (want, reference), "{c:?} ty {ty} ctx {ctx}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn rd_quantizer_minimizes_its_cost() {
         use crate::tables::DEFAULT_COEFF_PROBS;
@@ -352,9 +560,10 @@ mod tests {
             let (ty, first, ctx) = [(3, 0, 0), (0, 1, 1), (1, 0, 2), (2, 0, 1)][n % 4];
             let lambda = [0.0, 5.0, 17.0, 60.0][n / 4 % 4];
             let (mut lr, mut lp) = ([0i16; 16], [0i16; 16]);
-            let nz = quantize_block_rd(&c, first, &bq, ty, ctx, &tc, lambda, &mut lr);
+            let (nz, rate) = quantize_block_rd(&c, first, &bq, ty, ctx, &tc, lambda, &mut lr);
             quantize_block(&c, first, &bq, &mut lp);
             assert_eq!(nz, lr.iter().any(|&v| v != 0));
+            assert_eq!(rate, tc.block_cost(&lr, ty, ctx, first), "{c:?} {lr:?}");
             // Signs kept, magnitudes never above the nearest level, DC skipped after Y2.
             for i in 0..16 {
                 assert!(lr[i] == 0 || (lr[i] > 0) == (c[i] > 0), "{c:?} {lr:?}");

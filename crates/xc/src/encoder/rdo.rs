@@ -1,5 +1,5 @@
-//! Rate-distortion helpers: the Lagrange multiplier, rate estimates in 1/256 bit units from
-//! the probabilities the frame will be coded with, and distortion measures.
+//! Rate-distortion helpers: the Lagrange multiplier and rate estimates in 1/256 bit units from
+//! the probabilities the frame will be coded with (distortion measures are `distortion`).
 //!
 //! Rates mirror the parser exactly (token tree with band/context switching and the "no EOB
 //! after a zero" rule, mode trees with their contexts, the MV component coding of spec 17),
@@ -374,18 +374,6 @@ pub fn inter_mode_costs(cnt: &[u8; 4]) -> [u32; 5] {
     std::array::from_fn(|m| tree_cost(&MV_REF_TREE, &probs, m as u8))
 }
 
-/// Sum of squared differences of two equally sized pixel runs.
-#[inline]
-pub fn sse(a: &[u8], b: &[u8]) -> u32 {
-    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).pow(2) as u32).sum()
-}
-
-/// Sum of absolute differences of two equally sized pixel runs.
-#[inline]
-pub fn sad(a: &[u8], b: &[u8]) -> u32 {
-    a.iter().zip(b).map(|(&x, &y)| (x as i32 - y as i32).unsigned_abs()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +414,65 @@ mod tests {
         assert!(c0 < c1 && c1 < cb && c1 < cl, "{c0} {c1} {cb} {cl}");
         // Luma after Y2 ignores the DC position.
         assert_eq!(tc.block_cost(&one, 0, 1, 1), tc.block_cost(&zero, 0, 1, 1));
+    }
+
+    /// `block_cost` is the writer's price of the same tokens: over whole macroblocks (Y2 or
+    /// not, every context chain) it sums to `encoder::tokens::mb_tokens_cost`.
+    #[test]
+    fn block_costs_sum_to_the_writers_macroblock_cost() {
+        use crate::encoder::tokens::mb_tokens_cost;
+        use crate::encoder::MbLevels;
+        use crate::tokens::{TYPE_CHROMA, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC};
+        let mut probs = DEFAULT_COEFF_PROBS;
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for p in probs.iter_mut().flatten().flatten().flatten() {
+            *p = 1 + rnd(255) as u8;
+        }
+        let tc = TokenCosts::new(&probs);
+        for round in 0..4000 {
+            let has_y2 = round % 2 == 0;
+            let mut lv = MbLevels::default();
+            for (b, block) in lv.blocks.iter_mut().enumerate() {
+                let density = rnd(17);
+                for (i, v) in block.iter_mut().enumerate() {
+                    if rnd(16) < density && !(has_y2 && b < 16 && i == 0) {
+                        let m = [1, 2, 3, 5, 9, 20, 40, 100, 2114][rnd(9) as usize];
+                        *v = if rnd(2) == 0 { m } else { -m };
+                    }
+                }
+            }
+            if !has_y2 {
+                lv.blocks[24] = [0; 16];
+            }
+            let mut above: [u8; 9] = std::array::from_fn(|_| rnd(2) as u8);
+            let mut left: [u8; 9] = std::array::from_fn(|_| rnd(2) as u8);
+            let (mut a, mut l) = (above, left);
+            let want = mb_tokens_cost(&probs, &mut a, &mut l, has_y2, &lv);
+            let mut got = 0;
+            let mut one = |b: usize, ty: usize, x: usize, y: usize, first: usize| {
+                let ctx = (above[x] + left[y]) as usize;
+                got += tc.block_cost(&lv.blocks[b], ty, ctx, first);
+                let nz = lv.blocks[b][first..].iter().any(|&v| v != 0) as u8;
+                (above[x], left[y]) = (nz, nz);
+            };
+            if has_y2 {
+                one(24, TYPE_Y2, 8, 8, 0);
+            }
+            let (ty, first) = if has_y2 { (TYPE_Y_AFTER_Y2, 1) } else { (TYPE_Y_WITH_DC, 0) };
+            for b in 0..16 {
+                one(b, ty, b & 3, b >> 2, first);
+            }
+            for b in 16..24 {
+                let (plane, k) = ((b - 16) / 4, (b - 16) % 4);
+                one(b, TYPE_CHROMA, 4 + plane * 2 + (k & 1), 4 + plane * 2 + (k >> 1), 0);
+            }
+            assert_eq!(got, want, "round {round}");
+            assert_eq!((above, left), (a, l));
+        }
     }
 
     #[test]

@@ -19,30 +19,27 @@
 use std::sync::Arc;
 
 use crate::decoder::Decoder;
-use crate::encoder::analysis::{
-    apply_loop_filter, choose_filter_level, psnr, read_block, residual4, write_block,
-};
 use crate::encoder::bitstream::WriteOptions;
-use crate::encoder::fdct::{fdct4x4, fwht4x4};
+use crate::encoder::block::{read_block, write_block};
+use crate::encoder::distortion::{psnr, sse};
+use crate::encoder::filter_level::{apply_loop_filter, choose_filter_level};
 use crate::encoder::next_state::finish_frame;
-use crate::encoder::quantize::{dequantize_block, MbQuant, QuantMode, Quantizer};
-use crate::encoder::rdo::{bit_cost, sse, trellis_lambda, TokenCosts};
-use crate::encoder::tokens::mb_tokens_cost;
+use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
+use crate::encoder::rdo::{bit_cost, trellis_lambda, TokenCosts};
+use crate::encoder::residual::MbCoder;
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
 };
-use crate::frame::Frame;
+use crate::frame::{Frame, Plane};
 use crate::header::parse_uncompressed_chunk;
 use crate::inspect::{ModeParser, ParsedFrame};
-use crate::mb::{MbInfo, MbMode, RefFrame};
-use crate::predict::inter::{predict_inter_mb, InterFilter};
+use crate::mb::{MbInfo, MbMode, Mv, RefFrame};
+use crate::predict::inter::{
+    chroma_mv_full, chroma_mv_split, predict_block, predict_inter_mb, InterFilter,
+};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::state::{DecoderState, EntropyProbs, Segmentation};
-use crate::tables::CoeffProbs;
-use crate::tokens::{
-    skip_mb_tokens, NzContext, TYPE_CHROMA, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, Y2_BLOCK,
-};
-use crate::transform::{idct4x4_add, iwht4x4};
+use crate::tokens::{skip_mb_tokens, NzContext};
 
 /// How a rebased frame's loop filter level is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -85,92 +82,10 @@ fn version_filter(version: u8) -> (InterFilter, bool) {
     (filter, version == 3)
 }
 
-/// How one macroblock's residual is quantized: the block quantizers, the level chooser and
-/// the running above/left non-zero contexts the token costs depend on.
-struct MbCoder<'a> {
-    mq: &'a MbQuant,
-    qz: Quantizer<'a>,
-    above: NzContext,
-    left: NzContext,
-}
-
-impl MbCoder<'_> {
-    /// Quantize block `blk` (context slots `x`, `y`) and record its non-zero flag.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &mut self,
-        c: &[i16; 16],
-        first: usize,
-        ty: usize,
-        x: usize,
-        y: usize,
-        blk: &mut [i16; 16],
-    ) {
-        let bq = match ty {
-            TYPE_Y2 => &self.mq.y2,
-            TYPE_CHROMA => &self.mq.uv,
-            _ => &self.mq.y,
-        };
-        let ctx = (self.above[x] + self.left[y]) as usize;
-        let nz = self.qz.block(c, first, bq, ty, ctx, blk) as u8;
-        self.above[x] = nz;
-        self.left[y] = nz;
-    }
-
-    /// A 16x16 luma residual with a Y2 block (all modes but B_PRED and SPLITMV). `recon`
-    /// holds the prediction on entry and the reconstruction on return.
-    fn luma_y2(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let mut coeffs = [[0i16; 16]; 16];
-        let mut dcs = [0i16; 16];
-        for (b, c) in coeffs.iter_mut().enumerate() {
-            *c = fdct4x4(&residual4(src, recon, 16, b & 3, b >> 2));
-            dcs[b] = c[0];
-        }
-        self.block(&fwht4x4(&dcs), 0, TYPE_Y2, 8, 8, &mut lv.blocks[Y2_BLOCK]);
-        let dc_out = iwht4x4(&dequantize_block(&lv.blocks[Y2_BLOCK], self.mq.dq.y2));
-        for b in 0..16 {
-            self.block(&coeffs[b], 1, TYPE_Y_AFTER_Y2, b & 3, b >> 2, &mut lv.blocks[b]);
-            let mut dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            dq[0] = dc_out[b];
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
-        }
-    }
-
-    /// Sixteen luma blocks with their own DCs (SPLITMV), all against one prediction.
-    fn luma_nodc(&mut self, src: &[u8; 256], recon: &mut [u8; 256], lv: &mut MbLevels) {
-        let pred = *recon;
-        for b in 0..16 {
-            let c = fdct4x4(&residual4(src, &pred, 16, b & 3, b >> 2));
-            self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]);
-            let dq = dequantize_block(&lv.blocks[b], self.mq.dq.y);
-            idct4x4_add(&dq, recon, (b >> 2) * 64 + (b & 3) * 4, 16);
-        }
-    }
-
-    /// One 8x8 chroma plane (`plane` 0 = U, 1 = V).
-    fn chroma(&mut self, src: &[u8; 64], recon: &mut [u8; 64], plane: usize, lv: &mut MbLevels) {
-        let pred = *recon;
-        for b in 0..4 {
-            let blk = 16 + plane * 4 + b;
-            let c = fdct4x4(&residual4(src, &pred, 8, b & 1, b >> 1));
-            let (x, y) = (4 + plane * 2 + (b & 1), 4 + plane * 2 + (b >> 1));
-            self.block(&c, 0, TYPE_CHROMA, x, y, &mut lv.blocks[blk]);
-            let dq = dequantize_block(&lv.blocks[blk], self.mq.dq.uv);
-            idct4x4_add(&dq, recon, (b >> 1) * 32 + (b & 1) * 4, 8);
-        }
-    }
-}
-
-/// Rate-distortion inputs of a rebased frame's macroblock-level skip decision.
-struct SkipRd<'a> {
-    probs: &'a CoeffProbs,
-    lambda: f64,
-}
-
 /// Code macroblock (mbx, mby) with `info`'s prediction into `recon`, returning its levels and
-/// updating the non-zero contexts. With `skip_rd`, a macroblock whose residual does not pay
-/// for itself (`SSE + lambda * bits`) is coded with no residual (B_PRED excepted: its
-/// subblocks predict from each other's reconstruction).
+/// updating the non-zero contexts. With `skip_lambda`, a macroblock whose residual does not
+/// pay for itself (`SSE + lambda * bits`, the bits priced by `coder`) is coded with no
+/// residual (B_PRED excepted: its subblocks predict from each other's reconstruction).
 #[allow(clippy::too_many_arguments)]
 fn rebase_mb(
     recon: &mut Frame,
@@ -178,7 +93,7 @@ fn rebase_mb(
     refs: &[Option<&Frame>; 4],
     info: &mut MbInfo,
     coder: &mut MbCoder,
-    skip_rd: Option<&SkipRd>,
+    skip_lambda: Option<f64>,
     choose_refs: Option<[bool; 4]>,
     mbx: usize,
     mby: usize,
@@ -197,9 +112,7 @@ fn rebase_mb(
                 predict_luma4(&mut recon.y, mbx, mby, b, info.b_modes[b]);
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
                 let s = read_block::<4, 16>(&src.y, x0, y0);
-                let res = residual4(&s, &rec, 4, 0, 0);
-                coder.block(&fdct4x4(&res), 0, TYPE_Y_WITH_DC, b & 3, b >> 2, &mut lv.blocks[b]);
-                idct4x4_add(&dequantize_block(&lv.blocks[b], coder.mq.dq.y), &mut rec, 0, 4);
+                coder.subblock(b, &s, &mut rec, &mut lv.blocks[b]);
                 write_block::<4>(&mut recon.y, x0, y0, &rec);
             }
         } else {
@@ -215,12 +128,17 @@ fn rebase_mb(
         let Some(reference) = refs[info.ref_frame as usize] else {
             return Err(EncodeError::NoReference);
         };
-        predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
+        let mut predicted = None;
         if let Some(sign_bias) = choose_refs {
-            info.ref_frame =
-                best_reference(recon, &src_y, refs, info, sign_bias, (mbx, mby), filter);
+            let at = (mbx, mby);
+            (info.ref_frame, predicted) =
+                best_reference(recon, &src_y, refs, info, sign_bias, at, filter.0);
+            let chosen = refs[info.ref_frame as usize].unwrap_or(reference);
+            predict_inter_chroma(chosen, recon, mbx, mby, info, filter);
+        } else {
+            predict_inter_mb(reference, recon, mbx, mby, info, filter.0, filter.1);
         }
-        let mut y = read_block::<16, 256>(&recon.y, lx, ly);
+        let mut y = predicted.unwrap_or_else(|| read_block::<16, 256>(&recon.y, lx, ly));
         pred_y = Some(y);
         if info.y_mode == MbMode::Split {
             coder.luma_nodc(&src_y, &mut y, &mut lv);
@@ -242,16 +160,15 @@ fn rebase_mb(
         rec_c[plane] = c;
         write_block::<8>(dst, cx, cy, &c);
     }
-    if let (Some(rd), Some(py)) = (skip_rd, pred_y) {
+    if let (Some(lambda), Some(py)) = (skip_lambda, pred_y) {
         if !lv.is_zero() {
             let has_y2 = info.y_mode != MbMode::Split;
-            let (mut a, mut l) = (entry_above, entry_left);
-            let tokens = mb_tokens_cost(rd.probs, &mut a, &mut l, has_y2, &lv);
+            let tokens = coder.rate;
             let rec_y = read_block::<16, 256>(&recon.y, lx, ly);
             let d1 = sse(&src_y, &rec_y) + sse(&src_c[0], &rec_c[0]) + sse(&src_c[1], &rec_c[1]);
             let d0 = sse(&src_y, &py) + sse(&src_c[0], &pred_c[0]) + sse(&src_c[1], &pred_c[1]);
-            let j1 = d1 as f64 + rd.lambda * (tokens + bit_cost(SKIP_PROB, false)) as f64 / 256.0;
-            let j0 = d0 as f64 + rd.lambda * bit_cost(SKIP_PROB, true) as f64 / 256.0;
+            let j1 = d1 as f64 + lambda * (tokens + bit_cost(SKIP_PROB, false)) as f64 / 256.0;
+            let j0 = d0 as f64 + lambda * bit_cost(SKIP_PROB, true) as f64 / 256.0;
             if j0 < j1 {
                 write_block::<16>(&mut recon.y, lx, ly, &py);
                 write_block::<8>(&mut recon.u, cx, cy, &pred_c[0]);
@@ -266,11 +183,12 @@ fn rebase_mb(
     Ok(lv)
 }
 
-/// The reference among `refs` whose prediction of macroblock `at` with `info`'s motion vectors
-/// has the least luma error against `src_y`, among those with the sign bias of `info`'s own
-/// (so the near/nearest vectors, and with them the coded modes, are unchanged). `recon` holds
-/// the prediction from `info.ref_frame` on entry and the chosen reference's on return. Ties
-/// keep the macroblock's reference.
+/// The reference among `refs` whose luma prediction of macroblock `at` with `info`'s motion
+/// vectors has the least error against `src_y`, among those with the sign bias of `info`'s
+/// own (so the near/nearest vectors, and with them the coded modes, are unchanged). Ties keep
+/// the macroblock's reference. Returns it and its luma prediction, which `recon`'s luma holds
+/// on return (`None` when the macroblock's own reference is missing); its chroma is not
+/// touched.
 fn best_reference(
     recon: &mut Frame,
     src_y: &[u8; 256],
@@ -278,39 +196,96 @@ fn best_reference(
     info: &MbInfo,
     sign_bias: [bool; 4],
     (mbx, mby): (usize, usize),
-    filter: (InterFilter, bool),
-) -> RefFrame {
+    filter: InterFilter,
+) -> (RefFrame, Option<[u8; 256]>) {
     let own = info.ref_frame;
-    let err = |recon: &Frame| sse(src_y, &read_block::<16, 256>(&recon.y, mbx * 16, mby * 16));
-    let mut best = (err(recon), own);
+    let Some(own_pic) = refs[own as usize] else { return (own, None) };
+    let luma = |recon: &mut Frame, pic: &Frame| {
+        predict_inter_luma(&pic.y, &mut recon.y, mbx, mby, info, filter);
+        read_block::<16, 256>(&recon.y, mbx * 16, mby * 16)
+    };
+    let px = luma(recon, own_pic);
+    // The own prediction's error is found only if another reference is tried.
+    let mut best: (Option<u32>, RefFrame, [u8; 256]) = (None, own, px);
     let mut current = own;
     for cand in [RefFrame::Last, RefFrame::Golden, RefFrame::AltRef] {
-        let (Some(pic), Some(own_pic)) = (refs[cand as usize], refs[own as usize]) else {
-            continue;
-        };
+        let Some(pic) = refs[cand as usize] else { continue };
         if cand == own
             || sign_bias[cand as usize] != sign_bias[own as usize]
             || std::ptr::eq(pic, own_pic)
         {
             continue;
         }
-        let mut trial = info.clone();
-        trial.ref_frame = cand;
-        predict_inter_mb(pic, recon, mbx, mby, &trial, filter.0, filter.1);
+        let best_e = best.0.unwrap_or_else(|| sse(src_y, &best.2));
+        best.0 = Some(best_e);
+        let px = luma(recon, pic);
         current = cand;
-        let e = err(recon);
-        if e < best.0 {
-            best = (e, cand);
+        let e = sse(src_y, &px);
+        if e < best_e {
+            best = (Some(e), cand, px);
         }
     }
     if current != best.1 {
-        if let Some(pic) = refs[best.1 as usize] {
-            let mut chosen = info.clone();
-            chosen.ref_frame = best.1;
-            predict_inter_mb(pic, recon, mbx, mby, &chosen, filter.0, filter.1);
+        write_block::<16>(&mut recon.y, mbx * 16, mby * 16, &best.2);
+    }
+    (best.1, Some(best.2))
+}
+
+/// The luma part of `predict::inter::predict_inter_mb`: one 16x16 block, or for SPLITMV each
+/// 8x8 quadrant whose vectors agree at once and the others per 4x4 subblock.
+fn predict_inter_luma(
+    reference: &Plane,
+    dst: &mut Plane,
+    mbx: usize,
+    mby: usize,
+    info: &MbInfo,
+    filter: InterFilter,
+) {
+    let (lx, ly) = (mbx * 16, mby * 16);
+    let mut block = |x: usize, y: usize, size: usize, mv: Mv| {
+        let (row, col) = (2 * mv.row as i32, 2 * mv.col as i32);
+        predict_block(reference, dst, lx + x, ly + y, size, row, col, filter);
+    };
+    if info.y_mode != MbMode::Split {
+        block(0, 0, 16, info.mv);
+        return;
+    }
+    let mvs = &info.mvs;
+    for q in 0..4 {
+        let first = (q / 2) * 8 + (q % 2) * 2;
+        let quad = [first, first + 1, first + 4, first + 5];
+        if quad.iter().all(|&b| mvs[b] == mvs[first]) {
+            block((q % 2) * 8, (q / 2) * 8, 8, mvs[first]);
+        } else {
+            for b in quad {
+                block((b % 4) * 4, (b / 4) * 4, 4, mvs[b]);
+            }
         }
     }
-    best.1
+}
+
+/// The chroma part of `predict::inter::predict_inter_mb`: one 8x8 block per plane, or four
+/// 4x4 blocks per plane for SPLITMV.
+fn predict_inter_chroma(
+    reference: &Frame,
+    dst: &mut Frame,
+    mbx: usize,
+    mby: usize,
+    info: &MbInfo,
+    (filter, full_pixel): (InterFilter, bool),
+) {
+    let (cx, cy) = (mbx * 8, mby * 8);
+    let mut block = |x: usize, y: usize, size: usize, (row, col): (i32, i32)| {
+        predict_block(&reference.u, &mut dst.u, cx + x, cy + y, size, row, col, filter);
+        predict_block(&reference.v, &mut dst.v, cx + x, cy + y, size, row, col, filter);
+    };
+    if info.y_mode == MbMode::Split {
+        for (k, &mv) in chroma_mv_split(&info.mvs, full_pixel).iter().enumerate() {
+            block((k % 2) * 4, (k / 2) * 4, 4, mv);
+        }
+    } else {
+        block(0, 0, 8, chroma_mv_full(info.mv, full_pixel));
+    }
 }
 
 /// Rebased frames use half the RD quantizer's lambda. Their prediction decisions were made
@@ -459,19 +434,19 @@ fn plan_rebase(
             left_nz = [0; 9];
         }
         let seg = info.segment_id as usize & 3;
-        let qz = match params.quant {
-            QuantMode::Plain => Quantizer::Plain,
-            QuantMode::Rd => Quantizer::Rd { costs: &costs, lambda: lambdas[seg] },
+        // The RD quantizer prices its levels as it chooses them: the skip decision's rate.
+        let (qz, rate_costs) = match params.quant {
+            QuantMode::Plain => (Quantizer::Plain, None),
+            QuantMode::Rd => (Quantizer::Rd { costs: &costs, lambda: lambdas[seg] }, Some(&costs)),
         };
-        let skip_rd = SkipRd { probs, lambda: lambdas[seg] };
-        let mut coder = MbCoder { mq: &mq[seg], qz, above: above_nz[mbx], left: left_nz };
+        let mut coder = MbCoder::new(&mq[seg], qz, rate_costs, above_nz[mbx], left_nz);
         let lv = rebase_mb(
             &mut recon,
             source,
             &refs,
             &mut info,
             &mut coder,
-            (params.quant == QuantMode::Rd).then_some(&skip_rd),
+            (params.quant == QuantMode::Rd).then_some(lambdas[seg]),
             params.choose_refs.then_some(sign_bias),
             mbx,
             mby,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::analysis::psnr;
+use super::distortion::psnr;
 use super::quantize::{dequantize_block, MbQuant};
 use super::*;
 use crate::loopfilter::{filter_frame, mb_filter_level, FilterType, LfDeltas, MbEdgeInfo};
@@ -233,9 +233,33 @@ fn motion_search_finds_global_subpel_shift() {
 
 #[test]
 fn splitmv_for_two_objects_moving_apart() {
-    for speed in [Speed::Best, Speed::Good] {
+    for speed in [Speed::Best, Speed::GoodSplit, Speed::Good] {
         splitmv_two_objects(speed);
     }
+}
+
+/// GoodSplit is its own effort: on a real inter frame it decides differently from Good (its
+/// SPLITMV search is Best's) and from Best (its intra modes are screened as Good's), and it
+/// searches SPLITMV where Good does not: on a reference other than the last frame.
+#[test]
+fn good_split_is_good_with_bests_split_search() {
+    let Some(frames) = clip_frames("carphone_qcif_120f.y4m", 4) else { return };
+    let (_, key_recon) =
+        analyze_frame(&DecoderState::default(), &frames[0], &EncodeParams::key(20)).unwrap();
+    let mut st = state_with_refs(&key_recon);
+    st.golden = Some(Arc::new(shifted(&key_recon, Mv { row: 6, col: -6 })));
+    let decide = |speed| {
+        let params = EncodeParams { speed, ..EncodeParams::inter(20) };
+        analyze_frame(&st, &frames[3], &params).unwrap().0.mbs
+    };
+    let (good, good_split, best) =
+        (decide(Speed::Good), decide(Speed::GoodSplit), decide(Speed::Best));
+    assert_ne!(good, good_split);
+    assert_ne!(good_split, best);
+    let split_off_last =
+        |m: &&crate::mb::MbInfo| m.y_mode == MbMode::Split && m.ref_frame != RefFrame::Last;
+    assert_eq!(good.iter().filter(split_off_last).count(), 0);
+    assert!(good_split.iter().filter(split_off_last).count() > 0, "no split off the last frame");
 }
 
 fn splitmv_two_objects(speed: Speed) {

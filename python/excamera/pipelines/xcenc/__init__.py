@@ -67,7 +67,7 @@ parallel) and then onto its predecessor's *final* state (pass 2, serially along 
 ``-S`` the pass-0 state that pass 1 used). Every chunk is then exact by construction and no
 worker runs more than 3 passes. Both re-encodes are plain rebases, without phase flags. With
 ``--chain excamera`` (the default) they also keep references across chunk joins and let rebased
-macroblocks choose among them, and the converted first frame gets the encoder's best effort;
+macroblocks choose among them, and the converted first frame gets the encoder's Good effort;
 ``--chain mu`` runs them as mu did (see ``XcencParams.pass_flags``). Batch mode needs ``-p 1``
 or at least 3 passes.
 

@@ -28,7 +28,11 @@ CQ_LEVEL_QINDEX = (
 )
 MAX_CQ_LEVEL = len(CQ_LEVEL_QINDEX) - 1
 TOOL_MODES = ("worker", "subprocess")
-EXCAMERA_CHAIN_FLAGS = ["-q", "best", "--last-keeps-refs", "--choose-refs", "--key-at-cuts"]
+# -q: pass 1's effort for the converted first frame; Good is on the Pareto front of pipeline
+# time against SSIM BD-rate (bench/pass1-effort.md: 0.67-0.68 of Best's pipeline CPU for
+# +0.07..+0.20%; Realtime +5.6..+7.3%).
+PASS1_EFFORT = "good"
+EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts"]
 
 
 class PlanError(ValueError):
@@ -170,7 +174,7 @@ class XcencParams:
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
     # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
     # across chunk joins and lets rebased macroblocks choose among them, and gives the
-    # converted first frame the encoder's best effort; "mu" runs xc-enc as mu did. See
+    # converted first frame the encoder's Good effort; "mu" runs xc-enc as mu did. See
     # ``pass_flags``.
     chain: str = "excamera"
     # Where the xc tools (xc-enc, xc-dump, comp-states) run: "worker" in the worker's own
@@ -288,9 +292,11 @@ class XcencParams:
 
         Batch mode's ``excamera`` chain adds ``EXCAMERA_CHAIN_FLAGS``:
 
-        - ``-q best``: the converted first frame (pass 1, in parallel) is encoded at the
-          encoder's best effort. At ``-w 0.75`` it is a boosted frame carrying a quarter of the
-          chunk's bits, and realtime effort wasted them.
+        - ``-q good`` (``PASS1_EFFORT``): the converted first frame (pass 1, in parallel) is
+          encoded at the encoder's Good effort. At ``-w 0.75`` it is a boosted frame carrying
+          a quarter of the chunk's bits, and realtime effort wasted them (+5.6% and +7.3%
+          SSIM BD-rate on bbb at 640x272 and 1280x720 against Best); Good is within 0.2% of
+          Best for 0.68 of its pipeline CPU time (``bench/pass1_effort.py``).
         - ``--last-keeps-refs``: a chunk's last frame no longer refreshes all three
           references, so the next chunk's first frame can still predict from this chunk's
           boosted first frame (golden and alt-ref), as a serial encoder's frames use a golden.
@@ -304,11 +310,11 @@ class XcencParams:
           none on carphone.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
-        vpxenc run): mu's chain +32.1%, these three +12.2% (+12.0% after the encoder's
-        SPLITMV work); without ``--last-keeps-refs`` and ``--choose-refs`` (best effort alone)
-        +32.9%; with realtime effort +21.7%. With ``mild_batch_keys`` (the key frame at frame
-        96 re-encoded at -w's quantizer rather than vpxenc's 0) +9.4%, PSNR-Y +9.6%; with frame
-        0's too +4.9%, PSNR-Y +3.6%.
+        vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
+        encoder's SPLITMV work); without ``--last-keeps-refs`` and ``--choose-refs`` (best
+        effort alone) +32.9%; with realtime effort +21.7%. With ``mild_batch_keys`` (the key
+        frame at frame 96 re-encoded at -w's quantizer rather than vpxenc's 0) +9.4%, PSNR-Y
+        +9.6%; with frame 0's too +4.9%, PSNR-Y +3.6%.
         """
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:

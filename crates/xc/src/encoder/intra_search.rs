@@ -1,0 +1,263 @@
+//! Intra mode search: the chroma mode, the 16x16 luma modes and B_PRED (each subblock's mode
+//! in turn, predicted from the reconstruction of the ones before it), by RD cost. At Realtime
+//! only the mode whose prediction alone costs least is coded; Good screens the modes of inter
+//! frames by their prediction before coding the best few.
+
+use crate::encoder::analysis::{better, finish, Choice, FrameCtx, MbCtx, Speed};
+use crate::encoder::block::{read_block, read_chroma, read_luma, sub4, write_block, MbPixels};
+use crate::encoder::distortion::sse;
+use crate::encoder::residual::MbCoder;
+use crate::encoder::MbLevels;
+use crate::frame::Frame;
+use crate::mb::{BMode, MbInfo, MbMode, UvMode};
+use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
+use crate::tokens::NzContext;
+
+/// The best chroma intra coding of a macroblock.
+struct ChromaChoice {
+    cost: f64,
+    mode: UvMode,
+    levels: MbLevels,
+    u: [u8; 64],
+    v: [u8; 64],
+    /// Token rate plus mode rate.
+    rate: u32,
+    sse: u64,
+    above: NzContext,
+    left: NzContext,
+}
+
+/// Best chroma intra mode for the macroblock (coded against the reconstruction).
+fn best_chroma(
+    fc: &FrameCtx,
+    m: &MbCtx,
+    recon: &mut Frame,
+    above: &NzContext,
+    left: &NzContext,
+) -> ChromaChoice {
+    let mut best: Option<ChromaChoice> = None;
+    let all = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
+    let modes = intra_candidates(fc, &all, 2, |mode| {
+        predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
+        predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
+        let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
+        (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
+    });
+    for mode in modes {
+        predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
+        predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
+        let (mut u, mut v) = read_chroma(recon, m.mbx, m.mby);
+        let mut coder = fc.coder(m, *above, *left);
+        let mut lv = MbLevels::default();
+        coder.chroma_both((&m.src.u, &m.src.v), (&mut u, &mut v), &mut lv);
+        let rate = coder.rate + fc.mc.uv(mode);
+        let d = sse(&m.src.u, &u) as u64 + sse(&m.src.v, &v) as u64;
+        let j = fc.cost(d, rate);
+        if best.as_ref().is_none_or(|b| j < b.cost) {
+            best = Some(ChromaChoice {
+                cost: j,
+                mode,
+                levels: lv,
+                u,
+                v,
+                rate,
+                sse: d,
+                above: coder.above,
+                left: coder.left,
+            });
+        }
+    }
+    best.expect("four chroma modes tried")
+}
+
+/// Realtime's mode choice: the mode whose prediction alone (`eval` gives its SSE and mode
+/// rate) has the lowest RD cost, so that only that one is transformed and quantized.
+fn pick_by_prediction<T: Copy>(
+    fc: &FrameCtx,
+    modes: &[T],
+    mut eval: impl FnMut(T) -> (u64, u32),
+) -> T {
+    let mut best = (f64::MAX, modes[0]);
+    for &mode in modes {
+        let (d, r) = eval(mode);
+        let j = fc.cost(d, r);
+        if j < best.0 {
+            best = (j, mode);
+        }
+    }
+    best.1
+}
+
+/// The intra modes (of `all`) worth coding in full at this speed: at Realtime the one whose
+/// prediction alone (`eval` gives its SSE and mode rate) costs least, where intra modes are
+/// screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all of them.
+fn intra_candidates<T: Copy>(
+    fc: &FrameCtx,
+    all: &[T],
+    keep: usize,
+    eval: impl FnMut(T) -> (u64, u32),
+) -> Vec<T> {
+    if fc.speed == Speed::Realtime {
+        vec![pick_by_prediction(fc, all, eval)]
+    } else if fc.screens_intra() {
+        top_by_prediction(fc, all, keep, eval)
+    } else {
+        all.to_vec()
+    }
+}
+
+/// The `k` modes whose prediction alone (`eval` gives its SSE and mode rate) has the lowest
+/// RD cost, best first (stable among equal costs).
+fn top_by_prediction<T: Copy>(
+    fc: &FrameCtx,
+    modes: &[T],
+    k: usize,
+    mut eval: impl FnMut(T) -> (u64, u32),
+) -> Vec<T> {
+    let mut scored: Vec<(f64, T)> = modes
+        .iter()
+        .map(|&mode| {
+            let (d, r) = eval(mode);
+            (fc.cost(d, r), mode)
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    scored.into_iter().take(k).map(|x| x.1).collect()
+}
+
+fn implied_bmode(mode: MbMode) -> BMode {
+    match mode {
+        MbMode::V => BMode::Ve,
+        MbMode::H => BMode::He,
+        MbMode::Tm => BMode::Tm,
+        _ => BMode::Dc,
+    }
+}
+
+/// The best intra coding of the macroblock: 16x16 modes and B_PRED, with the best chroma mode.
+pub(crate) fn best_intra(
+    fc: &FrameCtx,
+    m: &MbCtx,
+    recon: &mut Frame,
+    bound: f64,
+) -> Option<Choice> {
+    let ch = best_chroma(fc, m, recon, &m.above, &m.left);
+    let (uv_mode, uv_levels, ur, vr) = (ch.mode, ch.levels, ch.u, ch.v);
+    let (uv_rate, uv_sse, ca, cl) = (ch.rate, ch.sse, ch.above, ch.left);
+    let uv_mode_rate = fc.mc.uv(uv_mode);
+    let uv_tok = uv_rate - uv_mode_rate;
+    let base_rate = fc.mc.intra + uv_mode_rate;
+    let mut best: Option<Choice> = None;
+    let mut px = MbPixels { y: [0; 256], u: ur, v: vr };
+    let all = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm];
+    let modes = intra_candidates(fc, &all, 2, |mode| {
+        predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
+        (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
+    });
+    for mode in modes {
+        predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
+        let mut y = read_luma(recon, m.mbx, m.mby);
+        let mut coder = fc.coder(m, ca, cl);
+        let mut levels = uv_levels.clone();
+        coder.luma_y2(&m.src.y, &mut y, &mut levels);
+        px.y = y;
+        let info = MbInfo {
+            y_mode: mode,
+            uv_mode,
+            b_modes: [implied_bmode(mode); 16],
+            segment_id: m.segment,
+            ..Default::default()
+        };
+        let c = Choice {
+            info,
+            levels,
+            px,
+            rate: 0,
+            sse: sse(&m.src.y, &y) as u64 + uv_sse,
+            cost: 0.0,
+            above: coder.above,
+            left: coder.left,
+        };
+        let c = finish(fc, c, base_rate + fc.mc.y_mode(mode), coder.rate + uv_tok);
+        best = better(best, c);
+    }
+    let best16 = best.as_ref().map_or(f64::MAX, |b| b.cost).min(bound);
+    // B_PRED: subblocks in order, each predicted from the reconstruction of the previous ones.
+    if fc.key_frame || fc.speed != Speed::Realtime {
+        let above_modes = m.nb.above.map(|a| a.b_modes);
+        let left_modes = m.nb.left.map(|l| l.b_modes);
+        let mut coder = fc.coder(m, ca, cl);
+        let mut levels = uv_levels.clone();
+        let mut modes = [BMode::Dc; 16];
+        // Mode rates; the token rates are `uv_tok + coder.rate`.
+        let mut rate = base_rate + fc.mc.y_mode(MbMode::BPred);
+        let mut dist = uv_sse;
+        let mut ok = true;
+        for b in 0..16 {
+            let (bx, by) = (b & 3, b >> 2);
+            let am =
+                if by > 0 { modes[b - 4] } else { above_modes.map_or(BMode::Dc, |x| x[b + 12]) };
+            let lm = if bx > 0 { modes[b - 1] } else { left_modes.map_or(BMode::Dc, |x| x[b + 3]) };
+            let src4 = sub4(&m.src.y, 16, bx, by);
+            let (x0, y0) = (m.mbx * 16 + bx * 4, m.mby * 16 + by * 4);
+            let bmodes = intra_candidates(fc, &BMode::ALL, 3, |mode| {
+                predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
+                let p = read_block::<4, 16>(&recon.y, x0, y0);
+                (sse(&src4, &p) as u64, fc.mc.b_mode(mode, am, lm))
+            });
+            let mut bb: Option<SubblockChoice> = None;
+            for mode in bmodes {
+                predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
+                let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
+                let mut trial = coder.clone();
+                let mut lv = [0i16; 16];
+                trial.subblock(b, &src4, &mut rec, &mut lv);
+                let mode_rate = fc.mc.b_mode(mode, am, lm);
+                let d = sse(&src4, &rec);
+                let j = fc.cost(d as u64, trial.rate - coder.rate + mode_rate);
+                if bb.as_ref().is_none_or(|x| j < x.cost) {
+                    bb =
+                        Some(SubblockChoice { cost: j, mode, coder: trial, lv, rec, mode_rate, d });
+                }
+            }
+            let c = bb.expect("ten subblock modes tried");
+            write_block::<4>(&mut recon.y, x0, y0, &c.rec);
+            modes[b] = c.mode;
+            levels.blocks[b] = c.lv;
+            coder = c.coder;
+            rate += c.mode_rate;
+            dist += c.d as u64;
+            if fc.cost(dist, rate + uv_tok + coder.rate) > best16 {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            px.y = read_luma(recon, m.mbx, m.mby);
+            let info = MbInfo {
+                y_mode: MbMode::BPred,
+                uv_mode,
+                b_modes: modes,
+                segment_id: m.segment,
+                ..Default::default()
+            };
+            let (above, left) = (coder.above, coder.left);
+            let c = Choice { info, levels, px, rate: 0, sse: dist, cost: 0.0, above, left };
+            let c = finish(fc, c, rate, uv_tok + coder.rate);
+            best = better(best, c);
+        }
+    }
+    best
+}
+
+/// The best coding of one B_PRED subblock so far.
+struct SubblockChoice<'a> {
+    cost: f64,
+    mode: BMode,
+    /// The macroblock's coder after this subblock.
+    coder: MbCoder<'a>,
+    lv: [i16; 16],
+    rec: [u8; 16],
+    mode_rate: u32,
+    d: u32,
+}
