@@ -55,9 +55,10 @@ pub enum LoopFilterChoice {
 
 /// Options of one [`rebase_frame`].
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct RebaseParams {
+pub(crate) struct RebaseParams {
     /// Base quantizer index; `None` keeps the prediction frame's `y_ac_qi`.
     pub qindex: Option<u8>,
+    /// How the loop filter level is chosen.
     pub loop_filter: LoopFilterChoice,
     /// Refresh last, golden and alt-ref with this frame (whatever the prediction frame did).
     pub refresh_all: bool,
@@ -330,7 +331,7 @@ fn plan_segmentation(state: &DecoderState, pred: &ParsedFrame) -> (bool, bool, V
 /// recompute the residuals against `state`'s references and `source`, write the frame and
 /// build the state after it from the decisions (with `params.verify`, and in debug builds,
 /// also decode it and check that the decoder reaches that state and the reconstruction).
-pub fn rebase_frame(
+pub(crate) fn rebase_frame(
     state: &DecoderState,
     pred: &ParsedFrame,
     source: &Frame,
@@ -495,7 +496,10 @@ pub enum FirstFrameQuality {
     /// smaller one, when none is. The chunk's later frames are rebased onto this picture, so
     /// matching its quality keeps the whole chunk at the independently encoded quality while
     /// the inter frame costs less than the key frame it replaces.
-    MatchPrediction { tolerance_db: f64 },
+    MatchPrediction {
+        /// How far below the prediction picture's PSNR the first frame may be, in dB.
+        tolerance_db: f64,
+    },
 }
 
 impl Default for FirstFrameQuality {
@@ -572,8 +576,11 @@ impl Default for ReencodeOpts {
 /// [`DecoderState::content_hash`] of the state it must be decoded from.
 #[derive(Clone, Debug)]
 pub struct ReencodedChunk {
+    /// The encoded frames, in order.
     pub frames: Vec<Vec<u8>>,
+    /// The state a decoder reaches after the last frame.
     pub state: DecoderState,
+    /// The `content_hash` of the state the chunk must be decoded from.
     pub input_state_hash: u64,
 }
 

@@ -3,11 +3,12 @@
 //!
 //! Run with `cargo test --release -p xc --test rebase -- --nocapture` to see the figures.
 
-mod common;
+use super::common;
 
 use std::path::Path;
 use std::time::Instant;
 
+use common::md5::md5_hex;
 use common::*;
 use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{
@@ -17,7 +18,6 @@ use xc::encoder::{EncodeError, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
 use xc::mb::RefFrame;
-use xc::md5::md5_hex;
 use xc::{decode_frame, DecoderState};
 
 /// mu's pass-0 vpxenc settings.
