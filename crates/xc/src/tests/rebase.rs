@@ -673,7 +673,7 @@ fn first_frame_quantizer_last_frame_refresh_and_fixed_probs() {
 /// XC_ALLOW_MISSING_MATERIAL=1 they return with a NOT RUN line.
 #[test]
 fn missing_clips_or_tools_fail_unless_allowed() {
-    let test = "first_frame_quantizer_last_frame_refresh_and_fixed_probs";
+    let test = "tests::rebase::first_frame_quantizer_last_frame_refresh_and_fixed_probs";
     let nowhere = std::env::temp_dir().join("xc-no-such-shared");
     assert_missing_material_fails(test, &[("EXCAMERA_SHARED", nowhere.to_str())], "no-such");
     assert_missing_material_fails(test, &[("PATH", Some(""))], "vpxenc, vpxdec");
