@@ -546,7 +546,7 @@ pub struct ReencodeOpts {
     /// default). Without it the last frame keeps the prediction frame's refresh flags, so the
     /// golden picture survives into the next chunk.
     pub last_frame_refresh_all: bool,
-    /// Rebased macroblocks may switch reference ([`RebaseParams::choose_refs`]).
+    /// Rebased macroblocks may switch reference (`RebaseParams::choose_refs`).
     pub choose_refs: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
@@ -654,7 +654,7 @@ fn decode_prediction(
 /// A first key frame becomes an inter frame that refreshes all references, fully encoded
 /// against `input_state` (unless the input state is fresh and `reencode_first_frame` is not
 /// set: then it stays a key frame, re-quantized). Every other frame is rebased
-/// ([`rebase_frame`]); hidden frames (alt-refs) take the prediction stream's own
+/// (`rebase_frame`); hidden frames (alt-refs) take the prediction stream's own
 /// reconstruction as their target. The last frame also refreshes last, golden and alt-ref.
 pub fn reencode_chunk(
     input_state: &DecoderState,
