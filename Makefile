@@ -34,6 +34,8 @@ test-python:
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --release --all-targets -- -D warnings
+	cargo clippy -p xc --release --all-targets --features internals -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc -p xc --no-deps -q
 	$(VENV)/bin/ruff check python tests bench
 
 # bench: regenerates every committed bench/*-results.json with the settings the README quotes

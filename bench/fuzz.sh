@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long mutation-fuzz run of the xc decoder (crates/xc/tests/fuzz.rs): many more iterations than
+# Long mutation-fuzz run of the xc decoder (crates/xc/src/tests/fuzz.rs): many more iterations than
 # CI's 100,000 decodes, over every conformance vector, with a fresh seed each run unless given.
 #
 #   bench/fuzz.sh [ITERATIONS] [SEED]        e.g. bench/fuzz.sh 2000000 0x1234
@@ -15,4 +15,4 @@ export XC_TEST_VECTORS="${XC_TEST_VECTORS:-$EXCAMERA_SHARED/vp8-test-vectors}"
 [ -d "$XC_TEST_VECTORS" ] || { echo "fuzz.sh: no test vectors at $XC_TEST_VECTORS (set EXCAMERA_SHARED)" >&2; exit 2; }
 echo "xc fuzz: $iters iterations (2 decodes each), seed $seed, all vectors" >&2
 XC_FUZZ_ITERS="$iters" XC_FUZZ_SEED="$seed" XC_FUZZ_VECTORS=all XC_FUZZ_MAX_MS="${XC_FUZZ_MAX_MS:-5000}" \
-  cargo test --release -p xc --test fuzz -- --nocapture --test-threads=1
+  cargo test --release -p xc --lib tests::fuzz -- --nocapture --test-threads=1

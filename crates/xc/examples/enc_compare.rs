@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use xc::encoder::distortion::psnr;
-use xc::encoder::quantize::QuantMode;
+use xc::encoder::psnr;
+use xc::encoder::QuantMode;
 use xc::encoder::{encode_frame, source_from_i420, EncodeParams, Speed};
 use xc::DecoderState;
 

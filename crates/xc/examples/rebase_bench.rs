@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use xc::encoder::distortion::psnr;
+use xc::encoder::psnr;
 use xc::encoder::rebase::{reencode_chunk, FirstFrameQuality, ReencodeOpts};
 use xc::encoder::{source_from_i420, Speed};
 use xc::frame::Frame;

@@ -143,6 +143,7 @@ impl<'a> BoolDecoder<'a> {
     }
 
     /// Bits consumed so far beyond the end of the data (0 while within it).
+    #[cfg(test)]
     pub fn bits_past_end(&self) -> usize {
         let loaded_bits = (self.pos + self.zeros_appended) * 8;
         let consumed = loaded_bits as i64 - (self.count as i64 + 8);
@@ -150,6 +151,7 @@ impl<'a> BoolDecoder<'a> {
     }
 
     /// True when the decoder has consumed more bits than the data holds.
+    #[cfg(test)]
     pub fn overrun(&self) -> bool {
         self.bits_past_end() > 0
     }

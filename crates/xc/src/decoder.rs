@@ -58,6 +58,7 @@ impl Decoder {
         &self.state
     }
 
+    /// The state after the last decoded frame, giving up the decoder.
     pub fn into_state(self) -> DecoderState {
         self.state
     }

@@ -6,15 +6,33 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// The frame is shorter than its uncompressed data chunk (3-byte tag, plus 7 bytes on key frames).
-    TruncatedHeader { needed: usize, got: usize },
+    TruncatedHeader {
+        /// Bytes the chunk needs.
+        needed: usize,
+        /// Bytes the frame has.
+        got: usize,
+    },
     /// A key frame whose start code is not 0x9d 0x01 0x2a.
     BadStartCode([u8; 3]),
     /// A key frame declaring a zero width or height.
-    ZeroDimensions { width: u16, height: u16 },
+    ZeroDimensions {
+        /// The declared width.
+        width: u16,
+        /// The declared height.
+        height: u16,
+    },
     /// The first partition extends past the end of the frame.
-    FirstPartitionTooLong { size: usize, available: usize },
+    FirstPartitionTooLong {
+        /// The declared size.
+        size: usize,
+        /// Bytes left after the uncompressed chunk.
+        available: usize,
+    },
     /// The DCT token partition size table or a partition extends past the end of the frame.
-    PartitionPastEnd { partition: usize },
+    PartitionPastEnd {
+        /// The token partition's index.
+        partition: usize,
+    },
     /// An inter frame arrived before any key frame (no reference frames exist).
     NoReferenceFrame,
     /// The stream's first key frame is damaged (a partition was read past its end).
@@ -22,7 +40,10 @@ pub enum DecodeError {
     /// The frame uses an unsupported bitstream version (VP8 defines 0..=3).
     UnsupportedVersion(u8),
     /// A buffer copy flag of 3 (only 0, 1 and 2 are defined).
-    InvalidCopyFlag { golden: bool },
+    InvalidCopyFlag {
+        /// True for the golden flag, false for the alt-ref one.
+        golden: bool,
+    },
     /// A serialized decoder state could not be loaded.
     BadState(String),
     /// An IVF container problem.

@@ -9,22 +9,29 @@
 /// One 8-bit plane, stored row-major with `stride == width`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Plane {
+    /// Width in pixels (in a [`Frame`], padded to whole macroblocks).
     pub width: usize,
+    /// Height in pixels (in a [`Frame`], padded to whole macroblocks).
     pub height: usize,
+    /// Distance in bytes between the starts of two rows.
     pub stride: usize,
+    /// The pixels, row by row.
     pub data: Vec<u8>,
 }
 
 impl Plane {
+    /// A plane of `width` x `height` zero pixels.
     pub fn new(width: usize, height: usize) -> Self {
         Plane { width, height, stride: width, data: vec![0; width * height] }
     }
 
+    /// A plane of `width` x `height` pixels of `value`.
     pub fn filled(width: usize, height: usize, value: u8) -> Self {
         Plane { width, height, stride: width, data: vec![value; width * height] }
     }
 
     #[inline]
+    /// The pixel at column `x`, row `y`.
     pub fn at(&self, x: usize, y: usize) -> u8 {
         self.data[y * self.stride + x]
     }
@@ -41,10 +48,15 @@ impl Plane {
 /// A decoded picture: three planes at macroblock-aligned size plus the display size.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
+    /// Width of the displayed picture (the planes are padded to whole macroblocks).
     pub display_width: usize,
+    /// Height of the displayed picture.
     pub display_height: usize,
+    /// Luma plane.
     pub y: Plane,
+    /// Blue-difference chroma plane (half size).
     pub u: Plane,
+    /// Red-difference chroma plane (half size).
     pub v: Plane,
 }
 
@@ -62,10 +74,12 @@ impl Frame {
         }
     }
 
+    /// Width in macroblocks.
     pub fn mb_cols(&self) -> usize {
         self.y.width / 16
     }
 
+    /// Height in macroblocks.
     pub fn mb_rows(&self) -> usize {
         self.y.height / 16
     }

@@ -13,7 +13,11 @@ use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
 use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext};
 
 /// Everything parsed from one frame.
+///
+/// Rebase reads the modes and headers; `probs`, `dequant`, `coeffs` and `partition_sizes` are
+/// there for the tests (which check them against the decoder) and the `ivf_info` example.
 #[derive(Clone, Debug)]
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub struct ParsedFrame {
     pub key_frame: bool,
     pub version: u8,
@@ -38,6 +42,7 @@ pub struct ParsedFrame {
 
 /// Parse `data` as the decoder does when decoding it from `state` (same header, mode and token
 /// parsing, same handling of exhausted partitions), but skip prediction and the loop filter.
+#[cfg(any(test, feature = "internals"))]
 pub fn parse_frame(state: &DecoderState, data: &[u8]) -> Result<ParsedFrame, DecodeError> {
     let refs = RefsPresent {
         last: state.last.is_some(),

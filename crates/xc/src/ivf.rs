@@ -6,18 +6,26 @@ use crate::error::DecodeError;
 /// The IVF file header fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IvfHeader {
+    /// Codec FourCC (`VP80`).
     pub fourcc: [u8; 4],
+    /// Picture width.
     pub width: u16,
+    /// Picture height.
     pub height: u16,
+    /// Frame rate numerator: `rate / scale` frames per second.
     pub rate: u32,
+    /// Frame rate denominator; timestamps count `scale / rate` seconds.
     pub scale: u32,
+    /// Frame count as the header declares it.
     pub frame_count: u32,
 }
 
 /// One IVF frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IvfFrame<'a> {
+    /// Presentation timestamp, in units of `scale / rate` seconds.
     pub timestamp: u64,
+    /// The frame's bytes.
     pub data: &'a [u8],
 }
 

@@ -475,6 +475,7 @@ pub mod lanes {
 }
 
 /// Plain scalar transcription of the spec's segment filters.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 pub mod scalar {
     use super::EdgeKind;
 

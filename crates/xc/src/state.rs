@@ -56,9 +56,13 @@ const CHECKSUM_LEN: usize = 4;
 /// The probability tables that persist across frames (reset to these defaults on key frames).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntropyProbs {
+    /// DCT token probabilities.
     pub coeff: CoeffProbs,
+    /// Motion vector probabilities (row, then column).
     pub mv: [[u8; 19]; 2],
+    /// Inter-frame luma mode probabilities.
     pub ymode: [u8; 4],
+    /// Inter-frame chroma mode probabilities.
     pub uv_mode: [u8; 3],
 }
 
@@ -76,18 +80,24 @@ impl Default for EntropyProbs {
 /// Segment-based adjustments (spec 9.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Segmentation {
+    /// Whether segmentation is on.
     pub enabled: bool,
     /// `segment_feature_mode`: true = absolute values, false = deltas.
     pub abs_delta: bool,
+    /// Per-segment quantizer values (deltas or absolute).
     pub quant: [i8; 4],
+    /// Per-segment loop filter values (deltas or absolute).
     pub lf: [i8; 4],
 }
 
 /// Loop filter delta adjustments (spec 9.4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LfAdjust {
+    /// Whether loop filter level adjustments are on.
     pub enabled: bool,
+    /// Level deltas per reference frame (intra, last, golden, alt-ref).
     pub ref_deltas: [i8; 4],
+    /// Level deltas per mode class (B_PRED, ZEROMV, NEARESTMV..NEWMV, SPLITMV).
     pub mode_deltas: [i8; 4],
 }
 
@@ -96,19 +106,29 @@ pub struct LfAdjust {
 pub struct DecoderState {
     /// Frame size from the last key frame (0x0 before any key frame).
     pub width: u16,
+    /// Frame height from the last key frame.
     pub height: u16,
     /// Upscaling bits from the last key frame (kept, not applied).
     pub horizontal_scale: u8,
+    /// Vertical upscaling bits.
     pub vertical_scale: u8,
+    /// The last-frame reference.
     pub last: Option<Arc<Frame>>,
+    /// The golden reference.
     pub golden: Option<Arc<Frame>>,
+    /// The alt-ref reference.
     pub altref: Option<Arc<Frame>>,
+    /// The probability tables in force.
     pub probs: EntropyProbs,
+    /// Segmentation parameters.
     pub segmentation: Segmentation,
     /// Persistent segment id of every macroblock (empty before any key frame).
     pub segment_map: Vec<u8>,
+    /// Loop filter level adjustments.
     pub lf: LfAdjust,
+    /// Sign bias of golden-frame motion vectors.
     pub sign_bias_golden: bool,
+    /// Sign bias of alt-ref motion vectors.
     pub sign_bias_altref: bool,
 }
 

@@ -12,8 +12,10 @@
 //! libvpx's time) and elsewhere the scalar [`idct4x4`] plus [`add_residue`].
 
 /// `sqrt(2) * cos(pi/8) - 1` in 16-bit fixed point (spec 14.4).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 const COSPI8SQRT2MINUS1: i32 = 20091;
 /// `sqrt(2) * sin(pi/8)` in 16-bit fixed point (spec 14.4).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 const SINPI8SQRT2: i32 = 35468;
 
 /// Narrow to `i16` the way a C store into a `short` does (two's complement wrap).
@@ -59,6 +61,7 @@ pub fn iwht4x4(input: &[i16; 16]) -> [i16; 16] {
 ///
 /// The first pass runs down each column (elements 0, 4, 8, 12), the second across each row
 /// with `(x + 4) >> 3` rounding, as in the spec's `short_idct4x4llm_c`.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 pub fn idct4x4(coeffs: &[i16; 16]) -> [i16; 16] {
     let mut tmp = [0i32; 16];
     for i in 0..4 {
@@ -135,6 +138,7 @@ pub(crate) fn idct4x4_add_known(
 mod sse2;
 
 /// Add a 4x4 residue (raster order) to the block at `data[offset..]`, saturating.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 pub fn add_residue(residue: &[i16; 16], data: &mut [u8], offset: usize, stride: usize) {
     for r in 0..4 {
         let row = &mut data[offset + r * stride..offset + r * stride + 4];

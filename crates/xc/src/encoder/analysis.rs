@@ -58,23 +58,33 @@ impl Speed {
 /// What to encode and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodeParams {
+    /// Encode a key frame (intra only, resets the state) rather than an inter frame.
     pub key_frame: bool,
     /// Base quantizer index (`y_ac_qi`, 0..=127).
     pub qindex: u8,
+    /// How hard the analysis searches (modes, motion, filter level).
     pub speed: Speed,
+    /// Refresh the last-frame reference with this frame (inter frames; key frames refresh all).
     pub refresh_last: bool,
+    /// Refresh the golden reference with this frame.
     pub refresh_golden: bool,
+    /// Refresh the alt-ref reference with this frame.
     pub refresh_altref: bool,
     /// 0 none, 1 last, 2 altref (as the frame header's `copy_buffer_to_golden`).
     pub copy_to_golden: u8,
     /// 0 none, 1 last, 2 golden.
     pub copy_to_altref: u8,
+    /// Sign bias of golden-frame motion vectors (as the frame header's flag).
     pub sign_bias_golden: bool,
+    /// Sign bias of alt-ref motion vectors.
     pub sign_bias_altref: bool,
     /// Loop filter level; `None` chooses one by trying levels on the reconstruction.
     pub loop_filter_level: Option<u8>,
+    /// Loop filter sharpness (0..=7).
     pub sharpness: u8,
+    /// log2 of the number of DCT token partitions (0..=3).
     pub log2_partitions: u8,
+    /// Whether a decoder displays the frame.
     pub show_frame: bool,
     /// How residual levels are chosen: RD-optimized (the default; `Speed::Realtime` always
     /// uses the plain quantizer) or plain dead-zone rounding.

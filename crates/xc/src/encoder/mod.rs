@@ -7,8 +7,8 @@
 //!    [`DecoderState`] and the source picture, choose every macroblock's prediction (intra modes,
 //!    or reference frame and motion vectors) and its quantized residual. Reconstruction inside
 //!    the frame uses the decoder's own prediction, dequantization and inverse transforms, so it
-//!    is exactly what any decoder computes. The result is a [`FrameDecisions`].
-//! 2. **bitstream** (`bool_encoder`, `bitstream`): write a [`FrameDecisions`] as a VP8 frame,
+//!    is exactly what any decoder computes. The result is a `FrameDecisions`.
+//! 2. **bitstream** (`bool_encoder`, `bitstream`): write a `FrameDecisions` as a VP8 frame,
 //!    choosing probability updates (coefficients, motion vectors, skip) that pay for themselves.
 //! 3. **next state** (`next_state`): the state every decoder reaches after the frame, assembled
 //!    from the decisions, the probabilities the writer chose and the reconstruction (which the
@@ -18,10 +18,17 @@
 //! Rebase (`rebase`) reuses step 1's prediction decisions from another stream and recomputes
 //! only the residuals (with `residual`'s coder) against a new state, then runs steps 2 and 3.
 
-pub mod bitstream;
-pub mod bool_encoder;
-pub mod modes;
-pub mod tokens;
+// Since the crate's surface became a facade, the compiler sees which of these modules' items
+// nothing outside the tests uses (writer variants, cost helpers); they are allowed as dead
+// until the encoder work in flight settles and they are removed or `#[cfg(test)]`-gated.
+#[allow(dead_code)]
+pub(crate) mod bitstream;
+#[allow(dead_code)] // see the note above
+pub(crate) mod bool_encoder;
+#[allow(dead_code)] // see the note above
+pub(crate) mod modes;
+#[allow(dead_code)] // see the note above
+pub(crate) mod tokens;
 
 use crate::header::FrameHeader;
 use crate::mb::MbInfo;
@@ -32,7 +39,7 @@ use crate::state::{LfAdjust, Segmentation};
 /// 20..24 V, 24 the Y2 block (used only when the macroblock's mode is neither B_PRED nor SPLITMV;
 /// then each luma block's level 0 is not coded and must be 0).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MbLevels {
+pub(crate) struct MbLevels {
     pub blocks: [[i16; 16]; 25],
 }
 
@@ -44,7 +51,7 @@ impl MbLevels {
 
 /// Everything needed to write one frame, decided before any bit is written.
 #[derive(Clone, Debug, Default)]
-pub struct FrameDecisions {
+pub(crate) struct FrameDecisions {
     pub key_frame: bool,
     /// Bitstream version 0..=3 (0: 6-tap filters and the normal loop filter).
     pub version: u8,
@@ -67,22 +74,26 @@ pub struct FrameDecisions {
     pub levels: Vec<MbLevels>,
 }
 
-pub mod analysis;
+pub(crate) mod analysis;
 pub(crate) mod block;
-pub mod distortion;
-pub mod fdct;
+pub(crate) mod distortion;
+pub(crate) mod fdct;
 pub(crate) mod filter_level;
 pub(crate) mod inter_search;
 pub(crate) mod intra_search;
 pub(crate) mod motion_search;
-pub mod next_state;
-pub mod quantize;
-pub mod rdo;
+pub(crate) mod next_state;
+pub(crate) mod quantize;
+#[allow(dead_code)] // see the note above
+pub(crate) mod rdo;
 pub mod rebase;
 pub(crate) mod residual;
 pub(crate) mod split_search;
 
-pub use analysis::{analyze_frame, EncodeParams, Speed};
+pub(crate) use analysis::analyze_frame;
+pub use analysis::{EncodeParams, Speed};
+pub use distortion::psnr;
+pub use quantize::QuantMode;
 
 use crate::decoder::decode_frame;
 use crate::error::DecodeError;
@@ -94,11 +105,26 @@ use crate::state::DecoderState;
 pub enum EncodeError {
     /// The picture size is 0, larger than 16383, or the source planes are not its
     /// macroblock-aligned size.
-    BadSize { width: usize, height: usize },
+    BadSize {
+        /// The requested width.
+        width: usize,
+        /// The requested height.
+        height: usize,
+    },
     /// Raw picture data of the wrong length.
-    BadSourceLength { expected: usize, got: usize },
+    BadSourceLength {
+        /// Bytes an I420 picture of the size needs.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
     /// An inter frame whose source size differs from the state's picture size.
-    SizeMismatch { state: (usize, usize), source: (usize, usize) },
+    SizeMismatch {
+        /// The state's picture size.
+        state: (usize, usize),
+        /// The source's picture size.
+        source: (usize, usize),
+    },
     /// An inter frame requested before any key frame.
     NoReference,
     /// A parameter out of range.
@@ -113,7 +139,12 @@ pub enum EncodeError {
     /// decisions (an encoder bug; found only when verifying).
     StateMismatch(String),
     /// A frame of a prediction stream (rebase input) could not be parsed or decoded.
-    Prediction { frame: usize, error: DecodeError },
+    Prediction {
+        /// Index of the frame in the prediction stream.
+        frame: usize,
+        /// Why it failed.
+        error: DecodeError,
+    },
     /// A prediction stream does not match the state or pictures it is rebased onto.
     Mismatch(String),
 }
@@ -180,13 +211,16 @@ pub fn source_from_i420(width: usize, height: usize, data: &[u8]) -> Result<Fram
 /// picture they decode to.
 #[derive(Clone, Debug)]
 pub struct EncodedFrame {
+    /// The encoded VP8 frame.
     pub data: Vec<u8>,
+    /// The state every decoder reaches after the frame.
     pub state: DecoderState,
+    /// The picture the frame decodes to.
     pub recon: Frame,
 }
 
-/// Encode one frame: analysis, [`bitstream::write_frame`], and the next state built from the
-/// decisions ([`next_state::finish_frame`]; with `params.verify`, and in debug builds, also
+/// Encode one frame: analysis, `bitstream::write_frame`, and the next state built from the
+/// decisions (`next_state::finish_frame`; with `params.verify`, and in debug builds, also
 /// checked against our decoder on the written bytes).
 pub fn encode_frame(
     state: &DecoderState,
@@ -201,7 +235,8 @@ pub fn encode_frame(
 /// Encode one frame with `write` as the bitstream writer: analyze, write, decode the written
 /// bytes with our decoder (the only way to learn the state after an arbitrary writer's
 /// frame), and check that the decoder's picture is the analysis reconstruction.
-pub fn encode_frame_with(
+#[allow(dead_code)] // unused since the facade; see the note on the submodules
+pub(crate) fn encode_frame_with(
     state: &DecoderState,
     source: &Frame,
     params: &EncodeParams,

@@ -255,10 +255,10 @@ pub fn quantize_block_rd(
 /// Which quantizer an encoding step uses (a plain value for options structs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum QuantMode {
-    /// Rate-distortion optimized levels ([`quantize_block_rd`]).
+    /// Rate-distortion optimized levels (`quantize_block_rd`).
     #[default]
     Rd,
-    /// The dead-zone quantizer alone ([`quantize_block`]): faster, larger output.
+    /// The dead-zone quantizer alone (`quantize_block`): faster, larger output.
     Plain,
 }
 

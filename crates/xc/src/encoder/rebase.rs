@@ -55,9 +55,10 @@ pub enum LoopFilterChoice {
 
 /// Options of one [`rebase_frame`].
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct RebaseParams {
+pub(crate) struct RebaseParams {
     /// Base quantizer index; `None` keeps the prediction frame's `y_ac_qi`.
     pub qindex: Option<u8>,
+    /// How the loop filter level is chosen.
     pub loop_filter: LoopFilterChoice,
     /// Refresh last, golden and alt-ref with this frame (whatever the prediction frame did).
     pub refresh_all: bool,
@@ -330,7 +331,7 @@ fn plan_segmentation(state: &DecoderState, pred: &ParsedFrame) -> (bool, bool, V
 /// recompute the residuals against `state`'s references and `source`, write the frame and
 /// build the state after it from the decisions (with `params.verify`, and in debug builds,
 /// also decode it and check that the decoder reaches that state and the reconstruction).
-pub fn rebase_frame(
+pub(crate) fn rebase_frame(
     state: &DecoderState,
     pred: &ParsedFrame,
     source: &Frame,
@@ -495,7 +496,10 @@ pub enum FirstFrameQuality {
     /// smaller one, when none is. The chunk's later frames are rebased onto this picture, so
     /// matching its quality keeps the whole chunk at the independently encoded quality while
     /// the inter frame costs less than the key frame it replaces.
-    MatchPrediction { tolerance_db: f64 },
+    MatchPrediction {
+        /// How far below the prediction picture's PSNR the first frame may be, in dB.
+        tolerance_db: f64,
+    },
 }
 
 impl Default for FirstFrameQuality {
@@ -542,7 +546,7 @@ pub struct ReencodeOpts {
     /// default). Without it the last frame keeps the prediction frame's refresh flags, so the
     /// golden picture survives into the next chunk.
     pub last_frame_refresh_all: bool,
-    /// Rebased macroblocks may switch reference ([`RebaseParams::choose_refs`]).
+    /// Rebased macroblocks may switch reference (`RebaseParams::choose_refs`).
     pub choose_refs: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
@@ -572,8 +576,11 @@ impl Default for ReencodeOpts {
 /// [`DecoderState::content_hash`] of the state it must be decoded from.
 #[derive(Clone, Debug)]
 pub struct ReencodedChunk {
+    /// The encoded frames, in order.
     pub frames: Vec<Vec<u8>>,
+    /// The state a decoder reaches after the last frame.
     pub state: DecoderState,
+    /// The `content_hash` of the state the chunk must be decoded from.
     pub input_state_hash: u64,
 }
 
@@ -647,7 +654,7 @@ fn decode_prediction(
 /// A first key frame becomes an inter frame that refreshes all references, fully encoded
 /// against `input_state` (unless the input state is fresh and `reencode_first_frame` is not
 /// set: then it stays a key frame, re-quantized). Every other frame is rebased
-/// ([`rebase_frame`]); hidden frames (alt-refs) take the prediction stream's own
+/// (`rebase_frame`); hidden frames (alt-refs) take the prediction stream's own
 /// reconstruction as their target. The last frame also refreshes last, golden and alt-ref.
 pub fn reencode_chunk(
     input_state: &DecoderState,

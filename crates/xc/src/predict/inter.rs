@@ -306,6 +306,7 @@ fn clamped_footprint(
 }
 
 /// Block interpolation of a `size` x `size` block: [`filter_rect`].
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn filter_block(

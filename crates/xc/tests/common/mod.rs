@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod material;
+pub mod md5;
 
 use std::path::{Path, PathBuf};
 
@@ -61,7 +62,7 @@ pub fn md5_lines(path: &Path) -> Result<Vec<String>, String> {
         if let Some(fr) = shown {
             lines.push(format!(
                 "{}  {stem}-{}x{}-{:04}.i420",
-                xc::md5::md5_hex(&fr.to_i420()),
+                md5::md5_hex(&fr.to_i420()),
                 fr.display_width,
                 fr.display_height,
                 i + 1

@@ -23,7 +23,7 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
    below the key frame it replaces: far fewer bits, and close to what a serial encoder spends on
    an ordinary inter frame. ``-w -1`` omits ``-w``: xc-enc then picks the coarsest quantizer
    within 0.25 dB of the key frame's quality, so every frame stays within 0.5 dB of the
-   independently encoded chunks (crates/xc/tests/rebase.rs), at many more bits per chunk.
+   independently encoded chunks (crates/xc/src/tests/rebase.rs), at many more bits per chunk.
 
    ``prev.ivf`` is this worker's previous output, which was encoded against the ``-S`` state
    (none on pass 1: the pass-0 output starts with a key frame). After a pass whose state the

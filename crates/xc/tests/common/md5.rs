@@ -1,4 +1,4 @@
-//! A small MD5 (RFC 1321), used to compare decoded frames with the test vectors' `.md5` files.
+//! A small MD5 (RFC 1321), test support used to compare decoded frames with the test vectors' `.md5` files.
 
 const S: [u32; 64] = [
     7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,

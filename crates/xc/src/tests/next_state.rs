@@ -10,7 +10,7 @@
 //!
 //! Run with `cargo test --release -p xc --test next_state -- --nocapture` for the counts.
 
-mod common;
+use super::common;
 
 use std::path::Path;
 

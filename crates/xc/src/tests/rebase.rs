@@ -3,11 +3,12 @@
 //!
 //! Run with `cargo test --release -p xc --test rebase -- --nocapture` to see the figures.
 
-mod common;
+use super::common;
 
 use std::path::Path;
 use std::time::Instant;
 
+use common::md5::md5_hex;
 use common::*;
 use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{
@@ -17,7 +18,6 @@ use xc::encoder::{EncodeError, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
 use xc::mb::RefFrame;
-use xc::md5::md5_hex;
 use xc::{decode_frame, DecoderState};
 
 /// mu's pass-0 vpxenc settings.
@@ -673,7 +673,7 @@ fn first_frame_quantizer_last_frame_refresh_and_fixed_probs() {
 /// XC_ALLOW_MISSING_MATERIAL=1 they return with a NOT RUN line.
 #[test]
 fn missing_clips_or_tools_fail_unless_allowed() {
-    let test = "first_frame_quantizer_last_frame_refresh_and_fixed_probs";
+    let test = "tests::rebase::first_frame_quantizer_last_frame_refresh_and_fixed_probs";
     let nowhere = std::env::temp_dir().join("xc-no-such-shared");
     assert_missing_material_fails(test, &[("EXCAMERA_SHARED", nowhere.to_str())], "no-such");
     assert_missing_material_fails(test, &[("PATH", Some(""))], "vpxenc, vpxdec");

@@ -1,7 +1,7 @@
 //! [`xc::inspect::ModeParser`] follows a stream without decoding it; every frame's parse must
 //! be exactly what `parse_frame` gives from the decoder's real state (coefficients aside).
 
-mod common;
+use super::common;
 
 use common::*;
 use xc::error::DecodeError;

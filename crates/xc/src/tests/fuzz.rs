@@ -14,7 +14,7 @@
 //! one. A failure names the seed, iteration, vector, frame and mutation, and the damaged frame is
 //! written under the system temp directory so it can be replayed.
 
-mod common;
+use super::common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;

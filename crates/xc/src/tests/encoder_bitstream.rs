@@ -2,7 +2,7 @@
 //! decisions are written, parsed back with `inspect::parse_frame` and compared field by field;
 //! written streams decode identically with libvpx's `vpxdec`; probability updates pay off.
 
-mod common;
+use super::common;
 
 use common::*;
 use xc::bool_decoder::BoolDecoder;

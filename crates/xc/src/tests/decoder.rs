@@ -1,7 +1,7 @@
 //! Decoder behaviour: header parsing on real streams, errors instead of panics on damaged
 //! input, and state save/restore mid-stream.
 
-mod common;
+use super::common;
 
 use common::*;
 use xc::bool_decoder::BoolDecoder;
@@ -110,7 +110,7 @@ fn state_round_trip_mid_stream() {
                 let (next, shown) = decode_frame(&state, f.data).unwrap();
                 state = next;
                 if let Some(fr) = shown {
-                    got.push(xc::md5::md5_hex(&fr.to_i420()));
+                    got.push(common::md5::md5_hex(&fr.to_i420()));
                 }
             }
             let exp: Vec<&str> = expected.iter().map(|l| &l[..32]).collect();
