@@ -161,7 +161,9 @@ def test_crash_fails_clearly_or_recovers_with_retries(tmp_path, cloud, local_ref
 def test_timed_out_invocation_fails_naming_the_worker(tmp_path, cloud):
     emu, name = cloud(timeout_s=8)
     emu.fault("timeout", count=1, after_log=MID_JOB)
-    done, out, _ = lambda_encode(tmp_path, name, 12)
+    # A frozen worker is a straggler: with mitigation on, a duplicate would take its place and
+    # the job succeed. Off, the timeout itself must end the job, naming the worker.
+    done, out, _ = lambda_encode(tmp_path, name, 12, "--straggler-k", "0")
     assert done.returncode == 1
     assert not out.exists()
     assert "Sandbox.Timedout" in done.stderr or "timed out" in done.stderr, done.stderr
