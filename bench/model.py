@@ -63,13 +63,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _common import REPO, need_tool, run, settings, shared_dir
+from clips import SOURCES, clip
 from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
 from excamera.xc.codec import Decoder, State
 from excamera.xc.encoder import ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
 from model_sim import ChunkCosts, LaunchModel, Simulation, excamera_graph
-from streams import SOURCES, filter_graph
 
 FILM = {"name": "Sintel, 4K master", "width": 4096, "height": 1744, "frames": 21312}
 CHUNK, BATCH = 6, 16
@@ -95,15 +95,10 @@ def load_avg() -> list[float]:
 
 
 def clip_y4m(source: str, frames: int, tmp: Path) -> Path:
-    """The first ``frames`` frames of a shared clip, or of one of streams.py's recipes."""
-    out = tmp / f"{source}.y4m"
+    """The first ``frames`` frames of a shared clip, or of one of clips.py's recipes (cached)."""
     if source in SOURCES:
-        src = {**SOURCES[source], "frames": frames}
-        inputs = [a for c in src["clips"] for a in ("-i", str(shared_dir() / "clips" / c))]
-        run([need_tool("ffmpeg"), "-v", "error", "-y", *inputs, "-filter_complex",
-             filter_graph(src), "-map", "[out]", "-frames:v", str(frames), "-f",
-             "yuv4mpegpipe", str(out)], stdin=subprocess.DEVNULL)
-        return out
+        return clip(source, frames)
+    out = tmp / f"{source}.y4m"
     path = shared_dir() / "clips" / source
     if not path.exists():
         raise SystemExit(f"bench: {path} is missing (set EXCAMERA_SHARED)")

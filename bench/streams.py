@@ -27,8 +27,9 @@ import sys
 from pathlib import Path
 
 from _common import REPO, need_tool, run, shared_dir
+from clips import FPS
+from clips import filter_graph as clip_graph
 
-FPS = 25
 MOSAIC_TILES = ["bigbuckbunny_320x180_48f.y4m", "bus_cif_17f.y4m", "carphone_qcif_120f.y4m",
                 "park_joy_160x90_10f.y4m"]
 SOURCES: dict[str, dict] = {
@@ -46,23 +47,8 @@ DEFAULT_CACHE = REPO / ".cache" / "bench-streams"
 
 
 def filter_graph(src: dict) -> str:
-    """ffmpeg's filter graph for one source: per clip scale, retime and ping-pong loop to the
-    frame count, then (for several clips) the mosaic, then the crop."""
-    n, chains = src["frames"], []
-    for i, _ in enumerate(src["clips"]):
-        chains.append(
-            f"[{i}:v]scale={src['tile']}:flags=bicubic,setsar=1,settb=1/{FPS},setpts=N,"
-            f"split[f{i}][b{i}];[b{i}]reverse[r{i}];[f{i}][r{i}]concat=n=2:v=1:a=0,"
-            # One frame more than wanted: the final fps filter drops the last one.
-            f"loop=loop=-1:size=32767,trim=end_frame={n + 1},settb=1/{FPS},setpts=N[t{i}]")
-    if len(src["clips"]) > 1:
-        ins = "".join(f"[t{i}]" for i in range(len(src["clips"])))
-        chains.append(f"{ins}xstack=inputs={len(src['clips'])}:layout={src['layout']}[m]")
-    else:
-        chains.append("[t0]null[m]")
-    crop = f"crop={src['crop']}," if src["crop"] else ""
-    chains.append(f"[m]{crop}format=yuv420p,fps={FPS}[out]")
-    return ";".join(chains)
+    """ffmpeg's filter graph for one source at its frame count (clips.py's recipe)."""
+    return clip_graph(src, src["frames"])
 
 
 def recipe_key() -> str:
