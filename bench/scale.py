@@ -61,6 +61,7 @@ def proc_sample(pid: int) -> dict[str, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK
+    minflt = int(fields[7])
     rss = hwm = 0.0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -68,7 +69,7 @@ def proc_sample(pid: int) -> dict[str, float]:
                 rss = int(line.split()[1]) / 1024
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
-    return {"cpu_s": cpu, "rss_mb": rss, "peak_rss_mb": hwm,
+    return {"cpu_s": cpu, "minflt": minflt, "rss_mb": rss, "peak_rss_mb": hwm,
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
@@ -157,6 +158,7 @@ def run_coordinator(args: argparse.Namespace) -> dict[str, Any]:
     from excamera.mu.coordinator import Coordinator
 
     evloop.set_tls_buffer(args.tls_buffer_kib)
+    evloop.tune_for_many_connections()
     keys = Path(args.keys)
     board = Board(args.workers, args.state_kib * 1024, args.rounds)
     samples: dict[str, dict[str, dict[str, float]]] = {}
@@ -241,6 +243,9 @@ def summarize(args: argparse.Namespace, child: dict[str, Any]) -> dict[str, Any]
     def delta(a: str, b: str, who: str) -> float:
         return round(s[b][who]["cpu_s"] - s[a][who]["cpu_s"], 2)
 
+    def fdelta(a: str, b: str, who: str) -> int:
+        return s[b][who]["minflt"] - s[a][who]["minflt"]
+
     hosts = sorted({k for sample in s.values() for k in sample if k.startswith("host")})
     phases = [("connect", "start", "connected"), ("make_state", "connected", "ready"),
               ("latency", "ready", "latency"), ("storm", "latency", "storm")]
@@ -249,6 +254,10 @@ def summarize(args: argparse.Namespace, child: dict[str, Any]) -> dict[str, Any]
                                             - s[a].get(h, {}).get("cpu_s", 0)
                                             for h in hosts), 2)}
            for name, a, b in phases if a in s and b in s}
+    faults = {name: {"coordinator": fdelta(a, b, "coordinator"), "relay": fdelta(a, b, "relay"),
+                     "worker_hosts": sum(s[b].get(h, {}).get("minflt", 0)
+                                         - s[a].get(h, {}).get("minflt", 0) for h in hosts)}
+              for name, a, b in phases if a in s and b in s}
     conn = s.get("connected", s["end"])
     base = s["start"]
     per_conn = {
@@ -273,6 +282,7 @@ def summarize(args: argparse.Namespace, child: dict[str, Any]) -> dict[str, Any]
             "worker_hosts_peak_rss_mb": round(sum(s["storm"][h]["peak_rss_mb"]
                                                   for h in hosts if h in s.get("storm", {})), 1),
             "cpu_s_by_phase": cpu,
+            "minor_faults_by_phase": faults,
             "cpu_ms_per_worker_connect": {k: round(1000 * v / n, 2)
                                           for k, v in cpu.get("connect", {}).items()},
             "pair_rtt_max_ms": round(max(rtt_ms), 3) if rtt_ms else None,

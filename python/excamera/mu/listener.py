@@ -39,6 +39,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .bufstream import open_buffered
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 # Each handshake in flight holds asyncio's TLS buffer (256 KiB unless tuned): at most ~32 MB.
@@ -99,7 +101,9 @@ class TLSListener:
                  max_handshakes: int = MAX_HANDSHAKES, max_per_address: int = MAX_PER_ADDRESS,
                  max_waiting_per_address: int = MAX_WAITING_PER_ADDRESS,
                  max_waiting: int = MAX_WAITING, handshake_timeout: float = 30.0,
-                 limit: int = 1 << 16, backlog: int = 4096) -> None:
+                 limit: int = 1 << 16, backlog: int = 4096, buffered: bool = False) -> None:
+        """``limit``: the StreamReader's limit, or with ``buffered`` the capacity of a
+        :class:`~excamera.mu.bufstream.BufferedStreamReader` (for bulk traffic)."""
         if min(max_handshakes, max_per_address) < 1 or min(max_waiting,
                                                              max_waiting_per_address) < 0:
             raise ValueError("handshake caps must be at least 1, queue bounds at least 0")
@@ -113,6 +117,7 @@ class TLSListener:
         self.max_waiting = max_waiting
         self.handshake_timeout = handshake_timeout
         self.limit = limit
+        self.buffered = buffered
         self.backlog = backlog
         self.refusals = RefusalLog(log)
         self._slots = asyncio.Semaphore(max_handshakes)
@@ -242,8 +247,13 @@ class TLSListener:
 
     async def _serve(self, conn: socket.socket, peer: Any, addr: str) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self.limit)
-        protocol = asyncio.StreamReaderProtocol(reader)
+        reader: Any
+        protocol: Any
+        if self.buffered:
+            protocol, reader = open_buffered(self.limit)
+        else:
+            reader = asyncio.StreamReader(limit=self.limit)
+            protocol = asyncio.StreamReaderProtocol(reader)
         task = asyncio.current_task()
         try:
             try:
@@ -266,7 +276,10 @@ class TLSListener:
             self._handshake_done(addr)
             if task is not None:
                 self._handshakes.discard(task)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        # StreamWriter asks a StreamReader for its exception; the buffered protocol's drain
+        # reports a lost connection itself
+        writer = asyncio.StreamWriter(transport, protocol, None if self.buffered else reader,
+                                      loop)
         try:
             await self.handler(reader, writer)
         except Exception:  # the handler's own bug: keep the listener serving, say what it was

@@ -71,10 +71,10 @@ from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, TLSListener
 from .protocol import (
     MAX_HEADER,
     PREFIX,
+    FrameConnection,
     Message,
     ProtocolError,
     decode_header,
-    read_message,
     read_prefix,
     write_message,
 )
@@ -83,8 +83,13 @@ from .tls import Credentials, IdentityRefused, check_worker, client_context, ser
 log = logging.getLogger("excamera.mu.relay")
 
 Key = tuple[str, int]
-CHUNK = 1 << 20  # bytes moved per read/write step when streaming a body
-STREAM_LIMIT = 1 << 18  # StreamReader buffer: pauses the socket beyond twice this
+# How much of a frame the relay holds per connection while it streams one. Small, because a
+# relay of 10,000 workers that all hand off at once holds this much per connection, and on
+# its way through 1 GB of fresh memory costs more CPU (page faults) than the copies do;
+# what does not fit waits in the sockets.
+CHUNK = 1 << 16  # bytes moved per read/write step when streaming a body
+STREAM_LIMIT = 1 << 16  # each connection's read buffer: the socket pauses when it is full
+WRITE_HIGH = 1 << 16  # a receiver's TLS write buffer: drain() waits beyond this
 RESERVED = ("hello", "hello_ok")
 SENDER_FIELD = "from"  # set by the relay on every forwarded frame
 
@@ -251,7 +256,7 @@ class Relay:
         self._listener = TLSListener(
             self._ssl, self._handle, log=log, max_handshakes=max_handshakes,
             max_per_address=max_handshakes_per_address, handshake_timeout=hello_timeout,
-            limit=STREAM_LIMIT,
+            limit=STREAM_LIMIT, buffered=True,
         )
         self._started = False
         self._conns: dict[Key, _Endpoint] = {}
@@ -321,6 +326,7 @@ class Relay:
                 return
             key, peer = hello
             ep = _Endpoint(key, writer)
+            writer.transport.set_write_buffer_limits(high=WRITE_HIGH)
             async with ep.lock:
                 # registered before the first await so live senders queue behind the flush
                 self._conns[key] = ep
@@ -699,20 +705,12 @@ class Relay:
 
 # --- the worker's side ----------------------------------------------------------------------
 class RelayClient:
-    """A worker's connection to its peer through a relay.
+    """A worker's connection to its peer through a relay."""
 
-    A background task reads incoming frames into a queue as they arrive. That is what lets two
-    workers send each other large messages at the same time: if neither read until its own send
-    finished, both TCP paths would fill and the pair would deadlock.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 job: str, my_id: int, peer_id: int) -> None:
+    def __init__(self, conn: FrameConnection, job: str, my_id: int, peer_id: int) -> None:
         self.job, self.my_id, self.peer_id = job, my_id, peer_id
-        self._reader, self._writer = reader, writer
-        self._inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
+        self._writer = conn
         self._send_lock = asyncio.Lock()
-        self._reader_task = asyncio.ensure_future(self._read_loop())
 
     @classmethod
     async def connect(cls, host: str, port: int, creds: Credentials | ssl.SSLContext, job: str,
@@ -727,13 +725,13 @@ class RelayClient:
         ctx = creds if isinstance(creds, ssl.SSLContext) else client_context(creds)
         try:
             async with dial_slots or contextlib.nullcontext(), asyncio.timeout(timeout):
-                reader, writer = await cls._open(host, port, ctx, server_hostname or host)
+                conn = await cls._open(host, port, ctx, server_hostname or host)
                 try:
-                    await write_message(writer, Message("hello",
-                                                        {"job": job, "id": my_id, "peer": peer_id}))
-                    reply = await read_message(reader)
+                    await write_message(conn, Message("hello",  # type: ignore[arg-type]
+                                                      {"job": job, "id": my_id, "peer": peer_id}))
+                    reply = await conn.read()
                 except BaseException:
-                    writer.close()
+                    conn.close()
                     raise
         except TimeoutError:
             raise RelayError("timeout", f"no answer from relay {host}:{port} within "
@@ -741,60 +739,54 @@ class RelayClient:
         except (ssl.SSLError, ConnectionError, ProtocolError) as exc:
             raise RelayError("tls", f"relay {host}:{port} refused the connection: {exc}") from None
         if reply is None:
-            writer.close()
+            conn.close()
             raise RelayError("tls", f"relay {host}:{port} closed the connection during hello "
                              "(certificate refused?)")
         if reply.type == "relay_error":
-            writer.close()
+            conn.close()
             raise RelayError(str(reply.get("code", "error")), str(reply.get("error", "")))
         if reply.type != "hello_ok":
-            writer.close()
+            conn.close()
             raise RelayError("protocol", f"expected hello_ok, got {reply.type!r}")
-        return cls(reader, writer, job, my_id, peer_id)
+        return cls(conn, job, my_id, peer_id)
 
     @staticmethod
     async def _open(host: str, port: int, ctx: ssl.SSLContext,
-                    server_hostname: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                    server_hostname: str) -> FrameConnection:
         """Connect and handshake, retrying (until the caller's timeout) while the relay cuts
         the handshake short: that is how it sheds handshakes beyond its per-address cap."""
+        loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
             try:
-                return await asyncio.open_connection(
-                    host, port, ssl=ctx, server_hostname=server_hostname, limit=STREAM_LIMIT)
+                _, conn = await loop.create_connection(
+                    FrameConnection, host, port, ssl=ctx, server_hostname=server_hostname)
+                return conn
             except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
                     ssl.SSLEOFError) as exc:
                 log.debug("relay %s:%d cut the handshake short (%r); retrying", host, port, exc)
             await asyncio.sleep(delay)
             delay = min(2 * delay, 1.0)
 
-    async def _read_loop(self) -> None:
-        try:
-            while (msg := await read_message(self._reader)) is not None:
-                await self._inbox.put(msg)
-            await self._inbox.put(None)
-        except (ProtocolError, ConnectionError, ssl.SSLError) as exc:
-            await self._inbox.put(exc)
-        except asyncio.CancelledError:
-            await self._inbox.put(None)
-            raise
-
     async def send(self, body: bytes = b"", msg_type: str = "data", **fields: Any) -> None:
         """Send one frame to the peer (held by the relay if the peer is not connected yet)."""
         if len(msg_type) > MAX_HEADER:
             raise ValueError("message type too long")
         async with self._send_lock:
-            await write_message(self._writer, Message(msg_type, fields, body))
+            await write_message(self._writer, Message(msg_type, fields, body))  # type: ignore[arg-type]
 
     async def recv(self) -> Message:
-        """The next frame from the peer; RelayError for a relay report, EOFError when closed."""
-        item = await self._inbox.get()
+        """The next frame from the peer; RelayError for a relay report, EOFError when closed.
+
+        Frames are read as they arrive, whether or not anyone is in ``recv``: that is what
+        lets two workers send each other large messages at the same time (if neither read
+        until its own send finished, both TCP paths would fill and the pair would deadlock)."""
+        try:
+            item = await self._writer.read()
+        except (ProtocolError, ConnectionError, ssl.SSLError) as exc:
+            raise RelayError("connection", f"relay connection failed: {exc}") from None
         if item is None:
-            self._inbox.put_nowait(None)  # keep reporting EOF to later calls
             raise EOFError("relay connection closed")
-        if isinstance(item, BaseException):
-            self._inbox.put_nowait(item)
-            raise RelayError("connection", f"relay connection failed: {item}")
         if item.type == "relay_error":
             raise RelayError(str(item.get("code", "error")), str(item.get("error", "")))
         return item
@@ -803,9 +795,6 @@ class RelayClient:
         self._writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer.wait_closed(), 5)
-        self._reader_task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader_task
 
     async def __aenter__(self) -> RelayClient:
         return self

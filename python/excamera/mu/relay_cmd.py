@@ -20,7 +20,7 @@ import time
 
 from ..argcheck import check_int, check_number, check_port
 from ..errors import CommandError
-from .evloop import LOOPS, MAX_TLS_BUFFER_KIB, loop_name, set_tls_buffer
+from .evloop import LOOPS, MAX_TLS_BUFFER_KIB, loop_name, set_tls_buffer, tune_for_many_connections
 from .evloop import run as run_loop
 from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_WAITING_PER_ADDRESS
 from .relay import Relay
@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         # dominates a relay's memory per worker. This process is only the relay, so tuning the
         # class attribute here changes nothing else; the library's Relay never touches it.
         set_tls_buffer(args.ssl_buffer_kib)
+    tune_for_many_connections()
     # CPU time, not wall time: what a relay sharing its machine costs
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     if profiler:

@@ -42,7 +42,7 @@ import sys
 import traceback
 from typing import Any
 
-from .evloop import LOOPS, loop_name, run, set_tls_buffer
+from .evloop import LOOPS, loop_name, run, set_tls_buffer, tune_for_many_connections
 from .operations import OperationRegistry, builtin_operations
 from .payload import LaunchPayload
 from .protocol import ProtocolError
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_tls_buffer(args.tls_buffer_kib)
         loop = loop_name(args.loop)
+        tune_for_many_connections()
     except ValueError as exc:
         p.error(str(exc))
     stderr = logging.StreamHandler(sys.stderr)
