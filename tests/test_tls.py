@@ -235,3 +235,15 @@ def test_job_authority_replaces_its_intermediate_before_a_worker_would_outlive_i
     assert job.issued(first) and job.issued(second)
     other = tls.job_authority("jobA", paths["ca_cert"], paths["ca_key"])
     assert not job.issued(other.worker_ca.cert)  # same root, same job name, other coordinator
+
+
+def test_a_certificate_with_another_workers_key_is_refused_in_one_line() -> None:
+    import dataclasses
+
+    ca = tls.CertificateAuthority.create("pair")
+    one, two = ca.issue_worker("j", 0), ca.issue_worker("j", 1)
+    mixed = dataclasses.replace(one, key_pem=two.key_pem)
+    with pytest.raises(tls.TLSSetupError, match="do not load as a pair"):
+        tls.client_context(mixed)
+    ctx = tls.client_context(one)  # the right pair loads, leaf and chain alike
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
