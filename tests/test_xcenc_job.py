@@ -525,6 +525,40 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
             assert outs[k]["converged"] is same
 
 
+def check_workers_quality(chunks: Path, result, ivfs: list[Path], whole: Path,
+                          exact: bool) -> None:
+    """``excamera encode``'s quality from the workers' reports (``measure=True``): with every
+    join exact, the summed figures are those of decoding the stitched stream in full against
+    the whole source; with an inexact join, the workers' state hashes refuse it, as the full
+    decode does."""
+    from excamera.errors import ExcameraError
+    from excamera.pipelines.encode.run import check_and_measure, workers_quality
+    from excamera.pipelines.media import stitch
+
+    with Y4MWriter(whole, *_y4m_size(chunks / "00000000.y4m"), (30, 1)) as w:
+        for k in range(len(ivfs)):
+            with Y4MReader(chunks / f"{k:08d}.y4m") as r:
+                while (pic := r.read_frame()) is not None:
+                    w.write(pic)
+    stitched = stitch(ivfs, (30, 1))
+    if exact:
+        meter = workers_quality(result, stitched)
+        full = check_and_measure(whole, stitched)
+        assert (meter.frames, meter.sse, meter.samples, meter.ssim_frames) == (
+            full.frames, full.sse, full.samples, full.ssim_frames) and full.frames == 12
+        assert meter.ssim_sum == pytest.approx(full.ssim_sum, rel=1e-12)
+        return
+    with pytest.raises(ExcameraError, match="^chunks 2 and 3 do not join exactly"):
+        workers_quality(result, stitched)
+    with pytest.raises(ExcameraError, match="do not join exactly"):
+        check_and_measure(whole, stitched)
+
+
+def _y4m_size(path: Path) -> tuple[int, int]:
+    with Y4MReader(path) as r:
+        return r.width, r.height
+
+
 @pytest.mark.parametrize("clip", ["carphone", "flat"])
 def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, clip: str) -> None:
     """4 workers with 3 passes: worker 3 ends on worker 2's second-to-last state, so join 2|3
@@ -538,7 +572,7 @@ def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, c
         make_flat_chunks(store, clip, 4)
     else:
         make_chunks(store, clip, 4, frames=3)
-    params = XcencParams(clip, 4, plan=PassPlan.parse("3"))
+    params = XcencParams(clip, 4, plan=PassPlan.parse("3"), measure=True)
     assert [params.worker_plan(k).successor_needs_convergence for k in range(4)] == [
         False, False, True, False]
     result = run_job(store, tmp_path / "tmp", params)
@@ -566,6 +600,7 @@ def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, c
     # vpxdec decodes the chunks up to there, joined, without complaint.
     through = joins.stitchable_through
     assert stitched_frames(ivfs[:through + 1], tmp_path / "joined.ivf") == 3 * (through + 1)
+    check_workers_quality(store / clip, result, ivfs, tmp_path / "whole.y4m", converged)
     if converged:
         assert joins.error() is None and joins.summary() == "xcenc: joins exact 0|1..2|3 (3 of 3)"
     else:

@@ -261,6 +261,14 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             raise RuntimeError(f"worker {k}: comp-states failed: {res.stderr_tail.strip()}")
         converged = res.exit_code == 0
         comp = res.stdout.strip()
+    quality: dict[str, Any] | None = None
+    if p.measure:
+        w.state = "measure"
+        final_need = plan.needs.get(plan.passes - 1)
+        entry = None if final_need is None else f"in_{final_need.inp}.state"
+        async with slots.held_by(w, step_priority(k, plan.passes, tail=True)):
+            quality = await w.run_op("xcenc_measure", ivf="output.ivf", source="input.y4m",
+                                     entry=entry)
     w.state = "upload"
     await w.upload_many(["output.ivf", "comp.txt"], [p.output_key(k), p.comp_key(k)])
     w.state = "uploaded"
@@ -278,6 +286,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         "final_state": final["sha256"],
         "last_input": last_input,
         "runs": runs,
+        "quality": quality,
     }
 
 

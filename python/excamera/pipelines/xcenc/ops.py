@@ -102,6 +102,37 @@ def _digest_op(ctx: OpContext, path: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
 
 
+def _measure_op(ctx: OpContext, ivf: str, source: str, entry: str | None) -> dict[str, Any]:
+    """Decode this chunk's output from the state it was encoded against (``entry``; None: a
+    fresh state, for a chunk that starts with a key frame) and compare each shown picture with
+    the chunk's source: ``QualityMeter``'s sums, which the coordinator adds up, and the hashes
+    of the states the decode starts and ends on, by which it checks the joins."""
+    from excamera.metrics import QualityMeter
+    from excamera.xc.codec import Decoder, State
+    from excamera.xc.ivf import IvfReader
+    from excamera.xc.y4m import Y4MReader
+
+    state = State() if entry is None else State.from_bytes(ctx.path(entry).read_bytes())
+    dec = Decoder(state)
+    entry_hash = hashlib.sha256(dec.state.to_bytes()).hexdigest()
+    meter = QualityMeter()
+    with IvfReader(ctx.path(ivf)) as frames, Y4MReader(ctx.path(source)) as src:
+        for f in frames:
+            pic = dec.decode(f.data)
+            if pic is None:
+                continue
+            ref = src.read_frame()
+            if ref is None:
+                raise ValueError(f"{ivf} shows more frames than its source's {meter.frames}")
+            meter.add(ref, pic)
+        if src.read_frame() is not None:
+            raise ValueError(f"{ivf} shows {meter.frames} frames, its source has more")
+    return {"frames": meter.frames, "sse": meter.sse, "samples": meter.samples,
+            "ssim_sum": meter.ssim_sum, "ssim_frames": meter.ssim_frames,
+            "entry_state": entry_hash, "starts_fresh": entry is None,
+            "exit_state": hashlib.sha256(dec.state.to_bytes()).hexdigest()}
+
+
 def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_probe", _probe_op)
     registry.register("xcenc_pack_state", _pack_state_op)
@@ -111,3 +142,4 @@ def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_fresh_state", _fresh_state_op)
     registry.register("xcenc_digest", _digest_op)
     registry.register("xcenc_tool", _tool_op)
+    registry.register("xcenc_measure", _measure_op)

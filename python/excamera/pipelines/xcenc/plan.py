@@ -172,6 +172,10 @@ class XcencParams:
     # also store handed-off states (on with --retries and with straggler duplicates)
     handoff_storage: bool = False
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
+    # Each worker decodes its final output from the state it was encoded against and reports
+    # PSNR/SSIM sums against its chunk and the states the decode starts and ends on
+    # (``excamera encode``'s quality figures and join check; ops ``xcenc_measure``).
+    measure: bool = False
     # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
     # across chunk joins and lets rebased macroblocks choose among them, and gives the
     # converted first frame the encoder's Good effort; "mu" runs xc-enc as mu did. See
