@@ -737,6 +737,12 @@ class _Holder:
         self.id, self.state = k, state
 
 
+def test_cpu_slots_must_be_positive() -> None:
+    """No slot at all would leave every encode waiting forever: refused with one line."""
+    with pytest.raises(PlanError, match=r"^cpu_slots 0: at least 1"):
+        XcencParams("v", 2, cpu_slots=0)
+
+
 def test_cpu_slots_grant_the_chain_before_pass1_whatever_the_arrival() -> None:
     """One slot, held; a pass-1 rebase of worker 4 asks first, then the chain step (pass 2) of
     worker 2, then comp-states of worker 1 and pass 0 of worker 3. The freed slot goes to the

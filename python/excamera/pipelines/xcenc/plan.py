@@ -192,6 +192,8 @@ class XcencParams:
             raise PlanError("-n must be at least 1")
         if self.offset < 0:
             raise PlanError("-o must be >= 0")
+        if self.cpu_slots is not None and self.cpu_slots < 1:
+            raise PlanError(f"cpu_slots {self.cpu_slots}: at least 1 (None: no limit)")
         if self.kf_dist is not None:
             if self.kf_dist < 1:
                 raise PlanError("-K must be at least 1")
