@@ -21,6 +21,7 @@ import excamera
 from _shared_paths import shared_dir, vectors_dir
 from excamera.errors import ExcameraError, SettingsError
 from excamera.mu.backends import LocalBackend
+from excamera.mu.backends.local import default_worker_processes
 from excamera.mu.jobs import JobSettings
 from excamera.xc.y4m import read_y4m
 
@@ -67,8 +68,10 @@ def encoded(tmp_path_factory) -> tuple[Path, excamera.EncodeResult, list]:
                              chunk=2, batch=3, progress=seen.append, backend="local",
                              backend_options={"stderr_dir": str(base / "stderr")},
                              bucket=str(base / "bucket"))
-    # The backend's own option reached it: each worker's stderr is kept.
+    # The backend's own option reached it: each worker's stderr is kept (and each worker
+    # host's: the local backend runs one per core unless told otherwise).
     assert sorted(p.name for p in (base / "stderr").iterdir()) == [
+        f"host-{i}.stderr" for i in range(default_worker_processes())] + [
         f"worker-{k}.stderr" for k in range(5)]
     return out, result, seen
 
@@ -153,7 +156,9 @@ def test_encode_result_records_every_worker_and_the_cost(encoded) -> None:
     # that waits for no one), the second rebases once, the rest twice.
     assert [w.passes for w in result.workers] == [2, 2, 3, 2, 2]
     for w in result.workers:
-        assert w.attempts == 1 and w.cpu_seconds is not None and w.cpu_seconds > 0
+        # Worker hosts (the local default) share a process: a worker has no CPU time of
+        # its own, the cost above is the hosts'.
+        assert w.attempts == 1 and w.cpu_seconds is None
         t = w.timings
         assert t["launching"] <= t["connected"] <= t["pass0"] <= t["upload"] <= t["done"]
         if w.worker % 3 == 0:

@@ -12,9 +12,10 @@ from typing import Any
 class WorkerRecord:
     """One worker of the job: the chunk it encoded, how many passes it ran, how often it was
     launched (``attempts``), the CPU-seconds its process reported at quit (None if it did not
-    quit cleanly) and, for its last attempt, the seconds after the job's start at which it
-    first reached each state (``launching``, ``pass0``, ``reencode_p1``, ``upload``, ``done``,
-    ... as ``excamera.pipelines.xcenc`` names them)."""
+    quit cleanly, or shared its process with other workers: a worker host, the local backend's
+    default, whose CPU time is the job's cost) and, for its last attempt, the seconds after
+    the job's start at which it first reached each state (``launching``, ``pass0``,
+    ``reencode_p1``, ``upload``, ``done``, ... as ``excamera.pipelines.xcenc`` names them)."""
 
     worker: int
     chunk: int
