@@ -271,6 +271,13 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
         assert set(outs[k]["sent"]) == plan.send_tags
         reencodes = {r["pass"]: r for r in outs[k]["runs"] if r["step"].startswith("reencode_p")}
         assert set(reencodes) == set(plan.needs)
+        for r in outs[k]["runs"]:  # each step's CPU time: vpxenc's is its child's, not known
+            if r["step"] == "pass0":
+                assert r["cpu_s"] is None
+            else:  # a tool in the worker's thread: its CPU time, at most its wall time
+                assert 0 < r["cpu_s"] <= r["seconds"] + 1e-3, r
+        assert [r["step"] for r in outs[k]["runs"]][-1] == ("compare" if plan.passes >= 2
+                                                            else "xcdump")
         for p, need in plan.needs.items():
             sent = outs[k - 1]["sent"]
             assert reencodes[p]["input_state"] == sent[need.inp] == outs[k]["received"][need.inp]

@@ -136,9 +136,18 @@ async def _compute(w: WorkerHandle, slots: CpuSlots, prio: Priority, argv: list[
         return await w.run(argv, check=check)
 
 
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool step's result, and its CPU time when it ran in the worker's interpreter (None
+    for ``--tools subprocess``, whose child's CPU time the worker does not single out)."""
+
+    run: RunResult
+    cpu_s: float | None = None
+
+
 async def _tool(w: WorkerHandle, slots: CpuSlots, prio: Priority, p: XcencParams,
                 python: str, argv: list[str], check: bool = True, append_stdout: str | None = None
-                ) -> RunResult:
+                ) -> ToolResult:
     """Run ``TOOL ARGS...`` (xc-enc, xc-dump, comp-states) on the worker as ``p.tools`` says,
     holding a CPU slot."""
     if p.tools == "subprocess":
@@ -147,11 +156,17 @@ async def _tool(w: WorkerHandle, slots: CpuSlots, prio: Priority, p: XcencParams
             line = " ".join(shlex.quote(a) for a in cmd)
             out = shlex.quote(append_stdout)
             cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
-        return await _compute(w, slots, prio, cmd, check=check)
+        return ToolResult(await _compute(w, slots, prio, cmd, check=check))
     async with slots.held_by(w, prio):
         f = await w.run_op("xcenc_tool", argv=argv, check=check, append_stdout=append_stdout)
-    return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
-                     float(f["seconds"]))
+    return ToolResult(RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
+                                float(f["seconds"])), float(f["cpu_s"]))
+
+
+def _step(n: int, state: str, res: ToolResult) -> dict[str, Any]:
+    """A compute step's record in the worker's ``runs``: its wall time and, when known, its
+    CPU time (what bench/pipeline_speed.py schedules)."""
+    return {"pass": n, "step": state, "seconds": res.run.seconds, "cpu_s": res.cpu_s}
 
 
 async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
@@ -202,22 +217,22 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             w.state = f"rekey_p{n}"
             await w.run_op("xcenc_fresh_state", out="fresh.state")
             res = await _tool(w, slots, step_priority(k, n), p, py, p.rekey_argv(k))
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+            runs.append(_step(n, w.state, res))
         elif n not in plan.needs:  # phase 1: an independent encode
             w.state = "pass0" if n == 0 else f"pass0_p{n}"
             argv = p.pass0_argv(k)
             if p.pass0 == "vpxenc":
-                res = await _compute(w, slots, step_priority(k, n), argv)
+                res = ToolResult(await _compute(w, slots, step_priority(k, n), argv))
             else:
                 res = await _tool(w, slots, step_priority(k, n), p, py, argv)
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+            runs.append(_step(n, w.state, res))
             # The decoder state is only needed to hand on or to rebase from (mu also skipped
             # xc-dump when every chunk stands alone).
             if plan.passes > 1 or plan.out_tags.get(n) in plan.send_tags:
                 w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
                 res = await _tool(w, slots, step_priority(k, n), p, py,
                                   ["xc-dump", "output.ivf", "final.state"])
-                runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+                runs.append(_step(n, w.state, res))
         else:
             need = plan.needs[n]
             w.state = f"wait_state_p{n}"
@@ -228,8 +243,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             res = await _tool(w, slots, step_priority(k, n), p, py,
                               reencode_argv(["xc-enc"], need, p.pass_flags(n)))
             last_input = have[need.inp] if n == plan.passes - 1 else None
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds,
-                         "input_state": have[need.inp],
+            runs.append({**_step(n, w.state, res), "input_state": have[need.inp],
                          "prev_state": have[need.prev] if need.prev is not None else None})
         tag = plan.out_tags.get(n)
         if tag is not None and tag in plan.send_tags:
@@ -254,9 +268,11 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         # A worker that did not converge still uploads (as mu's did): its successor's join is
         # then not exact, which the job's summary reports (``joins``), but every chunk and
         # every report is there to inspect.
-        res = await _tool(w, slots, step_priority(k, plan.passes, tail=True), p, py,
-                          ["comp-states", "prev.state", "final.state"],
-                          check=False, append_stdout="comp.txt")
+        tool = await _tool(w, slots, step_priority(k, plan.passes, tail=True), p, py,
+                           ["comp-states", "prev.state", "final.state"],
+                           check=False, append_stdout="comp.txt")
+        runs.append(_step(plan.passes, w.state, tool))
+        res = tool.run
         if res.exit_code not in (0, 1):
             raise RuntimeError(f"worker {k}: comp-states failed: {res.stderr_tail.strip()}")
         converged = res.exit_code == 0
@@ -269,6 +285,8 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         async with slots.held_by(w, step_priority(k, plan.passes, tail=True)):
             quality = await w.run_op("xcenc_measure", ivf="output.ivf", source="input.y4m",
                                      entry=entry)
+        runs.append({"pass": plan.passes, "step": w.state, "seconds": quality["seconds"],
+                     "cpu_s": quality["cpu_s"]})
     w.state = "upload"
     await w.upload_many(["output.ivf", "comp.txt"], [p.output_key(k), p.comp_key(k)])
     w.state = "uploaded"
