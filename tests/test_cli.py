@@ -97,3 +97,14 @@ def test_a_worker_starts_without_numpy_cryptography_or_package_metadata() -> Non
                        "excamera.pipelines.xcenc.ops\nrc = 0", [])
     assert "excamera.mu.worker" in loaded
     assert not {"numpy", "cryptography", "importlib.metadata", "excamera.metrics"} & loaded
+
+
+@pytest.mark.parametrize(("module", "tool"), [("excamera.xc.enc", "main"),
+                                              ("excamera.xc.tools", "xc_dump_main"),
+                                              ("excamera.xc.tools", "comp_states_main")])
+def test_the_xc_tools_help_imports_nothing_heavy(module: str, tool: str) -> None:
+    """xc-enc, xc-dump and comp-states are processes of their own too (mu ran them so)."""
+    loaded = loaded_by(f"from {module} import {tool}\ntry:\n    rc = {tool}(['--help'])\n"
+                       "except SystemExit as e:\n    rc = e.code", [])
+    assert module in loaded
+    assert not [m for m in loaded if m.startswith(tuple(HEAVY))]
