@@ -162,24 +162,3 @@ pub(crate) fn frame_sums(
     let s = ssim(&a[..sizes[0]], &b[..sizes[0]], width, height);
     (sse_out, sizes, s)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identical_pictures_have_ssim_one_and_no_error() {
-        let w = 24;
-        let h = 16;
-        let pic: Vec<u8> = (0..w * h * 3 / 2).map(|i| (i * 7 % 251) as u8).collect();
-        let (sse, samples, s) = frame_sums(&pic, &pic, w, h);
-        assert_eq!(sse, [0, 0, 0]);
-        assert_eq!(samples, [384, 96, 96]);
-        assert!((s.unwrap() - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn too_small_for_the_window() {
-        assert_eq!(ssim(&[0; 100], &[0; 100], 10, 10), None);
-    }
-}
