@@ -40,8 +40,8 @@ lint: setup
 
 # bench: regenerates every committed bench/*-results.json with the settings the README quotes
 # (each file records the command that wrote it; tests/test_bench_results.py holds them to this
-# recipe). About twenty minutes on this 2-core machine; scale.py's 10,000 workers need about
-# 12 GB of memory at their peak.
+# recipe). About thirty-five minutes on this 2-core machine (pipeline_speed.py fifteen of them);
+# scale.py's 10,000 workers need about 12 GB of memory at their peak.
 bench: setup
 	$(PY) bench/relay.py --json bench/relay-results.json
 	$(PY) bench/decode.py --runs 5 --json bench/decode-results.json
@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/lambda_pass0.py --runs 5 --json bench/lambda-pass0-results.json
 	$(PY) bench/pass1_effort.py --json bench/pass1-effort-results.json --markdown bench/pass1-effort.md
 	$(PY) bench/rebase.py --clips bbb720:72 bbb272:120 --runs 3 --json bench/rebase-results.json
+	$(PY) bench/pipeline_speed.py --runs 3 --json bench/pipeline-speed-results.json
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
 	$(PY) bench/model.py --runs 3 --json bench/model-results.json
 	$(PY) bench/scale.py --workers 1000,5000,10000 --json bench/scale-results.json

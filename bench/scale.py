@@ -296,7 +296,7 @@ def summarize(args: argparse.Namespace, child: dict[str, Any]) -> dict[str, Any]
 
 
 def run_parent(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    from excamera.mu.relay_cmd import raise_fd_limit
+    from excamera.mu.evloop import raise_fd_limit
     from excamera.mu.tls import genkeys
 
     raise_fd_limit(1 << 20)

@@ -21,6 +21,7 @@ import excamera
 from _shared_paths import shared_dir, vectors_dir
 from excamera.errors import ExcameraError, SettingsError
 from excamera.mu.backends import LocalBackend
+from excamera.mu.backends.local import default_worker_processes
 from excamera.mu.jobs import JobSettings
 from excamera.xc.y4m import read_y4m
 
@@ -58,15 +59,19 @@ def vpxdec_md5s(path: Path, cwd: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> tuple[Path, excamera.EncodeResult, list]:
-    """One encode through the API: 10 frames in 5 chunks of 2, batches of 3, 2 at once."""
+    """One encode through the API: 10 frames in 5 chunks of 2, batches of 3, 2 at once; the
+    chunks stay in ``bucket``."""
     base = tmp_path_factory.mktemp("api")
     out = base / "out.ivf"
     seen: list = []
     result = excamera.encode(shared_dir() / "clips" / CLIP, out, quality=30, workers=2,
                              chunk=2, batch=3, progress=seen.append, backend="local",
-                             backend_options={"stderr_dir": str(base / "stderr")})
-    # The backend's own option reached it: each worker's stderr is kept.
+                             backend_options={"stderr_dir": str(base / "stderr")},
+                             bucket=str(base / "bucket"))
+    # The backend's own option reached it: each worker's stderr is kept (and each worker
+    # host's: the local backend runs one per core unless told otherwise).
     assert sorted(p.name for p in (base / "stderr").iterdir()) == [
+        f"host-{i}.stderr" for i in range(default_worker_processes())] + [
         f"worker-{k}.stderr" for k in range(5)]
     return out, result, seen
 
@@ -104,6 +109,44 @@ def test_encode_result_matches_the_file_and_vpxdec(encoded, tmp_path: Path) -> N
     assert 0.5 < result.ssim < 1.0
 
 
+def test_workers_quality_equals_the_full_decode_and_verify_catches_a_broken_join(
+        encoded) -> None:
+    """The figures the workers measured on their own chunks, added up, are those of decoding
+    the whole output in one pass as the encode used to (PSNR exactly: the squared errors are
+    integers; SSIM to float rounding, the per-frame values being added in another order).
+    ``verify`` (``--verify``) agrees on the real stream, and catches a join broken after the
+    workers were done: chunk 4 replaced in storage by chunk 1 (two frames each, neither a key
+    frame), which the workers' own reports cannot see."""
+    from excamera.metrics import QualityMeter
+    from excamera.pipelines.encode.run import check_and_measure, verify
+    from excamera.pipelines.media import stitch
+
+    out, result, _ = encoded
+    source = shared_dir() / "clips" / CLIP
+    header, _ = read_y4m(source)
+    whole = stitch([out], header.fps)
+    full = check_and_measure(source, whole)
+    assert result.frames == full.frames == 10
+    assert result.psnr_y == full.psnr_y and result.psnr_all == full.psnr_all
+    assert result.ssim == pytest.approx(full.ssim, rel=1e-12)
+
+    chunks = sorted((out.parent / "bucket").glob("*/out/*.ivf"))
+    assert [c.name for c in chunks] == [f"{k:08d}.ivf" for k in range(5)]
+    joined = stitch(chunks, header.fps)
+    workers = QualityMeter(full.frames, list(full.sse), list(full.samples), full.ssim_sum,
+                           full.ssim_frames)
+    verify(source, joined, workers)  # the real stream agrees with itself
+    broken = stitch(chunks[:4] + [chunks[1]], header.fps)
+    assert broken.shown == joined.shown
+    with pytest.raises(ExcameraError, match="do not join exactly"):
+        verify(source, broken, workers)
+    # and figures that differ from the stream's are refused
+    off = QualityMeter(full.frames, [full.sse[0] + 1, *full.sse[1:]], list(full.samples),
+                       full.ssim_sum, full.ssim_frames)
+    with pytest.raises(ExcameraError, match="--verify: the stitched stream decodes to"):
+        verify(source, joined, off)
+
+
 def test_encode_result_records_every_worker_and_the_cost(encoded) -> None:
     _, result, seen = encoded
     assert result.cost.backend == "local" and result.cost.worker_cpu_s > 0
@@ -113,7 +156,9 @@ def test_encode_result_records_every_worker_and_the_cost(encoded) -> None:
     # that waits for no one), the second rebases once, the rest twice.
     assert [w.passes for w in result.workers] == [2, 2, 3, 2, 2]
     for w in result.workers:
-        assert w.attempts == 1 and w.cpu_seconds is not None and w.cpu_seconds > 0
+        # Worker hosts (the local default) share a process: a worker has no CPU time of
+        # its own, the cost above is the hosts'.
+        assert w.attempts == 1 and w.cpu_seconds is None
         t = w.timings
         assert t["launching"] <= t["connected"] <= t["pass0"] <= t["upload"] <= t["done"]
         if w.worker % 3 == 0:

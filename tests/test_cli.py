@@ -87,3 +87,24 @@ def test_decode_md5_of_frames_imports_nothing_heavy() -> None:
     assert "hashlib" in loaded  # it did hash
     assert "av" not in loaded
     assert not [m for m in loaded if m.startswith(tuple(HEAVY))]
+
+
+def test_a_worker_starts_without_numpy_cryptography_or_package_metadata() -> None:
+    """A worker process (one per chunk with --worker-processes 0, on Lambda, on Ray) and a
+    worker host load the runtime and the xcenc job's operations only; numpy waits for a tool
+    that needs pictures, and TLS needs only ssl."""
+    loaded = loaded_by("import excamera.mu.worker, excamera.mu.workerhost, "
+                       "excamera.pipelines.xcenc.ops\nrc = 0", [])
+    assert "excamera.mu.worker" in loaded
+    assert not {"numpy", "cryptography", "importlib.metadata", "excamera.metrics"} & loaded
+
+
+@pytest.mark.parametrize(("module", "tool"), [("excamera.xc.enc", "main"),
+                                              ("excamera.xc.tools", "xc_dump_main"),
+                                              ("excamera.xc.tools", "comp_states_main")])
+def test_the_xc_tools_help_imports_nothing_heavy(module: str, tool: str) -> None:
+    """xc-enc, xc-dump and comp-states are processes of their own too (mu ran them so)."""
+    loaded = loaded_by(f"from {module} import {tool}\ntry:\n    rc = {tool}(['--help'])\n"
+                       "except SystemExit as e:\n    rc = e.code", [])
+    assert module in loaded
+    assert not [m for m in loaded if m.startswith(tuple(HEAVY))]

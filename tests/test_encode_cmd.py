@@ -50,13 +50,16 @@ def summary_value(stdout: str, pattern: str) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.parametrize("source,suffix", [("carphone_qcif_120f.y4m", ".webm"),
-                                           ("carphone_qcif_120f.mp4", ".ivf")])
-def test_encode_end_to_end(tmp_path: Path, source: str, suffix: str) -> None:
+@pytest.mark.parametrize("source,suffix,verify", [("carphone_qcif_120f.y4m", ".webm", False),
+                                                  ("carphone_qcif_120f.mp4", ".ivf", True)])
+def test_encode_end_to_end(tmp_path: Path, source: str, suffix: str, verify: bool) -> None:
     src = shared_dir() / "clips" / source
     out = tmp_path / f"out{suffix}"
-    done = encode(str(src), "-o", str(out), "--workers", "2", "--passes", "1", "--quality", "24")
+    done = encode(str(src), "-o", str(out), "--workers", "2", "--passes", "1", "--quality", "24",
+                  *(["--verify"] if verify else []))
     assert done.returncode == 0, done.stderr
+    # --verify decoded the stitched stream in full and it agreed with the workers' figures.
+    assert ("  verified  the stitched stream, decoded in full" in done.stdout) is verify
     assert f"frames    {FRAMES} (176x144" in done.stdout
     assert "20 chunk(s)" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no partial files left

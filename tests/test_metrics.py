@@ -74,16 +74,21 @@ def check_ssim_against_skimage(x: np.ndarray, y: np.ndarray) -> float:
     return mean
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (which must exit 0)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_codec_layer_does_not_import_the_pipelines() -> None:
     """xc-enc's SSIM target needs the metrics, not the jobs that run on mu."""
     code = ("import sys, excamera.xc.encoder, excamera.xc.enc, excamera.xc.tools, "
             "excamera.xc.decode_cmd, excamera.metrics; "
             "print(sorted(m for m in sys.modules if m.startswith(('excamera.pipelines', "
             "'excamera.mu'))))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "python")})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 # --- SSIM -----------------------------------------------------------------------------------
@@ -206,6 +211,52 @@ def test_psnr_of_identical_pictures_is_infinite() -> None:
     m = QualityMeter()
     m.add(p, p)
     assert m.psnr_y == m.psnr_all == math.inf and m.ssim == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("clip", "size"), [
+    ("bigbuckbunny_320x180_48f.y4m", None), ("bus_cif_17f.y4m", None),
+    ("carphone_qcif_120f.y4m", (175, 143)), ("carphone_qcif_120f.y4m", (11, 11)),
+    ("park_joy_160x90_10f.y4m", (33, 17))])
+def test_the_extensions_frame_sums_equal_the_numpy_definition(clip, size) -> None:
+    """QualityMeter takes each frame's sums from Rust (``_xc.frame_quality``): the squared
+    errors exactly numpy's, the SSIM :func:`ssim`'s (itself checked against scikit-image)."""
+    pics = frames(clip, 4)
+    if size is not None:
+        pics = [crop(p, *size) for p in pics]
+    for a, b in zip(pics, pics[1:] + pics[:1], strict=True):
+        meter = QualityMeter()
+        meter.add(a, b)
+        sse = [float(np.sum((x.astype(np.int64) - y) ** 2))
+               for x, y in ((a.y, b.y), (a.u, b.u), (a.v, b.v))]
+        assert meter.sse == sse and meter.samples == [a.y.size, a.u.size, a.v.size]
+        assert meter.ssim_frames == 1
+        assert meter.ssim_sum == pytest.approx(ssim(a.y, b.y), abs=SSIM_TOL)
+        assert 0.05 < meter.ssim_sum < 0.9999
+
+
+def test_the_extensions_frame_sums_refuse_what_they_cannot_define() -> None:
+    from excamera._xc import frame_quality
+
+    p = crop(frames("park_joy_160x90_10f.y4m", 1)[0], 10, 30)
+    meter = QualityMeter()
+    meter.add(p, p)  # narrower than the window: squared errors, no SSIM
+    assert meter.ssim_frames == 0 and meter.ssim is None and meter.samples == [300, 75, 75]
+    data = p.to_bytes()
+    with pytest.raises(ValueError, match="frame 1: frame_quality: the decoded picture has 449 "
+                       "bytes, a 10x30 I420 picture 450"):
+        meter.add_i420(data, data[:-1], 10, 30)
+    with pytest.raises(ValueError, match="bad size 0x30"):
+        frame_quality(data, data, 0, 30)
+
+
+def test_a_meter_fed_bytes_loads_no_numpy() -> None:
+    """What a worker runs to measure its chunk: I420 bytes in, sums out, numpy never imported
+    (a process per worker would pay its import per chunk)."""
+    code = ("import sys\nfrom excamera.metrics import QualityMeter\n"
+            "m = QualityMeter()\nm.add_i420(bytes(24 * 16 * 3 // 2), bytes(range(256)) * 2 + "
+            "bytes(64), 24, 16)\n"
+            "print(m.frames, m.samples, m.ssim_frames, 'numpy' in sys.modules)")
+    assert fresh_python(code).split() == ["1", "[384,", "96,", "96]", "1", "False"]
 
 
 # --- BD-rate: cases with a known answer ------------------------------------------------------

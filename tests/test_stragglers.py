@@ -86,6 +86,31 @@ def test_phase_clock_medians_and_stragglers() -> None:
     assert all(s.phase != "wait_state_p1" for s in clock.stragglers(1000.0, rule))
 
 
+def test_a_wait_inside_a_phase_pauses_it_instead_of_ending_it() -> None:
+    """xcenc enters pass0, then waits for a CPU slot (wait_cpu), then runs pass0: the phase's
+    time is its stints' together, and a worker that queued is no peer that took no time (a
+    median of 0 s made any pass0 above the floor a straggler)."""
+    clock = PhaseClock()
+    for k in range(4):
+        clock.on_transition(tr(k, "pass0", 0.0))
+    for k in range(1, 4):
+        clock.on_transition(tr(k, "wait_cpu", 0.0))
+    clock.on_transition(tr(0, "xcdump", 1.5))
+    clock.on_transition(tr(1, "pass0", 1.5))
+    clock.on_transition(tr(2, "pass0", 1.5))
+    clock.on_transition(tr(1, "xcdump", 3.0))
+    clock.on_transition(tr(2, "wait_state_p1", 3.1))  # a wait after the phase ends it
+    clock.on_transition(tr(2, "reencode_p1", 4.0))
+    assert clock.phases["pass0"].durations == [1.5, 1.5, 1.6]
+    assert clock.phases["pass0"].median() == 1.5
+    # worker 3 still queues: no stint is running, so it is nobody's straggler
+    rule = StragglerPolicy(k=3, floor_s=1.0)
+    assert list(clock.stragglers(100.0, rule)) == []
+    clock.on_transition(tr(3, "pass0", 3.0))
+    assert [s.worker for s in clock.stragglers(7.6, rule)] == [3]
+    assert list(clock.stragglers(7.4, rule)) == []
+
+
 def test_a_workers_second_instance_does_not_count_twice() -> None:
     clock = PhaseClock()
     clock.on_transition(tr(0, "work", 0.0))

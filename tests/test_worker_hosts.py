@@ -35,19 +35,37 @@ def encode(*args: str) -> subprocess.CompletedProcess:
 
 def test_an_encode_is_byte_identical_whether_workers_share_processes_or_not(
         tmp_path: Path) -> None:
+    """Issue 12's last bar: the same bytes and the same measured quality from a process per
+    worker (--worker-processes 0) as from worker hosts, which the command runs by default."""
     src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
     common = ["--chunk", "2", "--batch", "3", "--workers", "2", "--quality", "30"]
-    own = encode(str(src), "-o", str(tmp_path / "own.ivf"), *common)
+    own = encode(str(src), "-o", str(tmp_path / "own.ivf"), *common, "--worker-processes", "0")
     assert own.returncode == 0, own.stderr
     log = tmp_path / "shared.jsonl"
-    shared = encode(str(src), "-o", str(tmp_path / "shared.ivf"), *common,
-                    "--worker-processes", "2", "-O", str(log))
+    shared = encode(str(src), "-o", str(tmp_path / "shared.ivf"), *common, "-O", str(log))
     assert shared.returncode == 0, shared.stderr
     assert (tmp_path / "shared.ivf").read_bytes() == (tmp_path / "own.ivf").read_bytes()
     assert "5 chunk(s)" in shared.stdout
+
+    def quality(out: str) -> list[str]:  # the workers' PSNR and SSIM sums, as printed
+        return [line for line in out.splitlines() if line.split()[:1] in (["PSNR"], ["SSIM"])]
+
+    assert len(quality(own.stdout)) == 2 and quality(shared.stdout) == quality(own.stdout)
     # the job's cost is the hosts' CPU time
     cost = json.loads(log.read_text().splitlines()[-1])["cost"]
     assert cost["backend"] == "local" and cost["worker_cpu_s"] > 0
+
+
+def test_the_command_line_and_the_api_run_one_worker_host_per_core() -> None:
+    from excamera.mu.backends import BackendSpec, resolve_backend
+    from excamera.mu.backends.local import default_worker_processes
+
+    assert default_worker_processes() == min(os.cpu_count() or 1, 1024)
+    hosted = resolve_backend(BackendSpec("local", {}))
+    own = resolve_backend(BackendSpec("local", {"worker_processes": 0}))
+    assert isinstance(hosted, LocalBackend) and isinstance(own, LocalBackend)
+    assert hosted.worker_processes == default_worker_processes() and own.worker_processes == 0
+    assert LocalBackend().worker_processes == 0  # built directly: a process per worker
 
 
 async def pid_machine(w: WorkerHandle, ctx: JobContext) -> int:

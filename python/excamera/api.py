@@ -44,6 +44,7 @@ def encode(
     audio: bool = True,
     bucket: str | None = None,
     job: JobSettings | None = None,
+    verify: bool = False,
 ) -> EncodeResult:
     """Encode ``source`` (Y4M, or any video PyAV reads) to ``output`` (``.ivf`` or ``.webm``)
     with ExCamera's parallel workers; returns an :class:`~excamera.EncodeResult`.
@@ -76,6 +77,9 @@ def encode(
       a temporary directory, removed afterwards); remote backends need S3.
     - ``job``: mu's knobs (:class:`~excamera.mu.jobs.JobSettings`: listening address, retries,
       spares, timeouts, certificates, the transitions file).
+    - ``verify``: each worker measures its own chunk and the joins are checked from the
+      states the workers report; True also decodes the stitched stream in full afterwards and
+      checks it against them (the command line's ``--verify``).
 
     The output appears only once the encode is complete and checked; on failure
     :class:`~excamera.ExcameraError` is raised and no output is left behind.
@@ -98,7 +102,7 @@ def encode(
             workers=default_workers() if workers is None else workers, chunk=chunk,
             batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
             kf_weight=kf_weight, audio=audio, bucket=bucket, backend=backend,
-            job=job or JobSettings(), progress=progress,
+            job=job or JobSettings(), progress=progress, verify=verify,
         )
     except BaseException:
         _close_if_built(backend)

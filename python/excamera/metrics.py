@@ -1,10 +1,17 @@
 """Objective quality, in one place for the codec, the pipelines and the benchmarks.
 
 Per picture and clip (:func:`ssim`, :class:`QualityMeter`) and per rate-quality curve
-(:func:`bd_rate`). numpy only, so the codec layer (``xc-enc -s`` targets an SSIM) can import
-it without the pipelines. Each definition is checked against an outside implementation in
-``tests/test_metrics.py``: SSIM against scikit-image, PSNR against ffmpeg's ``psnr`` filter,
-BD-rate against a hand-computed case and a different fit and integration.
+(:func:`bd_rate`). numpy and the codec's extension only, each imported on first use, so the
+codec layer (``xc-enc -s`` targets an SSIM) can import it without the pipelines, and a worker
+that only adds up a chunk's quality loads no numpy. Each definition is checked against an
+outside implementation in ``tests/test_metrics.py``: SSIM against scikit-image, PSNR against
+ffmpeg's ``psnr`` filter, BD-rate against a hand-computed case and a different fit and
+integration.
+
+:class:`QualityMeter` takes each frame's sums from the extension (``_xc.frame_quality``, the
+same definitions in Rust, four times faster than numpy's SSIM and without its import), which
+the tests hold equal to :func:`ssim` and to numpy's squared errors; :func:`ssim` and
+:func:`ssim_map` are the numpy form, the reference checked against scikit-image.
 
 **PSNR** follows the convention of ffmpeg's ``psnr`` filter: squared errors are summed over
 the whole clip, per plane, and the PSNR is taken of the mean: ``Y`` over luma samples, ``all``
@@ -34,12 +41,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from excamera.xc.y4m import Picture
 
 __all__ = ["QualityMeter", "bd_rate", "psnr_from_mse", "ssim", "ssim_db", "ssim_map"]
@@ -48,29 +55,33 @@ WINDOW = 11
 SIGMA = 1.5
 C1 = (0.01 * 255) ** 2
 C2 = (0.03 * 255) ** 2
+_Bytes = bytes | bytearray | memoryview
 
 
 # --- per picture and per clip ---------------------------------------------------------------
 
 
+@cache
 def _gaussian() -> np.ndarray:
+    import numpy as np
+
     x = np.arange(WINDOW, dtype=np.float64) - (WINDOW - 1) / 2
     g = np.exp(-(x * x) / (2 * SIGMA * SIGMA))
     return g / g.sum()
 
 
-_G = _gaussian()
-
-
 def _blur(a: np.ndarray) -> np.ndarray:
     """Valid-region separable Gaussian filter of a 2-D float array."""
-    rows = sliding_window_view(a, WINDOW, axis=1) @ _G
-    return sliding_window_view(rows, WINDOW, axis=0) @ _G
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    g = _gaussian()
+    rows = sliding_window_view(a, WINDOW, axis=1) @ g
+    return sliding_window_view(rows, WINDOW, axis=0) @ g
 
 
 def ssim(x: np.ndarray, y: np.ndarray) -> float:
     """Mean SSIM of two same-size 8-bit luma planes (see the module docstring)."""
-    return float(np.mean(ssim_map(x, y)))
+    return float(ssim_map(x, y).mean())
 
 
 def ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -80,6 +91,8 @@ def ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise ValueError(f"SSIM of different sizes {x.shape} and {y.shape}")
     if min(x.shape) < WINDOW:
         raise ValueError(f"SSIM needs pictures of at least {WINDOW}x{WINDOW}")
+    import numpy as np
+
     a = x.astype(np.float64)
     b = y.astype(np.float64)
     mu_a, mu_b = _blur(a), _blur(b)
@@ -106,19 +119,29 @@ class QualityMeter:
     ssim_frames: int = 0  # frames large enough for the SSIM window (all or none of a clip)
 
     def add(self, src: Picture, dec: Picture) -> None:
-        if (src.width, src.height) != (dec.width, dec.height):
-            raise ValueError(
-                f"frame {self.frames}: decoded {dec.width}x{dec.height}, source "
-                f"{src.width}x{src.height}"
-            )
-        for i, (s, d) in enumerate(((src.y, dec.y), (src.u, dec.u), (src.v, dec.v))):
-            diff = s.astype(np.int32) - d.astype(np.int32)
-            self.sse[i] += float(np.sum(diff * diff))
-            self.samples[i] += diff.size
-        if min(src.y.shape) >= WINDOW:
-            self.ssim_sum += ssim(src.y, dec.y)
+        """One shown frame, as pictures."""
+        self._check_size(src.width, src.height, dec.width, dec.height)
+        self.add_i420(src.to_bytes(), dec.to_bytes(), src.width, src.height)
+
+    def add_i420(self, src: _Bytes, dec: _Bytes, width: int, height: int) -> None:
+        """One shown frame, as two ``width`` x ``height`` I420 pictures (bytes-like)."""
+        from excamera._xc import frame_quality
+
+        try:
+            sse, samples, frame_ssim = frame_quality(src, dec, width, height)
+        except ValueError as exc:
+            raise ValueError(f"frame {self.frames}: {exc}") from None
+        for i in range(3):
+            self.sse[i] += float(sse[i])
+            self.samples[i] += samples[i]
+        if frame_ssim is not None:
+            self.ssim_sum += frame_ssim
             self.ssim_frames += 1
         self.frames += 1
+
+    def _check_size(self, sw: int, sh: int, dw: int, dh: int) -> None:
+        if (sw, sh) != (dw, dh):
+            raise ValueError(f"frame {self.frames}: decoded {dw}x{dh}, source {sw}x{sh}")
 
     def psnr_plane(self, plane: int) -> float:
         """PSNR of one plane over the clip (0 Y, 1 U, 2 V)."""
@@ -163,6 +186,8 @@ def _check_curve(name: str, rates: Sequence[float], quality: Sequence[float]) ->
 def bd_rate(rates_a: Sequence[float], quality_a: Sequence[float],
             rates_b: Sequence[float], quality_b: Sequence[float]) -> float:
     """BD-rate of curve B against curve A, in percent (negative: B is more efficient)."""
+    import numpy as np
+
     _check_curve("A", rates_a, quality_a)
     _check_curve("B", rates_b, quality_b)
     qa, qb = np.asarray(quality_a, float), np.asarray(quality_b, float)

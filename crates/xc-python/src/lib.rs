@@ -4,9 +4,12 @@
 //! decode itself runs with the GIL released so Python threads (and the asyncio worker runtime)
 //! keep running while a frame decodes.
 
+mod quality;
+
 use std::sync::Arc;
 
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray2};
+use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -396,6 +399,37 @@ fn reencode_chunk<'py>(
     Ok((frames, PyState { inner: Arc::new(chunk.state) }, chunk.input_state_hash))
 }
 
+/// One frame's quality sums, as `excamera.metrics` defines them: `((sse_y, sse_u, sse_v),
+/// (samples_y, samples_u, samples_v), ssim)` of two `width` x `height` I420 pictures (any
+/// bytes-like objects of exactly that size), with `ssim` the luma SSIM, None when the picture
+/// is smaller than its 11x11 window. Runs with the GIL released.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn frame_quality(
+    py: Python<'_>,
+    source: PyBuffer<u8>,
+    decoded: PyBuffer<u8>,
+    width: usize,
+    height: usize,
+) -> PyResult<((u64, u64, u64), (usize, usize, usize), Option<f64>)> {
+    if width == 0 || height == 0 || width > 1 << 16 || height > 1 << 16 {
+        return Err(PyValueError::new_err(format!("frame_quality: bad size {width}x{height}")));
+    }
+    let want: usize = quality::i420_planes(width, height).iter().sum();
+    for (name, buf) in [("source", &source), ("decoded", &decoded)] {
+        if buf.item_count() != want {
+            return Err(PyValueError::new_err(format!(
+                "frame_quality: the {name} picture has {} bytes, a {width}x{height} I420 \
+                 picture {want}",
+                buf.item_count()
+            )));
+        }
+    }
+    let (a, b) = (source.to_vec(py)?, decoded.to_vec(py)?);
+    let (sse, n, ssim) = py.allow_threads(move || quality::frame_sums(&a, &b, width, height));
+    Ok(((sse[0], sse[1], sse[2]), (n[0], n[1], n[2]), ssim))
+}
+
 #[pymodule]
 fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -409,5 +443,6 @@ fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(reencode_chunk, m)?)?;
+    m.add_function(wrap_pyfunction!(frame_quality, m)?)?;
     Ok(())
 }

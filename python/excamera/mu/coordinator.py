@@ -638,7 +638,7 @@ class Coordinator:
         self.phases = PhaseClock()
         self.log = StateLog(self.progress, [self.phases, *self.observers])
         job_t0 = time.monotonic()
-        from .relay_cmd import raise_fd_limit
+        from .evloop import raise_fd_limit
 
         # Per worker: its command connection, its relay connection (when the relay is
         # embedded) and, on Lambda, its invoke request.

@@ -8,6 +8,9 @@ asyncio's TLS transport zero-fills a 256 KiB read buffer per connection (Python 
 10,000 connections that is 2.5 GB before a byte is read. A process that holds many
 connections (the relay, a worker host, a coordinator of thousands) sets it lower, once, for
 itself; uvloop's transport allocates its buffer without touching it.
+
+Such a process also raises its open-file limit (``raise_fd_limit``), here rather than beside
+the relay's command so that a worker host loads neither the relay nor the TLS certificate code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio.sslproto
 import ctypes
 import ctypes.util
 import gc
+import resource
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -106,3 +110,13 @@ def tune_for_many_connections() -> None:
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     mallopt(_M_TRIM_THRESHOLD, 512 << 20)
     mallopt(_M_TOP_PAD, 16 << 20)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (up to the hard limit); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

@@ -12,7 +12,6 @@ import asyncio
 import cProfile
 import logging
 import os
-import resource
 import signal
 import ssl
 import sys
@@ -20,7 +19,14 @@ import time
 
 from ..argcheck import check_int, check_number, check_port
 from ..errors import CommandError
-from .evloop import LOOPS, MAX_TLS_BUFFER_KIB, loop_name, set_tls_buffer, tune_for_many_connections
+from .evloop import (
+    LOOPS,
+    MAX_TLS_BUFFER_KIB,
+    loop_name,
+    raise_fd_limit,
+    set_tls_buffer,
+    tune_for_many_connections,
+)
 from .evloop import run as run_loop
 from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, MAX_WAITING_PER_ADDRESS
 from .relay import Relay
@@ -79,16 +85,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="pFile", help="write cProfile stats to pFile")
     p.set_defaults(func=run)
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (up to the hard limit); returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 def _mib(value: float | None) -> int | None:

@@ -10,8 +10,11 @@ other is killed. Written here from that description; the decisions and their rea
   what ``--spares`` is for. A state whose name starts with ``wait`` is a wait on other workers
   (xcenc's ``wait_state_p<n>``), where a duplicate would wait just as long, so it never counts.
 * **Peers' median**: the durations of the workers that have left the phase (the first instance
-  of each to leave it). A decision needs at least half of the workers that entered the phase
-  to have left it, so a phase that every worker runs at once is not judged by its fastest few.
+  of each to leave it). A wait entered from a phase pauses it (xcenc sets ``pass0``, then
+  queues for a CPU slot as ``wait_cpu``, then runs ``pass0``): the stints before and after
+  the wait are one duration, so a queued worker is not a peer that took no time. A decision
+  needs at least half of the workers that entered the phase to have left it, so a phase that
+  every worker runs at once is not judged by its fastest few.
 * **Floor**: a phase that has lasted less than ``floor_s`` seconds is never judged slow, however
   short its median (a duplicate costs a launch and the whole machine again).
 * **Budget**: at most ``max(1, max_fraction * n)`` duplicates per job (5 %), one per worker, and
@@ -129,26 +132,52 @@ class PhaseClock:
     def __init__(self) -> None:
         self.phases: dict[str, _Phase] = {}
         self._at: dict[tuple[int, int], tuple[str, float]] = {}  # instance -> (phase, since)
+        # An instance that went from a phase into a wait (xcenc's pass0 -> wait_cpu, queued
+        # for a CPU slot): (phase, seconds spent in it so far). Back in the same phase, its
+        # time goes on; anything else ends the phase with the time it had.
+        self._paused: dict[tuple[int, int], tuple[str, float]] = {}
+        self._carried: dict[tuple[int, int], float] = {}  # spent before the running stint
+
+    def _passed(self, name: str, worker: int, duration: float) -> None:
+        ph = self.phases[name]
+        if worker not in ph.passed:
+            ph.passed.add(worker)
+            bisect.insort(ph.durations, duration)
 
     def on_transition(self, tr: Transition) -> None:
         key = (tr.worker, tr.attempt)
         prev = self._at.pop(key, None)
+        waits = tr.state not in TERMINAL and tr.state.startswith(WAIT_PREFIX)
+        carried = 0.0
         if prev is not None:
             name, since = prev
-            ph = self.phases[name]
-            ph.running.pop(key, None)
-            if tr.worker not in ph.passed:
-                ph.passed.add(tr.worker)
-                bisect.insort(ph.durations, tr.t - since)
+            self.phases[name].running.pop(key, None)
+            spent = tr.t - since + self._carried.pop(key, 0.0)
+            if waits:
+                self._paused[key] = (name, spent)
+            else:
+                self._passed(name, tr.worker, spent)
+        elif key in self._paused and not waits:
+            name, spent = self._paused.pop(key)
+            if name == tr.state:
+                carried = spent
+            else:
+                self._passed(name, tr.worker, spent)
         if tr.state in TERMINAL or not is_phase(tr.state):
             return
         ph = self.phases.setdefault(tr.state, _Phase())
         ph.entered.add(tr.worker)
+        # A resumed stint is timed from now (the running order stays the entry order, which
+        # the scan relies on); what it spent before the wait counts when it leaves.
         ph.running[key] = tr.t
         self._at[key] = (tr.state, tr.t)
+        if carried:
+            self._carried[key] = carried
 
     def forget(self, worker: int, attempt: int) -> None:
         """Stop timing an instance that ended without a transition of its own."""
+        self._paused.pop((worker, attempt), None)
+        self._carried.pop((worker, attempt), None)
         prev = self._at.pop((worker, attempt), None)
         if prev is not None:
             self.phases[prev[0]].running.pop((worker, attempt), None)

@@ -42,11 +42,17 @@ import sys
 import traceback
 from typing import Any
 
-from .evloop import LOOPS, loop_name, run, set_tls_buffer, tune_for_many_connections
+from .evloop import (
+    LOOPS,
+    loop_name,
+    raise_fd_limit,
+    run,
+    set_tls_buffer,
+    tune_for_many_connections,
+)
 from .operations import OperationRegistry, builtin_operations
 from .payload import LaunchPayload
 from .protocol import ProtocolError
-from .relay_cmd import raise_fd_limit
 from .worker import DialSlots, WorkerSession, run_worker
 
 DIAL_SLOTS = 64

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-audio", action="store_true",
                    help="leave the input's audio out (by default a .webm output keeps it: Opus "
                    "and Vorbis copied, anything else transcoded to Opus)")
+    p.add_argument("--verify", action="store_true",
+                   help="also decode the stitched stream in full after the job and check that "
+                   "it joins exactly and gives the quality the workers reported")
     add_progress_option(p)
 
     enc = p.add_argument_group("encoder (ExCamera[chunk,batch])")
@@ -88,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         backend=backend_spec(args), progress=show_progress(args), chunk=args.chunk,
         batch=args.batch, passes=args.passes, pass0=args.pass0, chain=args.chain,
         tools=args.tools, kf_weight=None if args.kf_weight == -1 else args.kf_weight,
-        audio=not args.no_audio, bucket=args.bucket, job=settings,
+        audio=not args.no_audio, bucket=args.bucket, job=settings, verify=args.verify,
     )
     if result.audio_dropped and not args.no_audio:  # not asked for: the output cannot hold it
         print(f"excamera encode: note: {args.output} holds video only, the input's audio was "

@@ -35,11 +35,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
 
 from excamera.xc.ivf import IvfError, IvfReader, IvfWriter
 from excamera.xc.tools import resolve_paths
 from excamera.xc.y4m import Picture, Y4MError, Y4MReader
+
+TYPE_CHECKING = False  # typing is not imported at run time: `xc-enc --help` starts faster
+if TYPE_CHECKING:
+    from typing import TextIO
 
 DEFAULT_SSIM = 0.99
 

@@ -295,6 +295,11 @@ class Y4MReader:
 
     def read_frame(self) -> Picture | None:
         """The next picture, or None after the last one."""
+        buf = self.read_frame_bytes()
+        return None if buf is None else Picture.from_bytes(buf, self.width, self.height)
+
+    def read_frame_bytes(self) -> bytearray | None:
+        """The next picture as its packed I420 bytes (no numpy), or None after the last one."""
         index = self._index
         if not self._frame_line(index):
             return None
@@ -313,7 +318,7 @@ class Y4MReader:
         if got != size:
             raise self._truncated(index, got)
         self._index += 1
-        return Picture.from_bytes(buf, self.width, self.height)
+        return buf
 
     def _truncated(self, index: int, got: int) -> Y4MError:
         return Y4MError(

@@ -7,12 +7,15 @@ orphaned children nor temporary files: the backend kills the group and removes t
 Stderr is read by one asyncio task per child into a bounded buffer (optionally also a file), so
 the coordinator can quote a lost worker's last words without holding unbounded output.
 
-With ``worker_processes=K`` (``--worker-processes K``) workers are not processes of their own
-but asyncio tasks in K long-lived *worker hosts* (:mod:`excamera.mu.workerhost`), one per core
-say: each launch goes, as a JSON line with the same payload, to the host with the fewest
-workers, and a kill cancels that worker's task. The runtime, TLS, protocol and relay are the
-same; what changes is the cost of a worker (no Python start-up, no process: thousands fit on
-one machine) and that a worker's CPU time is its host's, so the job's cost is the hosts'.
+With ``worker_processes=K`` workers are not processes of their own but asyncio tasks in K
+long-lived *worker hosts* (:mod:`excamera.mu.workerhost`): each launch goes, as a JSON line
+with the same payload, to the host with the fewest workers, and a kill cancels that worker's
+task. The runtime, TLS, protocol and relay are the same; what changes is the cost of a worker
+(no Python start-up and imports per worker, no process: thousands fit on one machine) and that
+a worker's CPU time is its host's, so the job's cost is the hosts'. The command line and the
+API (:meth:`LocalBackend.from_options`) start one host per core unless told otherwise
+(``--worker-processes 0``: a process per worker, as a Lambda or Ray worker runs one chunk);
+the constructor's default stays a process per worker.
 """
 
 from __future__ import annotations
@@ -267,6 +270,12 @@ class HostedWorker(WorkerProcess):
         return self._tail
 
 
+def default_worker_processes() -> int:
+    """Worker hosts when the command line or the API names none: one per core, since a host
+    runs its workers' Python on one core (the codec and vpxenc run beside it)."""
+    return min(os.cpu_count() or 1, MAX_WORKER_PROCESSES)
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -325,16 +334,19 @@ class LocalBackend(Backend):
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         group.add_argument("--stderr-dir", type=Path, default=None,
                            help="also keep each worker's full stderr in this directory")
-        group.add_argument("--worker-processes", type=int, default=0, metavar="K",
+        group.add_argument("--worker-processes", type=int, default=None, metavar="K",
                            help="run the workers as asyncio tasks in K long-lived processes "
-                           "(one per core, say) instead of a process each (%(default)s)")
+                           f"(default: one per core, {default_worker_processes()} here); 0 "
+                           "runs each worker as a process of its own")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LocalBackend:
         from ...argcheck import check_int
 
         stderr_dir = options.get("stderr_dir")
-        k = options.get("worker_processes") or 0
+        k = options.get("worker_processes")
+        if k is None:
+            k = default_worker_processes()
         check_int("worker_processes", k, minimum=0, maximum=MAX_WORKER_PROCESSES)
         return cls(stderr_dir=None if stderr_dir is None else Path(stderr_dir),
                    worker_processes=k)

@@ -20,10 +20,14 @@ after the other, each a function of the previous stages' values (``run.py``):
    one stream (one header, continuous timestamps) and write it as IVF or, for ``.webm``, mux
    it with PyAV without re-encoding, beside the input's audio, to a temporary file beside the
    output.
-5. **check and measure** (``check_and_measure``): decode the stream with xc; every chunk must
-   join at exactly the state it was encoded against and the stream must show exactly the
-   input's frames; PSNR and SSIM against the source (:mod:`excamera.metrics`). Only then is
-   the temporary file renamed to the output, so a failure never leaves a partial output.
+5. **check and measure** (``workers_quality``): each worker decoded its own chunk from the
+   state it was encoded against and measured PSNR and SSIM sums against its source chunk
+   (:mod:`excamera.metrics`, op ``xcenc_measure``); they are added up here, every chunk must
+   join at exactly the state its predecessor's decode ends on (by the hashes the workers
+   report) and the stream must show the input's frames. ``verify`` (``--verify``) also
+   decodes the stitched stream in full (``check_and_measure``) and checks that it agrees.
+   Only then is the temporary file renamed to the output, so a failure never leaves a
+   partial output.
 6. **result** (``result``): :class:`~.result.EncodeResult`.
 
 Every failure is an :class:`~excamera.errors.ExcameraError`. Nothing here knows the command

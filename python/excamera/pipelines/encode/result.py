@@ -12,9 +12,10 @@ from typing import Any
 class WorkerRecord:
     """One worker of the job: the chunk it encoded, how many passes it ran, how often it was
     launched (``attempts``), the CPU-seconds its process reported at quit (None if it did not
-    quit cleanly) and, for its last attempt, the seconds after the job's start at which it
-    first reached each state (``launching``, ``pass0``, ``reencode_p1``, ``upload``, ``done``,
-    ... as ``excamera.pipelines.xcenc`` names them)."""
+    quit cleanly, or shared its process with other workers: a worker host, the local backend's
+    default, whose CPU time is the job's cost) and, for its last attempt, the seconds after
+    the job's start at which it first reached each state (``launching``, ``pass0``,
+    ``reencode_p1``, ``upload``, ``done``, ... as ``excamera.pipelines.xcenc`` names them)."""
 
     worker: int
     chunk: int
@@ -41,7 +42,9 @@ class EncodeResult:
     chunks; ``payload_bytes`` of VP8 frames in a ``file_bytes`` file; ``bitrate_kbps`` from the
     VP8 frames and the duration. ``psnr_y``/``psnr_all`` (dB; infinite when identical) and
     ``ssim`` (luma, 11x11 Gaussian window; None when the picture is smaller than the window)
-    compare the decoded output with the source (:mod:`excamera.metrics`). ``wall_seconds`` is
+    compare the decoded output with the source (:mod:`excamera.metrics`), summed from what
+    each worker measured on its chunk; ``verified``: the stitched stream was also decoded in
+    full and agreed (``verify``). ``wall_seconds`` is
     the whole call, split into ``split_seconds`` (reading the input, writing chunks),
     ``job_seconds`` (the workers) and ``finish_seconds`` (stitching, checking, measuring).
     ``cost`` is what the backend reports (a :class:`~excamera.mu.backends.Cost`, summed over
@@ -73,6 +76,7 @@ class EncodeResult:
     audio_dropped: bool = False
     target_kbps: float | None = None
     trials: tuple[TrialRecord, ...] = ()
+    verified: bool = False
 
     @property
     def duration(self) -> float:
@@ -104,6 +108,9 @@ class EncodeResult:
             else f"  SSIM      not measured: {self.width}x{self.height} is smaller than its "
             "11x11 window",
         ]
+        if self.verified:
+            lines.append("  verified  the stitched stream, decoded in full, joins exactly and "
+                         "gives these figures")
         if self.audio is not None:
             lines.append(f"  audio     {self.audio}")
         if self.target_kbps is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import re
 import shutil
 import tempfile
@@ -76,7 +77,9 @@ def encode(settings: EncodeSettings) -> EncodeResult:
             t_job = time.monotonic()
             with atomic_output(settings.output) as tmp:
                 write_container(stitched, info, tmp, webm=settings.webm, audio=audio)
-                meter = check_and_measure(settings.source, stitched)
+                meter = workers_quality(job, stitched)
+                if settings.verify:
+                    verify(settings.source, stitched, meter)
             t_end = time.monotonic()
     except OSError as exc:
         raise ExcameraError(f"{exc.filename or settings.output}: {exc.strerror or exc}") from None
@@ -181,6 +184,7 @@ def plan(settings: EncodeSettings, chunks: Chunks,
             tools=settings.tools,
             handoff_storage=settings.job.rereads_inputs,
             cpu_slots=settings.workers,
+            measure=True,
         )
     except PlanError as exc:
         raise ExcameraError(str(exc)) from None
@@ -301,6 +305,45 @@ def write_container(stitched: Stitched, info: VideoInfo, path: Path, *, webm: bo
         raise ExcameraError(str(exc)) from None
 
 
+def workers_quality(job: JobResult, stitched: Stitched) -> QualityMeter:
+    """The clip's quality, summed from what each worker measured on its own chunk, and the
+    joins checked without decoding: a chunk that does not start with a key frame must have
+    been decoded (so encoded) from exactly the state its predecessor's decode ends on. The
+    sums are the whole clip's because every decode started where the stitched stream's is."""
+    meter = QualityMeter()
+    reports = [job.workers[k].output["quality"] for k in sorted(job.workers)]
+    for k, q in enumerate(reports):
+        if k > 0 and q["entry_state"] != reports[k - 1]["exit_state"] and \
+                not q["starts_fresh"]:
+            raise ExcameraError(f"chunks {k - 1} and {k} do not join exactly: chunk {k} was "
+                                f"encoded against state {q['entry_state'][:16]}, chunk "
+                                f"{k - 1} ends on {reports[k - 1]['exit_state'][:16]}")
+        meter.frames += int(q["frames"])
+        for i in range(3):
+            meter.sse[i] += float(q["sse"][i])
+            meter.samples[i] += int(q["samples"][i])
+        meter.ssim_sum += float(q["ssim_sum"])
+        meter.ssim_frames += int(q["ssim_frames"])
+    if stitched.shown != meter.frames:
+        raise ExcameraError(f"the stitched stream shows {stitched.shown} frames, the workers "
+                            f"measured {meter.frames}")
+    return meter
+
+
+def verify(source: Path, stitched: Stitched, meter: QualityMeter) -> None:
+    """``--verify``: decode the stitched stream in full; it must join exactly, show the input's
+    frames and give the quality the workers reported (SSIM to float rounding: the sums are
+    added in another order)."""
+    full = check_and_measure(source, stitched)
+    same = (full.frames, full.sse, full.samples, full.ssim_frames) == (
+        meter.frames, meter.sse, meter.samples, meter.ssim_frames)
+    if not same or not math.isclose(full.ssim_sum, meter.ssim_sum, rel_tol=1e-9, abs_tol=1e-9):
+        raise ExcameraError(
+            f"--verify: the stitched stream decodes to PSNR-Y {full.psnr_y:.4f} dB, SSIM "
+            f"{full.ssim}, over {full.frames} frames, the workers reported {meter.psnr_y:.4f} "
+            f"dB, {meter.ssim}, over {meter.frames}")
+
+
 def check_and_measure(source: Path, stitched: Stitched) -> QualityMeter:
     """Decode the stitched stream with xc: it must join exactly and show the input's frames;
     PSNR and SSIM against the source."""
@@ -369,4 +412,5 @@ def result(settings: EncodeSettings, info: VideoInfo, chunks: Chunks, job: JobRe
         audio_dropped=audio is not None and audio.action == DROP,
         target_kbps=settings.target_bitrate,
         trials=tuple(TrialRecord(t.levels, t.total) for t in trials),
+        verified=settings.verify,
     )

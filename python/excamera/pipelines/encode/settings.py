@@ -50,6 +50,10 @@ class EncodeSettings:
     local directory or ``s3://bucket/prefix``; None: a temporary directory, removed after);
     workers started by ``backend`` with mu's ``job`` settings; ``progress`` as
     :func:`excamera.mu.jobs.run_job` takes it.
+
+    Quality: each worker measures its chunk (PSNR, SSIM sums) and the joins are checked from
+    the decoder states the workers report; ``verify`` also decodes the stitched stream in full
+    afterwards and checks that it agrees.
     """
 
     source: Path
@@ -69,6 +73,7 @@ class EncodeSettings:
     backend: Backend | BackendSpec = field(default_factory=BackendSpec)
     job: JobSettings = field(default_factory=JobSettings)
     progress: ProgressArg = None
+    verify: bool = False
 
     def __post_init__(self) -> None:
         _choice("pass0", self.pass0, PASS0_ENCODERS)
@@ -96,6 +101,8 @@ class EncodeSettings:
                                       "(ExCamera's rebases)")
         if not isinstance(self.audio, bool):
             raise SettingsError.value("audio", self.audio, "must be True or False")
+        if not isinstance(self.verify, bool):
+            raise SettingsError.value("verify", self.verify, "must be True or False")
         if self.kf_weight is not None:
             check_number("kf_weight", self.kf_weight, maximum=1.0)
         if self.output.suffix.lower() not in OUTPUT_SUFFIXES:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import shlex
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,54 +40,114 @@ def require_pass0_encoder(pass0: str, backend: Backend | BackendSpec) -> None:
         needs.vpxenc()
 
 
+# A compute step's place in the queue for a slot: lower goes first. Earliest deadline first:
+# the serial chain reaches worker k only after every worker before it, and worker k's own earlier
+# passes feed its chain step, so (worker, later pass first) hands the slot to the chain's head and
+# to what it waits on before pass-1 work of later workers that nobody waits on yet. comp-states
+# feeds no hand-off, only the job's end, so it waits behind all of them.
+Priority = tuple[int, int, int]
+TAIL = 1  # the class of work nothing but the job's end waits on
+
+
+def step_priority(k: int, n: int, tail: bool = False) -> Priority:
+    """The slot priority of worker ``k``'s compute step of pass ``n`` (``tail``: comp-states)."""
+    return (TAIL if tail else 0, k, -n)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One slot grant: who got it (``label``, ``priority``) and who else was waiting then."""
+
+    label: str
+    priority: Priority
+    waiting: tuple[tuple[str, Priority], ...]
+
+
 class CpuSlots:
-    """Bounds how many encodes run at once on one machine; created lazily in the job's loop.
+    """Bounds how many encodes run at once on one machine, and hands a free slot to the most
+    urgent waiter (``step_priority``), not the first to ask; created lazily in the job's loop.
 
     Only the compute commands hold a slot, never a wait for a state, so a bound cannot
-    deadlock the wavefront.
+    deadlock the wavefront. ``timeline`` records every grant to a step that had to wait (one
+    entry per compute step at most, so bounded by the job's size).
     """
 
     def __init__(self, n: int | None) -> None:
         self.n = n
-        self._sem: asyncio.Semaphore | None = None
+        self._free = n or 0
+        self._seq = itertools.count()
+        self._waiters: list[tuple[Priority, int, str, asyncio.Future[None]]] = []
+        self.timeline: list[Grant] = []
 
-    def get(self) -> asyncio.Semaphore | None:
-        if self.n is None:
-            return None
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.n)
-        return self._sem
+    def _grant_next(self) -> None:
+        while self._free > 0 and self._waiters:
+            prio, _, label, fut = heapq.heappop(self._waiters)
+            if fut.done():  # cancelled while waiting
+                continue
+            self.timeline.append(Grant(label, prio, tuple(
+                (lb, pr) for pr, _, lb, f in sorted(self._waiters) if not f.done())))
+            self._free -= 1
+            fut.set_result(None)
+
+    async def _acquire(self, prio: Priority, label: str) -> bool:
+        """Take a slot; True when it had to wait for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (prio, next(self._seq), label, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted just as it was cancelled
+                self._release()
+            raise
+        return True
+
+    def _release(self) -> None:
+        self._free += 1
+        self._grant_next()
 
     @contextlib.asynccontextmanager
-    async def held_by(self, w: WorkerHandle) -> AsyncIterator[None]:
-        """Hold a slot for worker ``w``; while it waits for one its state is ``wait_cpu``,
-        then its phase again: time queued behind the bound is a wait, not the phase's (it
-        would make a queued worker look like a straggler)."""
-        sem = self.get()
-        if sem is None:
+    async def held_by(self, w: WorkerHandle, prio: Priority) -> AsyncIterator[None]:
+        """Hold a slot for worker ``w``'s step of priority ``prio``; while it waits for one
+        its state is ``wait_cpu``, then its phase again: time queued behind the bound is a
+        wait, not the phase's (it would make a queued worker look like a straggler)."""
+        if self.n is None:
             yield
-            return
-        if not sem.locked():
-            async with sem:
-                yield
             return
         phase = w.state
-        w.state = "wait_cpu"
-        async with sem:
+        if self._free == 0 or self._waiters:
+            w.state = "wait_cpu"
+        try:
+            await self._acquire(prio, f"{w.id}:{phase}")
+        finally:
             w.state = phase
+        try:
             yield
+        finally:
+            self._release()
 
 
-async def _compute(w: WorkerHandle, slots: CpuSlots, argv: list[str] | str,
+async def _compute(w: WorkerHandle, slots: CpuSlots, prio: Priority, argv: list[str] | str,
                    check: bool = True) -> RunResult:
     """Run a command on the worker, holding a CPU slot."""
-    async with slots.held_by(w):
+    async with slots.held_by(w, prio):
         return await w.run(argv, check=check)
 
 
-async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
-                argv: list[str], check: bool = True, append_stdout: str | None = None
-                ) -> RunResult:
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool step's result, and its CPU time when it ran in the worker's interpreter (None
+    for ``--tools subprocess``, whose child's CPU time the worker does not single out)."""
+
+    run: RunResult
+    cpu_s: float | None = None
+
+
+async def _tool(w: WorkerHandle, slots: CpuSlots, prio: Priority, p: XcencParams,
+                python: str, argv: list[str], check: bool = True, append_stdout: str | None = None
+                ) -> ToolResult:
     """Run ``TOOL ARGS...`` (xc-enc, xc-dump, comp-states) on the worker as ``p.tools`` says,
     holding a CPU slot."""
     if p.tools == "subprocess":
@@ -93,11 +156,17 @@ async def _tool(w: WorkerHandle, slots: CpuSlots, p: XcencParams, python: str,
             line = " ".join(shlex.quote(a) for a in cmd)
             out = shlex.quote(append_stdout)
             cmd = f"{line} > tool.out; rc=$?; cat tool.out >> {out}; cat tool.out; exit $rc"
-        return await _compute(w, slots, cmd, check=check)
-    async with slots.held_by(w):
+        return ToolResult(await _compute(w, slots, prio, cmd, check=check))
+    async with slots.held_by(w, prio):
         f = await w.run_op("xcenc_tool", argv=argv, check=check, append_stdout=append_stdout)
-    return RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
-                     float(f["seconds"]))
+    return ToolResult(RunResult(int(f["exit_code"]), str(f["stdout"]), str(f["stderr_tail"]),
+                                float(f["seconds"])), float(f["cpu_s"]))
+
+
+def _step(n: int, state: str, res: ToolResult) -> dict[str, Any]:
+    """A compute step's record in the worker's ``runs``: its wall time and, when known, its
+    CPU time (what bench/pipeline_speed.py schedules)."""
+    return {"pass": n, "step": state, "seconds": res.run.seconds, "cpu_s": res.cpu_s}
 
 
 async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
@@ -147,22 +216,23 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         if n == plan.rekey_pass:  # a milder batch-start key frame, from a fresh state
             w.state = f"rekey_p{n}"
             await w.run_op("xcenc_fresh_state", out="fresh.state")
-            res = await _tool(w, slots, p, py, p.rekey_argv(k))
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+            res = await _tool(w, slots, step_priority(k, n), p, py, p.rekey_argv(k))
+            runs.append(_step(n, w.state, res))
         elif n not in plan.needs:  # phase 1: an independent encode
             w.state = "pass0" if n == 0 else f"pass0_p{n}"
             argv = p.pass0_argv(k)
             if p.pass0 == "vpxenc":
-                res = await _compute(w, slots, argv)
+                res = ToolResult(await _compute(w, slots, step_priority(k, n), argv))
             else:
-                res = await _tool(w, slots, p, py, argv)
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+                res = await _tool(w, slots, step_priority(k, n), p, py, argv)
+            runs.append(_step(n, w.state, res))
             # The decoder state is only needed to hand on or to rebase from (mu also skipped
             # xc-dump when every chunk stands alone).
             if plan.passes > 1 or plan.out_tags.get(n) in plan.send_tags:
                 w.state = "xcdump" if n == 0 else f"xcdump_p{n}"
-                res = await _tool(w, slots, p, py, ["xc-dump", "output.ivf", "final.state"])
-                runs.append({"pass": n, "step": w.state, "seconds": res.seconds})
+                res = await _tool(w, slots, step_priority(k, n), p, py,
+                                  ["xc-dump", "output.ivf", "final.state"])
+                runs.append(_step(n, w.state, res))
         else:
             need = plan.needs[n]
             w.state = f"wait_state_p{n}"
@@ -170,10 +240,10 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                 if tag is not None:
                     await _receive(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
-            res = await _tool(w, slots, p, py, reencode_argv(["xc-enc"], need, p.pass_flags(n)))
+            res = await _tool(w, slots, step_priority(k, n), p, py,
+                              reencode_argv(["xc-enc"], need, p.pass_flags(n)))
             last_input = have[need.inp] if n == plan.passes - 1 else None
-            runs.append({"pass": n, "step": w.state, "seconds": res.seconds,
-                         "input_state": have[need.inp],
+            runs.append({**_step(n, w.state, res), "input_state": have[need.inp],
                          "prev_state": have[need.prev] if need.prev is not None else None})
         tag = plan.out_tags.get(n)
         if tag is not None and tag in plan.send_tags:
@@ -198,12 +268,25 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         # A worker that did not converge still uploads (as mu's did): its successor's join is
         # then not exact, which the job's summary reports (``joins``), but every chunk and
         # every report is there to inspect.
-        res = await _tool(w, slots, p, py, ["comp-states", "prev.state", "final.state"],
-                          check=False, append_stdout="comp.txt")
+        tool = await _tool(w, slots, step_priority(k, plan.passes, tail=True), p, py,
+                           ["comp-states", "prev.state", "final.state"],
+                           check=False, append_stdout="comp.txt")
+        runs.append(_step(plan.passes, w.state, tool))
+        res = tool.run
         if res.exit_code not in (0, 1):
             raise RuntimeError(f"worker {k}: comp-states failed: {res.stderr_tail.strip()}")
         converged = res.exit_code == 0
         comp = res.stdout.strip()
+    quality: dict[str, Any] | None = None
+    if p.measure:
+        w.state = "measure"
+        final_need = plan.needs.get(plan.passes - 1)
+        entry = None if final_need is None else f"in_{final_need.inp}.state"
+        async with slots.held_by(w, step_priority(k, plan.passes, tail=True)):
+            quality = await w.run_op("xcenc_measure", ivf="output.ivf", source="input.y4m",
+                                     entry=entry)
+        runs.append({"pass": plan.passes, "step": w.state, "seconds": quality["seconds"],
+                     "cpu_s": quality["cpu_s"]})
     w.state = "upload"
     await w.upload_many(["output.ivf", "comp.txt"], [p.output_key(k), p.comp_key(k)])
     w.state = "uploaded"
@@ -221,6 +304,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         "final_state": final["sha256"],
         "last_input": last_input,
         "runs": runs,
+        "quality": quality,
     }
 
 

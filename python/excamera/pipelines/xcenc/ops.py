@@ -15,6 +15,8 @@ OPERATION_MODULE = __name__
 
 # mu's hand-off message: ``STATE(<tag>):`` + zlib(state).
 STATE_MAGIC = b"STATE("
+# What the decoder's Y4M record of a shown frame starts with, before its I420 bytes.
+Y4M_FRAME = b"FRAME\n"
 
 
 def _probe_op(ctx: OpContext) -> dict[str, Any]:
@@ -60,14 +62,16 @@ def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
 def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
              append_stdout: str | None = None) -> dict[str, Any]:
     """Run an xc tool's command line in this worker's interpreter (``XcencParams.tools``);
-    the fields are a ``run`` command's. ``append_stdout`` also appends what it printed to
-    that file (comp-states' report to comp.txt)."""
+    the fields are a ``run`` command's, and ``cpu_s``, the CPU time of the thread that ran it
+    (the tool's own, even in a worker host beside other workers). ``append_stdout`` also
+    appends what it printed to that file (comp-states' report to comp.txt)."""
     import time
 
     from excamera.xc.tools_main import run_in_process
 
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), time.thread_time()
     res = run_in_process([str(a) for a in argv], ctx.workdir)
+    cpu = time.thread_time() - cpu0
     if res.stderr:
         sys.stderr.write(res.stderr[-1024:])
     if append_stdout:
@@ -78,7 +82,8 @@ def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
         raise RuntimeError(f"{' '.join(argv)} exited with {res.exit_code}: "
                            f"{last[-1] if last else 'no stderr'}")
     return {"exit_code": res.exit_code, "stdout": res.stdout[-4096:],
-            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6)}
+            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6),
+            "cpu_s": round(cpu, 6)}
 
 
 def _fresh_state_op(ctx: OpContext, out: str) -> dict[str, Any]:
@@ -102,6 +107,49 @@ def _digest_op(ctx: OpContext, path: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
 
 
+def _measure_op(ctx: OpContext, ivf: str, source: str, entry: str | None) -> dict[str, Any]:
+    """Decode this chunk's output from the state it was encoded against (``entry``; None: a
+    fresh state, for a chunk that starts with a key frame) and compare each shown picture with
+    the chunk's source: ``QualityMeter``'s sums, which the coordinator adds up, and the hashes
+    of the states the decode starts and ends on, by which it checks the joins. Pictures stay
+    I420 bytes from the decoder and the file to the extension's sums: no numpy. ``cpu_s`` and
+    ``seconds``: the CPU time of the thread that measured, and the wall time."""
+    import time
+
+    from excamera.metrics import QualityMeter
+    from excamera.xc.codec import Decoder, State
+    from excamera.xc.ivf import IvfReader
+    from excamera.xc.y4m import Y4MReader
+
+    started, cpu0 = time.monotonic(), time.thread_time()
+    state = State() if entry is None else State.from_bytes(ctx.path(entry).read_bytes())
+    dec = Decoder(state)
+    entry_hash = hashlib.sha256(dec.state.to_bytes()).hexdigest()
+    meter = QualityMeter()
+    with IvfReader(ctx.path(ivf)) as frames, Y4MReader(ctx.path(source)) as src:
+        for f in frames:
+            shown = dec.decode_y4m(f.data)
+            if shown is None:
+                continue
+            width, height, record = shown
+            ref = src.read_frame_bytes()
+            if ref is None:
+                raise ValueError(f"{ivf} shows more frames than its source's {meter.frames}")
+            if (width, height) != (src.width, src.height):
+                raise ValueError(f"{ivf}: frame {meter.frames} is {width}x{height}, its "
+                                 f"source {src.width}x{src.height}")
+            assert record is not None
+            meter.add_i420(ref, memoryview(record)[len(Y4M_FRAME):], width, height)
+        if src.read_frame_bytes() is not None:
+            raise ValueError(f"{ivf} shows {meter.frames} frames, its source has more")
+    return {"frames": meter.frames, "sse": meter.sse, "samples": meter.samples,
+            "ssim_sum": meter.ssim_sum, "ssim_frames": meter.ssim_frames,
+            "entry_state": entry_hash, "starts_fresh": entry is None,
+            "exit_state": hashlib.sha256(dec.state.to_bytes()).hexdigest(),
+            "cpu_s": round(time.thread_time() - cpu0, 6),
+            "seconds": round(time.monotonic() - started, 6)}
+
+
 def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_probe", _probe_op)
     registry.register("xcenc_pack_state", _pack_state_op)
@@ -111,3 +159,4 @@ def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_fresh_state", _fresh_state_op)
     registry.register("xcenc_digest", _digest_op)
     registry.register("xcenc_tool", _tool_op)
+    registry.register("xcenc_measure", _measure_op)

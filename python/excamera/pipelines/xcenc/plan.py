@@ -172,6 +172,10 @@ class XcencParams:
     # also store handed-off states (on with --retries and with straggler duplicates)
     handoff_storage: bool = False
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
+    # Each worker decodes its final output from the state it was encoded against and reports
+    # PSNR/SSIM sums against its chunk and the states the decode starts and ends on
+    # (``excamera encode``'s quality figures and join check; ops ``xcenc_measure``).
+    measure: bool = False
     # How batch mode's re-encodes link chunks: "excamera" (the default) keeps references
     # across chunk joins and lets rebased macroblocks choose among them, and gives the
     # converted first frame the encoder's Good effort; "mu" runs xc-enc as mu did. See
@@ -188,6 +192,8 @@ class XcencParams:
             raise PlanError("-n must be at least 1")
         if self.offset < 0:
             raise PlanError("-o must be >= 0")
+        if self.cpu_slots is not None and self.cpu_slots < 1:
+            raise PlanError(f"cpu_slots {self.cpu_slots}: at least 1 (None: no limit)")
         if self.kf_dist is not None:
             if self.kf_dist < 1:
                 raise PlanError("-K must be at least 1")
