@@ -253,6 +253,46 @@ def test_decode_to_stdout_and_dev_null(tmp_path: Path) -> None:
     assert run_decode(good, "/dev/null").returncode == 0
 
 
+@pytest.mark.parametrize("form", [[], ["--i420"]], ids=["y4m", "i420"])
+def test_decode_to_a_full_device_is_one_line(form: list[str]) -> None:
+    """The decoder writes the pictures itself (not through Python's file): a failed write still
+    comes back as the errno's own message, not Rust's "(os error 28)"."""
+    good = vectors() / "vp80-00-comprehensive-006.ivf"
+    done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", str(good), *form,
+                           "-o", "/dev/full"], capture_output=True, text=True, timeout=60,
+                          env=child_env())
+    assert single_error_line(done) == "excamera decode: error: /dev/full: No space left on device"
+    assert done.returncode == 1
+
+
+def test_stream_decoder_writes_only_a_shown_frame(frames: list[bytes], tmp_path: Path) -> None:
+    """``write_shown`` writes the frame the last decode showed, once, byte for byte the record
+    ``decode_y4m`` makes; with nothing shown since, it refuses rather than repeat a frame."""
+    from excamera._xc import StreamDecoder
+
+    writer, reference = StreamDecoder(None), StreamDecoder(None)
+    with pytest.raises(ValueError, match="no shown frame"):
+        writer.write_shown(1, True)
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        for data in frames[:3]:
+            assert writer.decode_y4m(data, False)[2] is None
+            writer.write_shown(f.fileno(), data is not frames[1])
+        with pytest.raises(ValueError, match="no shown frame"):
+            writer.write_shown(f.fileno(), True)
+    writer.decode_y4m(frames[3], False)
+    with pytest.raises(ValueError, match="invalid file descriptor"):
+        writer.write_shown(-1, True)
+    writer.decode_y4m(frames[4], False)
+    closed = os.open(os.devnull, os.O_WRONLY)
+    os.close(closed)
+    with pytest.raises(OSError) as err:
+        writer.write_shown(closed, True)
+    assert err.value.strerror == os.strerror(9)  # EBADF, Python's own message
+    records = [reference.decode_y4m(data)[2] for data in frames[:3]]
+    assert out.read_bytes() == records[0] + records[1][len(b"FRAME\n"):] + records[2]
+
+
 def test_decode_to_a_closed_pipe_stops_quietly() -> None:
     """`excamera decode IN -o - | head`: the reader leaving is not an error to report."""
     proc = subprocess.Popen(

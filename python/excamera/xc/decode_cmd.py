@@ -132,6 +132,8 @@ def _decode(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN
     skipped = sum(1 for _ in zip(range(args.skip), packets, strict=False))
     target: tuple[int, int] | None = None
     number = 0
+    # One file, written as it decodes: the decoder writes each picture from its own rows.
+    direct = out.single and not out.md5 and not args.scale
     try:
         for number, data in enumerate(packets, start=1):
             index = skipped + number - 1  # in the file, for errors (as xc-dump counts)
@@ -142,7 +144,7 @@ def _decode(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN
                     if shown is not None:
                         target = shown[:2]
                 else:
-                    shown = decoder.decode_y4m(data, True)
+                    shown = decoder.decode_y4m(data, not direct)
             except DecodeError as exc:
                 raise CommandError(f"{stream.name}: frame {index}: {exc}") from None
             if shown is not None:
@@ -153,7 +155,10 @@ def _decode(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN
                         f"from the {out.size[0]}x{out.size[1]} the container declares, and a "
                         "Y4M file holds one size: use --scale, or --i420")
                 try:
-                    out.frame(number, width, height, memoryview(record)[6:], record)
+                    if direct:
+                        out.frame_from(decoder)
+                    else:
+                        out.frame(number, width, height, memoryview(record)[6:], record)
                 except OSError as exc:
                     raise _WriteFailed(exc) from None
             if number == args.limit:

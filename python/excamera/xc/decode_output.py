@@ -99,6 +99,15 @@ class Output:
             else:
                 self._file.write(part)
 
+    def frame_from(self, decoder) -> None:  # noqa: ANN001 (the extension's StreamDecoder)
+        """The picture ``decoder`` last reported shown, which it writes itself from its own
+        rows into the single output file (no bytes object, no copy here). Not for ``--md5``."""
+        self.frames += 1
+        if self.y4m and self.frames == 1:
+            self._file.write(self.header())
+        self._file.flush()  # what Python buffered goes first: the decoder writes to the fd
+        decoder.write_shown(self._file.fileno(), self.y4m)
+
     def finish(self) -> None:
         """After the last frame: the single file's MD5 line, or its last bytes flushed."""
         if self._hash is not None:
