@@ -26,7 +26,12 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing itself imports re
+if TYPE_CHECKING:
+    # Imported where used: pathlib's imports (re, urllib.parse...) would cost every short
+    # command's start-up several milliseconds, and is_special needs none of it.
+    from pathlib import Path
 
 _EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -86,6 +91,8 @@ def atomic_output(
     but empty file. For a special destination (see the module docstring) the yielded path is
     ``dest`` itself. Errors about the temporary file name ``dest``.
     """
+    from pathlib import Path
+
     dest = Path(dest)
     if is_special(dest):
         yield dest
@@ -117,6 +124,8 @@ def write_files_atomically(files: Iterable[tuple[Path, bytes, int]]) -> None:
     through a name that something could have swapped meanwhile. ``perms`` is applied exactly
     (not through the umask): a key is 0600 whatever the caller's umask.
     """
+    from pathlib import Path
+
     staged: list[tuple[Path, Path]] = []
     try:
         for dest, data, perms in files:

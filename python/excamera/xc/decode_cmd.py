@@ -14,20 +14,48 @@ claims to be, this command stops with an error instead:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 from excamera.argcheck import check_int
-from excamera.atomicfile import atomic_output, write_atomically
+from excamera.atomicfile import atomic_output, is_special, write_atomically
 from excamera.errors import CommandError
 from excamera.xc.decode_input import Stream, open_stream
 from excamera.xc.decode_output import Output, check_pattern
 
+TYPE_CHECKING = False  # typing itself imports re
+if TYPE_CHECKING:
+    import argparse
+
 # VP8 codes a picture's width and height in 14 bits: a container declaring more is damaged, and
 # scaling to it would allocate for a picture no VP8 frame can have.
 MAX_DIMENSION = 16383
+
+# The options after IN: (flags, dest, kind, metavar, help); kind is "flag" (store_true), "str"
+# or "int". Both the argparse parser and `parse_fast` are made from this table.
+OPTIONS: list[tuple[tuple[str, ...], str, str, str | None, str]] = [
+    (("-o", "--output"), "output", "str", "PATTERN",
+     "output file or name pattern (default: standard output, not a terminal); '-' for "
+     "standard output, /dev/null to only check"),
+    (("--i420",), "i420", "flag", None, "write raw I420 planes, not Y4M"),
+    (("--rawvideo",), "rawvideo", "flag", None, "write raw planes, not Y4M (I420: all VP8 has)"),
+    (("--md5",), "md5", "flag", None,
+     "write nothing; print the MD5 of what would be written and its name"),
+    (("--limit",), "limit", "int", "N",
+     "decode at most N frames (packets, hidden ones included); default %(default)s: all"),
+    (("--skip",), "skip", "int", "N",
+     "skip the first N frames without decoding them (decoding must then start at a key "
+     "frame; default %(default)s)"),
+    (("-S", "--scale"), "scale", "flag", None,
+     "scale every picture to the container's size (the first picture's if the container "
+     "gives none) with vpxdec's scaler, so that a stream whose size changes fits one Y4M file"),
+    (("--state",), "state", "str", "OUT.state",
+     "also write the final decoder state (as xc-dump does)"),
+]
+# At most one of these (argparse's mutually exclusive group).
+_FORMS = ("i420", "rawvideo")
+_DEFAULTS = {"flag": False, "int": 0, "str": None}
 
 
 class _WriteFailed(Exception):
@@ -51,31 +79,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each shown frame goes to its own file (--i420 or --rawvideo only).",
     )
     p.add_argument("input", metavar="IN", help="an IVF or WebM file; '-' for standard input")
-    p.add_argument("-o", "--output", metavar="PATTERN",
-                   help="output file or name pattern (default: standard output, not a "
-                   "terminal); '-' for standard output, /dev/null to only check")
     form = p.add_mutually_exclusive_group()
-    form.add_argument("--i420", action="store_true", help="write raw I420 planes, not Y4M")
-    form.add_argument("--rawvideo", action="store_true",
-                      help="write raw planes, not Y4M (I420: all VP8 has)")
-    p.add_argument("--md5", action="store_true",
-                   help="write nothing; print the MD5 of what would be written and its name")
-    p.add_argument("--limit", type=int, default=0, metavar="N",
-                   help="decode at most N frames (packets, hidden ones included); "
-                   "default %(default)s: all")
-    p.add_argument("--skip", type=int, default=0, metavar="N",
-                   help="skip the first N frames without decoding them (decoding must then "
-                   "start at a key frame; default %(default)s)")
-    p.add_argument("-S", "--scale", action="store_true",
-                   help="scale every picture to the container's size (the first picture's if "
-                   "the container gives none) with vpxdec's scaler, so that a stream whose size "
-                   "changes fits one Y4M file")
-    p.add_argument("--state", type=Path, metavar="OUT.state",
-                   help="also write the final decoder state (as xc-dump does)")
+    for flags, dest, kind, metavar, text in OPTIONS:
+        where = form if dest in _FORMS else p
+        if kind == "flag":
+            where.add_argument(*flags, dest=dest, action="store_true", help=text)
+        else:
+            where.add_argument(*flags, dest=dest, type=int if kind == "int" else str,
+                               default=_DEFAULTS[kind], metavar=metavar, help=text)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """What argparse makes of ``argv`` (the words after ``decode``) when every word is plain:
+    IN once, options spelled in full, a value as the next word or after ``=``. Anything else
+    (help, abbreviations, ``--``, values that look like options, errors) gives None, and
+    argparse parses it, with its messages. Argparse alone costs a decode's start-up about
+    15 ms of imports and parser building (re, gettext, shutil...), 10% of vpxdec's whole run
+    on a 640x272 stream of 250 frames; tests/test_cli.py holds the two parsers equal."""
+    kinds = {flag: (dest, kind) for flags, dest, kind, _, _ in OPTIONS for flag in flags}
+    values: dict[str, object] = {dest: _DEFAULTS[kind] for _, dest, kind, _, _ in OPTIONS}
+    inputs = []
+    words = iter(argv)
+    for word in words:
+        if word == "-" or not word.startswith("-"):
+            inputs.append(word)
+            continue
+        flag, eq, value = word.partition("=")
+        if flag not in kinds:
+            return None
+        dest, kind = kinds[flag]
+        if kind == "flag":
+            if eq:
+                return None
+            values[dest] = True
+            continue
+        if not eq:
+            value = next(words, None)
+            if value is None or (value.startswith("-") and value != "-"):
+                return None
+        if not value:
+            return None
+        if kind == "int":
+            try:
+                value = int(value)
+            except ValueError:
+                return None
+        values[dest] = value
+    if len(inputs) != 1 or all(values[f] for f in _FORMS):
+        return None
+    return SimpleNamespace(command="decode", input=inputs[0], **values, func=run,
+                           _flags={"help": "-h"} | {d: f[0] for f, d, _, _, _ in OPTIONS})
+
+
+def run(args: argparse.Namespace | SimpleNamespace) -> int:
     check_int("limit", args.limit, minimum=0)
     check_int("skip", args.skip, minimum=0)
     pattern = args.output if args.output is not None else "-"
@@ -113,6 +170,14 @@ def _write(args: argparse.Namespace, stream: Stream, out: Output):  # noqa: ANN2
     if out.name == "-":
         out.open(None)
         return _decode(args, stream, out)
+    if is_special(out.name):
+        # /dev/null, a FIFO, a terminal: written in place, as atomic_output would have it
+        # (which it would reach through pathlib, an import a short decode cannot afford).
+        out.open(out.name)
+        try:
+            return _decode(args, stream, out)
+        finally:
+            out.close()
     # A regular output file appears only once every frame decoded: a cut or invalid stream
     # must not leave a file behind that looks complete.
     with atomic_output(out.name) as tmp:

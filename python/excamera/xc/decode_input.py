@@ -15,7 +15,6 @@ import io
 import os
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from excamera.errors import CommandError
 from excamera.xc.ivf import IvfError, IvfReader
@@ -173,15 +172,15 @@ def open_stream(source: str | os.PathLike[str]) -> Stream:
         if head == EBML:
             return WebmStream(data, "standard input")
         return _ivf(lambda: IvfReader("standard input", stream=data), "standard input")
-    path = Path(source)
+    path = os.fspath(source)
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as exc:
         raise CommandError(f"{path}: cannot open: {exc.strerror or exc}") from None
     if head == EBML:
-        return WebmStream(str(path), str(path))
-    return _ivf(lambda: IvfReader(path), str(path))
+        return WebmStream(path, path)
+    return _ivf(lambda: IvfReader(path), path)
 
 
 def _ivf(reader: Callable[[], IvfReader], name: str) -> IvfStream:
