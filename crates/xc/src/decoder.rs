@@ -11,7 +11,7 @@ use crate::header::{
 };
 use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
-use crate::modes::{parse_mb_header, ModeContext, Neighbours};
+use crate::modes::{parse_mb_header_into, ModeContext, Neighbours};
 use crate::predict::inter::{predict_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
@@ -259,12 +259,15 @@ fn decode_macroblocks(
         let td = &mut tds[mby % parts.len()];
         for (mbx, above) in above_nz.iter_mut().enumerate() {
             let i = mby * cols + mbx;
+            mbs.push(MbInfo { segment_id: st.segment_map[i], ..Default::default() });
+            let (done, this) = mbs.split_at_mut(i);
             let nb = Neighbours {
-                above: (mby > 0).then(|| &mbs[i - cols]),
-                left: (mbx > 0).then(|| &mbs[i - 1]),
-                above_left: (mby > 0 && mbx > 0).then(|| &mbs[i - cols - 1]),
+                above: (mby > 0).then(|| &done[i - cols]),
+                left: (mbx > 0).then(|| &done[i - 1]),
+                above_left: (mby > 0 && mbx > 0).then(|| &done[i - cols - 1]),
             };
-            let info = parse_mb_header(d, &ctx, nb, mbx, mby, st.segment_map[i]);
+            parse_mb_header_into(d, &ctx, nb, mbx, mby, &mut this[0]);
+            let info = &mbs[i];
             if hdr.update_mb_segmentation_map {
                 st.segment_map[i] = info.segment_id;
             }
@@ -292,7 +295,7 @@ fn decode_macroblocks(
                 !any
             };
             let reference = refs[info.ref_frame as usize];
-            reconstruct_mb(frame, reference, &info, &mut coeffs, has_y2, mbx, mby, setup);
+            reconstruct_mb(frame, reference, info, &mut coeffs, has_y2, mbx, mby, setup);
             coeffs.clear();
             edges.push(MbEdgeInfo {
                 level: mb_filter_level(
@@ -303,7 +306,6 @@ fn decode_macroblocks(
                 ),
                 filter_inner: !has_y2 || !no_coeffs,
             });
-            mbs.push(info);
         }
         // The stream's first key frame must be complete (see `FrameSetup::must_be_complete`).
         // A decoder past the end stays past it, so stopping at the first such row gives the
