@@ -8,8 +8,9 @@ Two measures, each alternating the two decoders run by run, medians over ``--run
   same work: start, read, decode, convert to I420 records, write. Wall time, and CPU time
   (user + system, from the child's resource usage): CPU time is what a loaded machine changes
   least, wall time is what a user waits.
-- **in process**: this interpreter decoding every frame to its Y4M record with
-  ``excamera.xc.codec.Decoder.decode_y4m`` (no start-up), against the same vpxdec process.
+- **in process**: this interpreter decoding every frame and writing its Y4M record to
+  /dev/null as ``excamera decode`` does (``StreamDecoder.decode_y4m``, then ``write_shown``
+  straight from the decoder's rows; no start-up), against the same vpxdec process.
 
 Streams: the long ones of ``bench/streams.py`` (1280x720 528 frames and 640x272 250 frames,
 each from vpxenc ``--good --cpu-used=0`` and ``--rt``; made once into ``--cache``), and two
@@ -35,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from excamera._xc import StreamDecoder
 
 from _common import need_tool, settings, shared_dir
 from excamera.xc import codec
@@ -63,10 +66,11 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 def in_process(path: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of decoding every frame of ``path`` to Y4M records, here."""
     t0, c0 = time.perf_counter(), time.process_time()
-    decoder = Decoder()
-    with IvfReader(path) as reader:
+    decoder = StreamDecoder(None)
+    with IvfReader(path) as reader, open(os.devnull, "wb") as out:
         for frame in reader:
-            decoder.decode_y4m(frame.data)
+            if decoder.decode_y4m(frame.data, False) is not None:
+                decoder.write_shown(out.fileno(), True)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
