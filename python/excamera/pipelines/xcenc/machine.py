@@ -169,7 +169,7 @@ def _step(n: int, state: str, res: ToolResult) -> dict[str, Any]:
     return {"pass": n, "step": state, "seconds": res.run.seconds, "cpu_s": res.cpu_s}
 
 
-async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
+async def receive_state(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
                    tag: int) -> None:
     """Make ``in_<tag>.state`` present on the worker: from the relay, or on a retry from
     storage once the predecessor has announced it."""
@@ -181,11 +181,31 @@ async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[
         info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
         have[int(info["tag"])] = str(info["sha256"])
         return
+    waiting = w.state
     while tag not in have:
         await w.recv_blob("handoff.blob", sender=w.id - 1)
+        w.state = f"unpack_s{tag}"
         info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
         # A restarted predecessor sends its states again: the same bytes, skipped here.
         have.setdefault(int(info["tag"]), str(info["sha256"]))
+        w.state = waiting
+
+
+async def send_state(w: WorkerHandle, p: XcencParams, tag: int) -> str:
+    """Hand ``final.state`` on to worker k+1 as hand-off ``tag``; returns its hash. States:
+    ``pack_s<tag>``, ``send_s<tag>``, then ``sent_s<tag>`` once the receiver's copy left (and
+    the stored one, for retries and duplicates, is there)."""
+    w.state = f"pack_s{tag}"
+    info = await w.run_op("xcenc_pack_state", src="final.state", tag=tag, out="send.blob",
+                          codec=p.handoff_codec)
+    w.state = f"send_s{tag}"
+    # The relay's receiver first: the stored copy is announced (sent_s<tag>) only once it is
+    # there.
+    await w.send_blob("send.blob")
+    if p.handoff_storage:
+        await w.upload("send.blob", p.handoff_key(w.id, tag))
+    w.state = f"sent_s{tag}"
+    return str(info["sha256"])
 
 
 async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
@@ -238,7 +258,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             w.state = f"wait_state_p{n}"
             for tag in (need.inp, need.prev):
                 if tag is not None:
-                    await _receive(w, ctx, p, have, tag)
+                    await receive_state(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
             res = await _tool(w, slots, step_priority(k, n), p, py,
                               reencode_argv(["xc-enc"], need, p.pass_flags(n)))
@@ -247,16 +267,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                          "prev_state": have[need.prev] if need.prev is not None else None})
         tag = plan.out_tags.get(n)
         if tag is not None and tag in plan.send_tags:
-            w.state = f"send_p{n}"
-            info = await w.run_op("xcenc_pack_state", src="final.state", tag=tag,
-                                  out="send.blob")
-            # The relay's receiver first: the stored copy, for retries and duplicates, is
-            # announced (sent_s<tag>) only once it is there.
-            await w.send_blob("send.blob")
-            if p.handoff_storage:
-                await w.upload("send.blob", p.handoff_key(k, tag))
-            sent[tag] = str(info["sha256"])
-            w.state = f"sent_s{tag}"
+            sent[tag] = await send_state(w, p, tag)
 
     await w.run_op("xcenc_touch", path="comp.txt")
     final = await w.run_op("xcenc_digest", path="final.state")

@@ -13,8 +13,6 @@ from ...mu.operations import OpContext, OperationRegistry
 
 OPERATION_MODULE = __name__
 
-# mu's hand-off message: ``STATE(<tag>):`` + zlib(state).
-STATE_MAGIC = b"STATE("
 # What the decoder's Y4M record of a shown frame starts with, before its I420 bytes.
 Y4M_FRAME = b"FRAME\n"
 
@@ -24,33 +22,58 @@ def _probe_op(ctx: OpContext) -> dict[str, Any]:
     return {"python": sys.executable, "vpxenc": shutil.which("vpxenc") is not None}
 
 
-def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str) -> dict[str, Any]:
-    """``STATE(<tag>):`` + zlib(state), mu's hand-off message; returns the raw state's hash."""
+def _thread_cpu() -> float:
+    """CPU seconds of the calling thread: an operation runs in a thread of its own, so this is
+    the operation's, whatever else the worker (or its host's other workers) does meanwhile."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_THREAD)
+    return r.ru_utime + r.ru_stime
+
+
+def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str,
+                   codec: str = "none") -> dict[str, Any]:
+    """``STATE(<tag>):`` + the state in its hand-off envelope (:mod:`.handoff`); returns the
+    state's hash and size."""
+    from .handoff import pack_head
+
+    cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
-    ctx.path(out).write_bytes(STATE_MAGIC + str(int(tag)).encode() + b"):" + zlib.compress(raw))
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    digest = hashlib.sha256(raw)
+    body = raw if codec == "none" else zlib.compress(raw, 1)
+    with ctx.path(out).open("wb") as f:
+        f.write(pack_head(len(raw), digest.digest(), tag, codec))
+        f.write(body)
+    return {"sha256": digest.hexdigest(), "bytes": len(raw),
+            "cpu_seconds": round(_thread_cpu() - cpu0, 6)}
 
 
-def _unpack_state_op(ctx: OpContext, blob: str, out_dir: str = ".") -> dict[str, Any]:
-    """Check and unpack a hand-off message into ``in_<tag>.state``; returns tag and hash."""
-    data = ctx.path(blob).read_bytes()
-    head, sep, body = data.partition(b"):")
-    if not sep or not head.startswith(STATE_MAGIC) or not head[len(STATE_MAGIC):].isdigit():
-        raise ValueError(f"hand-off message does not start with STATE(<pass>): ({data[:16]!r})")
-    tag = int(head[len(STATE_MAGIC):])
-    try:
-        raw = zlib.decompress(body)
-    except zlib.error as exc:
-        raise ValueError(f"hand-off state {tag} is not valid zlib data: {exc}") from None
-    from excamera.xc.codec import State, StateError
+def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
+                     out_dir: str = ".") -> dict[str, Any]:
+    """Check a hand-off message and write its state to ``in_<tag>.state``; returns tag and
+    hash. The state may be no larger than one of ``picture``'s size can be (a Y4M: the
+    worker's own chunk, which the state must match anyway)."""
+    from excamera.xc.y4m import Y4MReader
 
-    try:
-        State.from_bytes(raw)
-    except StateError as exc:
-        raise ValueError(f"hand-off state {tag} is not a valid xc state: {exc}") from None
+    from .handoff import max_state_bytes, unpack
+
+    cpu0 = _thread_cpu()
+    with Y4MReader(ctx.path(picture)) as pic:
+        bound = max_state_bytes(pic.width, pic.height)
+    with ctx.path(blob).open("rb") as f:
+        # Bounded before the message is read whole: a message is its state (zlib's worst case
+        # adds under 0.1%), the envelope and the tag.
+        size = f.seek(0, 2)
+        if size > bound + bound // 1000 + 1024:
+            raise ValueError(f"hand-off message of {size} bytes, more than a state of "
+                             f"{pic.width}x{pic.height} can need")
+        f.seek(0)
+        data = f.read()
+    tag, raw, sha = unpack(data, bound)
     target = ctx.path(out_dir) / f"in_{tag}.state"
     target.write_bytes(raw)
-    return {"tag": tag, "sha256": hashlib.sha256(raw).hexdigest(), "file": target.name}
+    return {"tag": tag, "sha256": sha, "file": target.name,
+            "cpu_seconds": round(_thread_cpu() - cpu0, 6)}
 
 
 def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:

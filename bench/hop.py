@@ -1,0 +1,266 @@
+"""Hop overhead of the serial chain at 1280x720: what a hand-off costs beyond the rebase itself.
+
+A hop is one link of batch mode's pass-2 chain: worker k-1's rebase ends with its final state
+in ``final.state``; the state is packed, sent through the relay, unpacked by worker k, and k
+rebases its chunk onto it. The issue's figure: hop = the time from one chain rebase's end to
+the next's, overhead = hop minus the receiving rebase's own CPU time.
+
+The chain here is real and isolated: a coordinator with its embedded relay and ``--hops``+1
+local worker processes (TLS, the relay, the worker's operations, as a job runs them), each
+worker running exactly the job's hand-off code (``xcenc.machine.send_state`` and the receive
+of ``xcenc_machine``) and its pass-2 rebase (``xc-enc -r -I in_2.state -p prev.ivf -S
+in_1.state`` with the excamera chain's flags, in the worker's interpreter). Every worker rebases
+the same 720p chunk (mosaic720's chunk 2: its pass-1 output onto the state it receives), so
+the hops are alike. Nothing else runs in the job: setup (retrieving inputs, connecting to the
+relay) finishes for every worker before worker 0 hands its state on.
+
+The parts, from the coordinator's timestamps of the workers' states: ``pack`` (the sender's
+pack operation), ``transfer`` (send to the receiver's reply that the blob arrived), ``unpack``
+(the receiver's unpack operation) and ``dispatch`` (the rebase operation's wall time minus its
+CPU time: the coordinator's round trip and the operation's thread hand-off). Beside them, the
+same parts as CPU time in one process (``--runs`` times each, medians): state serialisation and
+loading, the hand-off format's pack and unpack, and what the old format (zlib) cost.
+
+    python bench/hop.py [--hops 6] [--runs 3] [--json bench/hop-results.json]
+                        [--markdown bench/hop.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+from _common import need_tool, run, settings
+from clips import clip
+from excamera.mu.backends.local import LocalBackend
+from excamera.mu.coordinator import Coordinator
+from excamera.mu.machines import JobContext, WorkerHandle
+from excamera.pipelines.xcenc import handoff
+from excamera.pipelines.xcenc.machine import receive_state, send_state
+from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS, Need, XcencParams, reencode_argv
+from excamera.xc.codec import Decoder, State
+from excamera.xc.encoder import reencode_chunk
+from excamera.xc.ivf import IvfWriter, read_ivf
+from excamera.xc.y4m import read_y4m, write_y4m
+
+CHUNK, CQ = 6, 30
+PARAMS = XcencParams(vid_name="hop", n_parts=2, kf_dist=16)
+NEED = Need(inp=2, prev=1)  # pass 2: onto the predecessor's final state, -S its pass-0 state
+
+
+def chain_options() -> object:
+    """The excamera chain's re-encode options, as ``bench/model.py`` sets them."""
+    from model import CHAIN
+
+    return CHAIN
+
+
+def make_material(tmp: Path) -> dict[str, Path]:
+    """Chunks 0..2 of mosaic720: chunk 1's final state (what the chain hands on), its pass-0
+    state (the receiver's -S), chunk 2's pass-1 output (prev.ivf) and its pictures."""
+    pics = read_y4m(clip("mosaic720", 3 * CHUNK))[1]
+    chunks = [pics[i * CHUNK:(i + 1) * CHUNK] for i in range(3)]
+    streams, p0 = [], []
+    for k, c in enumerate(chunks):
+        write_y4m(tmp / f"c{k}.y4m", c)
+        run([need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={CQ}", "-o",
+             str(tmp / f"c{k}.ivf"), str(tmp / f"c{k}.y4m")], stdin=subprocess.DEVNULL)
+        streams.append([f.data for f in read_ivf(tmp / f"c{k}.ivf")[1]])
+        dec = Decoder()
+        for f in streams[-1]:
+            dec.decode(f)
+        p0.append(dec.state)
+    opts = chain_options()
+    final1 = reencode_chunk(p0[0], streams[1], None, chunks[1], opts).state
+    p1 = reencode_chunk(p0[1], streams[2], None, chunks[2], opts)
+    header = read_ivf(tmp / "c2.ivf")[0]
+    with IvfWriter(tmp / "prev.ivf", header.width, header.height, header.rate,
+                   header.scale) as out:
+        for f in p1.frames:
+            out.write(f)
+    (tmp / "final.state").write_bytes(final1.to_bytes())
+    (tmp / "in_1.state").write_bytes(p0[1].to_bytes())
+    return {"input.y4m": tmp / "c2.y4m", "prev.ivf": tmp / "prev.ivf",
+            "final.state": tmp / "final.state", "in_1.state": tmp / "in_1.state"}
+
+
+class Chain:
+    """The coordinator's side of the chain: everyone ready, then worker 0 starts."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.ready = 0
+        self.go: asyncio.Event | None = None
+        self.rebases: dict[int, dict] = {}
+
+    def event(self) -> asyncio.Event:
+        if self.go is None:
+            self.go = asyncio.Event()
+        return self.go
+
+
+async def hop_machine(w: WorkerHandle, ctx: JobContext) -> dict:
+    chain: Chain = ctx.params["chain"]
+    k = w.id
+    w.state = "setup"
+    await w.connect(k + 1)
+    files = ["input.y4m", "prev.ivf", "in_1.state"] if k else ["final.state"]
+    await w.retrieve_many([f"hop/{f}" for f in files], files)
+    chain.ready += 1
+    if chain.ready == chain.n:
+        chain.event().set()
+    await chain.event().wait()
+    if k:
+        w.state = "wait_state_p2"
+        have: dict[int, str] = {}
+        await receive_state(w, ctx, PARAMS, have, NEED.inp)
+        w.state = "reencode_p2"
+        argv = reencode_argv(["xc-enc"], NEED, PARAMS.pass_flags(2))
+        res = await w.run_op("xcenc_tool", argv=argv)
+        chain.rebases[k] = {"seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"]}
+    w.state = "rebased"
+    if k + 1 < chain.n:
+        await send_state(w, PARAMS, NEED.inp)
+    w.state = "done"
+    await w.close_connect()
+    return {}
+
+
+def chain_run(store: Path, hops: int) -> dict:
+    """One chain of ``hops`` hops; per hop its wall time, the rebase's CPU and the parts."""
+    n = hops + 1
+    chain = Chain(n)
+    coord = Coordinator("hop", n, LocalBackend(), str(store), hop_machine,
+                        params={"chain": chain}, operation_modules=[OPERATION_MODULE],
+                        embedded_relay=True)
+    result = asyncio.run(coord.run())
+    at: dict[tuple[int, str], float] = {}
+    for tr in result.transitions:
+        at.setdefault((tr.worker, tr.state), tr.t)
+    tag = NEED.inp
+    out = []
+    for k in range(1, n):
+        rb = chain.rebases[k]
+        hop = at[k, "rebased"] - at[k - 1, "rebased"]
+        out.append({
+            "hop_s": hop, "rebase_cpu_s": rb["cpu_seconds"], "rebase_wall_s": rb["seconds"],
+            "overhead_s": hop - rb["cpu_seconds"],
+            "pack_s": at[k - 1, f"send_s{tag}"] - at[k - 1, f"pack_s{tag}"],
+            "transfer_s": at[k, f"unpack_s{tag}"] - at[k - 1, f"send_s{tag}"],
+            "unpack_s": at[k, "reencode_p2"] - at[k, f"unpack_s{tag}"],
+            "dispatch_s": at[k, "rebased"] - at[k, "reencode_p2"] - rb["cpu_seconds"],
+        })
+    return {"hops": out}
+
+
+def cpu_median(runs: int, fn) -> float:
+    xs = []
+    for _ in range(runs):
+        t0 = time.process_time()
+        fn()
+        xs.append(time.process_time() - t0)
+    return statistics.median(xs)
+
+
+def parts_in_process(material: dict[str, Path], runs: int, tmp: Path) -> dict:
+    """CPU time of each step a state goes through, in this process."""
+    raw = material["final.state"].read_bytes()
+    state = State.from_bytes(raw)
+    have = material["in_1.state"].read_bytes()
+    old = zlib.compress(raw)
+    out = {
+        "state_bytes": len(raw),
+        "serialize_s": cpu_median(runs, state.to_bytes),
+        "deserialize_s": cpu_median(runs, lambda: State.from_bytes(raw)),
+        "sha256_s": cpu_median(runs, lambda: hashlib.sha256(raw).digest()),
+        "zlib_pack_s": cpu_median(runs, lambda: zlib.compress(raw)),
+        "zlib_unpack_s": cpu_median(runs, lambda: zlib.decompress(old)),
+        "zlib_bytes": len(old),
+        "formats": {},
+    }
+    for codec in handoff.CODECS:
+        msg = handoff.pack(raw, 2, codec)
+        out["formats"][codec] = {
+            "bytes": len(msg),
+            "pack_s": cpu_median(runs, lambda c=codec: handoff.pack(raw, 2, c)),
+            "unpack_s": cpu_median(runs, lambda m=msg: handoff.unpack(m, len(raw))),
+        }
+    del have
+    return out
+
+
+def markdown(res: dict) -> str:
+    s = res["summary"]
+    p = res["in_process"]
+    lines = [
+        "# Hop overhead at 1280x720 (`bench/hop.py`)", "",
+        f"Generated by `{res['settings']['command']}`; load average before "
+        f"{res['load_before']}, after {res['load_after']} (2 cores, shared with other work).",
+        "", "A hop: one pass-2 rebase's end to the next's, through the real coordinator, "
+        "relay and worker processes. Overhead = hop minus the receiving rebase's CPU time. "
+        f"{s['hops']} hops over {res['settings']['runs']} chains; medians.", "",
+        "| | median ms |", "| --- | ---: |",
+    ]
+    for key in ("hop_s", "rebase_cpu_s", "overhead_s", "pack_s", "transfer_s", "unpack_s",
+                "dispatch_s"):
+        lines.append(f"| {key[:-2]} | {1e3 * s[key]:.1f} |")
+    lines += ["", f"In one process (CPU ms, a {p['state_bytes']:,}-byte state):", "",
+              "| step | ms | bytes |", "| --- | ---: | ---: |",
+              f"| serialise (State.to_bytes) | {1e3 * p['serialize_s']:.1f} | |",
+              f"| load (State.from_bytes, CRC) | {1e3 * p['deserialize_s']:.1f} | |",
+              f"| sha256 | {1e3 * p['sha256_s']:.1f} | |",
+              f"| old zlib pack | {1e3 * p['zlib_pack_s']:.1f} | {p['zlib_bytes']:,} |",
+              f"| old zlib unpack | {1e3 * p['zlib_unpack_s']:.1f} | |"]
+    for codec, f in p["formats"].items():
+        lines.append(f"| hand-off `{codec}`: pack / unpack | {1e3 * f['pack_s']:.1f} / "
+                     f"{1e3 * f['unpack_s']:.1f} | {f['bytes']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hops", type=int, default=6)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+    if args.hops < 1 or args.runs < 1:
+        raise SystemExit("bench: --hops and --runs need >= 1")
+    with tempfile.TemporaryDirectory(prefix="hop-bench-") as d:
+        tmp = Path(d)
+        store = tmp / "store"
+        (store / "hop").mkdir(parents=True)
+        material = make_material(tmp)
+        for name, path in material.items():
+            os.link(path, store / "hop" / name)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        runs = [chain_run(store, args.hops) for _ in range(args.runs)]
+        parts = parts_in_process(material, max(3, args.runs), tmp)
+        load_after = [round(x, 2) for x in os.getloadavg()]
+    hops = [h for r in runs for h in r["hops"]]
+    summary = {"hops": len(hops)}
+    for key in hops[0]:
+        summary[key] = statistics.median(h[key] for h in hops)
+    res = {"settings": settings(args), "load_before": load_before, "load_after": load_after,
+           "summary": summary, "in_process": parts, "runs": runs}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
