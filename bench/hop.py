@@ -96,13 +96,16 @@ def make_material(tmp: Path) -> dict[str, Path]:
 
 
 class Chain:
-    """The coordinator's side of the chain: everyone ready, then worker 0 starts."""
+    """The coordinator's side of the chain: everyone ready, then worker 0 starts; what each
+    hop's operations reported."""
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.ready = 0
         self.go: asyncio.Event | None = None
         self.rebases: dict[int, dict] = {}
+        self.sends: dict[int, dict] = {}
+        self.receives: dict[int, dict] = {}
 
     def event(self) -> asyncio.Event:
         if self.go is None:
@@ -124,20 +127,21 @@ async def hop_machine(w: WorkerHandle, ctx: JobContext) -> dict:
     if k:
         w.state = "wait_state_p2"
         have: dict[int, str] = {}
-        await receive_state(w, ctx, PARAMS, have, NEED.inp)
+        got = await receive_state(w, ctx, PARAMS, have, NEED.inp)
+        assert got is not None
+        chain.receives[k] = got
         w.state = "reencode_p2"
         argv = reencode_argv(["xc-enc"], NEED, PARAMS.pass_flags(2))
-        res = await w.run_op("xcenc_tool", argv=argv)
-        chain.rebases[k] = {"seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"]}
+        chain.rebases[k] = await w.run_op("xcenc_tool", argv=argv)
     w.state = "rebased"
     if k + 1 < chain.n:
-        await send_state(w, PARAMS, NEED.inp)
+        chain.sends[k] = await send_state(w, PARAMS, NEED.inp)
     w.state = "done"
     await w.close_connect()
     return {}
 
 
-def chain_run(store: Path, hops: int) -> dict:
+def chain_run(store: Path, hops: int) -> list[dict]:
     """One chain of ``hops`` hops; per hop its wall time, the rebase's CPU and the parts."""
     n = hops + 1
     chain = Chain(n)
@@ -145,23 +149,30 @@ def chain_run(store: Path, hops: int) -> dict:
                         params={"chain": chain}, operation_modules=[OPERATION_MODULE],
                         embedded_relay=True)
     result = asyncio.run(coord.run())
+    t0 = coord.log.t0  # the workers' times are the same monotonic clock (one machine)
     at: dict[tuple[int, str], float] = {}
     for tr in result.transitions:
         at.setdefault((tr.worker, tr.state), tr.t)
-    tag = NEED.inp
     out = []
     for k in range(1, n):
-        rb = chain.rebases[k]
+        rb, sent, got = chain.rebases[k], chain.sends[k - 1], chain.receives[k]
         hop = at[k, "rebased"] - at[k - 1, "rebased"]
-        out.append({
-            "hop_s": hop, "rebase_cpu_s": rb["cpu_seconds"], "rebase_wall_s": rb["seconds"],
-            "overhead_s": hop - rb["cpu_seconds"],
-            "pack_s": at[k - 1, f"send_s{tag}"] - at[k - 1, f"pack_s{tag}"],
-            "transfer_s": at[k, f"unpack_s{tag}"] - at[k - 1, f"send_s{tag}"],
-            "unpack_s": at[k, "reencode_p2"] - at[k, f"unpack_s{tag}"],
-            "dispatch_s": at[k, "rebased"] - at[k, "reencode_p2"] - rb["cpu_seconds"],
-        })
-    return {"hops": out}
+        parts = {
+            # the sender's rebase reply to its send operation starting
+            "to_send": sent["t_start"] - t0 - at[k - 1, "rebased"],
+            "pack": sent["t_packed"] - sent["t_start"],
+            "transfer": got["t_arrived"] - sent["t_packed"],
+            "store": got["t_stored"] - got["t_arrived"],
+            # the receiver's reply to its rebase starting (the coordinator's round trip)
+            "to_rebase": at[k, "reencode_p2"] - (got["t_stored"] - t0),
+            "rebase_wall": rb["seconds"],
+        }
+        parts["dispatch"] = at[k, "rebased"] - at[k, "reencode_p2"] - rb["seconds"]
+        out.append({"hop_s": hop, "rebase_cpu_s": rb["cpu_seconds"],
+                     "overhead_s": hop - rb["cpu_seconds"],
+                     "handoff_s": hop - rb["seconds"],
+                     **{f"{key}_s": v for key, v in parts.items()}})
+    return out
 
 
 def cpu_median(runs: int, fn) -> float:
@@ -212,8 +223,8 @@ def markdown(res: dict) -> str:
         f"{s['hops']} hops over {res['settings']['runs']} chains; medians.", "",
         "| | median ms |", "| --- | ---: |",
     ]
-    for key in ("hop_s", "rebase_cpu_s", "overhead_s", "pack_s", "transfer_s", "unpack_s",
-                "dispatch_s"):
+    for key in ("hop_s", "rebase_cpu_s", "overhead_s", "handoff_s", "to_send_s", "pack_s",
+                "transfer_s", "store_s", "to_rebase_s", "rebase_wall_s", "dispatch_s"):
         lines.append(f"| {key[:-2]} | {1e3 * s[key]:.1f} |")
     lines += ["", f"In one process (CPU ms, a {p['state_bytes']:,}-byte state):", "",
               "| step | ms | bytes |", "| --- | ---: | ---: |",
@@ -248,7 +259,7 @@ def main() -> int:
         runs = [chain_run(store, args.hops) for _ in range(args.runs)]
         parts = parts_in_process(material, max(3, args.runs), tmp)
         load_after = [round(x, 2) for x in os.getloadavg()]
-    hops = [h for r in runs for h in r["hops"]]
+    hops = [h for r in runs for h in r]
     summary = {"hops": len(hops)}
     for key in hops[0]:
         summary[key] = statistics.median(h[key] for h in hops)

@@ -8,6 +8,7 @@ The envelope is also read here by the format's table, independently of the modul
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 import tracemalloc
@@ -19,7 +20,7 @@ import pytest
 from _shared_paths import shared_dir
 from excamera.mu.operations import OpContext
 from excamera.pipelines.xcenc import handoff
-from excamera.pipelines.xcenc.ops import _pack_state_op, _unpack_state_op
+from excamera.pipelines.xcenc.ops import _recv_state_op, _send_state_op, _unpack_state_op
 from excamera.pipelines.xcenc.plan import HANDOFF_CODECS, PlanError, XcencParams
 from excamera.xc.codec import State, decode_frame
 from excamera.xc.ivf import read_ivf
@@ -174,25 +175,67 @@ def write_y4m_header(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"YUV4MPEG2 W%d H%d F30:1 Ip A1:1 C420jpeg\n" % (width, height))
 
 
+class QueueLink:
+    """Two operations' ``OpContext.peer`` joined by a queue, as a relay would join them (the
+    jobs in test_xcenc_job run the real relay); it records the sender id each blob needs."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.expected: list[object] = []
+
+    async def send(self, data: bytes) -> None:
+        await self.queue.put(bytes(data))
+
+    async def recv(self, expected: int | list[int]) -> bytes:
+        self.expected.append(expected)
+        return await self.queue.get()
+
+
 @pytest.mark.parametrize("codec", list(HANDOFF_CODECS))
 def test_the_operations_hand_a_state_over_and_bound_it_by_the_picture(
         tmp_path: Path, a_state: bytes, codec: str) -> None:
-    sender, receiver = OpContext(tmp_path / "a"), OpContext(tmp_path / "b")
+    link = QueueLink()
+    sender, receiver = OpContext(tmp_path / "a", peer=link), OpContext(tmp_path / "b", peer=link)
     for ctx in (sender, receiver):
         ctx.workdir.mkdir()
     (sender.workdir / "final.state").write_bytes(a_state)
-    info = _pack_state_op(sender, "final.state", 5, "send.blob", codec=codec)
-    assert info["sha256"] == hashlib.sha256(a_state).hexdigest() and info["bytes"] == len(a_state)
-    blob = (sender.workdir / "send.blob").read_bytes()
-    (receiver.workdir / "handoff.blob").write_bytes(blob)
     st = State.from_bytes(a_state)
     write_y4m_header(receiver.workdir / "input.y4m", st.width, st.height)
-    got = _unpack_state_op(receiver, "handoff.blob")
-    assert (got["tag"], got["sha256"], got["file"]) == (5, info["sha256"], "in_5.state")
+
+    async def hand_over() -> tuple[dict, dict]:
+        sent = await _send_state_op(sender, "final.state", 5, codec=codec, keep="send.blob")
+        return sent, await _recv_state_op(receiver, [4, 9])
+
+    sent, got = asyncio.run(hand_over())
+    assert sent["sha256"] == hashlib.sha256(a_state).hexdigest() and sent["bytes"] == len(a_state)
+    assert (got["tag"], got["sha256"], got["file"]) == (5, sent["sha256"], "in_5.state")
+    assert link.expected == [[4, 9]]
+    assert (receiver.workdir / "in_5.state").read_bytes() == a_state
+    # The stored copy (for retries) is the same message, and unpacks from its file the same.
+    (receiver.workdir / "in_5.state").unlink()
+    blob = (sender.workdir / "send.blob").read_bytes()
+    assert envelope(blob)[2:4] == (len(a_state), hashlib.sha256(a_state).digest())
+    (receiver.workdir / "handoff.blob").write_bytes(blob)
+    assert _unpack_state_op(receiver, "handoff.blob")["sha256"] == sent["sha256"]
     assert (receiver.workdir / "in_5.state").read_bytes() == a_state
     # A receiver whose chunk is smaller than the state's pictures refuses it, before reading
-    # the message whole.
+    # the file whole, and before unpacking what the relay delivered.
     write_y4m_header(receiver.workdir / "input.y4m", 32, 32)
-    with pytest.raises(ValueError, match="more than a state of 32x32 can need") as info2:
+    with pytest.raises(ValueError, match="more than a state of 32x32 can need") as info:
         _unpack_state_op(receiver, "handoff.blob")
-    assert "\n" not in str(info2.value)
+    assert "\n" not in str(info.value)
+
+    async def oversized() -> None:
+        await link.send(blob)
+        await _recv_state_op(receiver, 4)
+
+    with pytest.raises(ValueError, match="more than a state of 32x32 can need"):
+        asyncio.run(oversized())
+
+
+def test_the_operations_need_the_relay(tmp_path: Path) -> None:
+    ctx = OpContext(tmp_path)
+    with pytest.raises(ValueError, match="not connected to the relay"):
+        asyncio.run(_recv_state_op(ctx, 1))
+    with pytest.raises(ValueError, match="not connected to the relay"):
+        asyncio.run(_send_state_op(ctx, "final.state", 1))

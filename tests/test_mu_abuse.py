@@ -309,6 +309,29 @@ def test_recv_blob_refuses_a_blob_from_a_worker_it_does_not_expect() -> None:
         "worker 0" in msg, msg
 
 
+async def op_handoff_machine(w, ctx) -> str:
+    """handoff_machine's forgery against an operation that receives through the worker's
+    relay link (``OpContext.peer``): xcenc's ``xcenc_recv_state``."""
+    if w.id == 1:
+        await w.connect(2)
+        await ctx.progress.wait_for(2, "sent")
+        return (await w.run_op("xcenc_recv_state", sender=0))["sha256"]
+    return await handoff_machine(w, ctx)
+
+
+def test_an_operation_on_the_relay_link_refuses_a_blob_from_a_worker_it_does_not_expect(
+        ) -> None:
+    from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+
+    coord = Coordinator("forge", 3, InProcessBackend(), "", op_handoff_machine,
+                        operation_modules=[OPERATION_MODULE], embedded_relay=True)
+    with pytest.raises(JobFailed) as err:
+        asyncio.run(coord.run())
+    msg = str(err.value)
+    assert "worker 1" in msg and "op xcenc_recv_state: refused a 12-byte blob from worker 2; " \
+        "expected one from worker 0" in msg, msg
+
+
 def test_recv_blob_takes_the_blob_from_the_expected_worker() -> None:
     async def machine(w, ctx):
         await w.connect(1 - w.id)

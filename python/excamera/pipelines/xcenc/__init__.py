@@ -27,10 +27,10 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
    ``prev.ivf`` is this worker's previous output, which was encoded against the ``-S`` state
    (none on pass 1: the pass-0 output starts with a key frame). After a pass whose state the
-   successor needs, ``pack_s<tag>`` packs ``final.state`` as mu's ``STATE(<tag>):`` plus an
+   successor needs, ``send_s<tag>`` packs ``final.state`` as mu's ``STATE(<tag>):`` plus an
    envelope naming the codec (none by default), the length and the SHA-256 of the state
-   (:mod:`.handoff`), and ``send_s<tag>`` sends it to k+1 through the relay; the receiver
-   (``unpack_s<tag>``) checks the hash and bounds the state by its own picture size.
+   (:mod:`.handoff`), and sends it to k+1 through the relay, in one operation; the receiver
+   checks the hash and bounds the state by its own picture size as it stores it.
 4. ``compare``: when the worker ran two passes or more, ``comp-states prev.state final.state``
    is appended to ``comp.txt`` (its own last two states; identical means the successor, which
    rebased onto the older one, decodes exactly). ``comp.txt`` is uploaded for every worker,

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import sys
+import time
 import zlib
 from typing import Any
 
@@ -31,49 +33,94 @@ def _thread_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str,
-                   codec: str = "none") -> dict[str, Any]:
-    """``STATE(<tag>):`` + the state in its hand-off envelope (:mod:`.handoff`); returns the
-    state's hash and size."""
+def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int]:
+    """The hand-off message of state file ``src``, the state's hash and size."""
     from .handoff import pack_head
 
-    cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
     digest = hashlib.sha256(raw)
     body = raw if codec == "none" else zlib.compress(raw, 1)
-    with ctx.path(out).open("wb") as f:
-        f.write(pack_head(len(raw), digest.digest(), tag, codec))
-        f.write(body)
-    return {"sha256": digest.hexdigest(), "bytes": len(raw),
-            "cpu_seconds": round(_thread_cpu() - cpu0, 6)}
+    return b"".join((pack_head(len(raw), digest.digest(), tag, codec), body)), \
+        digest.hexdigest(), len(raw)
+
+
+async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none",
+                         keep: str | None = None) -> dict[str, Any]:
+    """Pack state file ``src`` and send it to the peer in one command: no file and no round
+    trip to the coordinator between the two. ``keep`` also writes the message to that file
+    (the stored copy for retries). Returns the state's hash and size, and when (monotonic
+    clock) the message was packed and handed to the relay connection."""
+    if ctx.peer is None:
+        raise ValueError("not connected to the relay (send connect first)")
+    t0 = time.monotonic()
+    msg, sha, size = await asyncio.to_thread(_packed, ctx, src, tag, codec)
+    t1 = time.monotonic()
+    await ctx.peer.send(msg)
+    if keep:
+        await asyncio.to_thread(ctx.path(keep).write_bytes, msg)
+    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1,
+            "t_sent": time.monotonic()}
+
+
+def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[str, Any]:
+    """Check hand-off message ``data`` (a state of at most ``bound`` bytes) and write its state
+    to ``in_<tag>.state``."""
+    from .handoff import unpack
+
+    tag, raw, sha = unpack(data, bound)
+    target = ctx.path(out_dir) / f"in_{tag}.state"
+    target.write_bytes(raw)
+    return {"tag": tag, "sha256": sha, "file": target.name}
+
+
+def _state_bound(ctx: OpContext, picture: str) -> tuple[int, str]:
+    """The largest state of ``picture``'s size (a Y4M: the worker's own chunk, which a state
+    it rebases onto must match anyway) and that size as text."""
+    from excamera.xc.y4m import Y4MReader
+
+    from .handoff import max_state_bytes
+
+    with Y4MReader(ctx.path(picture)) as pic:
+        return max_state_bytes(pic.width, pic.height), f"{pic.width}x{pic.height}"
+
+
+def _message_bound(state_bound: int) -> int:
+    """The longest message of a state of at most ``state_bound`` bytes: zlib's worst case adds
+    under 0.1%, then the envelope and the tag."""
+    return state_bound + state_bound // 1000 + 1024
 
 
 def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
                      out_dir: str = ".") -> dict[str, Any]:
-    """Check a hand-off message and write its state to ``in_<tag>.state``; returns tag and
-    hash. The state may be no larger than one of ``picture``'s size can be (a Y4M: the
-    worker's own chunk, which the state must match anyway)."""
-    from excamera.xc.y4m import Y4MReader
-
-    from .handoff import max_state_bytes, unpack
-
-    cpu0 = _thread_cpu()
-    with Y4MReader(ctx.path(picture)) as pic:
-        bound = max_state_bytes(pic.width, pic.height)
+    """Check a hand-off message in file ``blob`` and write its state to ``in_<tag>.state``;
+    returns tag and hash. The file's size is bounded before it is read."""
+    bound, size_text = _state_bound(ctx, picture)
     with ctx.path(blob).open("rb") as f:
-        # Bounded before the message is read whole: a message is its state (zlib's worst case
-        # adds under 0.1%), the envelope and the tag.
         size = f.seek(0, 2)
-        if size > bound + bound // 1000 + 1024:
+        if size > _message_bound(bound):
             raise ValueError(f"hand-off message of {size} bytes, more than a state of "
-                             f"{pic.width}x{pic.height} can need")
+                             f"{size_text} can need")
         f.seek(0)
         data = f.read()
-    tag, raw, sha = unpack(data, bound)
-    target = ctx.path(out_dir) / f"in_{tag}.state"
-    target.write_bytes(raw)
-    return {"tag": tag, "sha256": sha, "file": target.name,
-            "cpu_seconds": round(_thread_cpu() - cpu0, 6)}
+    return _store_state(ctx, data, bound, out_dir)
+
+
+async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str = "input.y4m",
+                         out_dir: str = ".") -> dict[str, Any]:
+    """Receive the next hand-off message from worker ``sender`` (or one of its instances) and
+    store its state as ``_unpack_state_op`` does, in one command: no file and no round trip
+    to the coordinator in between. The message arrives whole, as ``recv_blob``'s does; its
+    size is checked against the picture's before anything else is done with it."""
+    if ctx.peer is None:
+        raise ValueError("not connected to the relay (send connect first)")
+    data = await ctx.peer.recv(sender)
+    t_arrived = time.monotonic()
+    bound, size_text = _state_bound(ctx, picture)
+    if len(data) > _message_bound(bound):
+        raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
+                         f"{size_text} can need")
+    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir)
+    return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic()}
 
 
 def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
@@ -175,8 +222,9 @@ def _measure_op(ctx: OpContext, ivf: str, source: str, entry: str | None) -> dic
 
 def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_probe", _probe_op)
-    registry.register("xcenc_pack_state", _pack_state_op)
     registry.register("xcenc_unpack_state", _unpack_state_op)
+    registry.register("xcenc_send_state", _send_state_op)
+    registry.register("xcenc_recv_state", _recv_state_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
     registry.register("xcenc_fresh_state", _fresh_state_op)
