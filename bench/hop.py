@@ -21,7 +21,7 @@ CPU time: the coordinator's round trip and the operation's thread hand-off). Bes
 same parts as CPU time in one process (``--runs`` times each, medians): state serialisation and
 loading, the hand-off format's pack and unpack, and what the old format (zlib) cost.
 
-    python bench/hop.py [--hops 6] [--runs 3] [--json bench/hop-results.json]
+    python bench/hop.py [--hops 6] [--runs 3] [--codecs none,zlib] [--json bench/hop-results.json]
                         [--markdown bench/hop.md]
 """
 
@@ -55,7 +55,8 @@ from excamera.xc.ivf import IvfWriter, read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
 
 CHUNK, CQ = 6, 30
-PARAMS = XcencParams(vid_name="hop", n_parts=2, kf_dist=16)
+PARAMS = {codec: XcencParams(vid_name="hop", n_parts=2, kf_dist=16, handoff_codec=codec)
+          for codec in handoff.CODECS}
 NEED = Need(inp=2, prev=1)  # pass 2: onto the predecessor's final state, -S its pass-0 state
 
 
@@ -99,13 +100,18 @@ class Chain:
     """The coordinator's side of the chain: everyone ready, then worker 0 starts; what each
     hop's operations reported."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, params: XcencParams) -> None:
         self.n = n
+        self.params = params
         self.ready = 0
         self.go: asyncio.Event | None = None
         self.rebases: dict[int, dict] = {}
         self.sends: dict[int, dict] = {}
         self.receives: dict[int, dict] = {}
+        # this process's CPU clock (the coordinator and its embedded relay) when worker k's
+        # send began and when its successor's receive returned
+        self.cpu_send: dict[int, float] = {}
+        self.cpu_received: dict[int, float] = {}
 
     def event(self) -> asyncio.Event:
         if self.go is None:
@@ -120,6 +126,9 @@ async def hop_machine(w: WorkerHandle, ctx: JobContext) -> dict:
     await w.connect(k + 1)
     files = ["input.y4m", "prev.ivf", "in_1.state"] if k else ["final.state"]
     await w.retrieve_many([f"hop/{f}" for f in files], files)
+    # In a job this worker has run pass 0, xc-dump and pass 1 before the hop: the tools'
+    # modules are loaded and the operations' thread exists. xc-enc --help stands for that.
+    await w.run_op("xcenc_tool", argv=["xc-enc", "--help"])
     chain.ready += 1
     if chain.ready == chain.n:
         chain.event().set()
@@ -127,24 +136,27 @@ async def hop_machine(w: WorkerHandle, ctx: JobContext) -> dict:
     if k:
         w.state = "wait_state_p2"
         have: dict[int, str] = {}
-        got = await receive_state(w, ctx, PARAMS, have, NEED.inp)
+        got = await receive_state(w, ctx, chain.params, have, NEED.inp)
+        chain.cpu_received[k] = time.process_time()
         assert got is not None
         chain.receives[k] = got
         w.state = "reencode_p2"
-        argv = reencode_argv(["xc-enc"], NEED, PARAMS.pass_flags(2))
+        argv = reencode_argv(["xc-enc"], NEED, chain.params.pass_flags(2))
         chain.rebases[k] = await w.run_op("xcenc_tool", argv=argv)
     w.state = "rebased"
     if k + 1 < chain.n:
-        chain.sends[k] = await send_state(w, PARAMS, NEED.inp)
+        chain.cpu_send[k] = time.process_time()
+        chain.sends[k] = await send_state(w, chain.params, NEED.inp)
     w.state = "done"
     await w.close_connect()
     return {}
 
 
-def chain_run(store: Path, hops: int) -> list[dict]:
-    """One chain of ``hops`` hops; per hop its wall time, the rebase's CPU and the parts."""
+def chain_run(store: Path, hops: int, codec: str) -> list[dict]:
+    """One chain of ``hops`` hops, states packed by ``codec``; per hop its wall time, the
+    rebase's CPU and the parts."""
     n = hops + 1
-    chain = Chain(n)
+    chain = Chain(n, PARAMS[codec])
     coord = Coordinator("hop", n, LocalBackend(), str(store), hop_machine,
                         params={"chain": chain}, operation_modules=[OPERATION_MODULE],
                         embedded_relay=True)
@@ -166,7 +178,17 @@ def chain_run(store: Path, hops: int) -> list[dict]:
             # the receiver's reply to its rebase starting (the coordinator's round trip)
             "to_rebase": at[k, "reencode_p2"] - (got["t_stored"] - t0),
             "rebase_wall": rb["seconds"],
+            "pack_cpu": sent["pack_cpu_seconds"],
+            "store_cpu": got["store_cpu_seconds"],
+            # The hand-off's CPU in all three processes: the sender's send operation, the
+            # coordinator with its relay from that send to the receive's reply, and the
+            # receiver's receive operation. On an idle machine the hand-off takes about this
+            # long (less where the processes overlap, more for the scheduler's wake-ups).
+            "sender_cpu": sent["process_cpu_seconds"],
+            "relay_cpu": chain.cpu_received[k] - chain.cpu_send[k - 1],
+            "receiver_cpu": got["process_cpu_seconds"],
         }
+        parts["handoff_cpu"] = parts["sender_cpu"] + parts["relay_cpu"] + parts["receiver_cpu"]
         parts["dispatch"] = at[k, "rebased"] - at[k, "reencode_p2"] - rb["seconds"]
         out.append({"hop_s": hop, "rebase_cpu_s": rb["cpu_seconds"],
                      "overhead_s": hop - rb["cpu_seconds"],
@@ -182,6 +204,36 @@ def cpu_median(runs: int, fn) -> float:
         fn()
         xs.append(time.process_time() - t0)
     return statistics.median(xs)
+
+
+async def _relay_transfers(sizes: list[int], runs: int) -> dict[int, float]:
+    """CPU seconds of one message of each size through a relay, sender, relay and receiver in
+    this one process (TLS both ways, as a hop's), medians of ``runs``."""
+    from excamera.mu.relay import Relay, RelayClient
+    from excamera.mu.tls import CertificateAuthority
+
+    ca = CertificateAuthority.create("hop bench")
+    relay = Relay(ca.issue_server())
+    port = await relay.start()
+    a = await RelayClient.connect("127.0.0.1", port, ca.issue_worker("hop", 0), "hop", 0, 1)
+    b = await RelayClient.connect("127.0.0.1", port, ca.issue_worker("hop", 1), "hop", 1, 0)
+    out = {}
+    try:
+        for size in sizes:
+            body = os.urandom(size)
+            xs = []
+            for _ in range(runs):
+                t0 = time.process_time()
+                await a.send(body)
+                got = await b.recv()
+                xs.append(time.process_time() - t0)
+                assert len(got.body) == size
+            out[size] = statistics.median(xs)
+    finally:
+        await a.close()
+        await b.close()
+        await relay.close()
+    return out
 
 
 def parts_in_process(material: dict[str, Path], runs: int, tmp: Path) -> dict:
@@ -200,6 +252,18 @@ def parts_in_process(material: dict[str, Path], runs: int, tmp: Path) -> dict:
         "zlib_bytes": len(old),
         "formats": {},
     }
+    # What shrinking the message would save: the relay path's CPU per byte, against what
+    # zlib costs; and a delta against the state the receiver already holds (its -S state,
+    # the predecessor's pass-0 state: the same pictures, encoded differently).
+    import numpy as np
+
+    delta = (np.frombuffer(raw, np.uint8) ^ np.frombuffer(have, np.uint8)).tobytes() \
+        if len(have) == len(raw) else None
+    relay = asyncio.run(_relay_transfers([len(raw), len(raw) // 4], runs))
+    out["relay_transfer_cpu_s"] = {str(k): v for k, v in relay.items()}
+    if delta is not None:
+        out["xor_delta_zlib1_bytes"] = len(zlib.compress(delta, 1))
+        out["xor_delta_zlib1_s"] = cpu_median(runs, lambda: zlib.compress(delta, 1))
     for codec in handoff.CODECS:
         msg = handoff.pack(raw, 2, codec)
         out["formats"][codec] = {
@@ -207,35 +271,67 @@ def parts_in_process(material: dict[str, Path], runs: int, tmp: Path) -> dict:
             "pack_s": cpu_median(runs, lambda c=codec: handoff.pack(raw, 2, c)),
             "unpack_s": cpu_median(runs, lambda m=msg: handoff.unpack(m, len(raw))),
         }
-    del have
     return out
+
+
+ROWS = [
+    ("hop_s", "hop: one chain rebase's end to the next's (coordinator clock)"),
+    ("rebase_cpu_s", "the receiving rebase's CPU (xc-enc's thread, loading and saving states)"),
+    ("overhead_s", "**overhead** = hop - rebase CPU (the issue's measure)"),
+    ("rebase_wall_s", "the rebase's wall time inside its operation"),
+    ("handoff_s", "hop - rebase wall: the hand-off and the coordinator's round trips"),
+    ("to_send_s", "sender: rebase reply to the send operation starting"),
+    ("pack_s", "sender: read, hash, envelope (wall)"),
+    ("pack_cpu_s", "sender: the same, CPU"),
+    ("transfer_s", "packed to arrived: TLS to the relay, the relay, TLS to the receiver"),
+    ("store_s", "receiver: check size and hash, write in_2.state (wall)"),
+    ("store_cpu_s", "receiver: the same, CPU"),
+    ("to_rebase_s", "receiver: receive reply to the rebase starting"),
+    ("dispatch_s", "rebase operation's wall seen by the coordinator minus inside it"),
+    ("sender_cpu_s", "CPU of the sender's process during its send operation"),
+    ("relay_cpu_s", "CPU of the coordinator's process (its embedded relay) from send to receive"),
+    ("receiver_cpu_s", "CPU of the receiver's process during its receive operation"),
+    ("handoff_cpu_s", "**hand-off CPU**: the three above"),
+]
 
 
 def markdown(res: dict) -> str:
     s = res["summary"]
+    codecs = list(s)
     p = res["in_process"]
     lines = [
         "# Hop overhead at 1280x720 (`bench/hop.py`)", "",
         f"Generated by `{res['settings']['command']}`; load average before "
-        f"{res['load_before']}, after {res['load_after']} (2 cores, shared with other work).",
-        "", "A hop: one pass-2 rebase's end to the next's, through the real coordinator, "
-        "relay and worker processes. Overhead = hop minus the receiving rebase's CPU time. "
-        f"{s['hops']} hops over {res['settings']['runs']} chains; medians.", "",
-        "| | median ms |", "| --- | ---: |",
+        f"{res['load_before']}, after {res['load_after']} on the 2 cores (other sessions' "
+        "work; wall times are inflated accordingly, CPU times much less).", "",
+        "A hop: one pass-2 rebase's end to the next's, through the real coordinator, embedded "
+        "relay and worker processes (TLS), each worker running the job's own hand-off code "
+        "(`xcenc.machine.send_state`, `receive_state`) and a real 720p rebase. "
+        f"{s[codecs[0]]['hops']} hops over {res['settings']['runs']} chains per codec, the "
+        "codecs alternating; medians in ms.", "",
+        "| part | " + " | ".join(f"`{c}`" for c in codecs) + " |",
+        "| --- |" + " ---: |" * len(codecs),
     ]
-    for key in ("hop_s", "rebase_cpu_s", "overhead_s", "handoff_s", "to_send_s", "pack_s",
-                "transfer_s", "store_s", "to_rebase_s", "rebase_wall_s", "dispatch_s"):
-        lines.append(f"| {key[:-2]} | {1e3 * s[key]:.1f} |")
-    lines += ["", f"In one process (CPU ms, a {p['state_bytes']:,}-byte state):", "",
-              "| step | ms | bytes |", "| --- | ---: | ---: |",
+    lines += [f"| {text} | " + " | ".join(f"{1e3 * s[c][key]:.1f}" for c in codecs) + " |"
+              for key, text in ROWS]
+    lines += ["", f"The same steps in one process (CPU ms, medians; a {p['state_bytes']:,}-byte "
+              "state: two distinct 1280x720 references):", "",
+              "| step | CPU ms | bytes |", "| --- | ---: | ---: |",
               f"| serialise (State.to_bytes) | {1e3 * p['serialize_s']:.1f} | |",
               f"| load (State.from_bytes, CRC) | {1e3 * p['deserialize_s']:.1f} | |",
               f"| sha256 | {1e3 * p['sha256_s']:.1f} | |",
-              f"| old zlib pack | {1e3 * p['zlib_pack_s']:.1f} | {p['zlib_bytes']:,} |",
-              f"| old zlib unpack | {1e3 * p['zlib_unpack_s']:.1f} | |"]
+              f"| before: zlib level 6 pack | {1e3 * p['zlib_pack_s']:.1f} | "
+              f"{p['zlib_bytes']:,} |",
+              f"| before: zlib unpack | {1e3 * p['zlib_unpack_s']:.1f} | |"]
     for codec, f in p["formats"].items():
-        lines.append(f"| hand-off `{codec}`: pack / unpack | {1e3 * f['pack_s']:.1f} / "
-                     f"{1e3 * f['unpack_s']:.1f} | {f['bytes']:,} |")
+        lines.append(f"| hand-off `{codec}`: pack / unpack (hash checked) | "
+                     f"{1e3 * f['pack_s']:.1f} / {1e3 * f['unpack_s']:.1f} | {f['bytes']:,} |")
+    if "xor_delta_zlib1_bytes" in p:
+        lines.append(f"| XOR delta against the receiver's -S state, zlib level 1 | "
+                     f"{1e3 * p['xor_delta_zlib1_s']:.1f} | {p['xor_delta_zlib1_bytes']:,} |")
+    for size, cpu in p["relay_transfer_cpu_s"].items():
+        lines.append(f"| relay transfer, sender + relay + receiver (TLS) | {1e3 * cpu:.1f} | "
+                     f"{int(size):,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,9 +341,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
+    ap.add_argument("--codecs", default="none,zlib", help="hand-off codecs to run, alternating")
     args = ap.parse_args()
     if args.hops < 1 or args.runs < 1:
         raise SystemExit("bench: --hops and --runs need >= 1")
+    codecs = [c.strip() for c in args.codecs.split(",")]
+    if not codecs or any(c not in handoff.CODECS for c in codecs):
+        raise SystemExit(f"bench: --codecs takes some of {', '.join(handoff.CODECS)}")
     with tempfile.TemporaryDirectory(prefix="hop-bench-") as d:
         tmp = Path(d)
         store = tmp / "store"
@@ -256,13 +356,18 @@ def main() -> int:
         for name, path in material.items():
             os.link(path, store / "hop" / name)
         load_before = [round(x, 2) for x in os.getloadavg()]
-        runs = [chain_run(store, args.hops) for _ in range(args.runs)]
+        runs: dict[str, list] = {c: [] for c in codecs}
+        for _ in range(args.runs):  # the codecs alternate, chain by chain
+            for codec in codecs:
+                runs[codec].append(chain_run(store, args.hops, codec))
         parts = parts_in_process(material, max(3, args.runs), tmp)
         load_after = [round(x, 2) for x in os.getloadavg()]
-    hops = [h for r in runs for h in r]
-    summary = {"hops": len(hops)}
-    for key in hops[0]:
-        summary[key] = statistics.median(h[key] for h in hops)
+    summary = {}
+    for codec, chains in runs.items():
+        hops = [h for r in chains for h in r]
+        summary[codec] = {"hops": len(hops)}
+        for key in hops[0]:
+            summary[codec][key] = statistics.median(h[key] for h in hops)
     res = {"settings": settings(args), "load_before": load_before, "load_after": load_after,
            "summary": summary, "in_process": parts, "runs": runs}
     print(json.dumps(summary, indent=1))

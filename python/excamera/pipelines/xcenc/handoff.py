@@ -62,10 +62,17 @@ def pack_head(raw_len: int, digest: bytes, tag: int, codec: str = "none") -> byt
             + HEAD.pack(ENVELOPE, VERSION, CODECS[codec], 0, raw_len, digest))
 
 
+def pack_hashed(raw: bytes, tag: int, codec: str = "none") -> tuple[bytes, str]:
+    """The whole hand-off message for state ``raw``, and the state's SHA-256 (hex)."""
+    digest = hashlib.sha256(raw)
+    head = pack_head(len(raw), digest.digest(), tag, codec)
+    return b"".join((head, zlib.compress(raw, 1) if codec == "zlib" else raw)), \
+        digest.hexdigest()
+
+
 def pack(raw: bytes, tag: int, codec: str = "none") -> bytes:
     """The whole hand-off message for state ``raw``."""
-    head = pack_head(len(raw), hashlib.sha256(raw).digest(), tag, codec)
-    return head + (zlib.compress(raw, 1) if codec == "zlib" else raw)
+    return pack_hashed(raw, tag, codec)[0]
 
 
 def parse_tag(data: bytes | memoryview) -> tuple[int, int]:

@@ -8,7 +8,6 @@ import hashlib
 import shutil
 import sys
 import time
-import zlib
 from typing import Any
 
 from ...mu.operations import OpContext, OperationRegistry
@@ -26,22 +25,20 @@ def _probe_op(ctx: OpContext) -> dict[str, Any]:
 
 def _thread_cpu() -> float:
     """CPU seconds of the calling thread: an operation runs in a thread of its own, so this is
-    the operation's, whatever else the worker (or its host's other workers) does meanwhile."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_THREAD)
-    return r.ru_utime + r.ru_stime
+    the operation's, whatever else the worker (or its host's other workers) does meanwhile.
+    (The thread's CPU clock, not getrusage, whose per-thread times move in scheduler ticks.)"""
+    return time.thread_time()
 
 
-def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int]:
-    """The hand-off message of state file ``src``, the state's hash and size."""
-    from .handoff import pack_head
+def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int, float]:
+    """The hand-off message of state file ``src``, the state's hash and size, and the CPU
+    time this took."""
+    from .handoff import pack_hashed
 
+    cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
-    digest = hashlib.sha256(raw)
-    body = raw if codec == "none" else zlib.compress(raw, 1)
-    return b"".join((pack_head(len(raw), digest.digest(), tag, codec), body)), \
-        digest.hexdigest(), len(raw)
+    msg, sha = pack_hashed(raw, tag, codec)
+    return msg, sha, len(raw), _thread_cpu() - cpu0
 
 
 async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none",
@@ -52,14 +49,15 @@ async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none"
     clock) the message was packed and handed to the relay connection."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
-    t0 = time.monotonic()
-    msg, sha, size = await asyncio.to_thread(_packed, ctx, src, tag, codec)
+    t0, cpu0 = time.monotonic(), time.process_time()
+    msg, sha, size, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec)
     t1 = time.monotonic()
     await ctx.peer.send(msg)
+    t2, cpu2 = time.monotonic(), time.process_time()
     if keep:
         await asyncio.to_thread(ctx.path(keep).write_bytes, msg)
-    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1,
-            "t_sent": time.monotonic()}
+    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1, "t_sent": t2,
+            "pack_cpu_seconds": round(cpu, 6), "process_cpu_seconds": round(cpu2 - cpu0, 6)}
 
 
 def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[str, Any]:
@@ -67,10 +65,12 @@ def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[
     to ``in_<tag>.state``."""
     from .handoff import unpack
 
+    cpu0 = _thread_cpu()
     tag, raw, sha = unpack(data, bound)
     target = ctx.path(out_dir) / f"in_{tag}.state"
     target.write_bytes(raw)
-    return {"tag": tag, "sha256": sha, "file": target.name}
+    return {"tag": tag, "sha256": sha, "file": target.name,
+            "store_cpu_seconds": round(_thread_cpu() - cpu0, 6)}
 
 
 def _state_bound(ctx: OpContext, picture: str) -> tuple[int, str]:
@@ -113,6 +113,7 @@ async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str =
     size is checked against the picture's before anything else is done with it."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
+    cpu0 = time.process_time()  # waiting costs none: this is the receiving and the storing
     data = await ctx.peer.recv(sender)
     t_arrived = time.monotonic()
     bound, size_text = _state_bound(ctx, picture)
@@ -120,7 +121,8 @@ async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str =
         raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
                          f"{size_text} can need")
     info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir)
-    return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic()}
+    return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic(),
+            "process_cpu_seconds": round(time.process_time() - cpu0, 6)}
 
 
 def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
