@@ -123,9 +123,10 @@ async def hop_machine(w: WorkerHandle, ctx: JobContext) -> dict:
     chain: Chain = ctx.params["chain"]
     k = w.id
     w.state = "setup"
-    await w.connect(k + 1)
-    files = ["input.y4m", "prev.ivf", "in_1.state"] if k else ["final.state"]
+    files = ["input.y4m", *(["prev.ivf", "in_1.state"] if k else ["final.state"])]
     await w.retrieve_many([f"hop/{f}" for f in files], files)
+    bound = await w.run_op("xcenc_message_bound", picture="input.y4m")
+    await w.connect(k + 1, max_blob=int(bound["bytes"]))
     # In a job this worker has run pass 0, xc-dump and pass 1 before the hop: the tools'
     # modules are loaded and the operations' thread exists. xc-enc --help stands for that.
     await w.run_op("xcenc_tool", argv=["xc-enc", "--help"])

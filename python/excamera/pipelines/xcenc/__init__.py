@@ -7,7 +7,8 @@ Keys (``k`` is the worker, chunk number ``k + offset``):
 
 Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
-1. ``connect`` to the relay as (job, k, k+1); ``retrieve`` the chunk.
+1. ``retrieve`` the chunk; ``connect`` to the relay as (job, k, k+1), taking no blob longer
+   than a hand-off of a state of the chunk's picture size.
 2. Pass 0 (``pass0``): vpxenc with mu's settings at ``--cq-level=Y`` (or, with
    ``pass0="xc"``, ``xc-enc -y q`` at the quantizer index q that vpxenc gives level Y), then
    ``xcdump``: ``xc-dump output.ivf final.state``.

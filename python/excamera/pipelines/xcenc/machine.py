@@ -222,10 +222,14 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     if p.pass0 == "vpxenc" and not probe["vpxenc"]:
         raise RuntimeError(f"worker {k}: {needs.vpxenc_missing_message('on the worker')}")
     needs_relay = bool(plan.needs) or bool(plan.send_tags)
-    if needs_relay:
-        await w.connect(k + 1)
     w.state = "retrieving"
     await w.retrieve(p.input_key(k), "input.y4m")
+    if needs_relay:
+        w.state = "connect"
+        # A hand-off longer than a state of this chunk's picture size can be is refused by its
+        # length prefix, before the worker reads (and allocates) any of it.
+        bound = await w.run_op("xcenc_message_bound", picture="input.y4m")
+        await w.connect(k + 1, max_blob=int(bound["bytes"]))
 
     have: dict[int, str] = {}  # received tag -> sha256
     sent: dict[int, str] = {}

@@ -90,6 +90,12 @@ def _message_bound(state_bound: int) -> int:
     return state_bound + state_bound // 1000 + 1024
 
 
+def _message_bound_op(ctx: OpContext, picture: str = "input.y4m") -> dict[str, Any]:
+    """The longest hand-off message a worker with this picture size can need (for the relay
+    connection's bound)."""
+    return {"bytes": _message_bound(_state_bound(ctx, picture)[0])}
+
+
 def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
                      out_dir: str = ".") -> dict[str, Any]:
     """Check a hand-off message in file ``blob`` and write its state to ``in_<tag>.state``;
@@ -227,6 +233,7 @@ def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_unpack_state", _unpack_state_op)
     registry.register("xcenc_send_state", _send_state_op)
     registry.register("xcenc_recv_state", _recv_state_op)
+    registry.register("xcenc_message_bound", _message_bound_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
     registry.register("xcenc_fresh_state", _fresh_state_op)
