@@ -333,6 +333,19 @@ def markdown(res: dict) -> str:
     for size, cpu in p["relay_transfer_cpu_s"].items():
         lines.append(f"| relay transfer, sender + relay + receiver (TLS) | {1e3 * cpu:.1f} | "
                      f"{int(size):,} |")
+    # What a codec must beat: the relay path's CPU per byte, against the codec's own.
+    full = int(max(p["relay_transfer_cpu_s"], key=int))
+    per_mb = p["relay_transfer_cpu_s"][str(full)] / (full / 1e6)
+    z = p["formats"]["zlib"]
+    saved = (p["formats"]["none"]["bytes"] - z["bytes"]) / 1e6
+    cost = z["pack_s"] + z["unpack_s"] - p["formats"]["none"]["pack_s"] \
+        - p["formats"]["none"]["unpack_s"]
+    lines += ["", f"Reading: through the relay a megabyte costs {1e3 * per_mb:.1f} ms of CPU "
+              f"here; zlib saves {saved:.2f} MB for {1e3 * cost:.1f} ms more CPU, which pays "
+              f"only on a link slower than {saved / cost:.0f} MB/s (and a delta against the "
+              "receiver's own state with zlib, above, costs as much again for little more). "
+              "Hence no codec by default; `zlib` stays for slow links (`XcencParams."
+              "handoff_codec`)."]
     return "\n".join(lines) + "\n"
 
 
