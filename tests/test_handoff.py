@@ -239,3 +239,38 @@ def test_the_operations_need_the_relay(tmp_path: Path) -> None:
         asyncio.run(_recv_state_op(ctx, 1))
     with pytest.raises(ValueError, match="not connected to the relay"):
         asyncio.run(_send_state_op(ctx, "final.state", 1))
+
+
+def test_the_hop_bench_runs_the_jobs_hand_off_code(tmp_path: Path) -> None:
+    """bench/hop.py on a small clip (make bench runs it at 1280x720): every hop is a real
+    hand-off followed by a rebase, in that order, and the in-process figures describe the
+    format (timings are the bench's; only order and sizes are checked)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from _shared_paths import REPO
+
+    out = tmp_path / "hop.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "hop.py"), "--clip",
+                           "carphone_qcif_120f.y4m", "--hops", "2", "--runs", "1", "--json",
+                           str(out), "--markdown", str(tmp_path / "hop.md")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == set(HANDOFF_CODECS)
+    for codec, chains in res["runs"].items():
+        assert len(chains) == 1 and len(chains[0]) == 2, codec
+        for hop in chains[0]:
+            # the hop contains the hand-off and then the whole rebase
+            assert hop["hop_s"] > hop["rebase_wall_s"] >= hop["rebase_cpu_s"] > 0
+            assert hop["hop_s"] > hop["pack_s"] + hop["transfer_s"] + hop["store_s"]
+            assert min(hop["pack_s"], hop["transfer_s"], hop["store_s"]) > 0
+            assert hop["handoff_cpu_s"] > 0
+    p = res["in_process"]
+    assert p["size"] == "176x144"
+    assert p["formats"]["none"]["bytes"] == p["state_bytes"] + len(b"STATE(2):") + 48
+    assert p["formats"]["zlib"]["bytes"] < p["state_bytes"]
+    assert (tmp_path / "hop.md").read_text().startswith("# Hop overhead at 176x144")
