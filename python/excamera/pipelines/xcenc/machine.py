@@ -225,9 +225,10 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     w.state = "retrieving"
     await w.retrieve(p.input_key(k), "input.y4m")
     if needs_relay:
-        w.state = "connect"
         # A hand-off longer than a state of this chunk's picture size can be is refused by its
-        # length prefix, before the worker reads (and allocates) any of it.
+        # length prefix, before the worker reads (and allocates) any of it. (Part of the
+        # retrieving phase: a relay handshake alone, starved by the other workers' encodes,
+        # would make a phase short enough that stragglers get duplicated for nothing.)
         bound = await w.run_op("xcenc_message_bound", picture="input.y4m")
         await w.connect(k + 1, max_blob=int(bound["bytes"]))
 
