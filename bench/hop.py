@@ -187,8 +187,8 @@ def chain_run(store: Path, hops: int, codec: str) -> list[dict]:
         }
         parts["handoff_cpu"] = parts["sender_cpu"] + parts["relay_cpu"] + parts["receiver_cpu"]
         parts["dispatch"] = at[k, "rebased"] - at[k, "reencode_p2"] - rb["seconds"]
-        out.append({"hop_s": hop, "rebase_cpu_s": rb["cpu_seconds"],
-                     "overhead_s": hop - rb["cpu_seconds"],
+        out.append({"hop_s": hop, "rebase_cpu_s": rb["cpu_s"],
+                     "overhead_s": hop - rb["cpu_s"],
                      "handoff_s": hop - rb["seconds"],
                      **{f"{key}_s": v for key, v in parts.items()}})
     return out
