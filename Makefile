@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/pass1_effort.py --json bench/pass1-effort-results.json --markdown bench/pass1-effort.md
 	$(PY) bench/rebase.py --clips bbb720:72 bbb272:120 --runs 3 --json bench/rebase-results.json
 	$(PY) bench/pipeline_speed.py --runs 3 --json bench/pipeline-speed-results.json
+	$(PY) bench/hop.py --hops 6 --runs 3 --json bench/hop-results.json --markdown bench/hop.md
 	$(PY) bench/launch.py --n 100,500,1000 --max-environments 200 --json bench/launch-results.json
 	$(PY) bench/model.py --runs 3 --json bench/model-results.json
 	$(PY) bench/scale.py --workers 1000,5000,10000 --json bench/scale-results.json

@@ -28,7 +28,7 @@ from _mu_servers import (
 )
 from excamera.mu.backends import InProcessBackend
 from excamera.mu.coordinator import Coordinator
-from excamera.mu.errors import JobFailed
+from excamera.mu.errors import CommandFailed, JobFailed
 from excamera.mu.machines import Cmd
 from excamera.mu.protocol import PREFIX
 from excamera.mu.relay import Relay, RelayClient, RelayError
@@ -307,6 +307,78 @@ def test_recv_blob_refuses_a_blob_from_a_worker_it_does_not_expect() -> None:
     msg = str(err.value)
     assert "worker 1" in msg and "refused a 12-byte blob from worker 2; expected one from " \
         "worker 0" in msg, msg
+
+
+async def op_handoff_machine(w, ctx) -> str:
+    """handoff_machine's forgery against an operation that receives through the worker's
+    relay link (``OpContext.peer``): xcenc's ``xcenc_recv_state``."""
+    if w.id == 1:
+        await w.connect(2)
+        await ctx.progress.wait_for(2, "sent")
+        return (await w.run_op("xcenc_recv_state", sender=0))["sha256"]
+    return await handoff_machine(w, ctx)
+
+
+def test_an_operation_on_the_relay_link_refuses_a_blob_from_a_worker_it_does_not_expect(
+        ) -> None:
+    from excamera.pipelines.xcenc.ops import OPERATION_MODULE
+
+    coord = Coordinator("forge", 3, InProcessBackend(), "", op_handoff_machine,
+                        operation_modules=[OPERATION_MODULE], embedded_relay=True)
+    with pytest.raises(JobFailed) as err:
+        asyncio.run(coord.run())
+    msg = str(err.value)
+    assert "worker 1" in msg and "op xcenc_recv_state: refused a 12-byte blob from worker 2; " \
+        "expected one from worker 0" in msg, msg
+
+
+def test_connect_max_blob_refuses_a_longer_blob_by_its_length() -> None:
+    """A worker connected with ``max_blob`` refuses a longer blob from its own peer by the
+    frame's length prefix, in one line; a refused bound is named."""
+    async def machine(w, ctx):
+        if w.id == 0:
+            await w.connect(1)
+            await w.send_blob(data=bytes(1000))
+            return "sent"
+        with pytest.raises(CommandFailed, match=r"max_blob -1: a byte count 1\.\."):
+            await w.call(Cmd("connect", {"peer": 0, "max_blob": -1}))
+        await w.connect(0, max_blob=999)
+        return await w.recv_blob(sender=0)
+
+    coord = Coordinator("bounded", 2, InProcessBackend(), "", machine, embedded_relay=True)
+    with pytest.raises(JobFailed) as err:
+        asyncio.run(coord.run())
+    msg = str(err.value)
+    assert "worker 1" in msg and "frame body length 1000 out of range (at most 999)" in msg, msg
+
+
+def test_a_relay_client_refuses_an_announced_body_beyond_its_bound_before_it_arrives(
+        tmp_path: Path) -> None:
+    """The sender announces 1 GiB and sends 1 KiB of it: the receiver's bound refuses the frame
+    by its prefix, without waiting for (or allocating) the body."""
+    ca = CertificateAuthority.create("bounded")
+
+    async def main() -> str:
+        relay = Relay(ca.issue_server())
+        port = await relay.start()
+        a = await RelayClient.connect("127.0.0.1", port, ca.issue_worker("j", 0), "j", 0, 1)
+        b = await RelayClient.connect("127.0.0.1", port, ca.issue_worker("j", 1), "j", 1, 0,
+                                      max_body=1 << 20)
+        header = b'{"type":"blob"}'
+        a._writer.write(PREFIX.pack(len(header), 1 << 30) + header + bytes(1024))
+        await a._writer.drain()
+        try:
+            with pytest.raises(RelayError) as err:
+                await asyncio.wait_for(b.recv(), 60)
+            return str(err.value)
+        finally:
+            await a.close()
+            await b.close()
+            await relay.close()
+
+    text = run(main())
+    assert "frame body length 1073741824 out of range (at most 1048576)" in text
+    assert "\n" not in text
 
 
 def test_recv_blob_takes_the_blob_from_the_expected_worker() -> None:

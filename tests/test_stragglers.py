@@ -121,6 +121,26 @@ def test_a_workers_second_instance_does_not_count_twice() -> None:
     assert clock.phases["work"].running == {}
 
 
+def test_a_wait_inside_a_phase_does_not_end_it() -> None:
+    """xcenc's CPU slots: a worker enters a phase, waits for a slot (wait_cpu), and comes back
+    to it. The moment before the wait is not the phase's duration: with it, a phase only one
+    worker runs had a median of 0.01 s, and the worker was duplicated after 1 s of real work."""
+    clock = PhaseClock()
+    clock.on_transition(tr(0, "rekey_p1", 0.0))
+    clock.on_transition(tr(0, "wait_cpu", 0.01))
+    clock.on_transition(tr(0, "rekey_p1", 0.05))
+    rule = StragglerPolicy(k=3, floor_s=1.0)
+    assert list(clock.stragglers(2.0, rule)) == []
+    assert clock.phases["rekey_p1"].durations == []
+    clock.on_transition(tr(0, "send_s0", 2.05))
+    assert clock.phases["rekey_p1"].durations == [pytest.approx(2.01)]
+    # a wait followed by another phase still ends the first one, with the time before the wait
+    clock.on_transition(tr(1, "xcdump", 0.0))
+    clock.on_transition(tr(1, "wait_state_p1", 0.5))
+    clock.on_transition(tr(1, "reencode_p1", 3.0))
+    assert clock.phases["xcdump"].durations == [0.5]
+
+
 def test_slowest_names_the_phase_worker_time_and_median() -> None:
     clock = PhaseClock()
     for k in range(4):

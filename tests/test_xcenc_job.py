@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from excamera.pipelines.xcenc.joins import judge_joins
 from excamera.pipelines.xcenc.machine import CpuSlots, job_params, step_priority, xcenc_machine
 from excamera.pipelines.xcenc.ops import OPERATION_MODULE
 from excamera.pipelines.xcenc.plan import (
+    HANDOFF_CODECS,
     JOIN_EARLIER,
     JOIN_FINAL,
     JOIN_KEY,
@@ -247,8 +247,15 @@ def run_job(store: Path, tmp: Path, params: XcencParams, machine=xcenc_machine,
 
 
 def stored_state(path: Path) -> bytes:
-    """The raw state in a stored hand-off message (``STATE(<tag>):`` + zlib)."""
-    return zlib.decompress(path.read_bytes().partition(b"):")[2])
+    """The raw state in a stored hand-off message, read here by the format's table
+    (``xcenc.handoff``): ``STATE(<tag>):``, the 48-byte envelope, the state; its length and
+    SHA-256 checked against the envelope's."""
+    head, _, rest = path.read_bytes().partition(b"):")
+    assert head.startswith(b"STATE(") and rest[:6] == b"XCHO\x01\x00"  # version 1, no codec
+    length = int.from_bytes(rest[8:16], "little")
+    raw = rest[48:]
+    assert len(raw) == length and hashlib.sha256(raw).digest() == rest[16:48]
+    return raw
 
 
 def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
@@ -284,13 +291,13 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
             if need.prev is not None:
                 assert reencodes[p]["prev_state"] == sent[need.prev]
         for tag, digest in outs[k]["sent"].items():
-            assert hashlib.sha256(stored_state(handoff / f"{k:08d}.{tag}.state.z")).hexdigest() \
+            assert hashlib.sha256(stored_state(handoff / f"{k:08d}.{tag}.handoff")).hexdigest() \
                 == digest == outs[k + 1]["received"][tag]
         last = plan.passes - 1
         if plan.out_tags.get(last) in plan.send_tags:
             need = plan.needs.get(last)
             start = State() if need is None else \
-                State.from_bytes(stored_state(handoff / f"{k - 1:08d}.{need.inp}.state.z"))
+                State.from_bytes(stored_state(handoff / f"{k - 1:08d}.{need.inp}.handoff"))
             dec = Decoder(start)
             _, frames = read_ivf(store / "carphone" / "out" / f"{k:08d}.ivf")
             for _ in dec.decode_all(f.data for f in frames):
@@ -312,7 +319,7 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
     at: dict[tuple[int, str], int] = {}
     for i, tr in enumerate(result.transitions):
         at.setdefault((tr.worker, tr.state), i)
-    assert at[(2, "reencode_p1")] > at[(1, "send_p0")]
+    assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
 
 
 def killing_machine(victim: int, in_state: str):
@@ -618,12 +625,28 @@ def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, c
                                    f"{joins.bits[3]})")
 
 
+def test_the_hand_off_codec_changes_no_output_byte(tmp_path: Path) -> None:
+    """Batch mode's chain (-K 3, 3 chunks: a pass-2 hop) with states handed off as they are
+    and zlib-packed: the same chunks, byte for byte, and the same states received."""
+    outs = {}
+    for codec in HANDOFF_CODECS:
+        store = tmp_path / codec
+        make_chunks(store, "carphone", 3)
+        params = XcencParams("carphone", 3, plan=PassPlan.parse("3"), kf_dist=3,
+                             handoff_codec=codec)
+        result = run_job(store, tmp_path / f"tmp-{codec}", params)
+        outs[codec] = ({p.name: p.read_bytes() for p in (store / "carphone" / "out").iterdir()},
+                       {k: o["received"] for k, o in result.outputs.items()})
+    assert len(outs["none"][0]) == 3 and set(outs["none"][1][2]) == {0, 1}
+    assert outs["none"] == outs["zlib"]
+
+
 def test_clean_handoff_removes_only_this_jobs_states(tmp_path: Path) -> None:
     from excamera.pipelines.xcenc.machine import clean_handoff
 
     p = XcencParams(vid_name="v", n_parts=2, plan=PassPlan.parse("1"), handoff_storage=True)
     mine = [tmp_path / p.handoff_key(k, 0) for k in range(2)]
-    other = tmp_path / "v" / "handoff" / "00000007.0.state.z"  # another job's chunk
+    other = tmp_path / "v" / "handoff" / "00000007.0.handoff"  # another job's chunk
     for f in [*mine, other]:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"state")

@@ -153,8 +153,8 @@ class Cmd:
         return cls("op", {"name": name, "args": args})
 
     @classmethod
-    def connect(cls, peer: int) -> Cmd:
-        return cls("connect", {"peer": peer})
+    def connect(cls, peer: int, max_blob: int | None = None) -> Cmd:
+        return cls("connect", {"peer": peer, **({"max_blob": max_blob} if max_blob else {})})
 
     @classmethod
     def send_blob(cls, file: str | None = None, data: bytes = b"") -> Cmd:
@@ -432,9 +432,10 @@ class WorkerHandle:
         msg = await self.call(Cmd.op_(name, **args))
         return {k: v for k, v in msg.fields.items() if k not in ("id", "ok")}
 
-    async def connect(self, peer: int) -> None:
-        """Connect the worker to the relay as (job, its id, ``peer``)."""
-        await self.call(Cmd.connect(peer))
+    async def connect(self, peer: int, max_blob: int | None = None) -> None:
+        """Connect the worker to the relay as (job, its id, ``peer``); ``max_blob`` bounds
+        the bytes of one blob it will take from the peer (the protocol's 4 GiB if None)."""
+        await self.call(Cmd.connect(peer, max_blob))
 
     async def send_blob(self, file: str | None = None, data: bytes = b"") -> None:
         await self.call(Cmd.send_blob(file, data))

@@ -16,16 +16,33 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+class PeerLink(Protocol):
+    """The worker's relay connection, as an operation may use it (``OpContext.peer``): what
+    ``send_blob`` and ``recv_blob`` do, without a file in between or a round trip to the
+    coordinator. Only a coroutine operation can use it (it runs in the worker's loop)."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one blob to the peer the worker connected to."""
+        ...
+
+    async def recv(self, expected: int | list[int]) -> bytes:
+        """The next blob, which must come from worker ``expected`` (or one of those ids, a
+        worker's instances); a blob from any other is refused as ``recv_blob`` refuses it."""
+        ...
 
 
 @dataclass
 class OpContext:
-    """What an operation may use: the worker's private directory and its variables."""
+    """What an operation may use: the worker's private directory, its variables and (once the
+    worker connected to the relay) its peer link."""
 
     workdir: Path
     variables: dict[str, str] = field(default_factory=dict)
     worker_id: int = -1
+    peer: PeerLink | None = None
 
     def path(self, name: str | Path) -> Path:
         """Resolve a file argument: relative names live in the worker's directory."""

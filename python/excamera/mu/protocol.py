@@ -60,8 +60,10 @@ def decode_header(raw: bytes) -> tuple[str, dict[str, Any]]:
     return kind, obj
 
 
-async def read_prefix(reader: asyncio.StreamReader) -> tuple[int, int] | None:
-    """Read a frame's length prefix; None on a clean EOF before any byte."""
+async def read_prefix(reader: asyncio.StreamReader,
+                      max_body: int = MAX_BODY) -> tuple[int, int] | None:
+    """Read a frame's length prefix; None on a clean EOF before any byte. A body longer than
+    ``max_body`` is refused here, before any of it is read."""
     try:
         raw = await reader.readexactly(PREFIX.size)
     except asyncio.IncompleteReadError as exc:
@@ -71,14 +73,15 @@ async def read_prefix(reader: asyncio.StreamReader) -> tuple[int, int] | None:
     hlen, blen = PREFIX.unpack(raw)
     if hlen == 0 or hlen > MAX_HEADER:
         raise ProtocolError(f"frame header length {hlen} out of range")
-    if blen > MAX_BODY:
-        raise ProtocolError(f"frame body length {blen} out of range")
+    if blen > max_body:
+        raise ProtocolError(f"frame body length {blen} out of range (at most {max_body})")
     return hlen, blen
 
 
-async def read_message(reader: asyncio.StreamReader) -> Message | None:
+async def read_message(reader: asyncio.StreamReader,
+                       max_body: int = MAX_BODY) -> Message | None:
     """Read one message; None when the peer closed the connection between frames."""
-    prefix = await read_prefix(reader)
+    prefix = await read_prefix(reader, max_body)
     if prefix is None:
         return None
     hlen, blen = prefix
@@ -139,6 +142,7 @@ class FrameConnection(asyncio.BufferedProtocol):
         self._buf = memoryview(self._prefix)
         self._have = 0
         self._blen = 0
+        self.max_body = MAX_BODY  # a longer frame is refused by its prefix, before its body
         self._kind = ""
         self._fields: dict[str, Any] = {}
         self._pieces: list[bytearray] = []
@@ -172,8 +176,9 @@ class FrameConnection(asyncio.BufferedProtocol):
             hlen, blen = PREFIX.unpack(self._prefix)
             if hlen == 0 or hlen > MAX_HEADER:
                 raise ProtocolError(f"frame header length {hlen} out of range")
-            if blen > MAX_BODY:
-                raise ProtocolError(f"frame body length {blen} out of range")
+            if blen > self.max_body:
+                raise ProtocolError(f"frame body length {blen} out of range "
+                                    f"(at most {self.max_body})")
             self._stage, self._blen = 1, blen
             self._set(bytearray(hlen))
         elif self._stage == 1:

@@ -69,6 +69,7 @@ from typing import Any
 
 from .listener import MAX_HANDSHAKES, MAX_PER_ADDRESS, TLSListener
 from .protocol import (
+    MAX_BODY,
     MAX_HEADER,
     PREFIX,
     FrameConnection,
@@ -716,8 +717,11 @@ class RelayClient:
     async def connect(cls, host: str, port: int, creds: Credentials | ssl.SSLContext, job: str,
                       my_id: int, peer_id: int, *, server_hostname: str | None = None,
                       timeout: float = 30.0,
-                      dial_slots: asyncio.Semaphore | None = None) -> RelayClient:
+                      dial_slots: asyncio.Semaphore | None = None,
+                      max_body: int = MAX_BODY) -> RelayClient:
         """Dial the relay, say hello, and wait for ``hello_ok``; RelayError if refused.
+        ``max_body`` bounds what the peer may send in one frame: a longer one is refused by
+        its length prefix, before any of it is read, and ends the connection.
 
         ``dial_slots`` is held while the connection and its handshake are in progress (many
         workers of one host share it, so they do not all knock at once); ``timeout`` runs
@@ -748,6 +752,7 @@ class RelayClient:
         if reply.type != "hello_ok":
             conn.close()
             raise RelayError("protocol", f"expected hello_ok, got {reply.type!r}")
+        conn.max_body = max_body  # a longer frame from the peer ends the connection unread
         return cls(conn, job, my_id, peer_id)
 
     @staticmethod

@@ -25,6 +25,10 @@ Peer hand-offs go through the relay (``connect``, ``send_blob``, ``recv_blob``).
 must name the worker the blob has to come from (field ``from``: an id, or the few ids of one
 worker's instances when the coordinator runs a duplicate of it); the relay stamps every frame
 with its sender's certified id, and a blob from any other worker fails the command.
+``connect``'s optional ``max_blob`` bounds one blob from the peer: a longer one is refused by
+its length, before any of it is read (it ends the relay connection).
+A coroutine operation may do the same itself through ``OpContext.peer`` (same sending, same
+sender check), so a pipeline can pack and send, or receive and unpack, in one command.
 ``relay_ping``/``relay_echo`` time round trips to the peer through the relay (a latency probe).
 
 Many workers may share one process (a *worker host*, :mod:`excamera.mu.workerhost`): each is
@@ -295,7 +299,8 @@ class WorkerSession:
         if not isinstance(args, dict):
             raise CommandError(f"op {name}: args must be an object")
         log.info("%s: op: %s", self.prefix, name)
-        ctx = OpContext(self.workdir, dict(self.variables), self.payload.worker_id)
+        ctx = OpContext(self.workdir, dict(self.variables), self.payload.worker_id,
+                        _RelayLink(self, name) if self.relay is not None else None)
         try:
             result = await self.registry.call(name, ctx, args)
         except KeyError as exc:
@@ -310,6 +315,12 @@ class WorkerSession:
         if not self.payload.relay_host:
             raise CommandError("connect: this worker was launched without a relay address")
         peer = int(msg["peer"])
+        from .protocol import MAX_BODY
+
+        max_blob = msg.get("max_blob", MAX_BODY)
+        if isinstance(max_blob, bool) or not isinstance(max_blob, int) \
+                or not 0 < max_blob <= MAX_BODY:
+            raise CommandError(f"connect: max_blob {max_blob!r}: a byte count 1..{MAX_BODY}")
         if self.relay is not None:
             await self.relay.close()
             self.relay = None
@@ -326,6 +337,7 @@ class WorkerSession:
                 dial_slots=self.dial_slots.server(self.payload.relay_host,
                                                   self.payload.relay_port)
                 if self.dial_slots else None,
+                max_body=max_blob,
             )
         except RelayError as exc:
             raise CommandError(f"connect to relay as peer of {peer}: {exc}") from None
@@ -617,6 +629,20 @@ class WorkerSession:
             closed.set()
             if session.running is not None:
                 session.running.cancel()
+
+
+class _RelayLink:
+    """An operation's view of the worker's relay connection (``OpContext.peer``): the same
+    sending and the same sender check as ``send_blob`` and ``recv_blob``."""
+
+    def __init__(self, worker: WorkerSession, op: str) -> None:
+        self._worker, self._what = worker, f"op {op}"
+
+    async def send(self, data: bytes) -> None:
+        await self._worker._need_relay(self._what).send(data, "blob")
+
+    async def recv(self, expected: int | list[int]) -> bytes:
+        return (await self._worker._recv_from(self._what, expected)).body
 
 
 INLINE_IO = 1 << 20  # bytes of file I/O done in the loop: less than a thread hop costs

@@ -7,7 +7,8 @@ Keys (``k`` is the worker, chunk number ``k + offset``):
 
 Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
-1. ``connect`` to the relay as (job, k, k+1); ``retrieve`` the chunk.
+1. ``retrieve`` the chunk; ``connect`` to the relay as (job, k, k+1), taking no blob longer
+   than a hand-off of a state of the chunk's picture size.
 2. Pass 0 (``pass0``): vpxenc with mu's settings at ``--cq-level=Y`` (or, with
    ``pass0="xc"``, ``xc-enc -y q`` at the quantizer index q that vpxenc gives level Y), then
    ``xcdump``: ``xc-dump output.ivf final.state``.
@@ -27,8 +28,10 @@ Per worker k, in order (each step is a named state for ``-O`` and the timeline):
 
    ``prev.ivf`` is this worker's previous output, which was encoded against the ``-S`` state
    (none on pass 1: the pass-0 output starts with a key frame). After a pass whose state the
-   successor needs, ``send_p<p>`` packs ``final.state`` as mu did, ``STATE(<tag>):`` plus the
-   zlib-compressed state, and sends it to k+1 through the relay.
+   successor needs, ``send_s<tag>`` packs ``final.state`` as mu's ``STATE(<tag>):`` plus an
+   envelope naming the codec (none by default), the length and the SHA-256 of the state
+   (:mod:`.handoff`), and sends it to k+1 through the relay, in one operation; the receiver
+   checks the hash and bounds the state by its own picture size as it stores it.
 4. ``compare``: when the worker ran two passes or more, ``comp-states prev.state final.state``
    is appended to ``comp.txt`` (its own last two states; identical means the successor, which
    rebased onto the older one, decodes exactly). ``comp.txt`` is uploaded for every worker,

@@ -169,23 +169,45 @@ def _step(n: int, state: str, res: ToolResult) -> dict[str, Any]:
     return {"pass": n, "step": state, "seconds": res.run.seconds, "cpu_s": res.cpu_s}
 
 
-async def _receive(w: WorkerHandle, ctx: JobContext, p: XcencParams, have: dict[int, str],
-                   tag: int) -> None:
+async def receive_state(w: WorkerHandle, ctx: JobContext, p: XcencParams,
+                        have: dict[int, str], tag: int) -> dict[str, Any] | None:
     """Make ``in_<tag>.state`` present on the worker: from the relay, or on a retry from
-    storage once the predecessor has announced it."""
+    storage once the predecessor has announced it. Returns the last receive's fields (with
+    its times, for ``bench/hop.py``), None when the state was already there."""
     if tag in have:
-        return
+        return None
     if w.attempt > 0 and p.handoff_storage:
         await ctx.progress.wait_for(w.id - 1, f"sent_s{tag}")
         await w.retrieve(p.handoff_key(w.id - 1, tag), "handoff.blob")
         info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
         have[int(info["tag"])] = str(info["sha256"])
-        return
-    while tag not in have:
-        await w.recv_blob("handoff.blob", sender=w.id - 1)
-        info = await w.run_op("xcenc_unpack_state", blob="handoff.blob")
+        return info
+    ids = w.senders(w.id - 1)  # a duplicate of the predecessor sends under its own id
+    while True:
+        # Receiving and unpacking are one command: the message goes from the relay connection
+        # to in_<tag>.state without a file or a round trip to this coordinator in between.
+        info = await w.run_op("xcenc_recv_state", sender=ids if len(ids) > 1 else ids[0])
         # A restarted predecessor sends its states again: the same bytes, skipped here.
         have.setdefault(int(info["tag"]), str(info["sha256"]))
+        if tag in have:
+            return info
+
+
+async def send_state(w: WorkerHandle, p: XcencParams, tag: int) -> dict[str, Any]:
+    """Hand ``final.state`` on to worker k+1 as hand-off ``tag`` (packing and sending are one
+    command); returns the state's ``sha256`` and the send's times. ``send_s<tag>``, then
+    ``sent_s<tag>`` once the receiver's copy left (and the stored one, for retries and
+    duplicates, is there)."""
+    w.state = f"send_s{tag}"
+    info = await w.run_op("xcenc_send_state", src="final.state", tag=tag,
+                          codec=p.handoff_codec,
+                          keep="send.blob" if p.handoff_storage else None)
+    # The relay's receiver first: the stored copy is announced (sent_s<tag>) only once it is
+    # there.
+    if p.handoff_storage:
+        await w.upload("send.blob", p.handoff_key(w.id, tag))
+    w.state = f"sent_s{tag}"
+    return info
 
 
 async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
@@ -200,10 +222,15 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
     if p.pass0 == "vpxenc" and not probe["vpxenc"]:
         raise RuntimeError(f"worker {k}: {needs.vpxenc_missing_message('on the worker')}")
     needs_relay = bool(plan.needs) or bool(plan.send_tags)
-    if needs_relay:
-        await w.connect(k + 1)
     w.state = "retrieving"
     await w.retrieve(p.input_key(k), "input.y4m")
+    if needs_relay:
+        # A hand-off longer than a state of this chunk's picture size can be is refused by its
+        # length prefix, before the worker reads (and allocates) any of it. (Part of the
+        # retrieving phase: a relay handshake alone, starved by the other workers' encodes,
+        # would make a phase short enough that stragglers get duplicated for nothing.)
+        bound = await w.run_op("xcenc_message_bound", picture="input.y4m")
+        await w.connect(k + 1, max_blob=int(bound["bytes"]))
 
     have: dict[int, str] = {}  # received tag -> sha256
     sent: dict[int, str] = {}
@@ -238,7 +265,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
             w.state = f"wait_state_p{n}"
             for tag in (need.inp, need.prev):
                 if tag is not None:
-                    await _receive(w, ctx, p, have, tag)
+                    await receive_state(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
             res = await _tool(w, slots, step_priority(k, n), p, py,
                               reencode_argv(["xc-enc"], need, p.pass_flags(n)))
@@ -247,16 +274,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                          "prev_state": have[need.prev] if need.prev is not None else None})
         tag = plan.out_tags.get(n)
         if tag is not None and tag in plan.send_tags:
-            w.state = f"send_p{n}"
-            info = await w.run_op("xcenc_pack_state", src="final.state", tag=tag,
-                                  out="send.blob")
-            # The relay's receiver first: the stored copy, for retries and duplicates, is
-            # announced (sent_s<tag>) only once it is there.
-            await w.send_blob("send.blob")
-            if p.handoff_storage:
-                await w.upload("send.blob", p.handoff_key(k, tag))
-            sent[tag] = str(info["sha256"])
-            w.state = f"sent_s{tag}"
+            sent[tag] = str((await send_state(w, p, tag))["sha256"])
 
     await w.run_op("xcenc_touch", path="comp.txt")
     final = await w.run_op("xcenc_digest", path="final.state")

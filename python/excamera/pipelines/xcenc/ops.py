@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import sys
-import zlib
+import time
 from typing import Any
 
 from ...mu.operations import OpContext, OperationRegistry
 
 OPERATION_MODULE = __name__
 
-# mu's hand-off message: ``STATE(<tag>):`` + zlib(state).
-STATE_MAGIC = b"STATE("
 # What the decoder's Y4M record of a shown frame starts with, before its I420 bytes.
 Y4M_FRAME = b"FRAME\n"
 
@@ -24,33 +23,112 @@ def _probe_op(ctx: OpContext) -> dict[str, Any]:
     return {"python": sys.executable, "vpxenc": shutil.which("vpxenc") is not None}
 
 
-def _pack_state_op(ctx: OpContext, src: str, tag: int, out: str) -> dict[str, Any]:
-    """``STATE(<tag>):`` + zlib(state), mu's hand-off message; returns the raw state's hash."""
+def _thread_cpu() -> float:
+    """CPU seconds of the calling thread: an operation runs in a thread of its own, so this is
+    the operation's, whatever else the worker (or its host's other workers) does meanwhile.
+    (The thread's CPU clock, not getrusage, whose per-thread times move in scheduler ticks.)"""
+    return time.thread_time()
+
+
+def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int, float]:
+    """The hand-off message of state file ``src``, the state's hash and size, and the CPU
+    time this took."""
+    from .handoff import pack_hashed
+
+    cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
-    ctx.path(out).write_bytes(STATE_MAGIC + str(int(tag)).encode() + b"):" + zlib.compress(raw))
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    msg, sha = pack_hashed(raw, tag, codec)
+    return msg, sha, len(raw), _thread_cpu() - cpu0
 
 
-def _unpack_state_op(ctx: OpContext, blob: str, out_dir: str = ".") -> dict[str, Any]:
-    """Check and unpack a hand-off message into ``in_<tag>.state``; returns tag and hash."""
-    data = ctx.path(blob).read_bytes()
-    head, sep, body = data.partition(b"):")
-    if not sep or not head.startswith(STATE_MAGIC) or not head[len(STATE_MAGIC):].isdigit():
-        raise ValueError(f"hand-off message does not start with STATE(<pass>): ({data[:16]!r})")
-    tag = int(head[len(STATE_MAGIC):])
-    try:
-        raw = zlib.decompress(body)
-    except zlib.error as exc:
-        raise ValueError(f"hand-off state {tag} is not valid zlib data: {exc}") from None
-    from excamera.xc.codec import State, StateError
+async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none",
+                         keep: str | None = None) -> dict[str, Any]:
+    """Pack state file ``src`` and send it to the peer in one command: no file and no round
+    trip to the coordinator between the two. ``keep`` also writes the message to that file
+    (the stored copy for retries). Returns the state's hash and size, and when (monotonic
+    clock) the message was packed and handed to the relay connection."""
+    if ctx.peer is None:
+        raise ValueError("not connected to the relay (send connect first)")
+    t0, cpu0 = time.monotonic(), time.process_time()
+    msg, sha, size, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec)
+    t1 = time.monotonic()
+    await ctx.peer.send(msg)
+    t2, cpu2 = time.monotonic(), time.process_time()
+    if keep:
+        await asyncio.to_thread(ctx.path(keep).write_bytes, msg)
+    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1, "t_sent": t2,
+            "pack_cpu_seconds": round(cpu, 6), "process_cpu_seconds": round(cpu2 - cpu0, 6)}
 
-    try:
-        State.from_bytes(raw)
-    except StateError as exc:
-        raise ValueError(f"hand-off state {tag} is not a valid xc state: {exc}") from None
+
+def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[str, Any]:
+    """Check hand-off message ``data`` (a state of at most ``bound`` bytes) and write its state
+    to ``in_<tag>.state``."""
+    from .handoff import unpack
+
+    cpu0 = _thread_cpu()
+    tag, raw, sha = unpack(data, bound)
     target = ctx.path(out_dir) / f"in_{tag}.state"
     target.write_bytes(raw)
-    return {"tag": tag, "sha256": hashlib.sha256(raw).hexdigest(), "file": target.name}
+    return {"tag": tag, "sha256": sha, "file": target.name,
+            "store_cpu_seconds": round(_thread_cpu() - cpu0, 6)}
+
+
+def _state_bound(ctx: OpContext, picture: str) -> tuple[int, str]:
+    """The largest state of ``picture``'s size (a Y4M: the worker's own chunk, which a state
+    it rebases onto must match anyway) and that size as text."""
+    from excamera.xc.y4m import Y4MReader
+
+    from .handoff import max_state_bytes
+
+    with Y4MReader(ctx.path(picture)) as pic:
+        return max_state_bytes(pic.width, pic.height), f"{pic.width}x{pic.height}"
+
+
+def _message_bound(state_bound: int) -> int:
+    """The longest message of a state of at most ``state_bound`` bytes: zlib's worst case adds
+    under 0.1%, then the envelope and the tag."""
+    return state_bound + state_bound // 1000 + 1024
+
+
+def _message_bound_op(ctx: OpContext, picture: str = "input.y4m") -> dict[str, Any]:
+    """The longest hand-off message a worker with this picture size can need (for the relay
+    connection's bound)."""
+    return {"bytes": _message_bound(_state_bound(ctx, picture)[0])}
+
+
+def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
+                     out_dir: str = ".") -> dict[str, Any]:
+    """Check a hand-off message in file ``blob`` and write its state to ``in_<tag>.state``;
+    returns tag and hash. The file's size is bounded before it is read."""
+    bound, size_text = _state_bound(ctx, picture)
+    with ctx.path(blob).open("rb") as f:
+        size = f.seek(0, 2)
+        if size > _message_bound(bound):
+            raise ValueError(f"hand-off message of {size} bytes, more than a state of "
+                             f"{size_text} can need")
+        f.seek(0)
+        data = f.read()
+    return _store_state(ctx, data, bound, out_dir)
+
+
+async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str = "input.y4m",
+                         out_dir: str = ".") -> dict[str, Any]:
+    """Receive the next hand-off message from worker ``sender`` (or one of its instances) and
+    store its state as ``_unpack_state_op`` does, in one command: no file and no round trip
+    to the coordinator in between. The message arrives whole, as ``recv_blob``'s does; its
+    size is checked against the picture's before anything else is done with it."""
+    if ctx.peer is None:
+        raise ValueError("not connected to the relay (send connect first)")
+    cpu0 = time.process_time()  # waiting costs none: this is the receiving and the storing
+    data = await ctx.peer.recv(sender)
+    t_arrived = time.monotonic()
+    bound, size_text = _state_bound(ctx, picture)
+    if len(data) > _message_bound(bound):
+        raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
+                         f"{size_text} can need")
+    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir)
+    return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic(),
+            "process_cpu_seconds": round(time.process_time() - cpu0, 6)}
 
 
 def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
@@ -152,8 +230,10 @@ def _measure_op(ctx: OpContext, ivf: str, source: str, entry: str | None) -> dic
 
 def register_operations(registry: OperationRegistry) -> None:
     registry.register("xcenc_probe", _probe_op)
-    registry.register("xcenc_pack_state", _pack_state_op)
     registry.register("xcenc_unpack_state", _unpack_state_op)
+    registry.register("xcenc_send_state", _send_state_op)
+    registry.register("xcenc_recv_state", _recv_state_op)
+    registry.register("xcenc_message_bound", _message_bound_op)
     registry.register("xcenc_copy", _copy_op)
     registry.register("xcenc_touch", _touch_op)
     registry.register("xcenc_fresh_state", _fresh_state_op)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .handoff import CODECS as HANDOFF_CODECS
+
 # mu's pass-0 vpxenc settings, with --cq-level=<Y> appended (-q only silences progress output).
 VPXENC_SETTINGS = [
     "--ivf", "-q", "--codec=vp8", "--good", "--cpu-used=0", "--end-usage=cq", "--min-q=0",
@@ -171,6 +173,9 @@ class XcencParams:
     pass0: str = "vpxenc"  # or "xc": xc-enc -y Y
     # also store handed-off states (on with --retries and with straggler duplicates)
     handoff_storage: bool = False
+    # How a handed-off state is packed (``handoff.CODECS``): "none" (the default: on one
+    # machine or a fast network the bytes cost less than compressing them) or "zlib".
+    handoff_codec: str = "none"
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
     # Each worker decodes its final output from the state it was encoded against and reports
     # PSNR/SSIM sums against its chunk and the states the decode starts and ends on
@@ -203,6 +208,9 @@ class XcencParams:
             raise PlanError(f"pass 0 encoder {self.pass0!r}: expected vpxenc or xc")
         if self.tools not in TOOL_MODES:
             raise PlanError(f"tools {self.tools!r}: expected one of {', '.join(TOOL_MODES)}")
+        if self.handoff_codec not in HANDOFF_CODECS:
+            raise PlanError(f"hand-off codec {self.handoff_codec!r}: expected one of "
+                            f"{', '.join(HANDOFF_CODECS)}")
         if self.chain not in CHAINS:
             raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
@@ -230,7 +238,7 @@ class XcencParams:
         return f"{self.vid_name}/comp_txt/{self.chunk(k)}.txt"
 
     def handoff_key(self, k: int, tag: int) -> str:
-        return f"{self.vid_name}/handoff/{self.chunk(k)}.{tag}.state.z"
+        return f"{self.vid_name}/handoff/{self.chunk(k)}.{tag}.handoff"
 
     def eff(self, k: int) -> int:
         return k % self.kf_dist if self.kf_dist is not None else k

@@ -1,0 +1,129 @@
+"""The hand-off message: how a worker's decoder state travels to its successor.
+
+mu's message is ``STATE(<tag>):`` followed by the state. What follows the colon here is an
+envelope that names how the state is packed and the hash that the receiver checks::
+
+    offset size  field
+         0    4  magic "XCHO"
+         4    1  version = 1
+         5    1  codec: 0 = none (the state as it is), 1 = zlib
+         6    2  reserved, 0
+         8    8  length of the state (u64, little-endian)
+        16   32  SHA-256 of the state
+        48    .  the state, packed by the codec
+
+Why no compression by default: a 1280x720 state is 2.77 MB of reference pictures, which zlib
+shrinks by only 47% for 128 ms of CPU (6 ms to undo), and lz4 or zstd at their fastest by
+27-30% for 13-18 ms (``bench/hop.md``). Through the relay on one machine the bytes cost less
+than any of that. zlib stays available for a slow link.
+
+The receiver bounds everything before it allocates: the state's declared length may not exceed
+``max_state_bytes`` of the receiver's own picture size (three distinct references and a
+segment map), a decompressor may not produce more than that length, and the result must hash
+to what the sender said. The format before this one (zlib right after the colon, no envelope)
+is refused by its magic, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+MAGIC = b"STATE("
+ENVELOPE = b"XCHO"
+VERSION = 1
+HEAD = struct.Struct("<4sBBHQ32s")
+CODECS = {"none": 0, "zlib": 1}
+_NAMES = {v: k for k, v in CODECS.items()}
+# The state format's fixed part (``xc::state``): header, probabilities, segment-map length,
+# and the CRC-32 at the end; each reference adds a tag and, when stored, 8 bytes of size.
+_STATE_FIXED = 1134 + 4
+_REF_HEAD = 1 + 8
+
+
+class HandoffError(ValueError):
+    """A hand-off message that cannot be used; the text is one line naming what failed."""
+
+
+def max_state_bytes(width: int, height: int) -> int:
+    """The largest serialized state of a ``width`` x ``height`` stream: every reference stored
+    (planes at macroblock-aligned size) and a segment map."""
+    mbw, mbh = (width + 15) // 16, (height + 15) // 16
+    picture = 256 * mbw * mbh * 3 // 2
+    return _STATE_FIXED + mbw * mbh + 3 * (_REF_HEAD + picture)
+
+
+def pack_head(raw_len: int, digest: bytes, tag: int, codec: str = "none") -> bytes:
+    """Everything of a hand-off message before the packed state."""
+    if codec not in CODECS:
+        raise HandoffError(f"hand-off codec {codec!r}: expected one of {', '.join(CODECS)}")
+    return (MAGIC + str(int(tag)).encode() + b"):"
+            + HEAD.pack(ENVELOPE, VERSION, CODECS[codec], 0, raw_len, digest))
+
+
+def pack_hashed(raw: bytes, tag: int, codec: str = "none") -> tuple[bytes, str]:
+    """The whole hand-off message for state ``raw``, and the state's SHA-256 (hex)."""
+    digest = hashlib.sha256(raw)
+    head = pack_head(len(raw), digest.digest(), tag, codec)
+    return b"".join((head, zlib.compress(raw, 1) if codec == "zlib" else raw)), \
+        digest.hexdigest()
+
+
+def pack(raw: bytes, tag: int, codec: str = "none") -> bytes:
+    """The whole hand-off message for state ``raw``."""
+    return pack_hashed(raw, tag, codec)[0]
+
+
+def parse_tag(data: bytes | memoryview) -> tuple[int, int]:
+    """The tag of a message and where its envelope starts."""
+    head = bytes(data[:32])
+    end = head.find(b"):")
+    digits = head[len(MAGIC):end] if end > 0 else b""
+    if not head.startswith(MAGIC) or not digits.isdigit():
+        raise HandoffError(f"hand-off message does not start with STATE(<tag>): ({head[:16]!r})")
+    return int(digits), end + 2
+
+
+def unpack(data: bytes | memoryview, max_bytes: int) -> tuple[int, memoryview | bytes, str]:
+    """Check a hand-off message; returns its tag, the state and the state's SHA-256 (hex).
+
+    ``max_bytes`` bounds the state (``max_state_bytes`` of the receiver's picture size)."""
+    view = memoryview(data)
+    tag, start = parse_tag(view)
+    what = f"hand-off state {tag}"
+    if len(view) < start + HEAD.size:
+        raise HandoffError(f"{what}: {len(view) - start} bytes after the tag, shorter than the "
+                           f"{HEAD.size}-byte envelope")
+    magic, version, codec, reserved, raw_len, digest = HEAD.unpack_from(view, start)
+    if magic != ENVELOPE:
+        raise HandoffError(f"{what}: no {ENVELOPE.decode()} envelope (an older excamera's "
+                           "zlib hand-off? both ends must run the same version)")
+    if version != VERSION or reserved != 0:
+        raise HandoffError(f"{what}: envelope version {version} (reserved {reserved}); this "
+                           f"reader knows version {VERSION}")
+    if codec not in _NAMES:
+        raise HandoffError(f"{what}: unknown codec {codec}")
+    if raw_len > max_bytes:
+        raise HandoffError(f"{what}: declares {raw_len} bytes, more than the {max_bytes} a "
+                           "state of this picture size can have")
+    body = view[start + HEAD.size:]
+    if codec == CODECS["none"]:
+        if len(body) != raw_len:
+            raise HandoffError(f"{what}: {len(body)} bytes of state, the envelope says "
+                               f"{raw_len}")
+        raw: memoryview | bytes = body
+    else:
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(body, raw_len + 1)  # one byte more shows an overlong stream
+        except zlib.error as exc:
+            raise HandoffError(f"{what}: not valid zlib data: {exc}") from None
+        if len(raw) != raw_len or not d.eof or d.unused_data or d.unconsumed_tail:
+            raise HandoffError(f"{what}: zlib data does not hold exactly the {raw_len} bytes "
+                               "the envelope says")
+    got = hashlib.sha256(raw)
+    if got.digest() != digest:
+        raise HandoffError(f"{what}: SHA-256 {got.hexdigest()[:16]}... differs from the "
+                           f"sender's {digest.hex()[:16]}...")
+    return tag, raw, got.hexdigest()
