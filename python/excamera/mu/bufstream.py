@@ -4,8 +4,9 @@ asyncio's StreamReader takes data as new bytes objects: under TLS each read allo
 fresh chunk (up to 256 KiB) that the reader then copies into its own growing buffer. A relay
 forwarding 10,000 hand-offs at once spent most of its page faults there (``bench/scale.py``'s
 storm: 42% of the relay's faults, each fault a fresh page the kernel zeroes). Here the TLS
-layer writes into a buffer of ``capacity`` bytes that lives as long as the connection
-(a ``BufferedProtocol``); when it is full the socket is paused until the reader takes some.
+layer writes into one buffer that lives as long as the connection (a ``BufferedProtocol``):
+16 KiB at first, doubled up to ``capacity`` as frames need; when it is full the socket is
+paused until the reader takes some.
 
 Only what the relay reads with is offered: ``readexactly``, ``read``, ``exception``,
 ``set_exception``, ``at_eof``. ``open_buffered`` gives the protocol and reader for a
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+
+FIRST_BUFFER = 16384  # a connection's first buffer: one TLS record
 
 
 class BufferedStreamReader:
@@ -35,20 +39,24 @@ class BufferedStreamReader:
 
     # --- the protocol's side ----------------------------------------------------------------
     def _get_buffer(self) -> memoryview:
-        size = max(self._capacity, self._want)
-        if len(self._buf) < size:
+        n = len(self._buf)
+        if not n or n < self._want or (self._w == n and self._r == 0):
+            # first read, a long readexactly, or full: grow (doubling up to capacity), so an
+            # idle connection holds a few KiB, not the whole buffer
+            size = max(self._want, min(self._capacity, max(2 * n, FIRST_BUFFER)))
             grown = bytearray(size)
             grown[: self._w - self._r] = self._buf[self._r:self._w]
             self._buf, self._w, self._r = grown, self._w - self._r, 0
-        elif self._r and len(self._buf) - self._w < len(self._buf) // 4:
-            n = self._w - self._r
-            self._buf[:n] = self._buf[self._r:self._w]
-            self._r, self._w = 0, n
+        elif self._r and n - self._w < n // 4:
+            used = self._w - self._r
+            self._buf[:used] = self._buf[self._r:self._w]
+            self._r, self._w = 0, used
         return memoryview(self._buf)[self._w:]
 
     def _updated(self, n: int) -> None:
         self._w += n
-        if self._w == len(self._buf) and not self._paused and self._transport is not None:
+        if (self._w == len(self._buf) and len(self._buf) >= self._capacity and not self._paused
+                and self._transport is not None):
             self._paused = True
             self._transport.pause_reading()
         self._wake()
