@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-
 FIRST_BUFFER = 16384  # a connection's first buffer: one TLS record
 
 
