@@ -431,6 +431,23 @@ def test_reencode_first_frame_efforts(two_chunks: Path, tmp_path: Path) -> None:
     decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "good-split.ivf", tmp_path)
 
 
+def test_reencode_activity_rd(two_chunks: Path, tmp_path: Path) -> None:
+    """--activity-rd weights each rebased macroblock's lambda by its activity: the rebased
+    frames change (the converted first frame, encoded in full, does not), and the joined
+    stream still decodes identically in vpxdec."""
+    d = two_chunks
+    outs = {}
+    for flags in ((), ("--activity-rd",)):
+        out = tmp_path / f"a{len(flags)}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, *flags,
+                "-o", out, d / "c1.y4m")
+        outs[flags] = [f.data for f in read_ivf(out)[1]]
+    plain, weighted = outs[()], outs[("--activity-rd",)]
+    assert plain[0] == weighted[0]
+    assert all(a != b for a, b in zip(plain[1:], weighted[1:], strict=True))
+    decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "a1.ivf", tmp_path)
+
+
 def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:
     """The pipeline's ``excamera`` chain flags: the first frame (best effort) leaves golden with
     --keep-golden, the last frame hands on a golden that is not its own picture with

@@ -25,7 +25,7 @@ use crate::encoder::distortion::{psnr, sse};
 use crate::encoder::filter_level::{apply_loop_filter, choose_filter_level};
 use crate::encoder::next_state::finish_frame;
 use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
-use crate::encoder::rdo::{bit_cost, trellis_lambda, TokenCosts};
+use crate::encoder::rdo::{activity_weights, bit_cost, trellis_lambda, TokenCosts};
 use crate::encoder::residual::MbCoder;
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
@@ -72,6 +72,9 @@ pub(crate) struct RebaseParams {
     /// stays codable with the same vector. Used when the references differ from the ones the
     /// prediction stream was decided against (see [`ReencodeOpts::choose_refs`]).
     pub choose_refs: bool,
+    /// Weight each macroblock's lambda by its activity (`rdo::activity_weights`): flat
+    /// macroblocks keep more of their residual, busy ones less, for SSIM's sake.
+    pub activity_rd: bool,
     /// Also decode the written frame and check that our decoder reaches the state built from
     /// the decisions and the reconstruction (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -421,6 +424,7 @@ fn plan_rebase(
     let lambdas: [f64; 4] = std::array::from_fn(|s| {
         trellis_lambda(mq[s].dq.y[1] as i32, pred.key_frame) * REBASE_LAMBDA_SCALE
     });
+    let weights = if params.activity_rd { activity_weights(source) } else { Vec::new() };
 
     let mut recon = Frame::new(w, h, 0);
     let mut mbs = Vec::with_capacity(pred.mbs.len());
@@ -435,10 +439,11 @@ fn plan_rebase(
             left_nz = [0; 9];
         }
         let seg = info.segment_id as usize & 3;
+        let lambda = lambdas[seg] * weights.get(i).copied().unwrap_or(1.0);
         // The RD quantizer prices its levels as it chooses them: the skip decision's rate.
         let (qz, rate_costs) = match params.quant {
             QuantMode::Plain => (Quantizer::Plain, None),
-            QuantMode::Rd => (Quantizer::Rd { costs: &costs, lambda: lambdas[seg] }, Some(&costs)),
+            QuantMode::Rd => (Quantizer::Rd { costs: &costs, lambda }, Some(&costs)),
         };
         let mut coder = MbCoder::new(&mq[seg], qz, rate_costs, above_nz[mbx], left_nz);
         let lv = rebase_mb(
@@ -447,7 +452,7 @@ fn plan_rebase(
             &refs,
             &mut info,
             &mut coder,
-            (params.quant == QuantMode::Rd).then_some(lambdas[seg]),
+            (params.quant == QuantMode::Rd).then_some(lambda),
             params.choose_refs.then_some(sign_bias),
             mbx,
             mby,
@@ -548,6 +553,10 @@ pub struct ReencodeOpts {
     pub last_frame_refresh_all: bool,
     /// Rebased macroblocks may switch reference (`RebaseParams::choose_refs`).
     pub choose_refs: bool,
+    /// Rebased frames weight each macroblock's lambda by its activity
+    /// (`RebaseParams::activity_rd`), as libvpx's SSIM tuning does: the rebase recomputes every
+    /// residual, so vpxenc's own tuning of pass 0 does not survive it.
+    pub activity_rd: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -567,6 +576,7 @@ impl Default for ReencodeOpts {
             first_frame_keeps_golden: false,
             last_frame_refresh_all: true,
             choose_refs: false,
+            activity_rd: false,
             verify: false,
         }
     }
@@ -783,6 +793,7 @@ pub fn reencode_chunk(
                 refresh_all: k == last && opts.last_frame_refresh_all,
                 fix_prob_tables: opts.fix_prob_tables,
                 choose_refs: opts.choose_refs,
+                activity_rd: opts.activity_rd,
                 verify: opts.verify,
             };
             rebase_frame(&state, &p.parsed, target, &params)?
@@ -838,6 +849,7 @@ fn match_quality_requantizing(
                     fix_prob_tables: false,
                     quant,
                     choose_refs: false,
+                    activity_rd: false,
                     verify,
                 };
                 Trial::Planned(Box::new(plan_rebase(state, d, target, &params)?))
