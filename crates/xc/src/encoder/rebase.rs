@@ -592,7 +592,7 @@ impl Default for ReencodeOpts {
 /// taken relative to `1.5 * next_q`. The weight is `w + 0.1 ln(r / (1.5 next_q))`, within
 /// 0.5..0.95: a static chunk's first frame gets a lower quantizer, a busy one's a higher.
 ///
-/// Measured on ExCamera[6,16] with `--activity-rd` (`bench/compression-ideas.md`): against
+/// Measured on ExCamera\[6,16\] with `--activity-rd` (`bench/compression-ideas.md`): against
 /// the plain `-w 0.75`, SSIM BD-rate bigbuckbunny +18.3% -> +17.7% and carphone +2.4% ->
 /// +1.4%, PSNR-Y +8.9% -> +7.5% and +4.7% -> +2.0%; a plain `-w 0.72` gives +19.4% and +2.1%
 /// (SSIM), a slope of 0.2 +20.4% on bigbuckbunny.
