@@ -269,14 +269,19 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     _, source = read_y4m(src)
     q_full, m_full = quality(full, source, chained=True)
     q_pass0, m_pass0 = quality(pass0, source, chained=False)
+    # The chain is a lower rate point than pass 0, whose chunks start at quantizer 0: at level
+    # 30, 0.33 of its bytes at 1.2 dB less PSNR-Y (worst rebased frame 2.2 dB below). Before
+    # --activity-rd and --content-weight (a busy chunk's first frame at a higher quantizer)
+    # it was 0.36 at 0.8 dB (worst 1.7); both improved the BD-rates against vpxenc
+    # (bench/compression-ideas.md), so these bounds are about drift, not efficiency.
     for i, (p_full, p_pass0) in enumerate(zip(q_full, q_pass0, strict=True)):
         j = i % chunk
         if j == 0:
             assert p_full > p_pass0 - 10, i  # the converted key frame, or a milder one
         else:
-            assert p_full > p_pass0 - 2, i
+            assert p_full > p_pass0 - 2.5, i
     assert m_full.frames == m_pass0.frames == FRAMES
-    assert m_full.psnr_y > m_pass0.psnr_y - 1
+    assert m_full.psnr_y > m_pass0.psnr_y - 1.5
     assert m_full.ssim > m_pass0.ssim - 0.01
     assert summary_value(done.stdout, r"PSNR\s+Y ([\d.]+)") == pytest.approx(m_pass0.psnr_y,
                                                                              abs=0.006)

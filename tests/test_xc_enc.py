@@ -431,6 +431,47 @@ def test_reencode_first_frame_efforts(two_chunks: Path, tmp_path: Path) -> None:
     decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "good-split.ivf", tmp_path)
 
 
+def test_reencode_activity_rd(two_chunks: Path, tmp_path: Path) -> None:
+    """--activity-rd weights each rebased macroblock's lambda by its activity: the rebased
+    frames change (the converted first frame, encoded in full, does not), and the joined
+    stream still decodes identically in vpxdec."""
+    d = two_chunks
+    outs = {}
+    for flags in ((), ("--activity-rd",)):
+        out = tmp_path / f"a{len(flags)}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, *flags,
+                "-o", out, d / "c1.y4m")
+        outs[flags] = [f.data for f in read_ivf(out)[1]]
+    plain, weighted = outs[()], outs[("--activity-rd",)]
+    assert plain[0] == weighted[0]
+    assert all(a != b for a, b in zip(plain[1:], weighted[1:], strict=True))
+    decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "a1.ivf", tmp_path)
+
+
+def test_reencode_content_weight(two_chunks: Path, tmp_path: Path) -> None:
+    """--content-weight moves -w by the chunk's pass-0 statistics: the converted first frame's
+    quantizer is round(w*kf_q + (1-w)*next_q) with w = 0.75 + 0.1 ln(r / (1.5 next_q)) in
+    0.5..0.95, r the key frame's size over the other frames' mean size."""
+    import math
+
+    from vp8_headers import parse_frame
+
+    d = two_chunks
+    pred = [f.data for f in read_ivf(d / "v1.ivf")[1]]
+    kf_q, next_q = parse_frame(pred[0]).y_ac_qi, parse_frame(pred[1]).y_ac_qi
+    r = len(pred[0]) / (sum(map(len, pred[1:])) / (len(pred) - 1))
+    w = min(max(0.75 + 0.1 * math.log(r / (1.5 * next_q)), 0.5), 0.95)
+    firsts = {}
+    for flags in ((), ("--content-weight",)):
+        out = tmp_path / f"w{len(flags)}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, *flags,
+                "-o", out, d / "c1.y4m")
+        firsts[flags] = parse_frame(read_ivf(out)[1][0].data).y_ac_qi
+    assert firsts[()] == round(0.75 * kf_q + 0.25 * next_q)
+    assert firsts[("--content-weight",)] == round(w * kf_q + (1 - w) * next_q)
+    assert firsts[()] != firsts[("--content-weight",)], (r, next_q, w)
+
+
 def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:
     """The pipeline's ``excamera`` chain flags: the first frame (best effort) leaves golden with
     --keep-golden, the last frame hands on a golden that is not its own picture with

@@ -450,7 +450,7 @@ def test_pass_flags_weight_and_batch() -> None:
     linked = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
     assert [linked.pass_flags(n) for n in (1, 2)] == [
         ["-w", "0.75", "-q", "good", "--last-keeps-refs", "--choose-refs",
-         "--key-at-cuts"]] * 2
+         "--key-at-cuts", "--activity-rd", "--content-weight"]] * 2
     assert "--choose-refs" not in wave.pass_flags(1)
     with pytest.raises(PlanError):
         XcencParams("v", 8, kf_weight=1.5)

@@ -422,7 +422,7 @@ type PlaneTriple<'py> =
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
-                    choose_refs = false))]
+                    choose_refs = false, activity_rd = false, kf_weight_by_content = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -438,6 +438,8 @@ fn reencode_chunk<'py>(
     keep_golden: bool,
     last_refreshes_all: bool,
     choose_refs: bool,
+    activity_rd: bool,
+    kf_weight_by_content: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -455,6 +457,8 @@ fn reencode_chunk<'py>(
         first_frame_keeps_golden: keep_golden,
         last_frame_refresh_all: last_refreshes_all,
         choose_refs,
+        activity_rd,
+        kf_weight_by_content,
         ..defaults
     };
     let raw =

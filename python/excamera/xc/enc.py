@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-at-cuts", action="store_true",
                    help="re-encode: a frame much larger than the chunk's others (a scene cut) "
                    "becomes a key frame when a key frame of equal SSIM is smaller")
+    p.add_argument("--activity-rd", action="store_true",
+                   help="re-encode: weight each rebased macroblock's rate-distortion trade by "
+                   "its activity (flat ones keep more residual), for SSIM as vpxenc's "
+                   "--tune=ssim does")
+    p.add_argument("--content-weight", action="store_true",
+                   help="re-encode: move -w by how static the chunk is (its key frame's size "
+                   "over its other frames', relative to their quantizer): a lower first-frame "
+                   "quantizer for a static chunk, a higher one for a busy chunk")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -318,7 +326,8 @@ def reencode(args: argparse.Namespace) -> int:
                            keep_golden=args.keep_golden,
                            last_refreshes_all=not args.last_keeps_refs,
                            choose_refs=args.choose_refs, speed=args.quality or "rt",
-                           key_at_cuts=args.key_at_cuts)
+                           key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
+                           kf_weight_by_content=args.content_weight)
     try:
         chunk = reencode_chunk(input_state, pred, pred_state, pictures, opts)
     except EncodeError as exc:

@@ -286,6 +286,12 @@ class ReencodeOptions:
     # --key-at-cuts: an inter frame that a key frame of equal SSIM undercuts becomes that key
     # frame (``key_frames_at_cuts``).
     key_at_cuts: bool = False
+    # --activity-rd: rebased macroblocks' lambda weighted by their activity, for SSIM (as
+    # vpxenc's --tune=ssim, which pass 0 ran with and the rebase's new residuals lose).
+    activity_rd: bool = False
+    # --content-weight: -w moved by how static the chunk's pass 0 says it is (the codec's
+    # rebase::content_weight).
+    kf_weight_by_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,8 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
         reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
-        choose_refs=o.choose_refs)
+        choose_refs=o.choose_refs, activity_rd=o.activity_rd,
+        kf_weight_by_content=o.kf_weight_by_content)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 
@@ -377,6 +384,6 @@ def key_frames_at_cuts(chunk: ReencodedChunk, input_state: State, pictures: Sequ
                 kf_q_weight=opts.kf_q_weight, s_ac_qi=None, reencode_first_frame=False,
                 fix_prob_tables=opts.fix_prob_tables, speed=opts.speed,
                 keep_golden=opts.keep_golden, last_refreshes_all=opts.last_refreshes_all,
-                choose_refs=opts.choose_refs)
+                choose_refs=opts.choose_refs, activity_rd=opts.activity_rd)
         frames = frames[:i] + [key.data] + [bytes(f) for f in tail]
     return ReencodedChunk(frames, state, chunk.input_state_hash)

@@ -121,6 +121,7 @@ fn rebased_test_vectors_build_the_decoders_state() {
                 refresh_all: k % 5 == 4,
                 fix_prob_tables: k % 2 == 1,
                 choose_refs: k % 4 < 2,
+                activity_rd: k % 3 == 2,
                 ..Default::default()
             };
             let what = format!("{name} frame {k}");

@@ -384,6 +384,48 @@ fn choose_refs_moves_macroblocks_off_a_useless_reference() {
     assert!(chosen.data.len() < plain.data.len() && p1 > p0 - 0.1);
 }
 
+/// `activity_rd`: the weights lie in 1/2..2, and a rebase with them (of a fine-quantized
+/// frame, where flat macroblocks have residual to keep) keeps more coefficients in the flat
+/// macroblocks (weight below 3/4) and fewer in the busy ones (above 4/3) than the
+/// plain rebase of the same frame. The rebase itself checks that the decoder reproduces its
+/// reconstruction.
+#[test]
+fn activity_rd_moves_residual_to_flat_macroblocks() {
+    let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
+    let dir = work_dir("activity");
+    let (y4m, ivf) = (dir.join("c.y4m"), dir.join("c.ivf"));
+    clip.write(0..8, &y4m);
+    vpxenc_mu(&y4m, &ivf, &["--cq-level=12"]);
+    let pred = read_ivf(&ivf);
+    std::fs::remove_dir_all(&dir).ok();
+    let (state, _) = decode_all(&DecoderState::default(), &pred[..4]);
+    let parsed = parse_frame(&state, &pred[4]).expect("parse");
+    let source = source(&clip, 4);
+    let weights = xc::encoder::rdo::activity_weights(&source);
+    assert!(weights.iter().all(|w| (0.5..=2.0).contains(w)), "{weights:?}");
+    let coded = |activity_rd| {
+        let params = RebaseParams { activity_rd, verify: true, ..Default::default() };
+        let f = rebase_frame(&state, &parsed, &source, &params).expect("rebase");
+        let back = parse_frame(&state, &f.data).expect("parse rebased");
+        back.coeffs
+            .iter()
+            .map(|mb| mb.iter().flatten().filter(|&&c| c != 0).count())
+            .collect::<Vec<_>>()
+    };
+    let (plain, weighted) = (coded(false), coded(true));
+    let sum = |nz: &[usize], pick: &dyn Fn(f64) -> bool| -> usize {
+        nz.iter().zip(&weights).filter(|(_, &w)| pick(w)).map(|(n, _)| n).sum()
+    };
+    let (flat, busy) = (|w: f64| w < 0.75, |w: f64| w > 4.0 / 3.0);
+    let counts =
+        [sum(&plain, &flat), sum(&weighted, &flat), sum(&plain, &busy), sum(&weighted, &busy)];
+    println!(
+        "non-zero coefficients, flat: {} -> {}, busy: {} -> {}",
+        counts[0], counts[1], counts[2], counts[3]
+    );
+    assert!(counts[1] > counts[0] && counts[3] < counts[2], "{counts:?}");
+}
+
 #[test]
 fn chain_carphone() {
     chain_done_when("carphone_qcif_120f.y4m", &[8, 8, 8], &[], 0.5);

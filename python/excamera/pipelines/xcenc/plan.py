@@ -34,7 +34,8 @@ TOOL_MODES = ("worker", "subprocess")
 # time against SSIM BD-rate (bench/pass1-effort.md: 0.67-0.68 of Best's pipeline CPU for
 # +0.07..+0.20%; Realtime +5.6..+7.3%).
 PASS1_EFFORT = "good"
-EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts"]
+EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts",
+                        "--activity-rd", "--content-weight"]
 
 
 class PlanError(ValueError):
@@ -256,8 +257,8 @@ class XcencParams:
         w = 0.75 if self.kf_weight is None else self.kf_weight
         q = round((1 - w) * cq_level_qindex(self.level(k)))
         return ["xc-enc", "-r", "-I", "fresh.state", "-p", "prev.ivf", "--s-ac-qi", str(q),
-                "--last-keeps-refs", "-i", "y4m", "-O", "final.state", "-o", "output.ivf",
-                "input.y4m"]
+                "--last-keeps-refs", "--activity-rd", "-i", "y4m", "-O", "final.state", "-o",
+                "output.ivf", "input.y4m"]
 
     def _passes(self, k: int) -> int:
         total = self.plan.total
@@ -322,6 +323,14 @@ class XcencParams:
           same quality; such a frame becomes a key frame when that is smaller
           (tests/test_scene_cut.py). Only frames over twice the chunk's median are tried:
           none on carphone.
+        - ``--activity-rd``: a rebase recomputes every residual, and vpxenc's ``--tune=ssim``
+          in pass 0 (its activity masking) is lost with them; this weights each rebased
+          macroblock's lambda by its activity instead (flat ones keep more residual). SSIM
+          BD-rate -3.4% on carphone, -1.4% on bigbuckbunny, PSNR-Y unchanged (+0.0%, +0.1%).
+        - ``--content-weight``: the converted first frame's ``-w`` moves with how static the
+          chunk's pass 0 says it is (``rebase::content_weight``), a lower quantizer for a
+          static chunk. With the flag above, SSIM BD-rate carphone +2.4% -> +1.4%,
+          bigbuckbunny +18.3% -> +17.7%; PSNR-Y +4.7% -> +2.0%, +8.9% -> +7.5%.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
