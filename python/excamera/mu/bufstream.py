@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .protocol import WriteFlow
+
 FIRST_BUFFER = 16384  # a connection's first buffer: one TLS record
 
 
 class BufferedStreamReader:
-    """The reading half, over a buffer of ``capacity`` bytes (grown for one longer
-    ``readexactly``, whose caller bounds it)."""
+    """The reading half, over one buffer of at most ``capacity`` bytes (grown beyond it only
+    for one longer ``readexactly``, whose caller bounds it)."""
 
     def __init__(self, capacity: int = 1 << 16) -> None:
         self._capacity = capacity
@@ -132,19 +134,12 @@ class BufferedStreamReader:
         return self._take(n)
 
 
-class BufferedStreamProtocol(asyncio.BufferedProtocol):
-    """Feeds a :class:`BufferedStreamReader`; flow control for its StreamWriter.
-
-    Not built on asyncio's FlowControlMixin: that is an ``asyncio.Protocol``, and uvloop then
-    takes this for a ``data_received`` protocol and never asks it for a buffer."""
+class BufferedStreamProtocol(WriteFlow):
+    """Feeds a :class:`BufferedStreamReader`; flow control for its StreamWriter."""
 
     def __init__(self, reader: BufferedStreamReader) -> None:
+        super().__init__()
         self._reader = reader
-        self._loop = asyncio.get_running_loop()
-        self._closed = self._loop.create_future()
-        self._paused = False
-        self._lost = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._reader._transport = transport
@@ -160,42 +155,11 @@ class BufferedStreamProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         if exc is None:
             self._reader.feed_eof()
         else:
             self._reader.set_exception(exc)
-        if not self._closed.done():
-            self._closed.set_result(None)
-        self._wake_drains()
-
-    # --- what StreamWriter.drain() and wait_closed() use --------------------------------------
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_drains()
-
-    def _wake_drains(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _drain_helper(self) -> None:
-        if self._lost:
-            raise ConnectionResetError("Connection lost")
-        if not self._paused:
-            return
-        waiter = self._loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-        if self._lost:
-            raise ConnectionResetError("Connection lost")
-
-    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
-        return self._closed
+        self._writer_lost(exc)
 
 
 def open_buffered(capacity: int = 1 << 16) -> tuple[BufferedStreamProtocol, BufferedStreamReader]:

@@ -116,7 +116,57 @@ async def write_message(writer: asyncio.StreamWriter, msg: Message) -> None:
 BODY_PIECE = 16 << 20  # a body is allocated at most this much ahead of the bytes received
 
 
-class FrameConnection(asyncio.BufferedProtocol):
+class WriteFlow(asyncio.BufferedProtocol):
+    """Write flow control for a BufferedProtocol: ``drain`` waits while the transport's
+    buffer is over its high-water mark and raises ConnectionResetError once the connection is
+    lost, as a StreamWriter's does (which calls ``_drain_helper`` and ``_get_close_waiter``).
+
+    Not asyncio's FlowControlMixin: that is an ``asyncio.Protocol``, and uvloop then takes the
+    subclass for a ``data_received`` protocol and never asks it for a buffer."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._paused = False
+        self._lost: BaseException | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drains()
+
+    def _writer_lost(self, exc: BaseException | None) -> None:
+        """Call from ``connection_lost``: ends every wait, now and later."""
+        self._lost = exc if exc is not None else ConnectionResetError("closed")
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._wake_drains()
+
+    def _wake_drains(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain_helper(self) -> None:
+        if self._lost is None and self._paused:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self._lost is not None:
+            raise ConnectionResetError(f"connection lost: {self._lost}")
+
+    def _get_close_waiter(self, stream: Any = None) -> asyncio.Future[None]:
+        return self._closed
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+class FrameConnection(WriteFlow):
     """One connection's frames, read straight into the buffers they end up in.
 
     A StreamReader copies every byte three times on its way to a frame body (the TLS layer's
@@ -134,9 +184,9 @@ class FrameConnection(asyncio.BufferedProtocol):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
         self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
         self._prefix = bytearray(PREFIX.size)
         self._stage = 0  # 0: prefix, 1: header, 2: body
         self._buf = memoryview(self._prefix)
@@ -148,10 +198,6 @@ class FrameConnection(asyncio.BufferedProtocol):
         self._pieces: list[bytearray] = []
         self._got = 0  # body bytes in finished pieces
         self._done = False
-        self._paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._error: BaseException | None = None
 
     # --- reading -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -228,35 +274,15 @@ class FrameConnection(asyncio.BufferedProtocol):
             clean = exc is None and self._stage == 0 and self._have == 0
             self.inbox.put_nowait(None if clean else exc if exc is not None
                                   else ProtocolError("connection closed inside a frame"))
-        self._error = exc if exc is not None else ConnectionResetError("connection lost")
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)  # drain() sees the loss and raises
-        if not self._closed.done():
-            self._closed.set_result(None)
+        self._writer_lost(exc)
 
     # --- writing (what StreamWriter offers) --------------------------------------------------
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        self._drain = None
-
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait while the transport's buffer is over its high-water mark;
-        ConnectionResetError once the connection is lost, as StreamWriter does."""
-        if self._paused and not self._closed.done():
-            if self._drain is None:
-                self._drain = self._loop.create_future()
-            await asyncio.shield(self._drain)
-        if self._closed.done():
-            raise ConnectionResetError(f"connection lost: {self._error}")
+        await self._drain_helper()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default) if self.transport else default
@@ -264,9 +290,6 @@ class FrameConnection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self._closed)
 
     async def read(self) -> Message | None:
         """The next message; None after a clean EOF (and on every later call)."""
