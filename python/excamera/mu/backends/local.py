@@ -311,10 +311,14 @@ class LocalBackend(Backend):
             raise ValueError(f"worker processes must be 0..{MAX_WORKER_PROCESSES}, "
                              f"not {worker_processes}")
         self.python = python
-        # The worker command line; tests substitute one that never connects.
-        self.command = command or [python, "-m", "excamera.mu.worker"]
         self._own_root = tmp_root is None
         self.tmp_root = Path(tmp_root or tempfile.mkdtemp(prefix="mu-local-"))
+        # Every worker runs on this machine: they share a directory for bulk hand-offs
+        # (OpContext.local_dir), private to this user (0700) and removed with tmp_root.
+        self.local_dir = self.tmp_root / "local"
+        # The worker command line; tests substitute one that never connects.
+        self.command = command or [python, "-m", "excamera.mu.worker",
+                                   "--local-dir", str(self.local_dir)]
         self.stderr_dir = stderr_dir
         self.stderr_keep = stderr_keep
         self.env = env
@@ -376,7 +380,8 @@ class LocalBackend(Backend):
                     self.stderr_dir.mkdir(parents=True, exist_ok=True)
                     stderr_file = self.stderr_dir / f"host-{i}.stderr"
                 proc = await asyncio.create_subprocess_exec(
-                    self.python, "-m", "excamera.mu.workerhost", *self.host_args,
+                    self.python, "-m", "excamera.mu.workerhost", "--local-dir",
+                    str(self.local_dir), *self.host_args,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
@@ -388,6 +393,8 @@ class LocalBackend(Backend):
 
     async def launch(self, payload: LaunchPayload) -> WorkerProcess:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
+        if not self.local_dir.is_dir():
+            self.local_dir.mkdir(mode=0o700)
         if self.worker_processes:
             return await self._launch_hosted(payload)
         tmpdir = Path(
@@ -435,5 +442,7 @@ class LocalBackend(Backend):
     async def close(self) -> None:
         await asyncio.gather(*(h.stop(5.0) for h in self.hosts), return_exceptions=True)
         await asyncio.gather(*(p.kill() for p in self.processes), return_exceptions=True)
+        # hand-offs nobody read (a receiver that failed first) go with the job
+        await asyncio.to_thread(shutil.rmtree, self.local_dir, True)
         if self._own_root:
             await asyncio.to_thread(shutil.rmtree, self.tmp_root, True)

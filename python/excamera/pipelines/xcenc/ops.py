@@ -30,43 +30,75 @@ def _thread_cpu() -> float:
     return time.thread_time()
 
 
-def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int, float]:
-    """The hand-off message of state file ``src``, the state's hash and size, and the CPU
-    time this took."""
-    from .handoff import pack_hashed
+def _packed(ctx: OpContext, src: str, tag: int, codec: str, shared_as: int | None,
+            ) -> tuple[bytes, bytes, str, float]:
+    """The hand-off message of state file ``src``, the state, its hash and the CPU time this
+    took. ``shared_as``: the state goes to ``ctx.local_dir`` for relay id ``shared_as`` and
+    the message is the envelope alone."""
+    from .handoff import FLAG_FILE, pack_hashed, pack_head, write_shared
 
     cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
-    msg, sha = pack_hashed(raw, tag, codec)
-    return msg, sha, len(raw), _thread_cpu() - cpu0
+    if shared_as is None:
+        msg, sha = pack_hashed(raw, tag, codec)
+    else:
+        assert ctx.local_dir is not None
+        digest = hashlib.sha256(raw).digest()
+        write_shared(ctx.local_dir, shared_as, tag, raw, digest)
+        msg, sha = pack_head(len(raw), digest, tag, "none", FLAG_FILE), digest.hex()
+    return msg, raw, sha, _thread_cpu() - cpu0
+
+
+def _keep_message(ctx: OpContext, keep: str, msg: bytes, raw: bytes, tag: int, sha: str,
+                  shared: bool) -> None:
+    """The stored copy of a hand-off (for retries) holds the state itself, whichever way it
+    travelled."""
+    from .handoff import pack_head
+
+    ctx.path(keep).write_bytes(
+        b"".join((pack_head(len(raw), bytes.fromhex(sha), tag), raw)) if shared else msg)
 
 
 async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none",
-                         keep: str | None = None) -> dict[str, Any]:
-    """Pack state file ``src`` and send it to the peer in one command: no file and no round
-    trip to the coordinator between the two. ``keep`` also writes the message to that file
-    (the stored copy for retries). Returns the state's hash and size, and when (monotonic
-    clock) the message was packed and handed to the relay connection."""
+                         keep: str | None = None, local: bool = True) -> dict[str, Any]:
+    """Pack state file ``src`` and send it to the peer in one command: no round trip to the
+    coordinator between the two. With ``local``, on one machine (``ctx.local_dir``) and
+    uncompressed, the state goes through a file in that directory and the relay carries only
+    its envelope. ``keep`` also writes the whole message to that file (the stored copy for
+    retries). Returns the state's hash and size, how it went (``via``: relay or file), and
+    when (monotonic clock) the message was packed and handed to the relay connection."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
+    shared_as = ctx.peer.my_id if local and codec == "none" and ctx.local_dir else None
     t0, cpu0 = time.monotonic(), time.process_time()
-    msg, sha, size, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec)
+    msg, raw, sha, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec, shared_as)
     t1 = time.monotonic()
     await ctx.peer.send(msg)
     t2, cpu2 = time.monotonic(), time.process_time()
     if keep:
-        await asyncio.to_thread(ctx.path(keep).write_bytes, msg)
-    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1, "t_sent": t2,
+        await asyncio.to_thread(_keep_message, ctx, keep, msg, raw, tag, sha,
+                                shared_as is not None)
+    return {"sha256": sha, "bytes": len(raw), "via": "relay" if shared_as is None else "file",
+            "t_start": t0, "t_packed": t1, "t_sent": t2,
             "pack_cpu_seconds": round(cpu, 6), "process_cpu_seconds": round(cpu2 - cpu0, 6)}
 
 
-def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[str, Any]:
+def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str,
+                 sender: int | None = None) -> dict[str, Any]:
     """Check hand-off message ``data`` (a state of at most ``bound`` bytes) and write its state
-    to ``in_<tag>.state``."""
-    from .handoff import unpack
+    to ``in_<tag>.state``. ``sender``: the relay id it came from, whose file in
+    ``ctx.local_dir`` holds the state of a shared-file hand-off (None: a stored message,
+    which holds its state)."""
+    from .handoff import read_shared, unpack
 
     cpu0 = _thread_cpu()
-    tag, raw, sha = unpack(data, bound)
+    local = ctx.local_dir
+
+    def fetch(tag: int, length: int, digest: bytes) -> bytes:
+        assert local is not None and sender is not None
+        return read_shared(local, sender, tag, length, digest)
+
+    tag, raw, sha = unpack(data, bound, fetch if local and sender is not None else None)
     target = ctx.path(out_dir) / f"in_{tag}.state"
     target.write_bytes(raw)
     return {"tag": tag, "sha256": sha, "file": target.name,
@@ -114,19 +146,21 @@ def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
 async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str = "input.y4m",
                          out_dir: str = ".") -> dict[str, Any]:
     """Receive the next hand-off message from worker ``sender`` (or one of its instances) and
-    store its state as ``_unpack_state_op`` does, in one command: no file and no round trip
-    to the coordinator in between. The message arrives whole, as ``recv_blob``'s does; its
-    size is checked against the picture's before anything else is done with it."""
+    store its state as ``_unpack_state_op`` does, in one command: no round trip to the
+    coordinator in between. The message arrives whole, as ``recv_blob``'s does; its size is
+    checked against the picture's before anything else is done with it. A shared-file
+    hand-off's state is read from the file its certified sender's id names in
+    ``ctx.local_dir`` (``handoff.read_shared``), never from a path in the message."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
     cpu0 = time.process_time()  # waiting costs none: this is the receiving and the storing
-    data = await ctx.peer.recv(sender)
+    came_from, data = await ctx.peer.recv_from(sender)
     t_arrived = time.monotonic()
     bound, size_text = _state_bound(ctx, picture)
     if len(data) > _message_bound(bound):
         raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
                          f"{size_text} can need")
-    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir)
+    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir, came_from)
     return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic(),
             "process_cpu_seconds": round(time.process_time() - cpu0, 6)}
 
