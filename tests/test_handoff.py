@@ -265,7 +265,10 @@ def test_the_hop_bench_runs_the_jobs_hand_off_code(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert set(res["summary"]) == set(HANDOFF_CODECS)
+    # the shared directory, the relay, zlib through the relay (the bench refuses a hand-off
+    # that went another way than its name says), in worker hosts as excamera encode runs them
+    assert list(res["summary"]) == ["file", "relay", "zlib"]
+    assert res["settings"]["worker_processes"] >= 1
     for codec, chains in res["runs"].items():
         assert len(chains) == 1 and len(chains[0]) == 2, codec
         for hop in chains[0]:
@@ -274,6 +277,7 @@ def test_the_hop_bench_runs_the_jobs_hand_off_code(tmp_path: Path) -> None:
             assert hop["hop_s"] > hop["pack_s"] + hop["transfer_s"] + hop["store_s"]
             assert min(hop["pack_s"], hop["transfer_s"], hop["store_s"]) > 0
             assert hop["handoff_cpu_s"] > 0
+            assert hop["rebase_wait_cpu_s"] >= 0  # Linux says how long it waited for a core
     p = res["in_process"]
     assert p["size"] == "176x144"
     assert p["formats"]["none"]["bytes"] == p["state_bytes"] + len(b"STATE(2):") + 48
@@ -320,7 +324,9 @@ def test_on_one_machine_the_relay_carries_only_the_envelope(tmp_path: Path,
     assert files == [f"4.5.{digest.hex()}.state"]  # the sender's relay id, the tag, the hash
     assert (got["tag"], got["sha256"]) == (5, sent["sha256"])
     assert (receiver.workdir / "in_5.state").read_bytes() == a_state
-    assert not any(receiver.local_dir.iterdir())  # read once, then removed
+    assert not any(receiver.local_dir.iterdir())  # read once, then removed...
+    # ...moved into the receiver's directory as its input (no copy, no part file left)
+    assert sorted(p.name for p in receiver.workdir.iterdir()) == ["in_5.state", "input.y4m"]
     # The stored copy for retries holds the state itself: it unpacks without the directory.
     blob = (sender.workdir / "send.blob").read_bytes()
     assert envelope(blob)[1:] == (0, len(a_state), digest, a_state)
@@ -372,7 +378,7 @@ def test_a_bad_shared_file_is_refused_in_one_line(tmp_path: Path, a_state: bytes
     (tmp_path / "elsewhere").write_bytes(a_state)
     name.symlink_to(tmp_path / "elsewhere")
     refuse_shared(receiver, link, msg, "cannot be opened")
-    name.unlink()
+    assert not name.exists() and (tmp_path / "elsewhere").read_bytes() == a_state
     os.mkfifo(name)
     refuse_shared(receiver, link, msg, "not a regular file")
     assert not name.exists()
@@ -381,7 +387,8 @@ def test_a_bad_shared_file_is_refused_in_one_line(tmp_path: Path, a_state: bytes
     name.write_bytes(a_state)
     refuse_shared(receiver, link, msg, "worker 9", "missing", sender=9)
     assert name.exists()
-    assert not (receiver.workdir / "in_5.state").exists()
+    # nothing of the refused files is left in the receiver's directory either
+    assert sorted(p.name for p in receiver.workdir.iterdir()) == ["input.y4m"]
 
 
 def test_a_shared_file_hand_off_is_bounded_before_any_file_is_opened(

@@ -105,13 +105,25 @@ def write_shared(directory: Path, sender: int, tag: int, raw: bytes, digest: byt
     return target
 
 
-def read_shared(directory: Path, sender: int, tag: int, length: int, digest: bytes) -> bytes:
+def read_shared(directory: Path, sender: int, tag: int, length: int, digest: bytes,
+                take_to: Path | None = None) -> bytes:
     """The state that relay id ``sender`` left for this receiver (``write_shared``), exactly
-    ``length`` bytes (the envelope's, already bounded by the caller), and the file removed.
-    Refuses, in one line, a missing file, a link, anything but a regular file, and a size
-    other than ``length``; the hash is the caller's to check."""
+    ``length`` bytes (the envelope's, already bounded by the caller). Refuses, in one line,
+    a missing file, a link, anything but a regular file, and a size other than ``length``;
+    the hash is the caller's to check. The name is gone afterwards: with ``take_to`` (in the
+    receiver's own directory, on the same file system) the file is first moved there, where
+    the caller keeps it once the hash holds (saving a copy of the state) or removes it;
+    without, or across file systems, it is read in place and removed."""
     what = f"hand-off state {tag}"
     path = directory / shared_name(sender, tag, digest)
+    if take_to is not None:
+        try:
+            os.rename(path, take_to)  # a link or a FIFO moves as itself: refused below
+            path = take_to
+        except FileNotFoundError:
+            pass  # said below, in one place
+        except OSError:
+            take_to = None  # another file system: read it where it is
     try:
         # O_NOFOLLOW: no symlink; O_NONBLOCK: a FIFO planted under the name cannot hang us.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -119,8 +131,11 @@ def read_shared(directory: Path, sender: int, tag: int, length: int, digest: byt
         raise HandoffError(f"{what}: worker {sender}'s shared file {path.name[:40]}... is "
                            "missing") from None
     except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         raise HandoffError(f"{what}: worker {sender}'s shared file cannot be opened: "
                            f"{exc.strerror or exc}") from None
+    ok = False
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -136,10 +151,12 @@ def read_shared(directory: Path, sender: int, tag: int, length: int, digest: byt
                 raise HandoffError(f"{what}: worker {sender}'s shared file ended after {got} "
                                    f"of {length} bytes")
             got += n
+        ok = True
     finally:
         os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # read once: nobody else needs it
+        if not ok or take_to is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # read once: nobody else needs it
     return bytes(buf)
 
 

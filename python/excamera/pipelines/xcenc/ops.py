@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ...mu.operations import OpContext, OperationRegistry
@@ -28,6 +30,17 @@ def _thread_cpu() -> float:
     the operation's, whatever else the worker (or its host's other workers) does meanwhile.
     (The thread's CPU clock, not getrusage, whose per-thread times move in scheduler ticks.)"""
     return time.thread_time()
+
+
+def _run_queue_wait() -> float | None:
+    """Seconds the calling thread has spent runnable but waiting for a core (Linux's
+    schedstat), or None where the kernel does not say: of an operation's wall time beyond
+    its CPU time, what other load took rather than what the operation waited for."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _packed(ctx: OpContext, src: str, tag: int, codec: str, shared_as: int | None,
@@ -93,14 +106,26 @@ def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str,
 
     cpu0 = _thread_cpu()
     local = ctx.local_dir
+    taken: list[Path] = []  # the shared file, moved into this worker's directory
 
     def fetch(tag: int, length: int, digest: bytes) -> bytes:
         assert local is not None and sender is not None
-        return read_shared(local, sender, tag, length, digest)
+        part = ctx.path(out_dir) / f".in_{tag}.state.part"
+        raw = read_shared(local, sender, tag, length, digest, take_to=part)
+        if part.exists():
+            taken.append(part)
+        return raw
 
-    tag, raw, sha = unpack(data, bound, fetch if local and sender is not None else None)
-    target = ctx.path(out_dir) / f"in_{tag}.state"
-    target.write_bytes(raw)
+    try:
+        tag, raw, sha = unpack(data, bound, fetch if local and sender is not None else None)
+        target = ctx.path(out_dir) / f"in_{tag}.state"
+        if taken:  # the checked file itself becomes the input: no copy of the state
+            os.replace(taken.pop(), target)
+        else:
+            target.write_bytes(raw)
+    finally:
+        for part in taken:  # refused by its hash
+            part.unlink(missing_ok=True)
     return {"tag": tag, "sha256": sha, "file": target.name,
             "store_cpu_seconds": round(_thread_cpu() - cpu0, 6)}
 
@@ -174,16 +199,16 @@ def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
 def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
              append_stdout: str | None = None) -> dict[str, Any]:
     """Run an xc tool's command line in this worker's interpreter (``XcencParams.tools``);
-    the fields are a ``run`` command's, and ``cpu_s``, the CPU time of the thread that ran it
-    (the tool's own, even in a worker host beside other workers). ``append_stdout`` also
-    appends what it printed to that file (comp-states' report to comp.txt)."""
-    import time
-
+    the fields are a ``run`` command's, ``cpu_s``, the CPU time of the thread that ran it
+    (the tool's own, even in a worker host beside other workers), and ``wait_cpu_s``, how
+    long that thread waited for a core meanwhile (None where unknown). ``append_stdout``
+    also appends what it printed to that file (comp-states' report to comp.txt)."""
     from excamera.xc.tools_main import run_in_process
 
-    started, cpu0 = time.monotonic(), time.thread_time()
+    # the three clocks read back to back, so that a preemption between them is small
+    started, queued0, cpu0 = time.monotonic(), _run_queue_wait(), time.thread_time()
     res = run_in_process([str(a) for a in argv], ctx.workdir)
-    cpu = time.thread_time() - cpu0
+    cpu, queued1, ended = time.thread_time() - cpu0, _run_queue_wait(), time.monotonic()
     if res.stderr:
         sys.stderr.write(res.stderr[-1024:])
     if append_stdout:
@@ -194,8 +219,10 @@ def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
         raise RuntimeError(f"{' '.join(argv)} exited with {res.exit_code}: "
                            f"{last[-1] if last else 'no stderr'}")
     return {"exit_code": res.exit_code, "stdout": res.stdout[-4096:],
-            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6),
-            "cpu_s": round(cpu, 6)}
+            "stderr_tail": res.stderr[-4096:], "seconds": round(ended - started, 6),
+            "cpu_s": round(cpu, 6), "t_end": ended,
+            "wait_cpu_s": None if queued0 is None or queued1 is None
+            else round(queued1 - queued0, 6)}
 
 
 def _fresh_state_op(ctx: OpContext, out: str) -> dict[str, Any]:
