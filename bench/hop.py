@@ -226,6 +226,8 @@ def chain_run(store: Path, hops: int, variant: str, hosts: int) -> list[dict]:
         if rb.get("wait_cpu_s") is not None:
             parts["rebase_wait_cpu"] = rb["wait_cpu_s"]
             parts["rebase_blocked"] = rb["seconds"] - rb["cpu_s"] - rb["wait_cpu_s"]
+            # what other load took from the rebase alone (the hand-off's own waits remain)
+            parts["overhead_less_rebase_wait"] = hop - rb["cpu_s"] - rb["wait_cpu_s"]
         if sent["via"] != ("file" if variant == "file" else "relay"):
             raise SystemExit(f"bench: hand-off {variant} went by {sent['via']}")
         out.append({"hop_s": hop, "rebase_cpu_s": rb["cpu_s"],
@@ -326,6 +328,7 @@ ROWS = [
     ("hop_s", "hop: one chain rebase's end to the next's (coordinator clock)"),
     ("rebase_cpu_s", "the receiving rebase's CPU (xc-enc's thread, loading and saving states)"),
     ("overhead_s", "**overhead** = hop - rebase CPU (the issue's measure)"),
+    ("overhead_less_rebase_wait_s", "overhead less the rebase's wait for a core (below)"),
     ("rebase_wall_s", "the rebase's wall time inside its operation"),
     ("rebase_wait_cpu_s", "of which its thread waited for a core (run queue: other load)"),
     ("rebase_blocked_s", "and was off the CPU otherwise (wall - CPU - run queue)"),

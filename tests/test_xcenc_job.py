@@ -658,7 +658,7 @@ def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path
     params = XcencParams("carphone", 3, plan=PassPlan.parse("3"), kf_dist=3)
     need = params.worker_plan(1).needs
     first = need[min(need)].inp  # the first state worker 1 receives
-    local = tmp_path / "tmp" / "local"
+    modes = []
 
     async def machine(w, ctx):
         if w.id == 1:
@@ -667,6 +667,9 @@ def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path
             async def run_op(name, **kw):
                 if name == "xcenc_recv_state":
                     await ctx.progress.wait_for(0, f"sent_s{first}")
+                    # the backend's shared directory: its own, this user's alone
+                    [local] = (tmp_path / "tmp").glob("local-*")
+                    modes.append(local.stat().st_mode & 0o777)
                     for f in local.glob("*.state"):
                         with f.open("ab") as out:
                             out.write(b"x")
@@ -682,6 +685,7 @@ def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path
     line = next(x for x in msg.splitlines() if "hand-off state" in x)
     assert f"hand-off state {first}: worker 0's shared file holds" in line
     assert "the envelope says" in line and "Traceback" not in msg
+    assert modes == [0o700]
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

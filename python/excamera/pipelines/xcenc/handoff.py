@@ -28,8 +28,9 @@ On one machine the bytes need not cross the relay at all (``FLAG_FILE``): the lo
 gives its workers a private directory (``OpContext.local_dir``, never a path from a message),
 the sender writes the state there under ``shared_name`` (its relay id, the tag and the hash:
 nothing a peer can steer outside that directory) and sends only the envelope; the receiver
-opens that name in its own directory, bounds the file by the declared length, reads it,
-removes it and checks the hash like any other. Only the uncompressed state travels this way:
+derives that name itself (from the relay's stamp of the sender and the envelope), moves the
+file into its own directory, bounds it by the declared length, reads it and checks the hash
+like any other. Only the uncompressed state travels this way:
 compressing bytes that never leave the machine would only cost CPU.
 """
 
@@ -53,7 +54,7 @@ CODECS = {"none": 0, "zlib": 1}
 _NAMES = {v: k for k, v in CODECS.items()}
 FLAG_FILE = 1  # the state is in the receiver's shared directory (``shared_name``)
 # How the receiver gets a state sent with FLAG_FILE: (tag, length, digest) -> the state.
-FetchShared = Callable[[int, int, bytes], bytes]
+FetchShared = Callable[[int, int, bytes], bytes | bytearray]
 # The state format's fixed part (``xc::state``): header, probabilities, segment-map length,
 # and the CRC-32 at the end; each reference adds a tag and, when stored, 8 bytes of size.
 _STATE_FIXED = 1134 + 4
@@ -106,7 +107,7 @@ def write_shared(directory: Path, sender: int, tag: int, raw: bytes, digest: byt
 
 
 def read_shared(directory: Path, sender: int, tag: int, length: int, digest: bytes,
-                take_to: Path | None = None) -> bytes:
+                take_to: Path | None = None) -> bytearray:
     """The state that relay id ``sender`` left for this receiver (``write_shared``), exactly
     ``length`` bytes (the envelope's, already bounded by the caller). Refuses, in one line,
     a missing file, a link, anything but a regular file, and a size other than ``length``;
@@ -157,7 +158,7 @@ def read_shared(directory: Path, sender: int, tag: int, length: int, digest: byt
         if not ok or take_to is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # read once: nobody else needs it
-    return bytes(buf)
+    return buf
 
 
 def pack_hashed(raw: bytes, tag: int, codec: str = "none") -> tuple[bytes, str]:
@@ -184,7 +185,7 @@ def parse_tag(data: bytes | memoryview) -> tuple[int, int]:
 
 
 def unpack(data: bytes | memoryview, max_bytes: int, fetch: FetchShared | None = None
-           ) -> tuple[int, memoryview | bytes, str]:
+           ) -> tuple[int, memoryview | bytes | bytearray, str]:
     """Check a hand-off message; returns its tag, the state and the state's SHA-256 (hex).
 
     ``max_bytes`` bounds the state (``max_state_bytes`` of the receiver's picture size).
@@ -216,7 +217,7 @@ def unpack(data: bytes | memoryview, max_bytes: int, fetch: FetchShared | None =
         if fetch is None:
             raise HandoffError(f"{what}: sent through a shared file, but this worker has no "
                                "shared hand-off directory (its backend is not one machine's)")
-        raw: memoryview | bytes = fetch(tag, raw_len, digest)
+        raw: memoryview | bytes | bytearray = fetch(tag, raw_len, digest)
     elif codec == CODECS["none"]:
         if len(body) != raw_len:
             raise HandoffError(f"{what}: {len(body)} bytes of state, the envelope says "

@@ -43,8 +43,8 @@ def _run_queue_wait() -> float | None:
         return None
 
 
-def _packed(ctx: OpContext, src: str, tag: int, codec: str, shared_as: int | None,
-            ) -> tuple[bytes, bytes, str, float]:
+def _packed(ctx: OpContext, src: str, tag: int, codec: str,
+            shared_as: int | None) -> tuple[bytes, bytes, str, float]:
     """The hand-off message of state file ``src``, the state, its hash and the CPU time this
     took. ``shared_as``: the state goes to ``ctx.local_dir`` for relay id ``shared_as`` and
     the message is the envelope alone."""
@@ -108,7 +108,7 @@ def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str,
     local = ctx.local_dir
     taken: list[Path] = []  # the shared file, moved into this worker's directory
 
-    def fetch(tag: int, length: int, digest: bytes) -> bytes:
+    def fetch(tag: int, length: int, digest: bytes) -> bytearray:
         assert local is not None and sender is not None
         part = ctx.path(out_dir) / f".in_{tag}.state.part"
         raw = read_shared(local, sender, tag, length, digest, take_to=part)
