@@ -16,8 +16,11 @@ Inputs, and where each comes from:
   (``xcenc.plan.VPXENC_SETTINGS``, the child's CPU time), xc-dump (decode, serialise the
   state), pass 1 (chunk 2 rebased onto chunk 1's pass-0 state, first frame converted at best,
   the ``excamera`` chain's options), pass 2 (that output rebased onto chunk 1's final state:
-  the hop) and the hand-off's zlib pack and unpack (with ``State.from_bytes``), plus the
-  sizes of the raw chunk, the output and the packed state.
+  the hop) and the hand-off as a Lambda worker makes it (``xcenc/handoff.py`` with the
+  pipeline's default codec, uncompressed: the sender hashes the state into its envelope,
+  the receiver checks length and hash and loads it with ``State.from_bytes``; a Lambda
+  worker has no machine to share, so the state itself goes through the relay), plus the
+  sizes of the raw chunk, the output and the hand-off message.
 - **Scaling by resolution:** each cost and size is fitted as ``a + b * pixels`` (least
   squares over the four clips) and read at the film's pixel count. The check: the same fit
   made without the largest clip predicts it, and the error is reported.
@@ -58,13 +61,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 from _common import REPO, need_tool, run, settings, shared_dir
 from clips import SOURCES, clip
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
+from excamera.pipelines.xcenc import handoff
+from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS, XcencParams
 from excamera.xc.codec import Decoder, State
 from excamera.xc.encoder import ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
@@ -150,8 +153,10 @@ def measure_clip(source: str, runs: int, tmp: Path, cq: int) -> dict:
     p1 = reencode_chunk(p0_states[1], streams[2], None, chunks[2], CHAIN)
     p2 = reencode_chunk(final1, p1.frames, p0_states[1], chunks[2], CHAIN)
     raw = p2.state.to_bytes()
-    packed = zlib.compress(raw)  # as pipelines.xcenc.ops packs a hand-off
+    codec = XcencParams("model", 2).handoff_codec  # the pipeline's default
+    packed = handoff.pack(raw, 2, codec)  # as pipelines.xcenc.ops packs a hand-off
     w, h = pics[0].width, pics[0].height
+    bound = handoff.max_state_bytes(w, h)
     return {
         "clip": source, "width": w, "height": h, "pixels": w * h,
         "pass0": statistics.median(pass0),
@@ -160,8 +165,10 @@ def measure_clip(source: str, runs: int, tmp: Path, cq: int) -> dict:
                                                          chunks[2], CHAIN)),
         "pass2": median_cpu(runs, lambda: reencode_chunk(final1, p1.frames, p0_states[1],
                                                          chunks[2], CHAIN)),
-        "pack": median_cpu(runs, lambda: zlib.compress(raw)),
-        "unpack": median_cpu(runs, lambda: State.from_bytes(zlib.decompress(packed))),
+        "pack": median_cpu(runs, lambda: handoff.pack(raw, 2, codec)),
+        "unpack": median_cpu(runs, lambda: State.from_bytes(
+            bytes(handoff.unpack(packed, bound)[1]))),
+        "handoff_codec": codec,
         "chunk_bytes": sum(len(p.to_bytes()) for p in chunks[2]),
         "output_bytes": sum(len(f) for f in p2.frames),
         "state_bytes": len(raw), "packed_state_bytes": len(packed),

@@ -340,8 +340,8 @@ class ChunkCosts:
     xcdump: float  # decode pass 0's output to its final state
     pass1: float  # rebase onto the predecessor's pass-0 state, first frame converted (best)
     pass2: float  # rebase of pass 1's output onto the predecessor's final state: the hop
-    pack: float  # zlib of a state, sender side
-    unpack: float  # unzip and parse it, receiver side
+    pack: float  # hash a state into its hand-off message (handoff.pack), sender side
+    unpack: float  # check its length and hash, load it (State.from_bytes), receiver side
     relay: float  # the relay forwarding one state message (its bytes / throughput)
     upload: float  # the chunk's output to storage
     net_latency: float = 0.0  # one way, worker <-> relay

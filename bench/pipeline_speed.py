@@ -18,8 +18,9 @@ Issue 12's bench. On each clip (``clips.py``'s recipes; by default ``bbb272:120`
   "hosts, other" is the worker hosts' CPU time beyond those steps (the runtime, TLS, the
   relay link, packing and unpacking states); split and finish are the encode's serial parts
   in this process (reading and splitting the input; fetching, stitching, writing, adding up
-  the workers' quality). The hand-offs' zlib and parsing are replayed here on a real state of
-  the clip (the workers do not time them) and taken out of the hosts' other CPU.
+  the workers' quality). The hand-offs are replayed here with the job's own functions on a
+  real state of the clip, the way the run's workers sent them (``sent_via``: through the
+  local backend's shared directory, or the relay), and taken out of the hosts' other CPU.
 - **The ideal 2-core schedule of the measured tasks**: every step of that run (pass 0,
   xc-dump, the rebases, comp-states, the measure) with its measured CPU time, each worker's
   steps in their order, each rebase after the predecessor's step that produced the state it
@@ -163,21 +164,32 @@ def instrumented(src: Path, work: Path) -> dict:
             raise SystemExit(f"bench: no chunk file {y4m}")
         pass0.append(timed(vpxenc_cmd(vpxenc, 1, y4m, work / "p0.ivf"))[1])
     states_sent = sum(len(job.workers[k].output["sent"]) for k in job.workers)
+    vias = {v for k in job.workers for v in job.workers[k].output["sent_via"].values()}
+    if len(vias) > 1:
+        raise SystemExit(f"bench: the job's hand-offs went several ways: {sorted(vias)}")
+    via = vias.pop() if vias else "relay"
     return {"params": params, "steps": steps, "timings": timings, "pass0_cpu": pass0,
-            "states_sent": states_sent, "handoff_cpu_per_state": handoff_cpu(local, info),
+            "states_sent": states_sent, "handoff_via": via,
+            "handoff_cpu_per_state": handoff_cpu(local, params, via),
             "hosts_cpu_s": job.cost.worker_cpu_s, "frames": meter.frames,
             "split_s": t_split - t0, "job_s": t_job - t_split, "finish_s": t_end - t_job,
             "ssim": meter.ssim, "psnr_y": meter.psnr_y, "sha256": sha256(out)}
 
 
-def handoff_cpu(local: Path, info: object) -> float:
-    """CPU-seconds of one hand-off as ``xcenc/ops.py`` makes it (zlib of the state on the
-    sender; unzip and parse on the receiver), replayed here on the state at the end of the
-    first chunk's output: the workers do not time these steps (they are the hand-off's, which
-    another change reworks)."""
-    import zlib
+def handoff_cpu(local: Path, params: XcencParams, via: str) -> float:
+    """CPU-seconds of one hand-off as ``xcenc/ops.py`` makes it, replayed here with the job's
+    own functions on the state at the end of the first chunk's output: the sender reads
+    final.state, hashes it and packs it by ``params.handoff_codec`` (``via`` "file": writes it
+    to a shared directory and sends only the envelope, as the local backend's workers did in
+    the run), the receiver (reads and removes the shared file,) checks the hash and writes
+    in_<tag>.state. The relay's share (TLS, the relay) is in the hosts' and the coordinator's
+    own CPU; the rebase loads the state itself, in its own CPU time."""
+    import tempfile
 
-    from excamera.xc.codec import Decoder, State
+    from excamera.mu.operations import OpContext
+    from excamera.pipelines.xcenc.handoff import max_state_bytes
+    from excamera.pipelines.xcenc.ops import _packed, _store_state
+    from excamera.xc.codec import Decoder
     from excamera.xc.ivf import IvfReader
 
     dec = Decoder()
@@ -185,12 +197,19 @@ def handoff_cpu(local: Path, info: object) -> float:
         for f in r:
             dec.decode(f.data)
     raw = dec.state.to_bytes()
+    bound = max_state_bytes(dec.state.width, dec.state.height)
     runs = []
-    for _ in range(5):
-        t0 = time.process_time()
-        packed = zlib.compress(raw)
-        State.from_bytes(zlib.decompress(packed))
-        runs.append(time.process_time() - t0)
+    with tempfile.TemporaryDirectory(prefix="handoff-replay-") as d:
+        shared = Path(d) / "local"
+        shared.mkdir()
+        ctx = OpContext(Path(d), local_dir=shared if via == "file" else None)
+        (ctx.workdir / "final.state").write_bytes(raw)
+        for _ in range(5):
+            t0 = time.process_time()
+            msg = _packed(ctx, "final.state", 2, params.handoff_codec,
+                          1 if via == "file" else None)[0]
+            _store_state(ctx, msg, bound, ".", 1)
+            runs.append(time.process_time() - t0)
     return statistics.median(runs)
 
 
@@ -207,7 +226,7 @@ def phase_table(run: dict) -> dict[str, float]:
             phases[name] = phases.get(name, 0.0) + step_cost(st, k, run["pass0_cpu"])
     worker_steps = sum(phases.values())
     handoffs = run["states_sent"] * run["handoff_cpu_per_state"]
-    phases["hand-offs, zlib (replayed)"] = handoffs
+    phases[f"hand-offs via {run.get('handoff_via', 'relay')} (replayed)"] = handoffs
     phases["hosts, other"] = max(0.0, run["hosts_cpu_s"] - worker_steps - handoffs)
     phases["split (serial)"] = run["split_s"]
     phases["finish (serial)"] = run["finish_s"]

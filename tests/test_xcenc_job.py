@@ -22,7 +22,6 @@ from excamera.pipelines.xcenc.joins import judge_joins
 from excamera.pipelines.xcenc.machine import CpuSlots, job_params, step_priority, xcenc_machine
 from excamera.pipelines.xcenc.ops import OPERATION_MODULE
 from excamera.pipelines.xcenc.plan import (
-    HANDOFF_CODECS,
     JOIN_EARLIER,
     JOIN_FINAL,
     JOIN_KEY,
@@ -625,20 +624,69 @@ def test_wavefront_judges_each_join_against_the_decoded_stream(tmp_path: Path, c
                                    f"{joins.bits[3]})")
 
 
-def test_the_hand_off_codec_changes_no_output_byte(tmp_path: Path) -> None:
-    """Batch mode's chain (-K 3, 3 chunks: a pass-2 hop) with states handed off as they are
-    and zlib-packed: the same chunks, byte for byte, and the same states received."""
-    outs = {}
-    for codec in HANDOFF_CODECS:
-        store = tmp_path / codec
+def test_the_hand_off_path_changes_no_output_byte(tmp_path: Path) -> None:
+    """Batch mode's chain (-K 3, 3 chunks: a pass-2 hop) with states handed off through the
+    local workers' shared directory (the default on one machine, here in worker hosts, two
+    workers to a process), through the relay as they are, and zlib-packed: the same chunks,
+    byte for byte, and the same states received."""
+    outs, via = {}, {}
+    for name, codec, local, hosts in (("file", "none", True, 2), ("relay", "none", False, 0),
+                                      ("zlib", "zlib", True, 0)):
+        store = tmp_path / name
         make_chunks(store, "carphone", 3)
         params = XcencParams("carphone", 3, plan=PassPlan.parse("3"), kf_dist=3,
-                             handoff_codec=codec)
-        result = run_job(store, tmp_path / f"tmp-{codec}", params)
-        outs[codec] = ({p.name: p.read_bytes() for p in (store / "carphone" / "out").iterdir()},
-                       {k: o["received"] for k, o in result.outputs.items()})
-    assert len(outs["none"][0]) == 3 and set(outs["none"][1][2]) == {0, 1}
-    assert outs["none"] == outs["zlib"]
+                             handoff_codec=codec, handoff_local=local)
+        coord = Coordinator(
+            "xcenc", 3, LocalBackend(tmp_root=tmp_path / f"tmp-{name}", worker_processes=hosts),
+            str(store), xcenc_machine, params=job_params(params),
+            operation_modules=[OPERATION_MODULE], embedded_relay=True)
+        result = asyncio.run(coord.run())
+        outs[name] = ({p.name: p.read_bytes() for p in (store / "carphone" / "out").iterdir()},
+                      {k: o["received"] for k, o in result.outputs.items()})
+        via[name] = {v for o in result.outputs.values() for v in o["sent_via"].values()}
+    assert len(outs["file"][0]) == 3 and set(outs["file"][1][2]) == {0, 1}
+    assert outs["file"] == outs["relay"] == outs["zlib"]
+    assert via == {"file": {"file"}, "relay": {"relay"}, "zlib": {"relay"}}
+
+
+def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path) -> None:
+    """A state file that changes in the workers' shared directory between its sender and its
+    receiver (one byte more) fails the receiver, and with it the job, with one line naming the
+    hand-off and the sizes, not a traceback; nothing of the job is left behind."""
+    store = tmp_path / "store"
+    make_chunks(store, "carphone", 3)
+    params = XcencParams("carphone", 3, plan=PassPlan.parse("3"), kf_dist=3)
+    need = params.worker_plan(1).needs
+    first = need[min(need)].inp  # the first state worker 1 receives
+    modes = []
+
+    async def machine(w, ctx):
+        if w.id == 1:
+            real = w.run_op
+
+            async def run_op(name, **kw):
+                if name == "xcenc_recv_state":
+                    await ctx.progress.wait_for(0, f"sent_s{first}")
+                    # the backend's shared directory: its own, this user's alone
+                    [local] = (tmp_path / "tmp").glob("local-*")
+                    modes.append(local.stat().st_mode & 0o777)
+                    for f in local.glob("*.state"):
+                        with f.open("ab") as out:
+                            out.write(b"x")
+                return await real(name, **kw)
+
+            w.run_op = run_op  # type: ignore[method-assign]
+        return await xcenc_machine(w, ctx)
+
+    with pytest.raises(JobFailed) as info:
+        run_job(store, tmp_path / "tmp", params, machine)
+    msg = str(info.value)
+    assert "worker 1 (attempt 0) failed in state 'wait_state_p1'" in msg, msg
+    line = next(x for x in msg.splitlines() if "hand-off state" in x)
+    assert f"hand-off state {first}: worker 0's shared file holds" in line
+    assert "the envelope says" in line and "Traceback" not in msg
+    assert modes == [0o700]
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_clean_handoff_removes_only_this_jobs_states(tmp_path: Path) -> None:

@@ -33,16 +33,33 @@ class PeerLink(Protocol):
         worker's instances); a blob from any other is refused as ``recv_blob`` refuses it."""
         ...
 
+    async def recv_from(self, expected: int | list[int]) -> tuple[int, bytes]:
+        """``recv``, and the id the relay certified the blob's sender by (one of
+        ``expected``)."""
+        ...
+
+    @property
+    def my_id(self) -> int:
+        """The id the relay stamps on what this worker sends (a duplicate's own id)."""
+        ...
+
 
 @dataclass
 class OpContext:
-    """What an operation may use: the worker's private directory, its variables and (once the
-    worker connected to the relay) its peer link."""
+    """What an operation may use: the worker's private directory, its variables, (once the
+    worker connected to the relay) its peer link and, on one machine, ``local_dir``.
+
+    ``local_dir``: a directory that every worker of this job's backend can reach and no one
+    else, given only by a backend whose workers all run on this machine (the local backend,
+    on the worker's or its host's command line, never in the launch payload); None
+    elsewhere (Lambda, Ray). Peers may put bulk bytes there and send only their hash through
+    the relay (``pipelines/xcenc/handoff.py``)."""
 
     workdir: Path
     variables: dict[str, str] = field(default_factory=dict)
     worker_id: int = -1
     peer: PeerLink | None = None
+    local_dir: Path | None = None
 
     def path(self, name: str | Path) -> Path:
         """Resolve a file argument: relative names live in the worker's directory."""

@@ -134,6 +134,7 @@ class WorkerSession:
         self.adopted = False
         self.shared = False  # other workers share this process (a worker host)
         self.dial_slots: DialSlots | None = None
+        self.local_dir: Path | None = None  # OpContext.local_dir: only the local backend's
         self._ctx: ssl.SSLContext | None = None
         self.running: asyncio.Task[tuple[bool, dict, bytes]] | None = None  # the command
         self.handlers: dict[str, Callable[[Message], Awaitable[tuple[dict, bytes]]]] = {
@@ -300,7 +301,8 @@ class WorkerSession:
             raise CommandError(f"op {name}: args must be an object")
         log.info("%s: op: %s", self.prefix, name)
         ctx = OpContext(self.workdir, dict(self.variables), self.payload.worker_id,
-                        _RelayLink(self, name) if self.relay is not None else None)
+                        _RelayLink(self, name) if self.relay is not None else None,
+                        self.local_dir)
         try:
             result = await self.registry.call(name, ctx, args)
         except KeyError as exc:
@@ -642,7 +644,17 @@ class _RelayLink:
         await self._worker._need_relay(self._what).send(data, "blob")
 
     async def recv(self, expected: int | list[int]) -> bytes:
-        return (await self._worker._recv_from(self._what, expected)).body
+        return (await self.recv_from(expected))[1]
+
+    async def recv_from(self, expected: int | list[int]) -> tuple[int, bytes]:
+        from .relay import SENDER_FIELD
+
+        frame = await self._worker._recv_from(self._what, expected)
+        return int(frame[SENDER_FIELD]), frame.body
+
+    @property
+    def my_id(self) -> int:
+        return int(self._worker._need_relay(self._what).my_id)
 
 
 INLINE_IO = 1 << 20  # bytes of file I/O done in the loop: less than a thread hop costs
@@ -712,12 +724,15 @@ async def run_worker(
     payload: LaunchPayload, registry: OperationRegistry | None = None, *,
     shared: bool = False, dial_slots: DialSlots | None = None,
     session_hook: Callable[[WorkerSession], None] | None = None,
+    local_dir: Path | None = None,
 ) -> None:
     """Run one worker to completion: connect, obey commands until quit, clean up.
 
     ``shared``: other workers run in this process too (see the module docstring);
     ``dial_slots`` bounds their connection attempts in flight; ``session_hook`` sees the
-    session before it connects (a worker host routes its stderr notes with it).
+    session before it connects (a worker host routes its stderr notes with it);
+    ``local_dir``: the directory this machine's workers of the job share
+    (``OpContext.local_dir``), given by the local backend only.
     Raises on failure to connect or a protocol violation; the temporary directory is removed in
     every case.
     """
@@ -731,6 +746,7 @@ async def run_worker(
         session = WorkerSession(payload, Path(tmp), registry)
         session.shared = shared
         session.dial_slots = dial_slots
+        session.local_dir = local_dir
         if session_hook is not None:
             session_hook(session)
         reader, writer = await _connect(payload, session.client_context(), dial_slots)
@@ -745,8 +761,17 @@ async def run_worker(
                 pass
 
 
-def main() -> int:
-    """``python -m excamera.mu.worker``: the local backend's process entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m excamera.mu.worker [--local-dir DIR]``: the local backend's process entry
+    point (``--local-dir``: ``OpContext.local_dir``, which only that backend gives)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    local_dir = None
+    if args[:1] == ["--local-dir"] and len(args) == 2:
+        local_dir = Path(args[1])
+    elif args:
+        print(f"mu worker: usage: python -m excamera.mu.worker [--local-dir DIR] (got {args})",
+              file=sys.stderr)
+        return 2
     raw = sys.stdin.buffer.read()
     try:
         payload = LaunchPayload.from_json(raw)
@@ -759,7 +784,7 @@ def main() -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(run_worker(payload))
+        asyncio.run(run_worker(payload, local_dir=local_dir))
     except (ConnectionError, ProtocolError, ssl.SSLError, OSError) as exc:
         print(f"mu worker {payload.worker_id}: {exc}", file=sys.stderr)
         return 1

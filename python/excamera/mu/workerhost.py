@@ -40,6 +40,7 @@ import logging
 import ssl
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from .evloop import (
@@ -104,8 +105,10 @@ class _RouteHandler(logging.Handler):
 class WorkerHost:
     """The host's state: its workers by slot, their registries, the pacing of dials."""
 
-    def __init__(self, out: asyncio.StreamWriter | None, dial_slots: int) -> None:
+    def __init__(self, out: asyncio.StreamWriter | None, dial_slots: int,
+                 local_dir: Path | None = None) -> None:
         self.out = out
+        self.local_dir = local_dir
         self.dial_slots = DialSlots(dial_slots)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.tails: dict[int, _Tail] = {}
@@ -153,7 +156,7 @@ class WorkerHost:
         code = 0
         try:
             await run_worker(payload, registry, shared=True, dial_slots=self.dial_slots,
-                             session_hook=hook)
+                             session_hook=hook, local_dir=self.local_dir)
         except asyncio.CancelledError:
             code = -9
         except (ConnectionError, ProtocolError, ssl.SSLError, OSError) as exc:
@@ -181,14 +184,14 @@ class WorkerHost:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-async def serve(dial_slots: int) -> int:
+async def serve(dial_slots: int, local_dir: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                         sys.stdout)
     out = asyncio.StreamWriter(transport, protocol, None, loop)
-    host = WorkerHost(out, dial_slots)
+    host = WorkerHost(out, dial_slots, local_dir)
     try:
         while line := await reader.readline():
             try:
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="event loop: uvloop when installed (auto), or asyncio's")
     p.add_argument("--tls-buffer-kib", type=int, default=64,
                    help="asyncio's per-connection TLS read buffer in KiB (64)")
+    p.add_argument("--local-dir", type=Path, default=None,
+                   help="a directory shared by this machine's workers of the job, for bulk "
+                   "hand-offs (OpContext.local_dir; the local backend gives it)")
     p.add_argument("-D", dest="debug", action="store_true", help="debug logging")
     p.add_argument("-P", dest="profile", metavar="FILE",
                    help="write cProfile data (CPU time) of the host to FILE at its end")
@@ -239,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[route])
     raise_fd_limit(1 << 20)  # up to the hard limit: two connections per worker
     if not args.profile:
-        return run(serve(args.dial_slots), loop)
+        return run(serve(args.dial_slots, args.local_dir), loop)
     import cProfile
     import time
 
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     try:
-        return run(serve(args.dial_slots), loop)
+        return run(serve(args.dial_slots, args.local_dir), loop)
     finally:
         profiler.disable()
         profiler.dump_stats(args.profile)

@@ -16,6 +16,11 @@ a worker's CPU time is its host's, so the job's cost is the hosts'. The command 
 API (:meth:`LocalBackend.from_options`) start one host per core unless told otherwise
 (``--worker-processes 0``: a process per worker, as a Lambda or Ray worker runs one chunk);
 the constructor's default stays a process per worker.
+
+Since every worker runs on this machine, the backend gives them all (on the worker's or the
+host's command line, ``--local-dir``, never in the launch payload) a directory of their own to
+share, private to this user and removed with the backend: ``OpContext.local_dir``, through
+which a pipeline may hand bulk bytes to a peer without the relay (``pipelines/xcenc/handoff``).
 """
 
 from __future__ import annotations
@@ -311,10 +316,14 @@ class LocalBackend(Backend):
             raise ValueError(f"worker processes must be 0..{MAX_WORKER_PROCESSES}, "
                              f"not {worker_processes}")
         self.python = python
-        # The worker command line; tests substitute one that never connects.
-        self.command = command or [python, "-m", "excamera.mu.worker"]
         self._own_root = tmp_root is None
         self.tmp_root = Path(tmp_root or tempfile.mkdtemp(prefix="mu-local-"))
+        # Every worker runs on this machine: they share a directory for bulk hand-offs
+        # (OpContext.local_dir), this backend's own (0700), made at the first launch and
+        # removed on close.
+        self.local_dir: Path | None = None
+        # The worker command line; tests substitute one that never connects.
+        self.command = command
         self.stderr_dir = stderr_dir
         self.stderr_keep = stderr_keep
         self.env = env
@@ -376,7 +385,8 @@ class LocalBackend(Backend):
                     self.stderr_dir.mkdir(parents=True, exist_ok=True)
                     stderr_file = self.stderr_dir / f"host-{i}.stderr"
                 proc = await asyncio.create_subprocess_exec(
-                    self.python, "-m", "excamera.mu.workerhost", *self.host_args,
+                    self.python, "-m", "excamera.mu.workerhost", "--local-dir",
+                    str(self.local_dir), *self.host_args,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
@@ -388,6 +398,8 @@ class LocalBackend(Backend):
 
     async def launch(self, payload: LaunchPayload) -> WorkerProcess:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
+        if self.local_dir is None:
+            self.local_dir = Path(tempfile.mkdtemp(prefix="local-", dir=self.tmp_root))
         if self.worker_processes:
             return await self._launch_hosted(payload)
         tmpdir = Path(
@@ -398,7 +410,8 @@ class LocalBackend(Backend):
             self.stderr_dir.mkdir(parents=True, exist_ok=True)
             stderr_file = self.stderr_dir / f"worker-{payload.worker_id}.stderr"
         proc = await asyncio.create_subprocess_exec(
-            *self.command,
+            *(self.command or [self.python, "-m", "excamera.mu.worker", "--local-dir",
+                               str(self.local_dir)]),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -435,5 +448,8 @@ class LocalBackend(Backend):
     async def close(self) -> None:
         await asyncio.gather(*(h.stop(5.0) for h in self.hosts), return_exceptions=True)
         await asyncio.gather(*(p.kill() for p in self.processes), return_exceptions=True)
+        # hand-offs nobody read (a receiver that failed first) go with the job
+        if self.local_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self.local_dir, True)
         if self._own_root:
             await asyncio.to_thread(shutil.rmtree, self.tmp_root, True)

@@ -200,7 +200,7 @@ async def send_state(w: WorkerHandle, p: XcencParams, tag: int) -> dict[str, Any
     duplicates, is there)."""
     w.state = f"send_s{tag}"
     info = await w.run_op("xcenc_send_state", src="final.state", tag=tag,
-                          codec=p.handoff_codec,
+                          codec=p.handoff_codec, local=p.handoff_local,
                           keep="send.blob" if p.handoff_storage else None)
     # The relay's receiver first: the stored copy is announced (sent_s<tag>) only once it is
     # there.
@@ -234,6 +234,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
 
     have: dict[int, str] = {}  # received tag -> sha256
     sent: dict[int, str] = {}
+    sent_via: dict[int, str] = {}  # tag -> "file" (one machine's shared directory) or "relay"
     runs: list[dict[str, Any]] = []
     last_input: str | None = None  # the predecessor's state the final pass rebased onto
     for n in range(plan.passes):
@@ -274,7 +275,8 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                          "prev_state": have[need.prev] if need.prev is not None else None})
         tag = plan.out_tags.get(n)
         if tag is not None and tag in plan.send_tags:
-            sent[tag] = str((await send_state(w, p, tag))["sha256"])
+            info = await send_state(w, p, tag)
+            sent[tag], sent_via[tag] = str(info["sha256"]), str(info["via"])
 
     await w.run_op("xcenc_touch", path="comp.txt")
     final = await w.run_op("xcenc_digest", path="final.state")
@@ -319,6 +321,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
         "comp": comp,
         "received": have,
         "sent": sent,
+        "sent_via": sent_via,
         "final_state": final["sha256"],
         "last_input": last_input,
         "runs": runs,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ...mu.operations import OpContext, OperationRegistry
@@ -30,45 +32,100 @@ def _thread_cpu() -> float:
     return time.thread_time()
 
 
-def _packed(ctx: OpContext, src: str, tag: int, codec: str) -> tuple[bytes, str, int, float]:
-    """The hand-off message of state file ``src``, the state's hash and size, and the CPU
-    time this took."""
-    from .handoff import pack_hashed
+def _run_queue_wait() -> float | None:
+    """Seconds the calling thread has spent runnable but waiting for a core (Linux's
+    schedstat), or None where the kernel does not say: of an operation's wall time beyond
+    its CPU time, what other load took rather than what the operation waited for."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _packed(ctx: OpContext, src: str, tag: int, codec: str,
+            shared_as: int | None) -> tuple[bytes, bytes, str, float]:
+    """The hand-off message of state file ``src``, the state, its hash and the CPU time this
+    took. ``shared_as``: the state goes to ``ctx.local_dir`` for relay id ``shared_as`` and
+    the message is the envelope alone."""
+    from .handoff import FLAG_FILE, pack_hashed, pack_head, write_shared
 
     cpu0 = _thread_cpu()
     raw = ctx.path(src).read_bytes()
-    msg, sha = pack_hashed(raw, tag, codec)
-    return msg, sha, len(raw), _thread_cpu() - cpu0
+    if shared_as is None:
+        msg, sha = pack_hashed(raw, tag, codec)
+    else:
+        assert ctx.local_dir is not None
+        digest = hashlib.sha256(raw).digest()
+        write_shared(ctx.local_dir, shared_as, tag, raw, digest)
+        msg, sha = pack_head(len(raw), digest, tag, "none", FLAG_FILE), digest.hex()
+    return msg, raw, sha, _thread_cpu() - cpu0
+
+
+def _keep_message(ctx: OpContext, keep: str, msg: bytes, raw: bytes, tag: int, sha: str,
+                  shared: bool) -> None:
+    """The stored copy of a hand-off (for retries) holds the state itself, whichever way it
+    travelled."""
+    from .handoff import pack_head
+
+    ctx.path(keep).write_bytes(
+        b"".join((pack_head(len(raw), bytes.fromhex(sha), tag), raw)) if shared else msg)
 
 
 async def _send_state_op(ctx: OpContext, src: str, tag: int, codec: str = "none",
-                         keep: str | None = None) -> dict[str, Any]:
-    """Pack state file ``src`` and send it to the peer in one command: no file and no round
-    trip to the coordinator between the two. ``keep`` also writes the message to that file
-    (the stored copy for retries). Returns the state's hash and size, and when (monotonic
-    clock) the message was packed and handed to the relay connection."""
+                         keep: str | None = None, local: bool = True) -> dict[str, Any]:
+    """Pack state file ``src`` and send it to the peer in one command: no round trip to the
+    coordinator between the two. With ``local``, on one machine (``ctx.local_dir``) and
+    uncompressed, the state goes through a file in that directory and the relay carries only
+    its envelope. ``keep`` also writes the whole message to that file (the stored copy for
+    retries). Returns the state's hash and size, how it went (``via``: relay or file), and
+    when (monotonic clock) the message was packed and handed to the relay connection."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
+    shared_as = ctx.peer.my_id if local and codec == "none" and ctx.local_dir else None
     t0, cpu0 = time.monotonic(), time.process_time()
-    msg, sha, size, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec)
+    msg, raw, sha, cpu = await asyncio.to_thread(_packed, ctx, src, tag, codec, shared_as)
     t1 = time.monotonic()
     await ctx.peer.send(msg)
     t2, cpu2 = time.monotonic(), time.process_time()
     if keep:
-        await asyncio.to_thread(ctx.path(keep).write_bytes, msg)
-    return {"sha256": sha, "bytes": size, "t_start": t0, "t_packed": t1, "t_sent": t2,
+        await asyncio.to_thread(_keep_message, ctx, keep, msg, raw, tag, sha,
+                                shared_as is not None)
+    return {"sha256": sha, "bytes": len(raw), "via": "relay" if shared_as is None else "file",
+            "t_start": t0, "t_packed": t1, "t_sent": t2,
             "pack_cpu_seconds": round(cpu, 6), "process_cpu_seconds": round(cpu2 - cpu0, 6)}
 
 
-def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str) -> dict[str, Any]:
+def _store_state(ctx: OpContext, data: bytes, bound: int, out_dir: str,
+                 sender: int | None = None) -> dict[str, Any]:
     """Check hand-off message ``data`` (a state of at most ``bound`` bytes) and write its state
-    to ``in_<tag>.state``."""
-    from .handoff import unpack
+    to ``in_<tag>.state``. ``sender``: the relay id it came from, whose file in
+    ``ctx.local_dir`` holds the state of a shared-file hand-off (None: a stored message,
+    which holds its state)."""
+    from .handoff import read_shared, unpack
 
     cpu0 = _thread_cpu()
-    tag, raw, sha = unpack(data, bound)
-    target = ctx.path(out_dir) / f"in_{tag}.state"
-    target.write_bytes(raw)
+    local = ctx.local_dir
+    taken: list[Path] = []  # the shared file, moved into this worker's directory
+
+    def fetch(tag: int, length: int, digest: bytes) -> bytearray:
+        assert local is not None and sender is not None
+        part = ctx.path(out_dir) / f".in_{tag}.state.part"
+        raw = read_shared(local, sender, tag, length, digest, take_to=part)
+        if part.exists():
+            taken.append(part)
+        return raw
+
+    try:
+        tag, raw, sha = unpack(data, bound, fetch if local and sender is not None else None)
+        target = ctx.path(out_dir) / f"in_{tag}.state"
+        if taken:  # the checked file itself becomes the input: no copy of the state
+            os.replace(taken.pop(), target)
+        else:
+            target.write_bytes(raw)
+    finally:
+        for part in taken:  # refused by its hash
+            part.unlink(missing_ok=True)
     return {"tag": tag, "sha256": sha, "file": target.name,
             "store_cpu_seconds": round(_thread_cpu() - cpu0, 6)}
 
@@ -114,19 +171,21 @@ def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
 async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str = "input.y4m",
                          out_dir: str = ".") -> dict[str, Any]:
     """Receive the next hand-off message from worker ``sender`` (or one of its instances) and
-    store its state as ``_unpack_state_op`` does, in one command: no file and no round trip
-    to the coordinator in between. The message arrives whole, as ``recv_blob``'s does; its
-    size is checked against the picture's before anything else is done with it."""
+    store its state as ``_unpack_state_op`` does, in one command: no round trip to the
+    coordinator in between. The message arrives whole, as ``recv_blob``'s does; its size is
+    checked against the picture's before anything else is done with it. A shared-file
+    hand-off's state is read from the file its certified sender's id names in
+    ``ctx.local_dir`` (``handoff.read_shared``), never from a path in the message."""
     if ctx.peer is None:
         raise ValueError("not connected to the relay (send connect first)")
     cpu0 = time.process_time()  # waiting costs none: this is the receiving and the storing
-    data = await ctx.peer.recv(sender)
+    came_from, data = await ctx.peer.recv_from(sender)
     t_arrived = time.monotonic()
     bound, size_text = _state_bound(ctx, picture)
     if len(data) > _message_bound(bound):
         raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
                          f"{size_text} can need")
-    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir)
+    info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir, came_from)
     return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic(),
             "process_cpu_seconds": round(time.process_time() - cpu0, 6)}
 
@@ -140,16 +199,16 @@ def _copy_op(ctx: OpContext, pairs: list[list[str]]) -> dict[str, Any]:
 def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
              append_stdout: str | None = None) -> dict[str, Any]:
     """Run an xc tool's command line in this worker's interpreter (``XcencParams.tools``);
-    the fields are a ``run`` command's, and ``cpu_s``, the CPU time of the thread that ran it
-    (the tool's own, even in a worker host beside other workers). ``append_stdout`` also
-    appends what it printed to that file (comp-states' report to comp.txt)."""
-    import time
-
+    the fields are a ``run`` command's, ``cpu_s``, the CPU time of the thread that ran it
+    (the tool's own, even in a worker host beside other workers), and ``wait_cpu_s``, how
+    long that thread waited for a core meanwhile (None where unknown). ``append_stdout``
+    also appends what it printed to that file (comp-states' report to comp.txt)."""
     from excamera.xc.tools_main import run_in_process
 
-    started, cpu0 = time.monotonic(), time.thread_time()
+    # the three clocks read back to back, so that a preemption between them is small
+    started, queued0, cpu0 = time.monotonic(), _run_queue_wait(), time.thread_time()
     res = run_in_process([str(a) for a in argv], ctx.workdir)
-    cpu = time.thread_time() - cpu0
+    cpu, queued1, ended = time.thread_time() - cpu0, _run_queue_wait(), time.monotonic()
     if res.stderr:
         sys.stderr.write(res.stderr[-1024:])
     if append_stdout:
@@ -160,8 +219,10 @@ def _tool_op(ctx: OpContext, argv: list[str], check: bool = True,
         raise RuntimeError(f"{' '.join(argv)} exited with {res.exit_code}: "
                            f"{last[-1] if last else 'no stderr'}")
     return {"exit_code": res.exit_code, "stdout": res.stdout[-4096:],
-            "stderr_tail": res.stderr[-4096:], "seconds": round(time.monotonic() - started, 6),
-            "cpu_s": round(cpu, 6)}
+            "stderr_tail": res.stderr[-4096:], "seconds": round(ended - started, 6),
+            "cpu_s": round(cpu, 6), "t_end": ended,
+            "wait_cpu_s": None if queued0 is None or queued1 is None
+            else round(queued1 - queued0, 6)}
 
 
 def _fresh_state_op(ctx: OpContext, out: str) -> dict[str, Any]:

@@ -177,6 +177,11 @@ class XcencParams:
     # How a handed-off state is packed (``handoff.CODECS``): "none" (the default: on one
     # machine or a fast network the bytes cost less than compressing them) or "zlib".
     handoff_codec: str = "none"
+    # On one machine (the local backend), an uncompressed state goes through a file in the
+    # workers' shared directory and the relay carries only its envelope (length, SHA-256):
+    # ``handoff.FLAG_FILE``. Other backends always use the relay; False: the relay on one
+    # machine too.
+    handoff_local: bool = True
     cpu_slots: int | None = None  # at most this many encodes at once (None: no limit)
     # Each worker decodes its final output from the state it was encoded against and reports
     # PSNR/SSIM sums against its chunk and the states the decode starts and ends on
