@@ -131,7 +131,8 @@ def test_throttled_invokes_are_retried(tmp_path, cloud, local_reference):
     assert out.read_bytes() == local_reference(12)
     cost = cost_record(states)
     assert cost["details"]["throttled"] == 3
-    assert cost["requests"] == 2  # throttled requests are not billed
+    # Throttled requests are not billed; a straggler's duplicate (a loaded machine) is.
+    assert cost["requests"] == 2 + cost["details"].get("duplicates", 0)
     assert emu.stats()["throttles"] >= 3
 
 
