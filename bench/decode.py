@@ -37,8 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from excamera._xc import StreamDecoder
-
 from _common import need_tool, settings, shared_dir
 from excamera.xc import codec
 from excamera.xc.codec import Decoder
@@ -65,6 +63,10 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 
 def in_process(path: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of decoding every frame of ``path`` to Y4M records, here."""
+    # Not at the top: isort would put it before _common, which must first move bench/ to the
+    # end of sys.path (bench/excamera.py has the package's name).
+    from excamera._xc import StreamDecoder
+
     t0, c0 = time.perf_counter(), time.process_time()
     decoder = StreamDecoder(None)
     with IvfReader(path) as reader, open(os.devnull, "wb") as out:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 
 from _shared_paths import REPO
 
@@ -63,6 +65,15 @@ def test_decode_bench_measures_both_long_streams_both_ways() -> None:
             assert m["ratio_cpu"] == m["xc"]["cpu_s"] / m["vpxdec"]["cpu_s"]
             assert m["ratio_wall"] == m["xc"]["wall_s"] / m["vpxdec"]["wall_s"]
     assert data["settings"]["runs"] >= 5
+
+
+def test_decode_bench_starts() -> None:
+    """bench/excamera.py has the package's name: decode.py must import the package only after
+    _common has moved bench/ to the end of sys.path (it once did not, and failed to start)."""
+    done = subprocess.run([sys.executable, "bench/decode.py", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--runs" in done.stdout
 
 
 def test_readme_quotes_the_committed_figures() -> None:

@@ -94,6 +94,8 @@ def test_decode_imports_nothing_heavy(tmp_path: Path) -> None:
     to_null = set(ast.literal_eval(done.stderr.strip().splitlines()[-1]))
     assert "excamera._xc" in to_null
     assert not {"argparse", "pathlib", "re"} & to_null
+    # Nor collections (with contextlib, functools), nor importlib (with warnings): about 3 ms.
+    assert not {"collections", "contextlib", "functools", "importlib", "warnings"} & to_null
 
 
 def test_decode_md5_of_frames_imports_nothing_heavy() -> None:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import csv
+import pickle
 import struct
 import subprocess
 
 import pytest
 
 from _shared_paths import shared_dir, vectors_dir
-from excamera.xc.ivf import IvfError, IvfReader, IvfWriter, count_frames, read_ivf
+from excamera.xc.ivf import (
+    IvfError,
+    IvfFrame,
+    IvfHeader,
+    IvfReader,
+    IvfWriter,
+    count_frames,
+    read_ivf,
+)
 
 
 def manifest() -> list[dict[str, str]]:
@@ -174,3 +183,23 @@ def test_writer_argument_checks(tmp_path):
         IvfWriter(tmp_path / "a.ivf", 16, 16, rate=0)
     with IvfWriter(tmp_path / "b.ivf", 16, 16) as w, pytest.raises(IvfError, match="pts -1"):
         w.write(b"x", pts=-1)
+
+
+def test_header_and_frame_are_named_tuples():
+    """They were collections.namedtuple; callers still unpack them, compare them with tuples,
+    read fields by name, print and pickle them."""
+    header = IvfHeader("VP80", 176, 144, 30, 1, 29)
+    assert header == ("VP80", 176, 144, 30, 1, 29, 0) and header.unused == 0
+    assert (header.fourcc, header.width, header.height) == ("VP80", 176, 144)
+    assert (header.rate, header.scale, header.frame_count) == (30, 1, 29)
+    assert repr(header) == ("IvfHeader(fourcc='VP80', width=176, height=144, rate=30, scale=1, "
+                            "frame_count=29, unused=0)")
+    frame = IvfFrame(pts=7, data=b"xy")
+    data, pts = frame
+    assert (data, pts, frame.data, frame.pts) == (b"xy", 7, b"xy", 7)
+    assert hash(frame) == hash((b"xy", 7)) and repr(frame) == "IvfFrame(data=b'xy', pts=7)"
+    for value in (header, frame):
+        copy = pickle.loads(pickle.dumps(value))
+        assert copy == value and type(copy) is type(value)
+    with pytest.raises(AttributeError):
+        frame.extra = 1  # slots, as a namedtuple's

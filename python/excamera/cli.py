@@ -14,7 +14,6 @@ here it is shown with the flag whose dest is that field (``-t``).
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from excamera.errors import CommandError, ExcameraError, SettingsError
@@ -55,6 +54,13 @@ def chosen_command(argv: list[str]) -> str | None:
     return argv[0] if argv and not argv[0].startswith("-") else None
 
 
+def _module(name: str) -> object:
+    """The module ``name``, imported. Not through importlib, whose package imports warnings:
+    together about half a millisecond of every command's start-up."""
+    __import__(name)
+    return sys.modules[name]
+
+
 def build_parser(command: str | object | None = ALL) -> argparse.ArgumentParser:
     """The parser, with the full parser of ``command`` (a name, ``ALL`` or None) and, for the
     other subcommands, placeholders that carry only their help line."""
@@ -67,7 +73,7 @@ def build_parser(command: str | object | None = ALL) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_line) in SUBCOMMANDS.items():
         if command is ALL or command == name:
-            importlib.import_module(module_name).register(sub)
+            _module(module_name).register(sub)
         else:
             sub.add_parser(name, help=help_line, add_help=False)
     for registered in sub.choices.values():
@@ -84,7 +90,7 @@ def parse_fast(command: str, argv: list[str]) -> object | None:
     """The parsed arguments of ``command`` from its module's ``parse_fast``, which a module may
     offer for plain command lines, or None (then argparse parses them). Importing argparse and
     building a parser cost about 15 ms, as much as a short decode's work."""
-    quick = getattr(importlib.import_module(SUBCOMMANDS[command][0]), "parse_fast", None)
+    quick = getattr(_module(SUBCOMMANDS[command][0]), "parse_fast", None)
     return quick(argv) if quick is not None else None
 
 

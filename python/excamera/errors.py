@@ -9,7 +9,10 @@ the commands' code uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+TYPE_CHECKING = False  # typing itself imports re
+if TYPE_CHECKING:
+    # collections.abc imports collections (about a millisecond of every command's start-up)
+    from collections.abc import Mapping
 
 
 class ExcameraError(Exception):

@@ -14,10 +14,14 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable, Iterator
 
 from excamera.errors import CommandError
 from excamera.xc.ivf import IvfError, IvfReader
+
+TYPE_CHECKING = False  # typing itself imports re
+if TYPE_CHECKING:
+    # collections.abc imports collections: a short decode's start-up does without it
+    from collections.abc import Callable, Iterator
 
 EBML = b"\x1a\x45\xdf\xa3"
 # vpxdec guesses a WebM stream's rate from the timestamps of its first second, at most this

@@ -24,8 +24,10 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections import namedtuple
-from collections.abc import Iterator
+
+TYPE_CHECKING = False  # typing itself imports re
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MAGIC = b"DKIF"
 FILE_HEADER = struct.Struct("<4sHH4sHHIIII")
@@ -42,8 +44,27 @@ class IvfError(ValueError):
     """The file is not a well-formed IVF; the message names the file and, if any, the frame."""
 
 
-class IvfHeader(namedtuple("IvfHeader", "fourcc width height rate scale frame_count unused",
-                            defaults=(0,))):
+class _Record(tuple):
+    """A named tuple (fields read by name, by index or unpacked; equal to the plain tuple)
+    without ``collections.namedtuple``: importing collections costs every ``excamera decode``
+    about a millisecond of start-up. Subclasses list ``_fields`` and define ``__new__``."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self, strict=True))
+        return f"{type(self).__name__}({inner})"
+
+
+def _field(index: int, doc: str) -> property:
+    return property(lambda self: self[index], doc=doc)
+
+
+class IvfHeader(_Record):
     """The file header: ``fourcc`` (str), ``width``, ``height``, ``rate`` and ``scale`` (the
     timebase ``scale/rate``), ``frame_count`` as the header states it (see
     :meth:`IvfReader.count_frames` for the real one), ``unused`` (bytes 28..32; xc-enc: low 32
@@ -53,6 +74,18 @@ class IvfHeader(namedtuple("IvfHeader", "fourcc width height rate scale frame_co
     start-up the import of ``inspect``."""
 
     __slots__ = ()
+    _fields = ("fourcc", "width", "height", "rate", "scale", "frame_count", "unused")
+    fourcc = _field(0, "the fourcc, a str")
+    width = _field(1, "width in pixels")
+    height = _field(2, "height in pixels")
+    rate = _field(3, "timebase denominator")
+    scale = _field(4, "timebase numerator")
+    frame_count = _field(5, "the frame count the header states")
+    unused = _field(6, "bytes 28..32 as an integer")
+
+    def __new__(cls, fourcc: str, width: int, height: int, rate: int, scale: int,
+                frame_count: int, unused: int = 0) -> IvfHeader:
+        return tuple.__new__(cls, (fourcc, width, height, rate, scale, frame_count, unused))
 
     def encode(self) -> bytes:
         return FILE_HEADER.pack(
@@ -69,10 +102,16 @@ class IvfHeader(namedtuple("IvfHeader", "fourcc width height rate scale frame_co
         )
 
 
-class IvfFrame(namedtuple("IvfFrame", "data pts")):
+class IvfFrame(_Record):
     """One frame: its payload ``data`` (bytes) and presentation timestamp ``pts``."""
 
     __slots__ = ()
+    _fields = ("data", "pts")
+    data = _field(0, "the compressed frame")
+    pts = _field(1, "presentation timestamp")
+
+    def __new__(cls, data: bytes, pts: int) -> IvfFrame:
+        return tuple.__new__(cls, (data, pts))
 
 
 class IvfReader:
