@@ -6,7 +6,7 @@ inter frame, every chunk at once) and pass 2, the serial step (pass 1's output r
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
 flags ``-w 0.75`` and ``xcenc.plan.EXCAMERA_CHAIN_FLAGS`` (``-q good --last-keeps-refs
---choose-refs``), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
+--choose-refs --key-at-cuts --activity-rd --content-weight``, parsed by xc-enc's own parser), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
 (``xcenc.plan.VPXENC_SETTINGS``, ``--cq-level=20``).
 
 Timing alternates, chunk by chunk: vpxenc's pass 0 of chunk k (a process: start-up and Y4M
@@ -38,17 +38,20 @@ from pathlib import Path
 
 from _common import need_tool, settings, shared_dir
 from clips import clip as make_clip
-from excamera.pipelines.xcenc.plan import PASS1_EFFORT, VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import EXCAMERA_CHAIN_FLAGS, VPXENC_SETTINGS
 from excamera.xc.codec import Decoder
-from excamera.xc.encoder import ReencodeOptions, reencode_chunk
+from excamera.xc.enc import build_parser, reencode_options
+from excamera.xc.encoder import reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
 
 SHARED = {"carphone": "carphone_qcif_120f.y4m", "bus": "bus_cif_17f.y4m"}
 CQ = 20
-# The excamera chain's re-encode (xcenc.plan.EXCAMERA_CHAIN_FLAGS with -w 0.75).
-CHAIN = ReencodeOptions(kf_q_weight=0.75, speed=PASS1_EFFORT, last_refreshes_all=False,
-                        choose_refs=True)
+KF_WEIGHT = "0.75"  # xcenc.plan's default -w
+# The excamera chain's re-encode, parsed from the flags the pipeline gives xc-enc, so the bench
+# follows the chain when they change.
+CHAIN_FLAGS = ["-r", "-w", KF_WEIGHT, *EXCAMERA_CHAIN_FLAGS]
+CHAIN = reencode_options(build_parser().parse_args([*CHAIN_FLAGS, "CHUNK.y4m"]))
 
 
 def source_path(spec: str) -> Path:
@@ -172,7 +175,8 @@ def main() -> int:
     if args.json:
         pass0 = " ".join(["vpxenc", *VPXENC_SETTINGS, f"--cq-level={CQ}", "-o", "CHUNK.ivf",
                           "CHUNK.y4m"])
-        args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0},
+        args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0,
+                                                      "rebase": " ".join(CHAIN_FLAGS)},
                                          "results": results}, indent=2) + "\n")
     return 0
 
