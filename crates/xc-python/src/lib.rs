@@ -352,9 +352,14 @@ fn planes_to_i420(
         )));
     }
     let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
-    out.extend(y.iter().copied());
-    out.extend(u.iter().copied());
-    out.extend(v.iter().copied());
+    for plane in [y, u, v] {
+        // A C-contiguous plane (numpy's usual layout) is one slice copy; ndarray's element
+        // iterator, which any other layout needs, costs several times more per pixel.
+        match plane.as_slice() {
+            Some(s) => out.extend_from_slice(s),
+            None => out.extend(plane.iter().copied()),
+        }
+    }
     Ok((w, h, out))
 }
 

@@ -193,12 +193,15 @@ pub fn source_from_i420(width: usize, height: usize, data: &[u8]) -> Result<Fram
         return Err(EncodeError::BadSourceLength { expected, got: data.len() });
     }
     let mut f = Frame::new(width, height, 0);
+    // Row by row: a whole-row copy, then the last pixel repeated into the padding (a pixel at
+    // a time with clamped coordinates cost a tenth of a 720p rebase).
     let fill = |p: &mut Plane, src: &[u8], w: usize, h: usize| {
         for y in 0..p.height {
             let sy = y.min(h - 1);
-            for x in 0..p.width {
-                p.data[y * p.stride + x] = src[sy * w + x.min(w - 1)];
-            }
+            let row = &src[sy * w..(sy + 1) * w];
+            let dst = &mut p.data[y * p.stride..y * p.stride + p.width];
+            dst[..w].copy_from_slice(row);
+            dst[w..].fill(row[w - 1]);
         }
     };
     fill(&mut f.y, &data[..width * height], width, height);
