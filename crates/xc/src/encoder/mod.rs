@@ -45,7 +45,8 @@ pub(crate) struct MbLevels {
 
 impl MbLevels {
     pub fn is_zero(&self) -> bool {
-        self.blocks.iter().all(|b| b.iter().all(|&v| v == 0))
+        // Or-ed together without an early exit, which the compiler vectorizes.
+        self.blocks.as_flattened().iter().fold(0, |a, &v| a | v) == 0
     }
 }
 
@@ -88,6 +89,7 @@ pub(crate) mod quantize;
 pub(crate) mod rdo;
 pub mod rebase;
 pub(crate) mod residual;
+pub(crate) mod scan;
 pub(crate) mod split_search;
 
 pub(crate) use analysis::analyze_frame;
