@@ -148,6 +148,15 @@ fn source_padding_and_bad_input() {
     }
     assert!(source_from_i420(5, 3, &data[1..]).unwrap_err().to_string().contains("bytes"));
     assert!(source_from_i420(0, 3, &data).is_err());
+    // The planes apart give the same frame; a plane of the wrong size is refused.
+    let (y, c) = data.split_at(y_len);
+    let (u, v) = c.split_at(c_len);
+    assert!(source_from_planes(5, 3, [y, u, v]).unwrap() == f);
+    assert!(source_from_planes(5, 3, [y, v, u]).unwrap() != f);
+    let err = source_from_planes(5, 3, [&y[1..], u, v]).unwrap_err().to_string();
+    assert!(err.contains("bytes"), "{err}");
+    assert!(source_from_planes(5, 3, [y, u, &v[1..]]).is_err());
+    assert!(source_from_planes(5, 0, [y, u, v]).is_err());
     let st = DecoderState::default();
     let err = analyze_frame(&st, &f, &EncodeParams::inter(10)).unwrap_err();
     assert!(matches!(err, EncodeError::SizeMismatch { .. }), "{err}");
