@@ -79,8 +79,8 @@ mod tests {
     #[test]
     fn raster_masks_map_to_their_last_scan_position() {
         assert_eq!(last_of_raster_mask(0), None);
-        for j in 0..16 {
-            assert_eq!(last_of_raster_mask(1 << j), Some(INV_ZIGZAG[j] as usize));
+        for (j, &scan) in INV_ZIGZAG.iter().enumerate() {
+            assert_eq!(last_of_raster_mask(1 << j), Some(scan as usize));
         }
         assert_eq!(last_of_raster_mask(0xFFFF), Some(15));
         // Raster 12 is scan 9, raster 10 scan 11: the later scan position wins.
