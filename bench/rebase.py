@@ -6,7 +6,8 @@ inter frame, every chunk at once) and pass 2, the serial step (pass 1's output r
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
 flags ``-w 0.75`` and ``xcenc.plan.EXCAMERA_CHAIN_FLAGS`` (``-q good --last-keeps-refs
---choose-refs``), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
+--choose-refs --key-at-cuts --activity-rd --content-weight``, parsed by xc-enc's own parser),
+on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
 (``xcenc.plan.VPXENC_SETTINGS``, ``--cq-level=20``).
 
 Timing alternates, chunk by chunk: vpxenc's pass 0 of chunk k (a process: start-up and Y4M
@@ -16,6 +17,9 @@ and in CPU seconds (the rebase's thread; vpxenc's process, from ``wait4``); on a
 machine the CPU ratio is the steadier one. A run's ratio is a pass's total over vpxenc's
 total on the same chunks (the same as per frame); the median and the spread (lowest and
 highest) over runs are reported, with the load average before and after.
+``pass2_output_md5`` is the MD5 of pass 2's frames and final states on the timed chunks (each
+chunk's frames, then its serialized state, first run), for checking that a speed change left
+the output alone.
 
 Clips: the shared carphone (QCIF, 120 frames) and bus (CIF, 17 frames), and ``bench/clips.py``'s
 ``bbb272`` (640x272) and ``mosaic720`` (1280x720) at the frame counts given.
@@ -27,6 +31,7 @@ Clips: the shared carphone (QCIF, 120 frames) and bus (CIF, 17 frames), and ``be
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -38,17 +43,20 @@ from pathlib import Path
 
 from _common import need_tool, settings, shared_dir
 from clips import clip as make_clip
-from excamera.pipelines.xcenc.plan import PASS1_EFFORT, VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import EXCAMERA_CHAIN_FLAGS, VPXENC_SETTINGS
 from excamera.xc.codec import Decoder
-from excamera.xc.encoder import ReencodeOptions, reencode_chunk
+from excamera.xc.enc import build_parser, reencode_options
+from excamera.xc.encoder import reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
 
 SHARED = {"carphone": "carphone_qcif_120f.y4m", "bus": "bus_cif_17f.y4m"}
 CQ = 20
-# The excamera chain's re-encode (xcenc.plan.EXCAMERA_CHAIN_FLAGS with -w 0.75).
-CHAIN = ReencodeOptions(kf_q_weight=0.75, speed=PASS1_EFFORT, last_refreshes_all=False,
-                        choose_refs=True)
+KF_WEIGHT = "0.75"  # xcenc.plan's default -w
+# The excamera chain's re-encode, parsed from the flags the pipeline gives xc-enc, so the bench
+# follows the chain when they change.
+CHAIN_FLAGS = ["-r", "-w", KF_WEIGHT, *EXCAMERA_CHAIN_FLAGS]
+CHAIN = reencode_options(build_parser().parse_args([*CHAIN_FLAGS, "CHUNK.y4m"]))
 
 
 def source_path(spec: str) -> Path:
@@ -117,7 +125,10 @@ def bench_clip(spec: str, chunk: int, runs: int, tmp: Path) -> dict:
     frames = sum(len(chunks[k]) for k in timed)
     load_before = os.getloadavg()
     per_run = []
-    for _ in range(runs):
+    # What pass 2 wrote (frames and final states of the timed chunks, first run): equal
+    # before and after a change that is meant to leave the output alone.
+    digest = hashlib.md5()
+    for run in range(runs):
         tot = {name: [0.0, 0.0] for name in ("vpxenc_pass0", "pass2", "pass1")}
         for k in timed:
             wall, cpu = timed_process(vpx_cmds[k])
@@ -129,14 +140,19 @@ def bench_clip(spec: str, chunk: int, runs: int, tmp: Path) -> dict:
                 ("pass1", lambda k=k: reencode_chunk(states[k - 1], streams[k], None,
                                                      chunks[k], CHAIN)),
             ):
-                wall, cpu, _ = timed_call(fn)
+                wall, cpu, chunk_out = timed_call(fn)
                 tot[name][0] += wall
                 tot[name][1] += cpu
+                if name == "pass2" and run == 0:
+                    for f in chunk_out.frames:
+                        digest.update(f)
+                    digest.update(chunk_out.state.to_bytes())
         per_run.append(tot)
     load_after = os.getloadavg()
     out: dict = {"clip": spec, "width": width, "height": height, "frames": len(source),
                  "chunk": chunk, "cq_level": CQ, "timed_frames": frames, "runs": runs,
-                 "load_average_before": load_before[0], "load_average_after": load_after[0]}
+                 "load_average_before": load_before[0], "load_average_after": load_after[0],
+                 "pass2_output_md5": digest.hexdigest()}
     for name in ("vpxenc_pass0", "pass2", "pass1"):
         out[f"{name}_ms_per_frame"] = {
             "wall": spread([1000 * r[name][0] / frames for r in per_run]),
@@ -172,7 +188,8 @@ def main() -> int:
     if args.json:
         pass0 = " ".join(["vpxenc", *VPXENC_SETTINGS, f"--cq-level={CQ}", "-o", "CHUNK.ivf",
                           "CHUNK.y4m"])
-        args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0},
+        args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0,
+                                                      "rebase": " ".join(CHAIN_FLAGS)},
                                          "results": results}, indent=2) + "\n")
     return 0
 

@@ -18,7 +18,9 @@ use pyo3::types::PyBytes;
 use xc::decoder::decode_frame as xc_decode_frame;
 use xc::decoder::Decoder as XcDecoder;
 use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts};
-use xc::encoder::{encode_frame as xc_encode_frame, source_from_i420, EncodeParams, Speed};
+use xc::encoder::{
+    encode_frame as xc_encode_frame, source_from_i420, source_from_planes, EncodeParams, Speed,
+};
 use xc::frame::{Frame, Plane};
 use xc::state::DecoderState;
 
@@ -352,10 +354,39 @@ fn planes_to_i420(
         )));
     }
     let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
-    out.extend(y.iter().copied());
-    out.extend(u.iter().copied());
-    out.extend(v.iter().copied());
+    for plane in [y, u, v] {
+        // A C-contiguous plane (numpy's usual layout) is one slice copy; ndarray's element
+        // iterator, which any other layout needs, costs several times more per pixel.
+        match plane.as_slice() {
+            Some(s) => out.extend_from_slice(s),
+            None => out.extend(plane.iter().copied()),
+        }
+    }
     Ok((w, h, out))
+}
+
+/// The codec's padded source picture from three numpy planes at display size: C-contiguous
+/// planes (numpy's usual layout) are copied once, straight into the padded planes; others go
+/// through display-size I420 bytes first.
+fn source_frame(
+    y: &PyReadonlyArray2<'_, u8>,
+    u: &PyReadonlyArray2<'_, u8>,
+    v: &PyReadonlyArray2<'_, u8>,
+) -> PyResult<Frame> {
+    let to_err = |e: xc::encoder::EncodeError| EncodeError::new_err(e.to_string());
+    let (h, w) = y.as_array().dim();
+    match (y.as_slice(), u.as_slice(), v.as_slice()) {
+        (Ok(ys), Ok(us), Ok(vs))
+            if u.as_array().dim() == (h.div_ceil(2), w.div_ceil(2))
+                && v.as_array().dim() == (h.div_ceil(2), w.div_ceil(2)) =>
+        {
+            source_from_planes(w, h, [ys, us, vs]).map_err(to_err)
+        }
+        _ => {
+            let (w, h, i420) = planes_to_i420(y, u, v)?;
+            source_from_i420(w, h, &i420).map_err(to_err)
+        }
+    }
 }
 
 /// Encode one picture (numpy planes Y, U, V at display size) against `state`.
@@ -387,7 +418,7 @@ fn encode_frame<'py>(
         return Err(EncodeError::new_err("loop filter level is out of range 0..=63"));
     }
     let speed = parse_speed(speed)?;
-    let (w, h, i420) = planes_to_i420(&y, &u, &v)?;
+    let source = source_frame(&y, &u, &v)?;
     let base = if key_frame { EncodeParams::key(qindex) } else { EncodeParams::inter(qindex) };
     let params = EncodeParams {
         speed,
@@ -398,10 +429,7 @@ fn encode_frame<'py>(
     };
     let inner = state.inner.clone();
     let encoded = py
-        .allow_threads(move || {
-            let source = source_from_i420(w, h, &i420)?;
-            xc_encode_frame(&inner, &source, &params)
-        })
+        .allow_threads(move || xc_encode_frame(&inner, &source, &params))
         .map_err(|e| EncodeError::new_err(e.to_string()))?;
     let planes = frame_to_numpy(py, &encoded.recon);
     Ok((PyBytes::new(py, &encoded.data), PyState { inner: Arc::new(encoded.state) }, planes))
@@ -461,16 +489,12 @@ fn reencode_chunk<'py>(
         kf_weight_by_content,
         ..defaults
     };
-    let raw =
-        pictures.iter().map(|(y, u, v)| planes_to_i420(y, u, v)).collect::<PyResult<Vec<_>>>()?;
+    let sources =
+        pictures.iter().map(|(y, u, v)| source_frame(y, u, v)).collect::<PyResult<Vec<_>>>()?;
     let input = input_state.inner.clone();
     let pred_initial = pred_state.map(|s| s.inner);
     let chunk = py
         .allow_threads(move || {
-            let sources = raw
-                .iter()
-                .map(|(w, h, data)| source_from_i420(*w, *h, data))
-                .collect::<Result<Vec<_>, _>>()?;
             xc_reencode_chunk(&input, &pred_frames, pred_initial.as_deref(), &sources, &opts)
         })
         .map_err(|e| EncodeError::new_err(e.to_string()))?;

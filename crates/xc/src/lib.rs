@@ -90,8 +90,8 @@ pub use state::DecoderState;
 ///     reencode_chunk, FirstFrameQuality, LoopFilterChoice, ReencodeOpts, ReencodedChunk,
 /// };
 /// use xc::encoder::{
-///     encode_frame, psnr, source_from_i420, EncodeError, EncodeParams, EncodedFrame, QuantMode,
-///     Speed,
+///     encode_frame, psnr, source_from_i420, source_from_planes, EncodeError, EncodeParams,
+///     EncodedFrame, QuantMode, Speed,
 /// };
 /// use xc::error::DecodeError;
 /// use xc::frame::{Frame, Plane};

@@ -44,6 +44,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: `xc-enc --help` sta
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from excamera.xc.encoder import ReencodeOptions
+
 DEFAULT_SSIM = 0.99
 
 
@@ -285,8 +287,22 @@ def primary_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
+    """The rebase's options that xc-enc's re-encode flags (already parsed) ask for."""
+    from excamera.xc.encoder import ReencodeOptions
+
+    return ReencodeOptions(kf_q_weight=args.kf_q_weight, s_ac_qi=args.s_ac_qi,
+                           reencode_first_frame=args.reencode_first_frame,
+                           fix_prob_tables=args.fix_prob_tables,
+                           keep_golden=args.keep_golden,
+                           last_refreshes_all=not args.last_keeps_refs,
+                           choose_refs=args.choose_refs, speed=args.quality or "rt",
+                           key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
+                           kf_weight_by_content=args.content_weight)
+
+
 def reencode(args: argparse.Namespace) -> int:
-    from excamera.xc.encoder import EncodeError, ReencodeOptions, reencode_chunk
+    from excamera.xc.encoder import EncodeError, reencode_chunk
 
     if not args.no_wait:
         wait_for_stdin_eof()
@@ -320,14 +336,7 @@ def reencode(args: argparse.Namespace) -> int:
             input_state.width, input_state.height) != (width, height):
         raise EncError(f"{args.input_state}: state is {input_state.width}x{input_state.height}, "
                        f"{args.input} is {width}x{height}")
-    opts = ReencodeOptions(kf_q_weight=args.kf_q_weight, s_ac_qi=args.s_ac_qi,
-                           reencode_first_frame=args.reencode_first_frame,
-                           fix_prob_tables=args.fix_prob_tables,
-                           keep_golden=args.keep_golden,
-                           last_refreshes_all=not args.last_keeps_refs,
-                           choose_refs=args.choose_refs, speed=args.quality or "rt",
-                           key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
-                           kf_weight_by_content=args.content_weight)
+    opts = reencode_options(args)
     try:
         chunk = reencode_chunk(input_state, pred, pred_state, pictures, opts)
     except EncodeError as exc:

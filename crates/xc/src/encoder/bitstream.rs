@@ -310,9 +310,15 @@ fn validate_mb(mb: &MbInfo, lv: &MbLevels, key: bool, map_update: bool) -> Resul
         return Err(format!("mode {:?} with reference {:?}", mb.y_mode, mb.ref_frame));
     }
     let has_y2 = mb.y_mode != MbMode::BPred && mb.y_mode != MbMode::Split;
-    for (b, blk) in lv.blocks.iter().enumerate() {
-        if let Some(v) = blk.iter().find(|&&v| (v as i32).abs() > MAX_LEVEL) {
-            return Err(format!("level {v} in block {b} exceeds {MAX_LEVEL}"));
+    // One branch-free maximum over the 400 levels (the compiler vectorizes it; a search with
+    // an early exit per level was 7% of a 720p rebase's instructions), then the search only
+    // to name the offender.
+    let largest = lv.blocks.as_flattened().iter().fold(0, |m, &v| m.max(v.unsigned_abs()));
+    if largest as i32 > MAX_LEVEL {
+        for (b, blk) in lv.blocks.iter().enumerate() {
+            if let Some(v) = blk.iter().find(|&&v| (v as i32).abs() > MAX_LEVEL) {
+                return Err(format!("level {v} in block {b} exceeds {MAX_LEVEL}"));
+            }
         }
     }
     if has_y2 {

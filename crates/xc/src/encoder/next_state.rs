@@ -110,7 +110,8 @@ pub fn finish_frame(
         )));
     }
     let written = write_frame_coded(state, d, opts).map_err(EncodeError::Write)?;
-    let next = next_state(state, d, &written.probs, Arc::new(recon.clone()));
+    let recon = Arc::new(recon);
+    let next = next_state(state, d, &written.probs, recon.clone());
     if verify || cfg!(debug_assertions) {
         verify_by_decoding(state, &written.data, d, &next, &recon)?;
     }

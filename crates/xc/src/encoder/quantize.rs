@@ -9,21 +9,11 @@
 //! dequantized product fits the 16 bits the decoder stores it in.
 
 use crate::encoder::rdo::{TokenCosts, BIT};
+use crate::encoder::scan::last_reaching;
 use crate::quant::{segment_qindex, Dequant, QuantIndices};
 use crate::state::Segmentation;
 use crate::tables::ZIGZAG;
 use crate::tokens::TYPE_Y2;
-
-/// Scan position of each raster index (the inverse of `ZIGZAG`).
-const INV_ZIGZAG: [u8; 16] = {
-    let mut inv = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        inv[ZIGZAG[i]] = i as u8;
-        i += 1;
-    }
-    inv
-};
 
 /// Largest codable coefficient magnitude: `dct_cat6` covers 67..=67 + 2^11 - 1.
 pub const MAX_LEVEL: i32 = 67 + 2047;
@@ -135,23 +125,14 @@ pub fn quantize_block_rd(
     let eob_first = costs.eob_cost(ty, first, ctx);
     // The last scan position whose nearest level is not 0, (a + q / 2) / q >= 1: whose
     // magnitude reaches half a step. Most blocks of an inter frame have none, and so no
-    // level. Found in raster order without a branch per position, with the squared
-    // magnitudes' total (raster index 0 is scan position 0, so `first` skips it in both).
-    let half_step = |k: usize| bq.q[k] - bq.q[k] / 2;
-    let hs_ac = half_step(1);
-    let dc = if first == 0 { coeffs[0].unsigned_abs() as u64 } else { 0 };
-    let mut last = if dc as i32 >= half_step(0) { 0 } else { -1i32 };
-    let mut total = dc * dc;
-    for j in 1..16 {
-        let a = coeffs[j].unsigned_abs() as u64;
-        last = last.max(if a as i32 >= hs_ac { INV_ZIGZAG[j] as i32 } else { -1 });
-        total += a * a;
-    }
-    let total = total as i64;
-    if last < 0 {
+    // level.
+    let half_step = |k: usize| (bq.q[k] - bq.q[k] / 2) as u16;
+    let Some(last) = last_reaching(coeffs, first, [half_step(0), half_step(1)]) else {
         return (false, eob_first);
-    }
-    let last = last as usize;
+    };
+    // The squared magnitudes' total from `first` on (raster index 0 is scan position 0).
+    let total =
+        coeffs[first..].iter().map(|&c| (c.unsigned_abs() as u64).pow(2)).sum::<u64>() as i64;
     let w = if ty == TYPE_Y2 { 1.0 / 16.0 } else { 0.25 };
     let lam = lambda / BIT as f64;
     // The distortion of leaving every position from `i` on at zero is `w` times the squared

@@ -8,6 +8,8 @@
 
 use std::sync::OnceLock;
 
+use crate::encoder::distortion::block16_sums;
+use crate::encoder::scan::last_reaching;
 use crate::frame::Frame;
 use crate::mb::{BMode, MbMode, Mv, UvMode};
 use crate::state::EntropyProbs;
@@ -88,14 +90,7 @@ pub(crate) fn activity_weights(src: &Frame) -> Vec<f64> {
     let act: Vec<f64> = (0..rows * cols)
         .map(|i| {
             let (x0, y0) = ((i % cols) * 16, (i / cols) * 16);
-            let (mut sum, mut sum2) = (0u32, 0u32);
-            for y in y0..y0 + 16 {
-                let row = &src.y.data[y * src.y.stride + x0..][..16];
-                for &v in row {
-                    sum += v as u32;
-                    sum2 += v as u32 * v as u32;
-                }
-            }
+            let (sum, sum2) = block16_sums(&src.y.data, src.y.stride, y0 * src.y.stride + x0);
             let var = (sum2 as f64 - sum as f64 * sum as f64 / 256.0) / 256.0;
             var + 1.0
         })
@@ -241,14 +236,7 @@ impl TokenCosts {
     /// Cost of one block's tokens. `levels` in raster order, `ty` the block type (tokens.rs
     /// TYPE_*), `ctx` 0..=2 from the neighbours, `first` 1 for luma blocks after Y2.
     pub fn block_cost(&self, levels: &[i16; 16], ty: usize, ctx: usize, first: usize) -> u32 {
-        let mut last = None;
-        for i in (first..16).rev() {
-            if levels[ZIGZAG[i]] != 0 {
-                last = Some(i);
-                break;
-            }
-        }
-        let Some(last) = last else {
+        let Some(last) = last_reaching(levels, first, [1, 1]) else {
             return self.eob[ty][COEFF_BANDS[first]][ctx];
         };
         let mut cost = 0;

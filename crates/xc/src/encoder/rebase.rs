@@ -212,14 +212,20 @@ fn best_reference(
     // The own prediction's error is found only if another reference is tried.
     let mut best: (Option<u32>, RefFrame, [u8; 256]) = (None, own, px);
     let mut current = own;
+    // Pictures already predicted from: two references often hold the same picture (a frame
+    // that refreshes golden and alt-ref both), whose prediction would only tie.
+    let mut tried: [&Frame; 3] = [own_pic; 3];
+    let mut n_tried = 1;
     for cand in [RefFrame::Last, RefFrame::Golden, RefFrame::AltRef] {
         let Some(pic) = refs[cand as usize] else { continue };
         if cand == own
             || sign_bias[cand as usize] != sign_bias[own as usize]
-            || std::ptr::eq(pic, own_pic)
+            || tried[..n_tried].iter().any(|&t| std::ptr::eq(pic, t))
         {
             continue;
         }
+        tried[n_tried] = pic;
+        n_tried += 1;
         let best_e = best.0.unwrap_or_else(|| sse(src_y, &best.2));
         best.0 = Some(best_e);
         let px = luma(recon, pic);
@@ -887,7 +893,7 @@ fn match_quality_requantizing(
             (None, None) => unreachable!("decisions are set by the first trial"),
         };
         let recon = match &trial {
-            Trial::Encoded(e) => &e.recon,
+            Trial::Encoded(e) => &*e.recon,
             Trial::Planned(p) => &p.1,
         };
         let ok = psnr(target, recon) >= floor;
@@ -949,7 +955,11 @@ mod tests {
             let ok = q as i32 <= if mode == QuantMode::Rd { limit } else { plain_limit };
             let data = vec![q, (mode == QuantMode::Plain) as u8];
             Ok((
-                EncodedFrame { data, state: DecoderState::default(), recon: Frame::new(1, 1, 0) },
+                EncodedFrame {
+                    data,
+                    state: DecoderState::default(),
+                    recon: Arc::new(Frame::new(1, 1, 0)),
+                },
                 ok,
             ))
         })

@@ -132,8 +132,31 @@ fn source_padding_and_bad_input() {
     assert_eq!((f.y.width, f.y.height, f.u.width), (16, 16, 8));
     assert_eq!(f.y.at(15, 15), f.y.at(4, 2));
     assert_eq!(f.to_i420(), data);
+    // Every padding pixel repeats the nearest picture pixel (its row's last, or the last row).
+    let (y_len, c_len) = (5 * 3, 3 * 2);
+    let planes = [
+        (&f.y, &data[..y_len], 5, 3),
+        (&f.u, &data[y_len..y_len + c_len], 3, 2),
+        (&f.v, &data[y_len + c_len..], 3, 2),
+    ];
+    for (p, src, w, h) in planes {
+        for y in 0..p.height {
+            for x in 0..p.width {
+                assert_eq!(p.at(x, y), src[y.min(h - 1) * w + x.min(w - 1)], "({x}, {y})");
+            }
+        }
+    }
     assert!(source_from_i420(5, 3, &data[1..]).unwrap_err().to_string().contains("bytes"));
     assert!(source_from_i420(0, 3, &data).is_err());
+    // The planes apart give the same frame; a plane of the wrong size is refused.
+    let (y, c) = data.split_at(y_len);
+    let (u, v) = c.split_at(c_len);
+    assert!(source_from_planes(5, 3, [y, u, v]).unwrap() == f);
+    assert!(source_from_planes(5, 3, [y, v, u]).unwrap() != f);
+    let err = source_from_planes(5, 3, [&y[1..], u, v]).unwrap_err().to_string();
+    assert!(err.contains("bytes"), "{err}");
+    assert!(source_from_planes(5, 3, [y, u, &v[1..]]).is_err());
+    assert!(source_from_planes(5, 0, [y, u, v]).is_err());
     let st = DecoderState::default();
     let err = analyze_frame(&st, &f, &EncodeParams::inter(10)).unwrap_err();
     assert!(matches!(err, EncodeError::SizeMismatch { .. }), "{err}");

@@ -7,6 +7,7 @@
 //! so the writer's hot path is straight-line code with no allocation.
 
 use crate::encoder::bool_encoder::{cost_bits, BoolEncoder};
+use crate::encoder::scan::last_reaching;
 use crate::encoder::MbLevels;
 use crate::tables::{CoeffProbs, COEFF_BANDS, DCT_CAT_BASE, PCAT3, PCAT4, PCAT5, PCAT6, ZIGZAG};
 use crate::tokens::{
@@ -156,7 +157,7 @@ pub fn code_block<S: TokenSink>(
     first: usize,
     levels: &[i16; 16],
 ) -> bool {
-    let Some(last) = (first..16).rev().find(|&i| levels[ZIGZAG[i]] != 0) else {
+    let Some(last) = last_reaching(levels, first, [1, 1]) else {
         s.node(plane, COEFF_BANDS[first], ctx, 0, false);
         return false;
     };
@@ -364,7 +365,7 @@ pub fn token_cost_tables(probs: &CoeffProbs) -> TokenCosts {
 impl TokenCosts {
     /// Rate of one block (same contract as [`block_cost`]) from the tables.
     pub fn block_cost(&self, plane: usize, ctx: usize, first: usize, levels: &[i16; 16]) -> u32 {
-        let Some(last) = (first..16).rev().find(|&i| levels[ZIGZAG[i]] != 0) else {
+        let Some(last) = last_reaching(levels, first, [1, 1]) else {
             return self.cost[plane][COEFF_BANDS[first]][ctx][TOKEN_EOB] as u32;
         };
         let mut ctx = ctx;

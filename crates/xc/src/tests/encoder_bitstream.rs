@@ -693,6 +693,19 @@ fn undecodable_decisions_are_clear_errors() {
     let mut d = good.clone();
     d.levels[5].blocks[3][7] = 2115;
     assert!(one_line(write_frame(&s, &d).unwrap_err()).contains("macroblock 5"));
+    // Negative levels too, i16::MIN (whose magnitude has no i16) included; the largest codable
+    // magnitude is written.
+    for (v, ok) in [(-2115, false), (i16::MIN, false), (2114, true), (-2114, true)] {
+        let mut d = good.clone();
+        d.levels[5].blocks[3][7] = v;
+        match write_frame(&s, &d) {
+            Ok(_) => assert!(ok, "level {v} written"),
+            Err(e) => {
+                assert!(!ok, "level {v}: {e}");
+                assert!(one_line(e).contains(&format!("level {v} in block 3")));
+            }
+        }
+    }
     let mut d = good.clone();
     d.levels[2].blocks[0][0] = 1; // DC of a luma block in a macroblock with Y2
     assert!(one_line(write_frame(&s, &d).unwrap_err()).contains("Y2"));

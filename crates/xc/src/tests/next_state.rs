@@ -45,7 +45,7 @@ fn assert_built_state_is_decoded(before: &DecoderState, e: &EncodedFrame, what: 
         None if h.refresh_alternate_frame => (**decoded.altref.as_ref().expect("altref")).clone(),
         None => return,
     };
-    assert!(picture == e.recon, "{what}: decoded picture differs from the reconstruction");
+    assert!(picture == *e.recon, "{what}: decoded picture differs from the reconstruction");
 }
 
 /// What the frames checked so far exercised, so a test fails if its inputs stop covering a case.

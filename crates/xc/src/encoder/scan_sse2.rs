@@ -1,0 +1,38 @@
+//! SSE2 [`super::last_reaching`]: the sixteen coefficients in two registers, each compared
+//! with its threshold from both sides (`c >= t` or `c <= -t`, which also holds for
+//! `i16::MIN`, whose magnitude has no 16-bit negation), packed to one byte mask per
+//! position, then mapped to scan order by table (`super::last_of_raster_mask`). SSE2 is part
+//! of the x86_64 baseline.
+
+use std::arch::x86_64::*;
+
+#[inline]
+pub(super) fn last_reaching(c: &[i16; 16], first: usize, min: [u16; 2]) -> Option<usize> {
+    // SAFETY: SSE2 is always present on x86_64.
+    let raster = unsafe { reaching_mask(c, min) };
+    // Raster index 0 is scan position 0: `first` = 1 leaves it out.
+    super::last_of_raster_mask(raster & !(first as u32))
+}
+
+/// Bit `j` set when `|c[j]| >= min[0]` (j = 0) or `min[1]` (j > 0).
+#[inline]
+#[target_feature(enable = "sse2")]
+fn reaching_mask(c: &[i16; 16], min: [u16; 2]) -> u32 {
+    // |c| >= t  <=>  c > t - 1  or  c < 1 - t, exactly for t in 1..=32768. A larger t is
+    // reached by nothing, and the clamped bounds (c > 32767, c < -32768) hold for nothing.
+    let bound = |t: u16| -> (i16, i16) {
+        let t = t as i32;
+        ((t - 1).min(i16::MAX as i32) as i16, (1 - t).max(i16::MIN as i32) as i16)
+    };
+    let (dc_hi, dc_lo) = bound(min[0]);
+    let (ac_hi, ac_lo) = bound(min[1]);
+    // SAFETY: the two halves of a 16-element array, unaligned loads.
+    let (a, b) =
+        unsafe { (_mm_loadu_si128(c.as_ptr().cast()), _mm_loadu_si128(c.as_ptr().add(8).cast())) };
+    let hi0 = _mm_set_epi16(ac_hi, ac_hi, ac_hi, ac_hi, ac_hi, ac_hi, ac_hi, dc_hi);
+    let lo0 = _mm_set_epi16(ac_lo, ac_lo, ac_lo, ac_lo, ac_lo, ac_lo, ac_lo, dc_lo);
+    let (hi1, lo1) = (_mm_set1_epi16(ac_hi), _mm_set1_epi16(ac_lo));
+    let ra = _mm_or_si128(_mm_cmpgt_epi16(a, hi0), _mm_cmplt_epi16(a, lo0));
+    let rb = _mm_or_si128(_mm_cmpgt_epi16(b, hi1), _mm_cmplt_epi16(b, lo1));
+    _mm_movemask_epi8(_mm_packs_epi16(ra, rb)) as u32
+}
