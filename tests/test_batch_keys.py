@@ -32,6 +32,7 @@ def test_the_plan_rekeys_batch_starts_without_a_neighbour() -> None:
     assert "--s-ac-qi" in p.rekey_argv(16) and p.rekey_argv(16)[p.rekey_argv(16).index(
         "--s-ac-qi") + 1] == str(round(0.25 * CQ_LEVEL_QINDEX[30]))
     assert "--activity-rd" in p.rekey_argv(16)  # the same rebase as the chain's
+    assert "--full-key" in p.rekey_argv(16)  # xc's own key frame, not vpxenc's re-quantized
     mu = XcencParams("v", 20, plan=PassPlan.parse(3), kf_dist=16, mild_batch_keys=True,
                      chain="mu")
     assert mu.worker_plan(16).passes == 1  # mu's chain runs as mu did

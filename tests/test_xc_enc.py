@@ -463,6 +463,32 @@ def test_reencode_activity_rd(two_chunks: Path, tmp_path: Path) -> None:
     decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "a1.ivf", tmp_path)
 
 
+def test_reencode_full_key(two_chunks: Path, tmp_path: Path) -> None:
+    """--full-key (the batch-start re-key's): a chunk re-encoded from a fresh state with
+    --s-ac-qi keeps a key frame at that quantizer, now xc's own key-frame encode rather than
+    vpxenc's intra modes re-quantized, smaller at no less SSIM on this chunk; the later frames
+    are rebased onto it and the chunk decodes identically in vpxdec."""
+    from vp8_headers import parse_frame
+
+    d = two_chunks
+    fresh = tmp_path / "fresh.state"
+    fresh.write_bytes(State().to_bytes())
+    _, source = read_y4m(d / "c0.y4m")
+    outs = {}
+    for flags in ((), ("--full-key",)):
+        out = tmp_path / f"k{len(flags)}.ivf"
+        run_enc("-r", "-W", "-I", fresh, "-p", d / "v0.ivf", "--s-ac-qi", 12, "--activity-rd",
+                *flags, "-o", out, d / "c0.y4m")
+        frames = [f.data for f in read_ivf(out)[1]]
+        assert is_key(frames[0]) and not any(is_key(f) for f in frames[1:])
+        assert parse_frame(frames[0]).y_ac_qi == 12
+        pics, _ = our_decode(out)
+        assert vpxdec_md5s(out, tmp_path) == [md5(p) for p in pics]
+        outs[flags] = (len(frames[0]), ssim(pics[0].y, source[0].y))
+    (requantized, q_ssim), (full, f_ssim) = outs[()], outs[("--full-key",)]
+    assert full < requantized and f_ssim >= q_ssim - 0.001, outs
+
+
 def test_reencode_content_weight(two_chunks: Path, tmp_path: Path) -> None:
     """--content-weight moves -w by the chunk's pass-0 statistics: the converted first frame's
     quantizer is round(w*kf_q + (1-w)*next_q) with w = 0.75 + 0.1 ln(r / (1.5 next_q)) in

@@ -442,7 +442,8 @@ type PlaneTriple<'py> =
 /// state when None) re-encoded to decode from `input_state`, toward `pictures` (one (Y, U, V)
 /// tuple per shown frame). `speed` is the first frame's encoder effort (Rust
 /// `ReencodeOpts::first_frame_speed`); `keep_golden`, `last_refreshes_all` and `choose_refs`
-/// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`.
+/// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`;
+/// `key_frame_in_full` is `ReencodeOpts::key_frame_in_full`.
 /// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
@@ -450,7 +451,8 @@ type PlaneTriple<'py> =
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
-                    choose_refs = false, activity_rd = false, kf_weight_by_content = false))]
+                    choose_refs = false, activity_rd = false, kf_weight_by_content = false,
+                    key_frame_in_full = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -468,6 +470,7 @@ fn reencode_chunk<'py>(
     choose_refs: bool,
     activity_rd: bool,
     kf_weight_by_content: bool,
+    key_frame_in_full: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -487,6 +490,7 @@ fn reencode_chunk<'py>(
         choose_refs,
         activity_rd,
         kf_weight_by_content,
+        key_frame_in_full,
         ..defaults
     };
     let sources =

@@ -21,7 +21,7 @@ use crate::encoder::inter_search::best_inter;
 use crate::encoder::intra_search::best_intra;
 use crate::encoder::motion_search::Padded;
 use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
-use crate::encoder::rdo::{lambda, trellis_lambda, ModeCosts, TokenCosts, BIT};
+use crate::encoder::rdo::{activity_weights, lambda, trellis_lambda, ModeCosts, TokenCosts, BIT};
 use crate::encoder::residual::MbCoder;
 use crate::encoder::{EncodeError, FrameDecisions, MbLevels};
 use crate::frame::Frame;
@@ -89,6 +89,10 @@ pub struct EncodeParams {
     /// How residual levels are chosen: RD-optimized (the default; `Speed::Realtime` always
     /// uses the plain quantizer) or plain dead-zone rounding.
     pub quant: QuantMode,
+    /// Weight each macroblock's lambda (mode decision and RD quantizer) by its activity
+    /// (`rdo::activity_weights`): flat macroblocks keep more residual, busy ones less, for
+    /// SSIM's sake, as libvpx's `--tune=ssim` does.
+    pub activity_rd: bool,
     /// Also decode the written frame and check that our decoder reaches the state the encoder
     /// built and its picture (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -113,6 +117,7 @@ impl EncodeParams {
             log2_partitions: 0,
             show_frame: true,
             quant: QuantMode::Rd,
+            activity_rd: false,
             verify: false,
         }
     }
@@ -147,6 +152,9 @@ pub(crate) struct FrameCtx<'a> {
     pub(crate) lambda: f64,
     /// The RD quantizer's multiplier (`rdo::trellis_lambda`).
     pub(crate) trellis_lambda: f64,
+    /// The current macroblock's multiplier of both lambdas (its activity weight with
+    /// `EncodeParams::activity_rd`, else 1).
+    pub(crate) mb_scale: std::cell::Cell<f64>,
     pub(crate) refs: Vec<RefPic<'a>>,
     pub(crate) sign_bias: [bool; 4],
     pub(crate) cols: usize,
@@ -159,7 +167,7 @@ impl FrameCtx<'_> {
         if self.speed == Speed::Realtime || self.quant_mode == QuantMode::Plain {
             Quantizer::Plain
         } else {
-            Quantizer::Rd { costs: &self.tc, lambda: self.trellis_lambda }
+            Quantizer::Rd { costs: &self.tc, lambda: self.trellis_lambda * self.mb_scale.get() }
         }
     }
 
@@ -177,7 +185,7 @@ impl FrameCtx<'_> {
     }
 
     pub(crate) fn cost(&self, sse: u64, rate: u32) -> f64 {
-        sse as f64 + self.lambda * rate as f64 / BIT as f64
+        sse as f64 + self.lambda * self.mb_scale.get() * rate as f64 / BIT as f64
     }
 }
 
@@ -224,7 +232,11 @@ pub(crate) struct MbCtx<'a> {
 /// Every macroblock's coding in raster order: the decisions, the levels and the
 /// reconstruction before the loop filter.
 #[allow(clippy::needless_range_loop)]
-fn analyze_mbs(fc: &FrameCtx, state: &DecoderState) -> (Vec<MbInfo>, Vec<MbLevels>, Frame) {
+fn analyze_mbs(
+    fc: &FrameCtx,
+    state: &DecoderState,
+    activity_rd: bool,
+) -> (Vec<MbInfo>, Vec<MbLevels>, Frame) {
     let key = fc.key_frame;
     let (w, h) = (fc.src.display_width, fc.src.display_height);
     let mut recon = Frame::new(w, h, 0);
@@ -232,10 +244,12 @@ fn analyze_mbs(fc: &FrameCtx, state: &DecoderState) -> (Vec<MbInfo>, Vec<MbLevel
     let mut mbs: Vec<MbInfo> = Vec::with_capacity(cols * rows);
     let mut all_levels = Vec::with_capacity(cols * rows);
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
+    let weights = if activity_rd { activity_weights(fc.src) } else { Vec::new() };
     for mby in 0..rows {
         let mut left_nz: NzContext = [0; 9];
         for mbx in 0..cols {
             let i = mby * cols + mbx;
+            fc.mb_scale.set(weights.get(i).copied().unwrap_or(1.0));
             let segment = if key { 0 } else { state.segment_map.get(i).copied().unwrap_or(0) };
             let m = MbCtx {
                 mbx,
@@ -354,13 +368,14 @@ pub fn analyze_frame(
         mc: ModeCosts::new(probs, key),
         lambda: lambda(mq[0].dq.y[1] as i32, key),
         trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key),
+        mb_scale: std::cell::Cell::new(1.0),
         refs,
         sign_bias: [false, false, !key && params.sign_bias_golden, !key && params.sign_bias_altref],
         cols: source.mb_cols(),
         rows: source.mb_rows(),
     };
 
-    let (mbs, all_levels, mut recon) = analyze_mbs(&fc, state);
+    let (mbs, all_levels, mut recon) = analyze_mbs(&fc, state, params.activity_rd);
     let header = FrameHeader {
         segment_tree_probs: [255; 3],
         sharpness_level: params.sharpness,

@@ -566,6 +566,16 @@ pub struct ReencodeOpts {
     /// (`RebaseParams::activity_rd`), as libvpx's SSIM tuning does: the rebase recomputes every
     /// residual, so vpxenc's own tuning of pass 0 does not survive it.
     pub activity_rd: bool,
+    /// A first key frame that stays a key frame (the input state is fresh and
+    /// `reencode_first_frame` is not set) is encoded in full by xc's key-frame analysis at its
+    /// quantizer (`s_ac_qi`, or the prediction frame's), with `activity_rd`'s weights, instead
+    /// of re-quantizing the prediction stream's intra modes. The pipeline's batch-start
+    /// re-key moves vpxenc's key frame from quantizer 0 to about 13-20, and modes chosen for
+    /// quantizer 0 (fine B_PRED everywhere) cost too much there: on bigbuckbunny's first
+    /// frame the full encode is 5-8% smaller at equal SSIM (`bench/encoder_frames.py`), and
+    /// ExCamera\[6,16\]'s SSIM BD-rate moves -0.9% (bigbuckbunny) and -3.1% (carphone)
+    /// (`bench/compression-ideas.md`).
+    pub key_frame_in_full: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -587,6 +597,7 @@ impl Default for ReencodeOpts {
             choose_refs: false,
             kf_weight_by_content: false,
             activity_rd: false,
+            key_frame_in_full: false,
             verify: false,
         }
     }
@@ -820,6 +831,18 @@ pub fn reencode_chunk(
                     encode_at((w * kf_q + (1.0 - w) * next_q).round().clamp(0.0, 127.0) as u8)?
                 }
             }
+        } else if k == 0 && first_key && opts.key_frame_in_full {
+            // A key frame that stays one: xc's own analysis at its quantizer, not the
+            // prediction stream's modes re-quantized (`ReencodeOpts::key_frame_in_full`).
+            let q = opts.s_ac_qi.unwrap_or(p.parsed.header.quant.y_ac_qi);
+            let params = EncodeParams {
+                sharpness: p.parsed.header.sharpness_level,
+                show_frame: p.parsed.show_frame,
+                activity_rd: opts.activity_rd,
+                verify: opts.verify,
+                ..EncodeParams::key(q)
+            };
+            encode_frame(&state, target, &params)?
         } else {
             let qindex = (k == 0 && first_key).then_some(opts.s_ac_qi).flatten();
             let params = RebaseParams {

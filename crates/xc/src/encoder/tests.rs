@@ -191,6 +191,31 @@ fn key_frame_psnr_rises_as_qindex_falls() {
     assert!(last > 40.0, "q 10 psnr {last}");
 }
 
+/// `activity_rd` moves residual from busy macroblocks to flat ones (lambda times the weight of
+/// `rdo::activity_weights`, below 1 where flat), and the frame still decodes to the encoder's
+/// reconstruction.
+#[test]
+fn activity_rd_keeps_more_residual_in_flat_macroblocks() {
+    let Some(frames) = clip_frames("carphone_qcif_120f.y4m", 1) else { return };
+    let src = &frames[0];
+    let st = DecoderState::default();
+    let weights = crate::encoder::rdo::activity_weights(src);
+    let nonzero = |activity_rd: bool| {
+        let params = EncodeParams { activity_rd, verify: true, ..EncodeParams::key(40) };
+        let (d, recon) = analyze_frame(&st, src, &params).unwrap();
+        assert_eq!(rebuild(&st, &d), recon);
+        encode_frame(&st, src, &params).unwrap();
+        let mut by_kind = [0usize; 2]; // flat, busy
+        for (l, &w) in d.levels.iter().zip(&weights) {
+            let n = l.blocks.iter().flatten().filter(|&&v| v != 0).count();
+            by_kind[(w > 1.0) as usize] += n;
+        }
+        by_kind
+    };
+    let (plain, weighted) = (nonzero(false), nonzero(true));
+    assert!(weighted[0] > plain[0] && weighted[1] < plain[1], "{plain:?} {weighted:?}");
+}
+
 #[test]
 fn odd_size_key_frame_rebuilds() {
     let Some(frames) = clip_frames("park_joy_160x90_10f.y4m", 1) else { return };

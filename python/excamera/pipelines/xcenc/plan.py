@@ -258,12 +258,15 @@ class XcencParams:
     def rekey_argv(self, k: int) -> list[str]:
         """The batch-start key frame at (1 - w) times the chunk's plain quantizer (what ``-w``
         gives a rebased chunk's first frame, pass 0's key frames being at about 0), the rest
-        of the chunk rebased onto it."""
+        of the chunk rebased onto it. ``--full-key``: the key frame is xc's own key-frame
+        encode at that quantizer (activity-weighted, with ``--activity-rd``), not vpxenc's
+        quantizer-0 modes re-quantized: SSIM BD-rate -0.9% on bigbuckbunny, -3.1% on carphone
+        (bench/compression-ideas.md)."""
         w = 0.75 if self.kf_weight is None else self.kf_weight
         q = round((1 - w) * cq_level_qindex(self.level(k)))
         return ["xc-enc", "-r", "-I", "fresh.state", "-p", "prev.ivf", "--s-ac-qi", str(q),
-                "--last-keeps-refs", "--activity-rd", "-i", "y4m", "-O", "final.state", "-o",
-                "output.ivf", "input.y4m"]
+                "--last-keeps-refs", "--activity-rd", "--full-key", "-i", "y4m", "-O",
+                "final.state", "-o", "output.ivf", "input.y4m"]
 
     def _passes(self, k: int) -> int:
         total = self.plan.total
