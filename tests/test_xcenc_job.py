@@ -754,7 +754,9 @@ def test_guide_wavefront_over_s3_with_a_separate_relay(tmp_path: Path, s3_env: s
          "-k", str(keys / "server_key.pem"), "-t", "0"],
         env=child_env(), capture_output=True, text=True, timeout=300,
     )
-    err = done.stderr.splitlines()
+    # On a loaded machine straggler mitigation may warn that it launched a duplicate; that is
+    # mu working as meant, not part of what this test checks.
+    err = [line for line in done.stderr.splitlines() if "launching a duplicate" not in line]
     assert err[0] == (
         "excamera xcenc: warning: a wavefront of 4 workers with 2 passes: joins 1|2..2|3 are "
         "exact only if rebased states converge (a worker ending where it was one pass "
