@@ -450,7 +450,8 @@ type PlaneTriple<'py> =
 #[pyo3(signature = (input_state, pred_frames, pred_state, pictures, *, kf_q_weight = None,
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
-                    choose_refs = false, activity_rd = false, kf_weight_by_content = false))]
+                    choose_refs = false, activity_rd = false, kf_weight_by_content = false,
+                    key_floored = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -468,6 +469,7 @@ fn reencode_chunk<'py>(
     choose_refs: bool,
     activity_rd: bool,
     kf_weight_by_content: bool,
+    key_floored: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -487,6 +489,7 @@ fn reencode_chunk<'py>(
         choose_refs,
         activity_rd,
         kf_weight_by_content,
+        key_floored,
         ..defaults
     };
     let sources =

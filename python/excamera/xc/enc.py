@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: move -w by how static the chunk is (its key frame's size "
                    "over its other frames', relative to their quantizer): a lower first-frame "
                    "quantizer for a static chunk, a higher one for a busy chunk")
+    p.add_argument("--floored-key", action="store_true",
+                   help="re-encode: the prediction's key frame was floored near the boost "
+                   "(vpxenc --min-q), so -w weights from quantizer 0, not from its quantizer, "
+                   "to the next frame's")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -298,7 +302,8 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            last_refreshes_all=not args.last_keeps_refs,
                            choose_refs=args.choose_refs, speed=args.quality or "rt",
                            key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
-                           kf_weight_by_content=args.content_weight)
+                           kf_weight_by_content=args.content_weight,
+                           key_floored=args.floored_key)
 
 
 def reencode(args: argparse.Namespace) -> int:

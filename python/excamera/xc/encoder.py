@@ -292,6 +292,9 @@ class ReencodeOptions:
     # --content-weight: -w moved by how static the chunk's pass 0 says it is (the codec's
     # rebase::content_weight).
     kf_weight_by_content: bool = False
+    # --floored-key: pass 0's key frame was floored near the boost (vpxenc --min-q), so the
+    # weighted first-frame quantizer runs from 0 (the codec's ReencodeOpts::key_floored).
+    key_floored: bool = False
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,7 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
         choose_refs=o.choose_refs, activity_rd=o.activity_rd,
-        kf_weight_by_content=o.kf_weight_by_content)
+        kf_weight_by_content=o.kf_weight_by_content, key_floored=o.key_floored)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 
