@@ -283,8 +283,9 @@ class XcencParams:
 
     def rekey_argv(self, k: int) -> list[str]:
         """The batch-start key frame at (1 - w) times the chunk's plain quantizer (what ``-w``
-        gives a rebased chunk's first frame, pass 0's key frames being at about 0), the rest
-        of the chunk rebased onto it."""
+        gives a rebased chunk's first frame, from pass 0's key frame at about 0 or, with
+        ``pass0_key_floor``, from 0 by construction), the rest of the chunk rebased onto it.
+        A per-chunk content weight here measured no better (bench/compression-ideas.md)."""
         w = 0.75 if self.kf_weight is None else self.kf_weight
         q = round((1 - w) * cq_level_qindex(self.level(k)))
         return ["xc-enc", "-r", "-I", "fresh.state", "-p", "prev.ivf", "--s-ac-qi", str(q),
