@@ -218,8 +218,8 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
       level 30, where vpxenc put 0: ``mild_batch_keys``), coarser than pass 0's but within
       11 dB, and rebases its other frames onto it; every other chunk's first frame, a key
       frame turned into an inter frame at mu's -w 0.75, is by design far coarser than the key
-      frame it replaces (7.2-10.2 dB Y-PSNR below, measured) but within 11 dB, and
-      every later frame within 2.5 dB of the same frame of pass 0; over the clip Y-PSNR within
+      frame it replaces (7.2-10.3 dB Y-PSNR below, measured) but within 11 dB, and
+      every later frame within 3 dB of the same frame of pass 0; over the clip Y-PSNR within
       1.5 dB and SSIM within 0.01 of pass 0's, for less than half of pass 0's bytes (figures
       measured in the comment below). The ``--passes 1`` encode publishes vpxenc's chunks as
       they are, key frames at about quantizer 0 (no ``pass0_key_floor``)."""
@@ -272,7 +272,7 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     q_pass0, m_pass0 = quality(pass0, source, chained=False)
     # The chain is a lower rate point than pass 0, whose chunks start at quantizer 0: at level
     # 30, 0.31 of its bytes at 1.3 dB less PSNR-Y and 0.007 less SSIM (worst rebased frame
-    # 2.24 dB below, worst first frame 10.2). Before --activity-rd and --content-weight (a busy
+    # 2.46 dB below, first frames 7.2-10.3). Before --activity-rd and --content-weight (a busy
     # chunk's first frame at a higher quantizer) it was 0.36 at 0.8 dB (worst 1.7), before the
     # floored pass-0 key frames (first frames weighted from quantizer 0, a little coarser)
     # 0.33 at 1.2 dB (worst 2.2, first frames 7.5-8.7); all three improved the BD-rates
@@ -283,7 +283,7 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
         if j == 0:
             assert p_full > p_pass0 - 11, i  # the converted key frame, or a milder one
         else:
-            assert p_full > p_pass0 - 2.5, i
+            assert p_full > p_pass0 - 3, i
     assert m_full.frames == m_pass0.frames == FRAMES
     assert m_full.psnr_y > m_pass0.psnr_y - 1.5
     assert m_full.ssim > m_pass0.ssim - 0.01

@@ -466,18 +466,19 @@ def test_pass0_key_floor() -> None:
         key_floor_level,
     )
 
-    assert PASS0_KEY_FLOOR == 0.15
-    # level 36 is index 51; 0.15 of it is 7.65, and level 7 (index 8) the lowest above it
-    assert [key_floor_level(v) for v in (0, 12, 36, 63)] == [0, 3, 7, 16]
+    assert PASS0_KEY_FLOOR == 0.2
+    # level 36 is index 51; 0.2 of it is 10.2, and level 10 (index 12) the lowest above it
+    assert [key_floor_level(v) for v in (0, 12, 36, 63)] == [0, 3, 10, 21]
+    assert key_floor_level(36, 0.15) == 7  # 7.65: level 7 is index 8
     for v in range(MAX_CQ_LEVEL + 1):
         m = key_floor_level(v)
-        assert CQ_LEVEL_QINDEX[m] >= 0.15 * CQ_LEVEL_QINDEX[v]
-        assert m == 0 or CQ_LEVEL_QINDEX[m - 1] < 0.15 * CQ_LEVEL_QINDEX[v]
+        assert CQ_LEVEL_QINDEX[m] >= 0.2 * CQ_LEVEL_QINDEX[v]
+        assert m == 0 or CQ_LEVEL_QINDEX[m - 1] < 0.2 * CQ_LEVEL_QINDEX[v]
     plan = PassPlan.parse("7")
     floored = XcencParams("v", 4, plan=plan, kf_dist=2, pass0_key_floor=True,
                           levels=(36, 12, 36, 36))
     plain = XcencParams("v", 4, plan=plan, kf_dist=2, levels=(36, 12, 36, 36))
-    assert "--min-q=7" in floored.pass0_argv(0) and "--min-q=0" not in floored.pass0_argv(0)
+    assert "--min-q=10" in floored.pass0_argv(0) and "--min-q=0" not in floored.pass0_argv(0)
     assert "--min-q=3" in floored.pass0_argv(1)
     assert "--min-q=0" in plain.pass0_argv(0)
     assert floored.pass_flags(2) == [*plain.pass_flags(2), "--floored-key"]

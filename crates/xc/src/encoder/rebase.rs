@@ -605,7 +605,7 @@ pub const CONTENT_R0: f64 = 1.5;
 /// The same for key frames floored at a fraction of the plain quantizer
 /// ([`ReencodeOpts::key_floored`]): they are smaller, so the ratio that means "as static as
 /// the reference" is too. `1.5 / e^0.2`: the weight of [`CONTENT_R0`] raised by 0.02, the
-/// optimum measured with the floor (`bench/compression-ideas.md`).
+/// optimum measured with a floor of 0.15 (`bench/compression-ideas.md`).
 pub const CONTENT_R0_FLOORED: f64 = 1.228;
 
 /// The first-frame weight `w` moved by the chunk's own statistics from pass 0: `r`, its key

@@ -39,8 +39,8 @@ EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs"
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
-# Measured 0.10, 0.15, 0.25 (bench/compression-ideas.md).
-PASS0_KEY_FLOOR = 0.15
+# Measured 0.10, 0.15, 0.20, 0.25, 0.30 (bench/compression-ideas.md).
+PASS0_KEY_FLOOR = 0.2
 
 
 class PlanError(ValueError):
@@ -187,7 +187,7 @@ class XcencParams:
     # is a reference much better than any the chain gives a chunk, so pass 0 decided the
     # chunk's later frames against a picture the rebase replaces by a coarser one; a floored
     # key frame is nearer the final stream's. SSIM / PSNR-Y BD-rate: carphone +1.4% / +2.0%
-    # -> -0.3% / -0.6%, bigbuckbunny +17.7% / +7.5% -> +16.9% / +7.2%. ``excamera encode``
+    # -> -0.3% / -1.0%, bigbuckbunny +17.7% / +7.5% -> +16.7% / +6.8%. ``excamera encode``
     # turns it on (pass 0 by vpxenc, excamera chain); the xcenc command keeps mu's pass 0.
     pass0_key_floor: bool = False
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
