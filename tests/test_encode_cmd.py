@@ -225,7 +225,7 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
       they are, key frames at about quantizer 0 (no ``pass0_key_floor``)."""
     import hashlib
 
-    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX
+    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX, key_floor_level
     from excamera.xc.codec import Decoder
     from excamera.xc.ivf import read_ivf
     from vp8_headers import parse_frame
@@ -266,6 +266,8 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
         assert parse_frame(full[k][0]).y_ac_qi == round(0.25 * CQ_LEVEL_QINDEX[30]) > \
             parse_frame(pass0[k][0]).y_ac_qi, k
     assert all(parse_frame(c[0]).key_frame for c in pass0)
+    # -p 1 publishes vpxenc's chunks as they are: no key floor without re-encodes.
+    assert all(parse_frame(c[0]).y_ac_qi < CQ_LEVEL_QINDEX[key_floor_level(30)] for c in pass0)
 
     _, source = read_y4m(src)
     q_full, m_full = quality(full, source, chained=True)
