@@ -216,15 +216,16 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     - key frames only at batch starts (frame tags read with an independent header parser);
     - each batch's first chunk re-encodes its key frame at -w 0.75's quantizer (index 10 at
       level 30, where vpxenc put 0: ``mild_batch_keys``), coarser than pass 0's but within
-      10 dB, and rebases its other frames onto it; every other chunk's first frame, a key
+      11 dB, and rebases its other frames onto it; every other chunk's first frame, a key
       frame turned into an inter frame at mu's -w 0.75, is by design far coarser than the key
-      frame it replaces (7.5-8.7 dB Y-PSNR below, measured) but within 10 dB, and
-      every later frame within 2 dB of the same frame of pass 0 (at most 1.35 dB below,
-      measured); over the clip Y-PSNR within 1 dB and SSIM within 0.01 of pass 0's (0.53 dB and
-      0.004 measured), for less than half of pass 0's bytes (47%)."""
+      frame it replaces (7.2-10.3 dB Y-PSNR below, measured) but within 11 dB, and
+      every later frame within 3 dB of the same frame of pass 0; over the clip Y-PSNR within
+      1.5 dB and SSIM within 0.01 of pass 0's, for less than half of pass 0's bytes (figures
+      measured in the comment below). The ``--passes 1`` encode publishes vpxenc's chunks as
+      they are, key frames at about quantizer 0 (no ``pass0_key_floor``)."""
     import hashlib
 
-    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX
+    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX, key_floor_level
     from excamera.xc.codec import Decoder
     from excamera.xc.ivf import read_ivf
     from vp8_headers import parse_frame
@@ -265,21 +266,26 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
         assert parse_frame(full[k][0]).y_ac_qi == round(0.25 * CQ_LEVEL_QINDEX[30]) > \
             parse_frame(pass0[k][0]).y_ac_qi, k
     assert all(parse_frame(c[0]).key_frame for c in pass0)
+    # -p 1 publishes vpxenc's chunks as they are: no key floor without re-encodes.
+    assert all(parse_frame(c[0]).y_ac_qi < CQ_LEVEL_QINDEX[key_floor_level(30)] for c in pass0)
 
     _, source = read_y4m(src)
     q_full, m_full = quality(full, source, chained=True)
     q_pass0, m_pass0 = quality(pass0, source, chained=False)
     # The chain is a lower rate point than pass 0, whose chunks start at quantizer 0: at level
-    # 30, 0.33 of its bytes at 1.2 dB less PSNR-Y (worst rebased frame 2.2 dB below). Before
-    # --activity-rd and --content-weight (a busy chunk's first frame at a higher quantizer)
-    # it was 0.36 at 0.8 dB (worst 1.7); both improved the BD-rates against vpxenc
-    # (bench/compression-ideas.md), so these bounds are about drift, not efficiency.
+    # 30, 0.31 of its bytes at 1.3 dB less PSNR-Y and 0.007 less SSIM (worst rebased frame
+    # 2.46 dB below, first frames 7.2-10.3). Before --activity-rd and --content-weight (a busy
+    # chunk's first frame at a higher quantizer) it was 0.36 at 0.8 dB (worst 1.7), before the
+    # floored pass-0 key frames (first frames weighted from quantizer 0, a little coarser)
+    # 0.33 at 1.2 dB (worst 2.2, first frames 7.5-8.7); all three improved the BD-rates
+    # against vpxenc (bench/compression-ideas.md), so these bounds are about drift, not
+    # efficiency.
     for i, (p_full, p_pass0) in enumerate(zip(q_full, q_pass0, strict=True)):
         j = i % chunk
         if j == 0:
-            assert p_full > p_pass0 - 10, i  # the converted key frame, or a milder one
+            assert p_full > p_pass0 - 11, i  # the converted key frame, or a milder one
         else:
-            assert p_full > p_pass0 - 2.5, i
+            assert p_full > p_pass0 - 3, i
     assert m_full.frames == m_pass0.frames == FRAMES
     assert m_full.psnr_y > m_pass0.psnr_y - 1.5
     assert m_full.ssim > m_pass0.ssim - 0.01

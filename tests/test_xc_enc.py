@@ -513,6 +513,39 @@ def test_reencode_content_weight(two_chunks: Path, tmp_path: Path) -> None:
     assert firsts[()] != firsts[("--content-weight",)], (r, next_q, w)
 
 
+def test_reencode_floored_key(two_chunks: Path, tmp_path: Path) -> None:
+    """--floored-key, for a prediction whose key frame vpxenc floored with --min-q (the
+    pipeline's pass 0, ``plan.key_floor_level``): -w weights from quantizer 0, not from the
+    key frame's, to the next frame's; with --content-weight, r is read against 1.228 next_q
+    (the weight 0.1 ln(1.5 / 1.228) = 0.02 above the unfloored one)."""
+    import math
+
+    from excamera.pipelines.xcenc.plan import CQ_LEVEL_QINDEX, VPXENC_SETTINGS, key_floor_level
+    from vp8_headers import parse_frame
+
+    d, level = two_chunks, 20
+    pred_ivf = tmp_path / "floored.ivf"
+    floor = key_floor_level(level)
+    settings = [f"--min-q={floor}" if s == "--min-q=0" else s for s in VPXENC_SETTINGS]
+    subprocess.run(["vpxenc", *settings, f"--cq-level={level}", "-o", str(pred_ivf),
+                    str(d / "c1.y4m")], check=True, capture_output=True, timeout=300)
+    pred = [f.data for f in read_ivf(pred_ivf)[1]]
+    kf_q, next_q = parse_frame(pred[0]).y_ac_qi, parse_frame(pred[1]).y_ac_qi
+    assert kf_q >= CQ_LEVEL_QINDEX[floor] > 0  # vpxenc honoured the floor
+    r = len(pred[0]) / (sum(map(len, pred[1:])) / (len(pred) - 1))
+    firsts = {}
+    for flags in ((), ("--floored-key",), ("--floored-key", "--content-weight")):
+        out = tmp_path / f"f{len(flags)}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", pred_ivf, "-w", 0.75, *flags,
+                "-o", out, d / "c1.y4m")
+        firsts[flags] = parse_frame(read_ivf(out)[1][0].data).y_ac_qi
+    assert firsts[()] == round(0.75 * kf_q + 0.25 * next_q)
+    assert firsts[("--floored-key",)] == round(0.25 * next_q) < firsts[()]
+    w = min(max(0.75 + 0.1 * math.log(r / (1.228 * next_q)), 0.5), 0.95)
+    assert firsts[("--floored-key", "--content-weight")] == round((1 - w) * next_q)
+    decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "f2.ivf", tmp_path)
+
+
 def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:
     """The pipeline's ``excamera`` chain flags: the first frame (best effort) leaves golden with
     --keep-golden, the last frame hands on a golden that is not its own picture with

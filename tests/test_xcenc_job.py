@@ -453,6 +453,40 @@ def test_pass_flags_weight_and_batch() -> None:
     assert "--choose-refs" not in wave.pass_flags(1)
     with pytest.raises(PlanError):
         XcencParams("v", 8, kf_weight=1.5)
+
+
+def test_pass0_key_floor() -> None:
+    """``pass0_key_floor``: vpxenc's pass 0 gets --min-q at PASS0_KEY_FLOOR of the level's
+    quantizer index (per chunk level), the excamera chain's re-encodes --floored-key; nothing
+    changes without it, and it needs what it acts on."""
+    from excamera.pipelines.xcenc.plan import (
+        CQ_LEVEL_QINDEX,
+        MAX_CQ_LEVEL,
+        PASS0_KEY_FLOOR,
+        key_floor_level,
+    )
+
+    assert PASS0_KEY_FLOOR == 0.2
+    # level 36 is index 51; 0.2 of it is 10.2, and level 10 (index 12) the lowest above it
+    assert [key_floor_level(v) for v in (0, 12, 36, 63)] == [0, 3, 10, 21]
+    assert key_floor_level(36, 0.15) == 7  # 7.65: level 7 is index 8
+    for v in range(MAX_CQ_LEVEL + 1):
+        m = key_floor_level(v)
+        assert CQ_LEVEL_QINDEX[m] >= 0.2 * CQ_LEVEL_QINDEX[v]
+        assert m == 0 or CQ_LEVEL_QINDEX[m - 1] < 0.2 * CQ_LEVEL_QINDEX[v]
+    plan = PassPlan.parse("7")
+    floored = XcencParams("v", 4, plan=plan, kf_dist=2, pass0_key_floor=True,
+                          levels=(36, 12, 36, 36))
+    plain = XcencParams("v", 4, plan=plan, kf_dist=2, levels=(36, 12, 36, 36))
+    assert "--min-q=10" in floored.pass0_argv(0) and "--min-q=0" not in floored.pass0_argv(0)
+    assert "--min-q=3" in floored.pass0_argv(1)
+    assert "--min-q=0" in plain.pass0_argv(0)
+    assert floored.pass_flags(2) == [*plain.pass_flags(2), "--floored-key"]
+    assert "--floored-key" not in plain.pass_flags(2)
+    for bad in ({"pass0": "xc"}, {"chain": "mu"}, {"kf_dist": None},
+                {"plan": PassPlan.parse("1")}):
+        with pytest.raises(PlanError, match="floored pass-0 key frame"):
+            XcencParams("v", 4, **{"plan": plan, "kf_dist": 2, "pass0_key_floor": True, **bad})
     with pytest.raises(PlanError, match="chain 'x'"):
         XcencParams("v", 8, chain="x")
 

@@ -452,7 +452,7 @@ type PlaneTriple<'py> =
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
                     choose_refs = false, activity_rd = false, kf_weight_by_content = false,
-                    key_frame_in_full = false))]
+                    key_frame_in_full = false, key_floored = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -471,6 +471,7 @@ fn reencode_chunk<'py>(
     activity_rd: bool,
     kf_weight_by_content: bool,
     key_frame_in_full: bool,
+    key_floored: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -491,6 +492,7 @@ fn reencode_chunk<'py>(
         activity_rd,
         kf_weight_by_content,
         key_frame_in_full,
+        key_floored,
         ..defaults
     };
     let sources =

@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: a first key frame that stays a key frame (a fresh input "
                    "state) is encoded in full at its quantizer (--s-ac-qi) rather than "
                    "re-quantized with the prediction stream's intra modes")
+    p.add_argument("--floored-key", action="store_true",
+                   help="re-encode: the prediction's key frame was floored near the boost "
+                   "(vpxenc --min-q), so -w weights from quantizer 0, not from its quantizer, "
+                   "to the next frame's")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -302,7 +306,8 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            last_refreshes_all=not args.last_keeps_refs,
                            choose_refs=args.choose_refs, speed=args.quality or "rt",
                            key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
-                           kf_weight_by_content=args.content_weight, full_key=args.full_key)
+                           kf_weight_by_content=args.content_weight, full_key=args.full_key,
+                           key_floored=args.floored_key)
 
 
 def reencode(args: argparse.Namespace) -> int:

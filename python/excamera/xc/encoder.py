@@ -296,6 +296,9 @@ class ReencodeOptions:
     # re-key's) is encoded in full by xc's key-frame analysis at its quantizer, not re-quantized
     # with the prediction stream's intra modes (the codec's ReencodeOpts::key_frame_in_full).
     full_key: bool = False
+    # --floored-key: pass 0's key frame was floored near the boost (vpxenc --min-q), so the
+    # weighted first-frame quantizer runs from 0 (the codec's ReencodeOpts::key_floored).
+    key_floored: bool = False
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,8 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         reencode_first_frame=o.reencode_first_frame, fix_prob_tables=o.fix_prob_tables,
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
         choose_refs=o.choose_refs, activity_rd=o.activity_rd,
-        kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key)
+        kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key,
+        key_floored=o.key_floored)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 

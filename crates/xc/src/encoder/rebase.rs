@@ -562,6 +562,12 @@ pub struct ReencodeOpts {
     /// With [`FirstFrameQuality::Weighted`], move the weight by how static the chunk is
     /// ([`content_weight`]) instead of using `kf_q_weight` as it is.
     pub kf_weight_by_content: bool,
+    /// Pass 0 floored its key frame's quantizer near the boost a converted first frame gets
+    /// (vpxenc `--min-q`), so that its later frames were decided against a reference of about
+    /// the final stream's quality. The weighted quantizer then runs from 0, not from the
+    /// floored key frame's quantizer, to the next frame's, and [`content_weight`] reads the
+    /// (smaller) key frame against [`CONTENT_R0_FLOORED`].
+    pub key_floored: bool,
     /// Rebased frames weight each macroblock's lambda by its activity
     /// (`RebaseParams::activity_rd`), as libvpx's SSIM tuning does: the rebase recomputes every
     /// residual, so vpxenc's own tuning of pass 0 does not survive it.
@@ -596,6 +602,7 @@ impl Default for ReencodeOpts {
             last_frame_refresh_all: true,
             choose_refs: false,
             kf_weight_by_content: false,
+            key_floored: false,
             activity_rd: false,
             key_frame_in_full: false,
             verify: false,
@@ -603,24 +610,49 @@ impl Default for ReencodeOpts {
     }
 }
 
+/// [`content_weight`]'s reference ratio per unit of `next_q`, for pass-0 key frames at about
+/// quantizer 0 (vpxenc's two-pass key frames).
+pub const CONTENT_R0: f64 = 1.5;
+/// The same for key frames floored at a fraction of the plain quantizer
+/// ([`ReencodeOpts::key_floored`]): they are smaller, so the ratio that means "as static as
+/// the reference" is too. `1.5 / e^0.2`: the weight of [`CONTENT_R0`] raised by 0.02, the
+/// optimum measured with a floor of 0.15 (`bench/compression-ideas.md`).
+pub const CONTENT_R0_FLOORED: f64 = 1.228;
+
 /// The first-frame weight `w` moved by the chunk's own statistics from pass 0: `r`, its key
 /// frame's size over its other frames' mean size, is large when the chunk is static (its
 /// later frames predict well from the first) and grows as the quantizer coarsens, so it is
-/// taken relative to `1.5 * next_q`. The weight is `w + 0.1 ln(r / (1.5 next_q))`, within
-/// 0.5..0.95: a static chunk's first frame gets a lower quantizer, a busy one's a higher.
+/// taken relative to `r0 * next_q` (`r0` is [`CONTENT_R0`] or [`CONTENT_R0_FLOORED`]). The
+/// weight is `w + 0.1 ln(r / (r0 next_q))`, within 0.5..0.95: a static chunk's first frame
+/// gets a lower quantizer, a busy one's a higher.
 ///
 /// Measured on ExCamera\[6,16\] with `--activity-rd` (`bench/compression-ideas.md`): against
 /// the plain `-w 0.75`, SSIM BD-rate bigbuckbunny +18.3% -> +17.7% and carphone +2.4% ->
 /// +1.4%, PSNR-Y +8.9% -> +7.5% and +4.7% -> +2.0%; a plain `-w 0.72` gives +19.4% and +2.1%
 /// (SSIM), a slope of 0.2 +20.4% on bigbuckbunny.
-pub fn content_weight(w: f64, pred_sizes: &[usize], next_q: u8) -> f64 {
+pub fn content_weight(w: f64, pred_sizes: &[usize], next_q: u8, r0: f64) -> f64 {
     let Some((&key, rest)) = pred_sizes.split_first() else { return w };
     if rest.is_empty() || key == 0 {
         return w;
     }
     let mean = rest.iter().sum::<usize>().max(1) as f64 / rest.len() as f64;
     let r = key as f64 / mean;
-    (w + 0.1 * (r / (1.5 * next_q.max(1) as f64)).ln()).clamp(0.5, 0.95)
+    (w + 0.1 * (r / (r0 * next_q.max(1) as f64)).ln()).clamp(0.5, 0.95)
+}
+
+/// The converted first frame's quantizer: `w` of the way from the next frame's quantizer
+/// (`next_q`) to the prediction's key frame's (`kf_q`, or 0 when [`ReencodeOpts::key_floored`]),
+/// `w` being `-w` or, with `kf_weight_by_content`, [`content_weight`]'s.
+fn weighted_first_q(opts: &ReencodeOpts, pred_frames: &[Vec<u8>], kf_q: u8, next_q: u8) -> u8 {
+    let (kf_q, r0) = if opts.key_floored { (0, CONTENT_R0_FLOORED) } else { (kf_q, CONTENT_R0) };
+    let w = if opts.kf_weight_by_content {
+        let sizes: Vec<usize> = pred_frames.iter().map(Vec::len).collect();
+        content_weight(opts.kf_q_weight, &sizes, next_q, r0)
+    } else {
+        opts.kf_q_weight
+    };
+    let (kf_q, next_q) = (kf_q as f64, next_q as f64);
+    (w * kf_q + (1.0 - w) * next_q).round().clamp(0.0, 127.0) as u8
 }
 
 /// A re-encoded chunk: its frames, the state a decoder reaches after them, and the
@@ -820,16 +852,7 @@ pub fn reencode_chunk(
                         encode_with,
                     )?
                 }
-                _ => {
-                    let w = if opts.kf_weight_by_content {
-                        let sizes: Vec<usize> = pred_frames.iter().map(Vec::len).collect();
-                        content_weight(opts.kf_q_weight, &sizes, next_q)
-                    } else {
-                        opts.kf_q_weight
-                    };
-                    let (kf_q, next_q) = (kf_q as f64, next_q as f64);
-                    encode_at((w * kf_q + (1.0 - w) * next_q).round().clamp(0.0, 127.0) as u8)?
-                }
+                _ => encode_at(weighted_first_q(opts, pred_frames, kf_q, next_q))?,
             }
         } else if k == 0 && first_key && opts.key_frame_in_full {
             // A key frame that stays one: xc's own analysis at its quantizer, not the
@@ -994,7 +1017,7 @@ mod tests {
     #[test]
     fn content_weight_boosts_static_chunks() {
         // At the reference ratio (1.5 * next_q = 60) the weight is unchanged.
-        let w = |sizes: &[usize]| content_weight(0.75, sizes, 40);
+        let w = |sizes: &[usize]| content_weight(0.75, sizes, 40, CONTENT_R0);
         assert!((w(&[6000, 100, 100]) - 0.75).abs() < 1e-9);
         // Static (r = 150) moves towards the key frame's quantizer, busy (r = 20) away.
         assert!((w(&[15000, 100, 100]) - (0.75 + 0.1 * 2.5f64.ln())).abs() < 1e-9);
@@ -1004,7 +1027,22 @@ mod tests {
         assert_eq!(w(&[10, 1000, 1000]), 0.5);
         assert_eq!(w(&[6000]), 0.75);
         assert_eq!(w(&[]), 0.75);
-        assert_eq!(content_weight(0.75, &[6000, 0, 0], 0), 0.95);
+        assert_eq!(content_weight(0.75, &[6000, 0, 0], 0, CONTENT_R0), 0.95);
+        // A floored key frame's ratio is read against a smaller reference: the weight of
+        // CONTENT_R0 plus 0.1 ln(1.5 / 1.228) = 0.02.
+        let floored = content_weight(0.75, &[6000, 100, 100], 40, CONTENT_R0_FLOORED);
+        assert!((floored - 0.77).abs() < 1e-3, "{floored}");
+    }
+
+    #[test]
+    fn floored_key_weights_from_zero() {
+        let opts =
+            |key_floored| ReencodeOpts { kf_q_weight: 0.75, key_floored, ..Default::default() };
+        let frames = vec![vec![0u8; 6000], vec![0u8; 100]];
+        // From the key frame's quantizer (8) to the next (52): 0.75 * 8 + 0.25 * 52 = 19.
+        assert_eq!(weighted_first_q(&opts(false), &frames, 8, 52), 19);
+        // Floored: from 0, 0.25 * 52 = 13.
+        assert_eq!(weighted_first_q(&opts(true), &frames, 8, 52), 13);
     }
 
     #[test]

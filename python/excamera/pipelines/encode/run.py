@@ -177,6 +177,9 @@ def plan(settings: EncodeSettings, chunks: Chunks,
             y_ac_qi=settings.quality if levels is None else levels[0],
             levels=levels,
             mild_batch_keys=True,
+            # only where re-encodes follow pass 0 (-p 1 publishes pass 0 as it is)
+            pass0_key_floor=(settings.pass0 == "vpxenc" and settings.chain == "excamera"
+                             and PassPlan.parse(settings.passes).total >= 3),
             kf_weight=settings.kf_weight,
             kf_dist=settings.batch,
             pass0=settings.pass0,

@@ -36,6 +36,11 @@ TOOL_MODES = ("worker", "subprocess")
 PASS1_EFFORT = "good"
 EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts",
                         "--activity-rd", "--content-weight"]
+# With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
+# the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
+# first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
+# Measured 0.10, 0.15, 0.20, 0.25, 0.30 (bench/compression-ideas.md).
+PASS0_KEY_FLOOR = 0.2
 
 
 class PlanError(ValueError):
@@ -47,6 +52,13 @@ def cq_level_qindex(level: int) -> int:
     if not 0 <= level <= MAX_CQ_LEVEL:
         raise PlanError(f"quality {level}: vpxenc's --cq-level takes 0..{MAX_CQ_LEVEL}")
     return CQ_LEVEL_QINDEX[level]
+
+
+def key_floor_level(level: int, floor: float = PASS0_KEY_FLOOR) -> int:
+    """The lowest level (vpxenc's --min-q) whose quantizer index is at least ``floor`` times
+    ``level``'s."""
+    want = floor * cq_level_qindex(level)
+    return next(v for v, q in enumerate(CQ_LEVEL_QINDEX) if q >= want)
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,16 @@ class XcencParams:
     # bits a serial encoder spreads over many more frames.
     # ``excamera encode`` turns it on; the xcenc command keeps mu's batch mode.
     mild_batch_keys: bool = False
+    # Pass 0 (vpxenc) floors its key frames' quantizer at ``PASS0_KEY_FLOOR`` of the level's
+    # (--min-q; its plain frames sit at the level itself, so only key frames move) and the
+    # excamera chain's re-encodes know it (xc-enc --floored-key: the weighted first-frame
+    # quantizer runs from 0, not from pass 0's key frame's). vpxenc's key frame at about 0
+    # is a reference much better than any the chain gives a chunk, so pass 0 decided the
+    # chunk's later frames against a picture the rebase replaces by a coarser one; a floored
+    # key frame is nearer the final stream's. SSIM / PSNR-Y BD-rate: carphone +1.4% / +2.0%
+    # -> -0.3% / -1.0%, bigbuckbunny +17.7% / +7.5% -> +16.7% / +6.8%. ``excamera encode``
+    # turns it on (pass 0 by vpxenc, excamera chain); the xcenc command keeps mu's pass 0.
+    pass0_key_floor: bool = False
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -219,6 +241,10 @@ class XcencParams:
                             f"{', '.join(HANDOFF_CODECS)}")
         if self.chain not in CHAINS:
             raise PlanError(f"chain {self.chain!r}: expected one of {', '.join(CHAINS)}")
+        if self.pass0_key_floor and (self.pass0 != "vpxenc" or self.chain != "excamera"
+                                     or self.kf_dist is None or self.plan.total < 3):
+            raise PlanError("a floored pass-0 key frame needs pass 0 by vpxenc and batch "
+                            "mode's excamera chain with re-encodes (at least 3 passes)")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.s_ac_qi <= 127:
@@ -257,11 +283,12 @@ class XcencParams:
 
     def rekey_argv(self, k: int) -> list[str]:
         """The batch-start key frame at (1 - w) times the chunk's plain quantizer (what ``-w``
-        gives a rebased chunk's first frame, pass 0's key frames being at about 0), the rest
-        of the chunk rebased onto it. ``--full-key``: the key frame is xc's own key-frame
-        encode at that quantizer (activity-weighted, with ``--activity-rd``), not vpxenc's
-        quantizer-0 modes re-quantized: SSIM BD-rate -0.9% on bigbuckbunny, -3.1% on carphone
-        (bench/compression-ideas.md)."""
+        gives a rebased chunk's first frame, from pass 0's key frame at about 0 or, with
+        ``pass0_key_floor``, from 0 by construction), the rest of the chunk rebased onto it.
+        ``--full-key``: the key frame is xc's own key-frame encode at that quantizer
+        (activity-weighted, with ``--activity-rd``), not vpxenc's modes re-quantized: SSIM
+        BD-rate -0.9% on bigbuckbunny, -3.1% on carphone. A per-chunk content weight here
+        measured no better (bench/compression-ideas.md)."""
         w = 0.75 if self.kf_weight is None else self.kf_weight
         q = round((1 - w) * cq_level_qindex(self.level(k)))
         return ["xc-enc", "-r", "-I", "fresh.state", "-p", "prev.ivf", "--s-ac-qi", str(q),
@@ -349,7 +376,8 @@ class XcencParams:
         """
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
-            return weight + (EXCAMERA_CHAIN_FLAGS if self.chain == "excamera" else [])
+            floored = ["--floored-key"] if self.pass0_key_floor else []
+            return weight + (EXCAMERA_CHAIN_FLAGS + floored if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
     def level(self, k: int) -> int:
@@ -360,7 +388,11 @@ class XcencParams:
         """Chunk ``k``'s independent encode (pass 0) into output.ivf (and, by xc-enc, its
         final.state) at its quality level, on the one cq-level scale."""
         if self.pass0 == "vpxenc":
-            return ["vpxenc", *VPXENC_SETTINGS, f"--cq-level={self.level(k)}", "-o",
+            settings = VPXENC_SETTINGS
+            if self.pass0_key_floor:
+                floor = f"--min-q={key_floor_level(self.level(k))}"
+                settings = [floor if s == "--min-q=0" else s for s in settings]
+            return ["vpxenc", *settings, f"--cq-level={self.level(k)}", "-o",
                     "output.ivf", "input.y4m"]
         return ["xc-enc", "-y", str(cq_level_qindex(self.level(k))), "-i", "y4m", "-O",
                 "final.state", "-o", "output.ivf", "input.y4m"]
