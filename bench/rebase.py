@@ -5,10 +5,11 @@ after pass 0: pass 1 (chunk k onto chunk k-1's pass-0 state, its key frame conve
 inter frame, every chunk at once) and pass 2, the serial step (pass 1's output rebased, every
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
-flags ``-w 0.75`` and ``xcenc.plan.EXCAMERA_CHAIN_FLAGS`` (``-q good --last-keeps-refs
---choose-refs --key-at-cuts --activity-rd --content-weight``, parsed by xc-enc's own parser),
-on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's settings
-(``xcenc.plan.VPXENC_SETTINGS``, ``--cq-level=20``).
+flags ``-w 0.75`` and those of the plan ``excamera encode`` makes by default (``-q good
+--last-keeps-refs --choose-refs --key-at-cuts --activity-rd --content-weight --floored-key``,
+parsed by xc-enc's own parser), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's
+settings and the plan's floored key frames (``xcenc.plan.vpxenc_pass0_settings``,
+``--cq-level=20``).
 
 Timing alternates, chunk by chunk: vpxenc's pass 0 of chunk k (a process: start-up and Y4M
 reading included, as in the pipeline), then pass 2 of chunk k, then pass 1 of chunk k, over
@@ -43,7 +44,10 @@ from pathlib import Path
 
 from _common import need_tool, settings, shared_dir
 from clips import clip as make_clip
-from excamera.pipelines.xcenc.plan import EXCAMERA_CHAIN_FLAGS, VPXENC_SETTINGS
+from excamera.pipelines.encode.run import Chunks
+from excamera.pipelines.encode.run import plan as encode_plan
+from excamera.pipelines.encode.settings import EncodeSettings
+from excamera.pipelines.xcenc.plan import vpxenc_pass0_settings
 from excamera.xc.codec import Decoder
 from excamera.xc.enc import build_parser, reencode_options
 from excamera.xc.encoder import reencode_chunk
@@ -52,10 +56,14 @@ from excamera.xc.y4m import read_y4m, write_y4m
 
 SHARED = {"carphone": "carphone_qcif_120f.y4m", "bus": "bus_cif_17f.y4m"}
 CQ = 20
-KF_WEIGHT = "0.75"  # xcenc.plan's default -w
-# The excamera chain's re-encode, parsed from the flags the pipeline gives xc-enc, so the bench
-# follows the chain when they change.
-CHAIN_FLAGS = ["-r", "-w", KF_WEIGHT, *EXCAMERA_CHAIN_FLAGS]
+# The plan `excamera encode` makes with its defaults: the excamera chain's re-encode flags and
+# pass 0's settings (key frames floored), taken from it so that the bench follows the chain.
+# (plan() reads only the chunks' name and count.)
+_PLAN = encode_plan(EncodeSettings(source=Path("bench.y4m"), output=Path("bench.ivf")),
+                    Chunks(vid="bench", count=3, storage_url="", info=None))
+assert _PLAN.pass0_key_floor and _PLAN.chain == "excamera"
+CHAIN_FLAGS = ["-r", *_PLAN.pass_flags(2)]
+PASS0 = vpxenc_pass0_settings(CQ, _PLAN.pass0_key_floor)
 CHAIN = reencode_options(build_parser().parse_args([*CHAIN_FLAGS, "CHUNK.y4m"]))
 
 
@@ -104,8 +112,7 @@ def bench_clip(spec: str, chunk: int, runs: int, tmp: Path) -> dict:
     for k, pics in enumerate(chunks):
         y4m, ivf = tmp / f"chunk{k}.y4m", tmp / f"chunk{k}.ivf"
         write_y4m(y4m, pics, fps=header.fps or (30, 1))
-        cmd = [need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={CQ}", "-o", str(ivf),
-               str(y4m)]
+        cmd = [need_tool("vpxenc"), *PASS0, "-o", str(ivf), str(y4m)]
         timed_process(cmd)
         vpx_cmds.append(cmd)
         streams.append([f.data for f in read_ivf(ivf)[1]])
@@ -186,7 +193,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(bench_clip(spec, args.chunk, args.runs, Path(tmp)))
     if args.json:
-        pass0 = " ".join(["vpxenc", *VPXENC_SETTINGS, f"--cq-level={CQ}", "-o", "CHUNK.ivf",
+        pass0 = " ".join(["vpxenc", *PASS0, "-o", "CHUNK.ivf",
                           "CHUNK.y4m"])
         args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0,
                                                       "rebase": " ".join(CHAIN_FLAGS)},

@@ -61,6 +61,16 @@ def key_floor_level(level: int, floor: float = PASS0_KEY_FLOOR) -> int:
     return next(v for v, q in enumerate(CQ_LEVEL_QINDEX) if q >= want)
 
 
+def vpxenc_pass0_settings(level: int, key_floor: bool) -> list[str]:
+    """vpxenc's pass-0 options at ``level`` (without ``-o`` and the input): mu's settings, with
+    the key frames floored (``key_floor_level``) as ``excamera encode`` runs them."""
+    settings = list(VPXENC_SETTINGS)
+    if key_floor:
+        settings = [f"--min-q={key_floor_level(level)}" if s == "--min-q=0" else s
+                    for s in settings]
+    return [*settings, f"--cq-level={level}"]
+
+
 @dataclass(frozen=True)
 class PassPlan:
     """Passes per phase (mu's ``w,x,y,z``); pass indices start at 0 (the vpxenc pass)."""
@@ -388,12 +398,8 @@ class XcencParams:
         """Chunk ``k``'s independent encode (pass 0) into output.ivf (and, by xc-enc, its
         final.state) at its quality level, on the one cq-level scale."""
         if self.pass0 == "vpxenc":
-            settings = VPXENC_SETTINGS
-            if self.pass0_key_floor:
-                floor = f"--min-q={key_floor_level(self.level(k))}"
-                settings = [floor if s == "--min-q=0" else s for s in settings]
-            return ["vpxenc", *settings, f"--cq-level={self.level(k)}", "-o",
-                    "output.ivf", "input.y4m"]
+            return ["vpxenc", *vpxenc_pass0_settings(self.level(k), self.pass0_key_floor),
+                    "-o", "output.ivf", "input.y4m"]
         return ["xc-enc", "-y", str(cq_level_qindex(self.level(k))), "-i", "y4m", "-O",
                 "final.state", "-o", "output.ivf", "input.y4m"]
 
