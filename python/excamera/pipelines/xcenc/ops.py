@@ -147,6 +147,14 @@ def _message_bound(state_bound: int) -> int:
     return state_bound + state_bound // 1000 + 1024
 
 
+def _check_message_size(size: int, state_bound: int, size_text: str) -> None:
+    """Refuse a hand-off message longer than a state of at most ``state_bound`` bytes (a
+    ``size_text`` picture) can need, before anything else is done with it."""
+    if size > _message_bound(state_bound):
+        raise ValueError(f"hand-off message of {size} bytes, more than a state of "
+                         f"{size_text} can need")
+
+
 def _message_bound_op(ctx: OpContext, picture: str = "input.y4m") -> dict[str, Any]:
     """The longest hand-off message a worker with this picture size can need (for the relay
     connection's bound)."""
@@ -159,10 +167,7 @@ def _unpack_state_op(ctx: OpContext, blob: str, picture: str = "input.y4m",
     returns tag and hash. The file's size is bounded before it is read."""
     bound, size_text = _state_bound(ctx, picture)
     with ctx.path(blob).open("rb") as f:
-        size = f.seek(0, 2)
-        if size > _message_bound(bound):
-            raise ValueError(f"hand-off message of {size} bytes, more than a state of "
-                             f"{size_text} can need")
+        _check_message_size(f.seek(0, 2), bound, size_text)
         f.seek(0)
         data = f.read()
     return _store_state(ctx, data, bound, out_dir)
@@ -182,9 +187,7 @@ async def _recv_state_op(ctx: OpContext, sender: int | list[int], picture: str =
     came_from, data = await ctx.peer.recv_from(sender)
     t_arrived = time.monotonic()
     bound, size_text = _state_bound(ctx, picture)
-    if len(data) > _message_bound(bound):
-        raise ValueError(f"hand-off message of {len(data)} bytes, more than a state of "
-                         f"{size_text} can need")
+    _check_message_size(len(data), bound, size_text)
     info = await asyncio.to_thread(_store_state, ctx, data, bound, out_dir, came_from)
     return {**info, "t_arrived": t_arrived, "t_stored": time.monotonic(),
             "process_cpu_seconds": round(time.process_time() - cpu0, 6)}
