@@ -8,12 +8,14 @@ is a reference for the rest of the chunk and the next one. Efforts compared: ``r
 ``good-split`` (Good with Best's SPLITMV search) and ``best``.
 
 For every clip and ``--cq`` level, the clip is cut in ``--chunk``-frame chunks and pass 0 runs
-once (vpxenc with mu's settings, ``xcenc.plan.VPXENC_SETTINGS``; the same for every effort).
-Then, per effort, pass 1 (chunks 1..) and pass 2 (chunks 2..) run as the pipeline runs them
-(``reencode_chunk`` in process, ``-w 0.75 --last-keeps-refs --choose-refs``), pass 1 of one
-chunk at each effort in turn (alternating, so load drifts hit all efforts alike). The output is
-the stitched stream the pipeline writes (chunk 0's pass 0, chunk 1's pass 1, chunk k's pass 2),
-decoded and measured against the source (bytes; luma SSIM of :mod:`excamera.metrics`).
+once (vpxenc with mu's settings and the plan's floored key frames,
+``xcenc.plan.vpxenc_pass0_settings``; the same for every effort). Then, per effort, pass 1
+(chunks 1..) and pass 2 (chunks 2..) run as the pipeline runs them (``reencode_chunk`` in
+process, with the flags of the plan ``excamera encode`` makes, as bench/rebase.py takes them,
+only ``-q`` changed), pass 1 of one chunk at each effort in turn (alternating, so load drifts
+hit all efforts alike). The output is the stitched stream the pipeline writes (chunk 0's pass 0,
+chunk 1's pass 1, chunk k's pass 2), decoded and measured against the source (bytes; luma SSIM
+of :mod:`excamera.metrics`).
 
 Pipeline time is the CPU time of the encode tasks (vpxenc's pass 0 process, and this thread
 for pass 1 and pass 2) per frame of the clip; on a machine that is busy with the whole job, as
@@ -32,6 +34,7 @@ unbounded lowest is reported too. ``--render JSON`` redoes only that verdict and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -41,20 +44,19 @@ from pathlib import Path
 
 from _common import need_tool, settings
 from excamera.metrics import QualityMeter, bd_rate, ssim_db
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import vpxenc_pass0_settings
 from excamera.xc.codec import Decoder
 from excamera.xc.encoder import ReencodeOptions, reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
-from rebase import source_path, timed_call, timed_process
+from rebase import _PLAN, CHAIN, source_path, timed_call, timed_process
 
 EFFORTS = ("rt", "good", "good-split", "best")
 REFERENCE = "best"
 
 
 def chain_options(effort: str) -> ReencodeOptions:
-    return ReencodeOptions(kf_q_weight=0.75, speed=effort, last_refreshes_all=False,
-                           choose_refs=True)
+    return dataclasses.replace(CHAIN, speed=effort)
 
 
 def measure(frames: list[bytes], source: list, fps: float) -> dict:
@@ -80,7 +82,8 @@ def bench_point(source: list, fps: tuple[int, int], chunk: int, cq: int, efforts
     for k, pics in enumerate(chunks):
         y4m, ivf = tmp / f"chunk{k}.y4m", tmp / f"chunk{k}.ivf"
         write_y4m(y4m, pics, fps=fps)
-        pass0_cpu += timed_process([need_tool("vpxenc"), *VPXENC_SETTINGS, f"--cq-level={cq}",
+        pass0_cpu += timed_process([need_tool("vpxenc"),
+                                    *vpxenc_pass0_settings(cq, _PLAN.pass0_key_floor),
                                     "-o", str(ivf), str(y4m)])[1]
         streams.append([f.data for f in read_ivf(ivf)[1]])
         dec = Decoder()

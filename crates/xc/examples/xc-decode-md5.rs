@@ -4,6 +4,7 @@
 //! Usage: `cargo run --release -p xc --example xc-decode-md5 -- [--no-md5] FILE.ivf`
 //! (`--no-md5` decodes only and prints the decode time, for benchmarking).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 // MD5 is test support, not part of the codec: the example shares the tests' copy.
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
         .file_stem()
         .map_or(String::new(), |s| s.to_string_lossy().into_owned());
     let mut decoder = xc::decoder::Decoder::default();
+    // Locked and checked rather than `println!`: a reader that stops early (`| head`) must end
+    // the run with one line, not a panic.
+    let mut out = std::io::stdout().lock();
     let start = std::time::Instant::now();
     for (i, f) in frames.iter().enumerate() {
         match decoder.decode(f.data) {
@@ -44,11 +48,16 @@ fn main() -> ExitCode {
                 }
                 if let Some(frame) = shown {
                     let (w, h) = (frame.display_width, frame.display_height);
-                    println!(
+                    let line = writeln!(
+                        out,
                         "{}  {stem}-{w}x{h}-{:04}.i420",
                         md5::md5_hex(&frame.to_i420()),
                         i + 1
                     );
+                    if let Err(e) = line {
+                        eprintln!("error: writing standard output: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
             Err(e) => {
@@ -59,7 +68,17 @@ fn main() -> ExitCode {
     }
     if no_md5 {
         let secs = start.elapsed().as_secs_f64();
-        println!("{} frames in {secs:.3} s ({:.1} fps)", frames.len(), frames.len() as f64 / secs);
+        let fps = frames.len() as f64 / secs;
+        if let Err(e) = writeln!(out, "{} frames in {secs:.3} s ({fps:.1} fps)", frames.len()) {
+            eprintln!("error: writing standard output: {e}");
+            return ExitCode::FAILURE;
+        }
     }
-    ExitCode::SUCCESS
+    match out.flush() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -31,8 +31,8 @@ CQ_LEVEL_QINDEX = (
 MAX_CQ_LEVEL = len(CQ_LEVEL_QINDEX) - 1
 TOOL_MODES = ("worker", "subprocess")
 # -q: pass 1's effort for the converted first frame; Good is on the Pareto front of pipeline
-# time against SSIM BD-rate (bench/pass1-effort.md: 0.67-0.68 of Best's pipeline CPU for
-# +0.07..+0.20%; Realtime +5.6..+7.3%).
+# time against SSIM BD-rate (bench/pass1-effort.md: 0.65-0.67 of Best's pipeline CPU for
+# +0.02..+0.08%; Realtime +5.8..+7.4%).
 PASS1_EFFORT = "good"
 EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts",
                         "--activity-rd", "--content-weight"]
@@ -354,9 +354,9 @@ class XcencParams:
 
         - ``-q good`` (``PASS1_EFFORT``): the converted first frame (pass 1, in parallel) is
           encoded at the encoder's Good effort. At ``-w 0.75`` it is a boosted frame carrying
-          a quarter of the chunk's bits, and realtime effort wasted them (+5.6% and +7.3%
-          SSIM BD-rate on bbb at 640x272 and 1280x720 against Best); Good is within 0.2% of
-          Best for 0.68 of its pipeline CPU time (``bench/pass1_effort.py``).
+          a quarter of the chunk's bits, and realtime effort wasted them (+5.8% and +7.4%
+          SSIM BD-rate on bbb at 640x272 and 1280x720 against Best); Good is within 0.1% of
+          Best for 0.65-0.67 of its pipeline CPU time (``bench/pass1_effort.py``).
         - ``--last-keeps-refs``: a chunk's last frame no longer refreshes all three
           references, so the next chunk's first frame can still predict from this chunk's
           boosted first frame (golden and alt-ref), as a serial encoder's frames use a golden.
