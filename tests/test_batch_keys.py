@@ -14,6 +14,7 @@ from excamera.pipelines.xcenc.plan import (
     CQ_LEVEL_QINDEX,
     JOIN_FINAL,
     JOIN_KEY,
+    STATIC_KEY_WEIGHT,
     PassPlan,
     XcencParams,
 )
@@ -33,6 +34,12 @@ def test_the_plan_rekeys_batch_starts_without_a_neighbour() -> None:
         "--s-ac-qi") + 1] == str(round(0.25 * CQ_LEVEL_QINDEX[30]))
     assert "--activity-rd" in p.rekey_argv(16)  # the same rebase as the chain's
     assert "--full-key" in p.rekey_argv(16)  # xc's own key frame, not vpxenc's re-quantized
+    assert "--static-key" not in p.rekey_argv(16)  # calibrated on floored pass-0 key frames
+    floored = XcencParams("v", 20, plan=PassPlan.parse(3), kf_dist=16, mild_batch_keys=True,
+                          pass0_key_floor=True)
+    argv = floored.rekey_argv(16)
+    assert argv[argv.index("--static-key") + 1] == f"{STATIC_KEY_WEIGHT:g}"
+    assert "--floored-key" in argv  # the static measure's reference ratio for a floored pass 0
     mu = XcencParams("v", 20, plan=PassPlan.parse(3), kf_dist=16, mild_batch_keys=True,
                      chain="mu")
     assert mu.worker_plan(16).passes == 1  # mu's chain runs as mu did
@@ -54,3 +61,33 @@ def test_batch_key_frames_are_milder_and_decode(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "d.yuv").stat().st_size == 10 * 160 * 90 * 3 // 2
+
+
+def test_a_static_batch_start_gets_a_stronger_key_frame(tmp_path: Path) -> None:
+    """``excamera encode`` on bigbuckbunny's static opening: the batch-start chunk's pass 0
+    reads static, so its key frame is at (1 - STATIC_KEY_WEIGHT) of the level's quantizer,
+    not 0.25 of it (park_joy's busy batch starts keep 0.25: the test above); the later chunk's
+    converted first frame is unaffected, and vpxdec decodes the stream to xc's pictures."""
+    import hashlib
+
+    from excamera.xc.codec import Decoder
+    from excamera.xc.y4m import read_y4m, write_y4m
+
+    src, out = tmp_path / "bbb12.y4m", tmp_path / "out.ivf"
+    _, pics = read_y4m(shared_dir() / "clips" / "bigbuckbunny_320x180_48f.y4m")
+    write_y4m(src, pics[:12], fps=(24, 1))
+    excamera.encode(src, out, quality=36, workers=2, chunk=6, batch=16)
+    with IvfReader(out) as r:
+        frames = [f.data for f in r]
+    q = CQ_LEVEL_QINDEX[36]
+    assert parse_frame(frames[0]).key_frame
+    assert parse_frame(frames[0]).y_ac_qi == round((1 - STATIC_KEY_WEIGHT) * q) < round(0.25 * q)
+    assert not any(parse_frame(f).key_frame for f in frames[1:])
+    dec = Decoder()
+    ours = [hashlib.md5(p.to_bytes()).hexdigest() for f in frames
+            if (p := dec.decode(f)) is not None]
+    done = subprocess.run(["vpxdec", "--md5", "--i420", "-o", "x-%4.i420", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines() if line.strip()] == ours
+    assert len(ours) == 12

@@ -546,6 +546,42 @@ def test_reencode_floored_key(two_chunks: Path, tmp_path: Path) -> None:
     decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "f2.ivf", tmp_path)
 
 
+def test_reencode_static_key(tmp_path: Path) -> None:
+    """--static-key (the batch-start re-key's, with the floored pass 0 ``excamera encode``
+    runs): a chunk whose pass 0 reads static (bigbuckbunny's opening: ln(r / (1.228 next_q))
+    above -0.3, r the key frame's size over the other frames' mean) gets its key frame at
+    (1 - W) times the next frame's quantizer instead of --s-ac-qi; a busy chunk (carphone's
+    opening) keeps --s-ac-qi. The static chunk still decodes identically in vpxdec."""
+    import math
+
+    from excamera.pipelines.xcenc.plan import vpxenc_pass0_settings
+    from vp8_headers import parse_frame
+
+    fresh = tmp_path / "fresh.state"
+    fresh.write_bytes(State().to_bytes())
+    keys = {}
+    for name in ("bigbuckbunny_320x180_48f.y4m", "carphone_qcif_120f.y4m"):
+        src, pred_ivf = tmp_path / f"{name[:3]}.y4m", tmp_path / f"{name[:3]}.ivf"
+        write_y4m(src, read_y4m(clip(name))[1][:6], fps=(30, 1))
+        subprocess.run(["vpxenc", *vpxenc_pass0_settings(36, True), "-o", str(pred_ivf),
+                        str(src)], check=True, capture_output=True, timeout=300)
+        pred = [f.data for f in read_ivf(pred_ivf)[1]]
+        next_q = parse_frame(pred[1]).y_ac_qi
+        r = len(pred[0]) / (sum(map(len, pred[1:])) / (len(pred) - 1))
+        for flags in ((), ("--static-key", 0.79)):
+            out = tmp_path / f"{name[:3]}{len(flags)}.ivf"
+            run_enc("-r", "-W", "-I", fresh, "-p", pred_ivf, "--s-ac-qi", 13, "--full-key",
+                    "--activity-rd", "--floored-key", *flags, "-o", out, src)
+            keys[name[:3], flags] = parse_frame(read_ivf(out)[1][0].data).y_ac_qi
+        keys[name[:3]] = (math.log(r / (1.228 * next_q)), next_q)
+    (s_still, q_still), (s_busy, _) = keys["big"], keys["car"]
+    assert s_busy < -0.3 < s_still, keys
+    assert keys["big", ()] == keys["car", ()] == keys["car", ("--static-key", 0.79)] == 13
+    assert keys["big", ("--static-key", 0.79)] == round(0.21 * q_still) != 13, keys
+    pics, _ = our_decode(tmp_path / "big2.ivf")
+    assert vpxdec_md5s(tmp_path / "big2.ivf", tmp_path) == [md5(p) for p in pics]
+
+
 def test_reencode_linked_chain_flags(two_chunks: Path, tmp_path: Path) -> None:
     """The pipeline's ``excamera`` chain flags: the first frame (best effort) leaves golden with
     --keep-golden, the last frame hands on a golden that is not its own picture with

@@ -17,7 +17,10 @@ use pyo3::types::PyBytes;
 
 use xc::decoder::decode_frame as xc_decode_frame;
 use xc::decoder::Decoder as XcDecoder;
-use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts};
+use xc::encoder::rebase::{
+    reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts, CONTENT_R0,
+    CONTENT_R0_FLOORED,
+};
 use xc::encoder::{
     encode_frame as xc_encode_frame, source_from_i420, source_from_planes, EncodeParams, Speed,
 };
@@ -508,6 +511,17 @@ fn reencode_chunk<'py>(
     Ok((frames, PyState { inner: Arc::new(chunk.state) }, chunk.input_state_hash))
 }
 
+/// The quantizer index a batch-start key frame gets when its chunk is static
+/// (`xc::encoder::stillness::static_key_qindex`): `(1 - weight)` times the next frame's, or
+/// None when the chunk's pass 0 (`pred_frames`) does not read static. `key_floored`: pass 0
+/// floored its key frame (the content weight's reference ratio for that case).
+#[pyfunction]
+#[pyo3(signature = (pred_frames, weight, *, key_floored = false))]
+fn static_key_qindex(pred_frames: Vec<Vec<u8>>, weight: f64, key_floored: bool) -> Option<u8> {
+    let r0 = if key_floored { CONTENT_R0_FLOORED } else { CONTENT_R0 };
+    xc::encoder::stillness::static_key_qindex(&pred_frames, r0, weight)
+}
+
 /// One frame's quality sums, as `excamera.metrics` defines them: `((sse_y, sse_u, sse_v),
 /// (samples_y, samples_u, samples_v), ssim)` of two `width` x `height` I420 pictures (any
 /// bytes-like objects of exactly that size), with `ssim` the luma SSIM, None when the picture
@@ -553,5 +567,6 @@ fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(reencode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(frame_quality, m)?)?;
+    m.add_function(wrap_pyfunction!(static_key_qindex, m)?)?;
     Ok(())
 }

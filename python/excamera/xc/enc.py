@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: the prediction's key frame was floored near the boost "
                    "(vpxenc --min-q), so -w weights from quantizer 0, not from its quantizer, "
                    "to the next frame's")
+    p.add_argument("--static-key", type=float, default=None, metavar="W",
+                   help="re-encode: a first key frame that stays a key frame (a fresh input "
+                   "state), of a chunk whose previous encode reads static, is coded at (1-W) "
+                   "times the next frame's quantizer instead of --s-ac-qi")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -307,7 +311,7 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            choose_refs=args.choose_refs, speed=args.quality or "rt",
                            key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
                            kf_weight_by_content=args.content_weight, full_key=args.full_key,
-                           key_floored=args.floored_key)
+                           key_floored=args.floored_key, static_key_weight=args.static_key)
 
 
 def reencode(args: argparse.Namespace) -> int:
@@ -323,6 +327,8 @@ def reencode(args: argparse.Namespace) -> int:
         raise EncError(f"--s-ac-qi {args.s_ac_qi}: quantizer index must be 0..127")
     if args.kf_q_weight is not None and not 0.0 <= args.kf_q_weight <= 1.0:
         raise EncError(f"-w {args.kf_q_weight}: key-frame weight must be in 0..1")
+    if args.static_key is not None and not 0.0 <= args.static_key <= 1.0:
+        raise EncError(f"--static-key {args.static_key}: the weight must be in 0..1")
     input_state = load_state(args.input_state, "input state")
     pred_state = load_state(args.pred_state, "prediction state") if args.pred_state else None
     pictures, timebase = _read_input(args)

@@ -35,7 +35,7 @@ state, reusing the prediction decisions of the chunk's previous encode.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from excamera._xc import EncodeError
 from excamera._xc import encode_frame as _encode_frame
@@ -299,6 +299,11 @@ class ReencodeOptions:
     # --floored-key: pass 0's key frame was floored near the boost (vpxenc --min-q), so the
     # weighted first-frame quantizer runs from 0 (the codec's ReencodeOpts::key_floored).
     key_floored: bool = False
+    # --static-key W: a first key frame that stays one (a fresh input state: the batch-start
+    # re-key) from a chunk whose pass 0 reads static gets (1 - W) times the next frame's
+    # quantizer instead of s_ac_qi: its picture will serve many frames (the codec's
+    # stillness::static_key_qindex). None: s_ac_qi (or the prediction's) as it is.
+    static_key_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +325,11 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
     from excamera import _xc
 
     o = opts or ReencodeOptions()
+    if o.static_key_weight is not None and input_state.reference("last") is None:
+        q = _xc.static_key_qindex([bytes(f) for f in pred_frames], o.static_key_weight,
+                                  key_floored=o.key_floored)
+        if q is not None:
+            o = replace(o, s_ac_qi=q)
     frames, state, input_hash = _xc.reencode_chunk(
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,

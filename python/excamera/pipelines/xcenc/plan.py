@@ -41,6 +41,12 @@ EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs"
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
 # Measured 0.10, 0.15, 0.20, 0.25, 0.30 (bench/compression-ideas.md).
 PASS0_KEY_FLOOR = 0.2
+# The batch-start re-key of a chunk whose pass 0 reads static (xc-enc --static-key; the
+# codec's stillness::STATIC_KEY_GATE) is at (1 - STATIC_KEY_WEIGHT) of the level's quantizer
+# instead of (1 - kf_weight): a static opening's key frame serves more than its chunk.
+# bigbuckbunny's SSIM / PSNR-Y BD-rate +16.4% / +6.2% -> +15.6% / +6.2%; carphone, bus and
+# park_joy read busy and are unchanged. Measured 0.77..0.9 (bench/compression-ideas.md).
+STATIC_KEY_WEIGHT = 0.79
 
 
 class PlanError(ValueError):
@@ -298,11 +304,16 @@ class XcencParams:
         ``--full-key``: the key frame is xc's own key-frame encode at that quantizer
         (activity-weighted, with ``--activity-rd``), not vpxenc's modes re-quantized: SSIM
         BD-rate -0.9% on bigbuckbunny, -3.1% on carphone. A per-chunk content weight here
-        measured no better (bench/compression-ideas.md)."""
+        measured no better (bench/compression-ideas.md). With ``pass0_key_floor`` (the
+        static measure was calibrated on floored pass-0 key frames), ``--static-key``: a chunk
+        whose pass 0 reads static gets ``STATIC_KEY_WEIGHT`` instead of ``w``, chosen by the
+        re-key itself from its pass 0, which the plan does not see."""
         w = 0.75 if self.kf_weight is None else self.kf_weight
         q = round((1 - w) * cq_level_qindex(self.level(k)))
+        static = (["--static-key", f"{STATIC_KEY_WEIGHT:g}", "--floored-key"]
+                  if self.pass0_key_floor else [])
         return ["xc-enc", "-r", "-I", "fresh.state", "-p", "prev.ivf", "--s-ac-qi", str(q),
-                "--last-keeps-refs", "--activity-rd", "--full-key", "-i", "y4m", "-O",
+                "--last-keeps-refs", "--activity-rd", "--full-key", *static, "-i", "y4m", "-O",
                 "final.state", "-o", "output.ivf", "input.y4m"]
 
     def _passes(self, k: int) -> int:
