@@ -704,9 +704,12 @@ def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path
                     # the backend's shared directory: its own, this user's alone
                     [local] = (tmp_path / "tmp").glob("local-*")
                     modes.append(local.stat().st_mode & 0o777)
-                    for f in local.glob("*.state"):
-                        with f.open("ab") as out:
-                            out.write(b"x")
+                    # only worker 0's file for worker 1 (relay id 0, tags are per sender): a
+                    # change to another worker's would let that worker fail first
+                    changed = list(local.glob(f"0.{first}.*.state"))
+                    assert len(changed) == 1, changed
+                    with changed[0].open("ab") as out:
+                        out.write(b"x")
                 return await real(name, **kw)
 
             w.run_op = run_op  # type: ignore[method-assign]
@@ -716,7 +719,7 @@ def test_a_changed_shared_hand_off_file_fails_the_job_in_one_line(tmp_path: Path
         run_job(store, tmp_path / "tmp", params, machine)
     msg = str(info.value)
     assert "worker 1 (attempt 0) failed in state 'wait_state_p1'" in msg, msg
-    line = next(x for x in msg.splitlines() if "hand-off state" in x)
+    line = next((x for x in msg.splitlines() if "hand-off state" in x), msg)
     assert f"hand-off state {first}: worker 0's shared file holds" in line
     assert "the envelope says" in line and "Traceback" not in msg
     assert modes == [0o700]
