@@ -12,7 +12,7 @@ use crate::header::{
 use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::modes::{parse_mb_header_into, ModeContext, Neighbours};
-use crate::predict::inter::{predict_inter_mb, InterFilter};
+use crate::predict::inter::{predict_inter_mb, prefetch_inter_mb, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
@@ -263,9 +263,10 @@ fn decode_macroblocks(
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
     for mby in 0..rows {
-        let mut left_nz: NzContext = [0; 9];
-        let td = &mut tds[mby % parts.len()];
-        for (mbx, above) in above_nz.iter_mut().enumerate() {
+        // The row's modes first (the first partition), then its residue and reconstruction:
+        // knowing the next macroblocks' vectors, the loop below starts loading their reference
+        // pixels while the current one is decoded.
+        for mbx in 0..cols {
             let i = mby * cols + mbx;
             mbs.push(MbInfo { segment_id: st.segment_map[i], ..Default::default() });
             let (done, this) = mbs.split_at_mut(i);
@@ -275,10 +276,21 @@ fn decode_macroblocks(
                 above_left: (mby > 0 && mbx > 0).then(|| &done[i - cols - 1]),
             };
             parse_mb_header_into(d, &ctx, nb, mbx, mby, &mut this[0]);
-            let info = &mbs[i];
             if hdr.update_mb_segmentation_map {
-                st.segment_map[i] = info.segment_id;
+                st.segment_map[i] = this[0].segment_id;
             }
+        }
+        let row = &mbs[mby * cols..];
+        for (mbx, info) in row.iter().enumerate().take(PREFETCH_AHEAD) {
+            prefetch_reference(&refs, mbx, mby, info);
+        }
+        let mut left_nz: NzContext = [0; 9];
+        let td = &mut tds[mby % parts.len()];
+        for (mbx, above) in above_nz.iter_mut().enumerate() {
+            if let Some(ahead) = row.get(mbx + PREFETCH_AHEAD) {
+                prefetch_reference(&refs, mbx + PREFETCH_AHEAD, mby, ahead);
+            }
+            let info = &row[mbx];
             let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
             // As in libvpx: a partition already read past its end yields no residue (and leaves
             // the contexts alone), and such a macroblock is not treated as coefficient-free. One
@@ -338,6 +350,17 @@ fn decode_macroblocks(
         return Err(DecodeError::IncompleteFirstKeyFrame);
     }
     Ok(())
+}
+
+/// How many macroblocks ahead of reconstruction the reference pixels are prefetched.
+const PREFETCH_AHEAD: usize = 1;
+
+/// [`prefetch_inter_mb`] for an inter macroblock whose reference exists.
+#[inline(always)]
+fn prefetch_reference(refs: &[Option<&Frame>; 4], mbx: usize, mby: usize, info: &MbInfo) {
+    if let Some(r) = refs[info.ref_frame as usize] {
+        prefetch_inter_mb(r, mbx, mby, info);
+    }
 }
 
 /// Predict one macroblock and add its residue (spec 12, 14, 18).
