@@ -12,7 +12,7 @@ use crate::header::{
 use crate::loopfilter::{mb_filter_level, FilterType, FrameFilter, LfDeltas, MbEdgeInfo};
 use crate::mb::{MbInfo, MbMode, RefFrame};
 use crate::modes::{parse_mb_header_into, ModeContext, Neighbours};
-use crate::predict::inter::{predict_inter_mb, prefetch_inter_mb, InterFilter};
+use crate::predict::inter::{predict_inter_mb, FootprintPrefetch, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
@@ -262,6 +262,7 @@ fn decode_macroblocks(
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
+    let mut prefetch = FootprintPrefetch::new();
     for mby in 0..rows {
         // The row's modes first (the first partition), then its residue and reconstruction:
         // knowing the next macroblocks' vectors, the loop below starts loading their reference
@@ -282,13 +283,17 @@ fn decode_macroblocks(
         }
         let row = &mbs[mby * cols..];
         for (mbx, info) in row.iter().enumerate().take(PREFETCH_AHEAD) {
-            prefetch_reference(&refs, mbx, mby, info);
+            if let Some(r) = refs[info.ref_frame as usize] {
+                prefetch.macroblock(r, mbx, mby, info);
+            }
         }
         let mut left_nz: NzContext = [0; 9];
         let td = &mut tds[mby % parts.len()];
         for (mbx, above) in above_nz.iter_mut().enumerate() {
             if let Some(ahead) = row.get(mbx + PREFETCH_AHEAD) {
-                prefetch_reference(&refs, mbx + PREFETCH_AHEAD, mby, ahead);
+                if let Some(r) = refs[ahead.ref_frame as usize] {
+                    prefetch.macroblock(r, mbx + PREFETCH_AHEAD, mby, ahead);
+                }
             }
             let info = &row[mbx];
             let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
@@ -354,14 +359,6 @@ fn decode_macroblocks(
 
 /// How many macroblocks ahead of reconstruction the reference pixels are prefetched.
 const PREFETCH_AHEAD: usize = 1;
-
-/// [`prefetch_inter_mb`] for an inter macroblock whose reference exists.
-#[inline(always)]
-fn prefetch_reference(refs: &[Option<&Frame>; 4], mbx: usize, mby: usize, info: &MbInfo) {
-    if let Some(r) = refs[info.ref_frame as usize] {
-        prefetch_inter_mb(r, mbx, mby, info);
-    }
-}
 
 /// Predict one macroblock and add its residue (spec 12, 14, 18).
 #[allow(clippy::too_many_arguments)]

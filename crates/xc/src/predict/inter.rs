@@ -176,52 +176,73 @@ pub fn predict_inter_mb(
     }
 }
 
-/// Ask the CPU to start loading the reference pixels that [`predict_inter_mb`] will read for
-/// macroblock (mbx, mby) with `info`, so that the misses overlap with other work (the
-/// decoder calls it a macroblock or more ahead of reconstruction). The inter kernels' hottest
-/// instructions were the first loads of each reference row: at 1280x720 a 16x16 block's
-/// 21 source rows and the chroma blocks' 2 x 13 are each a stride apart, more streams than the
-/// hardware prefetcher follows. A hint only: it reads and writes nothing, so a wrong guess
-/// (split macroblocks use their last vector) costs a few instructions, not correctness.
-pub(crate) fn prefetch_inter_mb(reference: &Frame, mbx: usize, mby: usize, info: &MbInfo) {
-    let mv = info.mv;
-    let (row, col) = (mv.row as isize, mv.col as isize);
-    // Luma vectors are quarter-pel (whole pixels `>> 2`), chroma vectors eighth-pel (`>> 3`).
-    prefetch_footprint(&reference.y, mbx * 16, mby * 16, 16, row >> 2, col >> 2);
-    prefetch_footprint(&reference.u, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
-    prefetch_footprint(&reference.v, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+/// Starts loading the reference pixels that [`predict_inter_mb`] will read for a macroblock,
+/// so that the misses overlap with other work (the decoder asks a macroblock ahead of
+/// reconstruction). The inter kernels' hottest instructions were the first loads of each
+/// reference row: at 1280x720 a 16x16 block's 21 source rows and the chroma blocks' 2 x 13
+/// are each a stride apart, more streams than the hardware prefetcher follows.
+///
+/// A hint only: it reads and writes no pixels, so a wrong guess (split macroblocks use their
+/// last vector) costs a few instructions, not correctness.
+#[derive(Debug)]
+pub(crate) struct FootprintPrefetch {
+    /// Per plane, the cache line of the last footprint's first row's last byte.
+    last: [usize; 3],
+}
+
+impl FootprintPrefetch {
+    pub(crate) fn new() -> Self {
+        FootprintPrefetch { last: [usize::MAX; 3] }
+    }
+
+    /// Prefetch the footprint of macroblock (mbx, mby) predicted from `reference` with `info`.
+    pub(crate) fn macroblock(&mut self, reference: &Frame, mbx: usize, mby: usize, info: &MbInfo) {
+        let (row, col) = (info.mv.row as isize, info.mv.col as isize);
+        // Luma vectors are quarter-pel (whole pixels `>> 2`), chroma vectors eighth-pel (`>> 3`).
+        let [y, u, v] = &mut self.last;
+        footprint(&reference.y, y, mbx * 16, mby * 16, 16, row >> 2, col >> 2);
+        footprint(&reference.u, u, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+        footprint(&reference.v, v, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+    }
 }
 
 /// Prefetch the rows of the filter footprint of the `size` x `size` block at (x, y) displaced
-/// by (dy, dx) whole pixels, clamped to the plane as the clamped reads are: the first and
-/// the last byte of each row, which covers the row's one or two cache lines.
+/// by (dy, dx) whole pixels, clamped to the plane as the clamped reads are. One hint a row, at
+/// the row's last byte, and none when that byte's line is the one of the footprint before
+/// (`last`): the macroblocks of a row usually share a vector, so their footprints differ by
+/// 16 (8) pixels and the block before has loaded everything left of its last byte.
 #[inline(always)]
-fn prefetch_footprint(p: &Plane, x: usize, y: usize, size: usize, dy: isize, dx: isize) {
+fn footprint(p: &Plane, last: &mut usize, x: usize, y: usize, size: usize, dy: isize, dx: isize) {
     let (b, a) = (BEFORE as isize, AFTER as isize);
-    let last_col = p.width as isize - 1;
-    let x0 = (x as isize + dx - b).clamp(0, last_col) as usize;
-    let x1 = (x as isize + dx + size as isize + a - 1).clamp(0, last_col) as usize;
+    let x1 = (x as isize + dx + size as isize + a - 1).clamp(0, p.width as isize - 1) as usize;
     let y0 = (y as isize + dy - b).clamp(0, p.height as isize - 1) as usize;
     let y1 = (y as isize + dy + size as isize + a).clamp(1, p.height as isize) as usize;
-    for r in y0..y1 {
-        let line = &p.data[r * p.stride..];
-        prefetch(&line[x0]);
-        prefetch(&line[x1]);
+    // Addresses inside the plane (clamped above), computed without bounds checks: a prefetch
+    // does not access memory, so only the hint's cost matters here.
+    let mut at = p.data.as_ptr().wrapping_add(y0 * p.stride + x1);
+    let line = at as usize / 64;
+    if line == *last {
+        return;
+    }
+    *last = line;
+    for _ in y0..y1 {
+        prefetch(at);
+        at = at.wrapping_add(p.stride);
     }
 }
 
 /// A prefetch hint into all cache levels; nothing where there is no such instruction.
 #[inline(always)]
-fn prefetch(byte: &u8) {
+fn prefetch(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` (SSE, baseline on x86_64) only hints the cache; the address is
-    // that of a live byte and nothing is read or written through it.
+    // SAFETY: `_mm_prefetch` (SSE, baseline on x86_64) only hints the cache: it does not
+    // access memory, so any address is sound (the callers' are inside a live plane).
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(byte as *const u8 as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = byte;
+    let _ = at;
 }
 
 /// Predict the 8x8 U and V blocks at (x, y) with the same vector: together when the filter
