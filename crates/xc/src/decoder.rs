@@ -262,11 +262,12 @@ fn decode_macroblocks(
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
-    let mut prefetch = FootprintPrefetch::new();
+    let mut prefetch =
+        (frame_bytes(frame) >= PREFETCH_MIN_FRAME_BYTES).then(FootprintPrefetch::new);
     for mby in 0..rows {
         // The row's modes first (the first partition), then its residue and reconstruction:
-        // knowing the next macroblocks' vectors, the loop below starts loading their reference
-        // pixels while the current one is decoded.
+        // knowing the next macroblock's vector, the loop below starts loading its reference
+        // pixels (and its own, about to be written) while the current one is decoded.
         for mbx in 0..cols {
             let i = mby * cols + mbx;
             mbs.push(MbInfo { segment_id: st.segment_map[i], ..Default::default() });
@@ -282,18 +283,16 @@ fn decode_macroblocks(
             }
         }
         let row = &mbs[mby * cols..];
-        for (mbx, info) in row.iter().enumerate().take(PREFETCH_AHEAD) {
-            if let Some(r) = refs[info.ref_frame as usize] {
-                prefetch.macroblock(r, mbx, mby, info);
+        if let Some(p) = prefetch.as_mut() {
+            for (mbx, info) in row.iter().enumerate().take(PREFETCH_AHEAD) {
+                prefetch_mb(p, &refs, frame, mbx, mby, info);
             }
         }
         let mut left_nz: NzContext = [0; 9];
         let td = &mut tds[mby % parts.len()];
         for (mbx, above) in above_nz.iter_mut().enumerate() {
-            if let Some(ahead) = row.get(mbx + PREFETCH_AHEAD) {
-                if let Some(r) = refs[ahead.ref_frame as usize] {
-                    prefetch.macroblock(r, mbx + PREFETCH_AHEAD, mby, ahead);
-                }
+            if let (Some(p), Some(ahead)) = (prefetch.as_mut(), row.get(mbx + PREFETCH_AHEAD)) {
+                prefetch_mb(p, &refs, frame, mbx + PREFETCH_AHEAD, mby, ahead);
             }
             let info = &row[mbx];
             let has_y2 = info.y_mode != MbMode::BPred && info.y_mode != MbMode::Split;
@@ -357,8 +356,35 @@ fn decode_macroblocks(
     Ok(())
 }
 
-/// How many macroblocks ahead of reconstruction the reference pixels are prefetched.
+/// How many macroblocks ahead of reconstruction their pixels are prefetched.
 const PREFETCH_AHEAD: usize = 1;
+
+/// Frames smaller than this are decoded without prefetch hints. At 640x272 (0.26 MB a frame)
+/// the references and the frame being decoded stay in the L2 cache, and the hints only cost
+/// (CPU time +1% for the reference footprints, +4% with the destinations, paired runs); at
+/// 1280x720 (1.38 MB) they save 7% and 2% more.
+const PREFETCH_MIN_FRAME_BYTES: usize = 1 << 20;
+
+fn frame_bytes(f: &Frame) -> usize {
+    f.y.data.len() + f.u.data.len() + f.v.data.len()
+}
+
+/// Prefetch what reconstructing macroblock (mbx, mby) with `info` into `frame` will touch:
+/// its reference footprint (an inter macroblock whose reference exists) and its pixels.
+#[inline(always)]
+fn prefetch_mb(
+    p: &mut FootprintPrefetch,
+    refs: &[Option<&Frame>; 4],
+    frame: &Frame,
+    mbx: usize,
+    mby: usize,
+    info: &MbInfo,
+) {
+    if let Some(r) = refs[info.ref_frame as usize] {
+        p.macroblock(r, mbx, mby, info);
+    }
+    p.destination(frame, mbx, mby);
+}
 
 /// Predict one macroblock and add its residue (spec 12, 14, 18).
 #[allow(clippy::too_many_arguments)]

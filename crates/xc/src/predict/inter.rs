@@ -188,11 +188,13 @@ pub fn predict_inter_mb(
 pub(crate) struct FootprintPrefetch {
     /// Per plane, the cache line of the last footprint's first row's last byte.
     last: [usize; 3],
+    /// The same for the destination blocks.
+    last_dst: [usize; 3],
 }
 
 impl FootprintPrefetch {
     pub(crate) fn new() -> Self {
-        FootprintPrefetch { last: [usize::MAX; 3] }
+        FootprintPrefetch { last: [usize::MAX; 3], last_dst: [usize::MAX; 3] }
     }
 
     /// Prefetch the footprint of macroblock (mbx, mby) predicted from `reference` with `info`.
@@ -203,6 +205,14 @@ impl FootprintPrefetch {
         footprint(&reference.y, y, mbx * 16, mby * 16, 16, row >> 2, col >> 2);
         footprint(&reference.u, u, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
         footprint(&reference.v, v, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+    }
+
+    /// Prefetch the pixels of macroblock (mbx, mby) of `frame`, about to be written.
+    pub(crate) fn destination(&mut self, frame: &Frame, mbx: usize, mby: usize) {
+        let [y, u, v] = &mut self.last_dst;
+        rows(&frame.y, y, mbx * 16 + 15, mby * 16, mby * 16 + 16);
+        rows(&frame.u, u, mbx * 8 + 7, mby * 8, mby * 8 + 8);
+        rows(&frame.v, v, mbx * 8 + 7, mby * 8, mby * 8 + 8);
     }
 }
 
@@ -217,9 +227,16 @@ fn footprint(p: &Plane, last: &mut usize, x: usize, y: usize, size: usize, dy: i
     let x1 = (x as isize + dx + size as isize + a - 1).clamp(0, p.width as isize - 1) as usize;
     let y0 = (y as isize + dy - b).clamp(0, p.height as isize - 1) as usize;
     let y1 = (y as isize + dy + size as isize + a).clamp(1, p.height as isize) as usize;
-    // Addresses inside the plane (clamped above), computed without bounds checks: a prefetch
-    // does not access memory, so only the hint's cost matters here.
-    let mut at = p.data.as_ptr().wrapping_add(y0 * p.stride + x1);
+    rows(p, last, x1, y0, y1);
+}
+
+/// Prefetch column `x` of rows `y0..y1` of `p` (inside the plane), unless the first row's
+/// byte is in line `last`.
+#[inline(always)]
+fn rows(p: &Plane, last: &mut usize, x: usize, y0: usize, y1: usize) {
+    // Addresses computed without bounds checks: a prefetch does not access memory, so only
+    // the hint's cost matters here.
+    let mut at = p.data.as_ptr().wrapping_add(y0 * p.stride + x);
     let line = at as usize / 64;
     if line == *last {
         return;
