@@ -362,7 +362,8 @@ const PREFETCH_AHEAD: usize = 1;
 /// Frames smaller than this are decoded without prefetch hints. At 640x272 (0.26 MB a frame)
 /// the references and the frame being decoded stay in the L2 cache, and the hints only cost
 /// (CPU time +1% for the reference footprints, +4% with the destinations, paired runs); at
-/// 1280x720 (1.38 MB) they save 7% and 2% more.
+/// 1280x720 (1.38 MB) they saved 7% and 2% more at load 5-7, less on a quiet machine
+/// (`bench/decode-speed.md`).
 const PREFETCH_MIN_FRAME_BYTES: usize = 1 << 20;
 
 fn frame_bytes(f: &Frame) -> usize {

@@ -177,8 +177,8 @@ pub fn predict_inter_mb(
 }
 
 /// Starts loading the reference pixels that [`predict_inter_mb`] will read for a macroblock,
-/// so that the misses overlap with other work (the decoder asks a macroblock ahead of
-/// reconstruction). The inter kernels' hottest instructions were the first loads of each
+/// and the pixels it will write, so that the misses overlap with other work (the decoder asks
+/// a macroblock ahead of reconstruction). The inter kernels' hottest instructions were the first loads of each
 /// reference row: at 1280x720 a 16x16 block's 21 source rows and the chroma blocks' 2 x 13
 /// are each a stride apart, more streams than the hardware prefetcher follows.
 ///
