@@ -60,7 +60,10 @@ class Workspace:
 
     @cache  # noqa: B019 (one Workspace per session; the cache dies with it)
     def source(self, name: str, frames: int) -> Path:
-        """A clip as Y4M; ``crop:WxH`` cuts a WxH window (any size, odd too) from carphone."""
+        """A clip as Y4M; ``crop:WxH`` cuts a WxH window (any size, odd too) from carphone,
+        ``tiles:WxH`` fills a WxH picture with carphone tiles, each a frame further on."""
+        if name.startswith("tiles:"):
+            return self.tiles(name, frames)
         if not name.startswith("crop:"):
             return self.clips / CLIPS[name]
         w, h = (int(v) for v in name[5:].split("x"))
@@ -79,6 +82,26 @@ class Workspace:
                         p.v[y0 // 2 : y0 // 2 + ch, x0 // 2 : x0 // 2 + cw].copy(),
                     )
                 )
+        return out
+
+    def tiles(self, name: str, frames: int) -> Path:
+        w, h = (int(v) for v in name[6:].split("x"))
+        out = self.root / f"tiles-{w}x{h}-{frames}.y4m"
+        with Y4MReader(self.clips / CLIPS["carphone"]) as r:
+            clip = [p for _, p in zip(range(frames + 64), r, strict=False)]
+        tw, th = clip[0].y.shape[1], clip[0].y.shape[0]
+        cols, rows = -(-w // tw), -(-h // th)
+
+        def plane(i: int, get: Callable[[Picture], np.ndarray], pw: int, ph: int) -> np.ndarray:
+            # Tile k shows frame i + k: neighbouring tiles move differently.
+            grid = [[get(clip[i + c + r * cols]) for c in range(cols)] for r in range(rows)]
+            return np.block(grid)[:ph, :pw].copy()
+
+        cw, ch = chroma_size(w, h)
+        with Y4MWriter(out, w, h, (30, 1)) as wr:
+            for i in range(frames):
+                wr.write(Picture(plane(i, lambda p: p.y, w, h), plane(i, lambda p: p.u, cw, ch),
+                                 plane(i, lambda p: p.v, cw, ch)))
         return out
 
     def encode(self, case_id: str, source: str, frames: int, args: tuple[str, ...]) -> Path:
@@ -236,6 +259,8 @@ CASES: list[Case] = [
          ("--rt", "--screen-content-mode=2", "--end-usage=cbr", "--target-bitrate=100"),
          segmented),
     *[Case(f"profile-{p}", "carphone", 6, (f"--profile={p}",), version(p)) for p in (1, 2, 3)],
+    # Frames of 1 MB or more, which the decoder reconstructs with prefetch hints.
+    Case("large-frame", "tiles:1280x720", 4, ("--good", "--cpu-used=5"), size(1280, 720)),
     Case("spatial-resampling", "bbb", 48,
          ("--resize-allowed=1", "--end-usage=cbr", "--target-bitrate=20", "--resize-down=60",
           "--resize-up=90", "--buf-sz=500", "--buf-initial-sz=400", "--buf-optimal-sz=400",

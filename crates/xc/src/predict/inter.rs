@@ -176,6 +176,92 @@ pub fn predict_inter_mb(
     }
 }
 
+/// Starts loading the reference pixels that [`predict_inter_mb`] will read for a macroblock,
+/// and the pixels it will write, so that the misses overlap with other work (the decoder asks
+/// a macroblock ahead of reconstruction). The inter kernels' hottest instructions were the first loads of each
+/// reference row: at 1280x720 a 16x16 block's 21 source rows and the chroma blocks' 2 x 13
+/// are each a stride apart, more streams than the hardware prefetcher follows.
+///
+/// A hint only: it reads and writes no pixels, so a wrong guess (split macroblocks use their
+/// last vector) costs a few instructions, not correctness.
+#[derive(Debug)]
+pub(crate) struct FootprintPrefetch {
+    /// Per plane, the cache line of the last footprint's first row's last byte.
+    last: [usize; 3],
+    /// The same for the destination blocks.
+    last_dst: [usize; 3],
+}
+
+impl FootprintPrefetch {
+    pub(crate) fn new() -> Self {
+        FootprintPrefetch { last: [usize::MAX; 3], last_dst: [usize::MAX; 3] }
+    }
+
+    /// Prefetch the footprint of macroblock (mbx, mby) predicted from `reference` with `info`.
+    pub(crate) fn macroblock(&mut self, reference: &Frame, mbx: usize, mby: usize, info: &MbInfo) {
+        let (row, col) = (info.mv.row as isize, info.mv.col as isize);
+        // Luma vectors are quarter-pel (whole pixels `>> 2`), chroma vectors eighth-pel (`>> 3`).
+        let [y, u, v] = &mut self.last;
+        footprint(&reference.y, y, mbx * 16, mby * 16, 16, row >> 2, col >> 2);
+        footprint(&reference.u, u, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+        footprint(&reference.v, v, mbx * 8, mby * 8, 8, row >> 3, col >> 3);
+    }
+
+    /// Prefetch the pixels of macroblock (mbx, mby) of `frame`, about to be written.
+    pub(crate) fn destination(&mut self, frame: &Frame, mbx: usize, mby: usize) {
+        let [y, u, v] = &mut self.last_dst;
+        rows(&frame.y, y, mbx * 16 + 15, mby * 16, mby * 16 + 16);
+        rows(&frame.u, u, mbx * 8 + 7, mby * 8, mby * 8 + 8);
+        rows(&frame.v, v, mbx * 8 + 7, mby * 8, mby * 8 + 8);
+    }
+}
+
+/// Prefetch the rows of the filter footprint of the `size` x `size` block at (x, y) displaced
+/// by (dy, dx) whole pixels, clamped to the plane as the clamped reads are. One hint a row, at
+/// the row's last byte, and none when that byte's line is the one of the footprint before
+/// (`last`): the macroblocks of a row usually share a vector, so their footprints differ by
+/// 16 (8) pixels and the block before has loaded everything left of its last byte.
+#[inline(always)]
+fn footprint(p: &Plane, last: &mut usize, x: usize, y: usize, size: usize, dy: isize, dx: isize) {
+    let (b, a) = (BEFORE as isize, AFTER as isize);
+    let x1 = (x as isize + dx + size as isize + a - 1).clamp(0, p.width as isize - 1) as usize;
+    let y0 = (y as isize + dy - b).clamp(0, p.height as isize - 1) as usize;
+    let y1 = (y as isize + dy + size as isize + a).clamp(1, p.height as isize) as usize;
+    rows(p, last, x1, y0, y1);
+}
+
+/// Prefetch column `x` of rows `y0..y1` of `p` (inside the plane), unless the first row's
+/// byte is in line `last`.
+#[inline(always)]
+fn rows(p: &Plane, last: &mut usize, x: usize, y0: usize, y1: usize) {
+    // Addresses computed without bounds checks: a prefetch does not access memory, so only
+    // the hint's cost matters here.
+    let mut at = p.data.as_ptr().wrapping_add(y0 * p.stride + x);
+    let line = at as usize / 64;
+    if line == *last {
+        return;
+    }
+    *last = line;
+    for _ in y0..y1 {
+        prefetch(at);
+        at = at.wrapping_add(p.stride);
+    }
+}
+
+/// A prefetch hint into all cache levels; nothing where there is no such instruction.
+#[inline(always)]
+fn prefetch(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` (SSE, baseline on x86_64) only hints the cache: it does not
+    // access memory, so any address is sound (the callers' are inside a live plane).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// Predict the 8x8 U and V blocks at (x, y) with the same vector: together when the filter
 /// footprint is inside the planes (U and V have the same size), else one at a time.
 fn predict_chroma_pair(
