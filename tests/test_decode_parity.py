@@ -304,3 +304,24 @@ def test_huge_sizes_are_one_line_and_cheap(made: Path) -> None:
                            str(claims)], cwd=made, env=child_env(), capture_output=True,
                           timeout=90, preexec_fn=limit_memory)
     assert "frame 0: corrupt key frame" in one_error_line(done)
+
+
+def limit_memory_small() -> None:
+    """In the child: 256 MiB of address space, less than one 16383x16383 frame (402 MB)."""
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 28, 1 << 28))
+
+
+def test_a_frame_that_cannot_be_allocated_is_one_line(made: Path) -> None:
+    """Where a 16383x16383 frame's memory cannot be had, the decode fails with one line naming
+    it (the allocation is an error, not the abort of a failed `vec!`)."""
+    key = bytearray(read_ivf(vectors_dir() / "vp80-00-comprehensive-001.ivf")[1][0].data)
+    key[6:10] = (16383).to_bytes(2, "little") * 2
+    claims = made / "claims-small.ivf"
+    with IvfWriter(claims, 176, 144) as w:
+        w.write(bytes(key))
+    done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", "--md5",
+                           str(claims)], cwd=made, env=child_env(), capture_output=True,
+                          timeout=90, preexec_fn=limit_memory_small)
+    line = one_error_line(done)
+    assert line.endswith("claims-small.ivf: frame 0: out of memory: cannot allocate the "
+                         "402653184 bytes of a 16383x16383 frame"), line

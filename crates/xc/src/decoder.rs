@@ -167,7 +167,11 @@ fn decode_frame_with_buffer(
     let (w, h) = (next.width as usize, next.height as usize);
     let mut frame = match spare {
         Some(f) if (f.display_width, f.display_height) == (w, h) => f,
-        _ => Frame::new(w, h, 0),
+        _ => Frame::try_new(w, h, 0).ok_or(DecodeError::OutOfMemory {
+            width: w,
+            height: h,
+            bytes: Frame::bytes_for(w, h),
+        })?,
     };
     let setup = FrameSetup {
         key_frame: tag.key_frame,

@@ -44,6 +44,15 @@ pub enum DecodeError {
         /// True for the golden flag, false for the alt-ref one.
         golden: bool,
     },
+    /// The memory for a frame of the declared size could not be allocated.
+    OutOfMemory {
+        /// The picture's width.
+        width: usize,
+        /// The picture's height.
+        height: usize,
+        /// Bytes of one frame's planes.
+        bytes: usize,
+    },
     /// A serialized decoder state could not be loaded.
     BadState(String),
     /// An IVF container problem.
@@ -84,6 +93,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "invalid buffer copy flag 3 for the {} frame",
                 if *golden { "golden" } else { "altref" }
+            ),
+            DecodeError::OutOfMemory { width, height, bytes } => write!(
+                f,
+                "out of memory: cannot allocate the {bytes} bytes of a {width}x{height} frame"
             ),
             DecodeError::BadState(m) => write!(f, "bad decoder state: {m}"),
             DecodeError::Ivf(m) => write!(f, "IVF: {m}"),

@@ -74,6 +74,31 @@ impl Frame {
         }
     }
 
+    /// [`Frame::new`], or `None` where the allocator refuses the planes (a huge declared
+    /// picture under a memory limit), where `vec!` would abort the process.
+    pub(crate) fn try_new(width: usize, height: usize, fill: u8) -> Option<Self> {
+        let plane = |w: usize, h: usize| {
+            let mut data = Vec::new();
+            data.try_reserve_exact(w.checked_mul(h)?).ok()?;
+            data.resize(w * h, fill);
+            Some(Plane { width: w, height: h, stride: w, data })
+        };
+        let (mbw, mbh) = (width.div_ceil(16), height.div_ceil(16));
+        Some(Frame {
+            display_width: width,
+            display_height: height,
+            y: plane(mbw * 16, mbh * 16)?,
+            u: plane(mbw * 8, mbh * 8)?,
+            v: plane(mbw * 8, mbh * 8)?,
+        })
+    }
+
+    /// Bytes of the planes of a `width` x `height` frame.
+    pub(crate) fn bytes_for(width: usize, height: usize) -> usize {
+        let (mbw, mbh) = (width.div_ceil(16), height.div_ceil(16));
+        mbw * mbh * (256 + 2 * 64)
+    }
+
     /// Width in macroblocks.
     pub fn mb_cols(&self) -> usize {
         self.y.width / 16
