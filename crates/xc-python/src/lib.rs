@@ -17,10 +17,7 @@ use pyo3::types::PyBytes;
 
 use xc::decoder::decode_frame as xc_decode_frame;
 use xc::decoder::Decoder as XcDecoder;
-use xc::encoder::rebase::{
-    reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts, CONTENT_R0,
-    CONTENT_R0_FLOORED,
-};
+use xc::encoder::rebase::{reencode_chunk as xc_reencode_chunk, FirstFrameQuality, ReencodeOpts};
 use xc::encoder::{
     encode_frame as xc_encode_frame, source_from_i420, source_from_planes, EncodeParams, Speed,
 };
@@ -446,7 +443,7 @@ type PlaneTriple<'py> =
 /// tuple per shown frame). `speed` is the first frame's encoder effort (Rust
 /// `ReencodeOpts::first_frame_speed`); `keep_golden`, `last_refreshes_all` and `choose_refs`
 /// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`;
-/// `key_frame_in_full` is `ReencodeOpts::key_frame_in_full`.
+/// `key_frame_in_full` and `static_key_weight` are `ReencodeOpts`'s.
 /// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
@@ -455,7 +452,7 @@ type PlaneTriple<'py> =
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
                     choose_refs = false, activity_rd = false, kf_weight_by_content = false,
-                    key_frame_in_full = false, key_floored = false))]
+                    key_frame_in_full = false, key_floored = false, static_key_weight = None))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -475,6 +472,7 @@ fn reencode_chunk<'py>(
     kf_weight_by_content: bool,
     key_frame_in_full: bool,
     key_floored: bool,
+    static_key_weight: Option<f64>,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -496,6 +494,7 @@ fn reencode_chunk<'py>(
         kf_weight_by_content,
         key_frame_in_full,
         key_floored,
+        static_key_weight,
         ..defaults
     };
     let sources =
@@ -509,17 +508,6 @@ fn reencode_chunk<'py>(
         .map_err(|e| EncodeError::new_err(e.to_string()))?;
     let frames = chunk.frames.iter().map(|f| PyBytes::new(py, f)).collect();
     Ok((frames, PyState { inner: Arc::new(chunk.state) }, chunk.input_state_hash))
-}
-
-/// The quantizer index a batch-start key frame gets when its chunk is static
-/// (`xc::encoder::stillness::static_key_qindex`): `(1 - weight)` times the next frame's, or
-/// None when the chunk's pass 0 (`pred_frames`) does not read static. `key_floored`: pass 0
-/// floored its key frame (the content weight's reference ratio for that case).
-#[pyfunction]
-#[pyo3(signature = (pred_frames, weight, *, key_floored = false))]
-fn static_key_qindex(pred_frames: Vec<Vec<u8>>, weight: f64, key_floored: bool) -> Option<u8> {
-    let r0 = if key_floored { CONTENT_R0_FLOORED } else { CONTENT_R0 };
-    xc::encoder::stillness::static_key_qindex(&pred_frames, r0, weight)
 }
 
 /// One frame's quality sums, as `excamera.metrics` defines them: `((sse_y, sse_u, sse_v),
@@ -567,6 +555,5 @@ fn _xc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(reencode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(frame_quality, m)?)?;
-    m.add_function(wrap_pyfunction!(static_key_qindex, m)?)?;
     Ok(())
 }

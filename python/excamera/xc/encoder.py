@@ -35,7 +35,7 @@ state, reusing the prediction decisions of the chunk's previous encode.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from excamera._xc import EncodeError
 from excamera._xc import encode_frame as _encode_frame
@@ -302,7 +302,7 @@ class ReencodeOptions:
     # --static-key W: a first key frame that stays one (a fresh input state: the batch-start
     # re-key) from a chunk whose pass 0 reads static gets (1 - W) times the next frame's
     # quantizer instead of s_ac_qi: its picture will serve many frames (the codec's
-    # stillness::static_key_qindex). None: s_ac_qi (or the prediction's) as it is.
+    # ReencodeOpts::static_key_weight). None: s_ac_qi (or the prediction's) as it is.
     static_key_weight: float | None = None
 
 
@@ -325,11 +325,6 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
     from excamera import _xc
 
     o = opts or ReencodeOptions()
-    if o.static_key_weight is not None and input_state.reference("last") is None:
-        q = _xc.static_key_qindex([bytes(f) for f in pred_frames], o.static_key_weight,
-                                  key_floored=o.key_floored)
-        if q is not None:
-            o = replace(o, s_ac_qi=q)
     frames, state, input_hash = _xc.reencode_chunk(
         input_state, [bytes(f) for f in pred_frames], pred_state,
         [(p.y, p.u, p.v) for p in pictures], kf_q_weight=o.kf_q_weight, s_ac_qi=o.s_ac_qi,
@@ -337,7 +332,7 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
         choose_refs=o.choose_refs, activity_rd=o.activity_rd,
         kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key,
-        key_floored=o.key_floored)
+        key_floored=o.key_floored, static_key_weight=o.static_key_weight)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 

@@ -91,7 +91,7 @@ pub mod rebase;
 pub(crate) mod residual;
 pub(crate) mod scan;
 pub(crate) mod split_search;
-pub mod stillness;
+pub(crate) mod stillness;
 
 pub(crate) use analysis::analyze_frame;
 pub use analysis::{EncodeParams, Speed};

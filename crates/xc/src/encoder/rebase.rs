@@ -27,6 +27,7 @@ use crate::encoder::next_state::finish_frame;
 use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
 use crate::encoder::rdo::{activity_weights, bit_cost, trellis_lambda, TokenCosts};
 use crate::encoder::residual::MbCoder;
+use crate::encoder::stillness::{static_key_qindex, stillness};
 use crate::encoder::{
     encode_frame, EncodeError, EncodeParams, EncodedFrame, FrameDecisions, MbLevels, Speed,
 };
@@ -582,6 +583,13 @@ pub struct ReencodeOpts {
     /// ExCamera\[6,16\]'s SSIM BD-rate moves -0.9% (bigbuckbunny) and -3.1% (carphone)
     /// (`bench/compression-ideas.md`).
     pub key_frame_in_full: bool,
+    /// xc-enc's `--static-key W`: a first key frame that stays a key frame (as for
+    /// `key_frame_in_full`), of a chunk whose prediction stream reads static
+    /// (`stillness::STATIC_KEY_GATE`, against [`content_weight`]'s reference ratio), is coded
+    /// at `(1 - W)` times the next frame's quantizer instead of `s_ac_qi`: its picture will
+    /// serve more than its chunk. The pipeline's batch-start re-key: bigbuckbunny's SSIM
+    /// BD-rate +16.4% -> +15.6%, the other clips unchanged (`bench/compression-ideas.md`).
+    pub static_key_weight: Option<f64>,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -605,6 +613,7 @@ impl Default for ReencodeOpts {
             key_floored: false,
             activity_rd: false,
             key_frame_in_full: false,
+            static_key_weight: None,
             verify: false,
         }
     }
@@ -631,23 +640,26 @@ pub const CONTENT_R0_FLOORED: f64 = 1.228;
 /// +1.4%, PSNR-Y +8.9% -> +7.5% and +4.7% -> +2.0%; a plain `-w 0.72` gives +19.4% and +2.1%
 /// (SSIM), a slope of 0.2 +20.4% on bigbuckbunny.
 pub fn content_weight(w: f64, pred_sizes: &[usize], next_q: u8, r0: f64) -> f64 {
-    let Some((&key, rest)) = pred_sizes.split_first() else { return w };
-    if rest.is_empty() || key == 0 {
-        return w;
+    stillness(pred_sizes, next_q, r0).map_or(w, |s| (w + 0.1 * s).clamp(0.5, 0.95))
+}
+
+/// [`content_weight`]'s reference ratio for this chunk's pass 0 ([`ReencodeOpts::key_floored`]).
+fn content_r0(opts: &ReencodeOpts) -> f64 {
+    if opts.key_floored {
+        CONTENT_R0_FLOORED
+    } else {
+        CONTENT_R0
     }
-    let mean = rest.iter().sum::<usize>().max(1) as f64 / rest.len() as f64;
-    let r = key as f64 / mean;
-    (w + 0.1 * (r / (r0 * next_q.max(1) as f64)).ln()).clamp(0.5, 0.95)
 }
 
 /// The converted first frame's quantizer: `w` of the way from the next frame's quantizer
 /// (`next_q`) to the prediction's key frame's (`kf_q`, or 0 when [`ReencodeOpts::key_floored`]),
 /// `w` being `-w` or, with `kf_weight_by_content`, [`content_weight`]'s.
 fn weighted_first_q(opts: &ReencodeOpts, pred_frames: &[Vec<u8>], kf_q: u8, next_q: u8) -> u8 {
-    let (kf_q, r0) = if opts.key_floored { (0, CONTENT_R0_FLOORED) } else { (kf_q, CONTENT_R0) };
+    let kf_q = if opts.key_floored { 0 } else { kf_q };
     let w = if opts.kf_weight_by_content {
         let sizes: Vec<usize> = pred_frames.iter().map(Vec::len).collect();
-        content_weight(opts.kf_q_weight, &sizes, next_q, r0)
+        content_weight(opts.kf_q_weight, &sizes, next_q, content_r0(opts))
     } else {
         opts.kf_q_weight
     };
@@ -809,6 +821,20 @@ pub fn reencode_chunk(
         )));
     }
 
+    // A first key frame that stays one: its quantizer (`s_ac_qi`, or `static_key_weight`'s
+    // when the chunk reads static; None keeps the prediction frame's).
+    let key_qi = match opts.static_key_weight {
+        Some(weight) if first_key && !convert_first => {
+            let sizes: Vec<usize> = pred_frames.iter().map(Vec::len).collect();
+            pred.get(1)
+                .and_then(|n| {
+                    let next_q = n.parsed.header.quant.y_ac_qi;
+                    static_key_qindex(&sizes, next_q, content_r0(opts), weight)
+                })
+                .or(opts.s_ac_qi)
+        }
+        _ => opts.s_ac_qi,
+    };
     let mut state = input_state.clone();
     let mut frames = Vec::with_capacity(pred.len());
     let mut next_source = sources.iter();
@@ -857,7 +883,7 @@ pub fn reencode_chunk(
         } else if k == 0 && first_key && opts.key_frame_in_full {
             // A key frame that stays one: xc's own analysis at its quantizer, not the
             // prediction stream's modes re-quantized (`ReencodeOpts::key_frame_in_full`).
-            let q = opts.s_ac_qi.unwrap_or(p.parsed.header.quant.y_ac_qi);
+            let q = key_qi.unwrap_or(p.parsed.header.quant.y_ac_qi);
             let params = EncodeParams {
                 sharpness: p.parsed.header.sharpness_level,
                 show_frame: p.parsed.show_frame,
@@ -867,7 +893,7 @@ pub fn reencode_chunk(
             };
             encode_frame(&state, target, &params)?
         } else {
-            let qindex = (k == 0 && first_key).then_some(opts.s_ac_qi).flatten();
+            let qindex = (k == 0 && first_key).then_some(key_qi).flatten();
             let params = RebaseParams {
                 quant: opts.quant,
                 qindex,

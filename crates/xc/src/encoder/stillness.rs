@@ -1,43 +1,19 @@
 //! How static a chunk's independent encode (pass 0) says the chunk is, read from its frames
 //! alone: the pipeline decides per chunk whether its first frame is worth a boost.
 
-use crate::bool_decoder::BoolDecoder;
-use crate::header::{parse_frame_header, parse_uncompressed_chunk};
-use crate::state::{EntropyProbs, LfAdjust, Segmentation};
-
-/// The frame's base quantizer index (`y_ac_qi`), None if `data` is not a VP8 frame whose
-/// header can be read. Segment deltas, when a stream uses them, are not applied: the base
-/// index is what an encoder's rate control sets per frame.
-pub fn frame_qindex(data: &[u8]) -> Option<u8> {
-    let chunk = parse_uncompressed_chunk(data).ok()?;
-    let rest = data.get(chunk.len..)?;
-    if chunk.tag.first_part_size == 0 || chunk.tag.first_part_size > rest.len() {
-        return None;
-    }
-    // Only the quantizer is wanted: the persistent values the header updates start at their
-    // defaults, which changes nothing that comes before the quantizer fields.
-    let (mut seg, mut lf) = (Segmentation::default(), LfAdjust::default());
-    let (mut probs, mut saved) = (EntropyProbs::default(), None);
-    let mut d = BoolDecoder::new(rest);
-    let h =
-        parse_frame_header(&mut d, chunk.tag.key_frame, &mut seg, &mut lf, &mut probs, &mut saved);
-    Some(h.quant.y_ac_qi)
-}
-
 /// `ln(r / (r0 next_q))`: `r` is the chunk's first (key) frame's size over the mean size of
-/// its other frames, `next_q` the second frame's quantizer index. `r` is large when the
-/// chunk's later frames predict well from its first, and grows as the quantizer coarsens,
-/// hence the normalisation; 0 means "as static as the reference ratio `r0`" (the same measure
-/// `rebase::content_weight` turns into a first-frame weight). None for a chunk of one frame,
-/// or frames whose headers cannot be read.
-pub fn stillness(pred_frames: &[Vec<u8>], r0: f64) -> Option<f64> {
-    let (key, rest) = pred_frames.split_first()?;
-    let next_q = frame_qindex(rest.first()?)?;
-    if key.is_empty() {
+/// its other frames (`sizes`, the prediction frames' byte lengths in order), `next_q` the
+/// second frame's quantizer index. `r` is large when the chunk's later frames predict well
+/// from its first, and grows as the quantizer coarsens, hence the normalisation; 0 means "as
+/// static as the reference ratio `r0`" (`rebase::CONTENT_R0`, `rebase::CONTENT_R0_FLOORED`).
+/// None for a chunk of one frame or an empty first frame.
+pub(crate) fn stillness(sizes: &[usize], next_q: u8, r0: f64) -> Option<f64> {
+    let (&key, rest) = sizes.split_first()?;
+    if rest.is_empty() || key == 0 {
         return None;
     }
-    let mean = rest.iter().map(Vec::len).sum::<usize>().max(1) as f64 / rest.len() as f64;
-    Some((key.len() as f64 / mean / (r0 * next_q.max(1) as f64)).ln())
+    let mean = rest.iter().sum::<usize>().max(1) as f64 / rest.len() as f64;
+    Some((key as f64 / mean / (r0 * next_q.max(1) as f64)).ln())
 }
 
 /// A batch-start chunk whose [`stillness`] is above this is static: its key frame will serve
@@ -45,18 +21,17 @@ pub fn stillness(pred_frames: &[Vec<u8>], r0: f64) -> Option<f64> {
 /// (vpxenc, key frame floored, `r0` = `rebase::CONTENT_R0_FLOORED`) at cq levels 12..44:
 /// bigbuckbunny's static opening reads -0.08..+0.70, the batch starts of carphone (-0.45 and
 /// below), bus (-1.38 and below) and park_joy (-1.46 and below) stay under it.
-pub const STATIC_KEY_GATE: f64 = -0.3;
+pub(crate) const STATIC_KEY_GATE: f64 = -0.3;
 
 /// The quantizer index of a static chunk's key frame: `(1 - weight)` times its next frame's
-/// quantizer (the level's, in a constrained-quality pass 0), rounded; None when the chunk
-/// is not static ([`STATIC_KEY_GATE`]), does not start with a key frame, or cannot be read.
-pub fn static_key_qindex(pred_frames: &[Vec<u8>], r0: f64, weight: f64) -> Option<u8> {
-    let first = parse_uncompressed_chunk(pred_frames.first()?).ok()?;
-    if !first.tag.key_frame || stillness(pred_frames, r0)? <= STATIC_KEY_GATE {
+/// quantizer `next_q` (the level's, in a constrained-quality pass 0), rounded; None when the
+/// chunk is not static ([`STATIC_KEY_GATE`]). The caller knows the first frame is a key frame
+/// that stays one.
+pub(crate) fn static_key_qindex(sizes: &[usize], next_q: u8, r0: f64, weight: f64) -> Option<u8> {
+    if stillness(sizes, next_q, r0)? <= STATIC_KEY_GATE {
         return None;
     }
-    let next_q = frame_qindex(&pred_frames[1])? as f64;
-    Some(((1.0 - weight.clamp(0.0, 1.0)) * next_q).round() as u8)
+    Some(((1.0 - weight.clamp(0.0, 1.0)) * next_q as f64).round() as u8)
 }
 
 #[cfg(test)]
@@ -95,24 +70,18 @@ mod tests {
     }
 
     #[test]
-    fn frame_qindex_reads_the_header() {
-        let frames = chunk(true, 9, 51);
-        assert_eq!(frame_qindex(&frames[0]), Some(9));
-        assert_eq!(frame_qindex(&frames[3]), Some(51));
-        assert_eq!(frame_qindex(&frames[0][..2]), None);
-    }
-
-    #[test]
     fn only_a_static_chunk_gets_a_stronger_key_frame() {
-        let (still, busy) = (chunk(false, 10, 51), chunk(true, 10, 51));
+        let sizes = |frames: Vec<Vec<u8>>| frames.iter().map(Vec::len).collect::<Vec<_>>();
+        let (still, busy) = (sizes(chunk(false, 10, 51)), sizes(chunk(true, 10, 51)));
         let r0 = crate::encoder::rebase::CONTENT_R0_FLOORED;
-        let (s_still, s_busy) = (stillness(&still, r0).unwrap(), stillness(&busy, r0).unwrap());
+        let (s_still, s_busy) =
+            (stillness(&still, 51, r0).unwrap(), stillness(&busy, 51, r0).unwrap());
         assert!(s_busy <= STATIC_KEY_GATE && s_still > STATIC_KEY_GATE, "{s_still} {s_busy}");
         // (1 - 0.79) * 51 = 10.7
-        assert_eq!(static_key_qindex(&still, r0, 0.79), Some(11));
-        assert_eq!(static_key_qindex(&busy, r0, 0.79), None);
-        // Not a key frame first: nothing to re-key.
-        assert_eq!(static_key_qindex(&still[1..], r0, 0.79), None);
-        assert_eq!(stillness(&still[..1], r0), None);
+        assert_eq!(static_key_qindex(&still, 51, r0, 0.79), Some(11));
+        assert_eq!(static_key_qindex(&busy, 51, r0, 0.79), None);
+        // Nothing to go by: one frame, or an empty first one.
+        assert_eq!(stillness(&still[..1], 51, r0), None);
+        assert_eq!(stillness(&[0, 100, 100], 51, r0), None);
     }
 }
