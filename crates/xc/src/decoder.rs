@@ -266,8 +266,9 @@ fn decode_macroblocks(
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
-    let mut prefetch =
-        (frame_bytes(frame) >= PREFETCH_MIN_FRAME_BYTES).then(FootprintPrefetch::new);
+    let mut prefetch = (Frame::bytes_for(frame.display_width, frame.display_height)
+        >= PREFETCH_MIN_FRAME_BYTES)
+        .then(FootprintPrefetch::new);
     for mby in 0..rows {
         // The row's modes first (the first partition), then its residue and reconstruction:
         // knowing the next macroblock's vector, the loop below starts loading its reference
@@ -369,10 +370,6 @@ const PREFETCH_AHEAD: usize = 1;
 /// 1280x720 (1.38 MB) they saved 7% and 2% more at load 5-7, less on a quiet machine
 /// (`bench/decode-speed.md`).
 const PREFETCH_MIN_FRAME_BYTES: usize = 1 << 20;
-
-fn frame_bytes(f: &Frame) -> usize {
-    f.y.data.len() + f.u.data.len() + f.v.data.len()
-}
 
 /// Prefetch what reconstructing macroblock (mbx, mby) with `info` into `frame` will touch:
 /// its reference footprint (an inter macroblock whose reference exists) and its pixels.

@@ -178,9 +178,10 @@ pub fn predict_inter_mb(
 
 /// Starts loading the reference pixels that [`predict_inter_mb`] will read for a macroblock,
 /// and the pixels it will write, so that the misses overlap with other work (the decoder asks
-/// a macroblock ahead of reconstruction). The inter kernels' hottest instructions were the first loads of each
-/// reference row: at 1280x720 a 16x16 block's 21 source rows and the chroma blocks' 2 x 13
-/// are each a stride apart, more streams than the hardware prefetcher follows.
+/// a macroblock ahead of reconstruction). The inter kernels' hottest instructions were the
+/// first loads of each reference row: at 1280x720 a 16x16 block's 21 source rows and the
+/// chroma blocks' 2 x 13 are each a stride apart, more streams than the hardware prefetcher
+/// follows.
 ///
 /// A hint only: it reads and writes no pixels, so a wrong guess (split macroblocks use their
 /// last vector) costs a few instructions, not correctness.
