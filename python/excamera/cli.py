@@ -14,6 +14,7 @@ here it is shown with the flag whose dest is that field (``-t``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from excamera.errors import CommandError, ExcameraError, SettingsError
@@ -95,6 +96,10 @@ def parse_fast(command: str, argv: list[str]) -> object | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` and return its exit status. Without ``argv`` this is the
+    process's own command line (the console script, ``python -m excamera``), and a command whose
+    arguments carry ``exit_fast`` ends the process here when that is safe (`exit_now`)."""
+    own = argv is None
     argv = sys.argv[1:] if argv is None else argv
     command = chosen_command(argv)
     args = parse_fast(command, argv[1:]) if command in SUBCOMMANDS else None
@@ -104,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+    status = _run(args)
+    if own and getattr(args, "exit_fast", False):
+        exit_now(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except ExcameraError as exc:
@@ -116,6 +128,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"excamera {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` without the interpreter's finalization, if nothing is
+    left for it to do; otherwise return (and the interpreter ends as usual).
+
+    Finalization frees every module and object one by one and runs a last garbage collection:
+    about 2.5 ms of CPU after a decode, as much as 2% of vpxdec's whole run on a 640x272 stream
+    of 250 frames. Only a command that closes every file it writes says it may be skipped
+    (``exit_fast``), and even then it is not skipped when something is registered with atexit,
+    another thread runs, or standard output or error cannot be flushed: then the interpreter's
+    own exit reports that (and exits 120), as it would have."""
+    import atexit  # built in
+
+    pending = getattr(atexit, "_ncallbacks", None)
+    if pending is None or pending():
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                return
+    os._exit(status)
 
 
 if __name__ == "__main__":

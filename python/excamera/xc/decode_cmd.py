@@ -87,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         else:
             where.add_argument(*flags, dest=dest, type=int if kind == "int" else str,
                                default=_DEFAULTS[kind], metavar=metavar, help=text)
-    p.set_defaults(func=run)
+    # run() closes every file it writes: the process may end without finalization (cli.exit_now)
+    p.set_defaults(func=run, exit_fast=True)
 
 
 def parse_fast(argv: list[str]) -> SimpleNamespace | None:
@@ -128,7 +129,7 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
         values[dest] = value
     if len(inputs) != 1 or all(values[f] for f in _FORMS):
         return None
-    return SimpleNamespace(command="decode", input=inputs[0], **values, func=run,
+    return SimpleNamespace(command="decode", input=inputs[0], **values, func=run, exit_fast=True,
                            _flags={"help": "-h"} | {d: f[0] for f, d, _, _, _ in OPTIONS})
 
 
