@@ -10,8 +10,6 @@ field's flag on the command line (``excamera.cli``).
 
 from __future__ import annotations
 
-import math
-
 from .errors import SettingsError
 
 MAX_PORT = 65535
@@ -38,6 +36,8 @@ def check_number(name: str, value: float, *, minimum: float = 0.0,
     """A finite number at least ``minimum`` (strictly above it with ``above_minimum``)."""
     low_ok = value > minimum if above_minimum else value >= minimum
     high_ok = maximum is None or value <= maximum
+    import math  # here, not at import: a shared library to load, which decode's start-up skips
+
     if not (math.isfinite(value) and low_ok and high_ok):
         low = f"more than {minimum:g}" if above_minimum else f"at least {minimum:g}"
         high = f" and at most {maximum:g}" if maximum is not None else ""

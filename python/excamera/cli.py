@@ -140,10 +140,9 @@ def exit_now(status: int) -> None:
     (``exit_fast``), and even then it is not skipped when something is registered with atexit,
     another thread runs, or standard output or error cannot be flushed: then the interpreter's
     own exit reports that (and exits 120), as it would have."""
-    import atexit  # built in
-
-    pending = getattr(atexit, "_ncallbacks", None)
-    if pending is None or pending():
+    # Nothing can be registered with atexit before something imports it.
+    atexit = sys.modules.get("atexit")
+    if atexit is not None and getattr(atexit, "_ncallbacks", lambda: 1)():
         return
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-from types import SimpleNamespace
 
 from excamera.argcheck import check_int
 from excamera.atomicfile import atomic_output, is_special, write_atomically
@@ -67,6 +66,14 @@ class _WriteFailed(Exception):
         self.error = error
 
 
+class Args:
+    """Parsed arguments, as attributes (what argparse's Namespace and types.SimpleNamespace
+    are, without importing either module for `parse_fast`)."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decode",
@@ -91,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, exit_fast=True)
 
 
-def parse_fast(argv: list[str]) -> SimpleNamespace | None:
+def parse_fast(argv: list[str]) -> Args | None:
     """What argparse makes of ``argv`` (the words after ``decode``) when every word is plain:
     IN once, options spelled in full, a value as the next word or after ``=``. Anything else
     (help, abbreviations, ``--``, values that look like options, errors) gives None, and
@@ -129,11 +136,11 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
         values[dest] = value
     if len(inputs) != 1 or all(values[f] for f in _FORMS):
         return None
-    return SimpleNamespace(command="decode", input=inputs[0], **values, func=run, exit_fast=True,
+    return Args(command="decode", input=inputs[0], **values, func=run, exit_fast=True,
                            _flags={"help": "-h"} | {d: f[0] for f, d, _, _, _ in OPTIONS})
 
 
-def run(args: argparse.Namespace | SimpleNamespace) -> int:
+def run(args: argparse.Namespace | Args) -> int:
     check_int("limit", args.limit, minimum=0)
     check_int("skip", args.skip, minimum=0)
     pattern = args.output if args.output is not None else "-"
