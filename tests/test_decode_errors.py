@@ -305,3 +305,27 @@ def test_decode_to_a_closed_pipe_stops_quietly() -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141
     assert err == b""
+
+
+@pytest.mark.parametrize("args", [["-o", "-"], [], ["--md5"], ["--md5", "--i420", "-o", "%4"]],
+                         ids=["dash", "default", "md5", "md5-per-frame"])
+def test_decode_with_standard_output_closed_is_one_line(args: list[str]) -> None:
+    """`excamera decode IN >&-`: what would go to standard output (pictures, or --md5's lines)
+    has nowhere to go. One line and exit 1, not a traceback, nor digests silently lost."""
+    good = vectors() / "vp80-00-comprehensive-001.ivf"
+    done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", str(good), *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=60, env=child_env(), preexec_fn=lambda: os.close(1))
+    assert single_error_line(done) == "excamera decode: error: standard output is closed"
+    assert done.returncode == 1
+
+
+def test_decode_to_a_file_with_standard_output_closed(tmp_path: Path) -> None:
+    good = vectors() / "vp80-00-comprehensive-001.ivf"
+    for out in (tmp_path / "out.y4m", Path(os.devnull)):
+        done = subprocess.run([sys.executable, "-m", "excamera.cli", "decode", str(good), "-o",
+                               str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, timeout=60, env=child_env(),
+                              preexec_fn=lambda: os.close(1))
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (tmp_path / "out.y4m").read_bytes().count(b"FRAME\n") == 29

@@ -146,6 +146,10 @@ def run(args: argparse.Namespace | Args) -> int:
     pattern = args.output if args.output is not None else "-"
     check_pattern(pattern)
     y4m = not (args.i420 or args.rawvideo)
+    # Started with standard output closed (`>&-`), Python has no sys.stdout: the pictures, or
+    # --md5's lines, would have nowhere to go (print() would drop them without a word).
+    if sys.stdout is None and (args.md5 or pattern == "-"):
+        raise CommandError("standard output is closed")
     if args.output is None and not args.md5 and sys.stdout.isatty():
         raise CommandError("not writing video to a terminal: give -o FILE, or -o - to insist")
     with open_stream(args.input) as stream:

@@ -62,6 +62,7 @@ class Output:
         self.frames = 0
         self._hash = _new_md5() if md5 and self.single else None
         self._file = None
+        self._to_stdout = False  # whether _file is standard output's, which is not closed here
 
     def header(self) -> bytes:
         w, h = self.size
@@ -71,6 +72,7 @@ class Output:
 
     def open(self, path: str | os.PathLike[str] | None) -> None:
         """Start the single output file at ``path`` (None: standard output)."""
+        self._to_stdout = path is None
         self._file = sys.stdout.buffer if path is None else open(path, "wb")  # noqa: SIM115
 
     def frame(self, number: int, width: int, height: int, data: bytes | memoryview,
@@ -113,13 +115,13 @@ class Output:
         if self._hash is not None:
             print(f"{self._hash.hexdigest()}  {self.name}")
         elif self._file is not None:
-            if self._file is sys.stdout.buffer:
+            if self._to_stdout:
                 self._file.flush()
             else:
                 self._file.close()
 
     def close(self) -> None:
-        if self._file is not None and self._file is not sys.stdout.buffer:
+        if self._file is not None and not self._to_stdout:
             self._file.close()
 
 
