@@ -7,6 +7,7 @@ failure has to say, in one line, which file and which frame went wrong.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
@@ -329,3 +330,78 @@ def test_decode_to_a_file_with_standard_output_closed(tmp_path: Path) -> None:
                               preexec_fn=lambda: os.close(1))
         assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (tmp_path / "out.y4m").read_bytes().count(b"FRAME\n") == 29
+
+
+
+def test_decode_of_a_file_and_of_standard_input_agree(tmp_path: Path, frames: list[bytes],
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """From a regular IVF file the decoder reads, decodes and writes the frames itself in one
+    call (`StreamDecoder.decode_ivf_to`); from standard input the Python loop does. Same exit
+    status, error line and output for every damaged file, a size change, --skip and --limit."""
+    from excamera.cli import main
+    from excamera.xc import decode_cmd
+
+    used: list[str] = []
+
+    def spy(name: str):  # noqa: ANN202
+        loop = getattr(decode_cmd, name)
+        return lambda *args: used.append(name) or loop(*args)
+
+    for name in ("_decode_packets", "_decode_rest"):
+        monkeypatch.setattr(decode_cmd, name, spy(name))
+    bad = [path for kind, (path, _) in bad_files(tmp_path, frames).items() if kind != "missing"]
+    other_size = read_ivf(vectors() / "vp80-05-sharpness-1438.ivf")[1][0].data
+    resized = write_ivf(tmp_path / "resized.ivf", [frames[0], frames[1], other_size])
+    good = vectors() / "vp80-00-comprehensive-001.ivf"
+    cases = [(path, []) for path in bad] + [
+        (resized, []), (resized, ["--i420"]), (good, ["--skip", "3", "--limit", "5"]),
+        (good, ["--limit", "1", "--i420"]), (good, ["--skip", "29"]), (good, ["--skip", "40"])]
+    loops = {str(good): 0, "-": 0}
+    for path, extra in cases:
+        seen = []
+        for source in (str(path), "-"):
+            out = tmp_path / "out"
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
+            used.clear()
+            status = main(["decode", source, "-o", str(out), *extra])
+            err = capsys.readouterr().err.replace(str(path), "standard input")
+            seen.append((status, err, out.read_bytes() if out.exists() else None))
+            out.unlink(missing_ok=True)
+            assert used in ([], ["_decode_packets" if source == "-" else "_decode_rest"]), used
+            loops["-" if source == "-" else str(good)] += len(used)
+        assert seen[0] == seen[1], (path, extra)
+        assert seen[0][0] == 0 or seen[0][1].count("\n") == 1, seen[0][1]
+    # Six damaged files open (four fail at their header), and the six other cases.
+    assert loops[str(good)] == loops["-"] == 12
+
+
+def test_decode_ivf_to_refuses_a_negative_descriptor() -> None:
+    from excamera._xc import StreamDecoder
+
+    with pytest.raises(ValueError, match="invalid file descriptor -1"):
+        StreamDecoder(None).decode_ivf_to(-1, 32, 0, "in.ivf", 1, True, b"", 0, None)
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_decode_interrupted_between_frames(source: str) -> None:
+    """Ctrl-C stops a decode at the next frame, whichever loop runs it (from a file the decoder
+    runs it without the GIL): "interrupted", exit 130."""
+    import signal
+
+    vector = vectors() / "vp80-00-comprehensive-006.ivf"  # 48 frames of 37 KB: beyond a pipe
+    args = [str(vector)] if source == "file" else ["-"]
+    proc = subprocess.Popen([sys.executable, "-m", "excamera.cli", "decode", *args, "-o", "-"],
+                            stdin=subprocess.PIPE if source == "stdin" else None,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    if proc.stdin is not None:
+        proc.stdin.write(vector.read_bytes())
+        proc.stdin.close()
+    # The first frame is out: decoding has started, and the writer now waits on the full pipe.
+    assert proc.stdout.read(100).startswith(b"YUV4MPEG2 W175 H143")
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr.read() == b"excamera decode: interrupted\n"
+    assert len(rest) < 48 * (175 * 143 * 3 // 2)  # it stopped before the end

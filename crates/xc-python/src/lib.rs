@@ -4,6 +4,7 @@
 //! decode itself runs with the GIL released so Python threads (and the asyncio worker runtime)
 //! keep running while a frame decodes.
 
+mod ivf_loop;
 mod quality;
 
 use std::sync::Arc;
@@ -159,6 +160,10 @@ impl PyStreamDecoder {
     }
 }
 
+/// What `StreamDecoder.decode_ivf_to` returns: frames read, frames shown, an error line, and a
+/// frame of another size (index, width, height).
+type IvfLoopResult = (u64, u64, Option<String>, Option<(u64, usize, usize)>);
+
 /// A shown frame's display (width, height) and, when asked for, its Y4M frame record.
 type ShownRecord<'py> = (usize, usize, Option<Bound<'py, PyBytes>>);
 
@@ -210,16 +215,17 @@ fn y4m_record<'py>(py: Python<'py>, f: &Frame) -> PyResult<Bound<'py, PyBytes>> 
     Ok(obj)
 }
 
-/// Write `f` to `fd` (its Y4M record with `y4m`, else its I420 planes) with vectored writes
-/// from the frame's own rows, rows that lie end to end in the plane merged into one slice.
+/// Write `prefix` (if not empty) and `f` to `fd` (its Y4M record with `y4m`, else its I420
+/// planes) with vectored writes from the frame's own rows, rows that lie end to end in the
+/// plane merged into one slice.
 ///
 /// Building a bytes object instead costs a copy of every output byte into memory that is new
 /// each frame (1.4 MB at 1280x720: page faults and clearing, about 9% of a whole decode).
-fn write_frame(fd: i32, f: &Frame, y4m: bool) -> std::io::Result<()> {
+fn write_frame(fd: i32, prefix: &[u8], f: &Frame, y4m: bool) -> std::io::Result<()> {
     use std::io::{IoSlice, Write};
     use std::os::fd::FromRawFd;
 
-    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut parts: Vec<&[u8]> = vec![prefix];
     if y4m {
         parts.push(Y4M_FRAME);
     }
@@ -313,7 +319,50 @@ impl PyStreamDecoder {
         if fd < 0 {
             return Err(PyValueError::new_err(format!("invalid file descriptor {fd}")));
         }
-        py.allow_threads(|| write_frame(fd, &frame, y4m)).map_err(|e| os_error(py, e))
+        py.allow_threads(|| write_frame(fd, &[], &frame, y4m)).map_err(|e| os_error(py, e))
+    }
+
+    /// Read the IVF frames of the regular file open as `in_fd` from byte `offset` on (the frame
+    /// there is number `first_index` of the file, which errors call `name`), decode them, and
+    /// write each shown one to `out_fd` as `write_shown` does, `header` just before the first.
+    /// Stops after `limit` frames (hidden ones included; 0: no limit), at the end of the file,
+    /// at a damaged frame, or at a shown frame whose size is not `size`. Returns (frames read,
+    /// frames shown, the error line of a damaged frame or None, (index, width, height) of a
+    /// frame of another size or None); a failed read or write raises its `OSError`. The GIL is
+    /// released for each frame, and signals are checked between frames.
+    #[pyo3(signature = (in_fd, offset, first_index, name, out_fd, y4m, header, limit, size))]
+    #[allow(clippy::too_many_arguments)]
+    fn decode_ivf_to(
+        &mut self,
+        py: Python<'_>,
+        in_fd: i32,
+        offset: u64,
+        first_index: u64,
+        name: &str,
+        out_fd: i32,
+        y4m: bool,
+        header: &[u8],
+        limit: u64,
+        size: Option<(usize, usize)>,
+    ) -> PyResult<IvfLoopResult> {
+        self.shown = None;
+        if in_fd < 0 || out_fd < 0 {
+            return Err(PyValueError::new_err(format!(
+                "invalid file descriptor {}",
+                in_fd.min(out_fd)
+            )));
+        }
+        let job =
+            ivf_loop::Job { in_fd, offset, first_index, name, out_fd, y4m, header, limit, size };
+        let dec = self.inner.as_mut().expect("decoder present between calls");
+        let (read, shown, stop) = ivf_loop::run(py, dec, &job)?.map_err(|e| os_error(py, e))?;
+        Ok(match stop {
+            None => (read, shown, None, None),
+            Some(ivf_loop::Stop::Error(line)) => (read, shown, Some(line), None),
+            Some(ivf_loop::Stop::Resized { index, w, h }) => {
+                (read, shown, None, Some((index, w, h)))
+            }
+        })
     }
 
     /// The current state (a snapshot: later decodes do not change it).

@@ -42,6 +42,12 @@ class Stream:
     def y4m_rate(self) -> tuple[int, int]:
         raise NotImplementedError
 
+    def unread(self) -> tuple[int, int, int] | None:
+        """Where the packets not read yet lie, for a decoder that reads them itself: an IVF
+        file's (descriptor, offset, index of the frame there, see ``IvfReader.unread``), or
+        None."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -73,6 +79,9 @@ class IvfStream(Stream):
                 yield frame.data
         except IvfError as exc:
             raise CommandError(str(exc)) from None
+
+    def unread(self) -> tuple[int, int, int] | None:
+        return self._reader.unread()
 
     def y4m_rate(self) -> tuple[int, int]:
         # vpxdec reads the header's timebase as a frame rate only when its numerator is small

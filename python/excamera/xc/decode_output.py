@@ -110,6 +110,13 @@ class Output:
         self._file.flush()  # what Python buffered goes first: the decoder writes to the fd
         decoder.write_shown(self._file.fileno(), self.y4m)
 
+    def decoder_target(self) -> tuple[int, bytes]:
+        """For a decoder that writes the pictures itself into the single output file: its
+        descriptor (what Python buffered for it flushed first), and what must come before the
+        first picture (the Y4M header, unless a picture was written already). Not for --md5."""
+        self._file.flush()
+        return self._file.fileno(), self.header() if self.y4m and self.frames == 0 else b""
+
     def finish(self) -> None:
         """After the last frame: the single file's MD5 line, or its last bytes flushed."""
         if self._hash is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 
 TYPE_CHECKING = False  # typing itself imports re
 if TYPE_CHECKING:
@@ -194,6 +195,18 @@ class IvfReader:
             raise IvfError(f"{self.path}: frame {index} is truncated ({len(data)} of {size} bytes)")
         self._index += 1
         return IvfFrame(data, pts)
+
+    def unread(self) -> tuple[int, int, int] | None:
+        """(file descriptor, byte offset, index) of the first frame not read yet, for a caller
+        that reads the rest of a regular file itself (with pread); None when the frames come
+        from a pipe or standard input."""
+        try:
+            fd = self._f.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor behind it
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return fd, self._f.tell(), self._index
 
     def __iter__(self) -> Iterator[IvfFrame]:
         while (frame := self.read_frame()) is not None:
