@@ -494,7 +494,7 @@ fn add_chroma_residue(
         let first = [16 + 2 * r, 20 + 2 * r];
         let row: [&[i16; 16]; 4] = std::array::from_fn(|k| &coeffs.blocks[first[k >> 1] + (k & 1)]);
         let off = off + 4 * r * stride;
-        let ac = (coeffs.ac >> 16) as u32;
+        let ac = coeffs.ac >> 16;
         let ac = ((ac >> (2 * r)) & 3) | (((ac >> (4 + 2 * r)) & 3) << 2);
         let with_ac = ac & bits;
         let dc_only = bits & !with_ac;

@@ -15,12 +15,18 @@
 use std::arch::x86_64::*;
 
 use super::lanes::Thresholds;
-use super::sse2::{kind_of, transpose_16x8, transpose_8x16, Block, MB, SIMPLE, SUB};
+use super::sse2::{filter_rows as filter_rows_sse2, kind_of, transpose_16x8, transpose_8x16};
+use super::sse2::{Block, MB, SIMPLE, SUB};
 use super::{EdgeDir, EdgeKind};
 
 /// The kernel, when this CPU has AVX2.
 pub(super) fn kernel() -> Option<super::YuvKernel> {
     is_x86_feature_detected!("avx2").then_some(filter_edge_yuv as super::YuvKernel)
+}
+
+/// The kernel for a macroblock's inner vertical edges, when this CPU has AVX2.
+pub(super) fn inner_v_kernel() -> Option<super::InnerVKernel> {
+    is_x86_feature_detected!("avx2").then_some(filter_inner_v as super::InnerVKernel)
 }
 
 #[inline]
@@ -185,6 +191,26 @@ fn filter_h<const K: u8>(
     }
 }
 
+/// The eight rows of a U block, then the eight of the V block beside it (8 pixels each).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn chroma_rows(bu: &Block<8, 8>, bv: &Block<8, 8>) -> [__m128i; 16] {
+    std::array::from_fn(|j| if j < 8 { bu.load(j) } else { bv.load(j - 8) })
+}
+
+/// Store rows transposed back from chroma columns (`transpose_8x16`: two rows a register,
+/// U's first).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_chroma_pairs(bu: &mut Block<8, 8>, bv: &mut Block<8, 8>, rc: &[__m128i; 8]) {
+    for i in 0..4 {
+        bu.store(2 * i, rc[i]);
+        bu.store(2 * i + 1, _mm_unpackhi_epi64(rc[i], rc[i]));
+        bv.store(2 * i, rc[4 + i]);
+        bv.store(2 * i + 1, _mm_unpackhi_epi64(rc[4 + i], rc[4 + i]));
+    }
+}
+
 /// Vertical edge: q0 of row j is at `y[ypos + j * ystride]` (and likewise in U and V).
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -203,20 +229,14 @@ fn filter_v<const K: u8>(
     let mut bu = Block::<8, 8>::new(u, cpos - 4, cstride);
     let mut bv = Block::<8, 8>::new(v, cpos - 4, cstride);
     let ry: [__m128i; 16] = std::array::from_fn(|j| by.load(j));
-    let rc: [__m128i; 16] =
-        std::array::from_fn(|j| if j < 8 { bu.load(j) } else { bv.load(j - 8) });
+    let rc = chroma_rows(&bu, &bv);
     let (cy, cc) = filter_split::<K>(transpose_16x8(&ry), transpose_16x8(&rc), t);
     let (ry, rc) = (transpose_8x16(&cy), transpose_8x16(&cc));
     for i in 0..8 {
         by.store(2 * i, ry[i]);
         by.store(2 * i + 1, _mm_unpackhi_epi64(ry[i], ry[i]));
     }
-    for i in 0..4 {
-        bu.store(2 * i, rc[i]);
-        bu.store(2 * i + 1, _mm_unpackhi_epi64(rc[i], rc[i]));
-        bv.store(2 * i, rc[4 + i]);
-        bv.store(2 * i + 1, _mm_unpackhi_epi64(rc[4 + i], rc[4 + i]));
-    }
+    store_chroma_pairs(&mut bu, &mut bv, &rc);
 }
 
 /// The contract of [`super::filter_edge_yuv`].
@@ -265,4 +285,64 @@ fn filter_edge_yuv_avx2(
             filter_h::<SIMPLE>(y, u, v, p.0, p.1, s.0, s.1, t)
         }
     }
+}
+
+/// The contract of [`super::filter_inner_v_yuv`].
+#[allow(clippy::too_many_arguments)]
+fn filter_inner_v(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    ypos: usize,
+    cpos: usize,
+    ystride: usize,
+    cstride: usize,
+    t: Thresholds,
+) {
+    // SAFETY: reachable only through `inner_v_kernel`, which hands it out only after
+    // `is_x86_feature_detected!("avx2")` succeeded.
+    unsafe { filter_inner_v_avx2(y, u, v, ypos, cpos, ystride, cstride, t) }
+}
+
+/// Each plane's block is transposed once (a register per pixel column), its edges filtered
+/// in order on the columns, and transposed back: one vertical edge at a time costs a
+/// transpose in and out per edge, and the luma edges' footprints overlap.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+fn filter_inner_v_avx2(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    ypos: usize,
+    cpos: usize,
+    ystride: usize,
+    cstride: usize,
+    t: Thresholds,
+) {
+    let mut by = Block::<16, 16>::new(y, ypos, ystride);
+    let mut bu = Block::<8, 8>::new(u, cpos, cstride);
+    let mut bv = Block::<8, 8>::new(v, cpos, cstride);
+    let rows: [__m128i; 16] = std::array::from_fn(|j| by.load(j));
+    let right: [__m128i; 16] = std::array::from_fn(|j| _mm_unpackhi_epi64(rows[j], rows[j]));
+    let (left, right) = (transpose_16x8(&rows), transpose_16x8(&right));
+    let mut col: [__m128i; 16] = std::array::from_fn(|k| if k < 8 { left[k] } else { right[k - 8] });
+    let rc = chroma_rows(&bu, &bv);
+    // x = 4: luma columns 0..8 with the chroma planes' columns 0..8 (U rows, then V rows).
+    let first: [__m128i; 8] = std::array::from_fn(|k| col[k]);
+    let (cy, cc) = filter_split::<SUB>(first, transpose_16x8(&rc), t);
+    col[..8].copy_from_slice(&cy);
+    // x = 8 and x = 12: luma only, columns 4..12 and 8..16.
+    for p3 in [4, 8] {
+        let mut px: [__m128i; 8] = std::array::from_fn(|k| col[p3 + k]);
+        filter_rows_sse2::<SUB>(&mut px, t);
+        col[p3..p3 + 8].copy_from_slice(&px);
+    }
+    let left = transpose_8x16(&std::array::from_fn(|k| col[k]));
+    let right = transpose_8x16(&std::array::from_fn(|k| col[8 + k]));
+    for i in 0..8 {
+        by.store(2 * i, _mm_unpacklo_epi64(left[i], right[i]));
+        by.store(2 * i + 1, _mm_unpackhi_epi64(left[i], right[i]));
+    }
+    let rc = transpose_8x16(&cc);
+    store_chroma_pairs(&mut bu, &mut bv, &rc);
 }
