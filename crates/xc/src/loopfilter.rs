@@ -188,7 +188,7 @@ impl FrameFilter {
             }
             if mb.filter_inner {
                 if normal {
-                    filter_inner_v_yuv(edge.y, edge.u, edge.v, yo, co, ys, cs, sub_t);
+                    filter_inner_yuv(edge.y, edge.u, edge.v, yo, co, ys, cs, V, sub_t);
                 } else {
                     edge.run(yo + 4, Some(co + 4), V, sub_kind, sub_t);
                     edge.run(yo + 8, None, V, sub_kind, sub_t);
@@ -199,9 +199,13 @@ impl FrameFilter {
                 edge.run(yo, Some(co), H, mb_kind, mb_t);
             }
             if mb.filter_inner {
-                edge.run(yo + 4 * ys, Some(co + 4 * cs), H, sub_kind, sub_t);
-                edge.run(yo + 8 * ys, None, H, sub_kind, sub_t);
-                edge.run(yo + 12 * ys, None, H, sub_kind, sub_t);
+                if normal {
+                    filter_inner_yuv(edge.y, edge.u, edge.v, yo, co, ys, cs, H, sub_t);
+                } else {
+                    edge.run(yo + 4 * ys, None, H, sub_kind, sub_t);
+                    edge.run(yo + 8 * ys, None, H, sub_kind, sub_t);
+                    edge.run(yo + 12 * ys, None, H, sub_kind, sub_t);
+                }
             }
         }
     }
@@ -346,20 +350,21 @@ pub fn filter_edge_yuv(
     filter_edge(EdgePlanes::Chroma(u, v), cpos, cstride, dir, kind, t);
 }
 
-/// A kernel with the contract of [`filter_inner_v_yuv`].
+/// A kernel with the contract of [`filter_inner_yuv`].
 #[cfg(target_arch = "x86_64")]
-type InnerVKernel =
-    fn(&mut [u8], &mut [u8], &mut [u8], usize, usize, usize, usize, Thresholds);
+type InnerKernel =
+    fn(&mut [u8], &mut [u8], &mut [u8], usize, usize, usize, usize, EdgeDir, Thresholds);
 
-/// Dispatch point: a macroblock's inner vertical edges with the normal filter, in order: luma
-/// x = 4, 8 and 12 of the macroblock whose top-left pixel is `y[ypos]`, and chroma x = 4 of
-/// the blocks at `u[cpos]` and `v[cpos]`, all with the subblock thresholds `t`. This is
-/// [`filter_edge_yuv`] at x = 4 and [`filter_edge`] on luma at 8 and 12; with AVX2 (detected
-/// once) one kernel of `loopfilter_avx2.rs` transposes each plane's block once for all of
-/// them.
+/// Dispatch point: a macroblock's inner edges of one direction with the normal filter, in
+/// order: luma at 4, 8 and 12 pixels into the macroblock whose top-left pixel is `y[ypos]`,
+/// and chroma at 4 into the blocks at `u[cpos]` and `v[cpos]`, all with the subblock
+/// thresholds `t`. This is [`filter_edge_yuv`] at 4 and [`filter_edge`] on luma at 8 and 12;
+/// with AVX2 (detected once) one kernel of `loopfilter_avx2.rs` loads each plane's block
+/// once for all of them (and for vertical edges transposes it once: one edge at a time
+/// transposed 16 rows in and out per edge).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn filter_inner_v_yuv(
+pub fn filter_inner_yuv(
     y: &mut [u8],
     u: &mut [u8],
     v: &mut [u8],
@@ -367,18 +372,19 @@ pub fn filter_inner_v_yuv(
     cpos: usize,
     ystride: usize,
     cstride: usize,
+    dir: EdgeDir,
     t: Thresholds,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = inner_v_kernel() {
-        return k(y, u, v, ypos, cpos, ystride, cstride, t);
+    if let Some(k) = inner_kernel() {
+        return k(y, u, v, ypos, cpos, ystride, cstride, dir, t);
     }
-    filter_inner_v_each(y, u, v, ypos, cpos, ystride, cstride, t);
+    filter_inner_each(y, u, v, ypos, cpos, ystride, cstride, dir, t);
 }
 
-/// [`filter_inner_v_yuv`] one edge at a time (the reference of the fused kernel).
+/// [`filter_inner_yuv`] one edge at a time (the reference of the fused kernel).
 #[allow(clippy::too_many_arguments)]
-fn filter_inner_v_each(
+fn filter_inner_each(
     y: &mut [u8],
     u: &mut [u8],
     v: &mut [u8],
@@ -386,19 +392,25 @@ fn filter_inner_v_each(
     cpos: usize,
     ystride: usize,
     cstride: usize,
+    dir: EdgeDir,
     t: Thresholds,
 ) {
-    let (dir, kind) = (EdgeDir::Vertical, EdgeKind::NormalSub);
-    filter_edge_yuv(y, u, v, ypos + 4, cpos + 4, ystride, cstride, dir, kind, t);
-    filter_edge(EdgePlanes::Luma(&mut *y), ypos + 8, ystride, dir, kind, t);
-    filter_edge(EdgePlanes::Luma(y), ypos + 12, ystride, dir, kind, t);
+    let (ystep, cstep) = match dir {
+        EdgeDir::Vertical => (1, 1),
+        EdgeDir::Horizontal => (ystride, cstride),
+    };
+    let kind = EdgeKind::NormalSub;
+    let (yo, co) = (ypos + 4 * ystep, cpos + 4 * cstep);
+    filter_edge_yuv(y, u, v, yo, co, ystride, cstride, dir, kind, t);
+    filter_edge(EdgePlanes::Luma(&mut *y), ypos + 8 * ystep, ystride, dir, kind, t);
+    filter_edge(EdgePlanes::Luma(y), ypos + 12 * ystep, ystride, dir, kind, t);
 }
 
 /// The fused inner-edge kernel when the CPU has AVX2, chosen once.
 #[cfg(target_arch = "x86_64")]
-fn inner_v_kernel() -> Option<InnerVKernel> {
-    static KERNEL: std::sync::OnceLock<Option<InnerVKernel>> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(avx2::inner_v_kernel)
+fn inner_kernel() -> Option<InnerKernel> {
+    static KERNEL: std::sync::OnceLock<Option<InnerKernel>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(avx2::inner_kernel)
 }
 
 /// The AVX2 kernel when the CPU has AVX2, chosen once.
@@ -1054,11 +1066,11 @@ mod tests {
         }
     }
 
-    /// A macroblock's inner vertical edges: the dispatch point (the fused AVX2 kernel where
-    /// the CPU has it) against the edges one at a time, on blocky data that the filters
-    /// change, and on every kind of edge data.
+    /// A macroblock's inner edges in each direction: the dispatch point (the fused AVX2
+    /// kernel where the CPU has it) against the edges one at a time, on blocky data that the
+    /// filters change, and on every kind of edge data.
     #[test]
-    fn fused_inner_vertical_edges_match_one_at_a_time() {
+    fn fused_inner_edges_match_one_at_a_time() {
         let mut rng = Rng(0x1e4);
         const S: usize = 40;
         let mut changed = 0;
@@ -1077,14 +1089,16 @@ mod tests {
                 edge_data(&mut rng, round + 2, extremes, &mut v);
             }
             let (ypos, cpos) = (5 * S + 7, 3 * S + 6);
-            let (mut wy, mut wu, mut wv) = (y, u, v);
-            filter_inner_v_each(&mut wy, &mut wu, &mut wv, ypos, cpos, S, S, t);
-            let (mut gy, mut gu, mut gv) = (y, u, v);
-            filter_inner_v_yuv(&mut gy, &mut gu, &mut gv, ypos, cpos, S, S, t);
-            assert_eq!((gy, gu, gv), (wy, wu, wv), "round {round} {t:?}");
-            changed += ((wy, wu, wv) != (y, u, v)) as usize;
+            for dir in [EdgeDir::Vertical, EdgeDir::Horizontal] {
+                let (mut wy, mut wu, mut wv) = (y, u, v);
+                filter_inner_each(&mut wy, &mut wu, &mut wv, ypos, cpos, S, S, dir, t);
+                let (mut gy, mut gu, mut gv) = (y, u, v);
+                filter_inner_yuv(&mut gy, &mut gu, &mut gv, ypos, cpos, S, S, dir, t);
+                assert_eq!((gy, gu, gv), (wy, wu, wv), "round {round} {dir:?} {t:?}");
+                changed += ((wy, wu, wv) != (y, u, v)) as usize;
+            }
         }
-        assert!(changed > 1000, "the filters changed only {changed} of 3000 blocks");
+        assert!(changed > 2000, "the filters changed only {changed} of 6000 blocks");
     }
 
     #[test]
