@@ -153,11 +153,21 @@ pub fn predict_inter_mb(
                 }
             }
         }
+        // Chroma subblocks side by side with one vector are one 8x4 block, as for luma (16x8
+        // partitions give two such pairs a plane).
         let cmvs = chroma_mv_split(mvs, full_pixel);
-        for (k, &(row, col)) in cmvs.iter().enumerate() {
-            let (x, y) = (cx + (k % 2) * 4, cy + (k / 2) * 4);
-            predict_block(&reference.u, &mut dst.u, x, y, 4, row, col, filter);
-            predict_block(&reference.v, &mut dst.v, x, y, 4, row, col, filter);
+        for (r, pair) in cmvs.chunks_exact(2).enumerate() {
+            let y = cy + 4 * r;
+            for (src, dst) in [(&reference.u, &mut dst.u), (&reference.v, &mut dst.v)] {
+                if pair[0] == pair[1] {
+                    let (row, col) = pair[0];
+                    predict_rect(src, dst, cx, y, 8, 4, row, col, filter);
+                } else {
+                    for (k, &(row, col)) in pair.iter().enumerate() {
+                        predict_block(src, dst, cx + 4 * k, y, 4, row, col, filter);
+                    }
+                }
+            }
         }
     } else {
         let mv = info.mv;
