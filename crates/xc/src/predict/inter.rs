@@ -872,10 +872,13 @@ mod tests {
             };
             let mut info = mb_info(if split { MbMode::Split } else { MbMode::Near }, rand_mv());
             if split {
-                // Quadrant 0 shares one vector (8x8 path), the rest differ per subblock.
+                // Quadrant 0 shares one vector (8x8 path), the rest differ per subblock; every
+                // other split round quadrant 1 has quadrant 0's vector too (a 16x8 partition's
+                // top half: the chroma subblocks above are then one 8x4 block).
                 let q0 = rand_mv();
+                let top = if round % 2 == 0 { [0, 1, 4, 5].as_slice() } else { &[0, 1, 2, 3, 4, 5, 6, 7] };
                 for b in 0..16 {
-                    info.mvs[b] = if [0, 1, 4, 5].contains(&b) { q0 } else { rand_mv() };
+                    info.mvs[b] = if top.contains(&b) { q0 } else { rand_mv() };
                 }
             }
             let full_pixel = round % 5 == 0;
