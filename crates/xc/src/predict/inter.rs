@@ -340,6 +340,27 @@ fn predict_rect(
     let sy = y as isize + (mv_row >> 3) as isize;
     let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
     let doff = y * dst.stride + x;
+    if fx == 0
+        && fy == 0
+        && sx >= 0
+        && sy >= 0
+        && sx + w as isize <= src.width as isize
+        && sy + h as isize <= src.height as isize
+    {
+        // A whole-pixel vector to a block inside the plane: the prediction is the block
+        // itself, which needs no filter footprint around it (a footprint reaching past an
+        // edge would take the clamped path below: a zero vector at the frame's edge).
+        let off = sy as usize * src.stride + sx as usize;
+        // Constant sizes for the decoder's blocks: fixed moves, not calls.
+        match (w, h) {
+            (16, 16) => copy_block(src, off, dst, doff, 16, 16),
+            (8, 8) => copy_block(src, off, dst, doff, 8, 8),
+            (8, 4) => copy_block(src, off, dst, doff, 8, 4),
+            (4, 4) => copy_block(src, off, dst, doff, 4, 4),
+            _ => copy_block(src, off, dst, doff, w, h),
+        }
+        return;
+    }
     let (b, a) = (BEFORE as isize, AFTER as isize);
     let inside = sx - b >= 0
         && sy - b >= 0
@@ -364,6 +385,15 @@ fn predict_rect(
         let foot = w + BEFORE + AFTER;
         let off = BEFORE * foot + BEFORE;
         filter_rect(&buf, off, foot, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
+    }
+}
+
+/// Copy the `w` x `h` block at `src.data[off..]` to `dst.data[doff..]`.
+#[inline(always)]
+fn copy_block(src: &Plane, off: usize, dst: &mut Plane, doff: usize, w: usize, h: usize) {
+    for r in 0..h {
+        let (s, d) = (off + r * src.stride, doff + r * dst.stride);
+        dst.data[d..d + w].copy_from_slice(&src.data[s..s + w]);
     }
 }
 
