@@ -17,7 +17,7 @@ use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
 use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, Y2_BLOCK};
-use crate::transform::{idct4x4_add_known, iwht4x4};
+use crate::transform::{add_dc_row, add_dc_row_uv, idct4x4_add_known, iwht4x4};
 
 /// Decode one compressed frame. The input state is not modified; the returned state is the
 /// one to decode the next frame with. The frame is returned when `show_frame` is set.
@@ -440,23 +440,92 @@ fn reconstruct_mb(
         }
         (_, Some(r)) => predict_inter_mb(r, frame, mbx, mby, info, setup.filter, setup.full_pixel),
     }
-    while y_mask != 0 {
-        let b = y_mask.trailing_zeros() as usize;
-        y_mask &= y_mask - 1;
-        let off = (mby * 16 + (b >> 2) * 4) * stride + mbx * 16 + (b & 3) * 4;
-        idct4x4_add_known(&coeffs.blocks[b], ac & (1 << b) != 0, &mut frame.y.data, off, stride);
+    add_luma_residue(coeffs, y_mask, &mut frame.y.data, mby * 16 * stride + mbx * 16, stride);
+    let uv_mask = (coeffs.nonzero >> 16) & 0xFF;
+    if uv_mask != 0 {
+        let cstride = frame.u.stride;
+        let off = mby * 8 * cstride + mbx * 8;
+        add_chroma_residue(coeffs, uv_mask, &mut frame.u.data, &mut frame.v.data, off, cstride);
     }
-    let mut uv_mask = (coeffs.nonzero >> 16) & 0xFF;
-    let cstride = frame.u.stride;
-    while uv_mask != 0 {
-        let b = uv_mask.trailing_zeros() as usize;
-        uv_mask &= uv_mask - 1;
-        let plane = if b < 4 { &mut frame.u } else { &mut frame.v };
-        let k = b & 3;
-        let off = (mby * 8 + (k >> 1) * 4) * cstride + mbx * 8 + (k & 1) * 4;
-        let has_ac = ac & (1 << (16 + b)) != 0;
-        idct4x4_add_known(&coeffs.blocks[16 + b], has_ac, &mut plane.data, off, cstride);
+}
+
+/// Add the residue of the luma blocks in `mask` to the macroblock at `data[off..]`, a row of
+/// four blocks at a time: the DC-only blocks of a row with one [`add_dc_row`] (most blocks
+/// of an inter macroblock with a Y2 block have a DC from it and nothing else), then the
+/// others one by one.
+fn add_luma_residue(coeffs: &MbCoeffs, mask: u32, data: &mut [u8], off: usize, stride: usize) {
+    for r in 0..4 {
+        let bits = (mask >> (4 * r)) & 0xF;
+        if bits == 0 {
+            continue;
+        }
+        let row = &coeffs.blocks[4 * r..4 * r + 4];
+        let off = off + 4 * r * stride;
+        let with_ac = (coeffs.ac >> (4 * r)) & bits;
+        let dc_only = bits & !with_ac;
+        if dc_only != 0 {
+            add_dc_row(dc_residues(row, dc_only), data, off, stride);
+        }
+        let mut m = with_ac;
+        while m != 0 {
+            let k = m.trailing_zeros() as usize;
+            m &= m - 1;
+            idct4x4_add_known(&row[k], true, data, off + 4 * k, stride);
+        }
     }
+}
+
+/// [`add_luma_residue`] for the chroma blocks in `mask` (bit `b` for block `16 + b`): a row
+/// of two U blocks and the two V blocks beside it at once.
+fn add_chroma_residue(
+    coeffs: &MbCoeffs,
+    mask: u32,
+    u: &mut [u8],
+    v: &mut [u8],
+    off: usize,
+    stride: usize,
+) {
+    for r in 0..2 {
+        // Bits 0, 1: the U blocks of this row; 2, 3: the V blocks.
+        let bits = ((mask >> (2 * r)) & 3) | (((mask >> (4 + 2 * r)) & 3) << 2);
+        if bits == 0 {
+            continue;
+        }
+        let first = [16 + 2 * r, 20 + 2 * r];
+        let row: [&[i16; 16]; 4] = std::array::from_fn(|k| &coeffs.blocks[first[k >> 1] + (k & 1)]);
+        let off = off + 4 * r * stride;
+        let ac = coeffs.ac >> 16;
+        let ac = ((ac >> (2 * r)) & 3) | (((ac >> (4 + 2 * r)) & 3) << 2);
+        let with_ac = ac & bits;
+        let dc_only = bits & !with_ac;
+        if dc_only != 0 {
+            let dc = std::array::from_fn(|k| dc_residue(row[k], dc_only >> k & 1 != 0));
+            add_dc_row_uv(dc, u, v, off, stride);
+        }
+        let mut m = with_ac;
+        while m != 0 {
+            let k = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let plane = if k < 2 { &mut *u } else { &mut *v };
+            idct4x4_add_known(row[k], true, plane, off + 4 * (k & 1), stride);
+        }
+    }
+}
+
+/// The residue of a DC-only block (the inverse DCT's rounding), or 0 when `used` is false.
+#[inline(always)]
+fn dc_residue(block: &[i16; 16], used: bool) -> i16 {
+    if used {
+        ((block[0] as i32 + 4) >> 3) as i16
+    } else {
+        0
+    }
+}
+
+/// [`dc_residue`] of the four blocks of a luma row, those in `mask`.
+#[inline(always)]
+fn dc_residues(row: &[[i16; 16]], mask: u32) -> [i16; 4] {
+    std::array::from_fn(|k| dc_residue(&row[k], mask >> k & 1 != 0))
 }
 
 /// Reference buffer updates (spec 9.7, 9.8). As libvpx does it (the de-facto reference for

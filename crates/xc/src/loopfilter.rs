@@ -182,26 +182,55 @@ impl FrameFilter {
             // Each plane's edges in the spec's order; a luma edge and a chroma edge with the
             // same thresholds go together (the planes are independent): the macroblock edges,
             // and the first inner edge of each direction with chroma's one inner edge.
-            let mut edge = |yo: usize, co: Option<usize>, dir: EdgeDir, kind, t| match co {
-                Some(co) if normal => filter_edge_yuv(y, u, v, yo, co, ys, cs, dir, kind, t),
-                _ => filter_edge(EdgePlanes::Luma(y), yo, ys, dir, kind, t),
-            };
+            let mut edge = MbEdges { y, u, v, ys, cs, normal };
             if mbx > 0 {
-                edge(yo, Some(co), V, mb_kind, mb_t);
+                edge.run(yo, Some(co), V, mb_kind, mb_t);
             }
             if mb.filter_inner {
-                edge(yo + 4, Some(co + 4), V, sub_kind, sub_t);
-                edge(yo + 8, None, V, sub_kind, sub_t);
-                edge(yo + 12, None, V, sub_kind, sub_t);
+                if normal {
+                    filter_inner_yuv(edge.y, edge.u, edge.v, yo, co, ys, cs, V, sub_t);
+                } else {
+                    edge.run(yo + 4, Some(co + 4), V, sub_kind, sub_t);
+                    edge.run(yo + 8, None, V, sub_kind, sub_t);
+                    edge.run(yo + 12, None, V, sub_kind, sub_t);
+                }
             }
             if mby > 0 {
-                edge(yo, Some(co), H, mb_kind, mb_t);
+                edge.run(yo, Some(co), H, mb_kind, mb_t);
             }
             if mb.filter_inner {
-                edge(yo + 4 * ys, Some(co + 4 * cs), H, sub_kind, sub_t);
-                edge(yo + 8 * ys, None, H, sub_kind, sub_t);
-                edge(yo + 12 * ys, None, H, sub_kind, sub_t);
+                if normal {
+                    filter_inner_yuv(edge.y, edge.u, edge.v, yo, co, ys, cs, H, sub_t);
+                } else {
+                    edge.run(yo + 4 * ys, None, H, sub_kind, sub_t);
+                    edge.run(yo + 8 * ys, None, H, sub_kind, sub_t);
+                    edge.run(yo + 12 * ys, None, H, sub_kind, sub_t);
+                }
             }
+        }
+    }
+}
+
+/// One macroblock's planes, for filtering its edges one at a time.
+struct MbEdges<'a> {
+    y: &'a mut [u8],
+    u: &'a mut [u8],
+    v: &'a mut [u8],
+    ys: usize,
+    cs: usize,
+    normal: bool,
+}
+
+impl MbEdges<'_> {
+    /// A luma edge at `yo`, with the chroma edge at `co` when given (normal filter only:
+    /// the simple filter is luma only).
+    #[inline(always)]
+    fn run(&mut self, yo: usize, co: Option<usize>, dir: EdgeDir, kind: EdgeKind, t: Thresholds) {
+        match co {
+            Some(co) if self.normal => {
+                filter_edge_yuv(self.y, self.u, self.v, yo, co, self.ys, self.cs, dir, kind, t)
+            }
+            _ => filter_edge(EdgePlanes::Luma(self.y), yo, self.ys, dir, kind, t),
         }
     }
 }
@@ -319,6 +348,69 @@ pub fn filter_edge_yuv(
     }
     filter_edge(EdgePlanes::Luma(y), ypos, ystride, dir, kind, t);
     filter_edge(EdgePlanes::Chroma(u, v), cpos, cstride, dir, kind, t);
+}
+
+/// A kernel with the contract of [`filter_inner_yuv`].
+#[cfg(target_arch = "x86_64")]
+type InnerKernel =
+    fn(&mut [u8], &mut [u8], &mut [u8], usize, usize, usize, usize, EdgeDir, Thresholds);
+
+/// Dispatch point: a macroblock's inner edges of one direction with the normal filter, in
+/// order: luma at 4, 8 and 12 pixels into the macroblock whose top-left pixel is `y[ypos]`,
+/// and chroma at 4 into the blocks at `u[cpos]` and `v[cpos]`, all with the subblock
+/// thresholds `t`. This is [`filter_edge_yuv`] at 4 and [`filter_edge`] on luma at 8 and 12;
+/// with AVX2 (detected once) one kernel of `loopfilter_avx2.rs` loads each plane's block
+/// once for all of them (and for vertical edges transposes it once: one edge at a time
+/// transposed 16 rows in and out per edge).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn filter_inner_yuv(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    ypos: usize,
+    cpos: usize,
+    ystride: usize,
+    cstride: usize,
+    dir: EdgeDir,
+    t: Thresholds,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = inner_kernel() {
+        return k(y, u, v, ypos, cpos, ystride, cstride, dir, t);
+    }
+    filter_inner_each(y, u, v, ypos, cpos, ystride, cstride, dir, t);
+}
+
+/// [`filter_inner_yuv`] one edge at a time (the reference of the fused kernel).
+#[allow(clippy::too_many_arguments)]
+fn filter_inner_each(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    ypos: usize,
+    cpos: usize,
+    ystride: usize,
+    cstride: usize,
+    dir: EdgeDir,
+    t: Thresholds,
+) {
+    let (ystep, cstep) = match dir {
+        EdgeDir::Vertical => (1, 1),
+        EdgeDir::Horizontal => (ystride, cstride),
+    };
+    let kind = EdgeKind::NormalSub;
+    let (yo, co) = (ypos + 4 * ystep, cpos + 4 * cstep);
+    filter_edge_yuv(y, u, v, yo, co, ystride, cstride, dir, kind, t);
+    filter_edge(EdgePlanes::Luma(&mut *y), ypos + 8 * ystep, ystride, dir, kind, t);
+    filter_edge(EdgePlanes::Luma(y), ypos + 12 * ystep, ystride, dir, kind, t);
+}
+
+/// The fused inner-edge kernel when the CPU has AVX2, chosen once.
+#[cfg(target_arch = "x86_64")]
+fn inner_kernel() -> Option<InnerKernel> {
+    static KERNEL: std::sync::OnceLock<Option<InnerKernel>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(avx2::inner_kernel)
 }
 
 /// The AVX2 kernel when the CPU has AVX2, chosen once.
@@ -972,6 +1064,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A macroblock's inner edges in each direction: the dispatch point (the fused AVX2
+    /// kernel where the CPU has it) against the edges one at a time, on blocky data that the
+    /// filters change, and on every kind of edge data.
+    #[test]
+    fn fused_inner_edges_match_one_at_a_time() {
+        let mut rng = Rng(0x1e4);
+        const S: usize = 40;
+        let mut changed = 0;
+        for round in 0..3000 {
+            let t = edge_thresholds(&mut rng, round);
+            let (mut y, mut u, mut v) = ([0u8; S * S], [0u8; S * S], [0u8; S * S]);
+            if round % 3 == 0 {
+                let f = blocky_frame(&mut rng, S, S);
+                y.copy_from_slice(&f.y.data[..S * S]);
+                u[..S * S / 4].copy_from_slice(&f.u.data[..S * S / 4]);
+                v[..S * S / 4].copy_from_slice(&f.v.data[..S * S / 4]);
+            } else {
+                let extremes = round % 5 == 4;
+                edge_data(&mut rng, round, extremes, &mut y);
+                edge_data(&mut rng, round + 1, extremes, &mut u);
+                edge_data(&mut rng, round + 2, extremes, &mut v);
+            }
+            let (ypos, cpos) = (5 * S + 7, 3 * S + 6);
+            for dir in [EdgeDir::Vertical, EdgeDir::Horizontal] {
+                let (mut wy, mut wu, mut wv) = (y, u, v);
+                filter_inner_each(&mut wy, &mut wu, &mut wv, ypos, cpos, S, S, dir, t);
+                let (mut gy, mut gu, mut gv) = (y, u, v);
+                filter_inner_yuv(&mut gy, &mut gu, &mut gv, ypos, cpos, S, S, dir, t);
+                assert_eq!((gy, gu, gv), (wy, wu, wv), "round {round} {dir:?} {t:?}");
+                changed += ((wy, wu, wv) != (y, u, v)) as usize;
+            }
+        }
+        assert!(changed > 2000, "the filters changed only {changed} of 6000 blocks");
     }
 
     #[test]

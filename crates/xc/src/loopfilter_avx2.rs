@@ -15,12 +15,18 @@
 use std::arch::x86_64::*;
 
 use super::lanes::Thresholds;
-use super::sse2::{kind_of, transpose_16x8, transpose_8x16, Block, MB, SIMPLE, SUB};
+use super::sse2::{filter_rows as filter_rows_sse2, kind_of, transpose_16x8, transpose_8x16};
+use super::sse2::{Block, MB, SIMPLE, SUB};
 use super::{EdgeDir, EdgeKind};
 
 /// The kernel, when this CPU has AVX2.
 pub(super) fn kernel() -> Option<super::YuvKernel> {
     is_x86_feature_detected!("avx2").then_some(filter_edge_yuv as super::YuvKernel)
+}
+
+/// The kernel for a macroblock's inner edges, when this CPU has AVX2.
+pub(super) fn inner_kernel() -> Option<super::InnerKernel> {
+    is_x86_feature_detected!("avx2").then_some(filter_inner as super::InnerKernel)
 }
 
 #[inline]
@@ -185,6 +191,27 @@ fn filter_h<const K: u8>(
     }
 }
 
+/// The eight rows of a U block, then the eight of the V block beside it (8 pixels each).
+/// (No target feature: it could not be forced inline, and its closure was not inlined.)
+#[inline(always)]
+fn chroma_rows(bu: &Block<8, 8>, bv: &Block<8, 8>) -> [__m128i; 16] {
+    std::array::from_fn(|j| if j < 8 { bu.load(j) } else { bv.load(j - 8) })
+}
+
+/// Store rows transposed back from chroma columns (`transpose_8x16`: two rows a register,
+/// U's first).
+#[inline(always)]
+fn store_chroma_pairs(bu: &mut Block<8, 8>, bv: &mut Block<8, 8>, rc: &[__m128i; 8]) {
+    // SAFETY: SSE2 is part of the x86_64 baseline.
+    let high = |x: __m128i| unsafe { _mm_unpackhi_epi64(x, x) };
+    for i in 0..4 {
+        bu.store(2 * i, rc[i]);
+        bu.store(2 * i + 1, high(rc[i]));
+        bv.store(2 * i, rc[4 + i]);
+        bv.store(2 * i + 1, high(rc[4 + i]));
+    }
+}
+
 /// Vertical edge: q0 of row j is at `y[ypos + j * ystride]` (and likewise in U and V).
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -203,20 +230,14 @@ fn filter_v<const K: u8>(
     let mut bu = Block::<8, 8>::new(u, cpos - 4, cstride);
     let mut bv = Block::<8, 8>::new(v, cpos - 4, cstride);
     let ry: [__m128i; 16] = std::array::from_fn(|j| by.load(j));
-    let rc: [__m128i; 16] =
-        std::array::from_fn(|j| if j < 8 { bu.load(j) } else { bv.load(j - 8) });
+    let rc = chroma_rows(&bu, &bv);
     let (cy, cc) = filter_split::<K>(transpose_16x8(&ry), transpose_16x8(&rc), t);
     let (ry, rc) = (transpose_8x16(&cy), transpose_8x16(&cc));
     for i in 0..8 {
         by.store(2 * i, ry[i]);
         by.store(2 * i + 1, _mm_unpackhi_epi64(ry[i], ry[i]));
     }
-    for i in 0..4 {
-        bu.store(2 * i, rc[i]);
-        bu.store(2 * i + 1, _mm_unpackhi_epi64(rc[i], rc[i]));
-        bv.store(2 * i, rc[4 + i]);
-        bv.store(2 * i + 1, _mm_unpackhi_epi64(rc[4 + i], rc[4 + i]));
-    }
+    store_chroma_pairs(&mut bu, &mut bv, &rc);
 }
 
 /// The contract of [`super::filter_edge_yuv`].
@@ -263,6 +284,85 @@ fn filter_edge_yuv_avx2(
         }
         (EdgeDir::Horizontal, EdgeKind::Simple) => {
             filter_h::<SIMPLE>(y, u, v, p.0, p.1, s.0, s.1, t)
+        }
+    }
+}
+
+/// The contract of [`super::filter_inner_yuv`].
+#[allow(clippy::too_many_arguments)]
+fn filter_inner(
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+    ypos: usize,
+    cpos: usize,
+    ystride: usize,
+    cstride: usize,
+    dir: EdgeDir,
+    t: Thresholds,
+) {
+    let (by, bu, bv) = (
+        Block::<16, 16>::new(y, ypos, ystride),
+        Block::<8, 8>::new(u, cpos, cstride),
+        Block::<8, 8>::new(v, cpos, cstride),
+    );
+    // SAFETY: reachable only through `inner_kernel`, which hands it out only after
+    // `is_x86_feature_detected!("avx2")` succeeded.
+    unsafe {
+        match dir {
+            EdgeDir::Vertical => filter_inner_avx2::<true>(by, bu, bv, t),
+            EdgeDir::Horizontal => filter_inner_avx2::<false>(by, bu, bv, t),
+        }
+    }
+}
+
+/// Horizontal edges work on the rows as loaded (chroma rows: U in the low half, V in the
+/// high half). For vertical edges each plane's block is transposed once (a register per pixel
+/// column) and back at the end: one vertical edge at a time costs a transpose in and out per
+/// edge, and the luma edges' footprints overlap. Then the luma lines 0..8, 4..12 and 8..16
+/// are filtered in order, the first eight with the chroma ones.
+#[target_feature(enable = "avx2")]
+fn filter_inner_avx2<const VERTICAL: bool>(
+    mut by: Block<16, 16>,
+    mut bu: Block<8, 8>,
+    mut bv: Block<8, 8>,
+    t: Thresholds,
+) {
+    let rows: [__m128i; 16] = std::array::from_fn(|j| by.load(j));
+    let mut luma = rows;
+    let chroma;
+    if VERTICAL {
+        let right: [__m128i; 16] = std::array::from_fn(|j| _mm_unpackhi_epi64(rows[j], rows[j]));
+        let (left, right) = (transpose_16x8(&rows), transpose_16x8(&right));
+        luma = std::array::from_fn(|k| if k < 8 { left[k] } else { right[k - 8] });
+        chroma = transpose_16x8(&chroma_rows(&bu, &bv));
+    } else {
+        chroma = std::array::from_fn(|k| _mm_unpacklo_epi64(bu.load(k), bv.load(k)));
+    }
+    let first: [__m128i; 8] = std::array::from_fn(|k| luma[k]);
+    let (ly, chroma) = filter_split::<SUB>(first, chroma, t);
+    luma[..8].copy_from_slice(&ly);
+    for p3 in [4, 8] {
+        let mut px: [__m128i; 8] = std::array::from_fn(|k| luma[p3 + k]);
+        filter_rows_sse2::<SUB>(&mut px, t);
+        luma[p3..p3 + 8].copy_from_slice(&px);
+    }
+    if VERTICAL {
+        let left = transpose_8x16(&std::array::from_fn(|k| luma[k]));
+        let right = transpose_8x16(&std::array::from_fn(|k| luma[8 + k]));
+        for i in 0..8 {
+            by.store(2 * i, _mm_unpacklo_epi64(left[i], right[i]));
+            by.store(2 * i + 1, _mm_unpackhi_epi64(left[i], right[i]));
+        }
+        store_chroma_pairs(&mut bu, &mut bv, &transpose_8x16(&chroma));
+    } else {
+        // The subblock filter changes p1, p0, q0 and q1: rows 2..6, 6..10 and 10..14.
+        for j in 2..14 {
+            by.store(j, luma[j]);
+        }
+        for k in 2..6 {
+            bu.store(k, chroma[k]);
+            bv.store(k, _mm_unpackhi_epi64(chroma[k], chroma[k]));
         }
     }
 }

@@ -107,7 +107,7 @@ fn tap(lo: __m128i, hi: __m128i, k: i16) -> __m128i {
 /// Filter the eight rows p3..q3 (as pixels) in place.
 #[inline]
 #[target_feature(enable = "sse2")]
-fn filter_rows<const K: u8>(px: &mut [__m128i; 8], t: Thresholds) {
+pub(crate) fn filter_rows<const K: u8>(px: &mut [__m128i; 8], t: Thresholds) {
     let kind = kind_of::<K>();
     debug_assert!(t.edge < 255, "edge limit 255 would be lost to saturation");
     let [p3, p2, p1, p0, q0, q1, q2, q3] = *px;

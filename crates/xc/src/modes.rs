@@ -116,7 +116,7 @@ fn parse_intra_modes(d: &mut BoolDecoder, probs: &EntropyProbs, mb: &mut MbInfo)
     } else {
         mb.b_modes = [implied_bmode(mb.y_mode); 16];
     }
-    mb.uv_mode = UvMode::ALL[d.read_tree(&UV_MODE_TREE, &probs.uv_mode) as usize];
+    mb.uv_mode = UvMode::ALL[read_chain(d, &probs.uv_mode) as usize];
 }
 
 /// Clamping bounds for motion vectors of the macroblock at (mbx, mby), in quarter pixels: the
@@ -203,6 +203,38 @@ pub fn find_near_mvs(nb: Neighbours, ref_frame: RefFrame, sign_bias: &[bool; 4])
     NearMvs { best: mvs[0], nearest: mvs[1], near: mvs[2], cnt }
 }
 
+/// A tree that is a chain, each node's first branch a leaf (`MV_REF_TREE`, `SUB_MV_REF_TREE`,
+/// `UV_MODE_TREE`, and `MV_PARTITION_TREE` with its leaves renumbered): the position of the
+/// first false bool among `probs`, or `N` when all are true. [`BoolDecoder::read_tree`] loads
+/// each next node, and the probability it names, from the bit just decoded, on the reader's
+/// dependency chain; here each probability's position is fixed and the branches predicted.
+#[inline(always)]
+fn read_chain<const N: usize>(d: &mut BoolDecoder, probs: &[u8; N]) -> u8 {
+    for (k, &p) in probs.iter().enumerate() {
+        if !d.read_bool(p) {
+            return k as u8;
+        }
+    }
+    N as u8
+}
+
+/// `SMALL_MV_TREE` (spec 17.1), three bools written out as [`read_chain`] does for chains.
+#[inline(always)]
+fn read_small_mv(d: &mut BoolDecoder, p: &[u8]) -> i16 {
+    let p: &[u8; 7] = p.try_into().expect("seven probabilities");
+    if !d.read_bool(p[0]) {
+        if !d.read_bool(p[1]) {
+            d.read_bool(p[2]) as i16
+        } else {
+            2 + d.read_bool(p[3]) as i16
+        }
+    } else if !d.read_bool(p[4]) {
+        4 + d.read_bool(p[5]) as i16
+    } else {
+        6 + d.read_bool(p[6]) as i16
+    }
+}
+
 /// `read_mvcomponent` (spec 17.1).
 fn read_mv_component(d: &mut BoolDecoder, p: &[u8; 19]) -> i16 {
     const IS_SHORT: usize = 0;
@@ -221,7 +253,7 @@ fn read_mv_component(d: &mut BoolDecoder, p: &[u8; 19]) -> i16 {
             a += 8;
         }
     } else {
-        a = d.read_tree(&SMALL_MV_TREE, &p[SHORT..SHORT + 7]) as i16;
+        a = read_small_mv(d, &p[SHORT..SHORT + 7]);
     }
     if a != 0 && d.read_bool(p[SIGN]) {
         -a
@@ -285,7 +317,7 @@ fn parse_inter_modes(
         MODE_CONTEXTS[near.cnt[3] as usize][3],
     ];
     let bounds = MvBounds::new(mbx, mby, ctx.mb_cols, ctx.mb_rows);
-    match d.read_tree(&MV_REF_TREE, &probs) {
+    match read_chain(d, &probs) {
         0 => {
             mb.y_mode = MbMode::Zero;
             mb.mv = Mv::default();
@@ -320,7 +352,8 @@ fn parse_split_mvs(
     best: Mv,
     mb: &mut MbInfo,
 ) {
-    let part = d.read_tree(&MV_PARTITION_TREE, &MV_PARTITION_PROBS) as usize;
+    // MV_PARTITION_TREE as a chain: quarters last but one, 16 subblocks first.
+    let part = [3, 2, 0, 1][read_chain(d, &MV_PARTITION_PROBS) as usize];
     let map = &MV_PARTITIONS[part];
     for j in 0..MV_PARTITION_COUNTS[part] {
         let k = map.iter().position(|&p| p as usize == j).unwrap_or(0);
@@ -332,7 +365,7 @@ fn parse_split_mvs(
         let above =
             if k >= 4 { mb.mvs[k - 4] } else { nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
         let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
-        let mv = match d.read_tree(&SUB_MV_REF_TREE, probs) {
+        let mv = match read_chain(d, probs) {
             0 => left,
             1 => above,
             2 => Mv::default(),
@@ -349,6 +382,46 @@ fn parse_split_mvs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chain and short-vector readers against the generic tree walk, over random data and
+    /// probabilities: the same values, and the decoder left in the same place.
+    #[test]
+    fn unrolled_trees_match_tree_walk() {
+        let mut seed = 0x7ee5u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        let mut seen = [[false; 8]; 5];
+        for _ in 0..4000 {
+            let data: Vec<u8> = (0..16).map(|_| next()).collect();
+            let probs: [u8; 7] = std::array::from_fn(|_| next().max(1));
+            let (mut a, mut b) = (BoolDecoder::new(&data), BoolDecoder::new(&data));
+            let p4: &[u8; 4] = probs[..4].try_into().unwrap();
+            let p3: &[u8; 3] = probs[..3].try_into().unwrap();
+            let got = [
+                read_chain(&mut a, p4),
+                read_chain(&mut a, p3),
+                [3, 2, 0, 1][read_chain(&mut a, p3) as usize],
+                read_chain(&mut a, p3),
+                read_small_mv(&mut a, &probs) as u8,
+            ];
+            let want = [
+                b.read_tree(&MV_REF_TREE, p4),
+                b.read_tree(&SUB_MV_REF_TREE, p3),
+                b.read_tree(&MV_PARTITION_TREE, p3),
+                b.read_tree(&UV_MODE_TREE, p3),
+                b.read_tree(&SMALL_MV_TREE, &probs),
+            ];
+            assert_eq!(got, want, "data {data:?} probs {probs:?}");
+            assert_eq!(a.read_literal(16), b.read_literal(16), "decoders out of step");
+            for (k, &v) in want.iter().enumerate() {
+                seen[k][v as usize] = true;
+            }
+        }
+        // Every leaf of every tree occurred.
+        assert_eq!(seen.map(|s| s.iter().filter(|&&x| x).count()), [5, 4, 4, 4, 8]);
+    }
 
     fn inter(mv: (i16, i16), r: RefFrame) -> MbInfo {
         let mv = Mv { row: mv.0, col: mv.1 };

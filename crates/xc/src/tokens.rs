@@ -29,12 +29,17 @@ pub struct MbCoeffs {
 
 impl MbCoeffs {
     /// Zero the blocks that were written (cheap reset between macroblocks).
+    ///
+    /// Four blocks at a time (a luma row, or a chroma plane): one test and 128 bytes of stores
+    /// per group instead of a loop iteration per block.
     pub fn clear(&mut self) {
-        let mut m = self.nonzero;
-        while m != 0 {
-            let b = m.trailing_zeros() as usize;
-            self.blocks[b] = [0; 16];
-            m &= m - 1;
+        for g in 0..6 {
+            if (self.nonzero >> (4 * g)) & 0xF != 0 {
+                self.blocks[4 * g..4 * g + 4].fill([0; 16]);
+            }
+        }
+        if self.nonzero & (1 << Y2_BLOCK) != 0 {
+            self.blocks[Y2_BLOCK] = [0; 16];
         }
         self.nonzero = 0;
         self.ac = 0;

@@ -6,8 +6,10 @@
 //! are exact high-half multiplies (35468 does not fit a signed 16-bit constant, so it is
 //! applied as `x * (35468 - 65536) >> 16` plus `x`). The second (row) pass needs more than
 //! 16 bits before its `>> 3`, so after a transpose it runs on 32-bit lanes, one lane per row;
-//! its results fit in 16 bits again. SSE2 is baseline on x86_64, and no pointer is used, so
-//! there is no `unsafe` here at all.
+//! its results fit in 16 bits again. SSE2 is baseline on x86_64; the only pointers are those
+//! of bounds-checked rows, for the row loads and stores of the DC-only rows.
+//!
+//! The DC-only rows add the residues of several DC-only blocks to a row of pixels at once.
 
 use std::arch::x86_64::*;
 
@@ -127,5 +129,58 @@ pub fn add_constant(v: i32, data: &mut [u8], offset: usize, stride: usize) {
         store4(data, at(1), _mm_srli_si128::<4>(px));
         store4(data, at(2), _mm_srli_si128::<8>(px));
         store4(data, at(3), _mm_srli_si128::<12>(px));
+    }
+}
+
+/// Sixteen pixels plus the residues of their blocks, four lanes each (`dc` as four 16-bit
+/// values), in 16-bit lanes: no saturation short of the final pack.
+#[inline(always)]
+fn add_dc16(px: __m128i, dc: [i16; 4]) -> __m128i {
+    // SAFETY: SSE2 is baseline on x86_64.
+    unsafe {
+        let d = _mm_set_epi16(dc[3], dc[2], dc[1], dc[0], dc[3], dc[2], dc[1], dc[0]);
+        // Lanes 0..4 of `d` each repeated four times: one block's residue per four pixels.
+        let d = _mm_unpacklo_epi16(d, d);
+        let (lo, hi) = (_mm_unpacklo_epi32(d, d), _mm_unpackhi_epi32(d, d));
+        let zero = _mm_setzero_si128();
+        let a = _mm_adds_epi16(_mm_unpacklo_epi8(px, zero), lo);
+        let b = _mm_adds_epi16(_mm_unpackhi_epi8(px, zero), hi);
+        _mm_packus_epi16(a, b)
+    }
+}
+
+/// [`super::add_dc_row_scalar`]: each pixel row of the four blocks in one 16-byte load,
+/// widened, added and packed with unsigned saturation.
+#[inline(always)]
+pub fn add_dc_row(dc: [i16; 4], data: &mut [u8], offset: usize, stride: usize) {
+    let data = &mut data[offset..offset + 3 * stride + 16];
+    for r in 0..4 {
+        let row: &mut [u8; 16] = (&mut data[r * stride..r * stride + 16]).try_into().unwrap();
+        // SAFETY: SSE2 is baseline; the loads and stores are of `row`'s 16 bytes.
+        unsafe {
+            let px = _mm_loadu_si128(row.as_ptr().cast());
+            _mm_storeu_si128(row.as_mut_ptr().cast(), add_dc16(px, dc));
+        }
+    }
+}
+
+/// [`super::add_dc_row_uv_scalar`]: a U row and a V row of eight pixels in one register.
+#[inline(always)]
+pub fn add_dc_row_uv(dc: [i16; 4], u: &mut [u8], v: &mut [u8], offset: usize, stride: usize) {
+    let u = &mut u[offset..offset + 3 * stride + 8];
+    let v = &mut v[offset..offset + 3 * stride + 8];
+    for r in 0..4 {
+        let ur: &mut [u8; 8] = (&mut u[r * stride..r * stride + 8]).try_into().unwrap();
+        let vr: &mut [u8; 8] = (&mut v[r * stride..r * stride + 8]).try_into().unwrap();
+        // SAFETY: SSE2 is baseline; each load and store is of one row's 8 bytes.
+        unsafe {
+            let px = _mm_unpacklo_epi64(
+                _mm_loadl_epi64(ur.as_ptr().cast()),
+                _mm_loadl_epi64(vr.as_ptr().cast()),
+            );
+            let out = add_dc16(px, dc);
+            _mm_storel_epi64(ur.as_mut_ptr().cast(), out);
+            _mm_storel_epi64(vr.as_mut_ptr().cast(), _mm_unpackhi_epi64(out, out));
+        }
     }
 }

@@ -35,11 +35,11 @@ fn filter_block16(
     fx: usize,
     fy: usize,
 ) {
-    let fp = Footprint::new(src, off, stride, 16, 16);
+    let fp = Footprint::<16, 16>::new(src, off, stride);
     let out = Out::One(Block::new(dst, doff, dstride));
     // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
-    unsafe { filter_avx2::<false>(&fp, &fp, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<false, 16>(&fp, &fp, out, hx, vy, fx, fy) }
 }
 
 /// Same contract as [`super::filter_block_pair`].
@@ -58,10 +58,10 @@ fn filter_pair8(
 ) {
     let [su, sv] = src;
     let [du, dv] = dst;
-    let (fu, fv) = (Footprint::new(su, off, stride, 8, 8), Footprint::new(sv, off, stride, 8, 8));
+    let (fu, fv) = (Footprint::<8, 8>::new(su, off, stride), Footprint::<8, 8>::new(sv, off, stride));
     let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
     // SAFETY: as in `filter_block16`.
-    unsafe { filter_avx2::<true>(&fu, &fv, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<true, 8>(&fu, &fv, out, hx, vy, fx, fy) }
 }
 
 /// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair.
@@ -89,7 +89,9 @@ impl Out<'_> {
 /// `a`, or 8 of `a` and then 8 of `b` when `PAIR`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn widen<const PAIR: bool>(a: &Footprint, b: &Footprint, r: usize, c: usize) -> __m256i {
+fn widen<const PAIR: bool, const S: usize>(
+    a: &Footprint<S, S>,
+    b: &Footprint<S, S>, r: usize, c: usize) -> __m256i {
     if PAIR {
         _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a.load::<8>(r, c), b.load::<8>(r, c)))
     } else {
@@ -119,20 +121,20 @@ fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 6]) -
 /// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_row<const PAIR: bool, const H: bool, const A: usize, const B: usize>(
-    fa: &Footprint,
-    fb: &Footprint,
+fn source_row<const PAIR: bool, const S: usize, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint<S, S>,
+    fb: &Footprint<S, S>,
     r: usize,
     k: &[__m256i; 6],
 ) -> __m256i {
     if H {
         let mut v = [_mm256_setzero_si256(); 6];
         for i in A..B {
-            v[i] = widen::<PAIR>(fa, fb, r, i);
+            v[i] = widen::<PAIR, S>(fa, fb, r, i);
         }
         combine::<A, B>(&v, k)
     } else {
-        widen::<PAIR>(fa, fb, r, 2)
+        widen::<PAIR, S>(fa, fb, r, 2)
     }
 }
 
@@ -148,6 +150,7 @@ fn store_row(out: &mut Out, y: usize, v: __m256i) {
 #[target_feature(enable = "avx2")]
 fn interpolate<
     const PAIR: bool,
+    const S: usize,
     const H: bool,
     const HA: usize,
     const HB: usize,
@@ -155,8 +158,8 @@ fn interpolate<
     const VA: usize,
     const VB: usize,
 >(
-    fa: &Footprint,
-    fb: &Footprint,
+    fa: &Footprint<S, S>,
+    fb: &Footprint<S, S>,
     out: &mut Out,
     kh: &[__m256i; 6],
     kv: &[__m256i; 6],
@@ -164,7 +167,7 @@ fn interpolate<
     let rows = if PAIR { 8 } else { 16 };
     if !V {
         for y in 0..rows {
-            store_row(out, y, source_row::<PAIR, H, HA, HB>(fa, fb, y + 2, kh));
+            store_row(out, y, source_row::<PAIR, S, H, HA, HB>(fa, fb, y + 2, kh));
         }
         return;
     }
@@ -173,7 +176,7 @@ fn interpolate<
     // made the compiler move all six through the stack for every row.
     let src: [__m256i; 21] = std::array::from_fn(|r| {
         if (VA..rows + VB - 1).contains(&r) {
-            source_row::<PAIR, H, HA, HB>(fa, fb, r, kh)
+            source_row::<PAIR, S, H, HA, HB>(fa, fb, r, kh)
         } else {
             _mm256_setzero_si256() // never read
         }
@@ -186,26 +189,26 @@ fn interpolate<
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn with_vertical<const PAIR: bool, const H: bool, const HA: usize, const HB: usize>(
-    fa: &Footprint,
-    fb: &Footprint,
+fn with_vertical<const PAIR: bool, const S: usize, const H: bool, const HA: usize, const HB: usize>(
+    fa: &Footprint<S, S>,
+    fb: &Footprint<S, S>,
     out: &mut Out,
     kh: &[__m256i; 6],
     kv: &[__m256i; 6],
     v: Option<Shape>,
 ) {
     match v {
-        None => interpolate::<PAIR, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
-        Some(Shape::Six) => interpolate::<PAIR, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
-        Some(Shape::Four) => interpolate::<PAIR, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
-        Some(Shape::Two) => interpolate::<PAIR, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
+        None => interpolate::<PAIR, S, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
+        Some(Shape::Six) => interpolate::<PAIR, S, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
+        Some(Shape::Four) => interpolate::<PAIR, S, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
+        Some(Shape::Two) => interpolate::<PAIR, S, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
     }
 }
 
 #[target_feature(enable = "avx2")]
-fn filter_avx2<const PAIR: bool>(
-    fa: &Footprint,
-    fb: &Footprint,
+fn filter_avx2<const PAIR: bool, const S: usize>(
+    fa: &Footprint<S, S>,
+    fb: &Footprint<S, S>,
     mut out: Out,
     hx: &[i32; 6],
     vy: &[i32; 6],
@@ -217,9 +220,9 @@ fn filter_avx2<const PAIR: bool>(
     let v = (fy != 0).then(|| shape(vy));
     let o = &mut out;
     match (fx != 0).then(|| shape(hx)) {
-        None => with_vertical::<PAIR, false, 2, 3>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Six) => with_vertical::<PAIR, true, 0, 6>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Four) => with_vertical::<PAIR, true, 1, 5>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Two) => with_vertical::<PAIR, true, 2, 4>(fa, fb, o, &kh, &kv, v),
+        None => with_vertical::<PAIR, S, false, 2, 3>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<PAIR, S, true, 0, 6>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<PAIR, S, true, 1, 5>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<PAIR, S, true, 2, 4>(fa, fb, o, &kh, &kv, v),
     }
 }
