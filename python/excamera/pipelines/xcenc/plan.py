@@ -214,7 +214,7 @@ class XcencParams:
     # the chain (the serial step, unchanged). Every converted first frame also copies the old
     # golden to alt-ref (--golden-to-altref), so the decisions have three distinct references
     # as vpxenc's golden frames do. SSIM / PSNR-Y BD-rate: bigbuckbunny +15.6% / +6.2% ->
-    # +14.1% / +5.3%, carphone -1.2% / -1.8% -> -2.8% / -3.0% (bench/compression-ideas.md,
+    # +13.9% / +5.2%, carphone -1.2% / -1.8% -> -3.1% / -2.9% (bench/compression-ideas.md,
     # sixth session; either half alone gains nothing). ``excamera encode`` turns it on.
     redecide: bool = False
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
