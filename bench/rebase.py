@@ -6,8 +6,9 @@ inter frame, every chunk at once) and pass 2, the serial step (pass 1's output r
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
 flags ``-w 0.75`` and those of the plan ``excamera encode`` makes by default (``-q good
---last-keeps-refs --choose-refs --key-at-cuts --activity-rd --content-weight --floored-key``,
-parsed by xc-enc's own parser), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's
+--last-keeps-refs --choose-refs --key-at-cuts --activity-rd --content-weight --floored-key
+--golden-to-altref``, parsed by xc-enc's own parser; the parallel re-decide pass is not timed
+here), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's
 settings and the plan's floored key frames (``xcenc.plan.vpxenc_pass0_settings``,
 ``--cq-level=20``).
 

@@ -22,6 +22,23 @@ from excamera.xc.ivf import IvfReader
 from vp8_headers import parse_frame
 
 
+def vpxdec_agrees(frames: list[bytes], ivf: Path, tmp_path: Path) -> int:
+    """vpxdec decodes ``ivf`` (``frames``) to the pictures xc's decoder gives, MD5 for MD5:
+    how many it decoded."""
+    import hashlib
+
+    from excamera.xc.codec import Decoder
+
+    dec = Decoder()
+    ours = [hashlib.md5(p.to_bytes()).hexdigest() for f in frames
+            if (p := dec.decode(f)) is not None]
+    done = subprocess.run(["vpxdec", "--md5", "--i420", "-o", "x-%4.i420", str(ivf)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines() if line.strip()] == ours
+    return len(ours)
+
+
 def test_the_plan_rekeys_batch_starts_without_a_neighbour() -> None:
     p = XcencParams("v", 20, plan=PassPlan.parse(3), kf_dist=16, mild_batch_keys=True)
     for k in (0, 16):
@@ -68,9 +85,6 @@ def test_a_static_batch_start_gets_a_stronger_key_frame(tmp_path: Path) -> None:
     reads static, so its key frame is at (1 - STATIC_KEY_WEIGHT) of the level's quantizer,
     not 0.25 of it (park_joy's busy batch starts keep 0.25: the test above); the later chunk's
     converted first frame is unaffected, and vpxdec decodes the stream to xc's pictures."""
-    import hashlib
-
-    from excamera.xc.codec import Decoder
     from excamera.xc.y4m import read_y4m, write_y4m
 
     src, out = tmp_path / "bbb12.y4m", tmp_path / "out.ivf"
@@ -83,11 +97,24 @@ def test_a_static_batch_start_gets_a_stronger_key_frame(tmp_path: Path) -> None:
     assert parse_frame(frames[0]).key_frame
     assert parse_frame(frames[0]).y_ac_qi == round((1 - STATIC_KEY_WEIGHT) * q) < round(0.25 * q)
     assert not any(parse_frame(f).key_frame for f in frames[1:])
-    dec = Decoder()
-    ours = [hashlib.md5(p.to_bytes()).hexdigest() for f in frames
-            if (p := dec.decode(f)) is not None]
-    done = subprocess.run(["vpxdec", "--md5", "--i420", "-o", "x-%4.i420", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert [line.split()[0] for line in done.stdout.splitlines() if line.strip()] == ours
-    assert len(ours) == 12
+    assert vpxdec_agrees(frames, out, tmp_path) == 12
+
+
+def test_redecided_chunks_keep_the_old_golden_and_decode(tmp_path: Path) -> None:
+    """``excamera encode`` on three chunks: the third runs the re-decide pass
+    (``XcencParams.redecide``); every converted first frame copies the old golden to alt-ref
+    rather than refreshing it, and vpxdec decodes the stream to xc's pictures."""
+    from excamera.xc.y4m import read_y4m, write_y4m
+
+    src, out = tmp_path / "c18.y4m", tmp_path / "out.ivf"
+    _, pics = read_y4m(shared_dir() / "clips" / "carphone_qcif_120f.y4m")
+    write_y4m(src, pics[:18], fps=(30, 1))
+    result = excamera.encode(src, out, quality=30, workers=2, chunk=6, batch=16)
+    assert [w.passes for w in result.workers] == [2, 2, 4]
+    with IvfReader(out) as r:
+        frames = [f.data for f in r]
+    for i in (6, 12):
+        h = parse_frame(frames[i])
+        assert (h.key_frame, h.refresh_golden, h.refresh_altref, h.copy_to_altref) == (
+            False, True, False, 2)
+    assert vpxdec_agrees(frames, out, tmp_path) == 18

@@ -455,6 +455,39 @@ def test_pass_flags_weight_and_batch() -> None:
         XcencParams("v", 8, kf_weight=1.5)
 
 
+def test_redecide_pass() -> None:
+    """``redecide``: a chunk from the third of its batch on runs a fourth pass, the re-decide
+    pass (2) onto its predecessor's pass-1 output, before the chain's rebase (3) onto the
+    predecessor's final state, which decodes pass 2's output from that pass-1 state; every pass
+    hands its pass-1 state on; ``excamera encode`` turns it on."""
+    from excamera.pipelines.encode.run import Chunks
+    from excamera.pipelines.encode.run import plan as encode_plan
+    from excamera.pipelines.encode.settings import EncodeSettings
+    from excamera.pipelines.xcenc.plan import JOIN_FINAL, Need
+
+    plan = PassPlan.parse("3")
+    p = XcencParams("v", 8, plan=plan, kf_dist=4, mild_batch_keys=True, redecide=True)
+    plain = XcencParams("v", 8, plan=plan, kf_dist=4, mild_batch_keys=True)
+    assert [p.worker_plan(k).passes for k in range(8)] == [2, 2, 4, 4] * 2
+    assert [plain.worker_plan(k).passes for k in range(8)] == [2, 2, 3, 3] * 2
+    w1, w3 = p.worker_plan(1), p.worker_plan(3)
+    assert w1.out_tags == {0: 0, 1: 1} and w1.send_tags == {0, 1}
+    assert w3.needs == {1: Need(0, None), 2: Need(1, 0), 3: Need(2, 1)}
+    assert w3.out_tags == {0: 0, 1: 1, 3: 3}
+    assert p.worker_plan(2).send_tags == {0, 1, 2}
+    assert all(p.join(k).kind == JOIN_FINAL for k in (1, 2, 3, 5, 6, 7))
+    flags = [p.pass_flags(n, 3) for n in (1, 2, 3)]
+    assert ["--redecide-first" in f for f in flags] == [False, True, False]
+    assert all("--golden-to-altref" in f for f in flags)
+    assert "--redecide-first" not in p.pass_flags(1, 1)  # two passes: pass 1 is its final
+    assert p.pass_flags(2) == [*plain.pass_flags(2), "--golden-to-altref"]
+    for bad in ({"chain": "mu"}, {"kf_dist": None}, {"plan": PassPlan.parse("1")}):
+        with pytest.raises(PlanError, match="re-decide pass"):
+            XcencParams("v", 4, **{"plan": plan, "kf_dist": 2, "redecide": True, **bad})
+    chunks = Chunks(vid="v", count=3, storage_url="", info=None)
+    assert encode_plan(EncodeSettings(source=Path("a.y4m"), output=Path("a.ivf")), chunks).redecide
+
+
 def test_pass0_key_floor() -> None:
     """``pass0_key_floor``: vpxenc's pass 0 gets --min-q at PASS0_KEY_FLOOR of the level's
     quantizer index (per chunk level), the excamera chain's re-encodes --floored-key; nothing

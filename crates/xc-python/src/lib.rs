@@ -492,7 +492,8 @@ type PlaneTriple<'py> =
 /// tuple per shown frame). `speed` is the first frame's encoder effort (Rust
 /// `ReencodeOpts::first_frame_speed`); `keep_golden`, `last_refreshes_all` and `choose_refs`
 /// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`;
-/// `key_frame_in_full` and `static_key_weight` are `ReencodeOpts`'s.
+/// `key_frame_in_full`, `static_key_weight` and `redecide_first_frame` are `ReencodeOpts`'s,
+/// `golden_to_altref` its `first_frame_golden_to_altref`.
 /// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
@@ -501,7 +502,8 @@ type PlaneTriple<'py> =
                     s_ac_qi = None, reencode_first_frame = false, fix_prob_tables = false,
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
                     choose_refs = false, activity_rd = false, kf_weight_by_content = false,
-                    key_frame_in_full = false, key_floored = false, static_key_weight = None))]
+                    key_frame_in_full = false, key_floored = false, static_key_weight = None,
+                    redecide_first_frame = false, golden_to_altref = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -522,6 +524,8 @@ fn reencode_chunk<'py>(
     key_frame_in_full: bool,
     key_floored: bool,
     static_key_weight: Option<f64>,
+    redecide_first_frame: bool,
+    golden_to_altref: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -544,6 +548,8 @@ fn reencode_chunk<'py>(
         key_frame_in_full,
         key_floored,
         static_key_weight,
+        redecide_first_frame,
+        first_frame_golden_to_altref: golden_to_altref,
         ..defaults
     };
     let sources =

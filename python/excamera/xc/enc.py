@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: a first key frame that stays a key frame (a fresh input "
                    "state), of a chunk whose previous encode reads static, is coded at (1-W) "
                    "times the next frame's quantizer instead of --s-ac-qi")
+    p.add_argument("--redecide-first", action="store_true",
+                   help="re-encode: a first frame that is an inter frame in the previous "
+                   "encode gets its modes and motion vectors decided anew against the input "
+                   "state (a full encode at -q's effort), then rebased like the others")
+    p.add_argument("--golden-to-altref", action="store_true",
+                   help="re-encode: the converted first frame copies the input state's golden "
+                   "picture to alt-ref instead of refreshing alt-ref with itself")
     p.add_argument("--choose-refs", action="store_true",
                    help="re-encode: each rebased macroblock may switch to the reference that "
                    "predicts it best with its own motion vectors")
@@ -311,7 +318,9 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            choose_refs=args.choose_refs, speed=args.quality or "rt",
                            key_at_cuts=args.key_at_cuts, activity_rd=args.activity_rd,
                            kf_weight_by_content=args.content_weight, full_key=args.full_key,
-                           key_floored=args.floored_key, static_key_weight=args.static_key)
+                           key_floored=args.floored_key, static_key_weight=args.static_key,
+                           redecide_first=args.redecide_first,
+                           golden_to_altref=args.golden_to_altref)
 
 
 def reencode(args: argparse.Namespace) -> int:

@@ -304,6 +304,14 @@ class ReencodeOptions:
     # quantizer instead of s_ac_qi: its picture will serve many frames (the codec's
     # ReencodeOpts::static_key_weight). None: s_ac_qi (or the prediction's) as it is.
     static_key_weight: float | None = None
+    # --redecide-first: a first frame that is an inter frame in the previous encode (a
+    # converted first frame) is decided anew against the input state at ``speed``'s effort
+    # and rebased onto it (the codec's ReencodeOpts::redecide_first_frame).
+    redecide_first: bool = False
+    # --golden-to-altref: the converted first frame copies the input state's golden picture to
+    # alt-ref instead of refreshing it (ReencodeOpts::first_frame_golden_to_altref), so the
+    # chunk hands on three distinct references.
+    golden_to_altref: bool = False
 
 
 @dataclass(frozen=True)
@@ -332,7 +340,8 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         speed=o.speed, keep_golden=o.keep_golden, last_refreshes_all=o.last_refreshes_all,
         choose_refs=o.choose_refs, activity_rd=o.activity_rd,
         kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key,
-        key_floored=o.key_floored, static_key_weight=o.static_key_weight)
+        key_floored=o.key_floored, static_key_weight=o.static_key_weight,
+        redecide_first_frame=o.redecide_first, golden_to_altref=o.golden_to_altref)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 

@@ -590,6 +590,21 @@ pub struct ReencodeOpts {
     /// serve more than its chunk. The pipeline's batch-start re-key: bigbuckbunny's SSIM
     /// BD-rate +16.4% -> +15.6%, the other clips unchanged (`bench/compression-ideas.md`).
     pub static_key_weight: Option<f64>,
+    /// A first frame that is an inter frame in the prediction stream (a chunk's converted
+    /// first frame, rebased again) gets its modes and motion vectors decided anew against
+    /// `input_state` by a full encode at `first_frame_speed` (its quantizer and reference
+    /// refreshes kept), then rebased onto it like any frame. The converted first frame's
+    /// decisions were made against the predecessor's pass-0 state; re-deciding them on a
+    /// state nearer the chain's (the predecessor's pass-1 output) is the excamera chain's
+    /// re-decide pass (`bench/compression-ideas.md`, sixth session).
+    pub redecide_first_frame: bool,
+    /// The converted first frame copies the input state's golden picture to alt-ref (before
+    /// refreshing golden with itself) instead of refreshing alt-ref: with
+    /// `last_frame_refresh_all` off the chunk then hands on three distinct references, its
+    /// own boosted first frame as golden and the previous chunk's as alt-ref, as vpxenc's
+    /// golden frames copy the old golden to alt-ref. It pays only with
+    /// `redecide_first_frame`, whose decisions are made against those references.
+    pub first_frame_golden_to_altref: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -614,6 +629,8 @@ impl Default for ReencodeOpts {
             activity_rd: false,
             key_frame_in_full: false,
             static_key_weight: None,
+            redecide_first_frame: false,
+            first_frame_golden_to_altref: false,
             verify: false,
         }
     }
@@ -854,7 +871,10 @@ pub fn reencode_chunk(
                     quant,
                     speed: opts.first_frame_speed,
                     refresh_golden: !opts.first_frame_keeps_golden,
-                    refresh_altref: true,
+                    // Alt-ref takes the input state's golden picture (copied before golden is
+                    // refreshed) or this frame.
+                    refresh_altref: !opts.first_frame_golden_to_altref,
+                    copy_to_altref: if opts.first_frame_golden_to_altref { 2 } else { 0 },
                     sharpness: p.parsed.header.sharpness_level,
                     show_frame: p.parsed.show_frame,
                     verify: opts.verify,
@@ -892,6 +912,8 @@ pub fn reencode_chunk(
                 ..EncodeParams::key(q)
             };
             encode_frame(&state, target, &params)?
+        } else if k == 0 && !first_key && opts.redecide_first_frame {
+            redecide_frame(&state, &p.parsed, target, opts, k == last)?
         } else {
             let qindex = (k == 0 && first_key).then_some(key_qi).flatten();
             let params = RebaseParams {
@@ -1011,6 +1033,52 @@ fn match_quality<T>(
         }
     }
     Ok(good)
+}
+
+/// [`ReencodeOpts::redecide_first_frame`]: the prediction frame's modes and motion vectors are
+/// decided again by a full encode onto `state` (at `first_frame_speed`, at the frame's own
+/// quantizer and with its reference refreshes; lambda weighted by activity with `activity_rd`:
+/// SSIM BD-rate -0.2 / -0.3 points on bigbuckbunny / carphone, PSNR-Y -0.1 / +0.1), and those
+/// decisions are rebased onto the same
+/// state, so the residuals are the rebase's (activity-weighted RD quantizer) as every other
+/// frame's are.
+fn redecide_frame(
+    state: &DecoderState,
+    pred: &ParsedFrame,
+    target: &Frame,
+    opts: &ReencodeOpts,
+    is_last: bool,
+) -> Result<EncodedFrame, EncodeError> {
+    let h = &pred.header;
+    let params = EncodeParams {
+        speed: opts.first_frame_speed,
+        refresh_last: h.refresh_last,
+        refresh_golden: h.refresh_golden_frame,
+        refresh_altref: h.refresh_alternate_frame,
+        copy_to_golden: h.copy_buffer_to_golden,
+        copy_to_altref: h.copy_buffer_to_alternate,
+        sign_bias_golden: h.sign_bias_golden,
+        sign_bias_altref: h.sign_bias_alternate,
+        sharpness: h.sharpness_level,
+        show_frame: pred.show_frame,
+        activity_rd: opts.activity_rd,
+        verify: opts.verify,
+        ..EncodeParams::inter(h.quant.y_ac_qi)
+    };
+    let full = encode_frame(state, target, &params)?;
+    let decided = ModeParser::new(state).parse(&full.data).map_err(EncodeError::Decode)?;
+    let params = RebaseParams {
+        quant: opts.quant,
+        qindex: None,
+        loop_filter: opts.loop_filter,
+        refresh_all: is_last && opts.last_frame_refresh_all,
+        fix_prob_tables: opts.fix_prob_tables,
+        // The decisions were made against these very references.
+        choose_refs: false,
+        activity_rd: opts.activity_rd,
+        verify: opts.verify,
+    };
+    rebase_frame(state, &decided, target, &params)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{
     rebase_frame, reencode_chunk, FirstFrameQuality, LoopFilterChoice, RebaseParams, ReencodeOpts,
 };
-use xc::encoder::{EncodeError, Speed};
+use xc::encoder::{encode_frame, EncodeError, EncodeParams, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
 use xc::mb::RefFrame;
@@ -382,6 +382,74 @@ fn choose_refs_moves_macroblocks_off_a_useless_reference() {
     );
     assert!(moved * 2 > before, "only {moved} of {before} macroblocks left the grey picture");
     assert!(chosen.data.len() < plain.data.len() && p1 > p0 - 0.1);
+}
+
+/// `redecide_first_frame` and `first_frame_golden_to_altref`, as the excamera chain's re-decide
+/// pass uses them: a chunk's converted first frame (decided against one state, P) rebased onto
+/// another (R) keeps P's decisions, unless re-decided: then its macroblocks carry exactly the
+/// modes and vectors a full encode on R chooses (with `activity_rd`'s weights), and its
+/// residuals are the rebase's. The
+/// converted frame copies P's golden picture to alt-ref instead of refreshing alt-ref.
+#[test]
+fn redecided_first_frame_takes_a_full_encodes_decisions() {
+    let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
+    let src: Vec<Frame> = (0..6).map(|i| source(&clip, i)).collect();
+    let enc = |state: &DecoderState, i: usize, params: EncodeParams| {
+        encode_frame(state, &src[i], &params).expect("encode")
+    };
+    let key = enc(&DecoderState::default(), 0, EncodeParams::key(20));
+    // Two predecessor states from the same key frame: P (coarse) and R (fine).
+    let p = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(60) });
+    let r = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(8) });
+    // The chunk's pass 0: a key frame and two inter frames.
+    let k2 = enc(&DecoderState::default(), 2, EncodeParams::key(10));
+    let f3 = enc(&k2.state, 3, EncodeParams::inter(30));
+    let f4 = enc(&f3.state, 4, EncodeParams::inter(30));
+    let pass0 = vec![k2.data, f3.data, f4.data];
+    let opts = ReencodeOpts {
+        first_frame_quality: FirstFrameQuality::Weighted,
+        kf_q_weight: 0.75,
+        first_frame_speed: Speed::Good,
+        first_frame_golden_to_altref: true,
+        last_frame_refresh_all: false,
+        activity_rd: true,
+        verify: true,
+        ..Default::default()
+    };
+    let pass1 = reencode_chunk(&p.state, &pass0, None, &src[2..5], &opts).expect("pass 1");
+    let h = parse_frame(&p.state, &pass1.frames[0]).expect("parse pass 1").header;
+    assert!(h.refresh_golden_frame && !h.refresh_alternate_frame);
+    assert_eq!(h.copy_buffer_to_alternate, 2);
+    let (after, _) = decode_all(&p.state, &pass1.frames[..1]);
+    assert!(**after.altref.as_ref().unwrap() == **p.state.golden.as_ref().unwrap());
+    assert!(**after.golden.as_ref().unwrap() != **after.altref.as_ref().unwrap());
+    let onto = |redecide_first_frame| {
+        let o = ReencodeOpts { redecide_first_frame, ..opts.clone() };
+        reencode_chunk(&r.state, &pass1.frames, Some(&p.state), &src[2..5], &o).expect("rebase")
+    };
+    let (kept, redecided) = (onto(false), onto(true));
+    let full = enc(
+        &r.state,
+        2,
+        EncodeParams {
+            speed: Speed::Good,
+            refresh_golden: true,
+            copy_to_altref: 2,
+            activity_rd: true, // the chain's, in the decisions as in the rebase
+            ..EncodeParams::inter(h.quant.y_ac_qi)
+        },
+    );
+    let decisions = |data: &[u8]| {
+        let f = parse_frame(&r.state, data).expect("parse");
+        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
+    };
+    let (want, got) = (decisions(&full.data), decisions(&redecided.frames[0]));
+    assert_eq!(got, want);
+    assert_ne!(decisions(&kept.frames[0]), want, "pass 1's decisions were a full encode's on R");
+    assert_ne!(redecided.frames[0], full.data, "the residuals are the rebase's");
+    let h2 = parse_frame(&r.state, &redecided.frames[0]).expect("parse").header;
+    assert_eq!(h2.quant.y_ac_qi, h.quant.y_ac_qi);
+    assert_eq!(h2.copy_buffer_to_alternate, 2);
 }
 
 /// `activity_rd`: the weights lie in 1/2..2, and a rebase with them (of a fine-quantized

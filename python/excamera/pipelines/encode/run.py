@@ -180,6 +180,8 @@ def plan(settings: EncodeSettings, chunks: Chunks,
             # only where re-encodes follow pass 0 (-p 1 publishes pass 0 as it is)
             pass0_key_floor=(settings.pass0 == "vpxenc" and settings.chain == "excamera"
                              and PassPlan.parse(settings.passes).total >= 3),
+            redecide=(settings.chain == "excamera" and settings.batch is not None
+                      and PassPlan.parse(settings.passes).total >= 3),
             kf_weight=settings.kf_weight,
             kf_dist=settings.batch,
             pass0=settings.pass0,

@@ -67,12 +67,14 @@ Batch mode (``-K x``, ExCamera[n,x]): chunk k is number ``k mod x`` of its batch
 chunk of each batch keeps its key frame (1 pass); the second rebases once onto the first's final
 state (2 passes); every later one rebases once onto its predecessor's pass-0 state (pass 1, in
 parallel) and then onto its predecessor's *final* state (pass 2, serially along the batch, with
-``-S`` the pass-0 state that pass 1 used). Every chunk is then exact by construction and no
-worker runs more than 3 passes. Both re-encodes are plain rebases, without phase flags. With
-``--chain excamera`` (the default) they also keep references across chunk joins and let rebased
-macroblocks choose among them, and the converted first frame gets the encoder's Good effort;
-``--chain mu`` runs them as mu did (see ``XcencParams.pass_flags``). Batch mode needs ``-p 1``
-or at least 3 passes.
+``-S`` the pass-0 state that pass 1 used). With ``XcencParams.redecide`` (``excamera
+encode``'s default) those later chunks run a re-decide pass in between (pass 2, in parallel,
+onto the predecessor's pass-1 state), and the serial rebase is pass 3. Every chunk is then
+exact by construction and no worker runs more than 4 passes. The re-encodes are plain
+rebases, without phase flags. With ``--chain excamera`` (the default) they also keep
+references across chunk joins and let rebased macroblocks choose among them, and the converted
+first frame gets the encoder's Good effort; ``--chain mu`` runs them as mu did (see
+``XcencParams.pass_flags``). Batch mode needs ``-p 1`` or at least 3 passes.
 
 Tools (``--tools``): the xc command lines above run inside the worker's own interpreter by
 default (the ``xcenc_tool`` operation), or as one new Python process each with ``--tools

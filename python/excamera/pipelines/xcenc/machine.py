@@ -269,7 +269,7 @@ async def xcenc_machine(w: WorkerHandle, ctx: JobContext) -> dict[str, Any]:
                     await receive_state(w, ctx, p, have, tag)
             w.state = f"reencode_p{n}"
             res = await _tool(w, slots, step_priority(k, n), p, py,
-                              reencode_argv(["xc-enc"], need, p.pass_flags(n)))
+                              reencode_argv(["xc-enc"], need, p.pass_flags(n, k)))
             last_input = have[need.inp] if n == plan.passes - 1 else None
             runs.append({**_step(n, w.state, res), "input_state": have[need.inp],
                          "prev_state": have[need.prev] if need.prev is not None else None})

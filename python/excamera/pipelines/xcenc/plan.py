@@ -206,6 +206,17 @@ class XcencParams:
     # -> -0.3% / -1.0%, bigbuckbunny +17.7% / +7.5% -> +16.7% / +6.8%. ``excamera encode``
     # turns it on (pass 0 by vpxenc, excamera chain); the xcenc command keeps mu's pass 0.
     pass0_key_floor: bool = False
+    # The excamera chain's re-decide pass: a chunk at position 2 or later in its batch runs
+    # four passes, the third (pass 2, parallel: it waits only for its predecessor's pass 1)
+    # deciding its converted first frame's modes and vectors anew (xc-enc --redecide-first, at
+    # pass 1's effort) against the predecessor's pass-1 output, a state much nearer the
+    # chain's than the pass-0 one pass 1 decided against, and the fourth rebasing that onto
+    # the chain (the serial step, unchanged). Every converted first frame also copies the old
+    # golden to alt-ref (--golden-to-altref), so the decisions have three distinct references
+    # as vpxenc's golden frames do. SSIM / PSNR-Y BD-rate: bigbuckbunny +15.6% / +6.2% ->
+    # +13.9% / +5.2%, carphone -1.2% / -1.8% -> -3.1% / -2.9% (bench/compression-ideas.md,
+    # sixth session; either half alone gains nothing). ``excamera encode`` turns it on.
+    redecide: bool = False
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -261,6 +272,10 @@ class XcencParams:
                                      or self.kf_dist is None or self.plan.total < 3):
             raise PlanError("a floored pass-0 key frame needs pass 0 by vpxenc and batch "
                             "mode's excamera chain with re-encodes (at least 3 passes)")
+        if self.redecide and (self.chain != "excamera" or self.kf_dist is None
+                              or self.plan.total < 3):
+            raise PlanError("the re-decide pass needs batch mode's excamera chain with "
+                            "re-encodes (at least 3 passes)")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.s_ac_qi <= 127:
@@ -322,7 +337,11 @@ class XcencParams:
             return min(total, k + 1)
         if self.rekeys(k):
             return 2
-        return 1 if total == 1 else min(3, self.eff(k) + 1)
+        if total == 1:
+            return 1
+        if self.redecide and self.eff(k) >= 2:
+            return 4
+        return min(3, self.eff(k) + 1)
 
     def _needs(self, k: int) -> dict[int, Need]:
         if self.rekeys(k):
@@ -337,7 +356,10 @@ class XcencParams:
         needs: dict[int, Need] = {}
         if n >= 2:
             needs[1] = Need(0, None)
-        if n >= 3:
+        if n == 4:  # the re-decide pass onto the predecessor's pass 1, then the chain's
+            needs[2] = Need(1, 0)
+            needs[3] = Need(e - 1, 1)
+        elif n >= 3:
             needs[2] = Need(e - 1, 0)
         return needs
 
@@ -349,11 +371,13 @@ class XcencParams:
             return {p: p for p in range(n)}
         e = self.eff(k)
         tags = {0: 0}
+        if self.redecide and n >= 2:
+            tags[1] = 1  # pass 1's output: what the successor's re-decide pass decides against
         if n >= 2:
             tags[n - 1] = e  # the final pass carries the chunk's position in its batch
         return tags
 
-    def pass_flags(self, n: int) -> list[str]:
+    def pass_flags(self, n: int, k: int | None = None) -> list[str]:
         """xc-enc's phase flags for re-encode pass ``n``.
 
         In batch mode both re-encodes are plain rebases: pass 2's output is the final stream and
@@ -388,6 +412,9 @@ class XcencParams:
           static chunk. With the flag above, SSIM BD-rate carphone +2.4% -> +1.4%,
           bigbuckbunny +18.3% -> +17.7%; PSNR-Y +4.7% -> +2.0%, +8.9% -> +7.5%.
 
+        With ``redecide``, every pass adds ``--golden-to-altref`` and chunk ``k``'s pass 2, when
+        it runs four passes, ``--redecide-first`` (``k`` None: the plain chain's flags).
+
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
         encoder's SPLITMV work); without ``--last-keeps-refs`` and ``--choose-refs`` (best
@@ -398,7 +425,12 @@ class XcencParams:
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
             floored = ["--floored-key"] if self.pass0_key_floor else []
-            return weight + (EXCAMERA_CHAIN_FLAGS + floored if self.chain == "excamera" else [])
+            # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
+            redecide = ["--golden-to-altref"] if self.redecide else []
+            if k is not None and self._passes(k) == 4 and n == 2:
+                redecide.append("--redecide-first")
+            return weight + (EXCAMERA_CHAIN_FLAGS + floored + redecide
+                             if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
     def level(self, k: int) -> int:
