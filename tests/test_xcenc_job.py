@@ -480,6 +480,11 @@ def test_redecide_pass() -> None:
     assert ["--redecide-first" in f for f in flags] == [False, True, False]
     assert all("--golden-to-altref" in f for f in flags)
     assert "--redecide-first" not in p.pass_flags(1, 1)  # two passes: pass 1 is its final
+    # Pass 1 of a re-decided chunk only seeds its successor's re-decide pass: Realtime there;
+    # a chunk whose pass 1 is final (or re-decides in pass 2) keeps Good.
+    effort = [f[f.index("-q") + 1] for f in (p.pass_flags(1, 3), p.pass_flags(2, 3),
+                                              p.pass_flags(1, 1), plain.pass_flags(1))]
+    assert effort == ["rt", "good", "good", "good"]
     assert p.pass_flags(2) == [*plain.pass_flags(2), "--golden-to-altref"]
     for bad in ({"chain": "mu"}, {"kf_dist": None}, {"plan": PassPlan.parse("1")}):
         with pytest.raises(PlanError, match="re-decide pass"):

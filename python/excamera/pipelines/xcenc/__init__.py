@@ -73,7 +73,8 @@ onto the predecessor's pass-1 state), and the serial rebase is pass 3. Every chu
 exact by construction and no worker runs more than 4 passes. The re-encodes are plain
 rebases, without phase flags. With ``--chain excamera`` (the default) they also keep
 references across chunk joins and let rebased macroblocks choose among them, and the converted
-first frame gets the encoder's Good effort; ``--chain mu`` runs them as mu did (see
+first frame gets the encoder's Good effort (Realtime in pass 1 of a chunk that re-decides it in
+pass 2); ``--chain mu`` runs them as mu did (see
 ``XcencParams.pass_flags``). Batch mode needs ``-p 1`` or at least 3 passes.
 
 Tools (``--tools``): the xc command lines above run inside the worker's own interpreter by

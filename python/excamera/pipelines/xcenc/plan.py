@@ -36,6 +36,12 @@ TOOL_MODES = ("worker", "subprocess")
 PASS1_EFFORT = "good"
 EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts",
                         "--activity-rd", "--content-weight"]
+# -q of pass 1 in a chunk that runs the re-decide pass (``XcencParams.redecide``): its converted
+# first frame is decided again in pass 2, so pass 1 only has to give its successor's re-decide
+# pass a state near the chain's. Realtime there instead of Good: bigbuckbunny +13.9% / +5.2% ->
+# +14.0% / +5.4%, carphone -3.1% / -2.9% -> -2.9% / -2.6% (SSIM / PSNR-Y BD-rate), for pass 1's
+# CPU on bbb 640x272 1.56 -> 0.75 s of the pipeline's 7.6 (bench/compression-ideas.md).
+REDECIDE_PASS1_EFFORT = "rt"
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
@@ -412,8 +418,9 @@ class XcencParams:
           static chunk. With the flag above, SSIM BD-rate carphone +2.4% -> +1.4%,
           bigbuckbunny +18.3% -> +17.7%; PSNR-Y +4.7% -> +2.0%, +8.9% -> +7.5%.
 
-        With ``redecide``, every pass adds ``--golden-to-altref`` and chunk ``k``'s pass 2, when
-        it runs four passes, ``--redecide-first`` (``k`` None: the plain chain's flags).
+        With ``redecide``, every pass adds ``--golden-to-altref``; in chunk ``k``, when it runs
+        four passes, pass 1 is at ``REDECIDE_PASS1_EFFORT`` and pass 2 adds ``--redecide-first``
+        (``k`` None: the plain chain's flags).
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
@@ -427,10 +434,13 @@ class XcencParams:
             floored = ["--floored-key"] if self.pass0_key_floor else []
             # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
-            if k is not None and self._passes(k) == 4 and n == 2:
-                redecide.append("--redecide-first")
-            return weight + (EXCAMERA_CHAIN_FLAGS + floored + redecide
-                             if self.chain == "excamera" else [])
+            chain = EXCAMERA_CHAIN_FLAGS
+            if k is not None and self._passes(k) == 4:
+                if n == 2:
+                    redecide.append("--redecide-first")
+                elif n == 1:
+                    chain = ["-q", REDECIDE_PASS1_EFFORT] + chain[2:]
+            return weight + (chain + floored + redecide if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
     def level(self, k: int) -> int:
