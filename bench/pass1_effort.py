@@ -7,6 +7,14 @@ converted first frame, but that frame carries a quarter of the chunk's bits (``-
 is a reference for the rest of the chunk and the next one. Efforts compared: ``rt``, ``good``,
 ``good-split`` (Good with Best's SPLITMV search) and ``best``.
 
+This is the three-pass chain. ``excamera encode`` also runs the re-decide pass
+(``XcencParams.redecide``) in chunks from the third of a batch on: there the converted first
+frame that reaches the output is decided again at ``PASS1_EFFORT``, by a parallel pass against
+the predecessor's pass-1 output, and pass 1 runs at ``REDECIDE_PASS1_EFFORT`` (Realtime) only
+to seed that. The effort measured here is the one those decisions use; it is not re-measured
+with the re-decide pass (bench/compression-ideas.md, sixth session: the re-decide pass at
+good-split gained 0.8 points of SSIM BD-rate on bigbuckbunny for 2.2x its CPU).
+
 For every clip and ``--cq`` level, the clip is cut in ``--chunk``-frame chunks and pass 0 runs
 once (vpxenc with mu's settings and the plan's floored key frames,
 ``xcenc.plan.vpxenc_pass0_settings``; the same for every effort). Then, per effort, pass 1
