@@ -492,37 +492,42 @@ fn clamped_rows_avx2(
     debug_assert!(rows <= MAX_FOOT && src.width >= 32);
     let width = src.width as isize;
     // The 32 plane pixels from `start` hold every clamped column of the footprint (as in
-    // the portable path's line); output byte `j` of a row is pixel `idx[j]` of them.
+    // the portable path's line); output byte `j` of a row is pixel `idx[j]` of them,
+    // `clamp(x_first + j, 0, width - 1) - start`, which is `clamp(d + j, 0, 31)` with
+    // `d = x_first - start`: `start > 0` only when `x_first >= start` (`d >= 0`), and
+    // `d + j` passes 31 only when `x_first > width - 32`, where `width - 1 - start` is 31.
+    // `d` is clamped to -32..=32 first (the result is the same) so that the sums fit bytes.
     let start = x_first.clamp(0, width - 32);
-    let idx: [u8; 32] =
-        std::array::from_fn(|j| ((x_first + j as isize).clamp(0, width - 1) - start) as u8);
-    // `pshufb` gives 0 for an index with its top bit set: each output half is the OR of a
-    // shuffle of the first 16 pixels and one of the next 16.
-    let pick = |half: usize, from_hi: bool| -> __m128i {
-        let m: [u8; 16] = std::array::from_fn(|j| {
-            let i = idx[16 * half + j];
-            if (i >= 16) == from_hi {
-                i & 15
-            } else {
-                0x80
-            }
-        });
-        // SAFETY: a 16-byte unaligned load from a 16-byte array.
-        unsafe { _mm_loadu_si128(m.as_ptr() as *const __m128i) }
-    };
-    let (a_lo, a_hi, b_lo, b_hi) = (pick(0, false), pick(0, true), pick(1, false), pick(1, true));
-    let start = start as usize;
-    for (r, out) in buf.chunks_exact_mut(WIDE_ROW).take(rows).enumerate() {
-        let yy = (y_first + r as isize).clamp(0, src.height as isize - 1) as usize;
-        let at = yy * src.stride + start;
-        let pixels = &src.data[at..at + 32];
-        // SAFETY: `pixels` and `out` hold 32 bytes each.
-        unsafe {
-            let lo = _mm_loadu_si128(pixels.as_ptr() as *const __m128i);
-            let hi = _mm_loadu_si128(pixels.as_ptr().add(16) as *const __m128i);
-            let a = _mm_or_si128(_mm_shuffle_epi8(lo, a_lo), _mm_shuffle_epi8(hi, a_hi));
-            let b = _mm_or_si128(_mm_shuffle_epi8(lo, b_lo), _mm_shuffle_epi8(hi, b_hi));
-            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, _mm256_set_m128i(b, a));
+    let d = (x_first - start).clamp(-32, 32) as i8;
+    // SAFETY: AVX2 is enabled here; `pixels` and `out` hold 32 bytes each.
+    unsafe {
+        let iota = _mm256_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31,
+        );
+        let sum = _mm256_add_epi8(_mm256_set1_epi8(d), iota);
+        let idx = _mm256_min_epi8(
+            _mm256_max_epi8(sum, _mm256_setzero_si256()),
+            _mm256_set1_epi8(31),
+        );
+        // `pshufb` takes the low four bits of an index and gives 0 where its top bit is set:
+        // each row is the OR of a shuffle of its first 16 pixels (indices below 16) and one
+        // of the next 16 (the others), both broadcast to the two halves.
+        let high = _mm256_cmpgt_epi8(idx, _mm256_set1_epi8(15));
+        let top = _mm256_set1_epi8(-128);
+        let from_lo = _mm256_or_si256(idx, _mm256_and_si256(high, top));
+        let from_hi = _mm256_or_si256(idx, _mm256_andnot_si256(high, top));
+        let start = start as usize;
+        for (r, out) in buf.chunks_exact_mut(WIDE_ROW).take(rows).enumerate() {
+            let yy = (y_first + r as isize).clamp(0, src.height as isize - 1) as usize;
+            let at = yy * src.stride + start;
+            let pixels = &src.data[at..at + 32];
+            let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(pixels.as_ptr() as *const _));
+            let hi =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(pixels.as_ptr().add(16) as *const _));
+            let row =
+                _mm256_or_si256(_mm256_shuffle_epi8(lo, from_lo), _mm256_shuffle_epi8(hi, from_hi));
+            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, row);
         }
     }
 }
