@@ -278,8 +278,9 @@ fn prefetch(at: *const u8) {
     let _ = at;
 }
 
-/// Predict the 8x8 U and V blocks at (x, y) with the same vector: together when the filter
-/// footprint is inside the planes (U and V have the same size), else one at a time.
+/// Predict the 8x8 U and V blocks at (x, y) with the same vector: together (U and V have the
+/// same size), from the planes when the filter footprint is inside them, else from clamped
+/// copies of both footprints.
 fn predict_chroma_pair(
     reference: &Frame,
     dst: &mut Frame,
@@ -305,6 +306,20 @@ fn predict_chroma_pair(
         let stride = dst.u.stride;
         let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
         filter_block_pair(src, off, p.stride, out, doff, stride, fx, fy, filter);
+    } else if reference.v.width == p.width
+        && reference.v.height == p.height
+        && dst.v.stride == dst.u.stride
+    {
+        // Footprints past an edge: both clamped (into rows of the same stride, the planes
+        // having the same size), then filtered together as above.
+        let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
+        let (mut bu, mut bv) = ([0u8; FOOT_BUF], [0u8; FOOT_BUF]);
+        let stride = clamped_footprint(p, sx, sy, 8, 8, &mut bu);
+        clamped_footprint(&reference.v, sx, sy, 8, 8, &mut bv);
+        let off = BEFORE * stride + BEFORE;
+        let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
+        let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
+        filter_block_pair([&bu, &bv], off, stride, out, doff, dstride, fx, fy, filter);
     } else {
         predict_block(&reference.u, &mut dst.u, x, y, 8, mv_row, mv_col, filter);
         predict_block(&reference.v, &mut dst.v, x, y, 8, mv_row, mv_col, filter);
