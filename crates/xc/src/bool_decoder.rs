@@ -30,36 +30,23 @@ impl<'a> BoolDecoder<'a> {
         d
     }
 
-    /// Out of line: it runs about once per eight bools, and inlined at every read it made the
-    /// token and mode parsers several times larger.
-    #[inline(never)]
+    /// Load bytes into the window through [`refill`], out of line, which takes and returns
+    /// the state by value: a caller that copies the decoder into a local (the token reader)
+    /// then keeps the state in registers between reads, where a call taking the decoder's
+    /// address made every read store the state and the next one load it again.
+    #[inline(always)]
     fn fill(&mut self) {
-        // Fast path: eight bytes available, load as many whole bytes as fit below the valid bits.
-        if self.pos + 8 <= self.data.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&self.data[self.pos..self.pos + 8]);
-            let word = u64::from_be_bytes(word);
-            let nbytes = ((48 - self.count) / 8 + 1) as usize; // count <= 48 - 8*(n-1)
-            let bits = nbytes * 8;
-            // Place the first loaded byte at bit position (48 - count) .. (55 - count).
-            let loaded = word >> (64 - bits);
-            self.value |= loaded << (56 - self.count - bits as i32);
-            self.count += bits as i32;
-            self.pos += nbytes;
-            return;
-        }
-        while self.count <= 48 {
-            let byte = if self.pos < self.data.len() {
-                let b = self.data[self.pos];
-                self.pos += 1;
-                b
-            } else {
-                self.zeros_appended += 1;
-                0
-            };
-            self.value |= (byte as u64) << (48 - self.count);
-            self.count += 8;
-        }
+        let w = Window {
+            pos: self.pos,
+            value: self.value,
+            count: self.count,
+            zeros_appended: self.zeros_appended,
+        };
+        let w = refill(self.data, w);
+        self.pos = w.pos;
+        self.value = w.value;
+        self.count = w.count;
+        self.zeros_appended = w.zeros_appended;
     }
 
     /// Decode one bool whose probability of being 0 is `prob / 256` (spec 7.3 `read_bool`).
@@ -165,6 +152,48 @@ impl<'a> BoolDecoder<'a> {
         let consumed = loaded_bits - (self.count as i64 + 8);
         consumed + 8 > self.data.len() as i64 * 8
     }
+}
+
+/// The fields of a [`BoolDecoder`] that a refill changes.
+#[derive(Clone, Copy)]
+struct Window {
+    pos: usize,
+    value: u64,
+    count: i32,
+    zeros_appended: usize,
+}
+
+/// Load bytes of `data` into the window `w`. Out of line: it runs about once per eight bools,
+/// and inlined at every read it made the token and mode parsers several times larger.
+#[inline(never)]
+fn refill(data: &[u8], mut w: Window) -> Window {
+    // Fast path: eight bytes available, load as many whole bytes as fit below the valid bits.
+    if w.pos + 8 <= data.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&data[w.pos..w.pos + 8]);
+        let word = u64::from_be_bytes(word);
+        let nbytes = ((48 - w.count) / 8 + 1) as usize; // count <= 48 - 8*(n-1)
+        let bits = nbytes * 8;
+        // Place the first loaded byte at bit position (48 - count) .. (55 - count).
+        let loaded = word >> (64 - bits);
+        w.value |= loaded << (56 - w.count - bits as i32);
+        w.count += bits as i32;
+        w.pos += nbytes;
+        return w;
+    }
+    while w.count <= 48 {
+        let byte = if w.pos < data.len() {
+            let b = data[w.pos];
+            w.pos += 1;
+            b
+        } else {
+            w.zeros_appended += 1;
+            0
+        };
+        w.value |= (byte as u64) << (48 - w.count);
+        w.count += 8;
+    }
+    w
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ fn decode_block(
 /// neighbouring "has coefficients" flags, updated for the next macroblocks. Returns true when
 /// any block had a token before its end-of-block.
 pub fn decode_mb_tokens(
-    d: &mut BoolDecoder,
+    reader: &mut BoolDecoder,
     probs: &CoeffProbs,
     above: &mut NzContext,
     left: &mut NzContext,
@@ -140,6 +140,10 @@ pub fn decode_mb_tokens(
     dq: &Dequant,
     out: &mut MbCoeffs,
 ) -> bool {
+    // A local copy, written back at the end: its state can stay in registers from one read
+    // to the next (through `reader` it was stored and reloaded around every read).
+    let mut local = reader.clone();
+    let d = &mut local;
     let mut nonzero = 0u32;
     let mut ac = 0u32;
     let (y_type, y_first) = if has_y2 {
@@ -178,6 +182,7 @@ pub fn decode_mb_tokens(
     }
     out.nonzero = nonzero;
     out.ac = ac;
+    *reader = local;
     nonzero != 0
 }
 

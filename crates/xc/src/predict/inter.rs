@@ -59,6 +59,11 @@ const AFTER: usize = 3;
 const MAX_BLOCK: usize = 16;
 /// Footprint edge of the largest block.
 const MAX_FOOT: usize = MAX_BLOCK + BEFORE + AFTER;
+/// Row stride of a clamped footprint built with AVX2: one 32-byte store a row.
+const WIDE_ROW: usize = 32;
+/// A clamped footprint's buffer: `MAX_FOOT` rows of `MAX_FOOT` pixels (portable), or of
+/// `WIDE_ROW` (AVX2).
+const FOOT_BUF: usize = MAX_FOOT * WIDE_ROW;
 
 impl InterFilter {
     fn taps(self, frac: usize) -> &'static [i32; 6] {
@@ -273,8 +278,9 @@ fn prefetch(at: *const u8) {
     let _ = at;
 }
 
-/// Predict the 8x8 U and V blocks at (x, y) with the same vector: together when the filter
-/// footprint is inside the planes (U and V have the same size), else one at a time.
+/// Predict the 8x8 U and V blocks at (x, y) with the same vector: together (U and V have the
+/// same size), from the planes when the filter footprint is inside them, else from clamped
+/// copies of both footprints.
 fn predict_chroma_pair(
     reference: &Frame,
     dst: &mut Frame,
@@ -300,6 +306,20 @@ fn predict_chroma_pair(
         let stride = dst.u.stride;
         let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
         filter_block_pair(src, off, p.stride, out, doff, stride, fx, fy, filter);
+    } else if reference.v.width == p.width
+        && reference.v.height == p.height
+        && dst.v.stride == dst.u.stride
+    {
+        // Footprints past an edge: both clamped (into rows of the same stride, the planes
+        // having the same size), then filtered together as above.
+        let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
+        let (mut bu, mut bv) = ([0u8; FOOT_BUF], [0u8; FOOT_BUF]);
+        let stride = clamped_footprint(p, sx, sy, 8, 8, &mut bu);
+        clamped_footprint(&reference.v, sx, sy, 8, 8, &mut bv);
+        let off = BEFORE * stride + BEFORE;
+        let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
+        let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
+        filter_block_pair([&bu, &bv], off, stride, out, doff, dstride, fx, fy, filter);
     } else {
         predict_block(&reference.u, &mut dst.u, x, y, 8, mv_row, mv_col, filter);
         predict_block(&reference.v, &mut dst.v, x, y, 8, mv_row, mv_col, filter);
@@ -374,17 +394,16 @@ fn predict_rect(
         // Constant sizes for the block sizes the decoder uses, so that the row copies of
         // `clamped_footprint` compile to fixed moves instead of calls (this path runs for a
         // quarter of the blocks of a 640x272 stream).
-        let mut buf = [0u8; MAX_FOOT * MAX_FOOT];
-        match (w, h) {
+        let mut buf = [0u8; FOOT_BUF];
+        let stride = match (w, h) {
             (16, 16) => clamped_footprint(src, sx, sy, 16, 16, &mut buf),
             (8, 8) => clamped_footprint(src, sx, sy, 8, 8, &mut buf),
             (8, 4) => clamped_footprint(src, sx, sy, 8, 4, &mut buf),
             (4, 4) => clamped_footprint(src, sx, sy, 4, 4, &mut buf),
             _ => clamped_footprint(src, sx, sy, w, h, &mut buf),
-        }
-        let foot = w + BEFORE + AFTER;
-        let off = BEFORE * foot + BEFORE;
-        filter_rect(&buf, off, foot, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
+        };
+        let off = BEFORE * stride + BEFORE;
+        filter_rect(&buf, off, stride, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
     }
 }
 
@@ -398,7 +417,9 @@ fn copy_block(src: &Plane, off: usize, dst: &mut Plane, doff: usize, w: usize, h
 }
 
 /// Write into `buf` the filter footprint of the `w` x `h` block whose origin is (`sx`, `sy`)
-/// in `src`, with coordinates clamped to the plane, as rows of `w + 5` pixels.
+/// in `src`, with coordinates clamped to the plane; returns the stride of its rows. Through
+/// [`clamped_rows_avx2`] where the CPU has AVX2 and the plane is at least 32 pixels wide,
+/// else [`clamped_footprint_portable`].
 #[inline(always)]
 fn clamped_footprint(
     src: &Plane,
@@ -406,7 +427,28 @@ fn clamped_footprint(
     sy: isize,
     w: usize,
     h: usize,
-    buf: &mut [u8; MAX_FOOT * MAX_FOOT],
+    buf: &mut [u8; FOOT_BUF],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if src.width >= 32 && is_x86_feature_detected!("avx2") {
+        let (x_first, y_first) = (sx - BEFORE as isize, sy - BEFORE as isize);
+        // SAFETY: AVX2 was just detected.
+        unsafe { clamped_rows_avx2(src, x_first, y_first, h + BEFORE + AFTER, buf) };
+        return WIDE_ROW;
+    }
+    clamped_footprint_portable(src, sx, sy, w, h, buf);
+    w + BEFORE + AFTER
+}
+
+/// [`clamped_footprint`] without SIMD, the reference of [`clamped_rows_avx2`].
+#[inline(always)]
+fn clamped_footprint_portable(
+    src: &Plane,
+    sx: isize,
+    sy: isize,
+    w: usize,
+    h: usize,
+    buf: &mut [u8; FOOT_BUF],
 ) {
     let (b, foot) = (BEFORE as isize, w + BEFORE + AFTER);
     let x_first = sx - b;
@@ -441,6 +483,66 @@ fn clamped_footprint(
             row[..left].fill(plane_row[0]);
             row[left..left + mid].copy_from_slice(&plane_row[first..first + mid]);
             row[left + mid..].fill(plane_row[src.width - 1]);
+        }
+    }
+}
+
+/// The rows of [`clamped_footprint`], `WIDE_ROW` bytes apart: each row a shuffle of 32 plane
+/// pixels by indices computed once for the block, stored with one 32-byte store. The
+/// interpolation kernels' loads that follow each fall inside one such store, so the store
+/// can forward its data to them; rows of `w + 5` bytes written in two overlapping stores (or
+/// read from a line just written, as the portable path does) could not be forwarded, and
+/// those loads waited for the stores to reach the cache (the hottest instructions of
+/// `predict_rect`, then of the kernel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn clamped_rows_avx2(
+    src: &Plane,
+    x_first: isize,
+    y_first: isize,
+    rows: usize,
+    buf: &mut [u8; FOOT_BUF],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(rows <= MAX_FOOT && src.width >= 32);
+    let width = src.width as isize;
+    // The 32 plane pixels from `start` hold every clamped column of the footprint (as in
+    // the portable path's line); output byte `j` of a row is pixel `idx[j]` of them,
+    // `clamp(x_first + j, 0, width - 1) - start`, which is `clamp(d + j, 0, 31)` with
+    // `d = x_first - start`: `start > 0` only when `x_first >= start` (`d >= 0`), and
+    // `d + j` passes 31 only when `x_first > width - 32`, where `width - 1 - start` is 31.
+    // `d` is clamped to -32..=32 first (the result is the same) so that the sums fit bytes.
+    let start = x_first.clamp(0, width - 32);
+    let d = (x_first - start).clamp(-32, 32) as i8;
+    // SAFETY: AVX2 is enabled here; `pixels` and `out` hold 32 bytes each.
+    unsafe {
+        let iota = _mm256_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+            24, 25, 26, 27, 28, 29, 30, 31,
+        );
+        let sum = _mm256_add_epi8(_mm256_set1_epi8(d), iota);
+        let idx = _mm256_min_epi8(
+            _mm256_max_epi8(sum, _mm256_setzero_si256()),
+            _mm256_set1_epi8(31),
+        );
+        // `pshufb` takes the low four bits of an index and gives 0 where its top bit is set:
+        // each row is the OR of a shuffle of its first 16 pixels (indices below 16) and one
+        // of the next 16 (the others), both broadcast to the two halves.
+        let high = _mm256_cmpgt_epi8(idx, _mm256_set1_epi8(15));
+        let top = _mm256_set1_epi8(-128);
+        let from_lo = _mm256_or_si256(idx, _mm256_and_si256(high, top));
+        let from_hi = _mm256_or_si256(idx, _mm256_andnot_si256(high, top));
+        let start = start as usize;
+        for (r, out) in buf.chunks_exact_mut(WIDE_ROW).take(rows).enumerate() {
+            let yy = (y_first + r as isize).clamp(0, src.height as isize - 1) as usize;
+            let at = yy * src.stride + start;
+            let pixels = &src.data[at..at + 32];
+            let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(pixels.as_ptr() as *const _));
+            let hi =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(pixels.as_ptr().add(16) as *const _));
+            let row =
+                _mm256_or_si256(_mm256_shuffle_epi8(lo, from_lo), _mm256_shuffle_epi8(hi, from_hi));
+            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, row);
         }
     }
 }
@@ -883,6 +985,38 @@ mod tests {
                 assert_eq!(dst.u.at(8 + c, 8 + r), reference.u.at(15, 8 + r));
             }
         }
+    }
+
+    /// The AVX2 rows of a clamped footprint against the portable ones: every block size the
+    /// decoder uses, columns from far left to far right of planes 32 to 70 pixels wide
+    /// (inside too), rows above, inside and below.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn clamped_rows_avx2_match_portable() {
+        assert!(is_x86_feature_detected!("avx2"), "this test needs AVX2");
+        let mut rng = Rng(0x51ab);
+        let mut compared = 0;
+        for (pw, ph) in [(32, 32), (40, 24), (70, 36)] {
+            let frame = random_frame(&mut rng, pw, ph);
+            let p = &frame.y;
+            for (w, h) in [(16, 16), (8, 8), (8, 4), (4, 4)] {
+                let foot = w + BEFORE + AFTER;
+                for sx in -60..pw as isize + 40 {
+                    let sy = rng.below(ph as u64 + 40) as isize - 20;
+                    let (mut want, mut got) = ([0u8; FOOT_BUF], [0u8; FOOT_BUF]);
+                    clamped_footprint_portable(p, sx, sy, w, h, &mut want);
+                    let (x_first, y_first) = (sx - BEFORE as isize, sy - BEFORE as isize);
+                    // SAFETY: AVX2 was detected above.
+                    unsafe { clamped_rows_avx2(p, x_first, y_first, h + 5, &mut got) };
+                    for r in 0..h + 5 {
+                        let (a, b) = (&got[r * WIDE_ROW..][..foot], &want[r * foot..][..foot]);
+                        assert_eq!(a, b, "{pw}x{ph} {w}x{h} at ({sx}, {sy}), row {r}");
+                    }
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 1000);
     }
 
     #[test]
