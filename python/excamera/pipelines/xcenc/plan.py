@@ -49,10 +49,12 @@ REDECIDE_PASS1_EFFORT = "rt"
 PASS0_KEY_FLOOR = 0.2
 # The batch-start re-key of a chunk whose pass 0 reads static (xc-enc --static-key; the
 # codec's stillness::STATIC_KEY_GATE) is at (1 - STATIC_KEY_WEIGHT) of the level's quantizer
-# instead of (1 - kf_weight): a static opening's key frame serves more than its chunk.
-# bigbuckbunny's SSIM / PSNR-Y BD-rate +16.4% / +6.2% -> +15.6% / +6.2%; carphone, bus and
-# park_joy read busy and are unchanged. Measured 0.77..0.9 (bench/compression-ideas.md).
-STATIC_KEY_WEIGHT = 0.79
+# instead of (1 - kf_weight): a static opening's key frame serves more than its chunk (with
+# ``XcencParams.redecide`` it also stays alt-ref through the next chunk).
+# bigbuckbunny's SSIM / PSNR-Y BD-rate +14.0% / +5.4% -> +13.7% / +5.3% (0.79 before the
+# re-decide pass; 0.75..0.95 measured again after it); carphone, bus and park_joy read busy
+# and are unchanged (bench/compression-ideas.md).
+STATIC_KEY_WEIGHT = 0.82
 
 
 class PlanError(ValueError):
