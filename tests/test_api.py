@@ -153,8 +153,9 @@ def test_encode_result_records_every_worker_and_the_cost(encoded) -> None:
     assert [w.worker for w in result.workers] == [w.chunk for w in result.workers] == [
         0, 1, 2, 3, 4]
     # Batch mode: the first chunk of a batch re-encodes its key frame milder (a second pass
-    # that waits for no one), the second rebases once, the rest twice.
-    assert [w.passes for w in result.workers] == [2, 2, 3, 2, 2]
+    # that waits for no one), the second rebases once, the rest twice with the re-decide pass
+    # between (``XcencParams.redecide``: four passes).
+    assert [w.passes for w in result.workers] == [2, 2, 4, 2, 2]
     for w in result.workers:
         # Worker hosts (the local default) share a process: a worker has no CPU time of
         # its own, the cost above is the hosts'.
