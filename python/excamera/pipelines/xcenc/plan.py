@@ -34,8 +34,10 @@ TOOL_MODES = ("worker", "subprocess")
 # time against SSIM BD-rate (bench/pass1-effort.md: 0.65-0.67 of Best's pipeline CPU for
 # +0.02..+0.08%; Realtime +5.8..+7.4%).
 PASS1_EFFORT = "good"
-EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, "--last-keeps-refs", "--choose-refs", "--key-at-cuts",
-                        "--activity-rd", "--content-weight"]
+# The excamera chain's flags besides the effort (``XcencParams.pass_flags``).
+_CHAIN_CHOICES = ["--last-keeps-refs", "--choose-refs", "--key-at-cuts", "--activity-rd",
+                  "--content-weight"]
+EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, *_CHAIN_CHOICES]
 # -q of pass 1 in a chunk that runs the re-decide pass (``XcencParams.redecide``): its converted
 # first frame is decided again in pass 2, so pass 1 only has to give its successor's re-decide
 # pass a state near the chain's. Realtime there instead of Good: bigbuckbunny +13.9% / +5.2% ->
@@ -436,13 +438,14 @@ class XcencParams:
             floored = ["--floored-key"] if self.pass0_key_floor else []
             # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
-            chain = EXCAMERA_CHAIN_FLAGS
+            effort = PASS1_EFFORT
             if k is not None and self._passes(k) == 4:
                 if n == 2:
                     redecide.append("--redecide-first")
                 elif n == 1:
-                    chain = ["-q", REDECIDE_PASS1_EFFORT] + chain[2:]
-            return weight + (chain + floored + redecide if self.chain == "excamera" else [])
+                    effort = REDECIDE_PASS1_EFFORT
+            chain = ["-q", effort, *_CHAIN_CHOICES, *floored, *redecide]
+            return weight + (chain if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
     def level(self, k: int) -> int:
