@@ -55,16 +55,15 @@ impl<'a> BoolDecoder<'a> {
         if self.count < 0 {
             self.fill();
         }
-        let split = 1 + (((self.range - 1) * prob as u32) >> 8);
-        let bigsplit = (split as u64) << 56;
-        let bit = if self.value >= bigsplit {
-            self.range -= split;
-            self.value -= bigsplit;
-            true
-        } else {
-            self.range = split;
-            false
-        };
+        // The spec's `split` less one, compared with the window's top byte: `top >= split`.
+        // Written so, the `- 1` and `+ 1` around the multiply and the shift of `split` to the
+        // window's top are off the dependency chain from one read's `range` to the next.
+        let r1 = self.range - 1;
+        let s = (r1 * prob as u32) >> 8;
+        let bit = (self.value >> 56) as u32 > s;
+        let bigsplit = ((s + 1) as u64) << 56;
+        self.range = std::hint::select_unpredictable(bit, r1 - s, s + 1);
+        self.value -= std::hint::select_unpredictable(bit, bigsplit, 0);
         let shift = (self.range as u8).leading_zeros();
         self.range <<= shift;
         self.value <<= shift;
