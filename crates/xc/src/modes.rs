@@ -258,6 +258,7 @@ fn read_small_mv(d: &mut BoolDecoder, p: &[u8]) -> i16 {
 }
 
 /// `read_mvcomponent` (spec 17.1).
+#[inline(always)]
 fn read_mv_component(d: &mut BoolDecoder, p: &[u8; 19]) -> i16 {
     const IS_SHORT: usize = 0;
     const SIGN: usize = 1;
