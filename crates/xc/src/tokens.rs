@@ -403,7 +403,7 @@ mod tests {
             let mut d = BoolDecoder::new(&data);
             let mut d_r = BoolDecoder::new(&data);
             for mb in 0..8 {
-                let has_y2 = lcg(&mut seed) % 3 != 0;
+                let has_y2 = !lcg(&mut seed).is_multiple_of(3);
                 let mut out = MbCoeffs::default();
                 let mut out_r = MbCoeffs::default();
                 let any = decode_mb_tokens(
