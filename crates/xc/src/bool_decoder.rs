@@ -30,12 +30,26 @@ impl<'a> BoolDecoder<'a> {
         d
     }
 
-    /// Load bytes into the window through [`refill`], out of line, which takes and returns
-    /// the state by value: a caller that copies the decoder into a local (the token reader)
-    /// then keeps the state in registers between reads, where a call taking the decoder's
-    /// address made every read store the state and the next one load it again.
+    /// Load bytes into the window. The end of the data goes through [`refill`], out of line,
+    /// which takes and returns the state by value: a caller that copies the decoder into a
+    /// local (the token reader) then keeps the state in registers between reads, where a call
+    /// taking the decoder's address made every read store the state and the next one load it
+    /// again.
     #[inline(always)]
     fn fill(&mut self) {
+        // Eight bytes available (all but the last few of a partition): loaded in place, as
+        // many whole bytes as fit below the valid bits. Out of line, the window went through
+        // memory (stored for the call, loaded after it) on the reads' dependency chain.
+        if let Some(bytes) = self.data.get(self.pos..self.pos + 8) {
+            let word = u64::from_be_bytes(bytes.try_into().expect("eight bytes"));
+            let nbytes = ((48 - self.count) / 8 + 1) as usize; // count <= 48 - 8*(n-1)
+            let bits = nbytes * 8;
+            // Place the first loaded byte at bit position (48 - count) .. (55 - count).
+            self.value |= (word >> (64 - bits)) << (56 - self.count - bits as i32);
+            self.count += bits as i32;
+            self.pos += nbytes;
+            return;
+        }
         let w = Window {
             pos: self.pos,
             value: self.value,
@@ -55,16 +69,15 @@ impl<'a> BoolDecoder<'a> {
         if self.count < 0 {
             self.fill();
         }
-        let split = 1 + (((self.range - 1) * prob as u32) >> 8);
-        let bigsplit = (split as u64) << 56;
-        let bit = if self.value >= bigsplit {
-            self.range -= split;
-            self.value -= bigsplit;
-            true
-        } else {
-            self.range = split;
-            false
-        };
+        // The spec's `split` less one, compared with the window's top byte: `top >= split`.
+        // Written so, the `- 1` and `+ 1` around the multiply and the shift of `split` to the
+        // window's top are off the dependency chain from one read's `range` to the next.
+        let r1 = self.range - 1;
+        let s = (r1 * prob as u32) >> 8;
+        let bit = (self.value >> 56) as u32 > s;
+        let bigsplit = ((s + 1) as u64) << 56;
+        self.range = std::hint::select_unpredictable(bit, r1 - s, s + 1);
+        self.value -= std::hint::select_unpredictable(bit, bigsplit, 0);
         let shift = (self.range as u8).leading_zeros();
         self.range <<= shift;
         self.value <<= shift;
@@ -163,24 +176,10 @@ struct Window {
     zeros_appended: usize,
 }
 
-/// Load bytes of `data` into the window `w`. Out of line: it runs about once per eight bools,
-/// and inlined at every read it made the token and mode parsers several times larger.
+/// Load bytes of `data` into the window `w`, near the end of the data (fewer than eight
+/// bytes left), supplying zeros past it. Out of line: it runs a few times per partition.
 #[inline(never)]
 fn refill(data: &[u8], mut w: Window) -> Window {
-    // Fast path: eight bytes available, load as many whole bytes as fit below the valid bits.
-    if w.pos + 8 <= data.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&data[w.pos..w.pos + 8]);
-        let word = u64::from_be_bytes(word);
-        let nbytes = ((48 - w.count) / 8 + 1) as usize; // count <= 48 - 8*(n-1)
-        let bits = nbytes * 8;
-        // Place the first loaded byte at bit position (48 - count) .. (55 - count).
-        let loaded = word >> (64 - bits);
-        w.value |= loaded << (56 - w.count - bits as i32);
-        w.count += bits as i32;
-        w.pos += nbytes;
-        return w;
-    }
     while w.count <= 48 {
         let byte = if w.pos < data.len() {
             let b = data[w.pos];

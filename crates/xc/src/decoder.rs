@@ -16,7 +16,7 @@ use crate::predict::inter::{predict_inter_mb, FootprintPrefetch, InterFilter};
 use crate::predict::intra::{predict_chroma8, predict_luma16, predict_luma4};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
-use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, Y2_BLOCK};
+use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, TokenProbs, Y2_BLOCK};
 use crate::transform::{add_dc_row, add_dc_row_uv, idct4x4_add_known, iwht4x4};
 
 /// Decode one compressed frame. The input state is not modified; the returned state is the
@@ -266,6 +266,7 @@ fn decode_macroblocks(
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut coeffs = MbCoeffs::default();
+    let token_probs = TokenProbs::new(&ctx.probs.coeff);
     let mut prefetch = (Frame::bytes_for(frame.display_width, frame.display_height)
         >= PREFETCH_MIN_FRAME_BYTES)
         .then(FootprintPrefetch::new);
@@ -314,7 +315,7 @@ fn decode_macroblocks(
                 let dq = &dequant[info.segment_id as usize & 3];
                 let any = decode_mb_tokens(
                     td,
-                    &ctx.probs.coeff,
+                    &token_probs,
                     above,
                     &mut left_nz,
                     has_y2,

@@ -10,7 +10,7 @@ use crate::mb::{MbInfo, MbMode};
 use crate::modes::{parse_mb_header, ModeContext, Neighbours};
 use crate::quant::{segment_qindex, Dequant};
 use crate::state::{DecoderState, EntropyProbs, LfAdjust, Segmentation};
-use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext};
+use crate::tokens::{decode_mb_tokens, skip_mb_tokens, MbCoeffs, NzContext, TokenProbs};
 
 /// Everything parsed from one frame.
 ///
@@ -109,6 +109,7 @@ fn parse_into(
     let mut above_nz: Vec<NzContext> = vec![[0; 9]; cols];
     let mut tds: Vec<BoolDecoder> = parts.iter().map(|p| BoolDecoder::new(p)).collect();
     let mut c = MbCoeffs::default();
+    let token_probs = TokenProbs::new(&ctx.probs.coeff);
     for mby in 0..rows {
         let mut left_nz: NzContext = [0; 9];
         let td = &mut tds[mby % parts.len()];
@@ -127,7 +128,7 @@ fn parse_into(
                     skip_mb_tokens(above, &mut left_nz, has_y2);
                 } else if !td.window_past_end() {
                     let dq = &dequant[info.segment_id as usize & 3];
-                    decode_mb_tokens(td, &ctx.probs.coeff, above, &mut left_nz, has_y2, dq, &mut c);
+                    decode_mb_tokens(td, &token_probs, above, &mut left_nz, has_y2, dq, &mut c);
                 }
                 if keep_coeffs {
                     coeffs.push(c.blocks);

@@ -401,7 +401,7 @@ mod tests {
     use crate::bool_decoder::BoolDecoder;
     use crate::quant::Dequant;
     use crate::tables::DEFAULT_COEFF_PROBS;
-    use crate::tokens::{decode_mb_tokens, MbCoeffs};
+    use crate::tokens::{decode_mb_tokens, MbCoeffs, TokenProbs};
 
     #[test]
     fn token_ids_and_costs_agree_with_the_walk() {
@@ -457,7 +457,8 @@ mod tests {
         let dq = Dequant { y: [1, 1], y2: [1, 1], uv: [1, 1] };
         let mut out = MbCoeffs::default();
         let (mut a2, mut l2) = ([0u8; 9], [0u8; 9]);
-        decode_mb_tokens(&mut d, &DEFAULT_COEFF_PROBS, &mut a2, &mut l2, true, &dq, &mut out);
+        let probs = TokenProbs::new(&DEFAULT_COEFF_PROBS);
+        decode_mb_tokens(&mut d, &probs, &mut a2, &mut l2, true, &dq, &mut out);
         assert_eq!(out.blocks, lv.blocks);
         assert_eq!((a2, l2), (above, left));
     }
