@@ -118,6 +118,102 @@ fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 6]) -
     finish(acc)
 }
 
+/// The horizontal taps of a block as byte pairs for `pmaddubsw` (unsigned pixels times signed
+/// taps, the two products of a pair added with signed saturation), with the shuffles that
+/// put each pair's two pixels side by side. Six taps pair as (0, 5), (1, 3), (2, 4), four as
+/// (1, 3), (2, 4), bilinear ones as (2, 3): every VP8 tap but the whole-pixel filter's 128
+/// fits a signed byte (that filter never runs horizontally), and no pair saturates, since
+/// at most one tap of each is large and positive (`255 * 128 = 32640` at most, the others'
+/// magnitudes are far smaller). The three sums then add exactly as the six products did.
+struct PairTaps {
+    taps: [__m256i; 3],
+    shuffles: [__m256i; 3],
+}
+
+/// The tap pairs of each shape (indexed by its first tap: 0 six, 1 four, 2 bilinear).
+const PAIRS: [[(usize, usize); 3]; 3] =
+    [[(0, 5), (1, 3), (2, 4)], [(1, 3), (2, 4), (2, 4)], [(2, 3), (2, 3), (2, 3)]];
+
+/// Shuffle indices that pair footprint columns `x + a` and `x + b` for output `x` of a row
+/// loaded as [`h_pixels`] does: for a 16-wide block, columns 0..16 in the low lane and
+/// 5..21 in the high one (outputs 0..8 and 8..16); for a pair, each lane holds columns
+/// 0..8 and then 5..13 of its own block (outputs 0..8).
+const fn pair_shuffle(a: usize, b: usize, pair: bool) -> [u8; 32] {
+    let mut idx = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        let (lane, j) = (i / 16, (i % 16) / 2);
+        let col = j + if i % 2 == 0 { a } else { b };
+        idx[i] = if pair {
+            if col < 8 {
+                col as u8
+            } else {
+                (col + 3) as u8
+            }
+        } else {
+            (col + 8 * lane - 5 * lane) as u8
+        };
+        i += 1;
+    }
+    idx
+}
+
+/// [`pair_shuffle`] for every pair of [`PAIRS`], single blocks first, then pairs.
+const SHUFFLES: [[[[u8; 32]; 3]; 3]; 2] = {
+    let mut t = [[[[0u8; 32]; 3]; 3]; 2];
+    let mut m = 0;
+    while m < 2 {
+        let mut s = 0;
+        while s < 3 {
+            let mut p = 0;
+            while p < 3 {
+                let (a, b) = PAIRS[s][p];
+                t[m][s][p] = pair_shuffle(a, b, m == 1);
+                p += 1;
+            }
+            s += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+impl PairTaps {
+    /// The pairs of `taps` for the shape whose first nonzero tap is `first` (0, 1 or 2).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn new<const PAIR: bool>(taps: &[i32; 6], first: usize) -> Self {
+        let pairs = PAIRS[first];
+        let tables = &SHUFFLES[PAIR as usize][first];
+        PairTaps {
+            taps: pairs.map(|(a, b)| {
+                _mm256_set1_epi16(((taps[b] as i16) << 8) | (taps[a] as u8 as i16))
+            }),
+            // SAFETY: each table holds 32 bytes.
+            shuffles: std::array::from_fn(|p| unsafe {
+                _mm256_loadu_si256(tables[p].as_ptr() as *const __m256i)
+            }),
+        }
+    }
+}
+
+/// Footprint row `r` as [`pair_shuffle`] expects it.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn h_pixels<const PAIR: bool, const S: usize>(
+    a: &Footprint<S, S>,
+    b: &Footprint<S, S>,
+    r: usize,
+) -> __m256i {
+    if PAIR {
+        let lo = _mm_unpacklo_epi64(a.load::<8>(r, 0), a.load::<8>(r, 5));
+        let hi = _mm_unpacklo_epi64(b.load::<8>(r, 0), b.load::<8>(r, 5));
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+    } else {
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a.load::<16>(r, 0)), a.load::<16>(r, 5))
+    }
+}
+
 /// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -125,14 +221,16 @@ fn source_row<const PAIR: bool, const S: usize, const H: bool, const A: usize, c
     fa: &Footprint<S, S>,
     fb: &Footprint<S, S>,
     r: usize,
-    k: &[__m256i; 6],
+    k: &PairTaps,
 ) -> __m256i {
     if H {
-        let mut v = [_mm256_setzero_si256(); 6];
-        for i in A..B {
-            v[i] = widen::<PAIR, S>(fa, fb, r, i);
+        let v = h_pixels::<PAIR, S>(fa, fb, r);
+        let mut acc = _mm256_set1_epi16(64 + BIAS);
+        for p in 0..(B - A) / 2 {
+            let pairs = _mm256_shuffle_epi8(v, k.shuffles[p]);
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(pairs, k.taps[p]));
         }
-        combine::<A, B>(&v, k)
+        finish([acc, _mm256_setzero_si256()])
     } else {
         widen::<PAIR, S>(fa, fb, r, 2)
     }
@@ -161,7 +259,7 @@ fn interpolate<
     fa: &Footprint<S, S>,
     fb: &Footprint<S, S>,
     out: &mut Out,
-    kh: &[__m256i; 6],
+    kh: &PairTaps,
     kv: &[__m256i; 6],
 ) {
     let rows = if PAIR { 8 } else { 16 };
@@ -193,7 +291,7 @@ fn with_vertical<const PAIR: bool, const S: usize, const H: bool, const HA: usiz
     fa: &Footprint<S, S>,
     fb: &Footprint<S, S>,
     out: &mut Out,
-    kh: &[__m256i; 6],
+    kh: &PairTaps,
     kv: &[__m256i; 6],
     v: Option<Shape>,
 ) {
@@ -215,11 +313,17 @@ fn filter_avx2<const PAIR: bool, const S: usize>(
     fx: usize,
     fy: usize,
 ) {
-    let kh = hx.map(|k| _mm256_set1_epi16(k as i16));
     let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
     let v = (fy != 0).then(|| shape(vy));
     let o = &mut out;
-    match (fx != 0).then(|| shape(hx)) {
+    let h = (fx != 0).then(|| shape(hx));
+    let first = match h {
+        None | Some(Shape::Six) => 0,
+        Some(Shape::Four) => 1,
+        Some(Shape::Two) => 2,
+    };
+    let kh = PairTaps::new::<PAIR>(hx, first);
+    match h {
         None => with_vertical::<PAIR, S, false, 2, 3>(fa, fb, o, &kh, &kv, v),
         Some(Shape::Six) => with_vertical::<PAIR, S, true, 0, 6>(fa, fb, o, &kh, &kv, v),
         Some(Shape::Four) => with_vertical::<PAIR, S, true, 1, 5>(fa, fb, o, &kh, &kv, v),
