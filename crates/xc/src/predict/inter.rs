@@ -598,11 +598,11 @@ pub(crate) fn filter_rect(
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     match (w, h) {
         #[cfg(target_arch = "x86_64")]
-        (16, 16) => kernels().0(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (16, 16) => (kernels().block16)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(target_arch = "x86_64")]
-        (8, 8) => sse2::filter_block::<8, 8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (8, 8) => (kernels().block8x8)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(target_arch = "x86_64")]
-        (8, 4) => sse2::filter_block::<8, 4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (8, 4) => (kernels().block8x4)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
         (16, 16) => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
@@ -612,7 +612,7 @@ pub(crate) fn filter_rect(
         #[cfg(target_arch = "x86_64")]
         (4, 4) if off + 6 * stride + 11 <= src.len() => {
             let mut tmp = [0u8; 8 * 4];
-            sse2::filter_block::<8, 4>(src, off, stride, &mut tmp, 0, 8, hx, vy, fx, fy);
+            (kernels().block8x4)(src, off, stride, &mut tmp, 0, 8, hx, vy, fx, fy);
             for (r, row) in tmp.chunks_exact(8).enumerate() {
                 dst[doff + r * dstride..doff + r * dstride + 4].copy_from_slice(&row[..4]);
             }
@@ -639,11 +639,28 @@ type Kernel = fn(&[u8], usize, usize, &mut [u8], usize, usize, &[i32; 6], &[i32;
 type PairKernel =
     fn([&[u8]; 2], usize, usize, [&mut [u8]; 2], usize, usize, &[i32; 6], &[i32; 6], usize, usize);
 
+/// The interpolation kernels of one instruction set, by block size.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Kernels {
+    block16: Kernel,
+    pair8: PairKernel,
+    block8x8: Kernel,
+    block8x4: Kernel,
+}
+
 /// The kernels chosen once: AVX2 when the CPU has it, else SSE2.
 #[cfg(target_arch = "x86_64")]
-fn kernels() -> (Kernel, PairKernel) {
-    static KERNELS: std::sync::OnceLock<(Kernel, PairKernel)> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| avx2::kernels().unwrap_or((sse2::filter_block::<16, 16>, pair_of_8)))
+fn kernels() -> &'static Kernels {
+    static KERNELS: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    KERNELS.get_or_init(|| {
+        avx2::kernels().unwrap_or(Kernels {
+            block16: sse2::filter_block::<16, 16>,
+            pair8: pair_of_8,
+            block8x8: sse2::filter_block::<8, 8>,
+            block8x4: sse2::filter_block::<8, 4>,
+        })
+    })
 }
 
 /// [`filter_block_pair`] as two 8x8 blocks.
@@ -687,7 +704,7 @@ pub fn filter_block_pair(
 ) {
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     #[cfg(target_arch = "x86_64")]
-    kernels().1(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    (kernels().pair8)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
     #[cfg(not(target_arch = "x86_64"))]
     pair_of_8(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
 }
@@ -1128,8 +1145,10 @@ mod tests {
                         8 => vec![("sse2", sse2::filter_block::<8, 8>)],
                         _ => vec![],
                     };
-                    if let (16, Some((k, _))) = (size, avx2::kernels()) {
-                        kernels.push(("avx2", k));
+                    match (size, avx2::kernels()) {
+                        (16, Some(k)) => kernels.push(("avx2", k.block16)),
+                        (8, Some(k)) => kernels.push(("avx2", k.block8x8)),
+                        _ => {}
                     }
                     if size == 8 {
                         // Pairs: the same block position in a second plane (the first plane
@@ -1140,8 +1159,8 @@ mod tests {
                             &src2, off, w, &mut want2, 0, 16, 8, 8, hx, vy, fx, fy,
                         );
                         let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of_8)];
-                        if let Some((_, k)) = avx2::kernels() {
-                            pairs.push(("avx2 pair", k));
+                        if let Some(k) = avx2::kernels() {
+                            pairs.push(("avx2 pair", k.pair8));
                         }
                         for (name, k) in pairs {
                             let (mut o1, mut o2) = (vec![0u8; 16 * 16], vec![0u8; 16 * 16]);
@@ -1159,8 +1178,8 @@ mod tests {
         }
     }
 
-    /// The 8x4 and 4x4 blocks of split macroblocks: the dispatch (SSE2 on x86_64, 4x4 as the
-    /// half of an 8x4 block where the source allows) against the scalar reference, on random
+    /// The 8x4 and 4x4 blocks of split macroblocks: the dispatch (AVX2 or SSE2 on x86_64, 4x4
+    /// as the half of an 8x4 block where the source allows) and every x86_64 8x4 kernel against the scalar reference, on random
     /// and extreme pixels, with both filters and every fraction.
     #[test]
     fn rect_8x4_and_4x4_match_scalar() {
@@ -1192,6 +1211,23 @@ mod tests {
                 filter_rect(&src, end, w, &mut got, 3, 16, bw, 4, fx, fy, filter);
                 scalar::filter_block(&src, end, w, &mut want, 3, 16, bw, 4, hx, vy, fx, fy);
                 assert_eq!(got, want, "round {round} {bw}x4 at the end, frac ({fx},{fy})");
+                // Both x86_64 8x4 kernels, whichever the dispatch picks, at the last position
+                // the 8x4 footprint allows.
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let end = (h - 7) * w + w - 8 - 3;
+                    let mut want = vec![7u8; 16 * 16];
+                    scalar::filter_block(&src, end, w, &mut want, 3, 16, 8, 4, hx, vy, fx, fy);
+                    let mut k8x4: Vec<(&str, Kernel)> = vec![("sse2", sse2::filter_block::<8, 4>)];
+                    if let Some(k) = avx2::kernels() {
+                        k8x4.push(("avx2", k.block8x4));
+                    }
+                    for (name, k) in k8x4 {
+                        let mut got = vec![7u8; 16 * 16];
+                        k(&src, end, w, &mut got, 3, 16, hx, vy, fx, fy);
+                        assert_eq!(got, want, "{name}: round {round} 8x4 frac ({fx},{fy})");
+                    }
+                }
             }
         }
     }

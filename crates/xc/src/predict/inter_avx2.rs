@@ -12,13 +12,17 @@
 use std::arch::x86_64::*;
 
 use super::sse2::{shape, Footprint, Shape, BIAS};
-use super::{Kernel, PairKernel};
+use super::Kernels;
 use crate::loopfilter::sse2::Block;
 
-/// The AVX2 kernels for 16x16 blocks and for 8x8 chroma pairs, when this CPU has AVX2.
-pub(super) fn kernels() -> Option<(Kernel, PairKernel)> {
-    is_x86_feature_detected!("avx2")
-        .then_some((filter_block16 as Kernel, filter_pair8 as PairKernel))
+/// The AVX2 kernels, when this CPU has AVX2.
+pub(super) fn kernels() -> Option<Kernels> {
+    is_x86_feature_detected!("avx2").then_some(Kernels {
+        block16: filter_block16,
+        pair8: filter_pair8,
+        block8x8: filter_block8::<8>,
+        block8x4: filter_block8::<4>,
+    })
 }
 
 /// Same contract as [`super::scalar::filter_block`] for 16x16 blocks.
@@ -328,5 +332,157 @@ fn filter_avx2<const PAIR: bool, const S: usize>(
         Some(Shape::Six) => with_vertical::<PAIR, S, true, 0, 6>(fa, fb, o, &kh, &kv, v),
         Some(Shape::Four) => with_vertical::<PAIR, S, true, 1, 5>(fa, fb, o, &kh, &kv, v),
         Some(Shape::Two) => with_vertical::<PAIR, S, true, 2, 4>(fa, fb, o, &kh, &kv, v),
+    }
+}
+
+/// Same contract as [`super::scalar::filter_block`] for 8 x `R` blocks (`R` 8 or 4): two rows
+/// at a time, one in each 128-bit lane, so that the 16-lane operations are all used (the
+/// SSE2 kernel's horizontal pass filled eight lanes).
+#[allow(clippy::too_many_arguments)]
+fn filter_block8<const R: usize>(
+    src: &[u8],
+    off: usize,
+    stride: usize,
+    dst: &mut [u8],
+    doff: usize,
+    dstride: usize,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let fp = Footprint::<8, R>::new(src, off, stride);
+    let mut out = Block::<R, 8>::new(dst, doff, dstride);
+    // SAFETY: as in `filter_block16`.
+    unsafe { filter8_avx2::<R>(&fp, &mut out, hx, vy, fx, fy) }
+}
+
+/// Footprint rows `r` (low lane) and `r + 1` (high lane), horizontally filtered with taps
+/// `A..B` when `H`, in 16 bits. `r + 1` past the footprint reads row `r` again (its result
+/// is never used).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_pair<const R: usize, const H: bool, const A: usize, const B: usize>(
+    fp: &Footprint<8, R>,
+    r: usize,
+    k: &PairTaps,
+) -> __m256i {
+    let r1 = if r + 1 < R + 5 { r + 1 } else { r };
+    if H {
+        let lo = _mm_unpacklo_epi64(fp.load::<8>(r, 0), fp.load::<8>(r, 5));
+        let hi = _mm_unpacklo_epi64(fp.load::<8>(r1, 0), fp.load::<8>(r1, 5));
+        let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+        let mut acc = _mm256_set1_epi16(64 + BIAS);
+        for p in 0..(B - A) / 2 {
+            let pairs = _mm256_shuffle_epi8(v, k.shuffles[p]);
+            acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(pairs, k.taps[p]));
+        }
+        finish([acc, _mm256_setzero_si256()])
+    } else {
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(fp.load::<8>(r, 2), fp.load::<8>(r1, 2)))
+    }
+}
+
+/// Store output rows `y` (low lane) and `y + 1` (high lane).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store_pair<const R: usize>(out: &mut Block<R, 8>, y: usize, v: __m256i) {
+    let packed = _mm256_packus_epi16(v, v);
+    out.store(y, _mm256_castsi256_si128(packed));
+    out.store(y + 1, _mm256_extracti128_si256::<1>(packed));
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn interpolate8<
+    const R: usize,
+    const H: bool,
+    const HA: usize,
+    const HB: usize,
+    const V: bool,
+    const VA: usize,
+    const VB: usize,
+>(
+    fp: &Footprint<8, R>,
+    out: &mut Block<R, 8>,
+    kh: &PairTaps,
+    kv: &[__m256i; 6],
+) {
+    if !V {
+        for y in (0..R).step_by(2) {
+            store_pair(out, y, row_pair::<R, H, HA, HB>(fp, y + 2, kh));
+        }
+        return;
+    }
+    // Row pairs from footprint row VA on: `even[k]` holds rows VA + 2k and VA + 2k + 1,
+    // `odd[k]` rows VA + 2k + 1 and VA + 2k + 2 (lanes of two neighbours). Output rows y and
+    // y + 1 take tap i from the pair that starts at row y + i.
+    let even: [__m256i; 7] = std::array::from_fn(|k| {
+        if VA + 2 * k < R + VB - 1 {
+            row_pair::<R, H, HA, HB>(fp, VA + 2 * k, kh)
+        } else {
+            _mm256_setzero_si256() // never read
+        }
+    });
+    let odd: [__m256i; 6] =
+        std::array::from_fn(|k| _mm256_permute2x128_si256::<0x21>(even[k], even[k + 1]));
+    for y in (0..R).step_by(2) {
+        let win: [__m256i; 6] = std::array::from_fn(|i| {
+            if (VA..VB).contains(&i) {
+                let t = y + i - VA;
+                if t % 2 == 0 {
+                    even[t / 2]
+                } else {
+                    odd[t / 2]
+                }
+            } else {
+                _mm256_setzero_si256() // tap unused
+            }
+        });
+        store_pair(out, y, combine::<VA, VB>(&win, kv));
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn with_vertical8<const R: usize, const H: bool, const HA: usize, const HB: usize>(
+    fp: &Footprint<8, R>,
+    out: &mut Block<R, 8>,
+    kh: &PairTaps,
+    kv: &[__m256i; 6],
+    v: Option<Shape>,
+) {
+    match v {
+        None => interpolate8::<R, H, HA, HB, false, 2, 3>(fp, out, kh, kv),
+        Some(Shape::Six) => interpolate8::<R, H, HA, HB, true, 0, 6>(fp, out, kh, kv),
+        Some(Shape::Four) => interpolate8::<R, H, HA, HB, true, 1, 5>(fp, out, kh, kv),
+        Some(Shape::Two) => interpolate8::<R, H, HA, HB, true, 2, 4>(fp, out, kh, kv),
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn filter8_avx2<const R: usize>(
+    fp: &Footprint<8, R>,
+    out: &mut Block<R, 8>,
+    hx: &[i32; 6],
+    vy: &[i32; 6],
+    fx: usize,
+    fy: usize,
+) {
+    let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
+    let v = (fy != 0).then(|| shape(vy));
+    let h = (fx != 0).then(|| shape(hx));
+    let first = match h {
+        None | Some(Shape::Six) => 0,
+        Some(Shape::Four) => 1,
+        Some(Shape::Two) => 2,
+    };
+    // Each lane holds one row's columns 0..8 and 5..13, as a U+V pair's lanes do.
+    let kh = PairTaps::new::<true>(hx, first);
+    match h {
+        None => with_vertical8::<R, false, 2, 3>(fp, out, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical8::<R, true, 0, 6>(fp, out, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical8::<R, true, 1, 5>(fp, out, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical8::<R, true, 2, 4>(fp, out, &kh, &kv, v),
     }
 }
