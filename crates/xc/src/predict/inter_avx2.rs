@@ -111,20 +111,30 @@ fn finish(acc: [__m256i; 2]) -> __m256i {
     _mm256_min_epi16(_mm256_srli_epi16::<7>(v), _mm256_set1_epi16(255))
 }
 
-/// Sum taps `A..B` of six 16-bit rows.
+/// Filter six rows in byte form (each lane's low eight bytes, see [`bytes`]) vertically with
+/// the tap pairs of the shape whose taps are `A..B` (see [`PairTaps`]), in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 6]) -> __m256i {
-    let mut acc = [_mm256_set1_epi16(64 + BIAS), _mm256_setzero_si256()];
-    for i in A..B {
-        acc[i & 1] = _mm256_add_epi16(acc[i & 1], _mm256_mullo_epi16(v[i], k[i]));
+fn combine<const A: usize, const B: usize>(v: &[__m256i; 6], k: &[__m256i; 3]) -> __m256i {
+    let mut acc = _mm256_set1_epi16(64 + BIAS);
+    for p in 0..(B - A) / 2 {
+        let (a, b) = PAIRS[A][p];
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(v[a], v[b]), k[p]));
     }
-    finish(acc)
+    finish([acc, _mm256_setzero_si256()])
+}
+
+/// A row of sixteen 16-bit values (all in 0..=255) in byte form: each lane's eight values
+/// as its low eight bytes, ready to be interleaved with another row's by `punpcklbw`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bytes(v: __m256i) -> __m256i {
+    _mm256_packus_epi16(v, v)
 }
 
 /// The horizontal taps of a block as byte pairs for `pmaddubsw` (unsigned pixels times signed
 /// taps, the two products of a pair added with signed saturation), with the shuffles that
-/// put each pair's two pixels side by side. Six taps pair as (0, 5), (1, 3), (2, 4), four as
+/// put each pair's two pixels side by side; the vertical pass pairs its taps the same way. Six taps pair as (0, 5), (1, 3), (2, 4), four as
 /// (1, 3), (2, 4), bilinear ones as (2, 3): every VP8 tap but the whole-pixel filter's 128
 /// fits a signed byte (that filter never runs horizontally), and no pair saturates, since
 /// at most one tap of each is large and positive (`255 * 128 = 32640` at most, the others'
@@ -182,17 +192,32 @@ const SHUFFLES: [[[[u8; 32]; 3]; 3]; 2] = {
     t
 };
 
+/// The pairs of `taps` for the shape whose first nonzero tap is `first` (0, 1 or 2), each
+/// pair's two taps as the bytes of every 16-bit lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn tap_pairs(taps: &[i32; 6], first: usize) -> [__m256i; 3] {
+    PAIRS[first].map(|(a, b)| _mm256_set1_epi16(((taps[b] as i16) << 8) | (taps[a] as u8 as i16)))
+}
+
+/// The index of a shape's first nonzero tap, and of its pairs in [`PAIRS`]; `None` (no
+/// filter) gives 0, unused.
+fn first_tap(s: Option<Shape>) -> usize {
+    match s {
+        None | Some(Shape::Six) => 0,
+        Some(Shape::Four) => 1,
+        Some(Shape::Two) => 2,
+    }
+}
+
 impl PairTaps {
     /// The pairs of `taps` for the shape whose first nonzero tap is `first` (0, 1 or 2).
     #[inline]
     #[target_feature(enable = "avx2")]
     fn new<const PAIR: bool>(taps: &[i32; 6], first: usize) -> Self {
-        let pairs = PAIRS[first];
         let tables = &SHUFFLES[PAIR as usize][first];
         PairTaps {
-            taps: pairs.map(|(a, b)| {
-                _mm256_set1_epi16(((taps[b] as i16) << 8) | (taps[a] as u8 as i16))
-            }),
+            taps: tap_pairs(taps, first),
             // SAFETY: each table holds 32 bytes.
             shuffles: std::array::from_fn(|p| unsafe {
                 _mm256_loadu_si256(tables[p].as_ptr() as *const __m256i)
@@ -215,6 +240,25 @@ fn h_pixels<const PAIR: bool, const S: usize>(
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
     } else {
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a.load::<16>(r, 0)), a.load::<16>(r, 5))
+    }
+}
+
+/// Footprint row `r` in byte form (see [`bytes`]), horizontally filtered with taps `A..B`
+/// when `H`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn source_bytes<const PAIR: bool, const S: usize, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint<S, S>,
+    fb: &Footprint<S, S>,
+    r: usize,
+    k: &PairTaps,
+) -> __m256i {
+    if H {
+        bytes(source_row::<PAIR, S, H, A, B>(fa, fb, r, k))
+    } else if PAIR {
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(fa.load::<8>(r, 2)), fb.load::<8>(r, 2))
+    } else {
+        _mm256_permute4x64_epi64::<0x50>(_mm256_castsi128_si256(fa.load::<16>(r, 2)))
     }
 }
 
@@ -264,7 +308,7 @@ fn interpolate<
     fb: &Footprint<S, S>,
     out: &mut Out,
     kh: &PairTaps,
-    kv: &[__m256i; 6],
+    kv: &[__m256i; 3],
 ) {
     let rows = if PAIR { 8 } else { 16 };
     if !V {
@@ -278,7 +322,7 @@ fn interpolate<
     // made the compiler move all six through the stack for every row.
     let src: [__m256i; 21] = std::array::from_fn(|r| {
         if (VA..rows + VB - 1).contains(&r) {
-            source_row::<PAIR, S, H, HA, HB>(fa, fb, r, kh)
+            source_bytes::<PAIR, S, H, HA, HB>(fa, fb, r, kh)
         } else {
             _mm256_setzero_si256() // never read
         }
@@ -296,7 +340,7 @@ fn with_vertical<const PAIR: bool, const S: usize, const H: bool, const HA: usiz
     fb: &Footprint<S, S>,
     out: &mut Out,
     kh: &PairTaps,
-    kv: &[__m256i; 6],
+    kv: &[__m256i; 3],
     v: Option<Shape>,
 ) {
     match v {
@@ -317,16 +361,11 @@ fn filter_avx2<const PAIR: bool, const S: usize>(
     fx: usize,
     fy: usize,
 ) {
-    let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
     let v = (fy != 0).then(|| shape(vy));
+    let kv = tap_pairs(vy, first_tap(v));
     let o = &mut out;
     let h = (fx != 0).then(|| shape(hx));
-    let first = match h {
-        None | Some(Shape::Six) => 0,
-        Some(Shape::Four) => 1,
-        Some(Shape::Two) => 2,
-    };
-    let kh = PairTaps::new::<PAIR>(hx, first);
+    let kh = PairTaps::new::<PAIR>(hx, first_tap(h));
     match h {
         None => with_vertical::<PAIR, S, false, 2, 3>(fa, fb, o, &kh, &kv, v),
         Some(Shape::Six) => with_vertical::<PAIR, S, true, 0, 6>(fa, fb, o, &kh, &kv, v),
@@ -383,6 +422,22 @@ fn row_pair<const R: usize, const H: bool, const A: usize, const B: usize>(
     }
 }
 
+/// [`row_pair`] in byte form (see [`bytes`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_pair_bytes<const R: usize, const H: bool, const A: usize, const B: usize>(
+    fp: &Footprint<8, R>,
+    r: usize,
+    k: &PairTaps,
+) -> __m256i {
+    if H {
+        bytes(row_pair::<R, H, A, B>(fp, r, k))
+    } else {
+        let r1 = if r + 1 < R + 5 { r + 1 } else { r };
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(fp.load::<8>(r, 2)), fp.load::<8>(r1, 2))
+    }
+}
+
 /// Store output rows `y` (low lane) and `y + 1` (high lane).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -406,7 +461,7 @@ fn interpolate8<
     fp: &Footprint<8, R>,
     out: &mut Block<R, 8>,
     kh: &PairTaps,
-    kv: &[__m256i; 6],
+    kv: &[__m256i; 3],
 ) {
     if !V {
         for y in (0..R).step_by(2) {
@@ -419,7 +474,7 @@ fn interpolate8<
     // y + 1 take tap i from the pair that starts at row y + i.
     let even: [__m256i; 7] = std::array::from_fn(|k| {
         if VA + 2 * k < R + VB - 1 {
-            row_pair::<R, H, HA, HB>(fp, VA + 2 * k, kh)
+            row_pair_bytes::<R, H, HA, HB>(fp, VA + 2 * k, kh)
         } else {
             _mm256_setzero_si256() // never read
         }
@@ -449,7 +504,7 @@ fn with_vertical8<const R: usize, const H: bool, const HA: usize, const HB: usiz
     fp: &Footprint<8, R>,
     out: &mut Block<R, 8>,
     kh: &PairTaps,
-    kv: &[__m256i; 6],
+    kv: &[__m256i; 3],
     v: Option<Shape>,
 ) {
     match v {
@@ -469,16 +524,11 @@ fn filter8_avx2<const R: usize>(
     fx: usize,
     fy: usize,
 ) {
-    let kv = vy.map(|k| _mm256_set1_epi16(k as i16));
     let v = (fy != 0).then(|| shape(vy));
+    let kv = tap_pairs(vy, first_tap(v));
     let h = (fx != 0).then(|| shape(hx));
-    let first = match h {
-        None | Some(Shape::Six) => 0,
-        Some(Shape::Four) => 1,
-        Some(Shape::Two) => 2,
-    };
     // Each lane holds one row's columns 0..8 and 5..13, as a U+V pair's lanes do.
-    let kh = PairTaps::new::<true>(hx, first);
+    let kh = PairTaps::new::<true>(hx, first_tap(h));
     match h {
         None => with_vertical8::<R, false, 2, 3>(fp, out, &kh, &kv, v),
         Some(Shape::Six) => with_vertical8::<R, true, 0, 6>(fp, out, &kh, &kv, v),
