@@ -165,14 +165,12 @@ pub fn predict_inter_mb(
         let cmvs = chroma_mv_split(mvs, full_pixel);
         for (r, pair) in cmvs.chunks_exact(2).enumerate() {
             let y = cy + 4 * r;
-            for (src, dst) in [(&reference.u, &mut dst.u), (&reference.v, &mut dst.v)] {
-                if pair[0] == pair[1] {
-                    let (row, col) = pair[0];
-                    predict_rect(src, dst, cx, y, 8, 4, row, col, filter);
-                } else {
-                    for (k, &(row, col)) in pair.iter().enumerate() {
-                        predict_block(src, dst, cx + 4 * k, y, 4, row, col, filter);
-                    }
+            if pair[0] == pair[1] {
+                let (row, col) = pair[0];
+                predict_chroma_rect(reference, dst, cx, y, 8, row, col, filter);
+            } else {
+                for (k, &(row, col)) in pair.iter().enumerate() {
+                    predict_chroma_rect(reference, dst, cx + 4 * k, y, 4, row, col, filter);
                 }
             }
         }
@@ -325,6 +323,58 @@ fn predict_chroma_pair(
     } else {
         predict_block(&reference.u, &mut dst.u, x, y, 8, mv_row, mv_col, filter);
         predict_block(&reference.v, &mut dst.v, x, y, 8, mv_row, mv_col, filter);
+    }
+}
+
+/// Predict the `w` x 4 U and V blocks (`w` 8 or 4) at (x, y) with the same vector: together,
+/// like [`predict_chroma_pair`], when both the vector has a fraction and the 8x4 filter
+/// footprint is inside the planes (a 4x4 block is the left half of an 8x4 one, filtered into
+/// a scratch block), else each plane on its own. Split macroblocks have up to eight such
+/// blocks a plane: as pairs, half the calls (a quarter of the interpolation calls of a
+/// 1280x720 stream were 4x4 blocks).
+#[allow(clippy::too_many_arguments)]
+fn predict_chroma_rect(
+    reference: &Frame,
+    dst: &mut Frame,
+    x: usize,
+    y: usize,
+    w: usize,
+    mv_row: i32,
+    mv_col: i32,
+    filter: InterFilter,
+) {
+    let sx = x as isize + (mv_col >> 3) as isize;
+    let sy = y as isize + (mv_row >> 3) as isize;
+    let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
+    let (b, a) = (BEFORE as isize, AFTER as isize);
+    let (pu, pv) = (&reference.u, &reference.v);
+    let together = (fx | fy) != 0
+        && sx - b >= 0
+        && sy - b >= 0
+        && sx + 8 + a <= pu.width as isize
+        && sy + 4 + a <= pu.height as isize
+        && (pv.width, pv.height, pv.stride) == (pu.width, pu.height, pu.stride)
+        && dst.v.stride == dst.u.stride;
+    if !together {
+        predict_rect(pu, &mut dst.u, x, y, w, 4, mv_row, mv_col, filter);
+        predict_rect(pv, &mut dst.v, x, y, w, 4, mv_row, mv_col, filter);
+        return;
+    }
+    let off = sy as usize * pu.stride + sx as usize;
+    let src = [&pu.data[..], &pv.data[..]];
+    let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
+    if w == 8 {
+        let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
+        filter_rect_pair(src, off, pu.stride, out, doff, dstride, fx, fy, filter);
+    } else {
+        let (mut tu, mut tv) = ([0u8; 8 * 4], [0u8; 8 * 4]);
+        filter_rect_pair(src, off, pu.stride, [&mut tu, &mut tv], 0, 8, fx, fy, filter);
+        for (t, plane) in [(&tu, &mut dst.u), (&tv, &mut dst.v)] {
+            for (r, row) in t.chunks_exact(8).enumerate() {
+                let d = doff + r * dstride;
+                plane.data[d..d + w].copy_from_slice(&row[..w]);
+            }
+        }
     }
 }
 
@@ -655,6 +705,7 @@ type PairKernel =
 struct Kernels {
     block16: Kernel,
     pair8: PairKernel,
+    pair8x4: PairKernel,
     block8x8: Kernel,
     block8x4: Kernel,
 }
@@ -666,16 +717,17 @@ fn kernels() -> &'static Kernels {
     KERNELS.get_or_init(|| {
         avx2::kernels().unwrap_or(Kernels {
             block16: sse2::filter_block::<16, 16>,
-            pair8: pair_of_8,
+            pair8: pair_of::<8>,
+            pair8x4: pair_of::<4>,
             block8x8: sse2::filter_block::<8, 8>,
             block8x4: sse2::filter_block::<8, 4>,
         })
     })
 }
 
-/// [`filter_block_pair`] as two 8x8 blocks.
+/// [`filter_block_pair`] (`R` = 8) or [`filter_rect_pair`] (`R` = 4) as two 8 x `R` blocks.
 #[allow(clippy::too_many_arguments)]
-fn pair_of_8(
+fn pair_of<const R: usize>(
     src: [&[u8]; 2],
     off: usize,
     stride: usize,
@@ -689,9 +741,13 @@ fn pair_of_8(
 ) {
     for (s, d) in src.into_iter().zip(dst) {
         #[cfg(target_arch = "x86_64")]
-        sse2::filter_block::<8, 8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        sse2::filter_block::<8, R>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
         #[cfg(not(target_arch = "x86_64"))]
-        lanes::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        if R == 8 {
+            lanes::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        } else {
+            scalar::filter_block(s, off, stride, d, doff, dstride, 8, R, hx, vy, fx, fy);
+        }
     }
 }
 
@@ -716,7 +772,28 @@ pub fn filter_block_pair(
     #[cfg(target_arch = "x86_64")]
     (kernels().pair8)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
     #[cfg(not(target_arch = "x86_64"))]
-    pair_of_8(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    pair_of::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+}
+
+/// [`filter_block_pair`] for a pair of 8x4 blocks (the chroma blocks of split macroblocks).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn filter_rect_pair(
+    src: [&[u8]; 2],
+    off: usize,
+    stride: usize,
+    dst: [&mut [u8]; 2],
+    doff: usize,
+    dstride: usize,
+    fx: usize,
+    fy: usize,
+    filter: InterFilter,
+) {
+    let (hx, vy) = (filter.taps(fx), filter.taps(fy));
+    #[cfg(target_arch = "x86_64")]
+    (kernels().pair8x4)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    #[cfg(not(target_arch = "x86_64"))]
+    pair_of::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
 }
 
 /// Fixed-width interpolation kernels that the compiler can vectorize (the portable path).
@@ -1169,7 +1246,7 @@ mod tests {
                         scalar::filter_block(
                             &src2, off, w, &mut want2, 0, 16, 8, 8, hx, vy, fx, fy,
                         );
-                        let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of_8)];
+                        let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of::<8>)];
                         if let Some(k) = avx2::kernels() {
                             pairs.push(("avx2 pair", k.pair8));
                         }
@@ -1237,6 +1314,20 @@ mod tests {
                         let mut got = vec![7u8; 16 * 16];
                         k(&src, end, w, &mut got, 3, 16, hx, vy, fx, fy);
                         assert_eq!(got, want, "{name}: round {round} 8x4 frac ({fx},{fy})");
+                    }
+                    // The U+V pair kernels for 8x4 blocks: the second plane is the first
+                    // reversed.
+                    let src2: Vec<u8> = src.iter().rev().copied().collect();
+                    let mut want2 = vec![7u8; 16 * 16];
+                    scalar::filter_block(&src2, end, w, &mut want2, 3, 16, 8, 4, hx, vy, fx, fy);
+                    let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of", pair_of::<4>)];
+                    if let Some(k) = avx2::kernels() {
+                        pairs.push(("avx2 pair", k.pair8x4));
+                    }
+                    for (name, k) in pairs {
+                        let (mut o1, mut o2) = (vec![7u8; 16 * 16], vec![7u8; 16 * 16]);
+                        k([&src, &src2], end, w, [&mut o1, &mut o2], 3, 16, hx, vy, fx, fy);
+                        assert_eq!((&o1, &o2), (&want, &want2), "{name}: round {round} 8x4");
                     }
                 }
             }

@@ -19,7 +19,8 @@ use crate::loopfilter::sse2::Block;
 pub(super) fn kernels() -> Option<Kernels> {
     is_x86_feature_detected!("avx2").then_some(Kernels {
         block16: filter_block16,
-        pair8: filter_pair8,
+        pair8: filter_pair::<8>,
+        pair8x4: filter_pair::<4>,
         block8x8: filter_block8::<8>,
         block8x4: filter_block8::<4>,
     })
@@ -43,12 +44,12 @@ fn filter_block16(
     let out = Out::One(Block::new(dst, doff, dstride));
     // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
-    unsafe { filter_avx2::<false, 16>(&fp, &fp, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<false, 16, 16>(&fp, &fp, out, hx, vy, fx, fy) }
 }
 
-/// Same contract as [`super::filter_block_pair`].
+/// Same contract as [`super::filter_block_pair`], for 8 x `R` blocks (`R` 8 or 4).
 #[allow(clippy::too_many_arguments)]
-fn filter_pair8(
+fn filter_pair<const R: usize>(
     src: [&[u8]; 2],
     off: usize,
     stride: usize,
@@ -62,19 +63,19 @@ fn filter_pair8(
 ) {
     let [su, sv] = src;
     let [du, dv] = dst;
-    let (fu, fv) = (Footprint::<8, 8>::new(su, off, stride), Footprint::<8, 8>::new(sv, off, stride));
+    let (fu, fv) = (Footprint::<8, R>::new(su, off, stride), Footprint::<8, R>::new(sv, off, stride));
     let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
     // SAFETY: as in `filter_block16`.
-    unsafe { filter_avx2::<true, 8>(&fu, &fv, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<true, 8, R>(&fu, &fv, out, hx, vy, fx, fy) }
 }
 
 /// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair.
-enum Out<'a> {
-    One(Block<'a, 16, 16>),
-    Two(Block<'a, 8, 8>, Block<'a, 8, 8>),
+enum Out<'a, const R: usize> {
+    One(Block<'a, R, 16>),
+    Two(Block<'a, R, 8>, Block<'a, R, 8>),
 }
 
-impl Out<'_> {
+impl<const R: usize> Out<'_, R> {
     /// Store sixteen bytes as row `y` (split in halves for a pair).
     #[inline]
     #[target_feature(enable = "sse2")]
@@ -93,9 +94,9 @@ impl Out<'_> {
 /// `a`, or 8 of `a` and then 8 of `b` when `PAIR`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn widen<const PAIR: bool, const S: usize>(
-    a: &Footprint<S, S>,
-    b: &Footprint<S, S>, r: usize, c: usize) -> __m256i {
+fn widen<const PAIR: bool, const S: usize, const R: usize>(
+    a: &Footprint<S, R>,
+    b: &Footprint<S, R>, r: usize, c: usize) -> __m256i {
     if PAIR {
         _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(a.load::<8>(r, c), b.load::<8>(r, c)))
     } else {
@@ -229,9 +230,9 @@ impl PairTaps {
 /// Footprint row `r` as [`pair_shuffle`] expects it.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn h_pixels<const PAIR: bool, const S: usize>(
-    a: &Footprint<S, S>,
-    b: &Footprint<S, S>,
+fn h_pixels<const PAIR: bool, const S: usize, const R: usize>(
+    a: &Footprint<S, R>,
+    b: &Footprint<S, R>,
     r: usize,
 ) -> __m256i {
     if PAIR {
@@ -247,14 +248,15 @@ fn h_pixels<const PAIR: bool, const S: usize>(
 /// when `H`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_bytes<const PAIR: bool, const S: usize, const H: bool, const A: usize, const B: usize>(
-    fa: &Footprint<S, S>,
-    fb: &Footprint<S, S>,
+fn source_bytes<const PAIR: bool, const S: usize,
+    const R: usize, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint<S, R>,
+    fb: &Footprint<S, R>,
     r: usize,
     k: &PairTaps,
 ) -> __m256i {
     if H {
-        bytes(source_row::<PAIR, S, H, A, B>(fa, fb, r, k))
+        bytes(source_row::<PAIR, S, R, H, A, B>(fa, fb, r, k))
     } else if PAIR {
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(fa.load::<8>(r, 2)), fb.load::<8>(r, 2))
     } else {
@@ -265,14 +267,15 @@ fn source_bytes<const PAIR: bool, const S: usize, const H: bool, const A: usize,
 /// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_row<const PAIR: bool, const S: usize, const H: bool, const A: usize, const B: usize>(
-    fa: &Footprint<S, S>,
-    fb: &Footprint<S, S>,
+fn source_row<const PAIR: bool, const S: usize,
+    const R: usize, const H: bool, const A: usize, const B: usize>(
+    fa: &Footprint<S, R>,
+    fb: &Footprint<S, R>,
     r: usize,
     k: &PairTaps,
 ) -> __m256i {
     if H {
-        let v = h_pixels::<PAIR, S>(fa, fb, r);
+        let v = h_pixels::<PAIR, S, R>(fa, fb, r);
         let mut acc = _mm256_set1_epi16(64 + BIAS);
         for p in 0..(B - A) / 2 {
             let pairs = _mm256_shuffle_epi8(v, k.shuffles[p]);
@@ -280,14 +283,14 @@ fn source_row<const PAIR: bool, const S: usize, const H: bool, const A: usize, c
         }
         finish([acc, _mm256_setzero_si256()])
     } else {
-        widen::<PAIR, S>(fa, fb, r, 2)
+        widen::<PAIR, S, R>(fa, fb, r, 2)
     }
 }
 
 /// Pack sixteen 16-bit values (all in 0..=255) to bytes and store them as row `y`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store_row(out: &mut Out, y: usize, v: __m256i) {
+fn store_row<const R: usize>(out: &mut Out<R>, y: usize, v: __m256i) {
     let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, v));
     out.store(y, _mm256_castsi256_si128(packed));
 }
@@ -297,6 +300,7 @@ fn store_row(out: &mut Out, y: usize, v: __m256i) {
 fn interpolate<
     const PAIR: bool,
     const S: usize,
+    const R: usize,
     const H: bool,
     const HA: usize,
     const HB: usize,
@@ -304,16 +308,16 @@ fn interpolate<
     const VA: usize,
     const VB: usize,
 >(
-    fa: &Footprint<S, S>,
-    fb: &Footprint<S, S>,
-    out: &mut Out,
+    fa: &Footprint<S, R>,
+    fb: &Footprint<S, R>,
+    out: &mut Out<R>,
     kh: &PairTaps,
     kv: &[__m256i; 3],
 ) {
-    let rows = if PAIR { 8 } else { 16 };
+    let rows = R;
     if !V {
         for y in 0..rows {
-            store_row(out, y, source_row::<PAIR, S, H, HA, HB>(fa, fb, y + 2, kh));
+            store_row(out, y, source_row::<PAIR, S, R, H, HA, HB>(fa, fb, y + 2, kh));
         }
         return;
     }
@@ -322,7 +326,7 @@ fn interpolate<
     // made the compiler move all six through the stack for every row.
     let src: [__m256i; 21] = std::array::from_fn(|r| {
         if (VA..rows + VB - 1).contains(&r) {
-            source_bytes::<PAIR, S, H, HA, HB>(fa, fb, r, kh)
+            source_bytes::<PAIR, S, R, H, HA, HB>(fa, fb, r, kh)
         } else {
             _mm256_setzero_si256() // never read
         }
@@ -335,27 +339,28 @@ fn interpolate<
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn with_vertical<const PAIR: bool, const S: usize, const H: bool, const HA: usize, const HB: usize>(
-    fa: &Footprint<S, S>,
-    fb: &Footprint<S, S>,
-    out: &mut Out,
+fn with_vertical<const PAIR: bool, const S: usize,
+    const R: usize, const H: bool, const HA: usize, const HB: usize>(
+    fa: &Footprint<S, R>,
+    fb: &Footprint<S, R>,
+    out: &mut Out<R>,
     kh: &PairTaps,
     kv: &[__m256i; 3],
     v: Option<Shape>,
 ) {
     match v {
-        None => interpolate::<PAIR, S, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
-        Some(Shape::Six) => interpolate::<PAIR, S, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
-        Some(Shape::Four) => interpolate::<PAIR, S, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
-        Some(Shape::Two) => interpolate::<PAIR, S, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
+        None => interpolate::<PAIR, S, R, H, HA, HB, false, 2, 3>(fa, fb, out, kh, kv),
+        Some(Shape::Six) => interpolate::<PAIR, S, R, H, HA, HB, true, 0, 6>(fa, fb, out, kh, kv),
+        Some(Shape::Four) => interpolate::<PAIR, S, R, H, HA, HB, true, 1, 5>(fa, fb, out, kh, kv),
+        Some(Shape::Two) => interpolate::<PAIR, S, R, H, HA, HB, true, 2, 4>(fa, fb, out, kh, kv),
     }
 }
 
 #[target_feature(enable = "avx2")]
-fn filter_avx2<const PAIR: bool, const S: usize>(
-    fa: &Footprint<S, S>,
-    fb: &Footprint<S, S>,
-    mut out: Out,
+fn filter_avx2<const PAIR: bool, const S: usize, const R: usize>(
+    fa: &Footprint<S, R>,
+    fb: &Footprint<S, R>,
+    mut out: Out<R>,
     hx: &[i32; 6],
     vy: &[i32; 6],
     fx: usize,
@@ -367,10 +372,10 @@ fn filter_avx2<const PAIR: bool, const S: usize>(
     let h = (fx != 0).then(|| shape(hx));
     let kh = PairTaps::new::<PAIR>(hx, first_tap(h));
     match h {
-        None => with_vertical::<PAIR, S, false, 2, 3>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Six) => with_vertical::<PAIR, S, true, 0, 6>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Four) => with_vertical::<PAIR, S, true, 1, 5>(fa, fb, o, &kh, &kv, v),
-        Some(Shape::Two) => with_vertical::<PAIR, S, true, 2, 4>(fa, fb, o, &kh, &kv, v),
+        None => with_vertical::<PAIR, S, R, false, 2, 3>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Six) => with_vertical::<PAIR, S, R, true, 0, 6>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Four) => with_vertical::<PAIR, S, R, true, 1, 5>(fa, fb, o, &kh, &kv, v),
+        Some(Shape::Two) => with_vertical::<PAIR, S, R, true, 2, 4>(fa, fb, o, &kh, &kv, v),
     }
 }
 
