@@ -490,7 +490,7 @@ fn interpolate8<
         let win: [__m256i; 6] = std::array::from_fn(|i| {
             if (VA..VB).contains(&i) {
                 let t = y + i - VA;
-                if t % 2 == 0 {
+                if t.is_multiple_of(2) {
                     even[t / 2]
                 } else {
                     odd[t / 2]
