@@ -365,10 +365,10 @@ fn predict_chroma_rect(
     let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
     if w == 8 {
         let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
-        filter_rect_pair(src, off, pu.stride, out, doff, dstride, fx, fy, filter);
+        filter_pair_rows::<4>(src, off, pu.stride, out, doff, dstride, fx, fy, filter);
     } else {
         let (mut tu, mut tv) = ([0u8; 8 * 4], [0u8; 8 * 4]);
-        filter_rect_pair(src, off, pu.stride, [&mut tu, &mut tv], 0, 8, fx, fy, filter);
+        filter_pair_rows::<4>(src, off, pu.stride, [&mut tu, &mut tv], 0, 8, fx, fy, filter);
         for (t, plane) in [(&tu, &mut dst.u), (&tv, &mut dst.v)] {
             for (r, row) in t.chunks_exact(8).enumerate() {
                 let d = doff + r * dstride;
@@ -725,7 +725,7 @@ fn kernels() -> &'static Kernels {
     })
 }
 
-/// [`filter_block_pair`] (`R` = 8) or [`filter_rect_pair`] (`R` = 4) as two 8 x `R` blocks.
+/// [`filter_block_pair`] (`R` = 8) or [`filter_pair_rows`] (`R` = 4) as two 8 x `R` blocks.
 #[allow(clippy::too_many_arguments)]
 fn pair_of<const R: usize>(
     src: [&[u8]; 2],
@@ -768,17 +768,14 @@ pub fn filter_block_pair(
     fy: usize,
     filter: InterFilter,
 ) {
-    let (hx, vy) = (filter.taps(fx), filter.taps(fy));
-    #[cfg(target_arch = "x86_64")]
-    (kernels().pair8)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
-    #[cfg(not(target_arch = "x86_64"))]
-    pair_of::<8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    filter_pair_rows::<8>(src, off, stride, dst, doff, dstride, fx, fy, filter);
 }
 
-/// [`filter_block_pair`] for a pair of 8x4 blocks (the chroma blocks of split macroblocks).
+/// [`filter_block_pair`] for a pair of 8 x `R` blocks, `R` 8 or 4 (the chroma blocks of split
+/// macroblocks).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn filter_rect_pair(
+fn filter_pair_rows<const R: usize>(
     src: [&[u8]; 2],
     off: usize,
     stride: usize,
@@ -791,9 +788,12 @@ fn filter_rect_pair(
 ) {
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     #[cfg(target_arch = "x86_64")]
-    (kernels().pair8x4)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    {
+        let k = if R == 8 { kernels().pair8 } else { kernels().pair8x4 };
+        k(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    pair_of::<4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    pair_of::<R>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
 }
 
 /// Fixed-width interpolation kernels that the compiler can vectorize (the portable path).

@@ -248,8 +248,14 @@ fn h_pixels<const PAIR: bool, const S: usize, const R: usize>(
 /// when `H`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_bytes<const PAIR: bool, const S: usize,
-    const R: usize, const H: bool, const A: usize, const B: usize>(
+fn source_bytes<
+    const PAIR: bool,
+    const S: usize,
+    const R: usize,
+    const H: bool,
+    const A: usize,
+    const B: usize,
+>(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
     r: usize,
@@ -267,8 +273,14 @@ fn source_bytes<const PAIR: bool, const S: usize,
 /// Footprint row `r`, horizontally filtered with taps `A..B` when `H`, in 16 bits.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn source_row<const PAIR: bool, const S: usize,
-    const R: usize, const H: bool, const A: usize, const B: usize>(
+fn source_row<
+    const PAIR: bool,
+    const S: usize,
+    const R: usize,
+    const H: bool,
+    const A: usize,
+    const B: usize,
+>(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
     r: usize,
@@ -339,8 +351,14 @@ fn interpolate<
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn with_vertical<const PAIR: bool, const S: usize,
-    const R: usize, const H: bool, const HA: usize, const HB: usize>(
+fn with_vertical<
+    const PAIR: bool,
+    const S: usize,
+    const R: usize,
+    const H: bool,
+    const HA: usize,
+    const HB: usize,
+>(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
     out: &mut Out<R>,
