@@ -15,6 +15,8 @@
 //! The per-block filtering goes through [`filter_block`], the single dispatch point where a
 //! SIMD sibling of the scalar kernels would be selected.
 
+use std::mem::MaybeUninit;
+
 use crate::frame::{Frame, Plane};
 use crate::mb::{MbInfo, MbMode, Mv};
 
@@ -163,14 +165,12 @@ pub fn predict_inter_mb(
         let cmvs = chroma_mv_split(mvs, full_pixel);
         for (r, pair) in cmvs.chunks_exact(2).enumerate() {
             let y = cy + 4 * r;
-            for (src, dst) in [(&reference.u, &mut dst.u), (&reference.v, &mut dst.v)] {
-                if pair[0] == pair[1] {
-                    let (row, col) = pair[0];
-                    predict_rect(src, dst, cx, y, 8, 4, row, col, filter);
-                } else {
-                    for (k, &(row, col)) in pair.iter().enumerate() {
-                        predict_block(src, dst, cx + 4 * k, y, 4, row, col, filter);
-                    }
+            if pair[0] == pair[1] {
+                let (row, col) = pair[0];
+                predict_chroma_rect(reference, dst, cx, y, 8, row, col, filter);
+            } else {
+                for (k, &(row, col)) in pair.iter().enumerate() {
+                    predict_chroma_rect(reference, dst, cx + 4 * k, y, 4, row, col, filter);
                 }
             }
         }
@@ -313,16 +313,68 @@ fn predict_chroma_pair(
         // Footprints past an edge: both clamped (into rows of the same stride, the planes
         // having the same size), then filtered together as above.
         let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
-        let (mut bu, mut bv) = ([0u8; FOOT_BUF], [0u8; FOOT_BUF]);
-        let stride = clamped_footprint(p, sx, sy, 8, 8, &mut bu);
-        clamped_footprint(&reference.v, sx, sy, 8, 8, &mut bv);
+        let (mut bu, mut bv) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+        let (fu, stride) = clamped_footprint(p, sx, sy, 8, 8, &mut bu);
+        let (fv, _) = clamped_footprint(&reference.v, sx, sy, 8, 8, &mut bv);
         let off = BEFORE * stride + BEFORE;
         let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
         let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
-        filter_block_pair([&bu, &bv], off, stride, out, doff, dstride, fx, fy, filter);
+        filter_block_pair([fu, fv], off, stride, out, doff, dstride, fx, fy, filter);
     } else {
         predict_block(&reference.u, &mut dst.u, x, y, 8, mv_row, mv_col, filter);
         predict_block(&reference.v, &mut dst.v, x, y, 8, mv_row, mv_col, filter);
+    }
+}
+
+/// Predict the `w` x 4 U and V blocks (`w` 8 or 4) at (x, y) with the same vector: together,
+/// like [`predict_chroma_pair`], when both the vector has a fraction and the 8x4 filter
+/// footprint is inside the planes (a 4x4 block is the left half of an 8x4 one, filtered into
+/// a scratch block), else each plane on its own. Split macroblocks have up to eight such
+/// blocks a plane: as pairs, half the calls (a quarter of the interpolation calls of a
+/// 1280x720 stream were 4x4 blocks).
+#[allow(clippy::too_many_arguments)]
+fn predict_chroma_rect(
+    reference: &Frame,
+    dst: &mut Frame,
+    x: usize,
+    y: usize,
+    w: usize,
+    mv_row: i32,
+    mv_col: i32,
+    filter: InterFilter,
+) {
+    let sx = x as isize + (mv_col >> 3) as isize;
+    let sy = y as isize + (mv_row >> 3) as isize;
+    let (fx, fy) = ((mv_col & 7) as usize, (mv_row & 7) as usize);
+    let (b, a) = (BEFORE as isize, AFTER as isize);
+    let (pu, pv) = (&reference.u, &reference.v);
+    let together = (fx | fy) != 0
+        && sx - b >= 0
+        && sy - b >= 0
+        && sx + 8 + a <= pu.width as isize
+        && sy + 4 + a <= pu.height as isize
+        && (pv.width, pv.height, pv.stride) == (pu.width, pu.height, pu.stride)
+        && dst.v.stride == dst.u.stride;
+    if !together {
+        predict_rect(pu, &mut dst.u, x, y, w, 4, mv_row, mv_col, filter);
+        predict_rect(pv, &mut dst.v, x, y, w, 4, mv_row, mv_col, filter);
+        return;
+    }
+    let off = sy as usize * pu.stride + sx as usize;
+    let src = [&pu.data[..], &pv.data[..]];
+    let (doff, dstride) = (y * dst.u.stride + x, dst.u.stride);
+    if w == 8 {
+        let out = [&mut dst.u.data[..], &mut dst.v.data[..]];
+        filter_pair_rows::<4>(src, off, pu.stride, out, doff, dstride, fx, fy, filter);
+    } else {
+        let (mut tu, mut tv) = ([0u8; 8 * 4], [0u8; 8 * 4]);
+        filter_pair_rows::<4>(src, off, pu.stride, [&mut tu, &mut tv], 0, 8, fx, fy, filter);
+        for (t, plane) in [(&tu, &mut dst.u), (&tv, &mut dst.v)] {
+            for (r, row) in t.chunks_exact(8).enumerate() {
+                let d = doff + r * dstride;
+                plane.data[d..d + w].copy_from_slice(&row[..w]);
+            }
+        }
     }
 }
 
@@ -394,8 +446,8 @@ fn predict_rect(
         // Constant sizes for the block sizes the decoder uses, so that the row copies of
         // `clamped_footprint` compile to fixed moves instead of calls (this path runs for a
         // quarter of the blocks of a 640x272 stream).
-        let mut buf = [0u8; FOOT_BUF];
-        let stride = match (w, h) {
+        let mut buf = MaybeUninit::uninit();
+        let (foot, stride) = match (w, h) {
             (16, 16) => clamped_footprint(src, sx, sy, 16, 16, &mut buf),
             (8, 8) => clamped_footprint(src, sx, sy, 8, 8, &mut buf),
             (8, 4) => clamped_footprint(src, sx, sy, 8, 4, &mut buf),
@@ -403,7 +455,7 @@ fn predict_rect(
             _ => clamped_footprint(src, sx, sy, w, h, &mut buf),
         };
         let off = BEFORE * stride + BEFORE;
-        filter_rect(&buf, off, stride, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
+        filter_rect(foot, off, stride, &mut dst.data, doff, dst.stride, w, h, fx, fy, filter);
     }
 }
 
@@ -417,27 +469,29 @@ fn copy_block(src: &Plane, off: usize, dst: &mut Plane, doff: usize, w: usize, h
 }
 
 /// Write into `buf` the filter footprint of the `w` x `h` block whose origin is (`sx`, `sy`)
-/// in `src`, with coordinates clamped to the plane; returns the stride of its rows. Through
-/// [`clamped_rows_avx2`] where the CPU has AVX2 and the plane is at least 32 pixels wide,
-/// else [`clamped_footprint_portable`].
+/// in `src`, with coordinates clamped to the plane; returns the bytes written and the stride
+/// of their rows. Through [`clamped_rows_avx2`] where the CPU has AVX2 and the plane is at
+/// least 32 pixels wide (the buffer is not zeroed first: a `memset` call per block, 0.7% of
+/// a 640x272 decode's time), else [`clamped_footprint_portable`].
 #[inline(always)]
-fn clamped_footprint(
+fn clamped_footprint<'b>(
     src: &Plane,
     sx: isize,
     sy: isize,
     w: usize,
     h: usize,
-    buf: &mut [u8; FOOT_BUF],
-) -> usize {
+    buf: &'b mut MaybeUninit<[u8; FOOT_BUF]>,
+) -> (&'b [u8], usize) {
     #[cfg(target_arch = "x86_64")]
     if src.width >= 32 && is_x86_feature_detected!("avx2") {
         let (x_first, y_first) = (sx - BEFORE as isize, sy - BEFORE as isize);
         // SAFETY: AVX2 was just detected.
-        unsafe { clamped_rows_avx2(src, x_first, y_first, h + BEFORE + AFTER, buf) };
-        return WIDE_ROW;
+        let rows = unsafe { clamped_rows_avx2(src, x_first, y_first, h + BEFORE + AFTER, buf) };
+        return (rows, WIDE_ROW);
     }
+    let buf = buf.write([0u8; FOOT_BUF]);
     clamped_footprint_portable(src, sx, sy, w, h, buf);
-    w + BEFORE + AFTER
+    (&buf[..], w + BEFORE + AFTER)
 }
 
 /// [`clamped_footprint`] without SIMD, the reference of [`clamped_rows_avx2`].
@@ -496,15 +550,17 @@ fn clamped_footprint_portable(
 /// `predict_rect`, then of the kernel).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn clamped_rows_avx2(
+fn clamped_rows_avx2<'b>(
     src: &Plane,
     x_first: isize,
     y_first: isize,
     rows: usize,
-    buf: &mut [u8; FOOT_BUF],
-) {
+    buf: &'b mut MaybeUninit<[u8; FOOT_BUF]>,
+) -> &'b [u8] {
     use std::arch::x86_64::*;
-    debug_assert!(rows <= MAX_FOOT && src.width >= 32);
+    assert!(rows <= MAX_FOOT);
+    debug_assert!(src.width >= 32);
+    let base = buf.as_mut_ptr() as *mut u8;
     let width = src.width as isize;
     // The 32 plane pixels from `start` hold every clamped column of the footprint (as in
     // the portable path's line); output byte `j` of a row is pixel `idx[j]` of them,
@@ -514,7 +570,8 @@ fn clamped_rows_avx2(
     // `d` is clamped to -32..=32 first (the result is the same) so that the sums fit bytes.
     let start = x_first.clamp(0, width - 32);
     let d = (x_first - start).clamp(-32, 32) as i8;
-    // SAFETY: AVX2 is enabled here; `pixels` and `out` hold 32 bytes each.
+    // SAFETY: AVX2 is enabled here; `pixels` holds 32 bytes, and each store below 32 bytes
+    // of `buf`.
     unsafe {
         let iota = _mm256_setr_epi8(
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
@@ -533,7 +590,7 @@ fn clamped_rows_avx2(
         let from_lo = _mm256_or_si256(idx, _mm256_and_si256(high, top));
         let from_hi = _mm256_or_si256(idx, _mm256_andnot_si256(high, top));
         let start = start as usize;
-        for (r, out) in buf.chunks_exact_mut(WIDE_ROW).take(rows).enumerate() {
+        for r in 0..rows {
             let yy = (y_first + r as isize).clamp(0, src.height as isize - 1) as usize;
             let at = yy * src.stride + start;
             let pixels = &src.data[at..at + 32];
@@ -542,8 +599,11 @@ fn clamped_rows_avx2(
                 _mm256_broadcastsi128_si256(_mm_loadu_si128(pixels.as_ptr().add(16) as *const _));
             let row =
                 _mm256_or_si256(_mm256_shuffle_epi8(lo, from_lo), _mm256_shuffle_epi8(hi, from_hi));
-            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, row);
+            // Row r of `rows <= MAX_FOOT` rows lies inside the buffer's MAX_FOOT rows.
+            _mm256_storeu_si256(base.add(r * WIDE_ROW) as *mut __m256i, row);
         }
+        // SAFETY: the first `rows` rows, every byte of them, were written above.
+        std::slice::from_raw_parts(base, rows * WIDE_ROW)
     }
 }
 
@@ -598,11 +658,11 @@ pub(crate) fn filter_rect(
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     match (w, h) {
         #[cfg(target_arch = "x86_64")]
-        (16, 16) => kernels().0(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (16, 16) => (kernels().block16)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(target_arch = "x86_64")]
-        (8, 8) => sse2::filter_block::<8, 8>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (8, 8) => (kernels().block8x8)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(target_arch = "x86_64")]
-        (8, 4) => sse2::filter_block::<8, 4>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
+        (8, 4) => (kernels().block8x4)(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
         (16, 16) => lanes::filter_block::<16>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy),
         #[cfg(not(target_arch = "x86_64"))]
@@ -612,7 +672,7 @@ pub(crate) fn filter_rect(
         #[cfg(target_arch = "x86_64")]
         (4, 4) if off + 6 * stride + 11 <= src.len() => {
             let mut tmp = [0u8; 8 * 4];
-            sse2::filter_block::<8, 4>(src, off, stride, &mut tmp, 0, 8, hx, vy, fx, fy);
+            (kernels().block8x4)(src, off, stride, &mut tmp, 0, 8, hx, vy, fx, fy);
             for (r, row) in tmp.chunks_exact(8).enumerate() {
                 dst[doff + r * dstride..doff + r * dstride + 4].copy_from_slice(&row[..4]);
             }
@@ -639,16 +699,35 @@ type Kernel = fn(&[u8], usize, usize, &mut [u8], usize, usize, &[i32; 6], &[i32;
 type PairKernel =
     fn([&[u8]; 2], usize, usize, [&mut [u8]; 2], usize, usize, &[i32; 6], &[i32; 6], usize, usize);
 
-/// The kernels chosen once: AVX2 when the CPU has it, else SSE2.
+/// The interpolation kernels of one instruction set, by block size.
 #[cfg(target_arch = "x86_64")]
-fn kernels() -> (Kernel, PairKernel) {
-    static KERNELS: std::sync::OnceLock<(Kernel, PairKernel)> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| avx2::kernels().unwrap_or((sse2::filter_block::<16, 16>, pair_of_8)))
+#[derive(Clone, Copy)]
+struct Kernels {
+    block16: Kernel,
+    pair8: PairKernel,
+    pair8x4: PairKernel,
+    block8x8: Kernel,
+    block8x4: Kernel,
 }
 
-/// [`filter_block_pair`] as two 8x8 blocks.
+/// The kernels chosen once: AVX2 when the CPU has it, else SSE2.
+#[cfg(target_arch = "x86_64")]
+fn kernels() -> &'static Kernels {
+    static KERNELS: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    KERNELS.get_or_init(|| {
+        avx2::kernels().unwrap_or(Kernels {
+            block16: sse2::filter_block::<16, 16>,
+            pair8: pair_of::<8>,
+            pair8x4: pair_of::<4>,
+            block8x8: sse2::filter_block::<8, 8>,
+            block8x4: sse2::filter_block::<8, 4>,
+        })
+    })
+}
+
+/// [`filter_block_pair`] (`R` = 8) or [`filter_pair_rows`] (`R` = 4) as two 8 x `R` blocks.
 #[allow(clippy::too_many_arguments)]
-fn pair_of_8(
+fn pair_of<const R: usize>(
     src: [&[u8]; 2],
     off: usize,
     stride: usize,
@@ -662,9 +741,13 @@ fn pair_of_8(
 ) {
     for (s, d) in src.into_iter().zip(dst) {
         #[cfg(target_arch = "x86_64")]
-        sse2::filter_block::<8, 8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        sse2::filter_block::<8, R>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
         #[cfg(not(target_arch = "x86_64"))]
-        lanes::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        if R == 8 {
+            lanes::filter_block::<8>(s, off, stride, d, doff, dstride, hx, vy, fx, fy);
+        } else {
+            scalar::filter_block(s, off, stride, d, doff, dstride, 8, R, hx, vy, fx, fy);
+        }
     }
 }
 
@@ -685,11 +768,32 @@ pub fn filter_block_pair(
     fy: usize,
     filter: InterFilter,
 ) {
+    filter_pair_rows::<8>(src, off, stride, dst, doff, dstride, fx, fy, filter);
+}
+
+/// [`filter_block_pair`] for a pair of 8 x `R` blocks, `R` 8 or 4 (the chroma blocks of split
+/// macroblocks).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn filter_pair_rows<const R: usize>(
+    src: [&[u8]; 2],
+    off: usize,
+    stride: usize,
+    dst: [&mut [u8]; 2],
+    doff: usize,
+    dstride: usize,
+    fx: usize,
+    fy: usize,
+    filter: InterFilter,
+) {
     let (hx, vy) = (filter.taps(fx), filter.taps(fy));
     #[cfg(target_arch = "x86_64")]
-    kernels().1(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    {
+        let k = if R == 8 { kernels().pair8 } else { kernels().pair8x4 };
+        k(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    pair_of_8(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
+    pair_of::<R>(src, off, stride, dst, doff, dstride, hx, vy, fx, fy);
 }
 
 /// Fixed-width interpolation kernels that the compiler can vectorize (the portable path).
@@ -1003,11 +1107,12 @@ mod tests {
                 let foot = w + BEFORE + AFTER;
                 for sx in -60..pw as isize + 40 {
                     let sy = rng.below(ph as u64 + 40) as isize - 20;
-                    let (mut want, mut got) = ([0u8; FOOT_BUF], [0u8; FOOT_BUF]);
+                    let (mut want, mut got) = ([0u8; FOOT_BUF], MaybeUninit::uninit());
                     clamped_footprint_portable(p, sx, sy, w, h, &mut want);
                     let (x_first, y_first) = (sx - BEFORE as isize, sy - BEFORE as isize);
                     // SAFETY: AVX2 was detected above.
-                    unsafe { clamped_rows_avx2(p, x_first, y_first, h + 5, &mut got) };
+                    let got = unsafe { clamped_rows_avx2(p, x_first, y_first, h + 5, &mut got) };
+                    assert_eq!(got.len(), (h + 5) * WIDE_ROW);
                     for r in 0..h + 5 {
                         let (a, b) = (&got[r * WIDE_ROW..][..foot], &want[r * foot..][..foot]);
                         assert_eq!(a, b, "{pw}x{ph} {w}x{h} at ({sx}, {sy}), row {r}");
@@ -1128,8 +1233,10 @@ mod tests {
                         8 => vec![("sse2", sse2::filter_block::<8, 8>)],
                         _ => vec![],
                     };
-                    if let (16, Some((k, _))) = (size, avx2::kernels()) {
-                        kernels.push(("avx2", k));
+                    match (size, avx2::kernels()) {
+                        (16, Some(k)) => kernels.push(("avx2", k.block16)),
+                        (8, Some(k)) => kernels.push(("avx2", k.block8x8)),
+                        _ => {}
                     }
                     if size == 8 {
                         // Pairs: the same block position in a second plane (the first plane
@@ -1139,9 +1246,9 @@ mod tests {
                         scalar::filter_block(
                             &src2, off, w, &mut want2, 0, 16, 8, 8, hx, vy, fx, fy,
                         );
-                        let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of_8)];
-                        if let Some((_, k)) = avx2::kernels() {
-                            pairs.push(("avx2 pair", k));
+                        let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of_8", pair_of::<8>)];
+                        if let Some(k) = avx2::kernels() {
+                            pairs.push(("avx2 pair", k.pair8));
                         }
                         for (name, k) in pairs {
                             let (mut o1, mut o2) = (vec![0u8; 16 * 16], vec![0u8; 16 * 16]);
@@ -1159,8 +1266,8 @@ mod tests {
         }
     }
 
-    /// The 8x4 and 4x4 blocks of split macroblocks: the dispatch (SSE2 on x86_64, 4x4 as the
-    /// half of an 8x4 block where the source allows) against the scalar reference, on random
+    /// The 8x4 and 4x4 blocks of split macroblocks: the dispatch (AVX2 or SSE2 on x86_64, 4x4
+    /// as the half of an 8x4 block where the source allows) and every x86_64 8x4 kernel against the scalar reference, on random
     /// and extreme pixels, with both filters and every fraction.
     #[test]
     fn rect_8x4_and_4x4_match_scalar() {
@@ -1192,6 +1299,37 @@ mod tests {
                 filter_rect(&src, end, w, &mut got, 3, 16, bw, 4, fx, fy, filter);
                 scalar::filter_block(&src, end, w, &mut want, 3, 16, bw, 4, hx, vy, fx, fy);
                 assert_eq!(got, want, "round {round} {bw}x4 at the end, frac ({fx},{fy})");
+                // Both x86_64 8x4 kernels, whichever the dispatch picks, at the last position
+                // the 8x4 footprint allows.
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let end = (h - 7) * w + w - 8 - 3;
+                    let mut want = vec![7u8; 16 * 16];
+                    scalar::filter_block(&src, end, w, &mut want, 3, 16, 8, 4, hx, vy, fx, fy);
+                    let mut k8x4: Vec<(&str, Kernel)> = vec![("sse2", sse2::filter_block::<8, 4>)];
+                    if let Some(k) = avx2::kernels() {
+                        k8x4.push(("avx2", k.block8x4));
+                    }
+                    for (name, k) in k8x4 {
+                        let mut got = vec![7u8; 16 * 16];
+                        k(&src, end, w, &mut got, 3, 16, hx, vy, fx, fy);
+                        assert_eq!(got, want, "{name}: round {round} 8x4 frac ({fx},{fy})");
+                    }
+                    // The U+V pair kernels for 8x4 blocks: the second plane is the first
+                    // reversed.
+                    let src2: Vec<u8> = src.iter().rev().copied().collect();
+                    let mut want2 = vec![7u8; 16 * 16];
+                    scalar::filter_block(&src2, end, w, &mut want2, 3, 16, 8, 4, hx, vy, fx, fy);
+                    let mut pairs: Vec<(&str, PairKernel)> = vec![("pair_of", pair_of::<4>)];
+                    if let Some(k) = avx2::kernels() {
+                        pairs.push(("avx2 pair", k.pair8x4));
+                    }
+                    for (name, k) in pairs {
+                        let (mut o1, mut o2) = (vec![7u8; 16 * 16], vec![7u8; 16 * 16]);
+                        k([&src, &src2], end, w, [&mut o1, &mut o2], 3, 16, hx, vy, fx, fy);
+                        assert_eq!((&o1, &o2), (&want, &want2), "{name}: round {round} 8x4");
+                    }
+                }
             }
         }
     }
