@@ -48,8 +48,8 @@ pub enum Speed {
     /// rule: when the best coding so far has a residual, 4x4 only where 8x8 wins. The ExCamera
     /// chain's boosted frames predict from a golden and an alt-ref nearly as good as their last
     /// frame, and vpxenc's golden frames split against them: on bigbuckbunny's boosted frames
-    /// (`bench/encoder_frames.py`) 2-8% smaller at equal SSIM and PSNR-Y than Good, nearly
-    /// GoodSplit's gain, for 1.36x Good's CPU where GoodSplit and Best take 2.6x.
+    /// (`bench/encoder_frames.py`) SSIM / PSNR-Y BD-rate -2.4..-7.8% / -1.7..-7.1% against
+    /// Good, nearly GoodSplit's gain, for 1.36x Good's CPU where Best takes 2.6x.
     GoodRefs,
     /// Small motion search, 16x16 intra modes only in inter frames.
     Realtime,

@@ -36,7 +36,7 @@ TOOL_MODES = ("worker", "subprocess")
 # decides against three distinct references, SPLITMV on golden and alt-ref pays: good-refs
 # (Good's SPLITMV rule on every reference) moves ExCamera[6,16]'s SSIM / PSNR-Y BD-rate
 # -0.56% / -0.44% on bigbuckbunny and -1.24% / -0.75% on carphone, nearly good-split's gain
-# (-0.73% / -0.52% on bigbuckbunny), for 1.36x Good's encode CPU where good-split takes 2.6x
+# (-0.73% / -0.52% on bigbuckbunny), for 1.36x Good's encode CPU (Best: 2.6x)
 # (bench/compression-ideas.md, seventh session).
 PASS1_EFFORT = "good-refs"
 # The excamera chain's flags besides the effort (``XcencParams.pass_flags``).
