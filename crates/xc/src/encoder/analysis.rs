@@ -100,9 +100,9 @@ pub struct EncodeParams {
     /// (`rdo::activity_weights`): flat macroblocks keep more residual, busy ones less, for
     /// SSIM's sake, as libvpx's `--tune=ssim` does.
     pub activity_rd: bool,
-    /// Inter frames' mode decisions at `SSIM_MODE_LAMBDA` (0.7) times the lambda (the RD
-    /// quantizer's unchanged): finer vectors and partitions, more modes' bits. The ExCamera
-    /// chain decides its boosted frames this way (`ReencodeOpts::activity_rd`).
+    /// Inter frames' mode decisions at `SSIM_MODE_LAMBDA` (0.7; 0.4 at Realtime) times the
+    /// lambda (the RD quantizer's unchanged): finer vectors and partitions, more modes' bits.
+    /// The ExCamera chain decides its boosted frames this way (`ReencodeOpts::activity_rd`).
     pub ssim_decisions: bool,
     /// Also decode the written frame and check that our decoder reaches the state the encoder
     /// built and its picture (slower: for tests; always on in debug builds).
@@ -155,6 +155,23 @@ impl EncodeParams {
 /// -0.12%, -0.44% / -0.28%, -0.38% / -0.24%, +1.16% / +1.15% against 1; in the re-decide pass
 /// alone (not in pass 1, whose output its successor decides against) half the gain.
 pub const SSIM_MODE_LAMBDA: f64 = 0.7;
+
+/// [`SSIM_MODE_LAMBDA`] at Realtime, whose candidates are ranked by their prediction's cost
+/// before any is coded. The chain's Realtime encodes are the pass 1 of re-decided chunks,
+/// whose output only seeds the successor's re-decide pass; 0.85 / 0.7 / 0.5 / 0.4 / 0.3 there
+/// (Good's 0.7 elsewhere): bigbuckbunny's SSIM / PSNR-Y BD-rate +0.48% / +0.42%, 0, -0.09% /
+/// -0.23%, -0.21% / -0.33%, +0.01% / -0.11%; carphone at 0.5 / 0.4 -0.25% / -0.21%, -0.41% /
+/// -0.29% (`bench/compression-ideas.md`, seventh session).
+pub const SSIM_MODE_LAMBDA_REALTIME: f64 = 0.4;
+
+/// The mode-decision lambda's multiplier with [`EncodeParams::ssim_decisions`] at `speed`.
+pub(crate) fn ssim_mode_lambda(speed: Speed) -> f64 {
+    if speed == Speed::Realtime {
+        SSIM_MODE_LAMBDA_REALTIME
+    } else {
+        SSIM_MODE_LAMBDA
+    }
+}
 
 /// A reference frame usable in this frame.
 pub(crate) struct RefPic<'a> {
@@ -390,7 +407,7 @@ pub fn analyze_frame(
         tc: TokenCosts::new(&probs.coeff),
         mc: ModeCosts::new(probs, key),
         lambda: lambda(mq[0].dq.y[1] as i32, key)
-            * if params.ssim_decisions && !key { SSIM_MODE_LAMBDA } else { 1.0 },
+            * if params.ssim_decisions && !key { ssim_mode_lambda(params.speed) } else { 1.0 },
         trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key),
         mb_scale: std::cell::Cell::new(1.0),
         refs,

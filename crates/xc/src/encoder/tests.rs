@@ -338,9 +338,9 @@ fn good_refs_splits_on_every_reference() {
     encode_frame(&st, &frame, &params).unwrap();
 }
 
-/// `ssim_decisions` decides an inter frame's modes at `SSIM_MODE_LAMBDA` (0.7) of the lambda:
-/// more bits go to modes and vectors and the frame lands closer to its source, at every
-/// effort; key frames are unchanged.
+/// `ssim_decisions` decides an inter frame's modes at `SSIM_MODE_LAMBDA` (0.7; Realtime 0.4)
+/// of the lambda: more bits go to modes and vectors and the frame lands closer to its source,
+/// at every effort; key frames are unchanged.
 #[test]
 fn ssim_decisions_spend_more_on_modes() {
     let Some(frames) = clip_frames("carphone_qcif_120f.y4m", 4) else { return };
@@ -355,6 +355,8 @@ fn ssim_decisions_spend_more_on_modes() {
         assert!(fine.data.len() > plain.data.len(), "{speed:?}");
         assert!(psnr(&frames[3], &fine.recon) > psnr(&frames[3], &plain.recon), "{speed:?}");
     }
+    let rt = analysis::ssim_mode_lambda(Speed::Realtime);
+    assert!(rt < analysis::ssim_mode_lambda(Speed::Good) && rt > 0.0);
     let key_fine = EncodeParams { ssim_decisions: true, ..EncodeParams::key(30) };
     assert_eq!(
         encode_frame(&DecoderState::default(), &frames[0], &key_fine).unwrap().data,
