@@ -448,7 +448,7 @@ def test_pass_flags_weight_and_batch() -> None:
     # The default chain links chunks through their references; the wavefront keeps mu's flags.
     linked = XcencParams("v", 8, plan=PassPlan.parse("7"), kf_dist=4)
     assert [linked.pass_flags(n) for n in (1, 2)] == [
-        ["-w", "0.75", "-q", "good", "--last-keeps-refs", "--choose-refs",
+        ["-w", "0.75", "-q", "good-refs", "--last-keeps-refs", "--choose-refs",
          "--key-at-cuts", "--activity-rd", "--content-weight"]] * 2
     assert "--choose-refs" not in wave.pass_flags(1)
     with pytest.raises(PlanError):
@@ -481,10 +481,10 @@ def test_redecide_pass() -> None:
     assert all("--golden-to-altref" in f for f in flags)
     assert "--redecide-first" not in p.pass_flags(1, 1)  # two passes: pass 1 is its final
     # Pass 1 of a re-decided chunk only seeds its successor's re-decide pass: Realtime there;
-    # a chunk whose pass 1 is final (or re-decides in pass 2) keeps Good.
+    # a chunk whose pass 1 is final (or re-decides in pass 2) keeps PASS1_EFFORT (good-refs).
     effort = [f[f.index("-q") + 1] for f in (p.pass_flags(1, 3), p.pass_flags(2, 3),
                                               p.pass_flags(1, 1), plain.pass_flags(1))]
-    assert effort == ["rt", "good", "good", "good"]
+    assert effort == ["rt", "good-refs", "good-refs", "good-refs"]
     assert p.pass_flags(2) == [*plain.pass_flags(2), "--golden-to-altref"]
     for bad in ({"chain": "mu"}, {"kf_dist": None}, {"plan": PassPlan.parse("1")}):
         with pytest.raises(PlanError, match="re-decide pass"):

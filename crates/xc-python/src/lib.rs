@@ -379,9 +379,10 @@ fn parse_speed(speed: &str) -> PyResult<Speed> {
         "best" => Ok(Speed::Best),
         "good" => Ok(Speed::Good),
         "good-split" => Ok(Speed::GoodSplit),
+        "good-refs" => Ok(Speed::GoodRefs),
         "rt" | "realtime" => Ok(Speed::Realtime),
         other => Err(EncodeError::new_err(format!(
-            "unknown speed {other:?}: expected best, good, good-split or rt"
+            "unknown speed {other:?}: expected best, good, good-split, good-refs or rt"
         ))),
     }
 }

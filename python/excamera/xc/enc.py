@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", "--frame-sizes", type=Path, default=None,
                    help="target frame sizes, one byte count per line")
     # encoder.SPEEDS, spelled out: this module stays light at start-up.
-    p.add_argument("-q", "--quality", choices=("best", "good", "good-split", "rt"), default=None,
+    p.add_argument("-q", "--quality", choices=("best", "good", "good-split", "good-refs", "rt"),
+                   default=None,
                    help="encoder effort: best, good, good-split (good with best's SPLITMV "
-                   "search) or rt (default good; with -r, the converted first frame's "
-                   "encode, default rt)")
+                   "search), good-refs (good with SPLITMV on every reference) or rt (default "
+                   "good; with -r, the converted first frame's encode, default rt)")
     p.add_argument("--two-pass", action="store_true",
                    help="search each frame's quantizer at realtime speed, then refine it")
     p.add_argument("--kf-dist", type=int, default=None,

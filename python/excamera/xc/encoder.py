@@ -59,7 +59,7 @@ __all__ = [
     "reencode_chunk",
 ]
 
-SPEEDS = ("best", "good", "good-split", "rt")
+SPEEDS = ("best", "good", "good-split", "good-refs", "rt")
 MAX_QINDEX = 127
 
 

@@ -44,6 +44,13 @@ pub enum Speed {
     /// Good, with Best's SPLITMV search: every reference, all four partitionings, and the
     /// full motion search for 4x4 partitions.
     GoodSplit,
+    /// Good, with SPLITMV tried on every reference (golden and alt-ref too) by Good's own
+    /// rule: when the best coding so far has a residual, 4x4 only where 8x8 wins. The ExCamera
+    /// chain's boosted frames predict from a golden and an alt-ref nearly as good as their last
+    /// frame, and vpxenc's golden frames split against them: on bigbuckbunny's boosted frames
+    /// (`bench/encoder_frames.py`) SSIM / PSNR-Y BD-rate -2.4..-7.8% / -1.7..-7.1% against
+    /// Good, nearly GoodSplit's gain, for 1.36x Good's CPU where Best takes 2.6x.
+    GoodRefs,
     /// Small motion search, 16x16 intra modes only in inter frames.
     Realtime,
 }
@@ -93,6 +100,10 @@ pub struct EncodeParams {
     /// (`rdo::activity_weights`): flat macroblocks keep more residual, busy ones less, for
     /// SSIM's sake, as libvpx's `--tune=ssim` does.
     pub activity_rd: bool,
+    /// Inter frames' mode decisions at `SSIM_MODE_LAMBDA` (0.7; 0.4 at Realtime) times the
+    /// lambda (the RD quantizer's unchanged): finer vectors and partitions, more modes' bits.
+    /// The ExCamera chain decides its boosted frames this way (`ReencodeOpts::activity_rd`).
+    pub ssim_decisions: bool,
     /// Also decode the written frame and check that our decoder reaches the state the encoder
     /// built and its picture (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -118,6 +129,7 @@ impl EncodeParams {
             show_frame: true,
             quant: QuantMode::Rd,
             activity_rd: false,
+            ssim_decisions: false,
             verify: false,
         }
     }
@@ -130,6 +142,34 @@ impl EncodeParams {
             refresh_altref: false,
             ..EncodeParams::key(qindex)
         }
+    }
+}
+
+/// The multiplier of inter frames' mode-decision lambda with [`EncodeParams::ssim_decisions`].
+///
+/// libvpx's `--tune=ssim` weighs a macroblock's lambda against a fixed activity (its
+/// `activity_avg`), under which a typical macroblock's weight is below 1; `rdo::activity_weights`
+/// keeps the frame's mean at 1. Measured on ExCamera[6,16] (`bench/compression-ideas.md`,
+/// seventh session), the chain's first-frame decisions (pass 1 and the re-decide pass) at 0.5,
+/// 0.6, 0.7, 0.8 and 1.4: SSIM / PSNR-Y BD-rate on bigbuckbunny -0.05% / +0.18%, -0.24% /
+/// -0.12%, -0.44% / -0.28%, -0.38% / -0.24%, +1.16% / +1.15% against 1; in the re-decide pass
+/// alone (not in pass 1, whose output its successor decides against) half the gain.
+pub const SSIM_MODE_LAMBDA: f64 = 0.7;
+
+/// [`SSIM_MODE_LAMBDA`] at Realtime, whose candidates are ranked by their prediction's cost
+/// before any is coded. The chain's Realtime encodes are the pass 1 of re-decided chunks,
+/// whose output only seeds the successor's re-decide pass; 0.85 / 0.7 / 0.5 / 0.4 / 0.3 there
+/// (Good's 0.7 elsewhere): bigbuckbunny's SSIM / PSNR-Y BD-rate +0.48% / +0.42%, 0, -0.09% /
+/// -0.23%, -0.21% / -0.33%, +0.01% / -0.11%; carphone at 0.5 / 0.4 -0.25% / -0.21%, -0.41% /
+/// -0.29% (`bench/compression-ideas.md`, seventh session).
+pub const SSIM_MODE_LAMBDA_REALTIME: f64 = 0.4;
+
+/// The mode-decision lambda's multiplier with [`EncodeParams::ssim_decisions`] at `speed`.
+pub(crate) fn ssim_mode_lambda(speed: Speed) -> f64 {
+    if speed == Speed::Realtime {
+        SSIM_MODE_LAMBDA_REALTIME
+    } else {
+        SSIM_MODE_LAMBDA
     }
 }
 
@@ -181,7 +221,7 @@ impl FrameCtx<'_> {
     /// coding (Good: the best 2 of the 16x16 and chroma modes, 3 of the subblock modes; 25%
     /// faster for 0.2-0.5% larger clips, time spent on SPLITMV instead).
     pub(crate) fn screens_intra(&self) -> bool {
-        !self.key_frame && matches!(self.speed, Speed::Good | Speed::GoodSplit)
+        !self.key_frame && matches!(self.speed, Speed::Good | Speed::GoodSplit | Speed::GoodRefs)
     }
 
     pub(crate) fn cost(&self, sse: u64, rate: u32) -> f64 {
@@ -366,7 +406,8 @@ pub fn analyze_frame(
         quant: mq,
         tc: TokenCosts::new(&probs.coeff),
         mc: ModeCosts::new(probs, key),
-        lambda: lambda(mq[0].dq.y[1] as i32, key),
+        lambda: lambda(mq[0].dq.y[1] as i32, key)
+            * if params.ssim_decisions && !key { ssim_mode_lambda(params.speed) } else { 1.0 },
         trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key),
         mb_scale: std::cell::Cell::new(1.0),
         refs,

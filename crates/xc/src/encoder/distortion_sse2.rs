@@ -3,9 +3,9 @@
 //! - [`sse`]: sixteen pixels per step, widened to 16-bit differences (within +-255) and squared
 //!   and paired by `madd` into 32-bit sums (each pair at most 2 * 255^2, so the lanes cannot
 //!   overflow for runs of 2^16 pixels).
-//! - [`block16_sums`]: a row per step; `sad` against zero sums the pixels into two 64-bit lanes,
-//!   and `madd` squares and pairs them into four 32-bit lanes (at most 4 * 255^2 per lane and
-//!   row, 16 rows: about 2^22).
+//! - [`block4_variances`]: a row per step, widened to 16 bits; `madd` by ones sums pixel pairs
+//!   and `madd` by itself pairs their squares into 32-bit lanes (at most 2 * 255^2 per lane and
+//!   row, four rows per band of 4x4 blocks), and a shuffle joins the pairs into blocks.
 //!
 //! SSE2 is part of the x86_64 baseline.
 
@@ -40,29 +40,49 @@ fn sse_whole(a: &[u8], b: &[u8]) -> u32 {
     _mm_cvtsi128_si32(s) as u32
 }
 
-/// The sum and sum of squares of the 16x16 block at `at` (rows `stride` apart).
+/// 256 times the sum of the sixteen 4x4 blocks' variances of the 16x16 block at `at`.
 #[inline]
-pub(super) fn block16_sums(data: &[u8], stride: usize, at: usize) -> (u32, u32) {
+pub(super) fn block4_variances(data: &[u8], stride: usize, at: usize) -> u64 {
     let rows = &data[at..at + 15 * stride + 16];
     // SAFETY: SSE2 is always present on x86_64.
-    unsafe { block16_sums_rows(rows, stride) }
+    unsafe { block4_variances_rows(rows, stride) }
 }
 
 #[inline]
 #[target_feature(enable = "sse2")]
-fn block16_sums_rows(rows: &[u8], stride: usize) -> (u32, u32) {
+fn block4_variances_rows(rows: &[u8], stride: usize) -> u64 {
     let zero = _mm_setzero_si128();
-    let (mut sum, mut sq) = (_mm_setzero_si128(), _mm_setzero_si128());
-    for r in 0..16 {
-        let row = &rows[r * stride..r * stride + 16];
-        // SAFETY: 16 bytes, unaligned load.
-        let v = unsafe { _mm_loadu_si128(row.as_ptr().cast()) };
-        sum = _mm_add_epi64(sum, _mm_sad_epu8(v, zero));
-        let (lo, hi) = (_mm_unpacklo_epi8(v, zero), _mm_unpackhi_epi8(v, zero));
-        sq = _mm_add_epi32(sq, _mm_add_epi32(_mm_madd_epi16(lo, lo), _mm_madd_epi16(hi, hi)));
+    let ones = _mm_set1_epi16(1);
+    let mut total = 0u64;
+    for band in 0..4 {
+        let (mut s_lo, mut s_hi) = (_mm_setzero_si128(), _mm_setzero_si128());
+        let (mut q_lo, mut q_hi) = (_mm_setzero_si128(), _mm_setzero_si128());
+        for r in 0..4 {
+            let row = &rows[(band * 4 + r) * stride..][..16];
+            // SAFETY: 16 bytes, unaligned load.
+            let v = unsafe { _mm_loadu_si128(row.as_ptr().cast()) };
+            let (lo, hi) = (_mm_unpacklo_epi8(v, zero), _mm_unpackhi_epi8(v, zero));
+            s_lo = _mm_add_epi32(s_lo, _mm_madd_epi16(lo, ones));
+            s_hi = _mm_add_epi32(s_hi, _mm_madd_epi16(hi, ones));
+            q_lo = _mm_add_epi32(q_lo, _mm_madd_epi16(lo, lo));
+            q_hi = _mm_add_epi32(q_hi, _mm_madd_epi16(hi, hi));
+        }
+        // Lanes hold pixel pairs (0,1), (2,3), ...: adding each lane's neighbour leaves a
+        // block's total in lanes 0 and 2.
+        let join = |x: __m128i| _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+        let (s_lo, s_hi, q_lo, q_hi) = (join(s_lo), join(s_hi), join(q_lo), join(q_hi));
+        let lanes = |x: __m128i| {
+            let mut out = [0u32; 4];
+            // SAFETY: 16 bytes into a 16-byte array, unaligned store.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), x) };
+            [out[0], out[2]]
+        };
+        let (s, q) = ([lanes(s_lo), lanes(s_hi)], [lanes(q_lo), lanes(q_hi)]);
+        for h in 0..2 {
+            for b in 0..2 {
+                total += (16 * q[h][b] - s[h][b] * s[h][b]) as u64;
+            }
+        }
     }
-    let s = _mm_add_epi64(sum, _mm_unpackhi_epi64(sum, sum));
-    let q = _mm_add_epi32(sq, _mm_shuffle_epi32::<0b01_00_11_10>(sq));
-    let q = _mm_add_epi32(q, _mm_shuffle_epi32::<0b10_11_00_01>(q));
-    (_mm_cvtsi128_si32(s) as u32, _mm_cvtsi128_si32(q) as u32)
+    total
 }

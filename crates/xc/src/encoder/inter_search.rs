@@ -149,6 +149,7 @@ pub(crate) fn best_inter(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<
             Speed::Good => {
                 r.which == RefFrame::Last && best.as_ref().is_none_or(|b| !b.levels.is_zero())
             }
+            Speed::GoodRefs => best.as_ref().is_none_or(|b| !b.levels.is_zero()),
             Speed::Realtime => false,
         };
         if split_here {

@@ -130,8 +130,8 @@ pub(crate) fn motion_search(
     let (mut step, range) = match fc.speed {
         // Good's 4x4 partitions start from the 8x8 vectors and only refine them (a full
         // search found 0.15% more bytes, more slowly).
-        Speed::Good if rect.w == 4 && rect.h == 4 => (2, 4),
-        Speed::Best | Speed::Good | Speed::GoodSplit => (8, 32),
+        Speed::Good | Speed::GoodRefs if rect.w == 4 && rect.h == 4 => (2, 4),
+        Speed::Best | Speed::Good | Speed::GoodSplit | Speed::GoodRefs => (8, 32),
         Speed::Realtime => (4, 16),
     };
     let origin = c;

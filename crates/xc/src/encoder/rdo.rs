@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use crate::encoder::distortion::block16_sums;
+use crate::encoder::distortion::block4_variances;
 use crate::encoder::scan::last_reaching;
 use crate::frame::Frame;
 use crate::mb::{BMode, MbMode, Mv, UvMode};
@@ -78,21 +78,26 @@ pub fn lambda(y_ac_q: i32, key_frame: bool) -> f64 {
 /// Per-macroblock multipliers of a frame's lambda that favour SSIM over squared error, in
 /// raster order. SSIM divides a window's error by its variance, so an error in a flat area
 /// costs far more SSIM than the same squared error in a busy one; libvpx's `--tune=ssim` makes
-/// the same trade by its activity masking. A macroblock of luma variance `v` (activity
-/// `a = v + 1`, so that flat blocks stay finite) gets `(2a + m) / (a + 2m)` with `m` the
-/// frame's geometric mean activity: between 1/2 (flat) and 2 (busy), 1 at the mean.
+/// the same trade by its activity masking. A macroblock's activity `a` is the mean variance of
+/// its sixteen 4x4 luma blocks plus 1 (so that flat blocks stay finite); it gets
+/// `(2a + m) / (a + 2m)` with `m` the frame's geometric mean activity: between 1/2 (flat) and
+/// 2 (busy), 1 at the mean.
 ///
-/// Measured on ExCamera[6,16]'s rebased frames (`bench/compression-ideas.md`): the arithmetic
-/// mean favoured flat blocks too little (bigbuckbunny -0.8% SSIM BD-rate, the geometric
-/// -1.4%), and the square of the weight (0.25..4) cost PSNR (+2.4%) for no more SSIM.
+/// The activity is local, as SSIM's windows are (and as libvpx's measure, the macroblock's
+/// error under 4x4 DC prediction, is): a smooth gradient has a large 16x16 variance but little
+/// within each 4x4 block, and its errors show in SSIM as a flat area's do. Measured on
+/// ExCamera[6,16] (`bench/compression-ideas.md`): the 16x16 variance with the arithmetic mean
+/// favoured flat blocks too little (bigbuckbunny -0.8% SSIM BD-rate, the geometric -1.4%),
+/// the square of the weight (0.25..4) cost PSNR (+2.4%) for no more SSIM; the 4x4 variance
+/// instead of the 16x16 one gained -0.2..-0.8 points more (2x2 and 8x8 blocks: less).
 pub(crate) fn activity_weights(src: &Frame) -> Vec<f64> {
     let (cols, rows) = (src.mb_cols(), src.mb_rows());
     let act: Vec<f64> = (0..rows * cols)
         .map(|i| {
             let (x0, y0) = ((i % cols) * 16, (i / cols) * 16);
-            let (sum, sum2) = block16_sums(&src.y.data, src.y.stride, y0 * src.y.stride + x0);
-            let var = (sum2 as f64 - sum as f64 * sum as f64 / 256.0) / 256.0;
-            var + 1.0
+            let v = block4_variances(&src.y.data, src.y.stride, y0 * src.y.stride + x0);
+            // 256 times the sum of 16 variances: their mean is v / 4096.
+            v as f64 / 4096.0 + 1.0
         })
         .collect();
     let mean = (act.iter().map(|a| a.ln()).sum::<f64>() / act.len().max(1) as f64).exp();
@@ -398,6 +403,30 @@ pub fn inter_mode_costs(cnt: &[u8; 4]) -> [u32; 5] {
 mod tests {
     use super::*;
     use crate::bool_decoder::BoolDecoder;
+
+    /// The activity is local: a macroblock holding a smooth ramp (a large 16x16 variance,
+    /// little within any 4x4 block) weighs well below one with fine texture of the same 16x16
+    /// variance (a 16x16 measure weighs them alike), and above a flat one; all in 1/2..2.
+    #[test]
+    fn activity_weights_read_a_smooth_ramp_as_flat() {
+        let mut f = Frame::new(48, 16, 0);
+        let stride = f.y.stride;
+        for y in 0..16 {
+            for x in 0..16 {
+                // A horizontal ramp 8..248, its 16x16 variance 16^2 * (16^2 - 1) / 12 = 5440.
+                f.y.data[y * stride + x] = (8 + 16 * x) as u8;
+                // A 2x2 checkerboard of 128 +- 73.8 (74 / 54 + 128): about the same variance.
+                f.y.data[y * stride + 16 + x] =
+                    if ((x >> 1) + (y >> 1)) % 2 == 0 { 202 } else { 54 };
+                // A plain mid-grey macroblock.
+                f.y.data[y * stride + 32 + x] = 128;
+            }
+        }
+        let w = activity_weights(&f);
+        assert!(w[0] < 0.8 * w[1], "ramp {} texture {}", w[0], w[1]);
+        assert!(w[2] < w[0], "flat {} ramp {}", w[2], w[0]);
+        assert!(w.iter().all(|&v| (0.5..=2.0).contains(&v)), "{w:?}");
+    }
 
     #[test]
     fn bit_costs() {

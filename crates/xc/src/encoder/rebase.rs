@@ -571,7 +571,9 @@ pub struct ReencodeOpts {
     pub key_floored: bool,
     /// Rebased frames weight each macroblock's lambda by its activity
     /// (`RebaseParams::activity_rd`), as libvpx's SSIM tuning does: the rebase recomputes every
-    /// residual, so vpxenc's own tuning of pass 0 does not survive it.
+    /// residual, so vpxenc's own tuning of pass 0 does not survive it. The first frame's full
+    /// encodes (a converted first frame, `redecide_first_frame`) also decide at the SSIM
+    /// tuning's lower lambda (`EncodeParams::ssim_decisions`).
     pub activity_rd: bool,
     /// A first key frame that stays a key frame (the input state is fresh and
     /// `reencode_first_frame` is not set) is encoded in full by xc's key-frame analysis at its
@@ -877,6 +879,7 @@ pub fn reencode_chunk(
                     copy_to_altref: if opts.first_frame_golden_to_altref { 2 } else { 0 },
                     sharpness: p.parsed.header.sharpness_level,
                     show_frame: p.parsed.show_frame,
+                    ssim_decisions: opts.activity_rd,
                     verify: opts.verify,
                     ..EncodeParams::inter(q)
                 };
@@ -1062,6 +1065,7 @@ fn redecide_frame(
         sharpness: h.sharpness_level,
         show_frame: pred.show_frame,
         activity_rd: opts.activity_rd,
+        ssim_decisions: opts.activity_rd,
         verify: opts.verify,
         ..EncodeParams::inter(h.quant.y_ac_qi)
     };

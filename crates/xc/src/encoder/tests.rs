@@ -291,23 +291,77 @@ fn splitmv_for_two_objects_moving_apart() {
 /// searches SPLITMV where Good does not: on a reference other than the last frame.
 #[test]
 fn good_split_is_good_with_bests_split_search() {
-    let Some(frames) = clip_frames("carphone_qcif_120f.y4m", 4) else { return };
-    let (_, key_recon) =
-        analyze_frame(&DecoderState::default(), &frames[0], &EncodeParams::key(20)).unwrap();
-    let mut st = state_with_refs(&key_recon);
-    st.golden = Some(Arc::new(shifted(&key_recon, Mv { row: 6, col: -6 })));
-    let decide = |speed| {
-        let params = EncodeParams { speed, ..EncodeParams::inter(20) };
-        analyze_frame(&st, &frames[3], &params).unwrap().0.mbs
-    };
+    let Some((st, frame)) = golden_shifted_case() else { return };
+    let decide = |speed| decide_inter(&st, &frame, speed);
     let (good, good_split, best) =
         (decide(Speed::Good), decide(Speed::GoodSplit), decide(Speed::Best));
     assert_ne!(good, good_split);
     assert_ne!(good_split, best);
-    let split_off_last =
-        |m: &&crate::mb::MbInfo| m.y_mode == MbMode::Split && m.ref_frame != RefFrame::Last;
-    assert_eq!(good.iter().filter(split_off_last).count(), 0);
-    assert!(good_split.iter().filter(split_off_last).count() > 0, "no split off the last frame");
+    assert_eq!(splits_off_last(&good), 0);
+    assert!(splits_off_last(&good_split) > 0, "no split off the last frame");
+}
+
+/// Carphone's frame 3 on the state of its key frame (quantizer 20), whose golden picture is
+/// shifted: a reference other than the last frame that SPLITMV may pay on.
+fn golden_shifted_case() -> Option<(DecoderState, Frame)> {
+    let frames = clip_frames("carphone_qcif_120f.y4m", 4)?;
+    let (_, key_recon) =
+        analyze_frame(&DecoderState::default(), &frames[0], &EncodeParams::key(20)).unwrap();
+    let mut st = state_with_refs(&key_recon);
+    st.golden = Some(Arc::new(shifted(&key_recon, Mv { row: 6, col: -6 })));
+    Some((st, frames[3].clone()))
+}
+
+fn decide_inter(st: &DecoderState, frame: &Frame, speed: Speed) -> Vec<crate::mb::MbInfo> {
+    let params = EncodeParams { speed, ..EncodeParams::inter(20) };
+    analyze_frame(st, frame, &params).unwrap().0.mbs
+}
+
+fn splits_off_last(mbs: &[crate::mb::MbInfo]) -> usize {
+    mbs.iter().filter(|m| m.y_mode == MbMode::Split && m.ref_frame != RefFrame::Last).count()
+}
+
+/// GoodRefs is Good with SPLITMV tried on every reference: on the same frame it splits
+/// against a reference other than the last frame where Good never does, and unlike GoodSplit
+/// it keeps Good's partition rule (so it decides differently from GoodSplit too). The frame it
+/// writes decodes to the encoder's reconstruction.
+#[test]
+fn good_refs_splits_on_every_reference() {
+    let Some((st, frame)) = golden_shifted_case() else { return };
+    let decide = |speed| decide_inter(&st, &frame, speed);
+    let (good, good_refs, good_split) =
+        (decide(Speed::Good), decide(Speed::GoodRefs), decide(Speed::GoodSplit));
+    assert_ne!(good_refs, good_split);
+    assert_eq!(splits_off_last(&good), 0);
+    assert!(splits_off_last(&good_refs) > 0, "no split off the last frame");
+    let params = EncodeParams { speed: Speed::GoodRefs, verify: true, ..EncodeParams::inter(20) };
+    encode_frame(&st, &frame, &params).unwrap();
+}
+
+/// `ssim_decisions` decides an inter frame's modes at `SSIM_MODE_LAMBDA` (0.7; Realtime 0.4)
+/// of the lambda: more bits go to modes and vectors and the frame lands closer to its source,
+/// at every effort; key frames are unchanged.
+#[test]
+fn ssim_decisions_spend_more_on_modes() {
+    let Some(frames) = clip_frames("carphone_qcif_120f.y4m", 4) else { return };
+    let key = encode_frame(&DecoderState::default(), &frames[0], &EncodeParams::key(30)).unwrap();
+    for speed in [Speed::Realtime, Speed::Good] {
+        let enc = |ssim_decisions| {
+            let params =
+                EncodeParams { speed, ssim_decisions, verify: true, ..EncodeParams::inter(40) };
+            encode_frame(&key.state, &frames[3], &params).unwrap()
+        };
+        let (plain, fine) = (enc(false), enc(true));
+        assert!(fine.data.len() > plain.data.len(), "{speed:?}");
+        assert!(psnr(&frames[3], &fine.recon) > psnr(&frames[3], &plain.recon), "{speed:?}");
+    }
+    let rt = analysis::ssim_mode_lambda(Speed::Realtime);
+    assert!(rt < analysis::ssim_mode_lambda(Speed::Good) && rt > 0.0);
+    let key_fine = EncodeParams { ssim_decisions: true, ..EncodeParams::key(30) };
+    assert_eq!(
+        encode_frame(&DecoderState::default(), &frames[0], &key_fine).unwrap().data,
+        key.data
+    );
 }
 
 fn splitmv_two_objects(speed: Speed) {

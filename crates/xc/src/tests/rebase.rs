@@ -387,7 +387,8 @@ fn choose_refs_moves_macroblocks_off_a_useless_reference() {
 /// `redecide_first_frame` and `first_frame_golden_to_altref`, as the excamera chain's re-decide
 /// pass uses them: a chunk's converted first frame (decided against one state, P) rebased onto
 /// another (R) keeps P's decisions, unless re-decided: then its macroblocks carry exactly the
-/// modes and vectors a full encode on R chooses (with `activity_rd`'s weights), and its
+/// modes and vectors a full encode on R chooses (with `activity_rd`'s weights and
+/// `ssim_decisions`' lambda), and its
 /// residuals are the rebase's. The
 /// converted frame copies P's golden picture to alt-ref instead of refreshing alt-ref.
 #[test]
@@ -435,7 +436,8 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
             speed: Speed::Good,
             refresh_golden: true,
             copy_to_altref: 2,
-            activity_rd: true, // the chain's, in the decisions as in the rebase
+            activity_rd: true,    // the chain's, in the decisions as in the rebase
+            ssim_decisions: true, // and the SSIM tuning's decision lambda with it
             ..EncodeParams::inter(h.quant.y_ac_qi)
         },
     );

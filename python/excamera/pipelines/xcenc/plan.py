@@ -30,10 +30,15 @@ CQ_LEVEL_QINDEX = (
 )
 MAX_CQ_LEVEL = len(CQ_LEVEL_QINDEX) - 1
 TOOL_MODES = ("worker", "subprocess")
-# -q: pass 1's effort for the converted first frame; Good is on the Pareto front of pipeline
-# time against SSIM BD-rate (bench/pass1-effort.md: 0.65-0.67 of Best's pipeline CPU for
-# +0.02..+0.08%; Realtime +5.8..+7.4%).
-PASS1_EFFORT = "good"
+# -q: pass 1's effort for the converted first frame, and the re-decide pass's. Good was on the
+# Pareto front of pipeline time against SSIM BD-rate (bench/pass1-effort.md: 0.65-0.67 of
+# Best's pipeline CPU for +0.02..+0.08%; Realtime +5.8..+7.4%). Since the re-decide pass
+# decides against three distinct references, SPLITMV on golden and alt-ref pays: good-refs
+# (Good's SPLITMV rule on every reference) moves ExCamera[6,16]'s SSIM / PSNR-Y BD-rate
+# -0.56% / -0.44% on bigbuckbunny and -1.24% / -0.75% on carphone, nearly good-split's gain
+# (-0.73% / -0.52% on bigbuckbunny), for 1.36x Good's encode CPU (Best: 2.6x)
+# (bench/compression-ideas.md, seventh session).
+PASS1_EFFORT = "good-refs"
 # The excamera chain's flags besides the effort (``XcencParams.pass_flags``).
 _CHAIN_CHOICES = ["--last-keeps-refs", "--choose-refs", "--key-at-cuts", "--activity-rd",
                   "--content-weight"]
@@ -397,11 +402,12 @@ class XcencParams:
 
         Batch mode's ``excamera`` chain adds ``EXCAMERA_CHAIN_FLAGS``:
 
-        - ``-q good`` (``PASS1_EFFORT``): the converted first frame (pass 1, in parallel) is
-          encoded at the encoder's Good effort. At ``-w 0.75`` it is a boosted frame carrying
-          a quarter of the chunk's bits, and realtime effort wasted them (+5.8% and +7.4%
-          SSIM BD-rate on bbb at 640x272 and 1280x720 against Best); Good is within 0.1% of
-          Best for 0.65-0.67 of its pipeline CPU time (``bench/pass1_effort.py``).
+        - ``-q good-refs`` (``PASS1_EFFORT``): the converted first frame (pass 1, in parallel)
+          is encoded at the encoder's Good effort with SPLITMV on every reference. At ``-w
+          0.75`` it is a boosted frame carrying a quarter of the chunk's bits, and realtime
+          effort wasted them (+5.8% and +7.4% SSIM BD-rate on bbb at 640x272 and 1280x720
+          against Best); Good was within 0.1% of Best for 0.65-0.67 of its pipeline CPU time
+          (``bench/pass1_effort.py``), and good-refs gains on Good since the re-decide pass.
         - ``--last-keeps-refs``: a chunk's last frame no longer refreshes all three
           references, so the next chunk's first frame can still predict from this chunk's
           boosted first frame (golden and alt-ref), as a serial encoder's frames use a golden.
