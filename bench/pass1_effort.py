@@ -29,10 +29,13 @@ Pipeline time is the CPU time of the encode tasks (vpxenc's pass 0 process, and 
 for pass 1 and pass 2) per frame of the clip; on a machine that is busy with the whole job, as
 this 2-core one is, the job's wall time follows it. BD-rate (SSIM dB) is against ``best`` (the
 effort the pipeline used before this table). The score is the product ``time x bitrate``
-relative to ``best``: (pipeline time / best's) x (1 + BD-rate). The default
-(``xcenc.plan.EXCAMERA_CHAIN_FLAGS``) is the lowest mean score over the clips among the efforts
-whose BD-rate stays within ``--max-bd-rate`` (1%, issue 12's quality bound) on every clip; the
-unbounded lowest is reported too. ``--render JSON`` redoes only that verdict and the tables.
+relative to ``best``: (pipeline time / best's) x (1 + BD-rate). The choice is the lowest mean
+score over the clips among the efforts whose BD-rate stays within ``--max-bd-rate`` (1%, issue
+12's quality bound) on every clip; the unbounded lowest is reported too. It was the pipeline's
+default (``xcenc.plan.PASS1_EFFORT``) until the re-decide pass: since then the default is
+``good-refs``, measured in the whole pipeline (bench/compression-ideas.md, seventh session),
+which this three-pass table does not cover. ``--render JSON`` redoes only that verdict and the
+tables.
 
     python bench/pass1_effort.py [--clips bbb272:120 bbb720:36] [--cq 14 22 30 38]
                                  [--json bench/pass1-effort-results.json]
@@ -178,7 +181,8 @@ def markdown(results: list[dict], efforts: list[str], verdict: dict, cmd: str) -
                      f"{verdict['mean_score'][e]:.4f} |")
     lines += ["", f"Lowest mean score: **{verdict['lowest_score']}**. Lowest among the efforts "
               f"within {verdict['max_bd_rate']:+.1f}% of `{REFERENCE}` on every clip (the "
-              f"quality bound of issue 12): **{verdict['choice']}**, the pipeline's default.", ""]
+              f"quality bound of issue 12): **{verdict['choice']}** (the three-pass chain's "
+              "choice; `xcenc.plan.PASS1_EFFORT` says what the pipeline runs).", ""]
     return "\n".join(lines)
 
 
