@@ -367,6 +367,21 @@ fn parse_inter_modes(
     mb.mvs = [mb.mv; 16];
 }
 
+/// The first subblock (in raster order) of each partition of each `MV_PARTITIONS` layout.
+const PARTITION_FIRSTS: [[u8; 16]; 4] = {
+    let mut firsts = [[0u8; 16]; 4];
+    let mut part = 0;
+    while part < 4 {
+        let mut b = 16;
+        while b > 0 {
+            b -= 1;
+            firsts[part][MV_PARTITIONS[part][b] as usize] = b as u8;
+        }
+        part += 1;
+    }
+    firsts
+};
+
 /// SPLITMV: partitioning, then one sub-MV reference per partition (spec 16.4).
 fn parse_split_mvs(
     d: &mut BoolDecoder,
@@ -378,28 +393,31 @@ fn parse_split_mvs(
     // MV_PARTITION_TREE as a chain: quarters last but one, 16 subblocks first.
     let part = [3, 2, 0, 1][read_chain(d, &MV_PARTITION_PROBS) as usize];
     let map = &MV_PARTITIONS[part];
+    // Partitions come in the raster order of their first subblocks, so the subblocks left of
+    // and above a partition's first are in partitions already read: one vector a partition
+    // here, spread over the subblocks once at the end.
+    let mut vectors = [Mv::default(); 16];
     for j in 0..MV_PARTITION_COUNTS[part] {
-        let k = map.iter().position(|&p| p as usize == j).unwrap_or(0);
+        let k = PARTITION_FIRSTS[part][j] as usize;
         let left = if k & 3 != 0 {
-            mb.mvs[k - 1]
+            vectors[map[k - 1] as usize]
         } else {
             nb.left.map_or(Mv::default(), |l| l.mvs[k + 3])
         };
-        let above =
-            if k >= 4 { mb.mvs[k - 4] } else { nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
+        let above = if k >= 4 {
+            vectors[map[k - 4] as usize]
+        } else {
+            nb.above.map_or(Mv::default(), |a| a.mvs[k + 12])
+        };
         let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
-        let mv = match read_chain(d, probs) {
+        vectors[j] = match read_chain(d, probs) {
             0 => left,
             1 => above,
             2 => Mv::default(),
             _ => add_mv(read_mv(d, &ctx.probs.mv), best),
         };
-        for (b, &p) in map.iter().enumerate() {
-            if p as usize == j {
-                mb.mvs[b] = mv;
-            }
-        }
     }
+    mb.mvs = std::array::from_fn(|b| vectors[map[b] as usize]);
 }
 
 #[cfg(test)]

@@ -41,10 +41,10 @@ fn filter_block16(
     fy: usize,
 ) {
     let fp = Footprint::<16, 16>::new(src, off, stride);
-    let out = Out::One(Block::new(dst, doff, dstride));
+    let mut out = Block::<16, 16>::new(dst, doff, dstride);
     // SAFETY: this function is reachable only through `kernels`, which hands it out only
     // after `is_x86_feature_detected!("avx2")` succeeded.
-    unsafe { filter_avx2::<false, 16, 16>(&fp, &fp, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<false, 16, 16>(&fp, &fp, &mut out, hx, vy, fx, fy) }
 }
 
 /// Same contract as [`super::filter_block_pair`], for 8 x `R` blocks (`R` 8 or 4).
@@ -64,29 +64,31 @@ fn filter_pair<const R: usize>(
     let [su, sv] = src;
     let [du, dv] = dst;
     let (fu, fv) = (Footprint::<8, R>::new(su, off, stride), Footprint::<8, R>::new(sv, off, stride));
-    let out = Out::Two(Block::new(du, doff, dstride), Block::new(dv, doff, dstride));
+    let mut out = (Block::<R, 8>::new(du, doff, dstride), Block::<R, 8>::new(dv, doff, dstride));
     // SAFETY: as in `filter_block16`.
-    unsafe { filter_avx2::<true, 8, R>(&fu, &fv, out, hx, vy, fx, fy) }
+    unsafe { filter_avx2::<true, 8, R>(&fu, &fv, &mut out, hx, vy, fx, fy) }
 }
 
-/// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair.
-enum Out<'a, const R: usize> {
-    One(Block<'a, R, 16>),
-    Two(Block<'a, R, 8>, Block<'a, R, 8>),
-}
-
-impl<const R: usize> Out<'_, R> {
+/// Where the rows go: one 16-wide block, or the two 8-wide blocks of a chroma pair. A type
+/// rather than an enum, so that each kernel instance stores without a per-row branch.
+trait Out {
     /// Store sixteen bytes as row `y` (split in halves for a pair).
-    #[inline]
-    #[target_feature(enable = "sse2")]
+    fn store(&mut self, y: usize, v: __m128i);
+}
+
+impl<const R: usize> Out for Block<'_, R, 16> {
+    #[inline(always)]
     fn store(&mut self, y: usize, v: __m128i) {
-        match self {
-            Out::One(b) => b.store(y, v),
-            Out::Two(u, w) => {
-                u.store(y, v);
-                w.store(y, _mm_unpackhi_epi64(v, v));
-            }
-        }
+        Block::store(self, y, v)
+    }
+}
+
+impl<const R: usize> Out for (Block<'_, R, 8>, Block<'_, R, 8>) {
+    #[inline(always)]
+    fn store(&mut self, y: usize, v: __m128i) {
+        self.0.store(y, v);
+        // SAFETY: SSE2 is baseline on x86_64.
+        self.1.store(y, unsafe { _mm_unpackhi_epi64(v, v) });
     }
 }
 
@@ -302,7 +304,7 @@ fn source_row<
 /// Pack sixteen 16-bit values (all in 0..=255) to bytes and store them as row `y`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store_row<const R: usize>(out: &mut Out<R>, y: usize, v: __m256i) {
+fn store_row(out: &mut impl Out, y: usize, v: __m256i) {
     let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi16(v, v));
     out.store(y, _mm256_castsi256_si128(packed));
 }
@@ -322,7 +324,7 @@ fn interpolate<
 >(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
-    out: &mut Out<R>,
+    out: &mut impl Out,
     kh: &PairTaps,
     kv: &[__m256i; 3],
 ) {
@@ -361,7 +363,7 @@ fn with_vertical<
 >(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
-    out: &mut Out<R>,
+    out: &mut impl Out,
     kh: &PairTaps,
     kv: &[__m256i; 3],
     v: Option<Shape>,
@@ -378,7 +380,7 @@ fn with_vertical<
 fn filter_avx2<const PAIR: bool, const S: usize, const R: usize>(
     fa: &Footprint<S, R>,
     fb: &Footprint<S, R>,
-    mut out: Out<R>,
+    out: &mut impl Out,
     hx: &[i32; 6],
     vy: &[i32; 6],
     fx: usize,
@@ -386,7 +388,7 @@ fn filter_avx2<const PAIR: bool, const S: usize, const R: usize>(
 ) {
     let v = (fy != 0).then(|| shape(vy));
     let kv = tap_pairs(vy, first_tap(v));
-    let o = &mut out;
+    let o = out;
     let h = (fx != 0).then(|| shape(hx));
     let kh = PairTaps::new::<PAIR>(hx, first_tap(h));
     match h {
