@@ -470,8 +470,8 @@ fn copy_block(src: &Plane, off: usize, dst: &mut Plane, doff: usize, w: usize, h
 
 /// Write into `buf` the filter footprint of the `w` x `h` block whose origin is (`sx`, `sy`)
 /// in `src`, with coordinates clamped to the plane; returns the bytes written and the stride
-/// of their rows. Through [`clamped_rows_avx2`] where the CPU has AVX2 and the plane is at
-/// least 32 pixels wide (the buffer is not zeroed first: a `memset` call per block, 0.7% of
+/// of their rows. Through [`clamped_rows_avx2`] where [`kernels`] chose AVX2 and the plane is
+/// at least 32 pixels wide (the buffer is not zeroed first: a `memset` call per block, 0.7% of
 /// a 640x272 decode's time), else [`clamped_footprint_portable`].
 #[inline(always)]
 fn clamped_footprint<'b>(
@@ -483,9 +483,9 @@ fn clamped_footprint<'b>(
     buf: &'b mut MaybeUninit<[u8; FOOT_BUF]>,
 ) -> (&'b [u8], usize) {
     #[cfg(target_arch = "x86_64")]
-    if src.width >= 32 && is_x86_feature_detected!("avx2") {
+    if src.width >= 32 && kernels().clamped_rows_avx2 {
         let (x_first, y_first) = (sx - BEFORE as isize, sy - BEFORE as isize);
-        // SAFETY: AVX2 was just detected.
+        // SAFETY: `kernels` sets `clamped_rows_avx2` only where AVX2 was detected.
         let rows = unsafe { clamped_rows_avx2(src, x_first, y_first, h + BEFORE + AFTER, buf) };
         return (rows, WIDE_ROW);
     }
@@ -708,6 +708,8 @@ struct Kernels {
     pair8x4: PairKernel,
     block8x8: Kernel,
     block8x4: Kernel,
+    /// Clamped footprints through [`clamped_rows_avx2`] (else [`clamped_footprint_portable`]).
+    clamped_rows_avx2: bool,
 }
 
 /// The kernels chosen once: AVX2 when the CPU has it, else SSE2.
@@ -721,6 +723,7 @@ fn kernels() -> &'static Kernels {
             pair8x4: pair_of::<4>,
             block8x8: sse2::filter_block::<8, 8>,
             block8x4: sse2::filter_block::<8, 4>,
+            clamped_rows_avx2: false,
         })
     })
 }

@@ -23,6 +23,7 @@ pub(super) fn kernels() -> Option<Kernels> {
         pair8x4: filter_pair::<4>,
         block8x8: filter_block8::<8>,
         block8x4: filter_block8::<4>,
+        clamped_rows_avx2: true,
     })
 }
 
