@@ -17,6 +17,10 @@ per-chunk sizes feed the next allocation.
    target, or ``DEFAULT_GAMMA`` after one trial. ``allocate`` picks the allocation whose
    predicted total is closest to the target among "every chunk at level B, n of them (spread
    over the clip) at B+1": a fractional level, as uniform a quality as integer levels allow.
+   Uneven levels were measured and lose or stay within one encode's noise: the key chunk
+   finer, a ramp along the batch, per-chunk SSIM-per-byte slopes equalized (a chunk's level
+   moves every later chunk's quality through the chain; bench/compression-ideas.md, eighth
+   session).
 3. Once the target is bracketed, the next mean log step is interpolated between the closest
    trial over and the closest under it (``within``), kept off the bracket's ends so that it
    shrinks every time.
