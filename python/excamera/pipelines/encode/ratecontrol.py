@@ -25,9 +25,10 @@ per-chunk sizes feed the next allocation.
    trial over and the closest under it (``within``), kept off the bracket's ends so that it
    shrinks every time.
 
-The loop (``run.encode``) stops at the first trial within ``TOLERANCE`` of the target, and fails
-if none is within ``ACCEPT`` after ``MAX_TRIALS`` or when the target lies beyond what levels
-0..63 reach.
+The loop (``run.encode_to_target``, and ``bench/ratecontrol_replay.py`` on measured sizes)
+asks ``next_levels`` for each next trial: the search stops at the first trial within
+``TOLERANCE`` of the target, after ``MAX_TRIALS``, or when the target lies beyond what levels
+0..63 reach; the encode fails if no trial is within ``ACCEPT``.
 """
 
 from __future__ import annotations
@@ -166,3 +167,18 @@ def allocate(trials: list[Trial], target_bytes: float) -> tuple[int, ...]:
             if m < miss:
                 choice, miss = (base, n_up), m
     return levels_at(n, *choice)
+
+
+def next_levels(trials: list[Trial], target_bytes: float) -> tuple[int, ...] | None:
+    """The next trial's levels, or None when the search ends: the last trial is within
+    ``TOLERANCE``, ``MAX_TRIALS`` have run, the target lies beyond every level, or the model
+    has nothing new to try."""
+    last = trials[-1]
+    miss = last.error(target_bytes)
+    if abs(miss) <= TOLERANCE or len(trials) >= MAX_TRIALS:
+        return None
+    if miss > 0 and all(v == MAX_CQ_LEVEL for v in last.levels) or \
+            miss < 0 and all(v == 0 for v in last.levels):
+        return None
+    levels = allocate(trials, target_bytes)
+    return None if any(t.levels == levels for t in trials) else levels
