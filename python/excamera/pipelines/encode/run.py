@@ -216,15 +216,16 @@ def encode_to_target(settings: EncodeSettings, chunks: Chunks, backend: Backend,
     job runs on ``backend``, each later one on a new backend built from the settings' spec."""
     assert settings.target_bitrate is not None
     info = chunks.info
-    levels = (rc.first_level(settings.target_bitrate, info.width, info.height, info.fps),
-              ) * chunks.count
+    levels: tuple[int, ...] | None = (
+        rc.first_level(settings.target_bitrate, info.width, info.height, info.fps),
+    ) * chunks.count
     trials: list[rc.Trial] = []
     kept: tuple[rc.Trial, JobResult, Stitched] | None = None
     target_bytes = seconds = 0.0
     costs = []
-    for attempt in range(rc.MAX_TRIALS):
+    while levels is not None:
         params = plan(settings, chunks, levels)
-        job = run_encode_job(params, backend if attempt == 0 else build_backend(settings),
+        job = run_encode_job(params, build_backend(settings) if trials else backend,
                              chunks, settings)
         costs.append(job.cost)
         stitched = fetch_and_stitch(params, chunks, work)
@@ -234,14 +235,7 @@ def encode_to_target(settings: EncodeSettings, chunks: Chunks, backend: Backend,
         trials.append(trial)
         if kept is None or abs(trial.error(target_bytes)) < abs(kept[0].error(target_bytes)):
             kept = (trial, job, stitched)
-        if abs(trial.error(target_bytes)) <= rc.TOLERANCE:
-            break
-        if all(v == rc.MAX_CQ_LEVEL for v in levels) and trial.error(target_bytes) > 0 or \
-                all(v == 0 for v in levels) and trial.error(target_bytes) < 0:
-            break  # the target is beyond every level
-        levels = rc.allocate(trials, target_bytes)
-        if any(t.levels == levels for t in trials):
-            break  # the model has nothing new to try
+        levels = rc.next_levels(trials, target_bytes)
     assert kept is not None
     best, job, stitched = kept
     if abs(best.error(target_bytes)) > rc.ACCEPT:
