@@ -3,7 +3,7 @@
 //! quarter-pel refinement on the SSE of the decoder's own six-tap prediction.
 
 use crate::encoder::analysis::{FrameCtx, MbCtx, RefPic, Speed};
-use crate::encoder::distortion::{sad, sse};
+use crate::encoder::distortion::BlockPair;
 use crate::encoder::rdo::BIT;
 use crate::frame::{Frame, Plane};
 use crate::mb::Mv;
@@ -35,12 +35,7 @@ impl Padded {
     /// top-left is at plane coordinates (x, y) (may be up to PAD outside the plane).
     fn sad(&self, src: &[u8], sstride: usize, x: isize, y: isize, w: usize, h: usize) -> u32 {
         let base = ((y + PAD as isize) as usize) * self.stride + (x + PAD as isize) as usize;
-        let mut s = 0;
-        for r in 0..h {
-            let o = base + r * self.stride;
-            s += sad(&src[r * sstride..r * sstride + w], &self.data[o..o + w]);
-        }
-        s
+        BlockPair::new(src, sstride, &self.data[base..], self.stride, w, h).sad()
     }
 }
 
@@ -208,11 +203,10 @@ pub(crate) fn pred_sse(m: &MbCtx, r: &RefPic, recon: &mut Frame, rect: Rect, mv:
         let (x, y) = (m.mbx * 16 + ox, m.mby * 16 + oy);
         let (row, col) = (2 * mv.row as i32, 2 * mv.col as i32);
         predict_block(&r.frame.y, &mut recon.y, x, y, size, row, col, InterFilter::SixTap);
-        for rr in 0..size {
-            let o = (y + rr) * recon.y.stride + x;
-            let so = (oy + rr) * 16 + ox;
-            d += sse(&recon.y.data[o..o + size], &m.src.y[so..so + size]) as u64;
-        }
+        let (stride, o) = (recon.y.stride, y * recon.y.stride + x);
+        let pair =
+            BlockPair::new(&recon.y.data[o..], stride, &m.src.y[oy * 16 + ox..], 16, size, size);
+        d += pair.sse() as u64;
     }
     d
 }
