@@ -169,6 +169,12 @@ pub(crate) fn best_intra(
         (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
     });
     for mode in modes {
+        // A mode whose floor reaches the best so far (or the inter coding's cost) cannot be
+        // chosen: `better` and the inter comparison keep the earlier on ties.
+        let best_so_far = best.as_ref().map_or(bound, |b| b.cost.min(bound));
+        if fc.cost(uv_sse, base_rate + fc.mc.y_mode(mode) + uv_floor) >= best_so_far {
+            continue;
+        }
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
         let mut y = read_luma(recon, m.mbx, m.mby);
         let mut coder = fc.coder(m, ca, cl);
@@ -197,16 +203,29 @@ pub(crate) fn best_intra(
     }
     let best16 = best.as_ref().map_or(f64::MAX, |b| b.cost).min(bound);
     // B_PRED: subblocks in order, each predicted from the reconstruction of the previous ones.
-    if fc.key_frame || fc.speed != Speed::Realtime {
+    // B_PRED's floor: its chroma, its mode rates (each subblock's at least `min_bmode`) and
+    // the skip flag, with the tokens of the levels so far once any is non-zero (then the
+    // macroblock cannot be skipped). At or above `best16` it cannot be chosen.
+    let min_bmode = fc.mc.min_bmode;
+    let bpred_floor = |dist: u64, rate: u32, left: u32, coded: Option<u32>| {
+        let flag = coded.map_or(min_skip, |tokens| fc.mc.skip[0] + tokens);
+        fc.cost(dist, rate + left * min_bmode + flag)
+    };
+    let uv_coded = (!uv_levels.is_zero()).then_some(uv_tok);
+    let bpred_rate = base_rate + fc.mc.y_mode(MbMode::BPred);
+    if (fc.key_frame || fc.speed != Speed::Realtime)
+        && bpred_floor(uv_sse, bpred_rate, 16, uv_coded) < best16
+    {
         let above_modes = m.nb.above.map(|a| a.b_modes);
         let left_modes = m.nb.left.map(|l| l.b_modes);
         let mut coder = fc.coder(m, ca, cl);
         let mut levels = uv_levels.clone();
         let mut modes = [BMode::Dc; 16];
         // Mode rates; the token rates are `uv_tok + coder.rate`.
-        let mut rate = base_rate + fc.mc.y_mode(MbMode::BPred);
+        let mut rate = bpred_rate;
         let mut dist = uv_sse;
         let mut ok = true;
+        let mut any_luma = false;
         for b in 0..16 {
             let (bx, by) = (b & 3, b >> 2);
             let am =
@@ -241,7 +260,14 @@ pub(crate) fn best_intra(
             coder = c.coder;
             rate += c.mode_rate;
             dist += c.d as u64;
-            if fc.cost(dist, rate + uv_tok + coder.rate) > best16 {
+            any_luma |= c.lv.iter().any(|&v| v != 0);
+            // The bail-out of the partial cost with the tokens so far (not a floor: a skipped
+            // macroblock pays none; it decides which B_PRED codings are compared), then the
+            // floor, which only stops searches whose coding could not be chosen.
+            let coded = (any_luma || uv_coded.is_some()).then_some(uv_tok + coder.rate);
+            if fc.cost(dist, rate + uv_tok + coder.rate) > best16
+                || bpred_floor(dist, rate, 15 - b as u32, coded) >= best16
+            {
                 ok = false;
                 break;
             }

@@ -308,6 +308,8 @@ pub struct ModeCosts {
     pub uv_mode: [u32; 4],
     /// Key frames: `[above][left][mode]`; inter frames use `[0][0]` (context-free).
     pub bmode: Box<[[[u32; 10]; 10]; 10]>,
+    /// The cheapest subblock mode in any context (a floor of B_PRED's mode rates).
+    pub min_bmode: u32,
     /// MV component costs for values -1023..=1023 (index v + 1023), row then column.
     mv: [Vec<u32>; 2],
     /// Estimated costs of the intra/inter and reference frame choices.
@@ -341,8 +343,14 @@ impl ModeCosts {
         // The writer chooses prob_intra / prob_last / prob_gf from the frame's counts; assume
         // a typical mostly-inter frame with mostly-last references.
         let (p_intra, p_last, p_gf) = (40u8, 200u8, 128u8);
+        let min_bmode = if key_frame {
+            bmode.as_flattened().as_flattened().iter().copied().min()
+        } else {
+            bmode[0][0].iter().copied().min()
+        };
         ModeCosts {
             key_frame,
+            min_bmode: min_bmode.unwrap_or(0),
             ymode: std::array::from_fn(|m| tree_cost(ytree, yprobs, m as u8)),
             uv_mode: std::array::from_fn(|m| tree_cost(&UV_MODE_TREE, uvprobs, m as u8)),
             bmode,
