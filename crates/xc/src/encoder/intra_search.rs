@@ -43,7 +43,7 @@ fn best_chroma(
         let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
         (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
     });
-    for mode in modes {
+    for mode in modes.iter() {
         predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
         predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
         let (mut u, mut v) = read_chroma(recon, m.mbx, m.mby);
@@ -88,41 +88,58 @@ fn pick_by_prediction<T: Copy>(
     best.1
 }
 
-/// The intra modes (of `all`) worth coding in full at this speed: at Realtime the one whose
-/// prediction alone (`eval` gives its SSE and mode rate) costs least, where intra modes are
-/// screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all of them.
-fn intra_candidates<T: Copy>(
+/// The intra modes (of `all`) worth coding in full at this speed, the first `len` of `modes`:
+/// at Realtime the one whose prediction alone (`eval` gives its SSE and mode rate) costs least,
+/// where intra modes are screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all
+/// of them. A fixed array, not a `Vec`: this runs for every B_PRED subblock tried.
+fn intra_candidates<T: Copy, const N: usize>(
     fc: &FrameCtx,
-    all: &[T],
+    all: &[T; N],
     keep: usize,
     eval: impl FnMut(T) -> (u64, u32),
-) -> Vec<T> {
+) -> Candidates<T, N> {
     if fc.speed == Speed::Realtime {
-        vec![pick_by_prediction(fc, all, eval)]
+        Candidates { modes: [pick_by_prediction(fc, all, eval); N], len: 1 }
     } else if fc.screens_intra() {
         top_by_prediction(fc, all, keep, eval)
     } else {
-        all.to_vec()
+        Candidates { modes: *all, len: N }
+    }
+}
+
+/// The first `len` of `modes`: the modes to code, best first where they were ranked.
+struct Candidates<T, const N: usize> {
+    modes: [T; N],
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Candidates<T, N> {
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.modes[..self.len].iter().copied()
     }
 }
 
 /// The `k` modes whose prediction alone (`eval` gives its SSE and mode rate) has the lowest
-/// RD cost, best first (stable among equal costs).
-fn top_by_prediction<T: Copy>(
+/// RD cost, best first (stable among equal costs: an insertion sort that moves a mode only
+/// past strictly costlier ones).
+fn top_by_prediction<T: Copy, const N: usize>(
     fc: &FrameCtx,
-    modes: &[T],
+    modes: &[T; N],
     k: usize,
     mut eval: impl FnMut(T) -> (u64, u32),
-) -> Vec<T> {
-    let mut scored: Vec<(f64, T)> = modes
-        .iter()
-        .map(|&mode| {
-            let (d, r) = eval(mode);
-            (fc.cost(d, r), mode)
-        })
-        .collect();
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    scored.into_iter().take(k).map(|x| x.1).collect()
+) -> Candidates<T, N> {
+    let mut scored: [(f64, T); N] = modes.map(|mode| {
+        let (d, r) = eval(mode);
+        (fc.cost(d, r), mode)
+    });
+    for i in 1..N {
+        let mut j = i;
+        while j > 0 && scored[j - 1].0.total_cmp(&scored[j].0).is_gt() {
+            scored.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    Candidates { modes: scored.map(|x| x.1), len: k.min(N) }
 }
 
 fn implied_bmode(mode: MbMode) -> BMode {
@@ -168,7 +185,7 @@ pub(crate) fn best_intra(
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
         (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
     });
-    for mode in modes {
+    for mode in modes.iter() {
         // A mode whose floor reaches the best so far (or the inter coding's cost) cannot be
         // chosen: `better` and the inter comparison keep the earlier on ties.
         let best_so_far = best.as_ref().map_or(bound, |b| b.cost.min(bound));
@@ -239,7 +256,7 @@ pub(crate) fn best_intra(
                 (sse(&src4, &p) as u64, fc.mc.b_mode(mode, am, lm))
             });
             let mut bb: Option<SubblockChoice> = None;
-            for mode in bmodes {
+            for mode in bmodes.iter() {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
                 let mut trial = coder.clone();
