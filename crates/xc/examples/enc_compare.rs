@@ -6,9 +6,12 @@
 
 use std::time::Instant;
 
+#[path = "common/y4m.rs"]
+mod y4m;
+
 use xc::encoder::psnr;
 use xc::encoder::QuantMode;
-use xc::encoder::{encode_frame, source_from_i420, EncodeParams, Speed};
+use xc::encoder::{encode_frame, EncodeParams, Speed};
 use xc::DecoderState;
 
 fn main() {
@@ -17,30 +20,16 @@ fn main() {
         eprintln!("usage: enc_compare CLIP.y4m FRAMES best|good|rt QINDEX...");
         std::process::exit(2);
     }
-    let data = std::fs::read(&args[1]).unwrap_or_else(|e| {
-        eprintln!("cannot read {}: {e}", args[1]);
-        std::process::exit(1)
-    });
-    let nl = data.iter().position(|&b| b == b'\n').unwrap_or(0);
-    let header = String::from_utf8_lossy(&data[..nl]).to_string();
-    let field = |c: char| -> usize {
-        header.split(' ').find_map(|t| t.strip_prefix(c)).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
-    let (w, h) = (field('W'), field('H'));
-    let size = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
     let n: usize = args[2].parse().unwrap_or(10);
     let speed = match args[3].as_str() {
         "best" => Speed::Best,
         "rt" => Speed::Realtime,
         _ => Speed::Good,
     };
-    let mut frames = Vec::new();
-    let mut pos = nl + 1;
-    while frames.len() < n && pos + 6 + size <= data.len() {
-        pos += data[pos..].iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
-        frames.push(source_from_i420(w, h, &data[pos..pos + size]).expect("frame"));
-        pos += size;
-    }
+    let frames = y4m::read_y4m(&args[1], n).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
     let quant = match std::env::var("XC_QUANT").as_deref() {
         Ok("plain") => QuantMode::Plain,
         _ => QuantMode::Rd,

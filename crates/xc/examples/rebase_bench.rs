@@ -11,9 +11,12 @@
 
 use std::time::Instant;
 
+#[path = "common/y4m.rs"]
+mod y4m;
+
 use xc::encoder::psnr;
 use xc::encoder::rebase::{reencode_chunk, FirstFrameQuality, ReencodeOpts};
-use xc::encoder::{source_from_i420, Speed};
+use xc::encoder::Speed;
 use xc::frame::Frame;
 use xc::ivf::parse_ivf;
 use xc::DecoderState;
@@ -24,24 +27,7 @@ fn fail(msg: String) -> ! {
 }
 
 fn read_y4m(path: &str) -> Vec<Frame> {
-    let data = std::fs::read(path).unwrap_or_else(|e| fail(format!("cannot read {path}: {e}")));
-    let nl = data.iter().position(|&b| b == b'\n').unwrap_or(0);
-    let header = String::from_utf8_lossy(&data[..nl]).to_string();
-    let field = |c: char| -> usize {
-        header.split(' ').find_map(|t| t.strip_prefix(c)).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
-    let (w, h) = (field('W'), field('H'));
-    let size = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
-    let mut frames = Vec::new();
-    let mut pos = nl + 1;
-    while pos + 6 + size <= data.len() {
-        pos += data[pos..].iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
-        let f = source_from_i420(w, h, &data[pos..pos + size])
-            .unwrap_or_else(|e| fail(format!("{path}: {e}")));
-        frames.push(f);
-        pos += size;
-    }
-    frames
+    y4m::read_y4m(path, usize::MAX).unwrap_or_else(|e| fail(e))
 }
 
 fn read_ivf(path: &str) -> Vec<Vec<u8>> {

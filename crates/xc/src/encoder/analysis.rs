@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use crate::encoder::block::{read_mb, write_mb, MbPixels};
-use crate::encoder::filter_level::{apply_loop_filter, choose_filter_level};
+use crate::encoder::filter_level::{apply_loop_filter, choose_and_apply_filter_level};
 use crate::encoder::inter_search::best_inter;
 use crate::encoder::intra_search::best_intra;
 use crate::encoder::motion_search::Padded;
@@ -449,11 +449,13 @@ pub fn analyze_frame(
         mbs,
         levels: all_levels,
     };
-    let level = match params.loop_filter_level {
-        Some(l) => l,
-        None => choose_filter_level(&recon, source, &d, params.speed, params.qindex),
+    let (level, recon) = match params.loop_filter_level {
+        Some(l) => {
+            apply_loop_filter(&mut recon, &d, l);
+            (l, recon)
+        }
+        None => choose_and_apply_filter_level(recon, source, &d, params.speed, params.qindex),
     };
     d.header.loop_filter_level = level;
-    apply_loop_filter(&mut recon, &d, level);
     Ok((d, recon))
 }

@@ -61,9 +61,3 @@ pub(crate) fn write_mb(f: &mut Frame, mbx: usize, mby: usize, px: &MbPixels) {
 pub(crate) fn sub4(px: &[u8], n: usize, bx: usize, by: usize) -> [u8; 16] {
     std::array::from_fn(|i| px[(by * 4 + i / 4) * n + bx * 4 + i % 4])
 }
-
-/// `src - pred` over the 4x4 block `(bx, by)` of two `n`-wide pixel arrays.
-pub(crate) fn residual4(src: &[u8], pred: &[u8], n: usize, bx: usize, by: usize) -> [i16; 16] {
-    let (s, p) = (sub4(src, n, bx, by), sub4(pred, n, bx, by));
-    std::array::from_fn(|i| s[i] as i16 - p[i] as i16)
-}

@@ -7,9 +7,19 @@
 //!   and `madd` by itself pairs their squares into 32-bit lanes (at most 2 * 255^2 per lane and
 //!   row, four rows per band of 4x4 blocks), and a shuffle joins the pairs into blocks.
 //!
+//! - [`block_sad`]: a row per `psadbw` (16 pixels; 8 and 4 pixels loaded into the low lane,
+//!   the rest zero on both sides, so adding nothing), the two 64-bit lane sums added at the end.
+//! - [`block_sse`]: a row per step, widened and `madd`-ed as in [`sse`] (a 16x16 block's sum is
+//!   at most 256 * 255^2, far inside the 32-bit lanes).
+//!
+//! The block kernels load rows through raw pointers: `BlockPair::new` has checked that every
+//! row of both blocks lies inside its slice.
+//!
 //! SSE2 is part of the x86_64 baseline.
 
 use std::arch::x86_64::*;
+
+use super::BlockPair;
 
 /// Sum of `(a[i] - b[i])^2` over the common length.
 #[inline]
@@ -85,4 +95,70 @@ fn block4_variances_rows(rows: &[u8], stride: usize) -> u64 {
         }
     }
     total
+}
+
+/// Each row of both blocks in the low bytes of a register (`w` of 4, 8 or 16 pixels, zeros
+/// above), passed to `f`.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn for_rows(p: BlockPair, mut f: impl FnMut(__m128i, __m128i)) {
+    let load = |ptr: *const u8| {
+        // SAFETY: `BlockPair::new` checked that every row of both blocks is in bounds;
+        // unaligned loads of exactly `w` bytes.
+        unsafe {
+            match p.w {
+                16 => _mm_loadu_si128(ptr.cast()),
+                8 => _mm_loadl_epi64(ptr.cast()),
+                _ => _mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned()),
+            }
+        }
+    };
+    let (a, b) = (p.a.as_ptr(), p.b.as_ptr());
+    for r in 0..p.h {
+        // SAFETY: row `r` starts inside both slices (checked by `BlockPair::new`).
+        let (ra, rb) = unsafe { (a.add(r * p.astride), b.add(r * p.bstride)) };
+        f(load(ra), load(rb));
+    }
+}
+
+/// Sum of absolute differences of the pair's blocks.
+#[inline]
+pub(super) fn block_sad(p: BlockPair) -> u32 {
+    // SAFETY: SSE2 is always present on x86_64.
+    unsafe { block_sad_sse2(p) }
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn block_sad_sse2(p: BlockPair) -> u32 {
+    let mut acc = _mm_setzero_si128();
+    for_rows(p, |a, b| acc = _mm_add_epi64(acc, _mm_sad_epu8(a, b)));
+    let s = _mm_add_epi64(acc, _mm_unpackhi_epi64(acc, acc));
+    _mm_cvtsi128_si32(s) as u32
+}
+
+/// Sum of squared differences of the pair's blocks.
+#[inline]
+pub(super) fn block_sse(p: BlockPair) -> u32 {
+    // SAFETY: SSE2 is always present on x86_64.
+    unsafe { block_sse_sse2(p) }
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn block_sse_sse2(p: BlockPair) -> u32 {
+    let zero = _mm_setzero_si128();
+    let mut acc = _mm_setzero_si128();
+    let wide = p.w == 16;
+    for_rows(p, |a, b| {
+        let lo = _mm_sub_epi16(_mm_unpacklo_epi8(a, zero), _mm_unpacklo_epi8(b, zero));
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(lo, lo));
+        if wide {
+            let hi = _mm_sub_epi16(_mm_unpackhi_epi8(a, zero), _mm_unpackhi_epi8(b, zero));
+            acc = _mm_add_epi32(acc, _mm_madd_epi16(hi, hi));
+        }
+    });
+    let s = _mm_add_epi32(acc, _mm_shuffle_epi32::<0b01_00_11_10>(acc));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s) as u32
 }

@@ -43,7 +43,7 @@ fn best_chroma(
         let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
         (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
     });
-    for mode in modes {
+    for mode in modes.iter() {
         predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
         predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
         let (mut u, mut v) = read_chroma(recon, m.mbx, m.mby);
@@ -88,41 +88,58 @@ fn pick_by_prediction<T: Copy>(
     best.1
 }
 
-/// The intra modes (of `all`) worth coding in full at this speed: at Realtime the one whose
-/// prediction alone (`eval` gives its SSE and mode rate) costs least, where intra modes are
-/// screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all of them.
-fn intra_candidates<T: Copy>(
+/// The intra modes (of `all`) worth coding in full at this speed, the first `len` of `modes`:
+/// at Realtime the one whose prediction alone (`eval` gives its SSE and mode rate) costs least,
+/// where intra modes are screened ([`FrameCtx::screens_intra`]) the `keep` cheapest, else all
+/// of them. A fixed array, not a `Vec`: this runs for every B_PRED subblock tried.
+fn intra_candidates<T: Copy, const N: usize>(
     fc: &FrameCtx,
-    all: &[T],
+    all: &[T; N],
     keep: usize,
     eval: impl FnMut(T) -> (u64, u32),
-) -> Vec<T> {
+) -> Candidates<T, N> {
     if fc.speed == Speed::Realtime {
-        vec![pick_by_prediction(fc, all, eval)]
+        Candidates { modes: [pick_by_prediction(fc, all, eval); N], len: 1 }
     } else if fc.screens_intra() {
         top_by_prediction(fc, all, keep, eval)
     } else {
-        all.to_vec()
+        Candidates { modes: *all, len: N }
+    }
+}
+
+/// The first `len` of `modes`: the modes to code, best first where they were ranked.
+struct Candidates<T, const N: usize> {
+    modes: [T; N],
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Candidates<T, N> {
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.modes[..self.len].iter().copied()
     }
 }
 
 /// The `k` modes whose prediction alone (`eval` gives its SSE and mode rate) has the lowest
-/// RD cost, best first (stable among equal costs).
-fn top_by_prediction<T: Copy>(
+/// RD cost, best first (stable among equal costs: an insertion sort that moves a mode only
+/// past strictly costlier ones).
+fn top_by_prediction<T: Copy, const N: usize>(
     fc: &FrameCtx,
-    modes: &[T],
+    modes: &[T; N],
     k: usize,
     mut eval: impl FnMut(T) -> (u64, u32),
-) -> Vec<T> {
-    let mut scored: Vec<(f64, T)> = modes
-        .iter()
-        .map(|&mode| {
-            let (d, r) = eval(mode);
-            (fc.cost(d, r), mode)
-        })
-        .collect();
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    scored.into_iter().take(k).map(|x| x.1).collect()
+) -> Candidates<T, N> {
+    let mut scored: [(f64, T); N] = modes.map(|mode| {
+        let (d, r) = eval(mode);
+        (fc.cost(d, r), mode)
+    });
+    for i in 1..N {
+        let mut j = i;
+        while j > 0 && scored[j - 1].0.total_cmp(&scored[j].0).is_gt() {
+            scored.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    Candidates { modes: scored.map(|x| x.1), len: k.min(N) }
 }
 
 fn implied_bmode(mode: MbMode) -> BMode {
@@ -134,19 +151,33 @@ fn implied_bmode(mode: MbMode) -> BMode {
     }
 }
 
-/// The best intra coding of the macroblock: 16x16 modes and B_PRED, with the best chroma mode.
+/// The best intra coding of the macroblock: 16x16 modes and B_PRED, with the best chroma mode;
+/// `None` when no intra coding can cost less than `bound` (the best inter coding's cost).
 pub(crate) fn best_intra(
     fc: &FrameCtx,
     m: &MbCtx,
     recon: &mut Frame,
     bound: f64,
 ) -> Option<Choice> {
+    // An intra coding costs at least its chroma's distortion and rate, its mode rates and the
+    // cheaper skip flag; when that floor already reaches `bound`, the inter coding (which wins
+    // ties) is kept whatever the luma search finds, so it is not run (7% of bigbuckbunny's
+    // macroblocks at qindex 60; a floor without the chroma, before it is chosen, never hit).
+    // `FrameCtx::cost` is monotonic in both arguments in floating point too, so the floor never
+    // exceeds a real coding's cost: the decisions are the same as without it.
+    let min_y_mode = fc.mc.ymode.iter().copied().min().unwrap_or(0);
+    let min_skip = fc.mc.skip[0].min(fc.mc.skip[1]);
     let ch = best_chroma(fc, m, recon, &m.above, &m.left);
     let (uv_mode, uv_levels, ur, vr) = (ch.mode, ch.levels, ch.u, ch.v);
     let (uv_rate, uv_sse, ca, cl) = (ch.rate, ch.sse, ch.above, ch.left);
     let uv_mode_rate = fc.mc.uv(uv_mode);
     let uv_tok = uv_rate - uv_mode_rate;
     let base_rate = fc.mc.intra + uv_mode_rate;
+    // With chroma levels the macroblock is coded (not skipped) and pays their tokens.
+    let uv_floor = if uv_levels.is_zero() { min_skip } else { fc.mc.skip[0] + uv_tok };
+    if fc.cost(uv_sse, base_rate + min_y_mode + uv_floor) >= bound {
+        return None;
+    }
     let mut best: Option<Choice> = None;
     let mut px = MbPixels { y: [0; 256], u: ur, v: vr };
     let all = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm];
@@ -154,7 +185,13 @@ pub(crate) fn best_intra(
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
         (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
     });
-    for mode in modes {
+    for mode in modes.iter() {
+        // A mode whose floor reaches the best so far (or the inter coding's cost) cannot be
+        // chosen: `better` and the inter comparison keep the earlier on ties.
+        let best_so_far = best.as_ref().map_or(bound, |b| b.cost.min(bound));
+        if fc.cost(uv_sse, base_rate + fc.mc.y_mode(mode) + uv_floor) >= best_so_far {
+            continue;
+        }
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
         let mut y = read_luma(recon, m.mbx, m.mby);
         let mut coder = fc.coder(m, ca, cl);
@@ -183,16 +220,29 @@ pub(crate) fn best_intra(
     }
     let best16 = best.as_ref().map_or(f64::MAX, |b| b.cost).min(bound);
     // B_PRED: subblocks in order, each predicted from the reconstruction of the previous ones.
-    if fc.key_frame || fc.speed != Speed::Realtime {
+    // B_PRED's floor: its chroma, its mode rates (each subblock's at least `min_bmode`) and
+    // the skip flag, with the tokens of the levels so far once any is non-zero (then the
+    // macroblock cannot be skipped). At or above `best16` it cannot be chosen.
+    let min_bmode = fc.mc.min_bmode;
+    let bpred_floor = |dist: u64, rate: u32, left: u32, coded: Option<u32>| {
+        let flag = coded.map_or(min_skip, |tokens| fc.mc.skip[0] + tokens);
+        fc.cost(dist, rate + left * min_bmode + flag)
+    };
+    let uv_coded = (!uv_levels.is_zero()).then_some(uv_tok);
+    let bpred_rate = base_rate + fc.mc.y_mode(MbMode::BPred);
+    if (fc.key_frame || fc.speed != Speed::Realtime)
+        && bpred_floor(uv_sse, bpred_rate, 16, uv_coded) < best16
+    {
         let above_modes = m.nb.above.map(|a| a.b_modes);
         let left_modes = m.nb.left.map(|l| l.b_modes);
         let mut coder = fc.coder(m, ca, cl);
         let mut levels = uv_levels.clone();
         let mut modes = [BMode::Dc; 16];
         // Mode rates; the token rates are `uv_tok + coder.rate`.
-        let mut rate = base_rate + fc.mc.y_mode(MbMode::BPred);
+        let mut rate = bpred_rate;
         let mut dist = uv_sse;
         let mut ok = true;
+        let mut any_luma = false;
         for b in 0..16 {
             let (bx, by) = (b & 3, b >> 2);
             let am =
@@ -206,7 +256,7 @@ pub(crate) fn best_intra(
                 (sse(&src4, &p) as u64, fc.mc.b_mode(mode, am, lm))
             });
             let mut bb: Option<SubblockChoice> = None;
-            for mode in bmodes {
+            for mode in bmodes.iter() {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
                 let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
                 let mut trial = coder.clone();
@@ -227,7 +277,14 @@ pub(crate) fn best_intra(
             coder = c.coder;
             rate += c.mode_rate;
             dist += c.d as u64;
-            if fc.cost(dist, rate + uv_tok + coder.rate) > best16 {
+            any_luma |= c.lv.iter().any(|&v| v != 0);
+            // The bail-out of the partial cost with the tokens so far (not a floor: a skipped
+            // macroblock pays none; it decides which B_PRED codings are compared), then the
+            // floor, which only stops searches whose coding could not be chosen.
+            let coded = (any_luma || uv_coded.is_some()).then_some(uv_tok + coder.rate);
+            if fc.cost(dist, rate + uv_tok + coder.rate) > best16
+                || bpred_floor(dist, rate, 15 - b as u32, coded) >= best16
+            {
                 ok = false;
                 break;
             }

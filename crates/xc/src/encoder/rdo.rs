@@ -161,7 +161,20 @@ pub struct TokenCosts {
     tok: [[[[u32; 11]; 3]; 8]; 4],
     /// Extra-bit cost of magnitudes below 67 (cat6 is computed on demand).
     extra: [u32; 67],
+    /// `[type][scan position][magnitude]`: what [`TokenCosts::level_costs`] gives for the
+    /// magnitudes below [`SMALL_LEVELS`], looked up where the RD quantizer's inner loop would
+    /// otherwise find the band, the token and the extra bits each time (a fifth of its
+    /// instructions).
+    small: Box<[[[SmallLevel; SMALL_LEVELS]; 16]; 4]>,
 }
+
+/// The magnitudes whose costs [`TokenCosts`] keeps per scan position: the RD quantizer's
+/// candidates at the coarse quantizers that matter most are nearly all 0, 1 and 2.
+const SMALL_LEVELS: usize = 8;
+
+/// The token costs of one magnitude at one scan position, in each context 0..=2, and the "not
+/// end of block" costs there: [`TokenCosts::level_costs`]'s two arrays.
+type SmallLevel = ([u32; 3], [u32; 3]);
 
 impl TokenCosts {
     #[allow(clippy::needless_range_loop)]
@@ -171,6 +184,7 @@ impl TokenCosts {
             not_eob: [[[0; 3]; 8]; 4],
             tok: [[[[0; 11]; 3]; 8]; 4],
             extra: std::array::from_fn(|v| extra_cost(v as u32)),
+            small: Box::new([[[([0; 3], [0; 3]); SMALL_LEVELS]; 16]; 4]),
         };
         for ty in 0..4 {
             for band in 0..8 {
@@ -196,6 +210,11 @@ impl TokenCosts {
                         cat + c(6, true) + c(8, true) + c(10, true),
                     ];
                 }
+            }
+        }
+        for ty in 0..4 {
+            for i in 0..16 {
+                t.small[ty][i] = std::array::from_fn(|v| t.level_costs_computed(ty, i, v as u32));
             }
         }
         t
@@ -227,6 +246,15 @@ impl TokenCosts {
     /// extra bits and sign, and the "not end of block" cost to add when `check_eob`.
     #[inline]
     pub fn level_costs(&self, ty: usize, i: usize, v: u32) -> ([u32; 3], [u32; 3]) {
+        match self.small[ty][i].get(v as usize) {
+            Some(&costs) => costs,
+            None => self.level_costs_computed(ty, i, v),
+        }
+    }
+
+    /// [`TokenCosts::level_costs`] from the band, token and extra-bit tables.
+    #[inline]
+    fn level_costs_computed(&self, ty: usize, i: usize, v: u32) -> ([u32; 3], [u32; 3]) {
         let band = COEFF_BANDS[i];
         let t = token_of(v);
         let extra = if v == 0 {
@@ -308,6 +336,8 @@ pub struct ModeCosts {
     pub uv_mode: [u32; 4],
     /// Key frames: `[above][left][mode]`; inter frames use `[0][0]` (context-free).
     pub bmode: Box<[[[u32; 10]; 10]; 10]>,
+    /// The cheapest subblock mode in any context (a floor of B_PRED's mode rates).
+    pub min_bmode: u32,
     /// MV component costs for values -1023..=1023 (index v + 1023), row then column.
     mv: [Vec<u32>; 2],
     /// Estimated costs of the intra/inter and reference frame choices.
@@ -341,8 +371,14 @@ impl ModeCosts {
         // The writer chooses prob_intra / prob_last / prob_gf from the frame's counts; assume
         // a typical mostly-inter frame with mostly-last references.
         let (p_intra, p_last, p_gf) = (40u8, 200u8, 128u8);
+        let min_bmode = if key_frame {
+            bmode.as_flattened().as_flattened().iter().copied().min()
+        } else {
+            bmode[0][0].iter().copied().min()
+        };
         ModeCosts {
             key_frame,
+            min_bmode: min_bmode.unwrap_or(0),
             ymode: std::array::from_fn(|m| tree_cost(ytree, yprobs, m as u8)),
             uv_mode: std::array::from_fn(|m| tree_cost(&UV_MODE_TREE, uvprobs, m as u8)),
             bmode,
@@ -463,6 +499,34 @@ mod tests {
         assert!(c0 < c1 && c1 < cb && c1 < cl, "{c0} {c1} {cb} {cl}");
         // Luma after Y2 ignores the DC position.
         assert_eq!(tc.block_cost(&one, 0, 1, 1), tc.block_cost(&zero, 0, 1, 1));
+    }
+
+    /// The per-position table of small magnitudes gives what the band, token and extra-bit
+    /// tables give, for every type, position and context, under the default probabilities and
+    /// skewed random ones; larger magnitudes (and cat6's) are computed as before.
+    #[test]
+    fn level_costs_table_matches_the_computed_costs() {
+        let mut skewed = DEFAULT_COEFF_PROBS;
+        let mut seed = 9u64;
+        for p in skewed.iter_mut().flatten().flatten().flatten() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *p = 1 + (seed >> 56) as u8 % 255;
+        }
+        for probs in [&DEFAULT_COEFF_PROBS, &skewed] {
+            let tc = TokenCosts::new(probs);
+            for ty in 0..4 {
+                for i in 0..16 {
+                    for v in (0..80).chain([2113, 2114]) {
+                        let got = tc.level_costs(ty, i, v);
+                        assert_eq!(got, tc.level_costs_computed(ty, i, v), "{ty} {i} {v}");
+                        for ctx in 0..3 {
+                            let one = tc.level_cost(ty, i, ctx, true, v);
+                            assert_eq!(got.0[ctx] + got.1[ctx], one, "{ty} {i} {v} {ctx}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// `block_cost` is the writer's price of the same tokens: over whole macroblocks (Y2 or

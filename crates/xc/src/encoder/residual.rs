@@ -3,8 +3,7 @@
 //! inverse transforms, so the pixels are exactly what a decoder rebuilds. Analysis codes every
 //! candidate prediction with it; the rebase codes its kept decisions with it.
 
-use crate::encoder::block::residual4;
-use crate::encoder::fdct::{fdct4x4, fdct4x4_pair, fwht4x4};
+use crate::encoder::fdct::{fdct4x4_pair, fdct4x4_sub, fwht4x4};
 use crate::encoder::quantize::{dequantize_block, MbQuant, Quantizer};
 use crate::encoder::rdo::TokenCosts;
 use crate::encoder::MbLevels;
@@ -132,7 +131,7 @@ impl<'a> MbCoder<'a> {
         rec: &mut [u8; 16],
         lv: &mut [i16; 16],
     ) {
-        let c = fdct4x4(&residual4(src, rec, 4, 0, 0));
+        let c = fdct4x4_sub(src, rec);
         if self.block(&c, 0, TYPE_Y_WITH_DC, b & 3, b >> 2, lv) {
             idct4x4_add(&dequantize_block(lv, self.mq.dq.y), rec, 0, 4);
         }

@@ -63,17 +63,19 @@ pub(crate) fn best_split(
             let starts = if part == 3 { &starts[..] } else { &starts[1..] };
             let found = motion_search(fc, m, r, recon, rect, starts, best_mv, lim);
             let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
+            // LEFT4X4 ABOVE4X4 ZERO4X4 NEW4X4, priced once for the partition's candidates.
+            let leaf: [u32; 4] =
+                std::array::from_fn(|k| tree_cost(&SUB_MV_REF_TREE, probs, k as u8));
             let sub_rate = |mv: Mv| -> u32 {
-                let mut c = tree_cost(&SUB_MV_REF_TREE, probs, 3)
-                    + fc.mc.mv_cost(mv, best_mv).unwrap_or(1 << 24);
+                let mut c = leaf[3] + fc.mc.mv_cost(mv, best_mv).unwrap_or(1 << 24);
                 if mv == left {
-                    c = c.min(tree_cost(&SUB_MV_REF_TREE, probs, 0));
+                    c = c.min(leaf[0]);
                 }
                 if mv == above {
-                    c = c.min(tree_cost(&SUB_MV_REF_TREE, probs, 1));
+                    c = c.min(leaf[1]);
                 }
                 if mv == Mv::default() {
-                    c = c.min(tree_cost(&SUB_MV_REF_TREE, probs, 2));
+                    c = c.min(leaf[2]);
                 }
                 c
             };

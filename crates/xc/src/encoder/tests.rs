@@ -477,3 +477,99 @@ fn missing_clip_fails_unless_allowed() {
     let env = [("EXCAMERA_SHARED", nowhere.to_str())];
     crate::test_material::assert_missing_material_fails(test, &env, "no-such");
 }
+
+/// The bytes the encoder writes, hashed (FNV-1a, 64 bits) per chain of frames: a key frame,
+/// then three inter frames at each effort, with and without `activity_rd` and
+/// `ssim_decisions`, at a coarse (60) and a fine (15) quantizer, on a smooth clip (bigbuckbunny),
+/// a moving one (carphone) and one whose height is not whole macroblocks (park_joy). The expected values were computed with the encoder of main at
+/// d53bf60, before the speed work of the eighth session (SIMD SAD and SSE of blocks, ...), which
+/// must not change a single output byte: a mismatch prints every chain's hash.
+#[test]
+fn encoded_bytes_are_unchanged_by_speed_work() {
+    const EXPECTED: &[(&str, u8, Speed, bool, u64)] = &[
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Good, false, 0x4c22e4f80f9a3818),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Good, true, 0xb2354ddefc4616b3),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::GoodRefs, false, 0x6288b73b785ef7f0),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::GoodRefs, true, 0x1375797b2c906295),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Realtime, false, 0x041f349031bef625),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Realtime, true, 0xc58d405b6826904d),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Best, false, 0x65b415f0a630299c),
+        ("bigbuckbunny_320x180_48f.y4m", 60, Speed::Best, true, 0x63e9887117841e91),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Good, false, 0xb9e9ba7b174975fb),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Good, true, 0x0186ca1117913d99),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::GoodRefs, false, 0x041c70086c7495b1),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::GoodRefs, true, 0x04ff6d7fbeb11e2f),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Realtime, false, 0x016dc7c27d6f43d9),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Realtime, true, 0xd51ba6f348775fda),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Best, false, 0x785dd528c6332354),
+        ("bigbuckbunny_320x180_48f.y4m", 15, Speed::Best, true, 0xcc693d19f4bb54cc),
+        ("carphone_qcif_120f.y4m", 60, Speed::Good, false, 0x9c6248fac98f10ae),
+        ("carphone_qcif_120f.y4m", 60, Speed::Good, true, 0xf4788c35c37bab83),
+        ("carphone_qcif_120f.y4m", 60, Speed::GoodRefs, false, 0xc71f7b3c851ec7c2),
+        ("carphone_qcif_120f.y4m", 60, Speed::GoodRefs, true, 0x28923bf3519cabf2),
+        ("carphone_qcif_120f.y4m", 60, Speed::Realtime, false, 0xd60ae0e09851d65f),
+        ("carphone_qcif_120f.y4m", 60, Speed::Realtime, true, 0x38234ef892ccc0ae),
+        ("carphone_qcif_120f.y4m", 60, Speed::Best, false, 0xb8d19739bc2ebc73),
+        ("carphone_qcif_120f.y4m", 60, Speed::Best, true, 0xdef4aadc11bdbe8c),
+        ("carphone_qcif_120f.y4m", 15, Speed::Good, false, 0x1114c5f84bee48c7),
+        ("carphone_qcif_120f.y4m", 15, Speed::Good, true, 0x9637996b412f61c1),
+        ("carphone_qcif_120f.y4m", 15, Speed::GoodRefs, false, 0xbc257ce7d030dbdc),
+        ("carphone_qcif_120f.y4m", 15, Speed::GoodRefs, true, 0xb23bb9a7517f476e),
+        ("carphone_qcif_120f.y4m", 15, Speed::Realtime, false, 0x2de960992e86639b),
+        ("carphone_qcif_120f.y4m", 15, Speed::Realtime, true, 0xbe652e79c3621939),
+        ("carphone_qcif_120f.y4m", 15, Speed::Best, false, 0xd062ef2301110197),
+        ("carphone_qcif_120f.y4m", 15, Speed::Best, true, 0x43782b0d1ad210f0),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Good, false, 0x7dbf02fed1508fba),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Good, true, 0x42e4a2c31de89de9),
+        ("park_joy_160x90_10f.y4m", 60, Speed::GoodRefs, false, 0xeacad68480916da0),
+        ("park_joy_160x90_10f.y4m", 60, Speed::GoodRefs, true, 0x81624798ddf07bcc),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Realtime, false, 0xae960ff2217e95bf),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Realtime, true, 0x799811bc8018ca56),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Best, false, 0x882d0499a1296049),
+        ("park_joy_160x90_10f.y4m", 60, Speed::Best, true, 0xa17aa52a410633d1),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Good, false, 0x1879c906614ac99b),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Good, true, 0xef5a131ed439d616),
+        ("park_joy_160x90_10f.y4m", 15, Speed::GoodRefs, false, 0xd7caf3a4e57907e3),
+        ("park_joy_160x90_10f.y4m", 15, Speed::GoodRefs, true, 0x173a070cf5a852c5),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Realtime, false, 0xf6d1b1b28b1f1497),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Realtime, true, 0x255aaef64429a396),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Best, false, 0x558b1c70fb6aeca0),
+        ("park_joy_160x90_10f.y4m", 15, Speed::Best, true, 0x803375e18dbaa9aa),
+    ];
+    let fnv = |h: u64, data: &[u8]| {
+        data.iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    };
+    let mut got = Vec::new();
+    for clip in
+        ["bigbuckbunny_320x180_48f.y4m", "carphone_qcif_120f.y4m", "park_joy_160x90_10f.y4m"]
+    {
+        let Some(frames) = clip_frames(clip, 4) else { return };
+        for q in [60u8, 15] {
+            let key =
+                encode_frame(&DecoderState::default(), &frames[0], &EncodeParams::key(q)).unwrap();
+            for speed in [Speed::Good, Speed::GoodRefs, Speed::Realtime, Speed::Best] {
+                for tuned in [false, true] {
+                    let mut st = key.state.clone();
+                    let mut h = fnv(0xcbf2_9ce4_8422_2325, &key.data);
+                    for src in &frames[1..] {
+                        let p = EncodeParams {
+                            speed,
+                            activity_rd: tuned,
+                            ssim_decisions: tuned,
+                            ..EncodeParams::inter(q)
+                        };
+                        let e = encode_frame(&st, src, &p).unwrap();
+                        h = fnv(h, &e.data);
+                        st = e.state;
+                    }
+                    got.push((clip, q, speed, tuned, h));
+                }
+            }
+        }
+    }
+    let table: String = got
+        .iter()
+        .map(|(c, q, s, t, h)| format!("(\"{c}\", {q}, Speed::{s:?}, {t}, 0x{h:016x}),\n"))
+        .collect();
+    assert_eq!(got, EXPECTED, "the chains' hashes now:\n{table}");
+}
