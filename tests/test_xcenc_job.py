@@ -490,6 +490,10 @@ def test_redecide_pass() -> None:
     f = p.pass_flags(2, 3)
     assert f[f.index("--redecide-rest") + 1] == REDECIDE_REST_EFFORT == "good-refs"
     assert not any("--redecide-rest" in plain.pass_flags(n, k) for k in range(8) for n in (1, 2))
+    # The serial rebase of a re-decided chunk keeps its references; every other pass may
+    # switch them.
+    assert ["--choose-refs" in p.pass_flags(n, 3) for n in (1, 2, 3)] == [True, True, False]
+    assert "--choose-refs" in p.pass_flags(1, 1) and "--choose-refs" in plain.pass_flags(2, 3)
     # Pass 1 of a re-decided chunk only seeds its successor's re-decide pass: Realtime there;
     # a chunk whose pass 1 is final (or re-decides in pass 2) keeps PASS1_EFFORT (good-refs).
     effort = [f[f.index("-q") + 1] for f in (p.pass_flags(1, 3), p.pass_flags(2, 3),
