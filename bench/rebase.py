@@ -5,10 +5,12 @@ after pass 0: pass 1 (chunk k onto chunk k-1's pass-0 state, its key frame conve
 inter frame, every chunk at once) and pass 2, the serial step (pass 1's output rebased, every
 frame keeping its decisions, onto chunk k-1's final state: the hop the chain waits on, chunk
 after chunk). Both run here as the pipeline runs them: ``reencode_chunk`` in process with the
-flags ``-w 0.75`` and those of the plan ``excamera encode`` makes by default (``-q good
+flags ``-w 0.75`` and those of the plan ``excamera encode`` makes by default (``-q good-refs
 --last-keeps-refs --choose-refs --key-at-cuts --activity-rd --content-weight --floored-key
---golden-to-altref``, parsed by xc-enc's own parser; the parallel re-decide pass is not timed
-here), on ``--chunk``-frame chunks whose pass 0 is vpxenc with mu's
+--golden-to-altref``, parsed by xc-enc's own parser; the serial step with a four-pass chunk's
+pass-3 flags, which keep each macroblock's reference, but with pass 1's output as its input:
+the parallel re-decide pass, whose output the chain rebases, is not run here), on
+``--chunk``-frame chunks whose pass 0 is vpxenc with mu's
 settings and the plan's floored key frames (``xcenc.plan.vpxenc_pass0_settings``,
 ``--cq-level=20``).
 
@@ -64,8 +66,13 @@ _PLAN = encode_plan(EncodeSettings(source=Path("bench.y4m"), output=Path("bench.
                     Chunks(vid="bench", count=3, storage_url="", info=None))
 assert _PLAN.pass0_key_floor and _PLAN.chain == "excamera"
 CHAIN_FLAGS = ["-r", *_PLAN.pass_flags(2)]
+# The serial step as chunks from the third of a batch on run it: pass 3 of four (chunk 2 of
+# the plan), the re-decide pass's decisions rebased without switching references.
+SERIAL_FLAGS = ["-r", *_PLAN.pass_flags(3, 2)]
+assert _PLAN.worker_plan(2).passes == 4 and "--choose-refs" not in SERIAL_FLAGS
 PASS0 = vpxenc_pass0_settings(CQ, _PLAN.pass0_key_floor)
 CHAIN = reencode_options(build_parser().parse_args([*CHAIN_FLAGS, "CHUNK.y4m"]))
+SERIAL = reencode_options(build_parser().parse_args([*SERIAL_FLAGS, "CHUNK.y4m"]))
 
 
 def source_path(spec: str) -> Path:
@@ -128,7 +135,7 @@ def bench_clip(spec: str, chunk: int, runs: int, tmp: Path) -> dict:
         pass1.append(p1.frames)
         finals.append(p1.state if k == 1 else
                       reencode_chunk(finals[k - 1], p1.frames, states[k - 1], chunks[k],
-                                     CHAIN).state)
+                                     SERIAL).state)
     timed = range(2, len(chunks))
     frames = sum(len(chunks[k]) for k in timed)
     load_before = os.getloadavg()
@@ -144,7 +151,7 @@ def bench_clip(spec: str, chunk: int, runs: int, tmp: Path) -> dict:
             tot["vpxenc_pass0"][1] += cpu
             for name, fn in (
                 ("pass2", lambda k=k: reencode_chunk(finals[k - 1], pass1[k], states[k - 1],
-                                                     chunks[k], CHAIN)),
+                                                     chunks[k], SERIAL)),
                 ("pass1", lambda k=k: reencode_chunk(states[k - 1], streams[k], None,
                                                      chunks[k], CHAIN)),
             ):
@@ -197,7 +204,8 @@ def main() -> int:
         pass0 = " ".join(["vpxenc", *PASS0, "-o", "CHUNK.ivf",
                           "CHUNK.y4m"])
         args.json.write_text(json.dumps({"settings": {**settings(args), "pass0": pass0,
-                                                      "rebase": " ".join(CHAIN_FLAGS)},
+                                                      "rebase": " ".join(CHAIN_FLAGS),
+                                                      "serial": " ".join(SERIAL_FLAGS)},
                                          "results": results}, indent=2) + "\n")
     return 0
 

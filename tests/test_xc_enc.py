@@ -465,6 +465,33 @@ def test_reencode_activity_rd(two_chunks: Path, tmp_path: Path) -> None:
     decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "a1.ivf", tmp_path)
 
 
+def test_reencode_redecide_rest(two_chunks: Path, tmp_path: Path) -> None:
+    """--redecide-rest SPEED decides every frame after the first anew (a full encode at SPEED
+    onto the state the frames before it reach) instead of rebasing the previous encode's
+    decisions: the first frame is unchanged, every later one changes, and so does each speed's
+    choice; the joined stream decodes identically in vpxdec. Its speeds are -q's, spelled out
+    in xc-enc for start-up time."""
+    from excamera.xc import enc
+    from excamera.xc.encoder import SPEEDS
+
+    assert enc._SPEEDS == SPEEDS
+    d = two_chunks
+    outs = {}
+    for rest in ((), ("--redecide-rest", "good"), ("--redecide-rest", "good-refs")):
+        out = tmp_path / f"r{len(outs)}.ivf"
+        run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "-w", 0.75, "-q", "good",
+                "--activity-rd", *rest, "-o", out, d / "c1.y4m")
+        outs[rest[1:]] = [f.data for f in read_ivf(out)[1]]
+    kept, good, refs = outs[()], outs[("good",)], outs[("good-refs",)]
+    assert kept[0] == good[0] == refs[0]
+    assert all(a != b for a, b in zip(kept[1:], good[1:], strict=True))
+    assert good != refs
+    decode_joined_as_vpxdec(d / "v0.ivf", tmp_path / "r2.ivf", tmp_path)
+    bad = run_enc("-r", "-W", "-I", d / "v0.state", "-p", d / "v1.ivf", "--redecide-rest",
+                  "fast", "-o", tmp_path / "x.ivf", d / "c1.y4m", check=False)
+    assert bad.returncode != 0 and "--redecide-rest" in bad.stderr
+
+
 def test_reencode_full_key(two_chunks: Path, tmp_path: Path) -> None:
     """--full-key (the batch-start re-key's): a chunk re-encoded from a fresh state with
     --s-ac-qi keeps a key frame at that quantizer, now xc's own key-frame encode rather than

@@ -25,6 +25,7 @@ from excamera.pipelines.xcenc.plan import (
     JOIN_EARLIER,
     JOIN_FINAL,
     JOIN_KEY,
+    REDECIDE_REST_EFFORT,
     Join,
     Need,
     PassPlan,
@@ -480,6 +481,19 @@ def test_redecide_pass() -> None:
     assert ["--redecide-first" in f for f in flags] == [False, True, False]
     assert all("--golden-to-altref" in f for f in flags)
     assert "--redecide-first" not in p.pass_flags(1, 1)  # two passes: pass 1 is its final
+    # Every later frame is decided anew where the decisions see a state near the chain's: the
+    # re-decide pass, and pass 1 where it is final; not in pass 1 of a re-decided chunk, the
+    # chain's rebase, the batch start or a chain without the re-decide pass.
+    rest = [(n, k) for k in range(8) for n in range(1, 4)
+            if "--redecide-rest" in p.pass_flags(n, k)]
+    assert rest == [(1, 1), (2, 2), (2, 3), (1, 5), (2, 6), (2, 7)]
+    f = p.pass_flags(2, 3)
+    assert f[f.index("--redecide-rest") + 1] == REDECIDE_REST_EFFORT == "good-refs"
+    assert not any("--redecide-rest" in plain.pass_flags(n, k) for k in range(8) for n in (1, 2))
+    # The serial rebase of a re-decided chunk keeps its references; every other pass may
+    # switch them.
+    assert ["--choose-refs" in p.pass_flags(n, 3) for n in (1, 2, 3)] == [True, True, False]
+    assert "--choose-refs" in p.pass_flags(1, 1) and "--choose-refs" in plain.pass_flags(2, 3)
     # Pass 1 of a re-decided chunk only seeds its successor's re-decide pass: Realtime there;
     # a chunk whose pass 1 is final (or re-decides in pass 2) keeps PASS1_EFFORT (good-refs).
     effort = [f[f.index("-q") + 1] for f in (p.pass_flags(1, 3), p.pass_flags(2, 3),

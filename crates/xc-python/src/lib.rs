@@ -494,7 +494,8 @@ type PlaneTriple<'py> =
 /// `ReencodeOpts::first_frame_speed`); `keep_golden`, `last_refreshes_all` and `choose_refs`
 /// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`;
 /// `key_frame_in_full`, `static_key_weight` and `redecide_first_frame` are `ReencodeOpts`'s,
-/// `golden_to_altref` its `first_frame_golden_to_altref`.
+/// `golden_to_altref` its `first_frame_golden_to_altref`, `redecide_later` (a speed, or None)
+/// its `redecide_later_frames`.
 /// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
@@ -504,7 +505,8 @@ type PlaneTriple<'py> =
                     speed = "rt", keep_golden = false, last_refreshes_all = true,
                     choose_refs = false, activity_rd = false, kf_weight_by_content = false,
                     key_frame_in_full = false, key_floored = false, static_key_weight = None,
-                    redecide_first_frame = false, golden_to_altref = false))]
+                    redecide_first_frame = false, golden_to_altref = false,
+                    redecide_later = None))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -527,6 +529,7 @@ fn reencode_chunk<'py>(
     static_key_weight: Option<f64>,
     redecide_first_frame: bool,
     golden_to_altref: bool,
+    redecide_later: Option<&str>,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -551,6 +554,7 @@ fn reencode_chunk<'py>(
         static_key_weight,
         redecide_first_frame,
         first_frame_golden_to_altref: golden_to_altref,
+        redecide_later_frames: redecide_later.map(parse_speed).transpose()?,
         ..defaults
     };
     let sources =

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from excamera.xc.encoder import ReencodeOptions
 
 DEFAULT_SSIM = 0.99
+# encoder.SPEEDS, spelled out: this module stays light at start-up (a test checks they agree).
+_SPEEDS = ("best", "good", "good-split", "good-refs", "rt")
 
 
 class EncError(Exception):
@@ -70,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant quantizer index 0..127")
     p.add_argument("-F", "--frame-sizes", type=Path, default=None,
                    help="target frame sizes, one byte count per line")
-    # encoder.SPEEDS, spelled out: this module stays light at start-up.
-    p.add_argument("-q", "--quality", choices=("best", "good", "good-split", "good-refs", "rt"),
+    p.add_argument("-q", "--quality", choices=_SPEEDS,
                    default=None,
                    help="encoder effort: best, good, good-split (good with best's SPLITMV "
                    "search), good-refs (good with SPLITMV on every reference) or rt (default "
@@ -134,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: a first frame that is an inter frame in the previous "
                    "encode gets its modes and motion vectors decided anew against the input "
                    "state (a full encode at -q's effort), then rebased like the others")
+    p.add_argument("--redecide-rest", choices=_SPEEDS, default=None,
+                   help="re-encode: every inter frame after the first gets its modes and "
+                   "motion vectors decided anew (a full encode at SPEED onto the state the "
+                   "frames before it reach), then rebased like the others")
     p.add_argument("--golden-to-altref", action="store_true",
                    help="re-encode: the converted first frame copies the input state's golden "
                    "picture to alt-ref instead of refreshing alt-ref with itself")
@@ -321,7 +326,8 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            kf_weight_by_content=args.content_weight, full_key=args.full_key,
                            key_floored=args.floored_key, static_key_weight=args.static_key,
                            redecide_first=args.redecide_first,
-                           golden_to_altref=args.golden_to_altref)
+                           golden_to_altref=args.golden_to_altref,
+                           redecide_rest=args.redecide_rest)
 
 
 def reencode(args: argparse.Namespace) -> int:

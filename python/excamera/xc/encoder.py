@@ -312,6 +312,10 @@ class ReencodeOptions:
     # alt-ref instead of refreshing it (ReencodeOpts::first_frame_golden_to_altref), so the
     # chunk hands on three distinct references.
     golden_to_altref: bool = False
+    # --redecide-rest SPEED: every inter frame after the first is decided anew by a full encode
+    # at SPEED onto the state the frames before it reach, then rebased onto it (the codec's
+    # ReencodeOpts::redecide_later_frames). None: pass 0's decisions are kept.
+    redecide_rest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +345,8 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         choose_refs=o.choose_refs, activity_rd=o.activity_rd,
         kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key,
         key_floored=o.key_floored, static_key_weight=o.static_key_weight,
-        redecide_first_frame=o.redecide_first, golden_to_altref=o.golden_to_altref)
+        redecide_first_frame=o.redecide_first, golden_to_altref=o.golden_to_altref,
+        redecide_later=o.redecide_rest)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 

@@ -299,13 +299,16 @@ fn predict_inter_chroma(
     }
 }
 
-/// Rebased frames use half the RD quantizer's lambda. Their prediction decisions were made
-/// by vpxenc for vpxenc's quality, and a re-encoded chunk must stay within 0.5 dB of it frame
-/// by frame. Measured on the chain tests (carphone, bus, bigbuckbunny, park_joy): at 0.5
+/// Rebased frames use 0.6 of the RD quantizer's lambda. Their prediction decisions were made
+/// for the prediction stream's quality, and a re-encoded chunk must stay within 0.5 dB of it
+/// frame by frame. Measured on the chain tests (carphone, bus, bigbuckbunny, park_joy): at 0.5
 /// the rebased frames land 0.0..+0.3 dB above the prediction stream's and the chunks are
 /// 11-50% smaller; at 1.0 they are 0.2-0.6 dB below it on average and a few frames break the
-/// 0.5 dB bound (plain quantizer: +0.6 dB, 40-80% larger frames than vpxenc's).
-const REBASE_LAMBDA_SCALE: f64 = 0.5;
+/// 0.5 dB bound (plain quantizer: +0.6 dB, 40-80% larger frames than vpxenc's). Since the
+/// excamera chain decides every frame with xc (`ReencodeOpts::redecide_later_frames`), 0.6
+/// is its best (SSIM / PSNR-Y BD-rate, 0.4..1.0 measured: bigbuckbunny +7.6% / +1.0% ->
+/// +7.1% / +0.7%, carphone -3.8% / -3.7% -> -4.3% / -3.6%; `bench/compression-ideas.md`).
+const REBASE_LAMBDA_SCALE: f64 = 0.6;
 
 /// The skip probability assumed when pricing the skip flag (the writer picks the real one).
 const SKIP_PROB: u8 = 100;
@@ -607,6 +610,16 @@ pub struct ReencodeOpts {
     /// golden frames copy the old golden to alt-ref. It pays only with
     /// `redecide_first_frame`, whose decisions are made against those references.
     pub first_frame_golden_to_altref: bool,
+    /// Every inter frame after the first (the frames a chunk's pass 0 decided) gets its modes
+    /// and motion vectors decided anew by a full encode at this speed onto the state the
+    /// frames before it reach, then rebased onto that state like any frame (`None`: they keep
+    /// the prediction stream's decisions). Pass 0 decided them against its own chunk's key
+    /// frame; on the excamera chain's states xc's GoodRefs decisions (mode lambda at the SSIM
+    /// tuning's, activity weights left to the rebase's residuals) are better: SSIM BD-rate
+    /// bigbuckbunny -3.6 points, carphone +0.8 (`bench/compression-ideas.md`, eighth
+    /// session). Pays only on a state near the chain's: the re-decide pass, or a pass whose
+    /// input state is final.
+    pub redecide_later_frames: Option<Speed>,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -633,6 +646,7 @@ impl Default for ReencodeOpts {
             static_key_weight: None,
             redecide_first_frame: false,
             first_frame_golden_to_altref: false,
+            redecide_later_frames: None,
             verify: false,
         }
     }
@@ -916,7 +930,18 @@ pub fn reencode_chunk(
             };
             encode_frame(&state, target, &params)?
         } else if k == 0 && !first_key && opts.redecide_first_frame {
-            redecide_frame(&state, &p.parsed, target, opts, k == last)?
+            let how = Redecide {
+                speed: opts.first_frame_speed,
+                activity_rd: opts.activity_rd,
+                ssim_decisions: opts.activity_rd,
+            };
+            redecide_frame(&state, &p.parsed, target, opts, how, k == last)?
+        } else if let (true, Some(speed)) = (k > 0, opts.redecide_later_frames) {
+            // Activity weights stay out of these decisions (the rebase's residuals still get
+            // them): with them, carphone's SSIM BD-rate was 0.7 points worse, bigbuckbunny's
+            // the same.
+            let how = Redecide { speed, activity_rd: false, ssim_decisions: opts.activity_rd };
+            redecide_frame(&state, &p.parsed, target, opts, how, k == last)?
         } else {
             let qindex = (k == 0 && first_key).then_some(key_qi).flatten();
             let params = RebaseParams {
@@ -1038,23 +1063,32 @@ fn match_quality<T>(
     Ok(good)
 }
 
-/// [`ReencodeOpts::redecide_first_frame`]: the prediction frame's modes and motion vectors are
-/// decided again by a full encode onto `state` (at `first_frame_speed`, at the frame's own
-/// quantizer and with its reference refreshes; lambda weighted by activity with `activity_rd`:
-/// SSIM BD-rate -0.2 / -0.3 points on bigbuckbunny / carphone, PSNR-Y -0.1 / +0.1), and those
-/// decisions are rebased onto the same
-/// state, so the residuals are the rebase's (activity-weighted RD quantizer) as every other
-/// frame's are.
+/// How [`redecide_frame`]'s full encode decides.
+#[derive(Clone, Copy)]
+struct Redecide {
+    speed: Speed,
+    activity_rd: bool,
+    ssim_decisions: bool,
+}
+
+/// [`ReencodeOpts::redecide_first_frame`] and [`ReencodeOpts::redecide_later_frames`]: the
+/// prediction frame's modes and motion vectors are decided again by a full encode onto
+/// `state` as `how` says (at the frame's own quantizer and with its reference refreshes; for
+/// a first frame, lambda weighted by activity with `activity_rd`: SSIM BD-rate -0.2 / -0.3
+/// points on bigbuckbunny / carphone, PSNR-Y -0.1 / +0.1), and those decisions are rebased
+/// onto the same state, so the residuals are the rebase's (activity-weighted RD quantizer) as
+/// every other frame's are.
 fn redecide_frame(
     state: &DecoderState,
     pred: &ParsedFrame,
     target: &Frame,
     opts: &ReencodeOpts,
+    how: Redecide,
     is_last: bool,
 ) -> Result<EncodedFrame, EncodeError> {
     let h = &pred.header;
     let params = EncodeParams {
-        speed: opts.first_frame_speed,
+        speed: how.speed,
         refresh_last: h.refresh_last,
         refresh_golden: h.refresh_golden_frame,
         refresh_altref: h.refresh_alternate_frame,
@@ -1064,8 +1098,8 @@ fn redecide_frame(
         sign_bias_altref: h.sign_bias_alternate,
         sharpness: h.sharpness_level,
         show_frame: pred.show_frame,
-        activity_rd: opts.activity_rd,
-        ssim_decisions: opts.activity_rd,
+        activity_rd: how.activity_rd,
+        ssim_decisions: how.ssim_decisions,
         verify: opts.verify,
         ..EncodeParams::inter(h.quant.y_ac_qi)
     };

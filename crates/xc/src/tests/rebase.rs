@@ -454,6 +454,74 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
     assert_eq!(h2.copy_buffer_to_alternate, 2);
 }
 
+/// `redecide_later_frames`: every frame after the first carries exactly the modes and vectors
+/// a full encode at the given speed chooses on the state the re-decided frames before it
+/// reach (with `ssim_decisions`' lambda, without activity weights in the decisions), and the
+/// rebase's residuals; without it those frames keep the prediction stream's decisions.
+#[test]
+fn redecided_later_frames_take_full_encodes_decisions() {
+    let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
+    let src: Vec<Frame> = (0..5).map(|i| source(&clip, i)).collect();
+    let enc = |state: &DecoderState, i: usize, params: EncodeParams| {
+        encode_frame(state, &src[i], &params).expect("encode")
+    };
+    let key = enc(&DecoderState::default(), 0, EncodeParams::key(20));
+    let r = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(8) });
+    // The chunk's pass 0, decided against its own key frame: a key frame, two inter frames.
+    let k2 = enc(&DecoderState::default(), 2, EncodeParams::key(10));
+    let f3 = enc(&k2.state, 3, EncodeParams { speed: Speed::Realtime, ..EncodeParams::inter(50) });
+    let f4 = enc(&f3.state, 4, EncodeParams { speed: Speed::Realtime, ..EncodeParams::inter(50) });
+    let pass0 = vec![k2.data, f3.data, f4.data];
+    let opts = ReencodeOpts {
+        first_frame_quality: FirstFrameQuality::Weighted,
+        kf_q_weight: 0.75,
+        first_frame_speed: Speed::Good,
+        last_frame_refresh_all: false,
+        activity_rd: true,
+        verify: true,
+        ..Default::default()
+    };
+    let onto = |redecide_later_frames| {
+        let o = ReencodeOpts { redecide_later_frames, ..opts.clone() };
+        reencode_chunk(&r.state, &pass0, None, &src[2..5], &o).expect("rebase")
+    };
+    let (kept, redecided) = (onto(None), onto(Some(Speed::Good)));
+    assert_eq!(kept.frames[0], redecided.frames[0], "the first frame is not a later frame");
+    let decisions = |state: &DecoderState, data: &[u8]| {
+        let f = parse_frame(state, data).expect("parse");
+        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
+    };
+    let mut state = decode_all(&r.state, &redecided.frames[..1]).0;
+    for (i, data) in redecided.frames.iter().enumerate().skip(1) {
+        let h = parse_frame(&state, data).expect("parse").header;
+        let full = encode_frame(
+            &state,
+            &src[2 + i],
+            &EncodeParams {
+                speed: Speed::Good,
+                refresh_last: h.refresh_last,
+                refresh_golden: h.refresh_golden_frame,
+                refresh_altref: h.refresh_alternate_frame,
+                copy_to_golden: h.copy_buffer_to_golden,
+                copy_to_altref: h.copy_buffer_to_alternate,
+                sharpness: h.sharpness_level,
+                ssim_decisions: true,
+                ..EncodeParams::inter(h.quant.y_ac_qi)
+            },
+        )
+        .expect("full encode");
+        assert_eq!(decisions(&state, data), decisions(&state, &full.data), "frame {i}");
+        assert_ne!(*data, full.data, "frame {i}: the residuals are the rebase's");
+        state = decode_all(&state, std::slice::from_ref(data)).0;
+    }
+    let kept_later = decode_all(&r.state, &kept.frames[..1]).0;
+    assert_ne!(
+        decisions(&kept_later, &kept.frames[1]),
+        decisions(&kept_later, &redecided.frames[1]),
+        "pass 0's Realtime decisions are not Good's"
+    );
+}
+
 /// `activity_rd`: the weights lie in 1/2..2, and a rebase with them (of a fine-quantized
 /// frame, where flat macroblocks have residual to keep) keeps more coefficients in the flat
 /// macroblocks (weight below 3/4) and fewer in the busy ones (above 4/3) than the

@@ -69,7 +69,10 @@ state (2 passes); every later one rebases once onto its predecessor's pass-0 sta
 parallel) and then onto its predecessor's *final* state (pass 2, serially along the batch, with
 ``-S`` the pass-0 state that pass 1 used). With ``XcencParams.redecide`` (``excamera
 encode``'s default) those later chunks run a re-decide pass in between (pass 2, in parallel,
-onto the predecessor's pass-1 state), and the serial rebase is pass 3. Every chunk is then
+onto the predecessor's pass-1 state; it decides every frame of the chunk anew, the first
+frame's modes and vectors and the later frames' that pass 0 decided against its own key frame),
+and the serial rebase is pass 3; the second chunk of a batch, whose pass 1 is final, decides its
+later frames anew there. Every chunk is then
 exact by construction and no worker runs more than 4 passes. The re-encodes are plain
 rebases, without phase flags. With ``--chain excamera`` (the default) they also keep
 references across chunk joins and let rebased macroblocks choose among them, and the converted

@@ -49,6 +49,14 @@ EXCAMERA_CHAIN_FLAGS = ["-q", PASS1_EFFORT, *_CHAIN_CHOICES]
 # +14.0% / +5.4%, carphone -3.1% / -2.9% -> -2.9% / -2.6% (SSIM / PSNR-Y BD-rate), for pass 1's
 # CPU on bbb 640x272 1.56 -> 0.75 s of the pipeline's 7.6 (bench/compression-ideas.md).
 REDECIDE_PASS1_EFFORT = "rt"
+# With ``XcencParams.redecide``, the passes that decide on a state near the chain's (the
+# re-decide pass, and pass 1 where it is the chunk's final pass: the second chunk of a batch)
+# also decide every later frame of the chunk anew at this effort (xc-enc --redecide-rest)
+# instead of rebasing pass 0's decisions, made against pass 0's own key frame. SSIM / PSNR-Y
+# BD-rate bigbuckbunny +11.7% / +3.9% -> +8.1% / +0.7%, carphone -4.6% / -3.5% -> -3.8% /
+# -3.7%; Good instead +9.5% / +2.2% and -1.5% / -0.6% (the re-decide pass alone), Realtime
+# +20.8% / +10.9% (bench/compression-ideas.md, eighth session).
+REDECIDE_REST_EFFORT = "good-refs"
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
@@ -58,10 +66,11 @@ PASS0_KEY_FLOOR = 0.2
 # codec's stillness::STATIC_KEY_GATE) is at (1 - STATIC_KEY_WEIGHT) of the level's quantizer
 # instead of (1 - kf_weight): a static opening's key frame serves more than its chunk (with
 # ``XcencParams.redecide`` it also stays alt-ref through the next chunk).
-# bigbuckbunny's SSIM / PSNR-Y BD-rate +14.0% / +5.4% -> +13.7% / +5.3% (0.79 before the
-# re-decide pass; 0.75..0.95 measured again after it); carphone, bus and park_joy read busy
+# bigbuckbunny's SSIM / PSNR-Y BD-rate +14.0% / +5.4% -> +13.7% / +5.3% at 0.82 (0.79 before
+# the re-decide pass; 0.75..0.95 measured again after it), +8.1% / +0.7% -> +7.6% / +1.0% at
+# 0.86 with REDECIDE_REST_EFFORT (0.82..0.90 measured); carphone, bus and park_joy read busy
 # and are unchanged (bench/compression-ideas.md).
-STATIC_KEY_WEIGHT = 0.82
+STATIC_KEY_WEIGHT = 0.86
 
 
 class PlanError(ValueError):
@@ -413,7 +422,8 @@ class XcencParams:
           boosted first frame (golden and alt-ref), as a serial encoder's frames use a golden.
         - ``--choose-refs``: pass 2 rebases pass 1's decisions, made against the predecessor's
           pass-0 state, onto its final state, whose golden and alt-ref pictures differ; each
-          macroblock may take whichever reference predicts it best with its own vectors.
+          macroblock may take whichever reference predicts it best with its own vectors (not
+          in the serial rebase of a re-decided chunk, whose decisions are all xc's).
         - ``--key-at-cuts``: vpxenc's pass 0 need not put a key frame at a scene cut inside a
           chunk, and an inter frame of intra macroblocks can cost more than a key frame of the
           same quality; such a frame becomes a key frame when that is smaller
@@ -430,7 +440,8 @@ class XcencParams:
 
         With ``redecide``, every pass adds ``--golden-to-altref``; in chunk ``k``, when it runs
         four passes, pass 1 is at ``REDECIDE_PASS1_EFFORT`` and pass 2 adds ``--redecide-first``
-        (``k`` None: the plain chain's flags).
+        and ``--redecide-rest``; when pass 1 is its final pass (the second chunk of a batch),
+        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags).
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
@@ -445,12 +456,22 @@ class XcencParams:
             # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
             effort = PASS1_EFFORT
+            choices = _CHAIN_CHOICES
             if k is not None and self._passes(k) == 4:
                 if n == 2:
-                    redecide.append("--redecide-first")
+                    redecide += ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
                 elif n == 1:
                     effort = REDECIDE_PASS1_EFFORT
-            chain = ["-q", effort, *_CHAIN_CHOICES, *floored, *redecide]
+                else:
+                    # The serial rebase keeps the re-decide pass's references: its decisions
+                    # were all xc's, made against pictures near these (bigbuckbunny's SSIM /
+                    # PSNR-Y BD-rate +7.1% / +0.7% -> +6.7% / +0.3%, carphone's unchanged).
+                    choices = [c for c in choices if c != "--choose-refs"]
+            elif (self.redecide and k is not None and n == 1 and not self.rekeys(k)
+                  and self._passes(k) == 2):
+                # Pass 1 is final here: it decides on the chain's own state.
+                redecide += ["--redecide-rest", REDECIDE_REST_EFFORT]
+            chain = ["-q", effort, *choices, *floored, *redecide]
             return weight + (chain if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
 
