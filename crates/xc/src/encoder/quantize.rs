@@ -487,14 +487,10 @@ mod tests {
 
     #[test]
     fn rd_quantizer_matches_its_reference() {
+        use crate::encoder::rdo::skewed_coeff_probs;
         use crate::tables::DEFAULT_COEFF_PROBS;
         // The default probabilities and a skewed set (as a frame's adapted ones are).
-        let mut skewed = DEFAULT_COEFF_PROBS;
-        let mut seed = 5u64;
-        for p in skewed.iter_mut().flatten().flatten().flatten() {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *p = 1 + (seed >> 56) as u8 % 255;
-        }
+        let skewed = skewed_coeff_probs(5);
         for probs in [&DEFAULT_COEFF_PROBS, &skewed] {
             let tc = TokenCosts::new(probs);
             for (n, bq) in [

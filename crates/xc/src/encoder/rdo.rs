@@ -435,6 +435,19 @@ pub fn inter_mode_costs(cnt: &[u8; 4]) -> [u32; 5] {
     std::array::from_fn(|m| tree_cost(&MV_REF_TREE, &probs, m as u8))
 }
 
+/// The default coefficient probabilities with every one replaced by a pseudo-random 1..=255
+/// drawn from `seed`: skewed as a frame's adapted probabilities are, for tests that price
+/// tokens.
+#[cfg(test)]
+pub(crate) fn skewed_coeff_probs(mut seed: u64) -> CoeffProbs {
+    let mut probs = DEFAULT_COEFF_PROBS;
+    for p in probs.iter_mut().flatten().flatten().flatten() {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *p = 1 + (seed >> 56) as u8 % 255;
+    }
+    probs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,12 +519,7 @@ mod tests {
     /// skewed random ones; larger magnitudes (and cat6's) are computed as before.
     #[test]
     fn level_costs_table_matches_the_computed_costs() {
-        let mut skewed = DEFAULT_COEFF_PROBS;
-        let mut seed = 9u64;
-        for p in skewed.iter_mut().flatten().flatten().flatten() {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *p = 1 + (seed >> 56) as u8 % 255;
-        }
+        let skewed = skewed_coeff_probs(9);
         for probs in [&DEFAULT_COEFF_PROBS, &skewed] {
             let tc = TokenCosts::new(probs);
             for ty in 0..4 {
