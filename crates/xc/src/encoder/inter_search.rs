@@ -119,7 +119,7 @@ pub(crate) fn best_inter(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<
     for r in &fc.refs {
         let Near { best_mv, nearest, nearv, mode_costs } = Near::new(fc, m, &bounds, r);
         let lim = Limits::new(&bounds, best_mv);
-        let new_mv =
+        let (new_mv, _) =
             motion_search(fc, m, r, recon, WHOLE, &[nearest, nearv, best_mv], best_mv, &lim);
         let ref_rate = fc.mc.inter_ref[r.which as usize];
         let mut tried: Vec<Mv> = Vec::new();
@@ -199,12 +199,12 @@ fn best_inter_fast(fc: &FrameCtx, m: &MbCtx, recon: &mut Frame) -> Option<Choice
         }
         if local > good_enough {
             let lim = Limits::new(&bounds, best_mv);
-            let new_mv =
+            let (new_mv, new_sse) =
                 motion_search(fc, m, r, recon, WHOLE, &[nearest, nearv, best_mv], best_mv, &lim);
             if !tried.contains(&Some(new_mv)) {
                 if let Some(mvc) = fc.mc.mv_cost(new_mv, best_mv) {
                     let rate = ref_rate + mode_costs[3] + mvc;
-                    let j = fc.cost(pred_sse(m, r, recon, WHOLE, new_mv), rate);
+                    let j = fc.cost(new_sse, rate);
                     picks.push((j, r, MbMode::New, new_mv, rate));
                 }
             }

@@ -37,16 +37,19 @@ fn best_chroma(
 ) -> ChromaChoice {
     let mut best: Option<ChromaChoice> = None;
     let all = [UvMode::Dc, UvMode::V, UvMode::H, UvMode::Tm];
+    let mut screened = Screened::new();
     let modes = intra_candidates(fc, &all, 2, |mode| {
         predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
         predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
-        let (pu, pv) = read_chroma(recon, m.mbx, m.mby);
+        let (pu, pv) = screened.keep(mode as usize, read_chroma(recon, m.mbx, m.mby));
         (sse(&m.src.u, &pu) as u64 + sse(&m.src.v, &pv) as u64, fc.mc.uv(mode))
     });
     for mode in modes.iter() {
-        predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
-        predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
-        let (mut u, mut v) = read_chroma(recon, m.mbx, m.mby);
+        let (mut u, mut v) = screened.get(mode as usize, || {
+            predict_chroma8(&mut recon.u, m.mbx, m.mby, mode);
+            predict_chroma8(&mut recon.v, m.mbx, m.mby, mode);
+            read_chroma(recon, m.mbx, m.mby)
+        });
         let mut coder = fc.coder(m, *above, *left);
         let mut lv = MbLevels::default();
         coder.chroma_both((&m.src.u, &m.src.v), (&mut u, &mut v), &mut lv);
@@ -68,6 +71,31 @@ fn best_chroma(
         }
     }
     best.expect("four chroma modes tried")
+}
+
+/// The predictions made while screening intra modes, kept so that the modes then coded are
+/// not predicted again (a prediction reads only the pixels above and left of its block, which
+/// the screening and the coding of one block's modes do not change; the block's own pixels in
+/// the reconstruction are overwritten by the chosen coding). Indexed by mode; up to ten.
+struct Screened<P> {
+    preds: [Option<P>; 10],
+}
+
+impl<P: Copy> Screened<P> {
+    fn new() -> Self {
+        Screened { preds: [None; 10] }
+    }
+
+    /// Keep the prediction of mode `k`, and return it.
+    fn keep(&mut self, k: usize, p: P) -> P {
+        self.preds[k] = Some(p);
+        p
+    }
+
+    /// The prediction of mode `k`: the screened one, or `predict`'s when it was not screened.
+    fn get(&self, k: usize, predict: impl FnOnce() -> P) -> P {
+        self.preds[k].unwrap_or_else(predict)
+    }
 }
 
 /// Realtime's mode choice: the mode whose prediction alone (`eval` gives its SSE and mode
@@ -181,9 +209,11 @@ pub(crate) fn best_intra(
     let mut best: Option<Choice> = None;
     let mut px = MbPixels { y: [0; 256], u: ur, v: vr };
     let all = [MbMode::Dc, MbMode::V, MbMode::H, MbMode::Tm];
+    let mut screened = Screened::new();
     let modes = intra_candidates(fc, &all, 2, |mode| {
         predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
-        (sse(&m.src.y, &read_luma(recon, m.mbx, m.mby)) as u64, fc.mc.y_mode(mode))
+        let p = screened.keep(mode as usize, read_luma(recon, m.mbx, m.mby));
+        (sse(&m.src.y, &p) as u64, fc.mc.y_mode(mode))
     });
     for mode in modes.iter() {
         // A mode whose floor reaches the best so far (or the inter coding's cost) cannot be
@@ -192,8 +222,10 @@ pub(crate) fn best_intra(
         if fc.cost(uv_sse, base_rate + fc.mc.y_mode(mode) + uv_floor) >= best_so_far {
             continue;
         }
-        predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
-        let mut y = read_luma(recon, m.mbx, m.mby);
+        let mut y = screened.get(mode as usize, || {
+            predict_luma16(&mut recon.y, m.mbx, m.mby, mode);
+            read_luma(recon, m.mbx, m.mby)
+        });
         let mut coder = fc.coder(m, ca, cl);
         let mut levels = uv_levels.clone();
         coder.luma_y2(&m.src.y, &mut y, &mut levels);
@@ -250,15 +282,18 @@ pub(crate) fn best_intra(
             let lm = if bx > 0 { modes[b - 1] } else { left_modes.map_or(BMode::Dc, |x| x[b + 3]) };
             let src4 = sub4(&m.src.y, 16, bx, by);
             let (x0, y0) = (m.mbx * 16 + bx * 4, m.mby * 16 + by * 4);
+            let mut screened = Screened::new();
             let bmodes = intra_candidates(fc, &BMode::ALL, 3, |mode| {
                 predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
-                let p = read_block::<4, 16>(&recon.y, x0, y0);
+                let p = screened.keep(mode as usize, read_block::<4, 16>(&recon.y, x0, y0));
                 (sse(&src4, &p) as u64, fc.mc.b_mode(mode, am, lm))
             });
             let mut bb: Option<SubblockChoice> = None;
             for mode in bmodes.iter() {
-                predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
-                let mut rec = read_block::<4, 16>(&recon.y, x0, y0);
+                let mut rec = screened.get(mode as usize, || {
+                    predict_luma4(&mut recon.y, m.mbx, m.mby, b, mode);
+                    read_block::<4, 16>(&recon.y, x0, y0)
+                });
                 let mut trial = coder.clone();
                 let mut lv = [0i16; 16];
                 trial.subblock(b, &src4, &mut rec, &mut lv);

@@ -88,7 +88,8 @@ pub(crate) const WHOLE: Rect = Rect { x: 0, y: 0, w: 16, h: 16 };
 
 /// Motion search for one rectangle of the macroblock against `r`: full-pel diamond search
 /// from the best of `starts`, then half- and quarter-pel refinement with the decoder's
-/// six-tap prediction. Costs include the NEWMV rate relative to `best`.
+/// six-tap prediction. Costs include the NEWMV rate relative to `best`. Returns the vector and
+/// its prediction's SSE ([`pred_sse`], which the refinement found on the way).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn motion_search(
     fc: &FrameCtx,
@@ -99,7 +100,7 @@ pub(crate) fn motion_search(
     starts: &[Mv],
     best: Mv,
     lim: &Limits,
-) -> Mv {
+) -> (Mv, u64) {
     let lambda_sad = fc.lambda.sqrt();
     let (bx, by) = ((m.mbx * 16 + rect.x) as isize, (m.mby * 16 + rect.y) as isize);
     let src = &m.src.y[rect.y * 16 + rect.x..];
@@ -165,14 +166,15 @@ pub(crate) fn motion_search(
     }
     // Sub-pixel refinement on SSE of the real prediction.
     let mut mv = (c.1 * 4, c.0 * 4);
-    let sub_cost = |recon: &mut Frame, row: i32, col: i32| -> f64 {
+    // The cost and the SSE (none outside the limits).
+    let sub_cost = |recon: &mut Frame, row: i32, col: i32| -> (f64, Option<u64>) {
         if !lim.ok(row, col) {
-            return f64::MAX;
+            return (f64::MAX, None);
         }
         let d = pred_sse(m, r, recon, rect, Mv { row: row as i16, col: col as i16 });
-        d as f64 + fc.lambda * mv_bits(row, col)
+        (d as f64 + fc.lambda * mv_bits(row, col), Some(d))
     };
-    let mut mj = sub_cost(recon, mv.0, mv.1);
+    let (mut mj, mut md) = sub_cost(recon, mv.0, mv.1);
     for s in [2, 1] {
         if s == 1 && fc.speed == Speed::Realtime && mv == (c.1 * 4, c.0 * 4) {
             break;
@@ -180,14 +182,15 @@ pub(crate) fn motion_search(
         let center = mv;
         for (dr, dc) in [(-s, 0), (s, 0), (0, -s), (0, s), (-s, -s), (-s, s), (s, -s), (s, s)] {
             let (row, col) = (center.0 + dr, center.1 + dc);
-            let j = sub_cost(recon, row, col);
+            let (j, d) = sub_cost(recon, row, col);
             if j < mj {
-                mj = j;
+                (mj, md) = (j, d);
                 mv = (row, col);
             }
         }
     }
-    Mv { row: mv.0 as i16, col: mv.1 as i16 }
+    let mv = Mv { row: mv.0 as i16, col: mv.1 as i16 };
+    (mv, md.unwrap_or_else(|| pred_sse(m, r, recon, rect, mv)))
 }
 
 /// Prediction blocks covering a rectangle: (x, y, size) in pixels within the macroblock.

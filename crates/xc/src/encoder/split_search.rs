@@ -61,7 +61,7 @@ pub(crate) fn best_split(
             // 4x4 partitions also start from the 8x8 vector covering them.
             let starts = [mvs8[k], new16, left, above];
             let starts = if part == 3 { &starts[..] } else { &starts[1..] };
-            let found = motion_search(fc, m, r, recon, rect, starts, best_mv, lim);
+            let (found, found_sse) = motion_search(fc, m, r, recon, rect, starts, best_mv, lim);
             let probs = &SUB_MV_REF_PROBS[sub_mv_context(left, above)];
             // LEFT4X4 ABOVE4X4 ZERO4X4 NEW4X4, priced once for the partition's candidates.
             let leaf: [u32; 4] =
@@ -81,7 +81,7 @@ pub(crate) fn best_split(
             };
             // Prefer a free neighbour vector when its prediction is nearly as good.
             let dist = |recon: &mut Frame, mv: Mv| pred_sse(m, r, recon, rect, mv);
-            let mut pick = (found, fc.cost(dist(recon, found), sub_rate(found)));
+            let mut pick = (found, fc.cost(found_sse, sub_rate(found)));
             for cand in [left, above, Mv::default()] {
                 if cand != found && lim.ok(cand.row as i32, cand.col as i32) {
                     let j = fc.cost(dist(recon, cand), sub_rate(cand));
