@@ -9,7 +9,7 @@
 //! dequantized product fits the 16 bits the decoder stores it in.
 
 use crate::encoder::rdo::{TokenCosts, BIT};
-use crate::encoder::scan::last_reaching;
+use crate::encoder::scan::{last_reaching_with, Reach};
 use crate::quant::{segment_qindex, Dequant, QuantIndices};
 use crate::state::Segmentation;
 use crate::tables::ZIGZAG;
@@ -29,6 +29,9 @@ pub struct BlockQuant {
     pub recip: [u64; 2],
     /// Largest level: [`MAX_LEVEL`], and small enough that `level * q` fits 16 bits.
     pub cap: [i32; 2],
+    /// Half a step, `q - q / 2`: the magnitudes whose nearest level is not 0, prepared for
+    /// the RD quantizer's scan for the last of them.
+    pub(crate) half_step: Reach,
 }
 
 impl BlockQuant {
@@ -40,6 +43,7 @@ impl BlockQuant {
             round: [(q[0] * round_num[0]) >> 7, (q[1] * round_num[1]) >> 7],
             recip: q.map(|q| (1u64 << 32) / q as u64 + 1),
             cap: q.map(|q| MAX_LEVEL.min(i16::MAX as i32 / q)),
+            half_step: Reach::new(q.map(|q| (q - q / 2) as u16)),
         }
     }
 }
@@ -146,8 +150,7 @@ pub fn quantize_block_rd(
     // The last scan position whose nearest level is not 0, (a + q / 2) / q >= 1: whose
     // magnitude reaches half a step. Most blocks of an inter frame have none, and so no
     // level.
-    let half_step = |k: usize| (bq.q[k] - bq.q[k] / 2) as u16;
-    let Some(last) = last_reaching(coeffs, first, [half_step(0), half_step(1)]) else {
+    let Some(last) = last_reaching_with(coeffs, first, &bq.half_step) else {
         return (false, eob_first);
     };
     // The squared magnitudes' total from `first` on (raster index 0 is scan position 0).
