@@ -495,7 +495,7 @@ type PlaneTriple<'py> =
 /// are `ReencodeOpts::first_frame_keeps_golden`, `last_frame_refresh_all` and `choose_refs`;
 /// `key_frame_in_full`, `static_key_weight` and `redecide_first_frame` are `ReencodeOpts`'s,
 /// `golden_to_altref` its `first_frame_golden_to_altref`, `redecide_later` (a speed, or None)
-/// its `redecide_later_frames`.
+/// its `redecide_later_frames`, `seeded_first_frame` its `seeded_first_frame`.
 /// Returns (frames, final state, content hash of
 /// `input_state`).
 /// Runs with the GIL released.
@@ -506,7 +506,7 @@ type PlaneTriple<'py> =
                     choose_refs = false, activity_rd = false, kf_weight_by_content = false,
                     key_frame_in_full = false, key_floored = false, static_key_weight = None,
                     redecide_first_frame = false, golden_to_altref = false,
-                    redecide_later = None))]
+                    redecide_later = None, seeded_first_frame = false))]
 #[allow(clippy::too_many_arguments)]
 fn reencode_chunk<'py>(
     py: Python<'py>,
@@ -530,6 +530,7 @@ fn reencode_chunk<'py>(
     redecide_first_frame: bool,
     golden_to_altref: bool,
     redecide_later: Option<&str>,
+    seeded_first_frame: bool,
 ) -> PyResult<(Vec<Bound<'py, PyBytes>>, PyState, u64)> {
     // A weight selects alfalfa's weighted first-frame quantizer; without one the first frame's
     // quality is matched to the prediction stream's key frame (the codec's default).
@@ -555,6 +556,7 @@ fn reencode_chunk<'py>(
         redecide_first_frame,
         first_frame_golden_to_altref: golden_to_altref,
         redecide_later_frames: redecide_later.map(parse_speed).transpose()?,
+        seeded_first_frame,
         ..defaults
     };
     let sources =

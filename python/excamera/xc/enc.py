@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode: every inter frame after the first gets its modes and "
                    "motion vectors decided anew (a full encode at SPEED onto the state the "
                    "frames before it reach), then rebased like the others")
+    p.add_argument("--seeded-first", action="store_true",
+                   help="re-encode: a first frame that is an inter frame in the previous "
+                   "encode gets its modes and motion vectors decided anew against the input "
+                   "state among a few candidates around the previous encode's own (cheaper "
+                   "than --redecide-first), and is written as decided")
     p.add_argument("--golden-to-altref", action="store_true",
                    help="re-encode: the converted first frame copies the input state's golden "
                    "picture to alt-ref instead of refreshing alt-ref with itself")
@@ -326,6 +331,7 @@ def reencode_options(args: argparse.Namespace) -> ReencodeOptions:
                            kf_weight_by_content=args.content_weight, full_key=args.full_key,
                            key_floored=args.floored_key, static_key_weight=args.static_key,
                            redecide_first=args.redecide_first,
+                           seeded_first=args.seeded_first,
                            golden_to_altref=args.golden_to_altref,
                            redecide_rest=args.redecide_rest)
 

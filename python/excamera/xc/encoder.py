@@ -316,6 +316,10 @@ class ReencodeOptions:
     # at SPEED onto the state the frames before it reach, then rebased onto it (the codec's
     # ReencodeOpts::redecide_later_frames). None: pass 0's decisions are kept.
     redecide_rest: str | None = None
+    # --seeded-first: a first frame that is an inter frame in the previous encode is decided
+    # anew against the input state cheaply, among candidates around the previous encode's
+    # own decision, and written as decided (the codec's ReencodeOpts::seeded_first_frame).
+    seeded_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -346,7 +350,7 @@ def reencode_chunk(input_state: State, pred_frames: Sequence[bytes], pred_state:
         kf_weight_by_content=o.kf_weight_by_content, key_frame_in_full=o.full_key,
         key_floored=o.key_floored, static_key_weight=o.static_key_weight,
         redecide_first_frame=o.redecide_first, golden_to_altref=o.golden_to_altref,
-        redecide_later=o.redecide_rest)
+        redecide_later=o.redecide_rest, seeded_first_frame=o.seeded_first)
     chunk = ReencodedChunk([bytes(f) for f in frames], state, int(input_hash))
     return key_frames_at_cuts(chunk, input_state, pictures, o) if o.key_at_cuts else chunk
 

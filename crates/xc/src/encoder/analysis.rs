@@ -22,7 +22,9 @@ use crate::encoder::intra_search::best_intra;
 use crate::encoder::motion_search::Padded;
 use crate::encoder::quantize::{MbQuant, QuantMode, Quantizer};
 use crate::encoder::rdo::{activity_weights, lambda, trellis_lambda, ModeCosts, TokenCosts, BIT};
+use crate::encoder::rebase::REBASE_LAMBDA_SCALE;
 use crate::encoder::residual::MbCoder;
+use crate::encoder::seed_search::seeded_inter;
 use crate::encoder::{EncodeError, FrameDecisions, MbLevels};
 use crate::frame::Frame;
 use crate::header::FrameHeader;
@@ -196,6 +198,11 @@ pub(crate) struct FrameCtx<'a> {
     /// `EncodeParams::activity_rd`, else 1).
     pub(crate) mb_scale: std::cell::Cell<f64>,
     pub(crate) refs: Vec<RefPic<'a>>,
+    /// Per `RefFrame` index, the index in `refs` of the reference holding its picture (the
+    /// references of equal pictures are searched once).
+    pub(crate) ref_index: [usize; 4],
+    /// The motion vector probabilities in force (for SPLITMV rates of given vectors).
+    pub(crate) mv_probs: [[u8; 19]; 2],
     pub(crate) sign_bias: [bool; 4],
     pub(crate) cols: usize,
     pub(crate) rows: usize,
@@ -276,6 +283,7 @@ fn analyze_mbs(
     fc: &FrameCtx,
     state: &DecoderState,
     activity_rd: bool,
+    seed: Option<&[MbInfo]>,
 ) -> (Vec<MbInfo>, Vec<MbLevels>, Frame) {
     let key = fc.key_frame;
     let (w, h) = (fc.src.display_width, fc.src.display_height);
@@ -304,9 +312,22 @@ fn analyze_mbs(
                 },
                 segment,
             };
-            let inter = if key { None } else { best_inter(fc, &m, &mut recon) };
+            let (inter, try_intra) = match seed {
+                _ if key => (None, true),
+                // Intra codings only where the seed has one (trying them everywhere gained
+                // nothing on bigbuckbunny).
+                Some(seed_mbs) => {
+                    let s = &seed_mbs[i];
+                    (seeded_inter(fc, &m, &mut recon, s), s.ref_frame == RefFrame::Intra)
+                }
+                None => (best_inter(fc, &m, &mut recon), true),
+            };
             let bound = inter.as_ref().map_or(f64::MAX, |c| c.cost);
-            let intra = best_intra(fc, &m, &mut recon, bound);
+            let intra = if try_intra || inter.is_none() {
+                best_intra(fc, &m, &mut recon, bound)
+            } else {
+                None
+            };
             let choice = match (inter, intra) {
                 (Some(a), Some(b)) => {
                     if a.cost <= b.cost {
@@ -343,6 +364,21 @@ pub fn analyze_frame(
     source: &Frame,
     params: &EncodeParams,
 ) -> Result<(FrameDecisions, Frame), EncodeError> {
+    analyze_frame_seeded(state, source, params, None)
+}
+
+/// [`analyze_frame`], with `seed` (the macroblock records of the same frame decided
+/// elsewhere, one per macroblock): each macroblock is decided by
+/// `seed_search::seeded_inter` around its seed instead of the full inter search, with intra
+/// codings tried only where the seed is intra, and every residual is quantized at the
+/// rebase's lambda (`rebase::REBASE_LAMBDA_SCALE`), so the frame can be written as it is
+/// instead of being rebased.
+pub(crate) fn analyze_frame_seeded(
+    state: &DecoderState,
+    source: &Frame,
+    params: &EncodeParams,
+    seed: Option<&[MbInfo]>,
+) -> Result<(FrameDecisions, Frame), EncodeError> {
     let (w, h) = (source.display_width, source.display_height);
     if w == 0 || h == 0 || w > 16383 || h > 16383 {
         return Err(EncodeError::BadSize { width: w, height: h });
@@ -363,6 +399,15 @@ pub fn analyze_frame(
         return Err(EncodeError::BadParam("loop filter level > 63".into()));
     }
     let key = params.key_frame;
+    if let Some(s) = seed {
+        let n = source.mb_cols() * source.mb_rows();
+        if key || s.len() != n {
+            return Err(EncodeError::BadParam(format!(
+                "a seed of {} macroblock records for an inter frame of {n}",
+                s.len()
+            )));
+        }
+    }
     if !key {
         if state.width as usize != w || state.height as usize != h {
             return Err(EncodeError::SizeMismatch {
@@ -382,6 +427,7 @@ pub fn analyze_frame(
     let mq = MbQuant::per_segment(&quant, &segmentation, key);
 
     let mut refs = Vec::new();
+    let mut ref_index = [0usize; 4];
     if !key {
         let cands = [
             (RefFrame::Last, &state.last),
@@ -391,9 +437,11 @@ pub fn analyze_frame(
         let mut seen: Vec<&Arc<Frame>> = Vec::new();
         for (which, f) in cands {
             let Some(f) = f else { continue };
-            if seen.iter().any(|s| Arc::ptr_eq(s, f) || ***s == **f) {
+            if let Some(k) = seen.iter().position(|s| Arc::ptr_eq(s, f) || ***s == **f) {
+                ref_index[which as usize] = k;
                 continue;
             }
+            ref_index[which as usize] = seen.len();
             seen.push(f);
             refs.push(RefPic { which, frame: f, luma: Padded::new(&f.y) });
         }
@@ -408,15 +456,18 @@ pub fn analyze_frame(
         mc: ModeCosts::new(probs, key),
         lambda: lambda(mq[0].dq.y[1] as i32, key)
             * if params.ssim_decisions && !key { ssim_mode_lambda(params.speed) } else { 1.0 },
-        trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key),
+        trellis_lambda: trellis_lambda(mq[0].dq.y[1] as i32, key)
+            * if seed.is_some() { REBASE_LAMBDA_SCALE } else { 1.0 },
         mb_scale: std::cell::Cell::new(1.0),
         refs,
+        ref_index,
+        mv_probs: probs.mv,
         sign_bias: [false, false, !key && params.sign_bias_golden, !key && params.sign_bias_altref],
         cols: source.mb_cols(),
         rows: source.mb_rows(),
     };
 
-    let (mbs, all_levels, mut recon) = analyze_mbs(&fc, state, params.activity_rd);
+    let (mbs, all_levels, mut recon) = analyze_mbs(&fc, state, params.activity_rd, seed);
     let header = FrameHeader {
         segment_tree_probs: [255; 3],
         sharpness_level: params.sharpness,

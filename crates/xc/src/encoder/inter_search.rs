@@ -76,29 +76,48 @@ fn code_whole(
     mv: Mv,
     mode_rate: u32,
 ) -> Choice {
-    let info = MbInfo {
+    code_inter(fc, m, r, recon, inter_info(m, r.which, y_mode, mv), mode_rate)
+}
+
+/// The record of macroblock `m` predicted from `which` in the one-vector mode `y_mode` with
+/// vector `mv`.
+pub(crate) fn inter_info(m: &MbCtx, which: RefFrame, y_mode: MbMode, mv: Mv) -> MbInfo {
+    MbInfo {
         y_mode,
-        ref_frame: r.which,
+        ref_frame: which,
         mv,
         mvs: [mv; 16],
         segment_id: m.segment,
         ..Default::default()
-    };
-    code_inter(fc, m, r, recon, info, mode_rate)
+    }
+}
+
+/// The record of SPLITMV macroblock `m` predicted from `which` with subblock vectors `mvs`
+/// (the last one is the macroblock's vector, as the spec's near-vector search reads it).
+pub(crate) fn split_info(m: &MbCtx, which: RefFrame, mvs: [Mv; 16]) -> MbInfo {
+    let y_mode = MbMode::Split;
+    MbInfo {
+        y_mode,
+        ref_frame: which,
+        mv: mvs[15],
+        mvs,
+        segment_id: m.segment,
+        ..Default::default()
+    }
 }
 
 /// The vectors a reference's one-vector modes use and the modes' rates.
-struct Near {
+pub(crate) struct Near {
     /// The NEWMV reference vector.
-    best_mv: Mv,
-    nearest: Mv,
-    nearv: Mv,
+    pub(crate) best_mv: Mv,
+    pub(crate) nearest: Mv,
+    pub(crate) nearv: Mv,
     /// ZERO NEAREST NEAR NEW SPLIT.
-    mode_costs: [u32; 5],
+    pub(crate) mode_costs: [u32; 5],
 }
 
 impl Near {
-    fn new(fc: &FrameCtx, m: &MbCtx, bounds: &MvBounds, r: &RefPic) -> Self {
+    pub(crate) fn new(fc: &FrameCtx, m: &MbCtx, bounds: &MvBounds, r: &RefPic) -> Self {
         let near = find_near_mvs(m.nb, r.which, &fc.sign_bias);
         Near {
             best_mv: bounds.clamp(near.best),

@@ -90,6 +90,7 @@ pub(crate) mod rdo;
 pub mod rebase;
 pub(crate) mod residual;
 pub(crate) mod scan;
+pub(crate) mod seed_search;
 pub(crate) mod split_search;
 pub(crate) mod stillness;
 

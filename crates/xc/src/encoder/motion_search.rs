@@ -101,6 +101,33 @@ pub(crate) fn motion_search(
     best: Mv,
     lim: &Limits,
 ) -> (Mv, u64) {
+    // Best searched (16, 64) once: 0.4% larger than (8, 32) on carphone, bus and bbb (the
+    // first wide steps settle in worse local minima), and slower.
+    let (step, range) = match fc.speed {
+        // Good's 4x4 partitions start from the 8x8 vectors and only refine them (a full
+        // search found 0.15% more bytes, more slowly).
+        Speed::Good | Speed::GoodRefs if rect.w == 4 && rect.h == 4 => (2, 4),
+        Speed::Best | Speed::Good | Speed::GoodSplit | Speed::GoodRefs => (8, 32),
+        Speed::Realtime => (4, 16),
+    };
+    motion_search_within(fc, m, r, recon, rect, starts, best, lim, (step, range), 2)
+}
+
+/// [`motion_search`] with its full-pel diamond's first step and range (pixels) given, and
+/// `subpel` sub-pel refinement steps (0 none, 1 quarter pel, 2 half then quarter pel).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn motion_search_within(
+    fc: &FrameCtx,
+    m: &MbCtx,
+    r: &RefPic,
+    recon: &mut Frame,
+    rect: Rect,
+    starts: &[Mv],
+    best: Mv,
+    lim: &Limits,
+    (mut step, range): (i32, i32),
+    subpel: u8,
+) -> (Mv, u64) {
     let lambda_sad = fc.lambda.sqrt();
     let (bx, by) = ((m.mbx * 16 + rect.x) as isize, (m.mby * 16 + rect.y) as isize);
     let src = &m.src.y[rect.y * 16 + rect.x..];
@@ -125,15 +152,6 @@ pub(crate) fn motion_search(
             cj = j;
         }
     }
-    // Best searched (16, 64) once: 0.4% larger than (8, 32) on carphone, bus and bbb (the
-    // first wide steps settle in worse local minima), and slower.
-    let (mut step, range) = match fc.speed {
-        // Good's 4x4 partitions start from the 8x8 vectors and only refine them (a full
-        // search found 0.15% more bytes, more slowly).
-        Speed::Good | Speed::GoodRefs if rect.w == 4 && rect.h == 4 => (2, 4),
-        Speed::Best | Speed::Good | Speed::GoodSplit | Speed::GoodRefs => (8, 32),
-        Speed::Realtime => (4, 16),
-    };
     let origin = c;
     while step > 0 {
         let mut moved = false;
@@ -175,7 +193,12 @@ pub(crate) fn motion_search(
         (d as f64 + fc.lambda * mv_bits(row, col), Some(d))
     };
     let (mut mj, mut md) = sub_cost(recon, mv.0, mv.1);
-    for s in [2, 1] {
+    let steps: &[i32] = match subpel {
+        0 => &[],
+        1 => &[1],
+        _ => &[2, 1],
+    };
+    for &s in steps {
         if s == 1 && fc.speed == Speed::Realtime && mv == (c.1 * 4, c.0 * 4) {
             break;
         }

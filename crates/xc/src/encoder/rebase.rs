@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use crate::decoder::Decoder;
+use crate::encoder::analysis::analyze_frame_seeded;
 use crate::encoder::bitstream::WriteOptions;
 use crate::encoder::block::{read_block, write_block};
 use crate::encoder::distortion::{psnr, sse};
@@ -308,7 +309,7 @@ fn predict_inter_chroma(
 /// excamera chain decides every frame with xc (`ReencodeOpts::redecide_later_frames`), 0.6
 /// is its best (SSIM / PSNR-Y BD-rate, 0.4..1.0 measured: bigbuckbunny +7.6% / +1.0% ->
 /// +7.1% / +0.7%, carphone -3.8% / -3.7% -> -4.3% / -3.6%; `bench/compression-ideas.md`).
-const REBASE_LAMBDA_SCALE: f64 = 0.6;
+pub(crate) const REBASE_LAMBDA_SCALE: f64 = 0.6;
 
 /// The skip probability assumed when pricing the skip flag (the writer picks the real one).
 const SKIP_PROB: u8 = 100;
@@ -620,6 +621,20 @@ pub struct ReencodeOpts {
     /// session). Pays only on a state near the chain's: the re-decide pass, or a pass whose
     /// input state is final.
     pub redecide_later_frames: Option<Speed>,
+    /// A first frame that is an inter frame in the prediction stream gets its modes and
+    /// motion vectors decided anew against `input_state`, cheaply: each macroblock among a few
+    /// candidates built around the prediction frame's own decision (its vector and a
+    /// quarter-pel step around it, ZERO / NEAREST / NEAR on every reference, an 8x8 SPLITMV
+    /// from a narrow search), the best few coded in full (`encoder::seed_search`), and the
+    /// frame written as decided (its residuals at the rebase's lambda). The excamera chain's
+    /// serial step: the re-decide pass decided against a proxy of the state this pass has
+    /// exactly. SSIM / PSNR-Y BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone
+    /// -4.3% / -3.7% -> -7.0% / -5.7% (`bench/compression-ideas.md`, ninth session), where a
+    /// full re-decision (`redecide_first_frame`) gave +4.1% / -1.7% and -9.6% / -7.5% for
+    /// several times the serial step's CPU; this one costs it about half again (0.11 -> 0.17
+    /// of vpxenc's pass 0 on bigbuckbunny at 640x272 and 1280x720). `redecide_first_frame`
+    /// takes precedence.
+    pub seeded_first_frame: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).
     pub verify: bool,
@@ -647,6 +662,7 @@ impl Default for ReencodeOpts {
             redecide_first_frame: false,
             first_frame_golden_to_altref: false,
             redecide_later_frames: None,
+            seeded_first_frame: false,
             verify: false,
         }
     }
@@ -936,6 +952,8 @@ pub fn reencode_chunk(
                 ssim_decisions: opts.activity_rd,
             };
             redecide_frame(&state, &p.parsed, target, opts, how, k == last)?
+        } else if k == 0 && !first_key && opts.seeded_first_frame {
+            seeded_frame(&state, &p.parsed, target, opts, k == last)?
         } else if let (true, Some(speed)) = (k > 0, opts.redecide_later_frames) {
             // Activity weights stay out of these decisions (the rebase's residuals still get
             // them): with them, carphone's SSIM BD-rate was 0.7 points worse, bigbuckbunny's
@@ -1061,6 +1079,43 @@ fn match_quality<T>(
         }
     }
     Ok(good)
+}
+
+/// [`ReencodeOpts::seeded_first_frame`]: the frame decided by [`analyze_frame_seeded`]
+/// around `pred`'s decisions onto `state` (at `pred`'s quantizer, loop filter level and
+/// reference refreshes, with a first frame's activity weights and SSIM decision lambda under
+/// `activity_rd`) and written as that analysis coded it: its residuals are quantized at the
+/// rebase's lambda, so no rebase follows.
+fn seeded_frame(
+    state: &DecoderState,
+    pred: &ParsedFrame,
+    target: &Frame,
+    opts: &ReencodeOpts,
+    is_last: bool,
+) -> Result<EncodedFrame, EncodeError> {
+    let h = &pred.header;
+    let refresh_all = is_last && opts.last_frame_refresh_all;
+    let params = EncodeParams {
+        speed: Speed::GoodRefs,
+        refresh_last: h.refresh_last || refresh_all,
+        refresh_golden: h.refresh_golden_frame || refresh_all,
+        refresh_altref: h.refresh_alternate_frame || refresh_all,
+        copy_to_golden: h.copy_buffer_to_golden,
+        copy_to_altref: h.copy_buffer_to_alternate,
+        sign_bias_golden: h.sign_bias_golden,
+        sign_bias_altref: h.sign_bias_alternate,
+        sharpness: h.sharpness_level,
+        loop_filter_level: Some(h.loop_filter_level),
+        show_frame: pred.show_frame,
+        quant: opts.quant,
+        activity_rd: opts.activity_rd,
+        ssim_decisions: opts.activity_rd,
+        verify: opts.verify,
+        ..EncodeParams::inter(h.quant.y_ac_qi)
+    };
+    let (d, recon) = analyze_frame_seeded(state, target, &params, Some(&pred.mbs))?;
+    let wo = WriteOptions::prob_updates(!opts.fix_prob_tables);
+    finish_frame(state, &d, recon, &wo, opts.verify)
 }
 
 /// How [`redecide_frame`]'s full encode decides.

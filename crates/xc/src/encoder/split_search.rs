@@ -2,11 +2,11 @@
 //! won), each partition's vector searched and then compared with the free neighbour vectors.
 
 use crate::encoder::analysis::{better, Choice, FrameCtx, MbCtx, RefPic};
-use crate::encoder::inter_search::code_inter;
+use crate::encoder::inter_search::{code_inter, split_info};
 use crate::encoder::motion_search::{motion_search, pred_sse, Limits, Rect};
 use crate::encoder::rdo::tree_cost;
 use crate::frame::Frame;
-use crate::mb::{MbInfo, MbMode, Mv};
+use crate::mb::Mv;
 use crate::modes::sub_mv_context;
 use crate::tables::{
     MV_PARTITIONS, MV_PARTITION_COUNTS, MV_PARTITION_PROBS, MV_PARTITION_TREE, SUB_MV_REF_PROBS,
@@ -95,14 +95,7 @@ pub(crate) fn best_split(
                 mvs[b] = pick.0;
             }
         }
-        let info = MbInfo {
-            y_mode: MbMode::Split,
-            ref_frame: r.which,
-            mv: mvs[15],
-            mvs,
-            segment_id: m.segment,
-            ..Default::default()
-        };
+        let info = split_info(m, r.which, mvs);
         if part == 2 {
             mvs8 = mvs;
         }

@@ -14,7 +14,7 @@ use xc::encoder::distortion::psnr;
 use xc::encoder::rebase::{
     rebase_frame, reencode_chunk, FirstFrameQuality, LoopFilterChoice, RebaseParams, ReencodeOpts,
 };
-use xc::encoder::{encode_frame, EncodeError, EncodeParams, Speed};
+use xc::encoder::{encode_frame, EncodeError, EncodeParams, EncodedFrame, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
 use xc::mb::RefFrame;
@@ -384,6 +384,23 @@ fn choose_refs_moves_macroblocks_off_a_useless_reference() {
     assert!(chosen.data.len() < plain.data.len() && p1 > p0 - 0.1);
 }
 
+/// The first six pictures of `clip`; two predecessor states from the same key frame (of
+/// picture 0, picture 1 coded onto it): P (coarse) and R (fine); and a chunk's pass 0 for
+/// pictures 2..5 (a key frame and two inter frames).
+fn two_states_and_a_chunk(clip: &Y4m) -> (Vec<Frame>, EncodedFrame, EncodedFrame, Vec<Vec<u8>>) {
+    let src: Vec<Frame> = (0..6).map(|i| source(clip, i)).collect();
+    let enc = |state: &DecoderState, i: usize, params: EncodeParams| {
+        encode_frame(state, &src[i], &params).expect("encode")
+    };
+    let key = enc(&DecoderState::default(), 0, EncodeParams::key(20));
+    let p = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(60) });
+    let r = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(8) });
+    let k2 = enc(&DecoderState::default(), 2, EncodeParams::key(10));
+    let f3 = enc(&k2.state, 3, EncodeParams::inter(30));
+    let f4 = enc(&f3.state, 4, EncodeParams::inter(30));
+    (src, p, r, vec![k2.data, f3.data, f4.data])
+}
+
 /// `redecide_first_frame` and `first_frame_golden_to_altref`, as the excamera chain's re-decide
 /// pass uses them: a chunk's converted first frame (decided against one state, P) rebased onto
 /// another (R) keeps P's decisions, unless re-decided: then its macroblocks carry exactly the
@@ -394,19 +411,10 @@ fn choose_refs_moves_macroblocks_off_a_useless_reference() {
 #[test]
 fn redecided_first_frame_takes_a_full_encodes_decisions() {
     let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
-    let src: Vec<Frame> = (0..6).map(|i| source(&clip, i)).collect();
+    let (src, p, r, pass0) = two_states_and_a_chunk(&clip);
     let enc = |state: &DecoderState, i: usize, params: EncodeParams| {
         encode_frame(state, &src[i], &params).expect("encode")
     };
-    let key = enc(&DecoderState::default(), 0, EncodeParams::key(20));
-    // Two predecessor states from the same key frame: P (coarse) and R (fine).
-    let p = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(60) });
-    let r = enc(&key.state, 1, EncodeParams { speed: Speed::Good, ..EncodeParams::inter(8) });
-    // The chunk's pass 0: a key frame and two inter frames.
-    let k2 = enc(&DecoderState::default(), 2, EncodeParams::key(10));
-    let f3 = enc(&k2.state, 3, EncodeParams::inter(30));
-    let f4 = enc(&f3.state, 4, EncodeParams::inter(30));
-    let pass0 = vec![k2.data, f3.data, f4.data];
     let opts = ReencodeOpts {
         first_frame_quality: FirstFrameQuality::Weighted,
         kf_q_weight: 0.75,
@@ -452,6 +460,71 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
     let h2 = parse_frame(&r.state, &redecided.frames[0]).expect("parse").header;
     assert_eq!(h2.quant.y_ac_qi, h.quant.y_ac_qi);
     assert_eq!(h2.copy_buffer_to_alternate, 2);
+}
+
+/// `seeded_first_frame`, as the excamera chain's serial step uses it: a chunk's first frame,
+/// decided against one state (P), rebased onto another (R) is decided again around its own
+/// decisions on R. The stream decodes from R to exactly the state the encoder built (every
+/// frame, not only the seeded one); the decisions differ from the seed's, from the plain
+/// rebase's, and from the same seeded decision made on P (they follow the references); and
+/// the seeded frame keeps the seed's quantizer and reference refreshes.
+#[test]
+fn seeded_first_frame_decides_on_the_new_references() {
+    let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
+    let (src, p, r, pass0) = two_states_and_a_chunk(&clip);
+    let opts = ReencodeOpts {
+        first_frame_quality: FirstFrameQuality::Weighted,
+        kf_q_weight: 0.75,
+        first_frame_speed: Speed::GoodRefs,
+        first_frame_golden_to_altref: true,
+        last_frame_refresh_all: false,
+        activity_rd: true,
+        verify: true,
+        ..Default::default()
+    };
+    // The seed: the first frame converted and decided against P.
+    let pass1 = reencode_chunk(&p.state, &pass0, None, &src[2..5], &opts).expect("pass 1");
+    let onto = |state: &DecoderState, seeded_first_frame| {
+        let o = ReencodeOpts { seeded_first_frame, ..opts.clone() };
+        reencode_chunk(state, &pass1.frames, Some(&p.state), &src[2..5], &o).expect("rebase")
+    };
+    let (kept, seeded, seeded_on_p) =
+        (onto(&r.state, false), onto(&r.state, true), onto(&p.state, true));
+    let (after, shown) = decode_all(&r.state, &seeded.frames);
+    assert_eq!(shown.len(), 3);
+    assert!(after == seeded.state, "the decoder's state differs from the encoder's");
+    let (after_p, _) = decode_all(&p.state, &seeded_on_p.frames);
+    assert!(after_p == seeded_on_p.state);
+    let decisions = |state: &DecoderState, data: &[u8]| {
+        let f = parse_frame(state, data).expect("parse");
+        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
+    };
+    let seed = decisions(&p.state, &pass1.frames[0]);
+    let on_r = decisions(&r.state, &seeded.frames[0]);
+    let on_p = decisions(&p.state, &seeded_on_p.frames[0]);
+    assert_eq!(decisions(&r.state, &kept.frames[0]), seed, "a plain rebase keeps the seed's");
+    let differ = |a: &[_], b: &[_]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    let (vs_seed, vs_p) = (differ(&on_r, &seed), differ(&on_r, &on_p));
+    println!(
+        "{} macroblocks: {vs_seed} differ from the seed, {vs_p} from the seeded decision on P",
+        seed.len()
+    );
+    assert!(vs_seed > 0 && vs_p > 0, "the seeded decision ignores the references");
+    // Intra macroblocks stay intra only where the seed had them: no new intra search.
+    for (a, b) in seed.iter().zip(&on_r) {
+        if a.1 != RefFrame::Intra {
+            assert_ne!(b.1, RefFrame::Intra);
+        }
+    }
+    let h = parse_frame(&p.state, &pass1.frames[0]).expect("parse").header;
+    let h2 = parse_frame(&r.state, &seeded.frames[0]).expect("parse").header;
+    assert_eq!(h2.quant.y_ac_qi, h.quant.y_ac_qi);
+    assert_eq!(h2.loop_filter_level, h.loop_filter_level);
+    assert_eq!(
+        (h2.refresh_golden_frame, h2.refresh_alternate_frame, h2.copy_buffer_to_alternate),
+        (h.refresh_golden_frame, h.refresh_alternate_frame, h.copy_buffer_to_alternate)
+    );
+    assert!(seeded.frames[0] != kept.frames[0]);
 }
 
 /// `redecide_later_frames`: every frame after the first carries exactly the modes and vectors

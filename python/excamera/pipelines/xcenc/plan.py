@@ -57,6 +57,13 @@ REDECIDE_PASS1_EFFORT = "rt"
 # -3.7%; Good instead +9.5% / +2.2% and -1.5% / -0.6% (the re-decide pass alone), Realtime
 # +20.8% / +10.9% (bench/compression-ideas.md, eighth session).
 REDECIDE_REST_EFFORT = "good-refs"
+# The serial step (pass 3 of a four-pass chunk) decides its first frame again on the exact
+# state, cheaply, around the re-decide pass's decisions (xc-enc --seeded-first): SSIM / PSNR-Y
+# BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -7.0% /
+# -5.7%, bus and park_joy unchanged. It costs the serial step half again its CPU:
+# bench/rebase.py 0.111 -> 0.169 (1280x720) and 0.111 -> 0.172 (640x272) of vpxenc's pass 0,
+# over issue 12's 0.15 (bench/compression-ideas.md, ninth session).
+SERIAL_SEEDED_FIRST = True
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
@@ -467,6 +474,10 @@ class XcencParams:
                     # were all xc's, made against pictures near these (bigbuckbunny's SSIM /
                     # PSNR-Y BD-rate +7.1% / +0.7% -> +6.7% / +0.3%, carphone's unchanged).
                     choices = [c for c in choices if c != "--choose-refs"]
+                    # Its first frame is decided again on the exact state, around the re-decide
+                    # pass's decisions (SERIAL_SEEDED_FIRST).
+                    if SERIAL_SEEDED_FIRST:
+                        redecide += ["--seeded-first"]
             elif (self.redecide and k is not None and n == 1 and not self.rekeys(k)
                   and self._passes(k) == 2):
                 # Pass 1 is final here: it decides on the chain's own state.
