@@ -124,6 +124,23 @@ def test_encode_full_excamera_default(tmp_path: Path) -> None:
     assert vpxdec_raw(out, tmp_path / "dec.yuv") == FRAMES
 
 
+def test_second_redecide_runs_five_passes_and_decodes(tmp_path: Path) -> None:
+    """``--second-redecide``: chunks from the fourth of a batch on run five passes and the
+    stream decodes in vpxdec; it needs the excamera chain's rebases."""
+    src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
+    out = tmp_path / "out.ivf"
+    done = encode(str(src), "-o", str(out), "--workers", "2", "--chunk", "2", "--batch", "8",
+                  "--quality", "30", "--second-redecide", "all")
+    assert done.returncode == 0, done.stderr
+    assert "passes per worker 2..5" in done.stdout
+    assert vpxdec_raw(out, tmp_path / "dec.yuv") == 10
+    done = encode(str(src), "-o", str(tmp_path / "mu.ivf"), "--chain", "mu",
+                  "--second-redecide", "first")
+    assert done.returncode == 1 and done.stderr == (
+        "excamera encode: error: --second-redecide needs the excamera chain's rebases "
+        "(--passes=3)\n")
+
+
 def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
     """``--tools worker`` (the default: xc-enc, xc-dump, comp-states run in the worker's own
     Python) and ``--tools subprocess`` (a process per step, as mu ran them) write the same

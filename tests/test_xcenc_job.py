@@ -271,8 +271,45 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
                          handoff_storage=True)
     result = run_job(store, tmp_path / "tmp", params)
     outs = result.outputs
-    handoff = store / "carphone" / "handoff"
-    for k in range(n):
+    check_handoffs(store, params, outs)
+    assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
+    assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
+    assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
+    # The wait really waited: worker 2's pass-1 state wait ended only after worker 1 began
+    # sending that state (in the order the transitions were recorded). Not after "sent_s0":
+    # the coordinator records that when worker 1's reply arrives, which may be after the relay
+    # has already delivered to worker 2.
+    at: dict[tuple[int, str], int] = {}
+    for i, tr in enumerate(result.transitions):
+        at.setdefault((tr.worker, tr.state), i)
+    assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
+
+
+def test_second_redecide_level_hands_on_the_re_decided_state(tmp_path: Path) -> None:
+    """``second_redecide``: the job runs the plan's five passes (chunks 3 and 4), pass 3
+    rebasing onto exactly the pass-2 state its predecessor sent, the serial pass 4 onto its
+    final state, and every join is exact (the checks of test_batch_state_handoff_through_relay)."""
+    store = tmp_path / "store"
+    n = 5
+    make_chunks(store, "carphone", n)
+    params = XcencParams("carphone", n, plan=PassPlan.parse("3"), kf_dist=16,
+                         mild_batch_keys=True, redecide=True, second_redecide="first",
+                         handoff_storage=True)
+    outs = run_job(store, tmp_path / "tmp", params).outputs
+    check_handoffs(store, params, outs)
+    assert [outs[k]["passes"] for k in range(n)] == [2, 2, 4, 5, 5]
+    redecided = params.worker_plan(2).out_tags[2]
+    assert set(outs[3]["received"]) == {0, 1, 2, redecided}
+    assert outs[3]["sent"][redecided] == outs[4]["received"][redecided]
+    assert all(outs[k]["last_input"] == outs[k - 1]["final_state"] for k in range(1, n))
+
+
+def check_handoffs(store: Path, params: XcencParams, outs: list[dict]) -> None:
+    """Every re-encode rebased onto exactly the states its predecessor sent for that pass, the
+    stored copies are those states, and a sent final state is the one a decoder reaches on
+    the sender's output."""
+    handoff = store / params.vid_name / "handoff"
+    for k in range(params.n_parts):
         plan = params.worker_plan(k)
         assert outs[k]["passes"] == plan.passes
         assert set(outs[k]["sent"]) == plan.send_tags
@@ -299,27 +336,16 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
             start = State() if need is None else \
                 State.from_bytes(stored_state(handoff / f"{k - 1:08d}.{need.inp}.handoff"))
             dec = Decoder(start)
-            _, frames = read_ivf(store / "carphone" / "out" / f"{k:08d}.ivf")
+            _, frames = read_ivf(store / params.vid_name / "out" / f"{k:08d}.ivf")
             for _ in dec.decode_all(f.data for f in frames):
                 pass
             digest = hashlib.sha256(dec.state.to_bytes()).hexdigest()
             assert digest == outs[k]["sent"][plan.out_tags[last]]
-        comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
+        comp = (store / params.vid_name / "comp_txt" / f"{k:08d}.txt").read_text()
         if plan.passes >= 2:
             assert outs[k]["converged"] is (comp.splitlines()[0] == "0")
         else:
             assert comp == "" and outs[k]["converged"] is None
-    assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
-    assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
-    assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
-    # The wait really waited: worker 2's pass-1 state wait ended only after worker 1 began
-    # sending that state (in the order the transitions were recorded). Not after "sent_s0":
-    # the coordinator records that when worker 1's reply arrives, which may be after the relay
-    # has already delivered to worker 2.
-    at: dict[tuple[int, str], int] = {}
-    for i, tr in enumerate(result.transitions):
-        at.setdefault((tr.worker, tr.state), i)
-    assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
 
 
 def killing_machine(victim: int, in_state: str):
@@ -507,6 +533,43 @@ def test_redecide_pass() -> None:
     assert encode_plan(EncodeSettings(source=Path("a.y4m"), output=Path("a.ivf")), chunks).redecide
 
 
+def test_second_redecide_level() -> None:
+    """``second_redecide``: a chunk from the fourth of its batch on runs five passes, pass 3
+    deciding again against its predecessor's pass-2 output (which every four- or five-pass
+    chunk hands on under a tag of its own), the serial pass 4 rebasing onto the predecessor's
+    final state with -S that pass-2 state; joins stay exact by construction."""
+    from excamera.pipelines.xcenc.plan import SECOND_REDECIDE
+
+    plan = PassPlan.parse("3")
+    for mode in SECOND_REDECIDE:
+        p = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True,
+                        second_redecide=mode)
+        assert [p.worker_plan(k).passes for k in range(10)] == [2, 2, 4, 5, 5, 5, 5, 5, 2, 2]
+        for k in range(3, 8):
+            pred, w = p.worker_plan(k - 1), p.worker_plan(k)
+            redecided = pred.out_tags[2]  # the predecessor's pass-2 output
+            assert redecided in pred.send_tags
+            assert redecided not in (pred.out_tags[0], pred.out_tags[1],
+                                     pred.out_tags[pred.passes - 1])
+            assert w.needs == {1: Need(0, None), 2: Need(1, 0), 3: Need(redecided, 1),
+                               4: Need(pred.out_tags[pred.passes - 1], redecided)}
+            assert p.join(k) == Join(k, JOIN_FINAL, k - 1, k - 1)
+        assert 2 not in p.worker_plan(7).send_tags  # the next batch starts on a key frame
+        assert p.wavefront_warning() is None
+        flags = [p.pass_flags(n, 4) for n in range(1, 5)]
+        assert ["--redecide-first" in f for f in flags] == [False, True, True, False]
+        assert ["--redecide-rest" in f for f in flags] == [False, mode == "first", mode == "all",
+                                                            False]
+        assert "--choose-refs" not in flags[3]
+        # Chunk 2 decides on its predecessor's final state already: four passes as without.
+        four = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True)
+        assert [p.pass_flags(n, 2) for n in range(1, 4)] == [
+            four.pass_flags(n, 2) for n in range(1, 4)]
+    for bad in ({"second_redecide": "every"}, {"second_redecide": "first", "redecide": False}):
+        with pytest.raises(PlanError, match="second re-decide level"):
+            XcencParams("v", 4, **{"plan": plan, "kf_dist": 4, "redecide": True, **bad})
+
+
 def test_pass0_key_floor() -> None:
     """``pass0_key_floor``: vpxenc's pass 0 gets --min-q at PASS0_KEY_FLOOR of the level's
     quantizer index (per chunk level), the excamera chain's re-encodes --floored-key; nothing
@@ -612,7 +675,7 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
             assert reencodes[-1]["input_state"] == final[k - 1]
         if outs[k]["sent"]:
             assert outs[k]["sent"][plan.passes - 1] == final[k]  # it sent what it ended on
-        comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
+        comp = (store / params.vid_name / "comp_txt" / f"{k:08d}.txt").read_text()
         if plan.passes < 2:
             assert outs[k]["converged"] is None and comp == ""
             continue

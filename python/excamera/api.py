@@ -41,6 +41,7 @@ def encode(
     chain: str = "excamera",
     tools: str = "worker",
     kf_weight: float | None = 0.75,
+    second_redecide: str | None = None,
     audio: bool = True,
     bucket: str | None = None,
     job: JobSettings | None = None,
@@ -67,7 +68,9 @@ def encode(
     - ``chunk`` frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk,
       batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
       ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, at the same quality scale); ``chain``,
-      ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
+      ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them;
+      ``second_redecide`` ``"first"`` or ``"all"``: a second parallel re-decide pass (the
+      command line's ``--second-redecide``; off by default: it costs more CPU).
     - ``audio``: keep the input's audio in a ``.webm`` output (the command line's
       ``--no-audio`` is ``audio=False``): Opus and Vorbis are copied as they are, anything else
       is transcoded to Opus; the audio keeps its place against the video and is cut to the
@@ -101,7 +104,8 @@ def encode(
             target_bitrate=target_bitrate,
             workers=default_workers() if workers is None else workers, chunk=chunk,
             batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
-            kf_weight=kf_weight, audio=audio, bucket=bucket, backend=backend,
+            kf_weight=kf_weight, second_redecide=second_redecide, audio=audio, bucket=bucket,
+            backend=backend,
             job=job or JobSettings(), progress=progress, verify=verify,
         )
     except BaseException:

@@ -182,6 +182,7 @@ def plan(settings: EncodeSettings, chunks: Chunks,
                              and PassPlan.parse(settings.passes).total >= 3),
             redecide=(settings.chain == "excamera" and settings.batch is not None
                       and PassPlan.parse(settings.passes).total >= 3),
+            second_redecide=settings.second_redecide,
             kf_weight=settings.kf_weight,
             kf_dist=settings.batch,
             pass0=settings.pass0,

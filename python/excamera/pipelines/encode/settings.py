@@ -10,7 +10,7 @@ from ...argcheck import check_int, check_number
 from ...errors import ExcameraError, SettingsError
 from ...mu.backends import Backend, BackendSpec
 from ...mu.jobs import JobSettings, ProgressArg
-from ..xcenc.plan import CHAINS, MAX_CQ_LEVEL, PASS0_ENCODERS, TOOL_MODES
+from ..xcenc.plan import CHAINS, MAX_CQ_LEVEL, PASS0_ENCODERS, SECOND_REDECIDE, TOOL_MODES
 
 OUTPUT_SUFFIXES = (".ivf", ".webm")
 #: 1: pass 0 alone (independent chunks, a key frame each); 3: ExCamera's batch mode.
@@ -33,7 +33,9 @@ class EncodeSettings:
     frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk, batch]);
     ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
     ``chain``, ``tools`` and ``kf_weight`` as ``excamera.pipelines.xcenc`` describes them
-    (``kf_weight=None``: xc-enc matches the prediction's key-frame quality).
+    (``kf_weight=None``: xc-enc matches the prediction's key-frame quality);
+    ``second_redecide`` (None, ``"first"`` or ``"all"``) a second parallel re-decide level in
+    the excamera chain (``XcencParams.second_redecide``: smaller files for more CPU).
 
     ``audio``: keep the input's audio in a WebM output (Opus and Vorbis copied, anything else
     transcoded to Opus; see :mod:`excamera.pipelines.audio`); False drops it. An IVF output
@@ -68,6 +70,7 @@ class EncodeSettings:
     chain: str = "excamera"
     tools: str = "worker"
     kf_weight: float | None = 0.75
+    second_redecide: str | None = None
     audio: bool = True
     bucket: str | None = None
     backend: Backend | BackendSpec = field(default_factory=BackendSpec)
@@ -79,6 +82,11 @@ class EncodeSettings:
         _choice("pass0", self.pass0, PASS0_ENCODERS)
         _choice("chain", self.chain, CHAINS)
         _choice("tools", self.tools, TOOL_MODES)
+        if self.second_redecide is not None:
+            _choice("second_redecide", self.second_redecide, SECOND_REDECIDE)
+            if self.chain != "excamera" or self.passes != 3:
+                raise SettingsError("{} needs the excamera chain's rebases ({}=3)",
+                                    "second_redecide", "passes")
         if self.target_bitrate is None:
             if self.quality is None:
                 object.__setattr__(self, "quality", DEFAULT_QUALITY)

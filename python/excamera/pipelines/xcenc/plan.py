@@ -71,6 +71,17 @@ PASS0_KEY_FLOOR = 0.2
 # 0.86 with REDECIDE_REST_EFFORT (0.82..0.90 measured); carphone, bus and park_joy read busy
 # and are unchanged (bench/compression-ideas.md).
 STATIC_KEY_WEIGHT = 0.86
+# ``XcencParams.second_redecide``: which frames the second re-decide pass (pass 3 of a
+# five-pass chunk) decides anew. "first": the converted first frame, the later frames rebased
+# with pass 2's decisions. "all": every frame, and pass 2 then decides only the first frame
+# anew (its later frames' decisions are all replaced in pass 3, and as the successor's state
+# they decide no better: bigbuckbunny +5.2% / -0.9% either way, carphone -6.2% / -5.0% with
+# them, -5.8% / -4.8% without, for about half of pass 2's CPU). SSIM / PSNR-Y BD-rate against
+# the one re-decide pass (+6.7% / +0.3%, -4.3% / -3.7%): "first" bigbuckbunny +5.9% / -0.4%,
+# carphone -6.4% / -5.3%; "all" +5.2% / -0.9%, -5.8% / -4.8%; for 1.11x and 1.16x the
+# pipeline's CPU on bbb 640x272, above issue 12's bar, so neither is the default
+# (bench/compression-ideas.md, ninth session).
+SECOND_REDECIDE = ("first", "all")
 
 
 class PlanError(ValueError):
@@ -241,6 +252,14 @@ class XcencParams:
     # +13.9% / +5.2%, carphone -1.2% / -1.8% -> -3.1% / -2.9% (bench/compression-ideas.md,
     # sixth session; either half alone gains nothing). ``excamera encode`` turns it on.
     redecide: bool = False
+    # A second re-decide level (needs ``redecide``): a chunk from the fourth of its batch on
+    # runs five passes, pass 3 (parallel: it waits for its predecessor's pass 2) deciding
+    # again against the predecessor's pass-2 output, a state nearer still to the chain's (the
+    # predecessor's own re-decided frames, rebased), and the serial rebase is pass 4. The
+    # chunk at position 2 keeps four passes: its pass 2 already decides on its predecessor's
+    # final state. "first" or "all" (``SECOND_REDECIDE``: which frames, and the figures);
+    # None, the default: one re-decide pass.
+    second_redecide: str | None = None
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -300,6 +319,10 @@ class XcencParams:
                               or self.plan.total < 3):
             raise PlanError("the re-decide pass needs batch mode's excamera chain with "
                             "re-encodes (at least 3 passes)")
+        if self.second_redecide is not None and (
+                not self.redecide or self.second_redecide not in SECOND_REDECIDE):
+            raise PlanError(f"second re-decide level {self.second_redecide!r}: expected one "
+                            f"of {', '.join(SECOND_REDECIDE)}, with the re-decide pass")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.s_ac_qi <= 127:
@@ -364,8 +387,16 @@ class XcencParams:
         if total == 1:
             return 1
         if self.redecide and self.eff(k) >= 2:
-            return 4
+            # The second re-decide level needs a predecessor that ran the first (the chunk at
+            # position 2 already re-decides on its predecessor's final state).
+            return 5 if self.second_redecide is not None and self.eff(k) >= 3 else 4
         return min(3, self.eff(k) + 1)
+
+    def _redecided_tag(self) -> int:
+        """The hand-off tag of a chunk's pass-2 (re-decide pass) output: ``kf_dist``, above
+        every position in a batch, which tags a chunk's final state."""
+        assert self.kf_dist is not None
+        return self.kf_dist
 
     def _needs(self, k: int) -> dict[int, Need]:
         if self.rekeys(k):
@@ -383,6 +414,11 @@ class XcencParams:
         if n == 4:  # the re-decide pass onto the predecessor's pass 1, then the chain's
             needs[2] = Need(1, 0)
             needs[3] = Need(e - 1, 1)
+        elif n == 5:  # then again onto the predecessor's pass 2, then the chain's
+            r = self._redecided_tag()
+            needs[2] = Need(1, 0)
+            needs[3] = Need(r, 1)
+            needs[4] = Need(e - 1, r)
         elif n >= 3:
             needs[2] = Need(e - 1, 0)
         return needs
@@ -397,6 +433,8 @@ class XcencParams:
         tags = {0: 0}
         if self.redecide and n >= 2:
             tags[1] = 1  # pass 1's output: what the successor's re-decide pass decides against
+        if self.second_redecide is not None and n >= 4:
+            tags[2] = self._redecided_tag()  # what the successor's second re-decide pass sees
         if n >= 2:
             tags[n - 1] = e  # the final pass carries the chunk's position in its batch
         return tags
@@ -441,7 +479,9 @@ class XcencParams:
         With ``redecide``, every pass adds ``--golden-to-altref``; in chunk ``k``, when it runs
         four passes, pass 1 is at ``REDECIDE_PASS1_EFFORT`` and pass 2 adds ``--redecide-first``
         and ``--redecide-rest``; when pass 1 is its final pass (the second chunk of a batch),
-        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags).
+        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags). In a five-pass
+        chunk (``second_redecide``) pass 3 re-decides too, as ``SECOND_REDECIDE`` says, and
+        the serial rebase is pass 4.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
@@ -453,15 +493,27 @@ class XcencParams:
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
             floored = ["--floored-key"] if self.pass0_key_floor else []
-            # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
+            # Pass 2 is the re-decide pass only in chunks that run four or five (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
             effort = PASS1_EFFORT
             choices = _CHAIN_CHOICES
-            if k is not None and self._passes(k) == 4:
-                if n == 2:
-                    redecide += ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
-                elif n == 1:
+            passes = 0 if k is None else self._passes(k)
+            every = ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
+            if passes >= 4:
+                if n == 1:
                     effort = REDECIDE_PASS1_EFFORT
+                elif n == 2 and passes == 5 and self.second_redecide == "all":
+                    # Pass 3 decides every frame again: pass 2's later frames only seed the
+                    # successor's pass 3, which decides no better on them re-decided
+                    # (``SECOND_REDECIDE``).
+                    redecide.append("--redecide-first")
+                elif n == 2 or (n == 3 and passes == 5 and self.second_redecide == "all"):
+                    redecide += every
+                elif n == 3 and passes == 5:
+                    # The later frames keep pass 2's decisions, all xc's, made against
+                    # pictures near these, as in the serial rebase.
+                    redecide.append("--redecide-first")
+                    choices = [c for c in choices if c != "--choose-refs"]
                 else:
                     # The serial rebase keeps the re-decide pass's references: its decisions
                     # were all xc's, made against pictures near these (bigbuckbunny's SSIM /
@@ -470,7 +522,7 @@ class XcencParams:
             elif (self.redecide and k is not None and n == 1 and not self.rekeys(k)
                   and self._passes(k) == 2):
                 # Pass 1 is final here: it decides on the chain's own state.
-                redecide += ["--redecide-rest", REDECIDE_REST_EFFORT]
+                redecide += every[1:]
             chain = ["-q", effort, *choices, *floored, *redecide]
             return weight + (chain if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
