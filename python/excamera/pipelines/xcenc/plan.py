@@ -78,9 +78,9 @@ STATIC_KEY_WEIGHT = 0.86
 # they decide no better: bigbuckbunny +5.2% / -0.9% either way, carphone -6.2% / -5.0% with
 # them, -5.8% / -4.8% without, for about half of pass 2's CPU). SSIM / PSNR-Y BD-rate against
 # the one re-decide pass (+6.7% / +0.3%, -4.3% / -3.7%): "first" bigbuckbunny +5.9% / -0.4%,
-# carphone -6.4% / -5.3%; "all" +5.2% / -0.9%, -5.8% / -4.8%; for 1.11x and 1.16x the
-# pipeline's CPU on bbb 640x272, above issue 12's bar, so neither is the default
-# (bench/compression-ideas.md, ninth session).
+# carphone -6.4% / -5.3%; "all" +5.2% / -0.9%, -5.8% / -4.8%; for about 1.11x and 1.2x the
+# pipeline's CPU on bbb 640x272 (issue 12's bar leaves 1.06x), so neither is the default
+# (bench/compression-ideas.md, ninth session, with a third level: +4.3% for about 1.3x).
 SECOND_REDECIDE = ("first", "all")
 
 
