@@ -25,6 +25,8 @@ from excamera.pipelines.xcenc.plan import (
     JOIN_EARLIER,
     JOIN_FINAL,
     JOIN_KEY,
+    MAX_REDECIDE_LEVELS,
+    REDECIDE_PASS1_EFFORT,
     REDECIDE_REST_EFFORT,
     Join,
     Need,
@@ -285,22 +287,27 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
     assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
 
 
-def test_second_redecide_level_hands_on_the_re_decided_state(tmp_path: Path) -> None:
-    """``second_redecide``: the job runs the plan's five passes (chunks 3 and 4), pass 3
-    rebasing onto exactly the pass-2 state its predecessor sent, the serial pass 4 onto its
-    final state, and every join is exact (the checks of test_batch_state_handoff_through_relay)."""
+def test_redecide_levels_hand_on_each_level_s_state(tmp_path: Path) -> None:
+    """``redecide_levels=3``: the job runs the plan's passes (4, 5 and 6 in chunks 2, 3 and
+    4), each re-decide pass rebasing onto exactly the state its predecessor sent from the
+    level before, the serial pass onto its final state, and every join is exact (the checks
+    of test_batch_state_handoff_through_relay)."""
     store = tmp_path / "store"
     n = 5
     make_chunks(store, "carphone", n)
     params = XcencParams("carphone", n, plan=PassPlan.parse("3"), kf_dist=16,
-                         mild_batch_keys=True, redecide=True, second_redecide="first",
+                         mild_batch_keys=True, redecide=True, redecide_levels=3,
                          handoff_storage=True)
     outs = run_job(store, tmp_path / "tmp", params).outputs
     check_handoffs(store, params, outs)
-    assert [outs[k]["passes"] for k in range(n)] == [2, 2, 4, 5, 5]
-    redecided = params.worker_plan(2).out_tags[2]
-    assert set(outs[3]["received"]) == {0, 1, 2, redecided}
-    assert outs[3]["sent"][redecided] == outs[4]["received"][redecided]
+    assert [outs[k]["passes"] for k in range(n)] == [2, 2, 4, 5, 6]
+    for k in (3, 4):
+        pred = params.worker_plan(k - 1)
+        levels = params.worker_plan(k).passes - 3
+        handed = {pred.out_tags[j] for j in range(levels + 1)} | {pred.out_tags[pred.passes - 1]}
+        assert len(handed) == levels + 2  # pass 0, each level's input, the final state
+        assert set(outs[k]["received"]) == handed
+        assert all(outs[k - 1]["sent"][t] == outs[k]["received"][t] for t in handed)
     assert all(outs[k]["last_input"] == outs[k - 1]["final_state"] for k in range(1, n))
 
 
@@ -533,40 +540,53 @@ def test_redecide_pass() -> None:
     assert encode_plan(EncodeSettings(source=Path("a.y4m"), output=Path("a.ivf")), chunks).redecide
 
 
-def test_second_redecide_level() -> None:
-    """``second_redecide``: a chunk from the fourth of its batch on runs five passes, pass 3
-    deciding again against its predecessor's pass-2 output (which every four- or five-pass
-    chunk hands on under a tag of its own), the serial pass 4 rebasing onto the predecessor's
-    final state with -S that pass-2 state; joins stay exact by construction."""
-    from excamera.pipelines.xcenc.plan import SECOND_REDECIDE
-
+def test_redecide_levels() -> None:
+    """``redecide_levels`` L: a chunk at position e of its batch runs min(L, e - 1) re-decide
+    passes (passes 2..), pass j against its predecessor's pass j - 1 (handed on under a tag
+    of its own), the serial pass onto the predecessor's final state with -S the state the
+    last level decided against; joins stay exact by construction. The last level decides
+    every frame, the ones before it the first frame alone, the first of two such at
+    Realtime. Level 1 is the single re-decide pass's plan, as it was before the levels."""
     plan = PassPlan.parse("3")
-    for mode in SECOND_REDECIDE:
+    for levels in range(1, MAX_REDECIDE_LEVELS + 1):
         p = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True,
-                        second_redecide=mode)
-        assert [p.worker_plan(k).passes for k in range(10)] == [2, 2, 4, 5, 5, 5, 5, 5, 2, 2]
-        for k in range(3, 8):
+                        redecide_levels=levels)
+        assert [p.worker_plan(k).passes for k in range(10)] == [
+            2, 2, *(3 + min(levels, e - 1) for e in range(2, 8)), 2, 2]
+        for k in range(2, 8):
             pred, w = p.worker_plan(k - 1), p.worker_plan(k)
-            redecided = pred.out_tags[2]  # the predecessor's pass-2 output
-            assert redecided in pred.send_tags
-            assert redecided not in (pred.out_tags[0], pred.out_tags[1],
-                                     pred.out_tags[pred.passes - 1])
-            assert w.needs == {1: Need(0, None), 2: Need(1, 0), 3: Need(redecided, 1),
-                               4: Need(pred.out_tags[pred.passes - 1], redecided)}
+            own = w.passes - 3  # this chunk's levels
+            final = pred.out_tags[pred.passes - 1]
+            # Each level's input is a pass the predecessor ran before its final one (the
+            # chunk at position 1's pass 1 is final), handed on under a tag of its own.
+            assert all(j < pred.passes - 1 or pred.passes == 2 for j in range(1, own + 1))
+            assert len(set(pred.out_tags.values())) == len(pred.out_tags)
+            assert w.needs == {1: Need(0, None),
+                               **{j: Need(pred.out_tags[j - 1], pred.out_tags[j - 2])
+                                  for j in range(2, own + 2)},
+                               own + 2: Need(final, pred.out_tags[own])}
+            assert {n.inp for n in w.needs.values()} <= pred.send_tags
             assert p.join(k) == Join(k, JOIN_FINAL, k - 1, k - 1)
-        assert 2 not in p.worker_plan(7).send_tags  # the next batch starts on a key frame
+            flags = [p.pass_flags(n, k) for n in range(1, w.passes)]
+            assert ["--redecide-first" in f for f in flags] == [
+                False, *(True for _ in range(own)), False]
+            assert ["--redecide-rest" in f for f in flags] == [
+                False, *(j == own for j in range(1, own + 1)), False]
+            assert [f[f.index("-q") + 1] for f in flags] == [
+                REDECIDE_PASS1_EFFORT, *("rt" if (j, own) == (1, 3) else "good-refs"
+                                         for j in range(1, own + 1)), "good-refs"]
+            assert ["--choose-refs" in f for f in flags] == [True] * (own + 1) + [False]
+        assert p.worker_plan(7).send_tags == frozenset()  # the next batch starts on a key frame
         assert p.wavefront_warning() is None
-        flags = [p.pass_flags(n, 4) for n in range(1, 5)]
-        assert ["--redecide-first" in f for f in flags] == [False, True, True, False]
-        assert ["--redecide-rest" in f for f in flags] == [False, mode == "first", mode == "all",
-                                                            False]
-        assert "--choose-refs" not in flags[3]
-        # Chunk 2 decides on its predecessor's final state already: four passes as without.
-        four = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True)
-        assert [p.pass_flags(n, 2) for n in range(1, 4)] == [
-            four.pass_flags(n, 2) for n in range(1, 4)]
-    for bad in ({"second_redecide": "every"}, {"second_redecide": "first", "redecide": False}):
-        with pytest.raises(PlanError, match="second re-decide level"):
+    # Level 1: the plan of the single re-decide pass (tags 0, 1 and the final e; no others).
+    one = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True,
+                      redecide_levels=1)
+    for k in range(2, 8):
+        assert one.worker_plan(k).needs == {1: Need(0, None), 2: Need(1, 0), 3: Need(k - 1, 1)}
+        assert one.worker_plan(k).out_tags == {0: 0, 1: 1, 3: k}
+    for bad in ({"redecide_levels": 0}, {"redecide_levels": MAX_REDECIDE_LEVELS + 1},
+                {"redecide_levels": 2, "redecide": False}):
+        with pytest.raises(PlanError, match="re-decide levels"):
             XcencParams("v", 4, **{"plan": plan, "kf_dist": 4, "redecide": True, **bad})
 
 

@@ -71,17 +71,20 @@ PASS0_KEY_FLOOR = 0.2
 # 0.86 with REDECIDE_REST_EFFORT (0.82..0.90 measured); carphone, bus and park_joy read busy
 # and are unchanged (bench/compression-ideas.md).
 STATIC_KEY_WEIGHT = 0.86
-# ``XcencParams.second_redecide``: which frames the second re-decide pass (pass 3 of a
-# five-pass chunk) decides anew. "first": the converted first frame, the later frames rebased
-# with pass 2's decisions. "all": every frame, and pass 2 then decides only the first frame
-# anew (its later frames' decisions are all replaced in pass 3, and as the successor's state
-# they decide no better: bigbuckbunny +5.2% / -0.9% either way, carphone -6.2% / -5.0% with
-# them, -5.8% / -4.8% without, for about half of pass 2's CPU). SSIM / PSNR-Y BD-rate against
-# the one re-decide pass (+6.7% / +0.3%, -4.3% / -3.7%): "first" bigbuckbunny +5.9% / -0.4%,
-# carphone -6.4% / -5.3%; "all" +5.2% / -0.9%, -5.8% / -4.8%; for about 1.11x and 1.2x the
-# pipeline's CPU on bbb 640x272 (issue 12's bar leaves 1.06x), so neither is the default
-# (bench/compression-ideas.md, ninth session, with a third level: +4.3% for about 1.3x).
-SECOND_REDECIDE = ("first", "all")
+# ``XcencParams.redecide_levels``: how many parallel re-decide passes a chunk runs (at most;
+# ``XcencParams._levels``), each against its predecessor's output of the level before, a state
+# nearer the chain's at every level. 1: the re-decide pass alone. 2: pass 2 re-decides the
+# first frame, pass 3 every frame (against the predecessor's pass 2). 3: pass 2 re-decides the
+# first frame at Realtime, pass 3 the first frame at good-refs (against the predecessor's pass
+# 2), pass 4 every frame (against its pass 3). SSIM / PSNR-Y BD-rate at levels 1, 2, 3:
+# bigbuckbunny +6.7% / +0.3%, +5.2% / -0.9%, +4.4% / -1.7%; carphone -4.3% / -3.7%, -5.8% /
+# -4.8%, -6.2% / -5.2% (bus and park_joy, without a chunk at position 3, unchanged); for
+# 1.16-1.22x (2) and 1.27x (3) the pipeline's CPU on bbb 640x272, above issue 12's bar at
+# main's 2.45x (bench/compression-ideas.md, ninth session). Measured and not kept: a second
+# level re-deciding the first frame alone (+5.9% / -0.4%, -6.4% / -5.3%, 1.11x).
+MAX_REDECIDE_LEVELS = 3
+# The levels ``excamera encode`` runs.
+REDECIDE_LEVELS = 1
 
 
 class PlanError(ValueError):
@@ -252,14 +255,14 @@ class XcencParams:
     # +13.9% / +5.2%, carphone -1.2% / -1.8% -> -3.1% / -2.9% (bench/compression-ideas.md,
     # sixth session; either half alone gains nothing). ``excamera encode`` turns it on.
     redecide: bool = False
-    # A second re-decide level (needs ``redecide``): a chunk from the fourth of its batch on
-    # runs five passes, pass 3 (parallel: it waits for its predecessor's pass 2) deciding
-    # again against the predecessor's pass-2 output, a state nearer still to the chain's (the
-    # predecessor's own re-decided frames, rebased), and the serial rebase is pass 4. The
-    # chunk at position 2 keeps four passes: its pass 2 already decides on its predecessor's
-    # final state. "first" or "all" (``SECOND_REDECIDE``: which frames, and the figures);
-    # None, the default: one re-decide pass.
-    second_redecide: str | None = None
+    # Parallel re-decide passes (1..MAX_REDECIDE_LEVELS; more than 1 needs ``redecide``): a
+    # chunk at position e >= 2 of its batch runs min(redecide_levels, e - 1) of them, passes 2
+    # onwards, pass j deciding against its predecessor's pass j - 1 (handed on under tag
+    # kf_dist + j - 2 from pass 2 on), then the serial rebase. A chunk near the batch start has
+    # fewer levels to lean on: the chunk at position 2 decides on its predecessor's final state
+    # already in its pass 2, the one at position 3 on its predecessor's last re-decide pass in
+    # its pass 3. ``MAX_REDECIDE_LEVELS`` says what each level re-decides, and the figures.
+    redecide_levels: int = 1
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -319,10 +322,10 @@ class XcencParams:
                               or self.plan.total < 3):
             raise PlanError("the re-decide pass needs batch mode's excamera chain with "
                             "re-encodes (at least 3 passes)")
-        if self.second_redecide is not None and (
-                not self.redecide or self.second_redecide not in SECOND_REDECIDE):
-            raise PlanError(f"second re-decide level {self.second_redecide!r}: expected one "
-                            f"of {', '.join(SECOND_REDECIDE)}, with the re-decide pass")
+        if not 1 <= self.redecide_levels <= MAX_REDECIDE_LEVELS or (
+                self.redecide_levels > 1 and not self.redecide):
+            raise PlanError(f"{self.redecide_levels} re-decide levels: expected 1.."
+                            f"{MAX_REDECIDE_LEVELS}, more than 1 with the re-decide pass")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.s_ac_qi <= 127:
@@ -386,17 +389,24 @@ class XcencParams:
             return 2
         if total == 1:
             return 1
-        if self.redecide and self.eff(k) >= 2:
-            # The second re-decide level needs a predecessor that ran the first (the chunk at
-            # position 2 already re-decides on its predecessor's final state).
-            return 5 if self.second_redecide is not None and self.eff(k) >= 3 else 4
+        if self._levels(k):
+            return 3 + self._levels(k)
         return min(3, self.eff(k) + 1)
 
-    def _redecided_tag(self) -> int:
-        """The hand-off tag of a chunk's pass-2 (re-decide pass) output: ``kf_dist``, above
-        every position in a batch, which tags a chunk's final state."""
+    def _levels(self, k: int) -> int:
+        """Chunk ``k``'s re-decide passes: level j needs a predecessor that ran level j - 1
+        (the chunk at position 2 has one: its predecessor's pass 1 is final already)."""
+        if not self.redecide or self.rekeys(k) or self.plan.total == 1 or self.eff(k) < 2:
+            return 0
+        return min(self.redecide_levels, self.eff(k) - 1)
+
+    def _pass_tag(self, j: int) -> int:
+        """The hand-off tag of a chunk's pass-``j`` output that its successor's re-decide pass
+        j + 1 decides against: pass 0 and pass 1 as themselves (the chunk at position 1's pass 1
+        is final and carries 1, its position), a re-decide pass j >= 2 ``kf_dist + j - 2``,
+        above every position in a batch, which tags a chunk's final state."""
         assert self.kf_dist is not None
-        return self.kf_dist
+        return j if j < 2 else self.kf_dist + j - 2
 
     def _needs(self, k: int) -> dict[int, Need]:
         if self.rekeys(k):
@@ -411,14 +421,13 @@ class XcencParams:
         needs: dict[int, Need] = {}
         if n >= 2:
             needs[1] = Need(0, None)
-        if n == 4:  # the re-decide pass onto the predecessor's pass 1, then the chain's
-            needs[2] = Need(1, 0)
-            needs[3] = Need(e - 1, 1)
-        elif n == 5:  # then again onto the predecessor's pass 2, then the chain's
-            r = self._redecided_tag()
-            needs[2] = Need(1, 0)
-            needs[3] = Need(r, 1)
-            needs[4] = Need(e - 1, r)
+        levels = self._levels(k)
+        if levels:
+            # Re-decide pass j onto the predecessor's pass j - 1, then the chain's state; -S
+            # is what the chunk's own previous pass decided against.
+            for j in range(2, levels + 2):
+                needs[j] = Need(self._pass_tag(j - 1), self._pass_tag(j - 2))
+            needs[levels + 2] = Need(e - 1, self._pass_tag(levels))
         elif n >= 3:
             needs[2] = Need(e - 1, 0)
         return needs
@@ -433,8 +442,10 @@ class XcencParams:
         tags = {0: 0}
         if self.redecide and n >= 2:
             tags[1] = 1  # pass 1's output: what the successor's re-decide pass decides against
-        if self.second_redecide is not None and n >= 4:
-            tags[2] = self._redecided_tag()  # what the successor's second re-decide pass sees
+        # What the successor's re-decide passes from its pass 3 on decide against (its levels
+        # are at most one more than this chunk's).
+        for j in range(2, (self._levels(k + 1) if k + 1 < self.n_parts else 0) + 1):
+            tags[j] = self._pass_tag(j)
         if n >= 2:
             tags[n - 1] = e  # the final pass carries the chunk's position in its batch
         return tags
@@ -479,9 +490,9 @@ class XcencParams:
         With ``redecide``, every pass adds ``--golden-to-altref``; in chunk ``k``, when it runs
         four passes, pass 1 is at ``REDECIDE_PASS1_EFFORT`` and pass 2 adds ``--redecide-first``
         and ``--redecide-rest``; when pass 1 is its final pass (the second chunk of a batch),
-        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags). In a five-pass
-        chunk (``second_redecide``) pass 3 re-decides too, as ``SECOND_REDECIDE`` says, and
-        the serial rebase is pass 4.
+        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags). With more
+        ``redecide_levels``, passes 2 onwards re-decide as ``MAX_REDECIDE_LEVELS`` says, and
+        the serial rebase follows them.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
@@ -493,27 +504,24 @@ class XcencParams:
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
             floored = ["--floored-key"] if self.pass0_key_floor else []
-            # Pass 2 is the re-decide pass only in chunks that run four or five (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
             effort = PASS1_EFFORT
             choices = _CHAIN_CHOICES
-            passes = 0 if k is None else self._passes(k)
+            levels = 0 if k is None else self._levels(k)
             every = ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
-            if passes >= 4:
+            if levels:
                 if n == 1:
                     effort = REDECIDE_PASS1_EFFORT
-                elif n == 2 and passes == 5 and self.second_redecide == "all":
-                    # Pass 3 decides every frame again: pass 2's later frames only seed the
-                    # successor's pass 3, which decides no better on them re-decided
-                    # (``SECOND_REDECIDE``).
-                    redecide.append("--redecide-first")
-                elif n == 2 or (n == 3 and passes == 5 and self.second_redecide == "all"):
+                elif n == levels + 1:  # the last re-decide pass decides every frame
                     redecide += every
-                elif n == 3 and passes == 5:
-                    # The later frames keep pass 2's decisions, all xc's, made against
-                    # pictures near these, as in the serial rebase.
+                elif n <= levels:
+                    # An earlier level decides the first frame alone: the successor's proxy
+                    # needs its first frame decided on a near state, and this chunk's later
+                    # frames are decided again in the last level (``MAX_REDECIDE_LEVELS``).
+                    # The first of two such levels, the farthest proxy, at Realtime.
                     redecide.append("--redecide-first")
-                    choices = [c for c in choices if c != "--choose-refs"]
+                    if n == 2 and levels >= 3:
+                        effort = REDECIDE_PASS1_EFFORT
                 else:
                     # The serial rebase keeps the re-decide pass's references: its decisions
                     # were all xc's, made against pictures near these (bigbuckbunny's SSIM /
