@@ -32,7 +32,7 @@ from pathlib import Path
 from _common import need_tool, settings, shared_dir
 from excamera.metrics import bd_rate, ssim_db
 from excamera.pipelines.encode.run import measure
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS
+from excamera.pipelines.xcenc.plan import MAX_REDECIDE_LEVELS, REDECIDE_LEVELS, VPXENC_SETTINGS
 from excamera.xc.ivf import IvfReader
 
 QUALITIES = (12, 20, 28, 36, 44)
@@ -62,6 +62,9 @@ def main() -> int:
                     help="xc-enc's key-frame weight for the pipeline (-1: match quality)")
     ap.add_argument("--chain", choices=("excamera", "mu"), default="excamera",
                     help="how batch mode links chunks (excamera encode --chain)")
+    ap.add_argument("--redecide-levels", type=int, default=REDECIDE_LEVELS,
+                    choices=range(1, MAX_REDECIDE_LEVELS + 1),
+                    help="excamera encode --redecide-levels (%(default)s)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     vpxenc = need_tool("vpxenc")
@@ -76,7 +79,8 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "excamera.cli", "encode", str(clip), "-o",
                             str(out), "--chunk", str(args.chunk), "--batch", str(args.batch),
                             "--quality", str(q), "--workers", str(args.workers), "-t", "0",
-                            "--kf-weight", args.kf_weight, "--chain", args.chain],
+                            "--kf-weight", args.kf_weight, "--chain", args.chain,
+                            "--redecide-levels", str(args.redecide_levels)],
                            check=True, capture_output=True, cwd=tmpd)  # not beside this file
             ex = point(clip, out, time.perf_counter() - t0)
             single = tmpd / f"vpx-{q}.ivf"
@@ -96,7 +100,8 @@ def main() -> int:
                          "CLIP.y4m"])
     result = {"settings": {**settings(args), "baseline": baseline}, "clip": args.clip,
               "n": args.chunk, "x": args.batch, "chain": args.chain,
-              "kf_weight": args.kf_weight, "rows": rows}
+              "kf_weight": args.kf_weight, "redecide_levels": args.redecide_levels,
+              "rows": rows}
     for key in ("ssim_db", "psnr_y"):
         try:
             result[f"bd_rate_{key}"] = bd_rate(*curve("vpxenc", key), *curve("excamera", key))

@@ -66,7 +66,12 @@ from _common import need_tool, settings, shared_dir
 from clips import clip as make_clip
 from excamera.pipelines.encode import run as stages
 from excamera.pipelines.encode.settings import EncodeSettings
-from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS, XcencParams
+from excamera.pipelines.xcenc.plan import (
+    MAX_REDECIDE_LEVELS,
+    REDECIDE_LEVELS,
+    VPXENC_SETTINGS,
+    XcencParams,
+)
 
 QUALITY = 30
 WORKERS = 2
@@ -134,11 +139,12 @@ def alternate(commands: dict[str, list[str]], runs: int, outputs: dict[str, Path
 # --- one instrumented encode -----------------------------------------------------------------
 
 
-def instrumented(src: Path, work: Path) -> dict:
+def instrumented(src: Path, work: Path, redecide_levels: int = REDECIDE_LEVELS) -> dict:
     """One encode through the pipeline's own stages; each worker's steps with their CPU time,
     the state times, the hosts' CPU and the serial parts' wall time."""
     out = work / "instrumented.ivf"
-    s = EncodeSettings(source=src, output=out, quality=QUALITY, workers=WORKERS)
+    s = EncodeSettings(source=src, output=out, quality=QUALITY, workers=WORKERS,
+                       redecide_levels=redecide_levels)
     bucket, local = work / "bucket", work / "local"
     bucket.mkdir()
     local.mkdir()
@@ -339,15 +345,17 @@ def hops(run: dict) -> list[dict]:
 # --- per clip ----------------------------------------------------------------------------------
 
 
-def bench_clip(spec: str, runs: int, tmp: Path) -> dict:
+def bench_clip(spec: str, runs: int, tmp: Path,
+               redecide_levels: int = REDECIDE_LEVELS) -> dict:
     name, _, frames = spec.partition(":")
     src = make_clip(name, int(frames))
     vpxenc = need_tool("vpxenc")
     outs = {"excamera": tmp / "ex-hosts.ivf", "excamera_processes": tmp / "ex-procs.ivf",
             "vpxenc_threads1": tmp / "vpx1.ivf", "vpxenc_threads2": tmp / "vpx2.ivf"}
+    extra = ["--redecide-levels", str(redecide_levels)]
     commands = {
-        "excamera": excamera_cmd(src, outs["excamera"]),
-        "excamera_processes": excamera_cmd(src, outs["excamera_processes"],
+        "excamera": excamera_cmd(src, outs["excamera"], *extra),
+        "excamera_processes": excamera_cmd(src, outs["excamera_processes"], *extra,
                                            "--worker-processes", "0"),
         "vpxenc_threads1": vpxenc_cmd(vpxenc, 1, src, outs["vpxenc_threads1"]),
         "vpxenc_threads2": vpxenc_cmd(vpxenc, 2, src, outs["vpxenc_threads2"]),
@@ -362,7 +370,7 @@ def bench_clip(spec: str, runs: int, tmp: Path) -> dict:
         raise SystemExit(f"bench: {spec}: excamera's outputs differ between runs: {sorted(ex)}")
     work = tmp / f"inst-{name}"
     work.mkdir()
-    run = instrumented(src, work)
+    run = instrumented(src, work, redecide_levels)
     if run["sha256"] not in ex:
         raise SystemExit(f"bench: {spec}: the instrumented encode's output differs")
     shutil.rmtree(work, ignore_errors=True)
@@ -465,6 +473,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="alternating rounds (3)")
     ap.add_argument("--startup-rounds", type=int, default=21,
                     help="alternating rounds of the start-up commands (21)")
+    ap.add_argument("--redecide-levels", type=int, default=REDECIDE_LEVELS,
+                    choices=range(1, MAX_REDECIDE_LEVELS + 1),
+                    help="excamera encode --redecide-levels (%(default)s)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.runs < 1:
@@ -482,7 +493,7 @@ def main() -> int:
         for spec in args.clips.split(","):
             d = Path(tmp) / spec.replace(":", "_")
             d.mkdir()
-            rows.append(bench_clip(spec, args.runs, d))
+            rows.append(bench_clip(spec, args.runs, d, args.redecide_levels))
     result = {"settings": settings(args), "startup": start, "clips": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -13,6 +13,7 @@ import pytest
 
 from _shared_paths import shared_dir
 from excamera.metrics import QualityMeter, ssim
+from excamera.pipelines.xcenc.plan import REDECIDE_LEVELS
 from excamera.xc.y4m import Picture, read_y4m
 
 PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
@@ -119,9 +120,24 @@ def test_encode_full_excamera_default(tmp_path: Path) -> None:
     out = tmp_path / "out.webm"
     done = encode(str(src), "-o", str(out), "--workers", "2", "--batch", "4")
     assert done.returncode == 0, done.stderr
-    assert "passes per worker 2..4" in done.stdout  # the re-decide pass from chunk 2 on
+    # The re-decide passes from chunk 2 on: the chunk at position 3 runs at most two levels.
+    assert f"passes per worker 2..{3 + min(REDECIDE_LEVELS, 2)}" in done.stdout
     assert ffmpeg_count(out) == FRAMES
     assert vpxdec_raw(out, tmp_path / "dec.yuv") == FRAMES
+
+
+def test_redecide_levels_run_their_passes_and_decode(tmp_path: Path) -> None:
+    """``--redecide-levels 3``: the chunks at positions 3 and 4 of a batch run 5 and 6 passes
+    and the stream decodes in vpxdec; levels outside 1..3 are refused."""
+    src = shared_dir() / "clips" / "park_joy_160x90_10f.y4m"
+    out = tmp_path / "out.ivf"
+    done = encode(str(src), "-o", str(out), "--workers", "2", "--chunk", "2", "--batch", "8",
+                  "--quality", "30", "--redecide-levels", "3")
+    assert done.returncode == 0, done.stderr
+    assert "passes per worker 2..6" in done.stdout
+    assert vpxdec_raw(out, tmp_path / "dec.yuv") == 10
+    done = encode(str(src), "-o", str(tmp_path / "four.ivf"), "--redecide-levels", "4")
+    assert done.returncode == 2 and "--redecide-levels: invalid choice: 4" in done.stderr
 
 
 def test_tools_in_the_worker_give_the_subprocess_result(tmp_path: Path) -> None:
@@ -238,7 +254,8 @@ def test_full_excamera_against_vpxdec_and_pass0(tmp_path: Path) -> None:
     done = encode(str(src), "-o", str(out), "--workers", "2", "--batch", str(batch),
                   "--bucket", str(full_bucket))
     assert done.returncode == 0, done.stderr
-    assert "passes per worker 2..4" in done.stdout  # the re-decide pass from chunk 2 on
+    # the re-decide passes from chunk 2 on (at most two levels at position 3)
+    assert f"passes per worker 2..{3 + min(REDECIDE_LEVELS, 2)}" in done.stdout
     done = encode(str(src), "-o", str(pass0_out), "--workers", "2", "--batch", str(batch),
                   "--passes", "1", "--bucket", str(pass0_bucket))
     assert done.returncode == 0, done.stderr

@@ -25,6 +25,8 @@ from excamera.pipelines.xcenc.plan import (
     JOIN_EARLIER,
     JOIN_FINAL,
     JOIN_KEY,
+    MAX_REDECIDE_LEVELS,
+    REDECIDE_PASS1_EFFORT,
     REDECIDE_REST_EFFORT,
     Join,
     Need,
@@ -271,8 +273,50 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
                          handoff_storage=True)
     result = run_job(store, tmp_path / "tmp", params)
     outs = result.outputs
-    handoff = store / "carphone" / "handoff"
-    for k in range(n):
+    check_handoffs(store, params, outs)
+    assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
+    assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
+    assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
+    # The wait really waited: worker 2's pass-1 state wait ended only after worker 1 began
+    # sending that state (in the order the transitions were recorded). Not after "sent_s0":
+    # the coordinator records that when worker 1's reply arrives, which may be after the relay
+    # has already delivered to worker 2.
+    at: dict[tuple[int, str], int] = {}
+    for i, tr in enumerate(result.transitions):
+        at.setdefault((tr.worker, tr.state), i)
+    assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
+
+
+def test_redecide_levels_hand_on_each_level_s_state(tmp_path: Path) -> None:
+    """``redecide_levels=3``: the job runs the plan's passes (4, 5 and 6 in chunks 2, 3 and
+    4), each re-decide pass rebasing onto exactly the state its predecessor sent from the
+    level before, the serial pass onto its final state, and every join is exact (the checks
+    of test_batch_state_handoff_through_relay)."""
+    store = tmp_path / "store"
+    n = 5
+    make_chunks(store, "carphone", n)
+    params = XcencParams("carphone", n, plan=PassPlan.parse("3"), kf_dist=16,
+                         mild_batch_keys=True, redecide=True, redecide_levels=3,
+                         handoff_storage=True)
+    outs = run_job(store, tmp_path / "tmp", params).outputs
+    check_handoffs(store, params, outs)
+    assert [outs[k]["passes"] for k in range(n)] == [2, 2, 4, 5, 6]
+    for k in (3, 4):
+        pred = params.worker_plan(k - 1)
+        levels = params.worker_plan(k).passes - 3
+        handed = {pred.out_tags[j] for j in range(levels + 1)} | {pred.out_tags[pred.passes - 1]}
+        assert len(handed) == levels + 2  # pass 0, each level's input, the final state
+        assert set(outs[k]["received"]) == handed
+        assert all(outs[k - 1]["sent"][t] == outs[k]["received"][t] for t in handed)
+    assert all(outs[k]["last_input"] == outs[k - 1]["final_state"] for k in range(1, n))
+
+
+def check_handoffs(store: Path, params: XcencParams, outs: list[dict]) -> None:
+    """Every re-encode rebased onto exactly the states its predecessor sent for that pass, the
+    stored copies are those states, and a sent final state is the one a decoder reaches on
+    the sender's output."""
+    handoff = store / params.vid_name / "handoff"
+    for k in range(params.n_parts):
         plan = params.worker_plan(k)
         assert outs[k]["passes"] == plan.passes
         assert set(outs[k]["sent"]) == plan.send_tags
@@ -299,27 +343,16 @@ def test_batch_state_handoff_through_relay(tmp_path: Path) -> None:
             start = State() if need is None else \
                 State.from_bytes(stored_state(handoff / f"{k - 1:08d}.{need.inp}.handoff"))
             dec = Decoder(start)
-            _, frames = read_ivf(store / "carphone" / "out" / f"{k:08d}.ivf")
+            _, frames = read_ivf(store / params.vid_name / "out" / f"{k:08d}.ivf")
             for _ in dec.decode_all(f.data for f in frames):
                 pass
             digest = hashlib.sha256(dec.state.to_bytes()).hexdigest()
             assert digest == outs[k]["sent"][plan.out_tags[last]]
-        comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
+        comp = (store / params.vid_name / "comp_txt" / f"{k:08d}.txt").read_text()
         if plan.passes >= 2:
             assert outs[k]["converged"] is (comp.splitlines()[0] == "0")
         else:
             assert comp == "" and outs[k]["converged"] is None
-    assert [outs[k]["passes"] for k in range(n)] == [1, 2, 3, 1, 2]
-    assert set(outs[2]["received"]) == {0, 1}  # pass 2 waits for chunk 1's final state
-    assert outs[2]["sent"] == {} and outs[3]["received"] == {}  # batch boundary
-    # The wait really waited: worker 2's pass-1 state wait ended only after worker 1 began
-    # sending that state (in the order the transitions were recorded). Not after "sent_s0":
-    # the coordinator records that when worker 1's reply arrives, which may be after the relay
-    # has already delivered to worker 2.
-    at: dict[tuple[int, str], int] = {}
-    for i, tr in enumerate(result.transitions):
-        at.setdefault((tr.worker, tr.state), i)
-    assert at[(2, "reencode_p1")] > at[(1, "send_s0")]
 
 
 def killing_machine(victim: int, in_state: str):
@@ -507,6 +540,56 @@ def test_redecide_pass() -> None:
     assert encode_plan(EncodeSettings(source=Path("a.y4m"), output=Path("a.ivf")), chunks).redecide
 
 
+def test_redecide_levels() -> None:
+    """``redecide_levels`` L: a chunk at position e of its batch runs min(L, e - 1) re-decide
+    passes (passes 2..), pass j against its predecessor's pass j - 1 (handed on under a tag
+    of its own), the serial pass onto the predecessor's final state with -S the state the
+    last level decided against; joins stay exact by construction. The last level decides
+    every frame, the ones before it the first frame alone, the first of two such at
+    Realtime. Level 1 is the single re-decide pass's plan, as it was before the levels."""
+    plan = PassPlan.parse("3")
+    for levels in range(1, MAX_REDECIDE_LEVELS + 1):
+        p = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True,
+                        redecide_levels=levels)
+        assert [p.worker_plan(k).passes for k in range(10)] == [
+            2, 2, *(3 + min(levels, e - 1) for e in range(2, 8)), 2, 2]
+        for k in range(2, 8):
+            pred, w = p.worker_plan(k - 1), p.worker_plan(k)
+            own = w.passes - 3  # this chunk's levels
+            final = pred.out_tags[pred.passes - 1]
+            # Each level's input is a pass the predecessor ran before its final one (the
+            # chunk at position 1's pass 1 is final), handed on under a tag of its own.
+            assert all(j < pred.passes - 1 or pred.passes == 2 for j in range(1, own + 1))
+            assert len(set(pred.out_tags.values())) == len(pred.out_tags)
+            assert w.needs == {1: Need(0, None),
+                               **{j: Need(pred.out_tags[j - 1], pred.out_tags[j - 2])
+                                  for j in range(2, own + 2)},
+                               own + 2: Need(final, pred.out_tags[own])}
+            assert {n.inp for n in w.needs.values()} <= pred.send_tags
+            assert p.join(k) == Join(k, JOIN_FINAL, k - 1, k - 1)
+            flags = [p.pass_flags(n, k) for n in range(1, w.passes)]
+            assert ["--redecide-first" in f for f in flags] == [
+                False, *(True for _ in range(own)), False]
+            assert ["--redecide-rest" in f for f in flags] == [
+                False, *(j == own for j in range(1, own + 1)), False]
+            assert [f[f.index("-q") + 1] for f in flags] == [
+                REDECIDE_PASS1_EFFORT, *("rt" if (j, own) == (1, 3) else "good-refs"
+                                         for j in range(1, own + 1)), "good-refs"]
+            assert ["--choose-refs" in f for f in flags] == [True] * (own + 1) + [False]
+        assert p.worker_plan(7).send_tags == frozenset()  # the next batch starts on a key frame
+        assert p.wavefront_warning() is None
+    # Level 1: the plan of the single re-decide pass (tags 0, 1 and the final e; no others).
+    one = XcencParams("v", 20, plan=plan, kf_dist=8, mild_batch_keys=True, redecide=True,
+                      redecide_levels=1)
+    for k in range(2, 8):
+        assert one.worker_plan(k).needs == {1: Need(0, None), 2: Need(1, 0), 3: Need(k - 1, 1)}
+        assert one.worker_plan(k).out_tags == {0: 0, 1: 1, 3: k}
+    for bad in ({"redecide_levels": 0}, {"redecide_levels": MAX_REDECIDE_LEVELS + 1},
+                {"redecide_levels": 2, "redecide": False}):
+        with pytest.raises(PlanError, match="re-decide levels"):
+            XcencParams("v", 4, **{"plan": plan, "kf_dist": 4, "redecide": True, **bad})
+
+
 def test_pass0_key_floor() -> None:
     """``pass0_key_floor``: vpxenc's pass 0 gets --min-q at PASS0_KEY_FLOOR of the level's
     quantizer index (per chunk level), the excamera chain's re-encodes --floored-key; nothing
@@ -612,7 +695,7 @@ def test_wavefront_handoffs_and_convergence_verdicts_with_xcenc(tmp_path: Path) 
             assert reencodes[-1]["input_state"] == final[k - 1]
         if outs[k]["sent"]:
             assert outs[k]["sent"][plan.passes - 1] == final[k]  # it sent what it ended on
-        comp = (store / "carphone" / "comp_txt" / f"{k:08d}.txt").read_text()
+        comp = (store / params.vid_name / "comp_txt" / f"{k:08d}.txt").read_text()
         if plan.passes < 2:
             assert outs[k]["converged"] is None and comp == ""
             continue

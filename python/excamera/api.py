@@ -41,6 +41,7 @@ def encode(
     chain: str = "excamera",
     tools: str = "worker",
     kf_weight: float | None = 0.75,
+    redecide_levels: int | None = None,
     audio: bool = True,
     bucket: str | None = None,
     job: JobSettings | None = None,
@@ -67,7 +68,10 @@ def encode(
     - ``chunk`` frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk,
       batch]); ``passes`` 3 for ExCamera's rebases, 1 for pass 0 alone (independent chunks);
       ``pass0`` ``"vpxenc"`` or ``"xc"`` (xc's own encoder, at the same quality scale); ``chain``,
-      ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them.
+      ``tools`` and ``kf_weight`` as ``excamera xcenc --help`` describes them;
+      ``redecide_levels`` the excamera chain's parallel re-decide passes per chunk, 1..3 (the
+      command line's ``--redecide-levels``; more give smaller files for more CPU; None: the
+      command line's default).
     - ``audio``: keep the input's audio in a ``.webm`` output (the command line's
       ``--no-audio`` is ``audio=False``): Opus and Vorbis are copied as they are, anything else
       is transcoded to Opus; the audio keeps its place against the video and is cut to the
@@ -88,6 +92,7 @@ def encode(
     from .mu.jobs import JobSettings
     from .pipelines.encode.run import encode as run_encode
     from .pipelines.encode.settings import EncodeSettings, default_workers
+    from .pipelines.xcenc.plan import REDECIDE_LEVELS
 
     if backend_options and not isinstance(backend, str | None):
         _close_if_built(backend)
@@ -101,7 +106,9 @@ def encode(
             target_bitrate=target_bitrate,
             workers=default_workers() if workers is None else workers, chunk=chunk,
             batch=batch, passes=passes, pass0=pass0, chain=chain, tools=tools,
-            kf_weight=kf_weight, audio=audio, bucket=bucket, backend=backend,
+            kf_weight=kf_weight,
+            redecide_levels=REDECIDE_LEVELS if redecide_levels is None else redecide_levels,
+            audio=audio, bucket=bucket, backend=backend,
             job=job or JobSettings(), progress=progress, verify=verify,
         )
     except BaseException:

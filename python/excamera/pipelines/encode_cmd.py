@@ -24,6 +24,7 @@ from ..mu.jobopts import (
     show_progress,
 )
 from .encode.settings import DEFAULT_QUALITY, PASSES, default_workers
+from .xcenc.plan import MAX_REDECIDE_LEVELS, REDECIDE_LEVELS
 from .xcenc_cmd import add_encoder_choices
 
 
@@ -76,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--kf-weight", type=float, default=0.75, metavar="W",
                      help="a rebased chunk's first frame at quantizer W*kf_q + (1-W)*next_q, "
                      "as mu ran it (%(default)g); -1 matches the key frame's quality instead")
+    enc.add_argument("--redecide-levels", type=int, default=REDECIDE_LEVELS,
+                     choices=range(1, MAX_REDECIDE_LEVELS + 1), metavar="N",
+                     help="parallel re-decide passes per chunk of the excamera chain, each "
+                     "against the predecessor's output of the level before, 1.."
+                     f"{MAX_REDECIDE_LEVELS}: more give smaller files for more CPU; the chunk "
+                     "at position e of a batch runs at most e - 1 (%(default)s)")
     add_job_options(p, workers=None, default_port=0, user_options=False)
     p.set_defaults(func=main)
 
@@ -91,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
         backend=backend_spec(args), progress=show_progress(args), chunk=args.chunk,
         batch=args.batch, passes=args.passes, pass0=args.pass0, chain=args.chain,
         tools=args.tools, kf_weight=None if args.kf_weight == -1 else args.kf_weight,
+        redecide_levels=args.redecide_levels,
         audio=not args.no_audio, bucket=args.bucket, job=settings, verify=args.verify,
     )
     if result.audio_dropped and not args.no_audio:  # not asked for: the output cannot hold it

@@ -169,6 +169,8 @@ def plan(settings: EncodeSettings, chunks: Chunks,
     """The xcenc job's plan: one worker per chunk, batch mode (a key frame every ``batch``
     chunks), at most ``workers`` encodes at once; every chunk at ``settings.quality`` or at
     its own of ``levels``."""
+    redecide = (settings.chain == "excamera" and settings.batch is not None
+                and PassPlan.parse(settings.passes).total >= 3)
     try:
         return XcencParams(
             vid_name=chunks.vid,
@@ -180,8 +182,8 @@ def plan(settings: EncodeSettings, chunks: Chunks,
             # only where re-encodes follow pass 0 (-p 1 publishes pass 0 as it is)
             pass0_key_floor=(settings.pass0 == "vpxenc" and settings.chain == "excamera"
                              and PassPlan.parse(settings.passes).total >= 3),
-            redecide=(settings.chain == "excamera" and settings.batch is not None
-                      and PassPlan.parse(settings.passes).total >= 3),
+            redecide=redecide,
+            redecide_levels=settings.redecide_levels if redecide else 1,
             kf_weight=settings.kf_weight,
             kf_dist=settings.batch,
             pass0=settings.pass0,

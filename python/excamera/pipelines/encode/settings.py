@@ -10,7 +10,14 @@ from ...argcheck import check_int, check_number
 from ...errors import ExcameraError, SettingsError
 from ...mu.backends import Backend, BackendSpec
 from ...mu.jobs import JobSettings, ProgressArg
-from ..xcenc.plan import CHAINS, MAX_CQ_LEVEL, PASS0_ENCODERS, TOOL_MODES
+from ..xcenc.plan import (
+    CHAINS,
+    MAX_CQ_LEVEL,
+    MAX_REDECIDE_LEVELS,
+    PASS0_ENCODERS,
+    REDECIDE_LEVELS,
+    TOOL_MODES,
+)
 
 OUTPUT_SUFFIXES = (".ivf", ".webm")
 #: 1: pass 0 alone (independent chunks, a key frame each); 3: ExCamera's batch mode.
@@ -33,7 +40,10 @@ class EncodeSettings:
     frames per chunk and a key frame every ``batch`` chunks (ExCamera[chunk, batch]);
     ``passes`` 1 for pass 0 alone, 3 for ExCamera's rebases;
     ``chain``, ``tools`` and ``kf_weight`` as ``excamera.pipelines.xcenc`` describes them
-    (``kf_weight=None``: xc-enc matches the prediction's key-frame quality).
+    (``kf_weight=None``: xc-enc matches the prediction's key-frame quality);
+    ``redecide_levels`` (1..``MAX_REDECIDE_LEVELS``) the excamera chain's parallel re-decide
+    passes per chunk (``XcencParams.redecide_levels``: more give smaller files for more CPU;
+    with ``chain="mu"`` or ``passes=1``, which re-decide nothing, it has no effect).
 
     ``audio``: keep the input's audio in a WebM output (Opus and Vorbis copied, anything else
     transcoded to Opus; see :mod:`excamera.pipelines.audio`); False drops it. An IVF output
@@ -68,6 +78,7 @@ class EncodeSettings:
     chain: str = "excamera"
     tools: str = "worker"
     kf_weight: float | None = 0.75
+    redecide_levels: int = REDECIDE_LEVELS
     audio: bool = True
     bucket: str | None = None
     backend: Backend | BackendSpec = field(default_factory=BackendSpec)
@@ -79,6 +90,8 @@ class EncodeSettings:
         _choice("pass0", self.pass0, PASS0_ENCODERS)
         _choice("chain", self.chain, CHAINS)
         _choice("tools", self.tools, TOOL_MODES)
+        check_int("redecide_levels", self.redecide_levels, minimum=1,
+                  maximum=MAX_REDECIDE_LEVELS)
         if self.target_bitrate is None:
             if self.quality is None:
                 object.__setattr__(self, "quality", DEFAULT_QUALITY)

@@ -72,8 +72,11 @@ encode``'s default) those later chunks run a re-decide pass in between (pass 2, 
 onto the predecessor's pass-1 state; it decides every frame of the chunk anew, the first
 frame's modes and vectors and the later frames' that pass 0 decided against its own key frame),
 and the serial rebase is pass 3; the second chunk of a batch, whose pass 1 is final, decides its
-later frames anew there. Every chunk is then
-exact by construction and no worker runs more than 4 passes. The re-encodes are plain
+later frames anew there. With ``XcencParams.redecide_levels`` L > 1 (``excamera encode
+--redecide-levels``) a chunk at position e runs min(L, e - 1) re-decide passes in parallel,
+pass j onto the predecessor's pass j - 1 (passes from 2 on handed on under tags from
+``kf_dist``), and the serial rebase follows them. Every chunk is then exact by construction
+and no worker runs more than 3 + L passes. The re-encodes are plain
 rebases, without phase flags. With ``--chain excamera`` (the default) they also keep
 references across chunk joins and let rebased macroblocks choose among them, and the converted
 first frame gets the encoder's Good effort (Realtime in pass 1 of a chunk that re-decides it in

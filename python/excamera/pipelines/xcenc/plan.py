@@ -62,8 +62,9 @@ REDECIDE_REST_EFFORT = "good-refs"
 # BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -7.0% /
 # -5.7%, bus and park_joy unchanged. It costs the serial step half again its CPU:
 # bench/rebase.py 0.111 -> 0.169 (1280x720) and 0.111 -> 0.172 (640x272) of vpxenc's pass 0,
-# over issue 12's 0.15 (bench/compression-ideas.md, ninth session).
-SERIAL_SEEDED_FIRST = True
+# over issue 12's 0.15 (bench/compression-ideas.md, ninth session; 0.174 / 0.167 with the
+# encoder speed-ups merged beside it), so it is off until the serial step can afford it.
+SERIAL_SEEDED_FIRST = False
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
@@ -78,6 +79,20 @@ PASS0_KEY_FLOOR = 0.2
 # 0.86 with REDECIDE_REST_EFFORT (0.82..0.90 measured); carphone, bus and park_joy read busy
 # and are unchanged (bench/compression-ideas.md).
 STATIC_KEY_WEIGHT = 0.86
+# ``XcencParams.redecide_levels``: how many parallel re-decide passes a chunk runs (at most;
+# ``XcencParams._levels``), each against its predecessor's output of the level before, a state
+# nearer the chain's at every level. 1: the re-decide pass alone. 2: pass 2 re-decides the
+# first frame, pass 3 every frame (against the predecessor's pass 2). 3: pass 2 re-decides the
+# first frame at Realtime, pass 3 the first frame at good-refs (against the predecessor's pass
+# 2), pass 4 every frame (against its pass 3). SSIM / PSNR-Y BD-rate at levels 1, 2, 3:
+# bigbuckbunny +6.7% / +0.3%, +5.2% / -0.9%, +4.4% / -1.7%; carphone -4.3% / -3.7%, -5.8% /
+# -4.8%, -6.2% / -5.2% (bus and park_joy, without a chunk at position 3, unchanged); for
+# 1.16-1.22x (2) and 1.27x (3) the pipeline's CPU on bbb 640x272, above issue 12's bar at
+# main's 2.45x (bench/compression-ideas.md, ninth session). Measured and not kept: a second
+# level re-deciding the first frame alone (+5.9% / -0.4%, -6.4% / -5.3%, 1.11x).
+MAX_REDECIDE_LEVELS = 3
+# The levels ``excamera encode`` runs.
+REDECIDE_LEVELS = 1
 
 
 class PlanError(ValueError):
@@ -248,6 +263,14 @@ class XcencParams:
     # +13.9% / +5.2%, carphone -1.2% / -1.8% -> -3.1% / -2.9% (bench/compression-ideas.md,
     # sixth session; either half alone gains nothing). ``excamera encode`` turns it on.
     redecide: bool = False
+    # Parallel re-decide passes (1..MAX_REDECIDE_LEVELS; more than 1 needs ``redecide``): a
+    # chunk at position e >= 2 of its batch runs min(redecide_levels, e - 1) of them, passes 2
+    # onwards, pass j deciding against its predecessor's pass j - 1 (handed on under tag
+    # kf_dist + j - 2 from pass 2 on), then the serial rebase. A chunk near the batch start has
+    # fewer levels to lean on: the chunk at position 2 decides on its predecessor's final state
+    # already in its pass 2, the one at position 3 on its predecessor's last re-decide pass in
+    # its pass 3. ``MAX_REDECIDE_LEVELS`` says what each level re-decides, and the figures.
+    redecide_levels: int = 1
     # xc-enc -w (mu ran 0.75); None: xc-enc matches the prediction's key-frame quality.
     kf_weight: float | None = 0.75
     kf_dist: int | None = None
@@ -307,6 +330,10 @@ class XcencParams:
                               or self.plan.total < 3):
             raise PlanError("the re-decide pass needs batch mode's excamera chain with "
                             "re-encodes (at least 3 passes)")
+        if not 1 <= self.redecide_levels <= MAX_REDECIDE_LEVELS or (
+                self.redecide_levels > 1 and not self.redecide):
+            raise PlanError(f"{self.redecide_levels} re-decide levels: expected 1.."
+                            f"{MAX_REDECIDE_LEVELS}, more than 1 with the re-decide pass")
         if self.kf_weight is not None and not 0.0 <= self.kf_weight <= 1.0:
             raise PlanError(f"-w {self.kf_weight}: the key-frame weight must be in 0..1")
         if not 0 <= self.s_ac_qi <= 127:
@@ -370,9 +397,24 @@ class XcencParams:
             return 2
         if total == 1:
             return 1
-        if self.redecide and self.eff(k) >= 2:
-            return 4
+        if self._levels(k):
+            return 3 + self._levels(k)
         return min(3, self.eff(k) + 1)
+
+    def _levels(self, k: int) -> int:
+        """Chunk ``k``'s re-decide passes: level j needs a predecessor that ran level j - 1
+        (the chunk at position 2 has one: its predecessor's pass 1 is final already)."""
+        if not self.redecide or self.rekeys(k) or self.plan.total == 1 or self.eff(k) < 2:
+            return 0
+        return min(self.redecide_levels, self.eff(k) - 1)
+
+    def _pass_tag(self, j: int) -> int:
+        """The hand-off tag of a chunk's pass-``j`` output that its successor's re-decide pass
+        j + 1 decides against: pass 0 and pass 1 as themselves (the chunk at position 1's pass 1
+        is final and carries 1, its position), a re-decide pass j >= 2 ``kf_dist + j - 2``,
+        above every position in a batch, which tags a chunk's final state."""
+        assert self.kf_dist is not None
+        return j if j < 2 else self.kf_dist + j - 2
 
     def _needs(self, k: int) -> dict[int, Need]:
         if self.rekeys(k):
@@ -387,9 +429,13 @@ class XcencParams:
         needs: dict[int, Need] = {}
         if n >= 2:
             needs[1] = Need(0, None)
-        if n == 4:  # the re-decide pass onto the predecessor's pass 1, then the chain's
-            needs[2] = Need(1, 0)
-            needs[3] = Need(e - 1, 1)
+        levels = self._levels(k)
+        if levels:
+            # Re-decide pass j onto the predecessor's pass j - 1, then the chain's state; -S
+            # is what the chunk's own previous pass decided against.
+            for j in range(2, levels + 2):
+                needs[j] = Need(self._pass_tag(j - 1), self._pass_tag(j - 2))
+            needs[levels + 2] = Need(e - 1, self._pass_tag(levels))
         elif n >= 3:
             needs[2] = Need(e - 1, 0)
         return needs
@@ -404,6 +450,10 @@ class XcencParams:
         tags = {0: 0}
         if self.redecide and n >= 2:
             tags[1] = 1  # pass 1's output: what the successor's re-decide pass decides against
+        # What the successor's re-decide passes from its pass 3 on decide against (its levels
+        # are at most one more than this chunk's).
+        for j in range(2, (self._levels(k + 1) if k + 1 < self.n_parts else 0) + 1):
+            tags[j] = self._pass_tag(j)
         if n >= 2:
             tags[n - 1] = e  # the final pass carries the chunk's position in its batch
         return tags
@@ -448,7 +498,9 @@ class XcencParams:
         With ``redecide``, every pass adds ``--golden-to-altref``; in chunk ``k``, when it runs
         four passes, pass 1 is at ``REDECIDE_PASS1_EFFORT`` and pass 2 adds ``--redecide-first``
         and ``--redecide-rest``; when pass 1 is its final pass (the second chunk of a batch),
-        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags).
+        pass 1 adds ``--redecide-rest`` (``k`` None: the plain chain's flags). With more
+        ``redecide_levels``, passes 2 onwards re-decide as ``MAX_REDECIDE_LEVELS`` says, and
+        the serial rebase follows them.
 
         Measured on carphone (120 frames, ExCamera[6,16], cq 12..44, SSIM BD-rate against one
         vpxenc run, with ``-q best``): mu's chain +32.1%, these three +12.2% (+12.0% after the
@@ -460,15 +512,24 @@ class XcencParams:
         weight = [] if self.kf_weight is None else ["-w", f"{self.kf_weight:g}"]
         if self.kf_dist is not None:
             floored = ["--floored-key"] if self.pass0_key_floor else []
-            # Pass 2 is the re-decide pass only in chunks that run four (``_passes``).
             redecide = ["--golden-to-altref"] if self.redecide else []
             effort = PASS1_EFFORT
             choices = _CHAIN_CHOICES
-            if k is not None and self._passes(k) == 4:
-                if n == 2:
-                    redecide += ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
-                elif n == 1:
+            levels = 0 if k is None else self._levels(k)
+            every = ["--redecide-first", "--redecide-rest", REDECIDE_REST_EFFORT]
+            if levels:
+                if n == 1:
                     effort = REDECIDE_PASS1_EFFORT
+                elif n == levels + 1:  # the last re-decide pass decides every frame
+                    redecide += every
+                elif n <= levels:
+                    # An earlier level decides the first frame alone: the successor's proxy
+                    # needs its first frame decided on a near state, and this chunk's later
+                    # frames are decided again in the last level (``MAX_REDECIDE_LEVELS``).
+                    # The first of two such levels, the farthest proxy, at Realtime.
+                    redecide.append("--redecide-first")
+                    if n == 2 and levels >= 3:
+                        effort = REDECIDE_PASS1_EFFORT
                 else:
                     # The serial rebase keeps the re-decide pass's references: its decisions
                     # were all xc's, made against pictures near these (bigbuckbunny's SSIM /
@@ -481,7 +542,7 @@ class XcencParams:
             elif (self.redecide and k is not None and n == 1 and not self.rekeys(k)
                   and self._passes(k) == 2):
                 # Pass 1 is final here: it decides on the chain's own state.
-                redecide += ["--redecide-rest", REDECIDE_REST_EFFORT]
+                redecide += every[1:]
             chain = ["-q", effort, *choices, *floored, *redecide]
             return weight + (chain if self.chain == "excamera" else [])
         return weight + self.plan.flags(n, self.s_ac_qi)
