@@ -17,7 +17,7 @@ use xc::encoder::rebase::{
 use xc::encoder::{encode_frame, EncodeError, EncodeParams, EncodedFrame, Speed};
 use xc::frame::Frame;
 use xc::inspect::parse_frame;
-use xc::mb::RefFrame;
+use xc::mb::{BMode, MbMode, Mv, RefFrame};
 use xc::{decode_frame, DecoderState};
 
 /// mu's pass-0 vpxenc settings.
@@ -401,6 +401,16 @@ fn two_states_and_a_chunk(clip: &Y4m) -> (Vec<Frame>, EncodedFrame, EncodedFrame
     (src, p, r, vec![k2.data, f3.data, f4.data])
 }
 
+/// Each macroblock's decisions in a frame decoded against `state`: mode, reference, vectors and
+/// subblock modes (what a re-decision may change; residuals aside).
+fn mb_decisions(
+    state: &DecoderState,
+    data: &[u8],
+) -> Vec<(MbMode, RefFrame, [Mv; 16], [BMode; 16])> {
+    let f = parse_frame(state, data).expect("parse");
+    f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect()
+}
+
 /// `redecide_first_frame` and `first_frame_golden_to_altref`, as the excamera chain's re-decide
 /// pass uses them: a chunk's converted first frame (decided against one state, P) rebased onto
 /// another (R) keeps P's decisions, unless re-decided: then its macroblocks carry exactly the
@@ -449,10 +459,7 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
             ..EncodeParams::inter(h.quant.y_ac_qi)
         },
     );
-    let decisions = |data: &[u8]| {
-        let f = parse_frame(&r.state, data).expect("parse");
-        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
-    };
+    let decisions = |data: &[u8]| mb_decisions(&r.state, data);
     let (want, got) = (decisions(&full.data), decisions(&redecided.frames[0]));
     assert_eq!(got, want);
     assert_ne!(decisions(&kept.frames[0]), want, "pass 1's decisions were a full encode's on R");
@@ -495,14 +502,10 @@ fn seeded_first_frame_decides_on_the_new_references() {
     assert!(after == seeded.state, "the decoder's state differs from the encoder's");
     let (after_p, _) = decode_all(&p.state, &seeded_on_p.frames);
     assert!(after_p == seeded_on_p.state);
-    let decisions = |state: &DecoderState, data: &[u8]| {
-        let f = parse_frame(state, data).expect("parse");
-        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
-    };
-    let seed = decisions(&p.state, &pass1.frames[0]);
-    let on_r = decisions(&r.state, &seeded.frames[0]);
-    let on_p = decisions(&p.state, &seeded_on_p.frames[0]);
-    assert_eq!(decisions(&r.state, &kept.frames[0]), seed, "a plain rebase keeps the seed's");
+    let seed = mb_decisions(&p.state, &pass1.frames[0]);
+    let on_r = mb_decisions(&r.state, &seeded.frames[0]);
+    let on_p = mb_decisions(&p.state, &seeded_on_p.frames[0]);
+    assert_eq!(mb_decisions(&r.state, &kept.frames[0]), seed, "a plain rebase keeps the seed's");
     let differ = |a: &[_], b: &[_]| a.iter().zip(b).filter(|(x, y)| x != y).count();
     let (vs_seed, vs_p) = (differ(&on_r, &seed), differ(&on_r, &on_p));
     println!(
@@ -560,10 +563,6 @@ fn redecided_later_frames_take_full_encodes_decisions() {
     };
     let (kept, redecided) = (onto(None), onto(Some(Speed::Good)));
     assert_eq!(kept.frames[0], redecided.frames[0], "the first frame is not a later frame");
-    let decisions = |state: &DecoderState, data: &[u8]| {
-        let f = parse_frame(state, data).expect("parse");
-        f.mbs.iter().map(|m| (m.y_mode, m.ref_frame, m.mvs, m.b_modes)).collect::<Vec<_>>()
-    };
     let mut state = decode_all(&r.state, &redecided.frames[..1]).0;
     for (i, data) in redecided.frames.iter().enumerate().skip(1) {
         let h = parse_frame(&state, data).expect("parse").header;
@@ -583,14 +582,14 @@ fn redecided_later_frames_take_full_encodes_decisions() {
             },
         )
         .expect("full encode");
-        assert_eq!(decisions(&state, data), decisions(&state, &full.data), "frame {i}");
+        assert_eq!(mb_decisions(&state, data), mb_decisions(&state, &full.data), "frame {i}");
         assert_ne!(*data, full.data, "frame {i}: the residuals are the rebase's");
         state = decode_all(&state, std::slice::from_ref(data)).0;
     }
     let kept_later = decode_all(&r.state, &kept.frames[..1]).0;
     assert_ne!(
-        decisions(&kept_later, &kept.frames[1]),
-        decisions(&kept_later, &redecided.frames[1]),
+        mb_decisions(&kept_later, &kept.frames[1]),
+        mb_decisions(&kept_later, &redecided.frames[1]),
         "pass 0's Realtime decisions are not Good's"
     );
 }
