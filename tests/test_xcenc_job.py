@@ -527,6 +527,12 @@ def test_redecide_pass() -> None:
     # switch them.
     assert ["--choose-refs" in p.pass_flags(n, 3) for n in (1, 2, 3)] == [True, True, False]
     assert "--choose-refs" in p.pass_flags(1, 1) and "--choose-refs" in plain.pass_flags(2, 3)
+    # It decides its first frame again around the re-decide pass's decisions; nothing else
+    # does, not even the final pass 1 of the batch's second chunk (it has no seed).
+    seeded = [(n, k) for k in range(8) for n in range(1, 4)
+              if "--seeded-first" in p.pass_flags(n, k)]
+    assert seeded == [(3, 2), (3, 3), (3, 6), (3, 7)]
+    assert not any("--seeded-first" in plain.pass_flags(n, k) for k in range(8) for n in (1, 2))
     # Pass 1 of a re-decided chunk only seeds its successor's re-decide pass: Realtime there;
     # a chunk whose pass 1 is final (or re-decides in pass 2) keeps PASS1_EFFORT (good-refs).
     effort = [f[f.index("-q") + 1] for f in (p.pass_flags(1, 3), p.pass_flags(2, 3),
@@ -576,6 +582,7 @@ def test_redecide_levels() -> None:
                 REDECIDE_PASS1_EFFORT, *("rt" if (j, own) == (1, 3) else "good-refs"
                                          for j in range(1, own + 1)), "good-refs"]
             assert ["--choose-refs" in f for f in flags] == [True] * (own + 1) + [False]
+            assert ["--seeded-first" in f for f in flags] == [False] * (own + 1) + [True]
         assert p.worker_plan(7).send_tags == frozenset()  # the next batch starts on a key frame
         assert p.wavefront_warning() is None
     # Level 1: the plan of the single re-decide pass (tags 0, 1 and the final e; no others).

@@ -329,6 +329,11 @@ fn plan_split(
     let mut chosen: Option<SplitCode> = None;
     let mut last_err = String::new();
     let costs = split_costs();
+    // The NEW cost of each distinct vector, computed once: the partitionings code the same few
+    // vectors again and again (16 times over in 4x4), and coding a vector's bits is the cost.
+    // (None: too far from `best` to code.)
+    let mut priced = [(Mv::default(), None::<(Mv, u32)>); 16];
+    let mut n_priced = 0;
     'parts: for part in 0..4usize {
         let map = &MV_PARTITIONS[part];
         let firsts = &PARTITION_FIRSTS[part];
@@ -363,14 +368,28 @@ fn plan_split(
                     }
                 }
             }
-            match mv_delta(mv, best) {
-                Ok(delta) => {
-                    let c = costs.sub_mv_ref[ctx][3] + mv_cost(mv_probs, delta);
+            let new = match priced[..n_priced].iter().find(|(v, _)| *v == mv) {
+                Some(&(_, r)) => r,
+                None => {
+                    let r = mv_delta(mv, best).ok().map(|d| (d, mv_cost(mv_probs, d)));
+                    // Distinct vectors are at most the 16 blocks'.
+                    priced[n_priced] = (mv, r);
+                    n_priced += 1;
+                    r
+                }
+            };
+            match new {
+                Some((delta, mv_rate)) => {
+                    let c = costs.sub_mv_ref[ctx][3] + mv_rate;
                     if best_sub.is_none_or(|(bc, _)| c < bc) {
                         best_sub = Some((c, SubMvCode { ctx: ctx as u8, leaf: 3, delta }));
                     }
                 }
-                Err(e) => last_err = e,
+                None => {
+                    if let Err(e) = mv_delta(mv, best) {
+                        last_err = e;
+                    }
+                }
             }
             let Some((c, sub)) = best_sub else { continue 'parts };
             code.subs[j] = sub;

@@ -153,6 +153,11 @@ pub(crate) fn motion_search_within(
         }
     }
     let origin = c;
+    // Points of the descent already evaluated. Each cost is compared with the running minimum
+    // of every cost evaluated so far, so a point seen before can never be a move: skipping it
+    // changes nothing but the work (a third of the evaluations of a 16x16 search).
+    let mut seen = Visited::new(range);
+    seen.test_and_set(0, 0);
     while step > 0 {
         let mut moved = false;
         let pts: [(i32, i32); 8] = [
@@ -168,7 +173,10 @@ pub(crate) fn motion_search_within(
         let n = if fc.speed == Speed::Realtime { 4 } else { 8 };
         for &(dx, dy) in &pts[..n] {
             let p = (c.0 + dx, c.1 + dy);
-            if (p.0 - origin.0).abs() > range || (p.1 - origin.1).abs() > range {
+            if (p.0 - origin.0).abs() > range
+                || (p.1 - origin.1).abs() > range
+                || seen.test_and_set(p.0 - origin.0, p.1 - origin.1)
+            {
                 continue;
             }
             let j = full_cost(p.0, p.1);
@@ -217,6 +225,33 @@ pub(crate) fn motion_search_within(
 }
 
 /// Prediction blocks covering a rectangle: (x, y, size) in pixels within the macroblock.
+/// A set of full-pel offsets within `range` of a search's origin (every range the searches use
+/// fits: at most [`Visited::MAX_RANGE`]).
+struct Visited {
+    bits: [u64; Visited::WORDS],
+    side: i32,
+    range: i32,
+}
+
+impl Visited {
+    const MAX_RANGE: i32 = 32;
+    const WORDS: usize = ((2 * Self::MAX_RANGE + 1) * (2 * Self::MAX_RANGE + 1)) as usize / 64 + 1;
+
+    fn new(range: i32) -> Self {
+        assert!((0..=Self::MAX_RANGE).contains(&range), "search range {range}");
+        Visited { bits: [0; Self::WORDS], side: 2 * range + 1, range }
+    }
+
+    /// Whether offset (dx, dy) (each within the range) was in the set; it is afterwards.
+    fn test_and_set(&mut self, dx: i32, dy: i32) -> bool {
+        let i = ((dy + self.range) * self.side + dx + self.range) as usize;
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        let was = self.bits[w] & b != 0;
+        self.bits[w] |= b;
+        was
+    }
+}
+
 pub(crate) fn rect_blocks(r: Rect) -> impl Iterator<Item = (usize, usize, usize)> {
     let size = if r.w.is_multiple_of(8) && r.h.is_multiple_of(8) { 8 } else { 4 };
     let size = if r.w == 16 && r.h == 16 { 16 } else { size };
@@ -247,6 +282,21 @@ mod tests {
 
     /// The padded copy is the plane read with clamped coordinates, everywhere (a plane whose
     /// stride exceeds its width, so the rows' ends are not the next rows' starts).
+    #[test]
+    fn visited_holds_each_offset_of_its_range_apart() {
+        for range in [0, 1, 4, 16, Visited::MAX_RANGE] {
+            let mut seen = Visited::new(range);
+            let offsets: Vec<(i32, i32)> =
+                (-range..=range).flat_map(|y| (-range..=range).map(move |x| (x, y))).collect();
+            for &(x, y) in &offsets {
+                assert!(!seen.test_and_set(x, y), "({x}, {y}) of range {range} seen too early");
+            }
+            for &(x, y) in &offsets {
+                assert!(seen.test_and_set(x, y), "({x}, {y}) of range {range} forgotten");
+            }
+        }
+    }
+
     #[test]
     fn padded_is_the_clamped_plane() {
         let (width, height, stride) = (24, 7, 29);

@@ -4,12 +4,13 @@
 //! serial step has exactly), instead of a full motion and SPLITMV search.
 //!
 //! Candidates, each priced by its luma prediction's RD cost (SSE plus the mode's rate):
-//! - on the seed's reference, the seed's vector and its eight quarter-pel neighbours, or the
-//!   seed's SPLITMV vectors as they are;
+//! - on the seed's reference, the seed's vector and its four nearest quarter-pel neighbours,
+//!   or the seed's SPLITMV vectors as they are;
 //! - ZERO, NEAREST and NEAR on every reference;
 //! - on the seed's reference, SPLITMV 8x8 with each quarter's vector from a narrow search
 //!   (full-pel steps of 2 and 1 within 4 pixels, then quarter-pel) starting from the seed's
-//!   vector over it and its left and above vectors.
+//!   vector over it and its left and above vectors: always where the seed is SPLITMV, and
+//!   elsewhere only where no one-vector candidate predicts within [`SPLIT_MIN_BITS`].
 //!
 //! The [`SEED_CODED`] cheapest and the seed's own candidate are coded in full and the best by
 //! RD cost is taken. Every mode is derived from the macroblock's final vector against its
@@ -17,14 +18,16 @@
 //! leaves a mode the decoder would read differently.
 //!
 //! Measured in the excamera chain's serial step, on the first frame of each re-decided chunk
-//! (`ReencodeOpts::seeded_first_frame`, `bench/compression-ideas.md`, ninth session): SSIM /
-//! PSNR-Y BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% ->
-//! -7.0% / -5.7%; without the split candidate +5.2% / -0.9% on bigbuckbunny.
+//! (`ReencodeOpts::seeded_first_frame`, `bench/compression-ideas.md`, ninth and tenth
+//! sessions): SSIM / PSNR-Y BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone
+//! -4.3% / -3.7% -> -6.9% / -5.6%; without the split candidate +5.2% / -0.9% on
+//! bigbuckbunny.
 
 use crate::encoder::analysis::{better, Choice, FrameCtx, MbCtx, RefPic};
 use crate::encoder::inter_search::{code_inter, inter_info, split_info, Near};
 use crate::encoder::modes::inter_mode_cost;
 use crate::encoder::motion_search::{motion_search_within, pred_sse, Limits, Rect, WHOLE};
+use crate::encoder::rdo::BIT;
 use crate::frame::Frame;
 use crate::mb::{MbInfo, MbMode, Mv, RefFrame};
 use crate::modes::MvBounds;
@@ -40,6 +43,15 @@ const SEED_CODED: usize = 2;
 
 /// The 8x8 SPLITMV candidate's full-pel search: first step and range, in pixels.
 const SPLIT_SEARCH: (i32, i32) = (2, 4);
+
+/// Where the seed is one vector, the 8x8 SPLITMV candidate is searched only when the best
+/// one-vector candidate's prediction costs more than this many bits' worth of RD cost (its SSE
+/// plus its rate, over lambda): below it a split rarely pays for its vectors, and the search
+/// was the seeded decision's largest cost. Bigbuckbunny's SSIM BD-rate (eight seed
+/// neighbours): the split everywhere +4.62%, above 64 bits +4.62%, 256 +4.58%, 512 +4.75%,
+/// 1024 +4.87%, nowhere +5.2%. The serial step's instructions at 1280x720: -6% at 256, -10%
+/// at 512 (bench/compression-ideas.md, tenth session).
+const SPLIT_MIN_BITS: f64 = 256.0;
 
 /// One ranked candidate: prediction RD cost, index of its reference in `fc.refs`, the
 /// macroblock record and its mode rate (reference bits included).
@@ -130,9 +142,10 @@ pub(crate) fn seeded_inter(
                 seed_pick = Some((j, ri, info, rate));
             }
         } else {
-            // The seed's eight quarter-pel neighbours.
+            // The seed's four nearest quarter-pel neighbours (the diagonal four as well gave
+            // the same BD-rates on bigbuckbunny and carphone, for four more predictions).
             let c = seed.mv;
-            for (dr, dc) in [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)] {
+            for (dr, dc) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
                 let mv = Mv { row: c.row + dr, col: c.col + dc };
                 if lim.ok(mv.row as i32, mv.col as i32) {
                     add(&mut picks, recon, mv);
@@ -140,7 +153,10 @@ pub(crate) fn seeded_inter(
             }
         }
     }
-    if let Some(ri) = seed_ref {
+    let best_whole = picks.iter().map(|p| p.0).fold(f64::MAX, f64::min);
+    let split_worth = seed.y_mode == MbMode::Split
+        || best_whole > fc.cost(0, (SPLIT_MIN_BITS * BIT as f64) as u32);
+    if let Some(ri) = seed_ref.filter(|_| split_worth) {
         let r = &fc.refs[ri];
         let near = Near::new(fc, m, &bounds, r);
         let lim = Limits::new(&bounds, near.best_mv);
@@ -191,7 +207,7 @@ fn split8x8(
             if k >= 4 { mvs[k - 4] } else { m.nb.above.map_or(Mv::default(), |a| a.mvs[k + 12]) };
         let rect = Rect { x: (k & 3) * 4, y: (k >> 2) * 4, w: 8, h: 8 };
         let starts = [seed.mvs[k], left, above];
-        let (found, _) = motion_search_within(
+        let (found, sse) = motion_search_within(
             fc,
             m,
             r,
@@ -206,7 +222,7 @@ fn split8x8(
         for b in [k, k + 1, k + 4, k + 5] {
             mvs[b] = found;
         }
-        d += pred_sse(m, r, recon, rect, found);
+        d += sse;
     }
     let info = split_info(m, r.which, mvs);
     let rate = split_rate(fc, m, &info)?;

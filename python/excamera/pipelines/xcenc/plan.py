@@ -59,12 +59,12 @@ REDECIDE_PASS1_EFFORT = "rt"
 REDECIDE_REST_EFFORT = "good-refs"
 # The serial step (pass 3 of a four-pass chunk) decides its first frame again on the exact
 # state, cheaply, around the re-decide pass's decisions (xc-enc --seeded-first): SSIM / PSNR-Y
-# BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -7.0% /
-# -5.7%, bus and park_joy unchanged. It costs the serial step half again its CPU:
-# bench/rebase.py 0.111 -> 0.169 (1280x720) and 0.111 -> 0.172 (640x272) of vpxenc's pass 0,
-# over issue 12's 0.15 (bench/compression-ideas.md, ninth session; 0.174 / 0.167 with the
-# encoder speed-ups merged beside it), so it is off until the serial step can afford it.
-SERIAL_SEEDED_FIRST = False
+# BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -6.9% /
+# -5.6%, bus -10.6% / -13.3% either way, park_joy unchanged. The serial step's CPU
+# (bench/rebase.py, of vpxenc's pass 0): 0.099 -> 0.140 at 1280x720 and 0.101 -> 0.149 at
+# 640x272, under issue 12's 0.15 since its split search runs only where a split can pay
+# (bench/compression-ideas.md, ninth and tenth sessions).
+SERIAL_SEEDED_FIRST = True
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
 # first frame (0.25 of it at -w 0.75), where vpxenc's own two-pass key frame sits at about 0.
