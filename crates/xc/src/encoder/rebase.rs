@@ -625,15 +625,16 @@ pub struct ReencodeOpts {
     /// motion vectors decided anew against `input_state`, cheaply: each macroblock among a few
     /// candidates built around the prediction frame's own decision (its vector and a
     /// quarter-pel step around it, ZERO / NEAREST / NEAR on every reference, an 8x8 SPLITMV
-    /// from a narrow search), the best few coded in full (`encoder::seed_search`), and the
-    /// frame written as decided (its residuals at the rebase's lambda). The excamera chain's
-    /// serial step: the re-decide pass decided against a proxy of the state this pass has
-    /// exactly. SSIM / PSNR-Y BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone
-    /// -4.3% / -3.7% -> -7.0% / -5.7% (`bench/compression-ideas.md`, ninth session), where a
-    /// full re-decision (`redecide_first_frame`) gave +4.1% / -1.7% and -9.6% / -7.5% for
-    /// several times the serial step's CPU; this one costs it about half again (0.11 -> 0.17
-    /// of vpxenc's pass 0 on bigbuckbunny at 640x272 and 1280x720). `redecide_first_frame`
-    /// takes precedence.
+    /// from a narrow search where a split can pay), the best few coded in full
+    /// (`encoder::seed_search`), and the frame written as decided (its residuals at the
+    /// rebase's lambda). The excamera chain's serial step: the re-decide pass decided against
+    /// a proxy of the state this pass has exactly. SSIM / PSNR-Y BD-rate bigbuckbunny +6.7% /
+    /// +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -6.9% / -5.6%
+    /// (`bench/compression-ideas.md`, ninth and tenth sessions), where a full re-decision
+    /// (`redecide_first_frame`) gave +4.1% / -1.7% and -9.6% / -7.5% for several times the
+    /// serial step's CPU; this one costs it about 40% more (0.099 -> 0.140 of vpxenc's pass 0
+    /// on bigbuckbunny at 1280x720, 0.101 -> 0.149 at 640x272). `redecide_first_frame` takes
+    /// precedence.
     pub seeded_first_frame: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder
     /// built from its decisions (slower: for tests; always on in debug builds).

@@ -89,7 +89,10 @@ STATIC_KEY_WEIGHT = 0.86
 # -4.8%, -6.2% / -5.2% (bus and park_joy, without a chunk at position 3, unchanged); for
 # 1.16-1.22x (2) and 1.27x (3) the pipeline's CPU on bbb 640x272, above issue 12's bar at
 # main's 2.45x (bench/compression-ideas.md, ninth session). Measured and not kept: a second
-# level re-deciding the first frame alone (+5.9% / -0.4%, -6.4% / -5.3%, 1.11x).
+# level re-deciding the first frame alone (+5.9% / -0.4%, -6.4% / -5.3%, 1.11x). Those are
+# without SERIAL_SEEDED_FIRST; with it, levels 2 and 3 give bigbuckbunny +4.1% / -1.9% and
+# +3.9% / -2.1%, carphone -7.7% / -6.2% and -7.8% / -6.6% (level 1: +4.6% / -1.3%, -6.9% /
+# -5.6%; tenth session).
 MAX_REDECIDE_LEVELS = 3
 # The levels ``excamera encode`` runs.
 REDECIDE_LEVELS = 1
