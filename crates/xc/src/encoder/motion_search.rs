@@ -155,7 +155,7 @@ pub(crate) fn motion_search_within(
     let origin = c;
     // Points of the descent already evaluated. Each cost is compared with the running minimum
     // of every cost evaluated so far, so a point seen before can never be a move: skipping it
-    // changes nothing but the work (a third of the evaluations of a 16x16 search).
+    // changes nothing but the work.
     let mut seen = Visited::new(range);
     seen.test_and_set(0, 0);
     while step > 0 {
