@@ -632,8 +632,8 @@ pub struct ReencodeOpts {
     /// +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -6.9% / -5.6%
     /// (`bench/compression-ideas.md`, ninth and tenth sessions), where a full re-decision
     /// (`redecide_first_frame`) gave +4.1% / -1.7% and -9.6% / -7.5% for several times the
-    /// serial step's CPU; this one costs it about 40% more (0.099 -> 0.140 of vpxenc's pass 0
-    /// on bigbuckbunny at 1280x720, 0.101 -> 0.149 at 640x272). `redecide_first_frame` takes
+    /// serial step's CPU; this one costs it about 45% more (0.099 -> 0.142 of vpxenc's pass 0
+    /// on bigbuckbunny at 1280x720, 0.101 -> 0.148 at 640x272). `redecide_first_frame` takes
     /// precedence.
     pub seeded_first_frame: bool,
     /// Decode every written frame too and check that our decoder reaches the state the encoder

@@ -61,9 +61,9 @@ REDECIDE_REST_EFFORT = "good-refs"
 # state, cheaply, around the re-decide pass's decisions (xc-enc --seeded-first): SSIM / PSNR-Y
 # BD-rate bigbuckbunny +6.7% / +0.3% -> +4.6% / -1.3%, carphone -4.3% / -3.7% -> -6.9% /
 # -5.6%, bus -10.6% / -13.3% either way, park_joy unchanged. The serial step's CPU
-# (bench/rebase.py, of vpxenc's pass 0): 0.099 -> 0.140 at 1280x720 and 0.101 -> 0.149 at
-# 640x272, under issue 12's 0.15 since its split search runs only where a split can pay
-# (bench/compression-ideas.md, ninth and tenth sessions).
+# (bench/rebase.py, of vpxenc's pass 0): 0.099 -> 0.142 at 1280x720 and 0.101 -> 0.148 at
+# 640x272 (rebase-results.json), under issue 12's 0.15 since its split search runs only where
+# a split can pay (bench/compression-ideas.md, ninth and tenth sessions).
 SERIAL_SEEDED_FIRST = True
 # With ``XcencParams.pass0_key_floor``, pass 0's key frame is at no less than this fraction of
 # the level's quantizer index (vpxenc --min-q): near the quantizer the chain gives a chunk's
