@@ -224,7 +224,6 @@ pub(crate) fn motion_search_within(
     (mv, md.unwrap_or_else(|| pred_sse(m, r, recon, rect, mv)))
 }
 
-/// Prediction blocks covering a rectangle: (x, y, size) in pixels within the macroblock.
 /// A set of full-pel offsets within `range` of a search's origin (every range the searches use
 /// fits: at most [`Visited::MAX_RANGE`]).
 struct Visited {
@@ -252,6 +251,7 @@ impl Visited {
     }
 }
 
+/// Prediction blocks covering a rectangle: (x, y, size) in pixels within the macroblock.
 pub(crate) fn rect_blocks(r: Rect) -> impl Iterator<Item = (usize, usize, usize)> {
     let size = if r.w.is_multiple_of(8) && r.h.is_multiple_of(8) { 8 } else { 4 };
     let size = if r.w == 16 && r.h == 16 { 16 } else { size };
@@ -280,8 +280,7 @@ pub(crate) fn pred_sse(m: &MbCtx, r: &RefPic, recon: &mut Frame, rect: Rect, mv:
 mod tests {
     use super::*;
 
-    /// The padded copy is the plane read with clamped coordinates, everywhere (a plane whose
-    /// stride exceeds its width, so the rows' ends are not the next rows' starts).
+    /// Every offset of a range has a bit of its own: each is new once, then seen.
     #[test]
     fn visited_holds_each_offset_of_its_range_apart() {
         for range in [0, 1, 4, 16, Visited::MAX_RANGE] {
@@ -297,6 +296,8 @@ mod tests {
         }
     }
 
+    /// The padded copy is the plane read with clamped coordinates, everywhere (a plane whose
+    /// stride exceeds its width, so the rows' ends are not the next rows' starts).
     #[test]
     fn padded_is_the_clamped_plane() {
         let (width, height, stride) = (24, 7, 29);
