@@ -3,9 +3,10 @@
 The film: Sintel as the ExCamera paper encoded it, 4K (the 4096x1744 master), 21,312 frames,
 so 3,552 chunks of 6 frames in 222 batches of 16. The prediction is a discrete-event simulation
 (``model_sim``) of batch mode's task graph, one worker per chunk as ``pipelines.xcenc`` runs it:
-each worker's retrieve, pass 0 (vpxenc), xc-dump, the two rebases, every state hand-off (pack,
-the relay's forwarding, unpack, network latency) and its upload, in the order
-``xcenc_machine`` runs them; the workers launched under Lambda's scaling rules.
+each worker's retrieve, pass 0 (vpxenc), xc-dump, its rebases (pass 1, the re-decide pass and
+the serial pass 3, as ``excamera encode`` plans them), every state hand-off (pack, the relay's
+forwarding, unpack, network latency) and its upload, in the order ``xcenc_machine`` runs them;
+the workers launched under Lambda's scaling rules.
 
 Inputs, and where each comes from:
 
@@ -14,9 +15,12 @@ Inputs, and where each comes from:
   (carphone), 320x180 (Big Buck Bunny), 640x272 and 1280x720 (the first 18 frames of
   ``streams.py``'s ``bbb272`` and ``mosaic720`` recipes): vpxenc pass 0 with mu's settings
   (``xcenc.plan.VPXENC_SETTINGS``, the child's CPU time), xc-dump (decode, serialise the
-  state), pass 1 (chunk 2 rebased onto chunk 1's pass-0 state, first frame converted at best,
-  the ``excamera`` chain's options), pass 2 (that output rebased onto chunk 1's final state:
-  the hop) and the hand-off as a Lambda worker makes it (``xcenc/handoff.py`` with the
+  state), the rebases with the flags ``excamera encode``'s plan gives them: chunk 1's final
+  pass 1 (onto chunk 0's state, every frame decided anew), chunk 2's pass 1 (onto chunk 1's
+  pass-0 state, at Realtime), its re-decide pass (every frame decided anew on chunk 1's
+  pass-1 state, which for the second chunk of a batch is its final one) and its pass 3 (that
+  rebased onto chunk 1's final state, the first frame decided again around it: the hop), and
+  the hand-off as a Lambda worker makes it (``xcenc/handoff.py`` with the
   pipeline's default codec, uncompressed: the sender hashes the state into its envelope,
   the receiver checks length and hash and loads it with ``State.from_bytes``; a Lambda
   worker has no machine to share, so the state itself goes through the relay), plus the
@@ -66,10 +70,14 @@ from pathlib import Path
 
 from _common import REPO, need_tool, run, settings, shared_dir
 from clips import SOURCES, clip
+from excamera.pipelines.encode.run import Chunks
+from excamera.pipelines.encode.run import plan as encode_plan
+from excamera.pipelines.encode.settings import EncodeSettings
 from excamera.pipelines.xcenc import handoff
 from excamera.pipelines.xcenc.plan import VPXENC_SETTINGS, XcencParams
 from excamera.xc.codec import Decoder, State
-from excamera.xc.encoder import ReencodeOptions, reencode_chunk
+from excamera.xc.enc import build_parser, reencode_options
+from excamera.xc.encoder import reencode_chunk
 from excamera.xc.ivf import read_ivf
 from excamera.xc.y4m import read_y4m, write_y4m
 from model_sim import ChunkCosts, LaunchModel, Simulation, excamera_graph
@@ -85,11 +93,20 @@ CLIPS = [("carphone 176x144", "carphone_qcif_120f.y4m"),
          ("bbb 320x180", "bigbuckbunny_320x180_48f.y4m"),
          ("bbb272 640x272", "bbb272"),
          ("mosaic720 1280x720", "mosaic720")]
-# The rebases as batch mode runs them with the excamera chain (xcenc.plan.EXCAMERA_CHAIN_FLAGS
-# and -w 0.75), as bench/encode.py times them.
-CHAIN = ReencodeOptions(kf_q_weight=0.75, speed="best", last_refreshes_all=False,
-                        choose_refs=True)
-CPU_TASKS = ["pass0", "xcdump", "pass1", "pass2", "pack", "unpack"]
+# The rebases with the flags `excamera encode`'s plan gives them (as bench/rebase.py takes
+# them): chunk 1's final pass 1, and chunk 2's pass 1, re-decide pass and serial pass 3 (the
+# third chunk of a batch runs four passes). (plan() reads only the chunks' name and count.)
+_PLAN = encode_plan(EncodeSettings(source=Path("model.y4m"), output=Path("model.ivf")),
+                    Chunks(vid="model", count=3, storage_url="", info=None))
+assert [_PLAN.worker_plan(k).passes for k in range(3)] == [2, 2, 4]
+
+
+def _options(n: int, k: int):
+    return reencode_options(build_parser().parse_args(["-r", *_PLAN.pass_flags(n, k), "C.y4m"]))
+
+
+PASS1_FINAL, PASS1, REDECIDE, PASS3 = _options(1, 1), _options(1, 2), _options(2, 2), _options(3, 2)
+CPU_TASKS = ["pass0", "xcdump", "pass1_final", "pass1", "redecide", "pass3", "pack", "unpack"]
 SIZES = ["chunk_bytes", "output_bytes", "state_bytes", "packed_state_bytes"]
 
 
@@ -149,10 +166,12 @@ def measure_clip(source: str, runs: int, tmp: Path, cq: int) -> dict:
         streams.append([f.data for f in read_ivf(tmp / f"c{k}.ivf")[1]])
 
         p0_states.append(xc_dump(streams[-1]))
-    final1 = reencode_chunk(p0_states[0], streams[1], None, chunks[1], CHAIN).state
-    p1 = reencode_chunk(p0_states[1], streams[2], None, chunks[2], CHAIN)
-    p2 = reencode_chunk(final1, p1.frames, p0_states[1], chunks[2], CHAIN)
-    raw = p2.state.to_bytes()
+    final1 = reencode_chunk(p0_states[0], streams[1], None, chunks[1], PASS1_FINAL).state
+    p1 = reencode_chunk(p0_states[1], streams[2], None, chunks[2], PASS1)
+    # Chunk 1's pass-1 state is its final one (the second chunk of a batch).
+    rd = reencode_chunk(final1, p1.frames, p0_states[1], chunks[2], REDECIDE)
+    p3 = reencode_chunk(final1, rd.frames, final1, chunks[2], PASS3)
+    raw = p3.state.to_bytes()
     codec = XcencParams("model", 2).handoff_codec  # the pipeline's default
     packed = handoff.pack(raw, 2, codec)  # as pipelines.xcenc.ops packs a hand-off
     w, h = pics[0].width, pics[0].height
@@ -161,16 +180,20 @@ def measure_clip(source: str, runs: int, tmp: Path, cq: int) -> dict:
         "clip": source, "width": w, "height": h, "pixels": w * h,
         "pass0": statistics.median(pass0),
         "xcdump": median_cpu(runs, lambda: xc_dump(streams[2])),
+        "pass1_final": median_cpu(runs, lambda: reencode_chunk(
+            p0_states[0], streams[1], None, chunks[1], PASS1_FINAL)),
         "pass1": median_cpu(runs, lambda: reencode_chunk(p0_states[1], streams[2], None,
-                                                         chunks[2], CHAIN)),
-        "pass2": median_cpu(runs, lambda: reencode_chunk(final1, p1.frames, p0_states[1],
-                                                         chunks[2], CHAIN)),
+                                                         chunks[2], PASS1)),
+        "redecide": median_cpu(runs, lambda: reencode_chunk(final1, p1.frames, p0_states[1],
+                                                            chunks[2], REDECIDE)),
+        "pass3": median_cpu(runs, lambda: reencode_chunk(final1, rd.frames, final1, chunks[2],
+                                                         PASS3)),
         "pack": median_cpu(runs, lambda: handoff.pack(raw, 2, codec)),
         "unpack": median_cpu(runs, lambda: State.from_bytes(
             bytes(handoff.unpack(packed, bound)[1]))),
         "handoff_codec": codec,
         "chunk_bytes": sum(len(p.to_bytes()) for p in chunks[2]),
-        "output_bytes": sum(len(f) for f in p2.frames),
+        "output_bytes": sum(len(f) for f in p3.frames),
         "state_bytes": len(raw), "packed_state_bytes": len(packed),
     }
 
@@ -211,11 +234,12 @@ def bench_json(name: str) -> dict:
 
 
 # The critical path's causes, grouped into the terms the makespan is made of.
-TERMS = {"serial hand-off chain": ["pass2", "pack", "relay", "unpack", "latency"],
+TERMS = {"serial hand-off chain": ["pass3", "pass1_final", "pack", "relay", "unpack",
+                                   "latency"],
          "relay queue": ["queue:relay"],
          "launch": ["launch: burst scaling", "launch: invoke rate",
                     "launch: waiting for a free worker", "cold start", "warm start"],
-         "per-chunk work": ["retrieve", "pass0", "xcdump", "pass1", "upload"]}
+         "per-chunk work": ["retrieve", "pass0", "xcdump", "pass1", "redecide", "upload"]}
 
 
 def simulate(chunks: int, workers: int, costs: ChunkCosts, launch: dict, relays: int) -> dict:
@@ -289,7 +313,9 @@ def main() -> int:
     def costs(speed: float) -> ChunkCosts:
         return ChunkCosts(
             retrieve=st_lat + at["chunk_bytes"] / storage, pass0=at["pass0"] / speed,
-            xcdump=at["xcdump"] / speed, pass1=at["pass1"] / speed, pass2=at["pass2"] / speed,
+            xcdump=at["xcdump"] / speed, pass1_final=at["pass1_final"] / speed,
+            pass1=at["pass1"] / speed, redecide=at["redecide"] / speed,
+            pass3=at["pass3"] / speed,
             pack=at["pack"] / speed, unpack=at["unpack"] / speed,
             relay=at["packed_state_bytes"] / relay_bps,
             upload=st_lat + at["output_bytes"] / storage,
@@ -300,7 +326,7 @@ def main() -> int:
               "invoke_rate": invoke_rate}
     chunks = FILM["frames"] // CHUNK
     calibrated = at["pass0"] / PAPER["pass0_s"]
-    # The relay is the one shared resource: forwarding ~2 states per chunk, at the measured
+    # The relay is the one shared resource: forwarding ~3 states per chunk, at the measured
     # throughput, one relay queues for most of the run. The other scenarios lift that limit
     # step by step to show what dominates next.
     unbounded = chunks
@@ -340,7 +366,7 @@ def main() -> int:
             "burst_per_function": BURST, "refill_per_s": REFILL_PER_S,
             "paper_calibrated_lambda_speed": calibrated,
             # One hop of the serial chain at speed 1: pack, forward, unpack, rebase.
-            "hop_s": c1.pack + c1.relay + 2 * c1.net_latency + c1.unpack + c1.pass2,
+            "hop_s": c1.pack + c1.relay + 2 * c1.net_latency + c1.unpack + c1.pass3,
             "state_messages": messages,
             "relay_gb_total": messages * at["packed_state_bytes"] / 1e9,
         },

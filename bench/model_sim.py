@@ -338,8 +338,12 @@ class ChunkCosts:
     retrieve: float  # the chunk's raw frames from storage
     pass0: float  # vpxenc, mu's settings
     xcdump: float  # decode pass 0's output to its final state
-    pass1: float  # rebase onto the predecessor's pass-0 state, first frame converted (best)
-    pass2: float  # rebase of pass 1's output onto the predecessor's final state: the hop
+    # The second chunk of a batch: rebase onto the first's final state, first frame converted
+    # and every frame decided anew (its final pass)
+    pass1_final: float
+    pass1: float  # later chunks: rebase onto the predecessor's pass-0 state (Realtime)
+    redecide: float  # ... every frame decided anew on the predecessor's pass-1 state
+    pass3: float  # ... that output rebased onto the predecessor's final state: the hop
     pack: float  # hash a state into its hand-off message (handoff.pack), sender side
     unpack: float  # check its length and hash, load it (State.from_bytes), receiver side
     relay: float  # the relay forwarding one state message (its bytes / throughput)
@@ -349,50 +353,65 @@ class ChunkCosts:
 
 def excamera_graph(sim: Simulation, chunks: int, batch: int, c: ChunkCosts,
                    relays: int = 1) -> list[Worker]:
-    """ExCamera[chunk, batch]'s batch mode (``pipelines.xcenc``, ``-K batch``), one worker per
-    chunk, in ``machine.xcenc_machine``'s order. Chunk k is number p = k mod batch of its
-    batch. Every worker retrieves, runs pass 0 and xc-dump. p = 0 keeps its key frame and hands
-    its state on. p = 1 hands on its pass-0 state, then rebases onto p = 0's (final) state
-    with its first frame converted (pass-1 cost) and hands that final state on. p >= 2 hands
-    on its pass-0 state, rebases onto p-1's pass-0 state (pass 1, parallel), then onto p-1's
-    final state (pass 2, the serial hop) and hands that on. Each hand-off: pack on the sender,
-    forwarding by a relay, unpack on the receiver, a network latency on either side of the
-    relay. Every worker ends with its upload."""
+    """ExCamera[chunk, batch]'s batch mode as ``excamera encode`` plans it (``pipelines.xcenc``:
+    the re-decide pass, one level), one worker per chunk, in ``machine.xcenc_machine``'s order.
+    Chunk k is number p = k mod batch of its batch. Every worker retrieves, runs pass 0 and
+    xc-dump. p = 0 keeps its key frame and hands its state on. p = 1 hands on its pass-0
+    state, then rebases onto p = 0's state with every frame decided anew (``pass1_final``) and
+    hands that on: its final state, which is also what p = 2 re-decides against. p >= 2 hands
+    on its pass-0 state; rebases onto p-1's pass-0 state (pass 1) and hands that on; decides
+    every frame anew against p-1's pass-1 state (the re-decide pass, parallel); then rebases
+    that onto p-1's final state (pass 3, the serial hop) and hands the result on. The last
+    chunk of a batch hands nothing on. Each hand-off: pack on the sender, forwarding by a
+    relay, unpack on the receiver, a network latency on either side of the relay. Every
+    worker ends with its upload. (Chunk 0's milder re-encoded key frame is left out.)"""
     relay = sim.server("relay", relays)
     lat = c.net_latency
     workers: list[Worker] = []
-    p0_msg: Task | None = None  # the predecessor's pass-0 state, as forwarded by the relay
-    final_msg: Task | None = None  # ... and its final state
+    # The predecessor's states as forwarded by the relay: pass 0's, pass 1's and the final.
+    p0_msg: Task | None = None
+    p1_msg: Task | None = None
+    final_msg: Task | None = None
     for k in range(chunks):
         p = k % batch
         last = p == batch - 1 or k == chunks - 1
         w = sim.worker(f"w{k}")
         workers.append(w)
 
-        def send(what: str, src: Task, w: Worker = w, k: int = k) -> Task:
+        def send(what: str, src: Task, w: Worker = w, k: int = k,
+                 last: bool = last) -> Task | None:
+            if last:
+                return None
             packed = sim.task(f"{k}:pack_{what}", "pack", w, c.pack, [(src, 0.0)])
             return sim.task(f"{k}:relay_{what}", "relay", relay, c.relay, [(packed, lat)])
+
+        def unpack(what: str, msg: Task | None, w: Worker = w, k: int = k) -> Task:
+            assert msg is not None
+            return sim.task(f"{k}:unpack_{what}", "unpack", w, c.unpack, [(msg, lat)])
 
         sim.task(f"{k}:retrieve", "retrieve", w, c.retrieve)
         sim.task(f"{k}:pass0", "pass0", w, c.pass0)
         dump = sim.task(f"{k}:xcdump", "xcdump", w, c.xcdump)
-        my_p0 = my_final = None
+        my_p0 = my_p1 = my_final = None
         if p == 0:
-            if not last:
-                my_final = send("final", dump)
+            my_final = send("final", dump)
+        elif p == 1:
+            my_p0 = send("p0", dump)
+            got = unpack("final", final_msg)
+            out = sim.task(f"{k}:pass1_final", "pass1_final", w, c.pass1_final, [(got, 0.0)])
+            my_final = my_p1 = send("final", out)
         else:
-            if not last:
-                my_p0 = send("p0", dump)
-            if p == 1:
-                got = sim.task(f"{k}:unpack_final", "unpack", w, c.unpack, [(final_msg, lat)])
-                out = sim.task(f"{k}:pass1", "pass1", w, c.pass1, [(got, 0.0)])
-            else:
-                got = sim.task(f"{k}:unpack_p0", "unpack", w, c.unpack, [(p0_msg, lat)])
-                sim.task(f"{k}:pass1", "pass1", w, c.pass1, [(got, 0.0)])
-                got = sim.task(f"{k}:unpack_final", "unpack", w, c.unpack, [(final_msg, lat)])
-                out = sim.task(f"{k}:pass2", "pass2", w, c.pass2, [(got, 0.0)])
-            if not last:
-                my_final = send("final", out)
+            my_p0 = send("p0", dump)
+            got = unpack("p0", p0_msg)
+            one = sim.task(f"{k}:pass1", "pass1", w, c.pass1, [(got, 0.0)])
+            my_p1 = send("p1", one)
+            # After the second chunk, its final state is its pass-1 state: one message.
+            got = unpack("p1", p1_msg) if p1_msg is not final_msg else unpack("final", final_msg)
+            sim.task(f"{k}:redecide", "redecide", w, c.redecide, [(got, 0.0)])
+            if p1_msg is not final_msg:
+                got = unpack("final", final_msg)
+            out = sim.task(f"{k}:pass3", "pass3", w, c.pass3, [(got, 0.0)])
+            my_final = send("final", out)
         sim.task(f"{k}:upload", "upload", w, c.upload)
-        p0_msg, final_msg = my_p0, my_final
+        p0_msg, p1_msg, final_msg = my_p0, my_p1, my_final
     return workers

@@ -1,7 +1,7 @@
 """bench/model_sim.py, the simulator behind bench/model.py, on graphs whose makespan and
 critical path can be worked out by hand: a chain, chains across workers with latencies, two
 independent chains with room for one or two workers, Lambda's burst scaling over one and two
-functions, a shared relay, and a three-chunk ExCamera batch."""
+functions, a shared relay, and ExCamera batches of three and five chunks."""
 
 from __future__ import annotations
 
@@ -128,46 +128,68 @@ def test_a_cycle_is_reported_not_hung() -> None:
 
 
 def test_an_excamera_batch_of_three_chunks() -> None:
-    """Hand-worked: T = retrieve + pass0 + xcdump. Chunk 1 gets chunk 0's state at T+k+y,
-    unpacks, runs pass 1 and hands its final state on (at T+2k+2y+u+e); chunk 2, the last,
-    unpacks it and runs pass 2, then uploads."""
-    r, a, d, e, f, k, u, y, z = 1.0, 10.0, 2.0, 5.0, 3.0, 0.5, 0.25, 0.125, 0.0625
+    """Hand-worked: T = retrieve + pass0 + xcdump. Chunk 0 hands its state on (T+k+y). Chunk 1
+    hands on its pass-0 state, unpacks chunk 0's, runs its final pass 1 and hands that on (at
+    T+2k+2y+u+g). Chunk 2, the last, unpacks chunk 1's pass-0 state and runs pass 1 (done at
+    T+k+y+u+e, earlier), unpacks chunk 1's final state (its pass-1 state too: one message),
+    runs the re-decide pass and pass 3, then uploads."""
+    r, a, d, e, f, g, h = 1.0, 10.0, 2.0, 2.0, 3.0, 4.0, 6.0
+    k, u, y, z = 0.5, 0.25, 0.125, 0.0625
     s = sim(3)
-    c = ms.ChunkCosts(retrieve=r, pass0=a, xcdump=d, pass1=e, pass2=f, pack=k, unpack=u,
-                      relay=y, upload=z)
+    c = ms.ChunkCosts(retrieve=r, pass0=a, xcdump=d, pass1_final=g, pass1=e, redecide=h,
+                      pass3=f, pack=k, unpack=u, relay=y, upload=z)
     ws = ms.excamera_graph(s, chunks=3, batch=3, c=c, relays=2)
     t = r + a + d
-    assert s.run() == t + 2 * k + 2 * y + 2 * u + e + f + z
+    assert t + k + y + u + e < t + 2 * k + 2 * y + u + g
+    assert s.run() == t + 2 * k + 2 * y + 2 * u + g + h + f + z
     kinds = [[x.kind for x in w.tasks] for w in ws]
     assert kinds[0] == ["retrieve", "pass0", "xcdump", "pack", "upload"]
-    assert kinds[1] == ["retrieve", "pass0", "xcdump", "pack", "unpack", "pass1", "pack",
+    assert kinds[1] == ["retrieve", "pass0", "xcdump", "pack", "unpack", "pass1_final", "pack",
                         "upload"]
-    assert kinds[2] == ["retrieve", "pass0", "xcdump", "unpack", "pass1", "unpack", "pass2",
-                        "upload"]
+    assert kinds[2] == ["retrieve", "pass0", "xcdump", "unpack", "pass1", "unpack", "redecide",
+                        "pass3", "upload"]
     assert s.critical_path() == {"retrieve": r, "pass0": a, "xcdump": d, "pack": 2 * k,
-                                 "relay": 2 * y, "unpack": 2 * u, "pass1": e, "pass2": f,
-                                 "upload": z}
+                                 "relay": 2 * y, "unpack": 2 * u, "pass1_final": g,
+                                 "redecide": h, "pass3": f, "upload": z}
+
+
+def test_a_fourth_chunk_takes_each_of_its_predecessors_three_states() -> None:
+    """From the fourth chunk of a batch on, the predecessor's pass-1 and final states are two
+    messages: chunk 3 unpacks three (pass 0's, pass 1's, the final), and chunk 2 packs three."""
+    c = ms.ChunkCosts(retrieve=0, pass0=1, xcdump=0, pass1_final=1, pass1=1, redecide=1,
+                      pass3=1, pack=0, unpack=0, relay=0, upload=0)
+    s = sim(5)
+    ws = ms.excamera_graph(s, chunks=5, batch=5, c=c)
+    kinds = [[x.kind for x in w.tasks] for w in ws]
+    assert kinds[2].count("pack") == 3 and kinds[3].count("unpack") == 3
+    assert kinds[4].count("pack") == 0  # the last of its batch hands nothing on
+    # chunk 2's hop ends at 4 (pass 0, chunk 1's final pass 1, its re-decide pass, pass 3),
+    # and chunks 3 and 4 each add one pass 3
+    assert s.run() == 6.0
+    assert sum(t.kind == "relay" for t in s.tasks) == 1 + 2 + 3 + 3
 
 
 def test_batches_are_independent_chains() -> None:
     """Two batches of 16 on 32 workers finish together. On 16, the second batch starts in the
-    environments the first leaves (warm): chunk 0 ends at 1, chunks 1 and 16 at 2, so the
-    second batch's chunks 1 and 2 start at 2; its chunk 2's pass 2 ends at 5 and each of the
-    13 later hops adds 1: 18."""
-    c = ms.ChunkCosts(retrieve=0, pass0=1, xcdump=0, pass1=1, pass2=1, pack=0, unpack=0,
-                      relay=0, upload=0)
+    environments the first leaves (warm): chunk 0 ends at 1 and chunks 1 and 16 at 2, so the
+    second batch's chunks 1 and 2 start at 2, and its chunk 2's pass 3 ends at 6. Its chunk 3
+    gets the environment chunk 2 leaves at 4: its pass 0, pass 1 and re-decide pass end at 7
+    and its pass 3 at 8, and each of the 12 later hops adds 1: 20."""
+    c = ms.ChunkCosts(retrieve=0, pass0=1, xcdump=0, pass1_final=1, pass1=1, redecide=1,
+                      pass3=1, pack=0, unpack=0, relay=0, upload=0)
     one = sim(16)
     ms.excamera_graph(one, 16, 16, c)
     single = one.run()
-    assert single == 1 + 1 + 14 * 1  # pass 0, chunk 1's pass 1, 14 hops
+    # pass 0, chunk 1's final pass 1, chunk 2's re-decide pass and pass 3, 13 hops
+    assert single == 1 + 1 + 2 + 13 * 1
     both = sim(32)
     ms.excamera_graph(both, 32, 16, c)
     assert both.run() == single
     squeezed = sim(16)
     ms.excamera_graph(squeezed, 32, 16, c)
-    assert squeezed.run() == 18.0
+    assert squeezed.run() == 20.0
     ws = squeezed.workers
     ends = {w.end for w in ws}
-    assert [w.invoked_at for w in ws[16:19]] == [1.0, 2.0, 2.0]
+    assert [w.invoked_at for w in ws[16:20]] == [1.0, 2.0, 2.0, 4.0]
     assert all(w.invoked_at in ends for w in ws[16:])
     assert all(w.warm for w in ws[16:]) and not any(w.warm for w in ws[:16])
