@@ -103,6 +103,8 @@ pub(crate) fn seeded_inter(
     let seed_ref =
         (seed.ref_frame != RefFrame::Intra).then(|| fc.ref_index[seed.ref_frame as usize]);
     let mut seed_pick: Option<Pick> = None;
+    // The seed's reference: its index, near vectors and search limits (for the split).
+    let mut on_seed: Option<(usize, Near, Limits)> = None;
     for (ri, r) in fc.refs.iter().enumerate() {
         let near = Near::new(fc, m, &bounds, r);
         let ref_rate = fc.mc.inter_ref[r.which as usize];
@@ -152,15 +154,13 @@ pub(crate) fn seeded_inter(
                 }
             }
         }
+        on_seed = Some((ri, near, lim));
     }
     let best_whole = picks.iter().map(|p| p.0).fold(f64::MAX, f64::min);
     let split_worth = seed.y_mode == MbMode::Split
         || best_whole > fc.cost(0, (SPLIT_MIN_BITS * BIT as f64) as u32);
-    if let Some(ri) = seed_ref.filter(|_| split_worth) {
-        let r = &fc.refs[ri];
-        let near = Near::new(fc, m, &bounds, r);
-        let lim = Limits::new(&bounds, near.best_mv);
-        if let Some(p) = split8x8(fc, m, r, ri, recon, seed, &near, &lim) {
+    if let Some((ri, near, lim)) = on_seed.filter(|_| split_worth) {
+        if let Some(p) = split8x8(fc, m, &fc.refs[ri], ri, recon, seed, &near, &lim) {
             picks.push(p);
         }
     }
