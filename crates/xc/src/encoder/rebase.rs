@@ -1082,6 +1082,25 @@ fn match_quality<T>(
     Ok(good)
 }
 
+/// An inter frame's encode parameters that keep what `pred`'s header says of the frame: its
+/// quantizer, reference refreshes and copies, sign biases, sharpness and visibility (how it
+/// is decided is the caller's to set).
+fn params_keeping(pred: &ParsedFrame) -> EncodeParams {
+    let h = &pred.header;
+    EncodeParams {
+        refresh_last: h.refresh_last,
+        refresh_golden: h.refresh_golden_frame,
+        refresh_altref: h.refresh_alternate_frame,
+        copy_to_golden: h.copy_buffer_to_golden,
+        copy_to_altref: h.copy_buffer_to_alternate,
+        sign_bias_golden: h.sign_bias_golden,
+        sign_bias_altref: h.sign_bias_alternate,
+        sharpness: h.sharpness_level,
+        show_frame: pred.show_frame,
+        ..EncodeParams::inter(h.quant.y_ac_qi)
+    }
+}
+
 /// [`ReencodeOpts::seeded_first_frame`]: the frame decided by [`analyze_frame_seeded`]
 /// around `pred`'s decisions onto `state` (at `pred`'s quantizer, loop filter level and
 /// reference refreshes, with a first frame's activity weights and SSIM decision lambda under
@@ -1094,25 +1113,19 @@ fn seeded_frame(
     opts: &ReencodeOpts,
     is_last: bool,
 ) -> Result<EncodedFrame, EncodeError> {
-    let h = &pred.header;
     let refresh_all = is_last && opts.last_frame_refresh_all;
+    let keep = params_keeping(pred);
     let params = EncodeParams {
         speed: Speed::GoodRefs,
-        refresh_last: h.refresh_last || refresh_all,
-        refresh_golden: h.refresh_golden_frame || refresh_all,
-        refresh_altref: h.refresh_alternate_frame || refresh_all,
-        copy_to_golden: h.copy_buffer_to_golden,
-        copy_to_altref: h.copy_buffer_to_alternate,
-        sign_bias_golden: h.sign_bias_golden,
-        sign_bias_altref: h.sign_bias_alternate,
-        sharpness: h.sharpness_level,
-        loop_filter_level: Some(h.loop_filter_level),
-        show_frame: pred.show_frame,
+        refresh_last: keep.refresh_last || refresh_all,
+        refresh_golden: keep.refresh_golden || refresh_all,
+        refresh_altref: keep.refresh_altref || refresh_all,
+        loop_filter_level: Some(pred.header.loop_filter_level),
         quant: opts.quant,
         activity_rd: opts.activity_rd,
         ssim_decisions: opts.activity_rd,
         verify: opts.verify,
-        ..EncodeParams::inter(h.quant.y_ac_qi)
+        ..keep
     };
     let (d, recon) = analyze_frame_seeded(state, target, &params, Some(&pred.mbs))?;
     let wo = WriteOptions::prob_updates(!opts.fix_prob_tables);
@@ -1142,22 +1155,12 @@ fn redecide_frame(
     how: Redecide,
     is_last: bool,
 ) -> Result<EncodedFrame, EncodeError> {
-    let h = &pred.header;
     let params = EncodeParams {
         speed: how.speed,
-        refresh_last: h.refresh_last,
-        refresh_golden: h.refresh_golden_frame,
-        refresh_altref: h.refresh_alternate_frame,
-        copy_to_golden: h.copy_buffer_to_golden,
-        copy_to_altref: h.copy_buffer_to_alternate,
-        sign_bias_golden: h.sign_bias_golden,
-        sign_bias_altref: h.sign_bias_alternate,
-        sharpness: h.sharpness_level,
-        show_frame: pred.show_frame,
         activity_rd: how.activity_rd,
         ssim_decisions: how.ssim_decisions,
         verify: opts.verify,
-        ..EncodeParams::inter(h.quant.y_ac_qi)
+        ..params_keeping(pred)
     };
     let full = encode_frame(state, target, &params)?;
     let decided = ModeParser::new(state).parse(&full.data).map_err(EncodeError::Decode)?;
