@@ -401,6 +401,22 @@ fn two_states_and_a_chunk(clip: &Y4m) -> (Vec<Frame>, EncodedFrame, EncodedFrame
     (src, p, r, vec![k2.data, f3.data, f4.data])
 }
 
+/// The excamera chain's conversion of a chunk's first frame (its pass 1 and the re-encodes
+/// after it) with that frame's decisions at `first_frame_speed`; frames re-encoded are checked
+/// against the decoder (`verify`).
+fn converting_first_frame(first_frame_speed: Speed) -> ReencodeOpts {
+    ReencodeOpts {
+        first_frame_quality: FirstFrameQuality::Weighted,
+        kf_q_weight: 0.75,
+        first_frame_speed,
+        first_frame_golden_to_altref: true,
+        last_frame_refresh_all: false,
+        activity_rd: true,
+        verify: true,
+        ..Default::default()
+    }
+}
+
 /// Each macroblock's decisions in a frame decoded against `state`: mode, reference, vectors and
 /// subblock modes (what a re-decision may change; residuals aside).
 fn mb_decisions(
@@ -425,16 +441,7 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
     let enc = |state: &DecoderState, i: usize, params: EncodeParams| {
         encode_frame(state, &src[i], &params).expect("encode")
     };
-    let opts = ReencodeOpts {
-        first_frame_quality: FirstFrameQuality::Weighted,
-        kf_q_weight: 0.75,
-        first_frame_speed: Speed::Good,
-        first_frame_golden_to_altref: true,
-        last_frame_refresh_all: false,
-        activity_rd: true,
-        verify: true,
-        ..Default::default()
-    };
+    let opts = converting_first_frame(Speed::Good);
     let pass1 = reencode_chunk(&p.state, &pass0, None, &src[2..5], &opts).expect("pass 1");
     let h = parse_frame(&p.state, &pass1.frames[0]).expect("parse pass 1").header;
     assert!(h.refresh_golden_frame && !h.refresh_alternate_frame);
@@ -479,16 +486,7 @@ fn redecided_first_frame_takes_a_full_encodes_decisions() {
 fn seeded_first_frame_decides_on_the_new_references() {
     let Some(clip) = clip_and_tools("carphone_qcif_120f.y4m") else { return };
     let (src, p, r, pass0) = two_states_and_a_chunk(&clip);
-    let opts = ReencodeOpts {
-        first_frame_quality: FirstFrameQuality::Weighted,
-        kf_q_weight: 0.75,
-        first_frame_speed: Speed::GoodRefs,
-        first_frame_golden_to_altref: true,
-        last_frame_refresh_all: false,
-        activity_rd: true,
-        verify: true,
-        ..Default::default()
-    };
+    let opts = converting_first_frame(Speed::GoodRefs);
     // The seed: the first frame converted and decided against P.
     let pass1 = reencode_chunk(&p.state, &pass0, None, &src[2..5], &opts).expect("pass 1");
     let onto = |state: &DecoderState, seeded_first_frame| {
