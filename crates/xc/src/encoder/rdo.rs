@@ -300,34 +300,9 @@ impl TokenCosts {
     }
 }
 
-/// The cost of one motion vector component difference `v` under probabilities `p`, bit by bit
-/// as the writer codes it: the reference [`mv_component_costs`] is tested against.
-#[cfg(test)]
-fn mv_component_cost(v: i32, p: &[u8; 19]) -> u32 {
-    const IS_SHORT: usize = 0;
-    const SIGN: usize = 1;
-    const SHORT: usize = 2;
-    const BITS: usize = 9;
-    let a = v.unsigned_abs();
-    let mut c;
-    if a < 8 {
-        c = bit_cost(p[IS_SHORT], false) + tree_cost(&SMALL_MV_TREE, &p[SHORT..SHORT + 7], a as u8);
-    } else {
-        c = bit_cost(p[IS_SHORT], true);
-        for i in (0..3).chain((4..10).rev()) {
-            c += bit_cost(p[BITS + i], (a >> i) & 1 == 1);
-        }
-        if a & 0xFFF0 != 0 {
-            c += bit_cost(p[BITS + 3], (a >> 3) & 1 == 1);
-        }
-    }
-    if a != 0 {
-        c += bit_cost(p[SIGN], v < 0);
-    }
-    c
-}
-
-/// [`mv_component_cost`] of every value -1023..=1023 (index v + 1023), from per-bit costs:
+/// The cost of one motion vector component difference `v` under probabilities `p`, as the
+/// writer codes it (`modes::code_mv_component`), for every value -1023..=1023 (index
+/// v + 1023), from per-bit costs:
 /// a long magnitude's cost is a sum of one cost per bit, so the sums are found from a table of
 /// its three low bits and one of its six high bits (every bit priced a value at a time was
 /// 1.5% of a 320x180 inter frame's instructions).
@@ -631,6 +606,19 @@ mod tests {
         }
     }
 
+    /// The writer's own cost of one MV component difference: its coder, bit by bit.
+    fn written_component_cost(v: i32, p: &[u8; 19]) -> u32 {
+        struct Sum(u32);
+        impl crate::encoder::modes::MvSink for Sum {
+            fn mv_bit(&mut self, _comp: usize, _idx: usize, prob: u8, bit: bool) {
+                self.0 += bit_cost(prob, bit);
+            }
+        }
+        let mut sum = Sum(0);
+        crate::encoder::modes::code_mv_component(&mut sum, 0, p, v as i16);
+        sum.0
+    }
+
     #[test]
     fn mv_cost_table_is_the_per_value_cost() {
         let skewed: [u8; 19] = std::array::from_fn(|i| (i as u8 * 53 + 7) % 254 + 1);
@@ -638,7 +626,7 @@ mod tests {
             let table = mv_component_costs(p);
             assert_eq!(table.len(), 2 * MAX_MV_DIFF as usize + 1);
             for v in -MAX_MV_DIFF..=MAX_MV_DIFF {
-                assert_eq!(table[(v + MAX_MV_DIFF) as usize], mv_component_cost(v, p), "{v}");
+                assert_eq!(table[(v + MAX_MV_DIFF) as usize], written_component_cost(v, p), "{v}");
             }
         }
     }
@@ -653,7 +641,7 @@ mod tests {
         // Short and long forms sum to a proper code over 0..1023 magnitudes (one component,
         // positive and negative values).
         let s: f64 = (-1023..=1023)
-            .map(|v| 2f64.powf(-(mv_component_cost(v, &DEFAULT_MV_PROBS[0]) as f64) / 256.0))
+            .map(|v| 2f64.powf(-(written_component_cost(v, &DEFAULT_MV_PROBS[0]) as f64) / 256.0))
             .sum();
         assert!((s - 1.0).abs() < 0.02, "{s}");
         let _ = BoolDecoder::new(&[]);
