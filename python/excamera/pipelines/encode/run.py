@@ -169,19 +169,19 @@ def plan(settings: EncodeSettings, chunks: Chunks,
     """The xcenc job's plan: one worker per chunk, batch mode (a key frame every ``batch``
     chunks), at most ``workers`` encodes at once; every chunk at ``settings.quality`` or at
     its own of ``levels``."""
-    redecide = (settings.chain == "excamera" and settings.batch is not None
-                and PassPlan.parse(settings.passes).total >= 3)
     try:
+        passes = PassPlan.parse(settings.passes)
+        # Where the excamera chain's re-encodes follow pass 0 (-p 1 publishes pass 0 as it is).
+        rebases = settings.chain == "excamera" and passes.total >= 3
+        redecide = rebases and settings.batch is not None
         return XcencParams(
             vid_name=chunks.vid,
             n_parts=chunks.count,
-            plan=PassPlan.parse(settings.passes),
+            plan=passes,
             y_ac_qi=settings.quality if levels is None else levels[0],
             levels=levels,
             mild_batch_keys=True,
-            # only where re-encodes follow pass 0 (-p 1 publishes pass 0 as it is)
-            pass0_key_floor=(settings.pass0 == "vpxenc" and settings.chain == "excamera"
-                             and PassPlan.parse(settings.passes).total >= 3),
+            pass0_key_floor=settings.pass0 == "vpxenc" and rebases,
             redecide=redecide,
             redecide_levels=settings.redecide_levels if redecide else 1,
             kf_weight=settings.kf_weight,
